@@ -1,0 +1,419 @@
+//! The Member aggregate: who a member is (email, name, note, labels) and where they came from.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::values::{EmailAddress, Labels, MemberName, Note};
+
+/// How a member came to exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberSource {
+    Admin,
+    Api,
+    Import,
+    Signup,
+    Stripe,
+}
+
+impl MemberSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Api => "api",
+            Self::Import => "import",
+            Self::Signup => "signup",
+            Self::Stripe => "stripe",
+        }
+    }
+}
+
+/// Whether a member pays. Every member starts free.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberStatus {
+    #[default]
+    Free,
+    Paid,
+    Comped,
+}
+
+impl MemberStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Free => "free",
+            Self::Paid => "paid",
+            Self::Comped => "comped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MemberCommand {
+    CreateMember {
+        member_id: Uuid,
+        email: EmailAddress,
+        name: Option<MemberName>,
+        note: Option<Note>,
+        labels: Labels,
+        source: MemberSource,
+        at: DateTime<Utc>,
+    },
+    /// Changes the fields that are `Some`; the inner `None` clears a name or note.
+    UpdateMember {
+        name: Option<Option<MemberName>>,
+        note: Option<Option<Note>>,
+        labels: Option<Labels>,
+        at: DateTime<Utc>,
+    },
+    /// The caller has reserved the new address in the unique email lookup first.
+    ChangeEmail {
+        email: EmailAddress,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MemberEvent {
+    MemberCreated {
+        member_id: Uuid,
+        email: String,
+        name: Option<String>,
+        note: Option<String>,
+        labels: Vec<String>,
+        source: MemberSource,
+        created_at: DateTime<Utc>,
+    },
+    /// Carries the whole editable profile after the change.
+    MemberUpdated {
+        name: Option<String>,
+        note: Option<String>,
+        labels: Vec<String>,
+        updated_at: DateTime<Utc>,
+    },
+    MemberEmailChanged {
+        old_email: String,
+        new_email: String,
+        changed_at: DateTime<Utc>,
+    },
+}
+
+impl MemberEvent {
+    pub const CREATED: &'static str = "MemberCreated";
+    pub const UPDATED: &'static str = "MemberUpdated";
+    pub const EMAIL_CHANGED: &'static str = "MemberEmailChanged";
+}
+
+impl DomainEvent for MemberEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::MemberCreated { .. } => Self::CREATED,
+            Self::MemberUpdated { .. } => Self::UPDATED,
+            Self::MemberEmailChanged { .. } => Self::EMAIL_CHANGED,
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemberError {
+    #[error("the member already exists")]
+    AlreadyExists,
+    #[error("the member does not exist")]
+    NotFound,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    id: Option<Uuid>,
+    email: String,
+    name: Option<String>,
+    note: Option<String>,
+    labels: Vec<String>,
+    status: MemberStatus,
+}
+
+impl Member {
+    pub fn exists(&self) -> bool {
+        self.id.is_some()
+    }
+
+    pub fn email(&self) -> &str {
+        &self.email
+    }
+}
+
+impl Aggregate for Member {
+    const TYPE: &'static str = "Member";
+    type Command = MemberCommand;
+    type Event = MemberEvent;
+    type Error = MemberError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        match command {
+            MemberCommand::CreateMember {
+                member_id,
+                email,
+                name,
+                note,
+                labels,
+                source,
+                at,
+            } => {
+                if self.exists() {
+                    return Err(MemberError::AlreadyExists);
+                }
+                let event = MemberEvent::MemberCreated {
+                    member_id,
+                    email: email.into(),
+                    name: name.map(MemberName::into_inner),
+                    note: note.map(Note::into_inner),
+                    labels: labels.into_inner(),
+                    source,
+                    created_at: at,
+                };
+                sink.write(event, self).await;
+            }
+            MemberCommand::UpdateMember {
+                name,
+                note,
+                labels,
+                at,
+            } => {
+                if !self.exists() {
+                    return Err(MemberError::NotFound);
+                }
+                let name =
+                    name.map_or_else(|| self.name.clone(), |n| n.map(MemberName::into_inner));
+                let note = note.map_or_else(|| self.note.clone(), |n| n.map(Note::into_inner));
+                let labels = labels.map_or_else(|| self.labels.clone(), Labels::into_inner);
+                if name != self.name || note != self.note || labels != self.labels {
+                    let event = MemberEvent::MemberUpdated {
+                        name,
+                        note,
+                        labels,
+                        updated_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            MemberCommand::ChangeEmail { email, at } => {
+                if !self.exists() {
+                    return Err(MemberError::NotFound);
+                }
+                if email.as_str() != self.email {
+                    let event = MemberEvent::MemberEmailChanged {
+                        old_email: self.email.clone(),
+                        new_email: email.into(),
+                        changed_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            MemberEvent::MemberCreated {
+                member_id,
+                email,
+                name,
+                note,
+                labels,
+                ..
+            } => {
+                self.id = Some(member_id);
+                self.email = email;
+                self.name = name;
+                self.note = note;
+                self.labels = labels;
+            }
+            MemberEvent::MemberUpdated {
+                name, note, labels, ..
+            } => {
+                self.name = name;
+                self.note = note;
+                self.labels = labels;
+            }
+            MemberEvent::MemberEmailChanged { new_email, .. } => self.email = new_email,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use cqrs_es::test::TestFramework;
+
+    use super::*;
+
+    type MemberTest = TestFramework<Member>;
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0)
+            .single()
+            .expect("valid time")
+    }
+
+    fn id() -> Uuid {
+        Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001)
+    }
+
+    fn email(s: &str) -> EmailAddress {
+        EmailAddress::parse(s).expect("valid email")
+    }
+
+    fn created() -> MemberEvent {
+        MemberEvent::MemberCreated {
+            member_id: id(),
+            email: "ada@example.com".into(),
+            name: Some("Ada".into()),
+            note: None,
+            labels: vec!["vip".into()],
+            source: MemberSource::Admin,
+            created_at: at(),
+        }
+    }
+
+    fn create() -> MemberCommand {
+        MemberCommand::CreateMember {
+            member_id: id(),
+            email: email("ada@example.com"),
+            name: MemberName::parse("Ada").expect("valid"),
+            note: None,
+            labels: Labels::parse(&["vip"]).expect("valid"),
+            source: MemberSource::Admin,
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn create_member_emits_member_created() {
+        MemberTest::with(())
+            .given_no_previous_events()
+            .when(create())
+            .then_expect_events(vec![created()]);
+    }
+
+    #[test]
+    fn create_member_twice_is_refused() {
+        MemberTest::with(())
+            .given(vec![created()])
+            .when(create())
+            .then_expect_error(MemberError::AlreadyExists);
+    }
+
+    #[test]
+    fn update_changes_only_the_given_fields() {
+        MemberTest::with(())
+            .given(vec![created()])
+            .when(MemberCommand::UpdateMember {
+                name: None,
+                note: Some(Note::parse("met at a conference").expect("valid")),
+                labels: None,
+                at: at(),
+            })
+            .then_expect_events(vec![MemberEvent::MemberUpdated {
+                name: Some("Ada".into()),
+                note: Some("met at a conference".into()),
+                labels: vec!["vip".into()],
+                updated_at: at(),
+            }]);
+    }
+
+    #[test]
+    fn update_can_clear_the_name() {
+        MemberTest::with(())
+            .given(vec![created()])
+            .when(MemberCommand::UpdateMember {
+                name: Some(None),
+                note: None,
+                labels: Some(Labels::default()),
+                at: at(),
+            })
+            .then_expect_events(vec![MemberEvent::MemberUpdated {
+                name: None,
+                note: None,
+                labels: vec![],
+                updated_at: at(),
+            }]);
+    }
+
+    #[test]
+    fn update_that_changes_nothing_emits_nothing() {
+        MemberTest::with(())
+            .given(vec![created()])
+            .when(MemberCommand::UpdateMember {
+                name: Some(MemberName::parse("Ada").expect("valid")),
+                note: None,
+                labels: None,
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn update_of_an_unknown_member_is_refused() {
+        MemberTest::with(())
+            .given_no_previous_events()
+            .when(MemberCommand::UpdateMember {
+                name: None,
+                note: None,
+                labels: None,
+                at: at(),
+            })
+            .then_expect_error(MemberError::NotFound);
+    }
+
+    #[test]
+    fn change_email_records_old_and_new_address() {
+        MemberTest::with(())
+            .given(vec![created()])
+            .when(MemberCommand::ChangeEmail {
+                email: email("ada@lovelace.dev"),
+                at: at(),
+            })
+            .then_expect_events(vec![MemberEvent::MemberEmailChanged {
+                old_email: "ada@example.com".into(),
+                new_email: "ada@lovelace.dev".into(),
+                changed_at: at(),
+            }]);
+    }
+
+    #[test]
+    fn change_to_the_same_email_emits_nothing() {
+        MemberTest::with(())
+            .given(vec![created()])
+            .when(MemberCommand::ChangeEmail {
+                email: email("ada@example.com"),
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn change_email_of_an_unknown_member_is_refused() {
+        MemberTest::with(())
+            .given_no_previous_events()
+            .when(MemberCommand::ChangeEmail {
+                email: email("ada@example.com"),
+                at: at(),
+            })
+            .then_expect_error(MemberError::NotFound);
+    }
+}

@@ -1,0 +1,88 @@
+//! Read models. Each projection owns plain SQL tables an analyst can query and says how each
+//! event changes them; the runner in the server applies events in log order and advances the
+//! projection's checkpoint in the same transaction.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use sqlx::PgConnection;
+
+pub mod member_list;
+pub mod members_created;
+
+pub use member_list::MemberList;
+pub use members_created::MembersCreatedEvents;
+
+/// One row of the event log, as projections and exports read it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub global_position: i64,
+    pub transaction_id: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl StoredEvent {
+    /// Decodes the payload into the aggregate's event enum.
+    pub fn decode<E: DeserializeOwned>(&self) -> Result<E, ProjectionError> {
+        serde_json::from_value(self.payload.clone()).map_err(|source| ProjectionError::Decode {
+            position: self.global_position,
+            event_type: self.event_type.clone(),
+            source,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("event at position {position} ({event_type}) could not be decoded")]
+    Decode {
+        position: i64,
+        event_type: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("event at position {position} refers to a malformed aggregate id {aggregate_id:?}")]
+    BadAggregateId { position: i64, aggregate_id: String },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+#[async_trait]
+pub trait Projection: Send + Sync {
+    /// Stable name, also the checkpoint key.
+    fn name(&self) -> &'static str;
+    /// Bumped whenever the tables or the way events change them change: a projection whose
+    /// stored version differs is rebuilt from the log.
+    fn version(&self) -> i32;
+    /// The tables this projection owns, emptied when it is rebuilt.
+    fn tables(&self) -> &'static [&'static str];
+    /// Applies one event inside the runner's transaction. Events the projection does not care
+    /// about are ignored.
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError>;
+}
+
+/// Every projection the server runs.
+pub fn all() -> Vec<Box<dyn Projection>> {
+    vec![Box::new(MemberList), Box::new(MembersCreatedEvents)]
+}
+
+pub(crate) fn member_id(event: &StoredEvent) -> Result<uuid::Uuid, ProjectionError> {
+    event
+        .aggregate_id
+        .parse()
+        .map_err(|_| ProjectionError::BadAggregateId {
+            position: event.global_position,
+            aggregate_id: event.aggregate_id.clone(),
+        })
+}

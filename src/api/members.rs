@@ -1,0 +1,745 @@
+//! `/v1/members`: the admin's view of members.
+
+use aggregates::cqrs_es::AggregateError;
+use aggregates::{
+    EmailAddress, Labels, MemberCommand, MemberError, MemberName, MemberSource, Note, ValueError,
+};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+use uuid::Uuid;
+
+use super::auth::AdminAuth;
+use super::problem::{FieldError, Problem};
+use super::{ApiTags, RequestId, State};
+use crate::store::{member_emails, Actor, EventMetadata, LogPosition};
+
+/// Read models a member write is visible in once it returns.
+const MEMBER_READ_MODELS: &[&str] = &["member_list", "members_created_events"];
+
+pub struct MembersApi {
+    pub state: State,
+}
+
+/// A member.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Member")]
+pub struct MemberView {
+    pub id: Uuid,
+    #[oai(validator(max_length = 254))]
+    pub email: String,
+    pub name: Option<String>,
+    /// The admin's private note.
+    pub note: Option<String>,
+    pub labels: Vec<String>,
+    pub status: MemberStatusDto,
+    pub source: MemberSourceDto,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename = "MemberStatus", rename_all = "snake_case")]
+pub enum MemberStatusDto {
+    Free,
+    Paid,
+    Comped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename = "MemberSource", rename_all = "snake_case")]
+pub enum MemberSourceDto {
+    Admin,
+    Api,
+    Import,
+    Signup,
+    Stripe,
+}
+
+/// How a member created through this API came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename = "CreateMemberSource", rename_all = "snake_case")]
+pub enum CreateSourceDto {
+    Admin,
+    Api,
+    Import,
+}
+
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct CreateMemberRequest {
+    #[oai(validator(min_length = 3, max_length = 254))]
+    pub email: String,
+    #[oai(validator(max_length = 191))]
+    pub name: Option<String>,
+    #[oai(validator(max_length = 2000))]
+    pub note: Option<String>,
+    #[oai(validator(max_items = 100))]
+    pub labels: Option<Vec<String>>,
+    /// Defaults to `admin`.
+    pub source: Option<CreateSourceDto>,
+}
+
+impl poem_openapi::types::Example for CreateMemberRequest {
+    fn example() -> Self {
+        Self {
+            email: "ada@example.com".into(),
+            name: Some("Ada Lovelace".into()),
+            note: None,
+            labels: Some(vec!["vip".into()]),
+            source: None,
+        }
+    }
+}
+
+/// Changes to a member; absent properties stay as they are, `null` clears a name or note.
+#[derive(Debug, Clone, Object)]
+pub struct UpdateMemberRequest {
+    #[oai(validator(min_length = 3, max_length = 254))]
+    pub email: Option<String>,
+    #[oai(validator(max_length = 191))]
+    pub name: MaybeUndefined<String>,
+    #[oai(validator(max_length = 2000))]
+    pub note: MaybeUndefined<String>,
+    #[oai(validator(max_items = 100))]
+    pub labels: Option<Vec<String>>,
+}
+
+/// A page of members, newest first.
+#[derive(Debug, Clone, Object)]
+pub struct MemberPage {
+    pub items: Vec<MemberView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum CreateMemberResponse {
+    /// The member was created.
+    #[oai(status = 201)]
+    Created(Json<MemberView>, #[oai(header = "Location")] String),
+    /// The body is not valid JSON of the expected shape.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No valid admin token.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// A member with this email already exists.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    /// Fields failed validation; `errors` names them.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Invalid(Json<Problem>),
+    /// The body is not `application/json`.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum ListMembersResponse {
+    /// A page of members.
+    #[oai(status = 200)]
+    Ok(Json<MemberPage>),
+    /// A query parameter is invalid.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No valid admin token.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// A query parameter is out of range.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Invalid(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum GetMemberResponse {
+    /// The member.
+    #[oai(status = 200)]
+    Ok(Json<MemberView>),
+    /// The id is not a UUID.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No valid admin token.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// No member has this id.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum UpdateMemberResponse {
+    /// The member after the change.
+    #[oai(status = 200)]
+    Ok(Json<MemberView>),
+    /// The body is not valid JSON of the expected shape, or the id is not a UUID.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No valid admin token.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// No member has this id.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// Another member has this email.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    /// Fields failed validation; `errors` names them.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Invalid(Json<Problem>),
+    /// The body is not `application/json`.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+super::problem_responses!(CreateMemberResponse {
+    400 => BadRequest, 401 => Unauthorized, 409 => Conflict, 415 => UnsupportedMediaType, 422 => Invalid
+});
+super::problem_responses!(ListMembersResponse {
+    400 => BadRequest, 401 => Unauthorized, 422 => Invalid
+});
+super::problem_responses!(GetMemberResponse {
+    400 => BadRequest, 401 => Unauthorized, 404 => NotFound
+});
+super::problem_responses!(UpdateMemberResponse {
+    400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict, 415 => UnsupportedMediaType, 422 => Invalid
+});
+
+fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
+    T::from(Problem::from_poem(&err))
+}
+
+#[OpenApi(prefix_path = "/v1/members", tag = "ApiTags::Members")]
+impl MembersApi {
+    /// Create a member
+    ///
+    /// Creates a member with a unique email (compared case-insensitively). The response is
+    /// sent once the member is visible to `GET /v1/members/{id}` and the member list.
+    #[oai(path = "/", method = "post", operation_id = "createMember")]
+    async fn create(
+        &self,
+        _auth: AdminAuth,
+        request_id: Data<&RequestId>,
+        body: Json<CreateMemberRequest>,
+    ) -> CreateMemberResponse {
+        match self.create_member(&request_id, body.0).await {
+            Ok(member) => {
+                let location = format!("/v1/members/{}", member.id);
+                CreateMemberResponse::Created(Json(member), location)
+            }
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// List members
+    ///
+    /// Newest first, filtered, paged with an opaque cursor.
+    #[oai(path = "/", method = "get", operation_id = "listMembers")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per query parameter"
+    )]
+    async fn list(
+        &self,
+        _auth: AdminAuth,
+        /// Only members with this status.
+        status: Query<Option<MemberStatusDto>>,
+        /// Case-insensitive substring of the email or name.
+        #[oai(validator(max_length = 191))]
+        search: Query<Option<String>>,
+        /// Only members created after this time (exclusive).
+        created_after: Query<Option<DateTime<Utc>>>,
+        /// Only members created before this time (exclusive).
+        created_before: Query<Option<DateTime<Utc>>>,
+        /// Page size, 1 to 100.
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
+        limit: Query<i64>,
+        /// `next_cursor` of the previous page.
+        #[oai(validator(max_length = 200))]
+        cursor: Query<Option<String>>,
+    ) -> ListMembersResponse {
+        let filter = ListFilter {
+            status: status.0,
+            search: search.0,
+            created_after: created_after.0,
+            created_before: created_before.0,
+            limit: limit.0,
+            cursor: cursor.0,
+        };
+        match list_members(&self.state, filter).await {
+            Ok(page) => ListMembersResponse::Ok(Json(page)),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Get a member
+    #[oai(path = "/:id", method = "get", operation_id = "getMember")]
+    async fn get(&self, _auth: AdminAuth, id: Path<Uuid>) -> GetMemberResponse {
+        match find_member(&self.state, id.0).await {
+            Ok(Some(member)) => GetMemberResponse::Ok(Json(member)),
+            Ok(None) => Problem::not_found("no member has this id").into(),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Update a member
+    ///
+    /// Changes the given properties. A new email must not belong to another member.
+    #[oai(path = "/:id", method = "patch", operation_id = "updateMember")]
+    async fn update(
+        &self,
+        _auth: AdminAuth,
+        request_id: Data<&RequestId>,
+        id: Path<Uuid>,
+        body: Json<UpdateMemberRequest>,
+    ) -> UpdateMemberResponse {
+        match self.update_member(&request_id, id.0, body.0).await {
+            Ok(member) => UpdateMemberResponse::Ok(Json(member)),
+            Err(problem) => problem.into(),
+        }
+    }
+}
+
+fn default_limit() -> i64 {
+    20
+}
+
+/// Collects every invalid field instead of stopping at the first.
+#[derive(Default)]
+struct Validation(Vec<FieldError>);
+
+impl Validation {
+    fn check<T>(&mut self, field: &str, result: Result<T, ValueError>) -> Option<T> {
+        result
+            .map_err(|e| self.0.push(FieldError::new(field, e.reason())))
+            .ok()
+    }
+
+    fn finish(self) -> Result<(), Problem> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Problem::validation(self.0))
+        }
+    }
+}
+
+impl MembersApi {
+    async fn create_member(
+        &self,
+        request_id: &RequestId,
+        body: CreateMemberRequest,
+    ) -> Result<MemberView, Problem> {
+        let mut v = Validation::default();
+        let email = v.check("email", EmailAddress::parse(&body.email));
+        let name = v.check(
+            "name",
+            body.name.as_deref().map(MemberName::parse).transpose(),
+        );
+        let note = v.check("note", body.note.as_deref().map(Note::parse).transpose());
+        let labels = v.check(
+            "labels",
+            Labels::parse(body.labels.as_deref().unwrap_or_default()),
+        );
+        v.finish()?;
+        let (Some(email), Some(name), Some(note), Some(labels)) = (email, name, note, labels)
+        else {
+            return Err(Problem::internal());
+        };
+        let source = match body.source.unwrap_or(CreateSourceDto::Admin) {
+            CreateSourceDto::Admin => MemberSource::Admin,
+            CreateSourceDto::Api => MemberSource::Api,
+            CreateSourceDto::Import => MemberSource::Import,
+        };
+
+        let member_id = Uuid::now_v7();
+        let normalized = email.normalized();
+        if !member_emails::reserve(&self.state.pool, &normalized, member_id)
+            .await
+            .map_err(db_error)?
+        {
+            return Err(email_taken());
+        }
+        let command = MemberCommand::CreateMember {
+            member_id,
+            email,
+            name: name.flatten(),
+            note: note.flatten(),
+            labels,
+            source,
+            at: Utc::now(),
+        };
+        let result = self
+            .state
+            .members
+            .execute(&member_id.to_string(), command, metadata(request_id))
+            .await;
+        let position = match result {
+            Ok(position) => position,
+            Err(err) => {
+                // Nothing was written: give the address back.
+                let _ = member_emails::release(&self.state.pool, &normalized, member_id).await;
+                return Err(member_error(err));
+            }
+        };
+        self.visible(position).await;
+        find_member(&self.state, member_id).await?.ok_or_else(|| {
+            Problem::unavailable("the member was created but is not readable yet; retry the GET")
+        })
+    }
+
+    async fn update_member(
+        &self,
+        request_id: &RequestId,
+        member_id: Uuid,
+        body: UpdateMemberRequest,
+    ) -> Result<MemberView, Problem> {
+        let mut v = Validation::default();
+        let email = body
+            .email
+            .as_deref()
+            .and_then(|e| v.check("email", EmailAddress::parse(e)));
+        let name = match body.name {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(name) => v.check("name", MemberName::parse(&name)),
+        };
+        let note = match body.note {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(note) => v.check("note", Note::parse(&note)),
+        };
+        let labels = body
+            .labels
+            .as_deref()
+            .and_then(|l| v.check("labels", Labels::parse(l)));
+        v.finish()?;
+
+        let aggregate_id = member_id.to_string();
+        let mut position = None;
+        if name.is_some() || note.is_some() || labels.is_some() {
+            let command = MemberCommand::UpdateMember {
+                name,
+                note,
+                labels,
+                at: Utc::now(),
+            };
+            position = self
+                .state
+                .members
+                .execute(&aggregate_id, command, metadata(request_id))
+                .await
+                .map_err(member_error)?;
+        }
+        if let Some(email) = email {
+            position = self
+                .change_email(request_id, member_id, email)
+                .await?
+                .or(position);
+        }
+        if let Some(position) = position {
+            self.visible(Some(position)).await;
+        }
+        find_member(&self.state, member_id)
+            .await?
+            .ok_or_else(|| Problem::not_found("no member has this id"))
+    }
+
+    async fn change_email(
+        &self,
+        request_id: &RequestId,
+        member_id: Uuid,
+        email: EmailAddress,
+    ) -> Result<Option<LogPosition>, Problem> {
+        let pool = &self.state.pool;
+        let normalized = email.normalized();
+        let held: Vec<String> =
+            sqlx::query_scalar("SELECT email FROM member_emails WHERE member_id = $1")
+                .bind(member_id)
+                .fetch_all(pool)
+                .await
+                .map_err(db_error)?;
+        let already_held = held.contains(&normalized);
+        if !member_emails::reserve(pool, &normalized, member_id)
+            .await
+            .map_err(db_error)?
+        {
+            return Err(email_taken());
+        }
+        let command = MemberCommand::ChangeEmail {
+            email,
+            at: Utc::now(),
+        };
+        match self
+            .state
+            .members
+            .execute(&member_id.to_string(), command, metadata(request_id))
+            .await
+        {
+            Ok(position) => {
+                for old in held.iter().filter(|old| **old != normalized) {
+                    member_emails::release(pool, old, member_id)
+                        .await
+                        .map_err(db_error)?;
+                }
+                Ok(position)
+            }
+            Err(err) => {
+                if !already_held {
+                    let _ = member_emails::release(pool, &normalized, member_id).await;
+                }
+                Err(member_error(err))
+            }
+        }
+    }
+
+    /// Read-your-writes: waits (bounded) until the member read models include `position`.
+    async fn visible(&self, position: Option<LogPosition>) {
+        let Some(position) = position else { return };
+        match self
+            .state
+            .projections
+            .wait_for(
+                MEMBER_READ_MODELS,
+                position,
+                self.state.read_your_writes_timeout,
+            )
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(?position, "read models did not catch up in time"),
+            Err(err) => tracing::warn!(error = %err, "could not wait for the read models"),
+        }
+    }
+}
+
+fn metadata(request_id: &RequestId) -> EventMetadata {
+    EventMetadata::for_request(&request_id.0, Actor::Admin)
+}
+
+fn email_taken() -> Problem {
+    Problem::conflict("email-taken", "another member has this email")
+        .with_field("email", "is already used by another member")
+}
+
+pub(crate) fn db_error(err: sqlx::Error) -> Problem {
+    tracing::error!(error = %err, "database error");
+    Problem::unavailable("the database is unavailable; retry later")
+}
+
+fn member_error(err: AggregateError<MemberError>) -> Problem {
+    match err {
+        AggregateError::UserError(MemberError::NotFound) => {
+            Problem::not_found("no member has this id")
+        }
+        AggregateError::UserError(MemberError::AlreadyExists) => {
+            Problem::conflict("member-exists", "the member already exists")
+        }
+        AggregateError::AggregateConflict => {
+            Problem::unavailable("the member is being changed concurrently; retry")
+        }
+        AggregateError::DatabaseConnectionError(e) => {
+            tracing::error!(error = %e, "event store unavailable");
+            Problem::unavailable("the database is unavailable; retry later")
+        }
+        AggregateError::DeserializationError(e) | AggregateError::UnexpectedError(e) => {
+            tracing::error!(error = %e, "member command failed");
+            Problem::internal()
+        }
+    }
+}
+
+struct ListFilter {
+    status: Option<MemberStatusDto>,
+    search: Option<String>,
+    created_after: Option<DateTime<Utc>>,
+    created_before: Option<DateTime<Utc>>,
+    limit: i64,
+    cursor: Option<String>,
+}
+
+/// The position of the last member on a page: `created_at` and `id`.
+fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
+    let raw = format!("{}|{id}", created_at.timestamp_micros());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (micros, id) = raw.split_once('|')?;
+    Some((
+        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        id.parse().ok()?,
+    ))
+}
+
+#[derive(sqlx::FromRow)]
+struct MemberRow {
+    id: Uuid,
+    email: String,
+    name: Option<String>,
+    note: Option<String>,
+    labels: Vec<String>,
+    status: String,
+    source: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<MemberRow> for MemberView {
+    fn from(row: MemberRow) -> Self {
+        let status = match row.status.as_str() {
+            "paid" => MemberStatusDto::Paid,
+            "comped" => MemberStatusDto::Comped,
+            _ => MemberStatusDto::Free,
+        };
+        let source = match row.source.as_str() {
+            "api" => MemberSourceDto::Api,
+            "import" => MemberSourceDto::Import,
+            "signup" => MemberSourceDto::Signup,
+            "stripe" => MemberSourceDto::Stripe,
+            _ => MemberSourceDto::Admin,
+        };
+        Self {
+            id: row.id,
+            email: row.email,
+            name: row.name,
+            note: row.note,
+            labels: row.labels,
+            status,
+            source,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+const MEMBER_COLUMNS: &str =
+    "id, email, name, note, labels, status, source, created_at, updated_at";
+
+async fn find_member(state: &State, id: Uuid) -> Result<Option<MemberView>, Problem> {
+    let row: Option<MemberRow> = sqlx::query_as(&format!(
+        "SELECT {MEMBER_COLUMNS} FROM member_list WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(db_error)?;
+    Ok(row.map(MemberView::from))
+}
+
+async fn list_members(state: &State, filter: ListFilter) -> Result<MemberPage, Problem> {
+    let after = match filter.cursor.as_deref() {
+        None => None,
+        Some(cursor) => Some(decode_cursor(cursor).ok_or_else(|| {
+            Problem::bad_request("the cursor is not one this API returned")
+                .with_field("cursor", "is malformed")
+        })?),
+    };
+    if let (Some(a), Some(b)) = (filter.created_after, filter.created_before) {
+        if a >= b {
+            return Err(Problem::validation(vec![FieldError::new(
+                "created_before",
+                "must be later than created_after",
+            )]));
+        }
+    }
+    let status = filter.status.map(|s| match s {
+        MemberStatusDto::Free => "free",
+        MemberStatusDto::Paid => "paid",
+        MemberStatusDto::Comped => "comped",
+    });
+    let search = filter
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            format!(
+                "%{}%",
+                s.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            )
+        });
+    let rows: Vec<MemberRow> = sqlx::query_as(&format!(
+        "SELECT {MEMBER_COLUMNS} FROM member_list
+         WHERE ($1::text IS NULL OR status = $1)
+           AND ($2::text IS NULL OR email ILIKE $2 OR name ILIKE $2)
+           AND ($3::timestamptz IS NULL OR created_at > $3)
+           AND ($4::timestamptz IS NULL OR created_at < $4)
+           AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6))
+         ORDER BY created_at DESC, id DESC
+         LIMIT $7"
+    ))
+    .bind(status)
+    .bind(search)
+    .bind(filter.created_after)
+    .bind(filter.created_before)
+    .bind(after.map(|(t, _)| t))
+    .bind(after.map(|(_, id)| id))
+    .bind(filter.limit + 1)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(db_error)?;
+    let mut items: Vec<MemberView> = rows.into_iter().map(MemberView::from).collect();
+    let next_cursor = if items.len() > usize::try_from(filter.limit).unwrap_or(usize::MAX) {
+        items.pop();
+        items.last().map(|m| encode_cursor(m.created_at, m.id))
+    } else {
+        None
+    };
+    Ok(MemberPage { items, next_cursor })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        let at = DateTime::from_timestamp_micros(1_764_000_000_123_456).expect("valid");
+        let id = Uuid::now_v7();
+        assert_eq!(decode_cursor(&encode_cursor(at, id)), Some((at, id)));
+        assert_eq!(decode_cursor("not a cursor"), None);
+        assert_eq!(decode_cursor(""), None);
+    }
+}

@@ -1,0 +1,195 @@
+//! The HTTP API: poem-openapi operations under `/v1`, the spec at `/openapi.json`, Swagger UI
+//! at `/docs`; every error is `application/problem+json`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aggregates::Member;
+use poem::http::{HeaderValue, StatusCode};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem_openapi::{OpenApiService, Tags};
+use sqlx::PgPool;
+use tracing::Instrument;
+
+use crate::runner::Projections;
+use crate::store::CommandBus;
+
+pub mod auth;
+pub mod health;
+pub mod members;
+pub mod problem;
+
+pub use problem::Problem;
+
+/// What every handler shares.
+pub struct AppState {
+    pub pool: PgPool,
+    pub members: Arc<CommandBus<Member>>,
+    pub projections: Projections,
+    pub admin_tokens: auth::AdminTokens,
+    pub read_your_writes_timeout: Duration,
+}
+
+pub type State = Arc<AppState>;
+
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Members, as the admin manages them.
+    Members,
+    /// Health and readiness of the service.
+    Operations,
+}
+
+/// The id of the request being served: the caller's `X-Request-Id` if sane, else a new UUIDv7.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Implements `From<Problem>` for an operation's response enum: each status goes to its
+/// variant; 503 to `Unavailable`, anything else to `Internal` (logged).
+macro_rules! problem_responses {
+    ($response:ident { $($status:literal => $variant:ident),* $(,)? }) => {
+        impl From<$crate::api::Problem> for $response {
+            fn from(problem: $crate::api::Problem) -> Self {
+                match problem.status {
+                    $($status => Self::$variant(poem_openapi::payload::Json(problem)),)*
+                    503 => Self::Unavailable(poem_openapi::payload::Json(problem)),
+                    _ => {
+                        if problem.status != 500 {
+                            tracing::error!(status = problem.status, "undocumented status mapped to 500");
+                        }
+                        Self::Internal(poem_openapi::payload::Json($crate::api::Problem::internal()))
+                    }
+                }
+            }
+        }
+    };
+}
+pub(crate) use problem_responses;
+
+pub const API_TITLE: &str = "memberledger";
+
+pub fn openapi_service(
+    state: &State,
+) -> OpenApiService<(members::MembersApi, health::HealthApi), ()> {
+    OpenApiService::new(
+        (
+            members::MembersApi {
+                state: state.clone(),
+            },
+            health::HealthApi {
+                state: state.clone(),
+            },
+        ),
+        API_TITLE,
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description("Paid memberships and software licenses, event-sourced.")
+}
+
+/// The spec as `memberledger openapi` prints it and `/openapi.json` serves it.
+pub fn spec_json(state: &State) -> String {
+    openapi_service(state).spec()
+}
+
+/// Largest request body the API accepts.
+const MAX_BODY: usize = 1024 * 1024;
+
+pub fn routes(state: &State) -> impl Endpoint {
+    let api = openapi_service(state);
+    let spec = api.spec();
+    let docs = api.swagger_ui();
+    Route::new()
+        .at(
+            "/openapi.json",
+            poem::endpoint::make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/json")
+                    .body(spec.clone())
+            }),
+        )
+        .nest("/docs", docs)
+        .nest("/", api)
+        .around(limit_body)
+        .catch_all_error(|err: poem::Error| async move { Problem::from_poem(&err).into_response() })
+        .data(state.clone())
+        .around(with_request_id)
+}
+
+/// Refuses bodies over [`MAX_BODY`] with 413, whether or not they declare their length.
+async fn limit_body<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Response> {
+    let too_large = || {
+        poem::Error::from_string(
+            "the request body is larger than 1 MiB",
+            StatusCode::PAYLOAD_TOO_LARGE,
+        )
+    };
+    let declared = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(len) if len > MAX_BODY => return Err(too_large()),
+        Some(_) => {}
+        None => {
+            // A chunked body: read it up to the limit.
+            let body = req
+                .take_body()
+                .into_bytes_limit(MAX_BODY)
+                .await
+                .map_err(|_| too_large())?;
+            req.set_body(body);
+        }
+    }
+    next.call(req).await.map(IntoResponse::into_response)
+}
+
+/// Gives every request an id (echoed in `X-Request-Id`), runs it inside a span carrying that
+/// id so every log line of the request names it, and logs its outcome.
+async fn with_request_id<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Response> {
+    let id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    req.set_data(RequestId(id.clone()));
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    async move {
+        let started = Instant::now();
+        let mut resp = next
+            .call(req)
+            .await
+            .map_or_else(|err| err.into_response(), IntoResponse::into_response);
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        let status = resp.status().as_u16();
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if resp.status().is_server_error() {
+            tracing::error!(status, elapsed_ms, "request failed");
+        } else {
+            tracing::info!(status, elapsed_ms, "request served");
+        }
+        Ok(resp)
+    }
+    .instrument(span)
+    .await
+}
+
+/// The spec without a running server: the handlers never run, so the state behind them
+/// uses a pool that never connects.
+pub fn spec_json_standalone() -> String {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect_lazy_with(sqlx::postgres::PgConnectOptions::new());
+    let state = Arc::new(AppState {
+        members: CommandBus::new(pool.clone(), ()),
+        projections: Projections::new(pool.clone()),
+        admin_tokens: auth::AdminTokens::new(pool.clone(), None),
+        read_your_writes_timeout: Duration::ZERO,
+        pool,
+    });
+    spec_json(&state)
+}

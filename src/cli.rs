@@ -1,0 +1,159 @@
+//! The `memberledger` command line.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{DatabaseConfig, LogConfig, ServeConfig};
+use crate::db::{self, Database};
+use crate::startup::{self, Application, Settings};
+use crate::{api, runner, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "memberledger",
+    version,
+    about = "Paid memberships and software licenses, event-sourced."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogConfig,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Migrate the database and serve the HTTP API.
+    Serve {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        serve: ServeConfig,
+    },
+    /// Apply pending migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Print the OpenAPI spec.
+    Openapi,
+    /// Read-model projections.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// Create a new admin token (printed once; only its hash is stored).
+    AdminToken {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// Revoke every stored token first (`ADMIN_TOKEN` is not affected).
+        #[arg(long)]
+        revoke_others: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Each projection's version, position and lag.
+    Status {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    telemetry::init(cli.log.log_format);
+    match cli.command {
+        Command::Serve { database, serve } => serve_command(database, serve).await,
+        Command::Migrate { database } => {
+            let db = Database::connect(&database).await?;
+            db::migrate(&db.pool).await?;
+            println!("migrations applied");
+            db.close().await
+        }
+        Command::Openapi => {
+            println!("{}", api::spec_json_standalone());
+            Ok(())
+        }
+        Command::Projections {
+            command: ProjectionsCommand::Status { database, json },
+        } => {
+            let db = Database::connect(&database).await?;
+            let status = runner::status(&db.pool).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                println!(
+                    "{:<28} {:>7} {:>12} {:>14} {:>10} {:>10}  error",
+                    "projection", "version", "position", "applied", "lag", "lag_ms"
+                );
+                for p in status {
+                    let version = if p.version == p.code_version {
+                        p.version.to_string()
+                    } else {
+                        format!("{}→{}", p.version, p.code_version)
+                    };
+                    println!(
+                        "{:<28} {:>7} {:>12} {:>14} {:>10} {:>10}  {}",
+                        p.name,
+                        version,
+                        p.global_position,
+                        p.events_applied,
+                        p.lag_events,
+                        p.lag_ms,
+                        p.last_error.unwrap_or_default()
+                    );
+                }
+            }
+            db.close().await
+        }
+        Command::AdminToken {
+            database,
+            revoke_others,
+        } => {
+            let db = Database::connect(&database).await?;
+            db::migrate(&db.pool).await?;
+            if revoke_others {
+                let n = api::auth::revoke_stored_tokens(&db.pool).await?;
+                eprintln!("revoked {n} stored admin token(s)");
+            }
+            let token = api::auth::create_stored_token(&db.pool, "cli").await?;
+            println!("{token}");
+            db.close().await
+        }
+    }
+}
+
+async fn serve_command(database: DatabaseConfig, serve: ServeConfig) -> anyhow::Result<()> {
+    let db = Database::connect(&database).await?;
+    db::migrate(&db.pool).await?;
+    if serve.admin_token.is_none() && api::auth::stored_token_count(&db.pool).await? == 0 {
+        let token = api::auth::create_stored_token(&db.pool, "generated on first start").await?;
+        // Shown once, on stdout, outside the logs; only its hash is kept.
+        println!(
+            "Generated an admin token (shown only now; only its hash is stored):\n\n    {token}\n"
+        );
+        println!(
+            "Use it as `Authorization: Bearer {token}`. `memberledger admin-token` makes another."
+        );
+    }
+    let shutdown = startup::shutdown_on_signal();
+    let app = Application::build(
+        db.pool.clone(),
+        Settings {
+            bind: serve.bind,
+            admin_token: serve.admin_token.map(|t| t.expose().to_owned()),
+            read_your_writes_timeout: Duration::from_millis(serve.read_your_writes_timeout_ms),
+        },
+    )
+    .await?;
+    tracing::info!(addr = %app.addr(), "listening; OpenAPI at /openapi.json, Swagger UI at /docs");
+    let result = app.run_until_stopped(shutdown).await;
+    db.close().await?;
+    tracing::info!("stopped");
+    result
+}

@@ -1,0 +1,99 @@
+//! Connecting to PostgreSQL (an external one, or the local cluster) and migrating it.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::config::DatabaseConfig;
+use crate::localpg::LocalPostgres;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The database the server uses, and the local cluster behind it when there is one.
+pub struct Database {
+    pub pool: PgPool,
+    pub local: Option<LocalPostgres>,
+}
+
+/// Name of the database created in the local cluster.
+const LOCAL_DATABASE: &str = "memberledger";
+
+impl Database {
+    pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Self> {
+        let (url, local) = match &config.database_url {
+            Some(url) => (url.expose().to_owned(), None),
+            None => {
+                let dir = config.data_dir.join("pg");
+                let local = LocalPostgres::start(&dir).await.with_context(|| {
+                    format!("starting the local PostgreSQL under {}", dir.display())
+                })?;
+                create_database_if_missing(local.url(), LOCAL_DATABASE).await?;
+                tracing::info!(port = local.port(), dir = %dir.display(), "using the local PostgreSQL cluster");
+                (local.url_for(LOCAL_DATABASE), Some(local))
+            }
+        };
+        let pool = pool(&url, config.database_max_connections).await?;
+        Ok(Self { pool, local })
+    }
+
+    /// Closes the pool, then stops the local cluster if this process started it.
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.pool.close().await;
+        if let Some(local) = self.local {
+            local.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+pub async fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = url
+        .parse::<PgConnectOptions>()
+        .context("DATABASE_URL is not a valid PostgreSQL URL")?
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .context("connecting to PostgreSQL")
+}
+
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await.context("applying migrations")
+}
+
+/// Creates `name` on the server behind `admin_url` unless it exists.
+pub async fn create_database_if_missing(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(admin_url)
+        .await
+        .context("connecting to the maintenance database")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&admin)
+            .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        // Another process may win the race; "already exists" is fine then.
+        if let Err(err) = sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&admin)
+            .await
+        {
+            let duplicate = err
+                .as_database_error()
+                .and_then(|e| e.code())
+                .is_some_and(|code| code == "42P04" || code == "23505");
+            if !duplicate {
+                return Err(err).with_context(|| format!("creating database {name}"));
+            }
+        }
+    }
+    admin.close().await;
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! memberledger: paid memberships and software licenses, event-sourced.
+//!
+//! `main.rs` only parses the command line; everything it runs lives here, so tests start the
+//! real server ([`startup::Application`]) against a real database.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod localpg;
+pub mod runner;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

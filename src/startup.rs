@@ -1,0 +1,108 @@
+//! Building and running the server: bind the listener (port 0 works), start the projection
+//! runners, serve until told to stop, then finish in-flight work.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, auth::AdminTokens, AppState, State};
+use crate::runner::Projections;
+use crate::store::CommandBus;
+
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub admin_token: Option<String>,
+    pub read_your_writes_timeout: Duration,
+}
+
+pub struct Application {
+    addr: SocketAddr,
+    acceptor: poem::listener::TcpAcceptor,
+    state: State,
+}
+
+/// How long in-flight requests get to finish after a stop signal.
+const GRACE: Duration = Duration::from_secs(10);
+
+impl Application {
+    /// Binds the listener; the database must be migrated already.
+    pub async fn build(pool: PgPool, settings: Settings) -> anyhow::Result<Self> {
+        let acceptor = TcpListener::bind(settings.bind.to_string())
+            .into_acceptor()
+            .await
+            .with_context(|| format!("binding {}", settings.bind))?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .context("the listener has no socket address")?;
+        let state = Arc::new(AppState {
+            members: CommandBus::new(pool.clone(), ()),
+            projections: Projections::new(pool.clone()),
+            admin_tokens: AdminTokens::new(pool.clone(), settings.admin_token.as_deref()),
+            read_your_writes_timeout: settings.read_your_writes_timeout,
+            pool,
+        });
+        Ok(Self {
+            addr,
+            acceptor,
+            state,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests
+    /// finish (up to a grace period) and stops the projection runners after their batch.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let runners = self.state.projections.spawn(shutdown.clone());
+        let app = api::routes(&self.state);
+        let signal = shutdown.clone();
+        let served = poem::Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, async move { signal.cancelled().await }, Some(GRACE))
+            .await;
+        shutdown.cancel();
+        for runner in runners {
+            let _ = runner.await;
+        }
+        served.context("serving HTTP")
+    }
+}
+
+/// Cancelled on SIGINT or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            () = term => {}
+        }
+        tracing::info!("stop signal received; finishing in-flight work");
+        cancel.cancel();
+    });
+    token
+}

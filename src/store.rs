@@ -1,0 +1,181 @@
+//! The write side: cqrs-es frameworks over the postgres-es event store, event metadata, and
+//! the lookup tables that keep sets (member emails) unique.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aggregates::cqrs_es::persist::PersistedEventStore;
+use aggregates::cqrs_es::{Aggregate, AggregateError, CqrsFramework};
+use postgres_es::PostgresEventRepository;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Who or what caused a command.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    Admin,
+    Member(Uuid),
+    Stripe,
+    System,
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Admin => f.write_str("admin"),
+            Self::Member(id) => write!(f, "member:{id}"),
+            Self::Stripe => f.write_str("stripe"),
+            Self::System => f.write_str("system"),
+        }
+    }
+}
+
+/// Metadata stored with every event.
+#[derive(Debug, Clone)]
+pub struct EventMetadata {
+    /// Ties together everything that one outside request set off.
+    pub correlation_id: String,
+    /// What directly caused the command: an HTTP request id, a Stripe event id, an event.
+    pub causation_id: String,
+    pub actor: Actor,
+}
+
+impl EventMetadata {
+    /// Metadata for a command caused by one HTTP request.
+    pub fn for_request(request_id: &str, actor: Actor) -> Self {
+        Self {
+            correlation_id: request_id.to_owned(),
+            causation_id: request_id.to_owned(),
+            actor,
+        }
+    }
+
+    fn into_map(self) -> HashMap<String, String> {
+        HashMap::from([
+            ("correlation_id".to_owned(), self.correlation_id),
+            ("causation_id".to_owned(), self.causation_id),
+            ("actor".to_owned(), self.actor.to_string()),
+        ])
+    }
+}
+
+/// A point in the log, in the order readers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct LogPosition {
+    pub transaction_id: i64,
+    pub global_position: i64,
+}
+
+type Framework<A> = CqrsFramework<A, PersistedEventStore<PostgresEventRepository, A>>;
+
+/// Runs commands against aggregates stored in PostgreSQL.
+pub struct CommandBus<A: Aggregate> {
+    framework: Framework<A>,
+    pool: PgPool,
+}
+
+/// How often a command is retried when another writer appended to the same aggregate first.
+const CONFLICT_RETRIES: usize = 3;
+
+impl<A> CommandBus<A>
+where
+    A: Aggregate + 'static,
+    A::Command: Clone,
+{
+    pub fn new(pool: PgPool, services: A::Services) -> Arc<Self> {
+        let repo = PostgresEventRepository::new(pool.clone());
+        let store = PersistedEventStore::new_event_store(repo);
+        Arc::new(Self {
+            framework: CqrsFramework::new(store, vec![], services),
+            pool,
+        })
+    }
+
+    /// Executes `command`, retrying on optimistic-lock conflicts (the command is re-run
+    /// against the newer state), and returns the log position of the aggregate's newest event.
+    pub async fn execute(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: EventMetadata,
+    ) -> Result<Option<LogPosition>, AggregateError<A::Error>> {
+        let metadata = metadata.into_map();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .framework
+                .execute_with_metadata(aggregate_id, command.clone(), metadata.clone())
+                .await
+            {
+                Err(AggregateError::AggregateConflict) if attempt <= CONFLICT_RETRIES => continue,
+                Err(err) => return Err(err),
+                Ok(()) => break,
+            }
+        }
+        self.latest_position(aggregate_id)
+            .await
+            .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))
+    }
+
+    async fn latest_position(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<LogPosition>, sqlx::Error> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT transaction_id::text::bigint, global_position FROM events
+             WHERE aggregate_type = $1 AND aggregate_id = $2
+             ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(transaction_id, global_position)| LogPosition {
+            transaction_id,
+            global_position,
+        }))
+    }
+}
+
+/// The unique email lookup. Addresses are stored lower-cased.
+pub mod member_emails {
+    use sqlx::PgPool;
+    use uuid::Uuid;
+
+    /// Reserves `email` for `member_id`. Returns false when another member holds it.
+    ///
+    /// A reservation is taken over only when it is over a minute old and its holder either
+    /// never came to exist (the process died between reserving and creating) or now has
+    /// another address (the process died before releasing the old one).
+    pub async fn reserve(pool: &PgPool, email: &str, member_id: Uuid) -> Result<bool, sqlx::Error> {
+        let row: Option<(Uuid,)> = sqlx::query_as(
+            "INSERT INTO member_emails (email, member_id) VALUES ($1, $2)
+             ON CONFLICT (email) DO UPDATE SET member_id = EXCLUDED.member_id, reserved_at = now()
+             WHERE member_emails.member_id = EXCLUDED.member_id
+                OR (member_emails.reserved_at < now() - interval '1 minute'
+                    AND (NOT EXISTS (SELECT 1 FROM events e
+                                     WHERE e.aggregate_type = 'Member'
+                                       AND e.aggregate_id = member_emails.member_id::text)
+                         OR EXISTS (SELECT 1 FROM member_list m
+                                    WHERE m.id = member_emails.member_id
+                                      AND lower(m.email) <> member_emails.email)))
+             RETURNING member_id",
+        )
+        .bind(email)
+        .bind(member_id)
+        .fetch_optional(pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Gives `email` up, if `member_id` holds it.
+    pub async fn release(pool: &PgPool, email: &str, member_id: Uuid) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM member_emails WHERE email = $1 AND member_id = $2")
+            .bind(email)
+            .bind(member_id)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+}

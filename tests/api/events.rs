@@ -1,0 +1,55 @@
+use serde_json::{json, Value};
+
+use crate::helpers::{TestApp, ADMIN_TOKEN};
+
+#[tokio::test]
+async fn events_carry_type_version_order_and_metadata() {
+    let app = TestApp::spawn().await;
+    let resp = app
+        .client
+        .post(app.url("/v1/members"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("x-request-id", "req-abc")
+        .json(&json!({"email": "meta@example.com"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 201);
+    let id = resp.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.patch_member(&id, json!({"name": "Meta"})).await;
+
+    let rows: Vec<(String, i64, String, String, Value, i64)> = sqlx::query_as(
+        "SELECT aggregate_type, sequence, event_type, event_version, metadata::jsonb, global_position
+         FROM events WHERE aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(&id)
+    .fetch_all(&app.pool)
+    .await
+    .expect("events");
+    assert_eq!(rows.len(), 2);
+    let (aggregate_type, sequence, event_type, version, metadata, first_position) = &rows[0];
+    assert_eq!(
+        (
+            aggregate_type.as_str(),
+            *sequence,
+            event_type.as_str(),
+            version.as_str()
+        ),
+        ("Member", 1, "MemberCreated", "1.0")
+    );
+    assert_eq!(metadata["correlation_id"], "req-abc");
+    assert_eq!(metadata["causation_id"], "req-abc");
+    assert_eq!(metadata["actor"], "admin");
+    let (_, _, event_type, _, metadata, second_position) = &rows[1];
+    assert_eq!(event_type, "MemberUpdated");
+    assert!(second_position > first_position);
+    assert!(
+        metadata["causation_id"]
+            .as_str()
+            .is_some_and(|c| c != "req-abc"),
+        "a new request id: {metadata}"
+    );
+}
