@@ -4,10 +4,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::api::AppState;
 use crate::config::{DatabaseConfig, LogConfig, ServeConfig};
 use crate::db::{self, Database};
 use crate::startup::{self, Application, Settings};
-use crate::{api, runner, telemetry};
+use crate::stripe::StripeSettings;
+use crate::{api, runner, stripe, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,6 +45,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// The Stripe inbox.
+    Stripe {
+        #[command(subcommand)]
+        command: StripeCommand,
+    },
     /// Create a new admin token (printed once; only its hash is stored).
     AdminToken {
         #[command(flatten)]
@@ -50,6 +57,21 @@ pub enum Command {
         /// Revoke every stored token first (`ADMIN_TOKEN` is not affected).
         #[arg(long)]
         revoke_others: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StripeCommand {
+    /// Make stored events due for processing again (a running server's workers pick them up).
+    Replay {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// Every failed event.
+        #[arg(long, conflicts_with = "id", required_unless_present = "id")]
+        failed: bool,
+        /// One event by its Stripe id (`evt_...`).
+        #[arg(long)]
+        id: Vec<String>,
     },
 }
 
@@ -83,7 +105,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: ProjectionsCommand::Status { database, json },
         } => {
             let db = Database::connect(&database).await?;
-            let status = runner::status(&db.pool).await?;
+            let state = AppState::new(
+                db.pool.clone(),
+                None,
+                Duration::ZERO,
+                StripeSettings::default(),
+            );
+            let status = runner::status(&db.pool, state.projections.list()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -107,6 +135,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         p.lag_ms,
                         p.last_error.unwrap_or_default()
                     );
+                }
+            }
+            db.close().await
+        }
+        Command::Stripe {
+            command:
+                StripeCommand::Replay {
+                    database,
+                    failed,
+                    id,
+                },
+        } => {
+            let db = Database::connect(&database).await?;
+            if failed {
+                let n = stripe::inbox::retry_all_failed(&db.pool).await?;
+                println!("{n} failed event(s) queued for processing");
+            }
+            for id in id {
+                match stripe::inbox::retry(&db.pool, &id).await? {
+                    stripe::inbox::Retry::Queued(_) => println!("{id}: queued"),
+                    stripe::inbox::Retry::NotRetryable(event) => {
+                        println!("{id}: left alone, it is {}", event.status)
+                    }
+                    stripe::inbox::Retry::NotFound => anyhow::bail!("no stored Stripe event {id}"),
                 }
             }
             db.close().await
@@ -148,6 +200,7 @@ async fn serve_command(database: DatabaseConfig, serve: ServeConfig) -> anyhow::
             bind: serve.bind,
             admin_token: serve.admin_token.map(|t| t.expose().to_owned()),
             read_your_writes_timeout: Duration::from_millis(serve.read_your_writes_timeout_ms),
+            stripe: serve.stripe.settings(),
         },
     )
     .await?;

@@ -68,6 +68,56 @@ pub struct ServeConfig {
     /// How long a write waits for its read models before answering, in milliseconds.
     #[arg(long, env = "READ_YOUR_WRITES_TIMEOUT_MS", default_value_t = 5000)]
     pub read_your_writes_timeout_ms: u64,
+    #[command(flatten)]
+    pub stripe: StripeConfig,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StripeConfig {
+    /// Webhook signing secrets (`whsec_...`), comma-separated: any one verifies (rotation).
+    #[arg(
+        long,
+        env = "STRIPE_WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub stripe_webhook_secret: Vec<Secret>,
+    /// Stripe secret API key, for fetching customers (and later, checkout).
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<Secret>,
+    /// Stripe API base URL; set to a fake Stripe in tests.
+    #[arg(long, env = "STRIPE_API_BASE")]
+    pub stripe_api_base: Option<String>,
+    /// Stripe inbox workers in this process.
+    #[arg(long, env = "STRIPE_WORKERS", default_value_t = 2)]
+    pub stripe_workers: usize,
+    /// First retry delay of a failed Stripe event, in milliseconds (doubles per attempt, at most an hour).
+    #[arg(long, env = "STRIPE_RETRY_BASE_MS", default_value_t = 1000)]
+    pub stripe_retry_base_ms: u64,
+    /// How long a claimed Stripe event stays claimed before another worker may take it, in seconds.
+    #[arg(long, env = "STRIPE_LEASE_SECS", default_value_t = 60)]
+    pub stripe_lease_secs: u64,
+}
+
+impl StripeConfig {
+    pub fn settings(&self) -> crate::stripe::StripeSettings {
+        crate::stripe::StripeSettings {
+            webhook_secrets: self
+                .stripe_webhook_secret
+                .iter()
+                .map(|s| s.expose().trim().to_owned())
+                .collect(),
+            secret_key: self
+                .stripe_secret_key
+                .as_ref()
+                .map(|s| s.expose().to_owned()),
+            api_base: self.stripe_api_base.clone(),
+            workers: self.stripe_workers,
+            lease: std::time::Duration::from_secs(self.stripe_lease_secs.max(1)),
+            retry_base: std::time::Duration::from_millis(self.stripe_retry_base_ms.max(1)),
+            ..crate::stripe::StripeSettings::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -36,30 +36,43 @@ pub const EVENT_COLUMNS: &str = "global_position, transaction_id::text::bigint A
 #[derive(Clone)]
 pub struct Projections {
     pool: PgPool,
+    /// Read models and policies, in the order they are reported.
+    list: Vec<Arc<dyn Projection>>,
     /// Bumped whenever a runner here commits a batch.
     progress: watch::Sender<u64>,
 }
 
 impl Projections {
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, list: Vec<Arc<dyn Projection>>) -> Self {
         Self {
             pool,
+            list,
             progress: watch::Sender::new(0),
         }
     }
 
-    /// Starts the notification listener and one runner per projection.
-    pub fn spawn(&self, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    pub fn list(&self) -> &[Arc<dyn Projection>] {
+        &self.list
+    }
+
+    /// Starts the notification listener and one runner per projection. Each runner keeps one
+    /// connection of `background` (it holds the projection's advisory lock), so that pool
+    /// needs `list().len() + 1` connections.
+    pub fn spawn(
+        &self,
+        background: &PgPool,
+        shutdown: CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         let (wake_tx, wake_rx) = watch::channel(0u64);
         let mut tasks = vec![tokio::spawn(listen(
-            self.pool.clone(),
+            background.clone(),
             wake_tx,
             shutdown.clone(),
         ))];
-        for projection in projections::all() {
+        for projection in &self.list {
             let runner = Runner {
-                pool: self.pool.clone(),
-                projection: Arc::from(projection),
+                pool: background.clone(),
+                projection: projection.clone(),
                 wake: wake_rx.clone(),
                 progress: self.progress.clone(),
                 shutdown: shutdown.clone(),
@@ -381,9 +394,12 @@ pub struct ProjectionStatus {
     pub last_error: Option<String>,
 }
 
-pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
+pub async fn status(
+    pool: &PgPool,
+    list: &[Arc<dyn Projection>],
+) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
     let mut out = Vec::new();
-    for projection in projections::all() {
+    for projection in list {
         let row: Option<(i32, i64, i64, i64, Option<String>)> = sqlx::query_as(
             "SELECT version, transaction_id::text::bigint, global_position, events_applied, last_error
              FROM projection_checkpoints WHERE name = $1",

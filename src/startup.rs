@@ -7,23 +7,27 @@ use std::time::Duration;
 
 use anyhow::Context;
 use poem::listener::{Acceptor, Listener, TcpListener};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, auth::AdminTokens, AppState, State};
-use crate::runner::Projections;
-use crate::store::CommandBus;
+use crate::api::{self, AppState, State};
+use crate::stripe::client::StripeApi;
+use crate::stripe::translate::Translator;
+use crate::stripe::{inbox, StripeSettings};
 
 pub struct Settings {
     pub bind: SocketAddr,
     pub admin_token: Option<String>,
     pub read_your_writes_timeout: Duration,
+    pub stripe: StripeSettings,
 }
 
 pub struct Application {
     addr: SocketAddr,
     acceptor: poem::listener::TcpAcceptor,
     state: State,
+    translator: Arc<Translator>,
 }
 
 /// How long in-flight requests get to finish after a stop signal.
@@ -41,17 +45,24 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .context("the listener has no socket address")?;
-        let state = Arc::new(AppState {
-            members: CommandBus::new(pool.clone(), ()),
-            projections: Projections::new(pool.clone()),
-            admin_tokens: AdminTokens::new(pool.clone(), settings.admin_token.as_deref()),
-            read_your_writes_timeout: settings.read_your_writes_timeout,
+        let stripe_api = StripeApi::from_settings(&settings.stripe)?;
+        let state = AppState::new(
             pool,
+            settings.admin_token.as_deref(),
+            settings.read_your_writes_timeout,
+            settings.stripe,
+        );
+        let translator = Arc::new(Translator {
+            pool: state.pool.clone(),
+            members: state.members.clone(),
+            subscriptions: state.subscriptions.clone(),
+            stripe: stripe_api,
         });
         Ok(Self {
             addr,
             acceptor,
             state,
+            translator,
         })
     }
 
@@ -66,7 +77,20 @@ impl Application {
     /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests
     /// finish (up to a grace period) and stops the projection runners after their batch.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let runners = self.state.projections.spawn(shutdown.clone());
+        // Runners and inbox workers each keep a connection (advisory locks live in sessions):
+        // a pool of their own, so they never starve the API's.
+        let needed = self.state.projections.list().len() + self.state.stripe.workers + 4;
+        let background = PgPoolOptions::new()
+            .max_connections(u32::try_from(needed).unwrap_or(u32::MAX))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with((*self.state.pool.connect_options()).clone());
+        let mut runners = self.state.projections.spawn(&background, shutdown.clone());
+        runners.extend(inbox::spawn(
+            background.clone(),
+            self.translator.clone(),
+            self.state.stripe.clone(),
+            shutdown.clone(),
+        ));
         let app = api::routes(&self.state);
         let signal = shutdown.clone();
         let served = poem::Server::new_with_acceptor(self.acceptor)
@@ -76,6 +100,7 @@ impl Application {
         for runner in runners {
             let _ = runner.await;
         }
+        background.close().await;
         served.context("serving HTTP")
     }
 }

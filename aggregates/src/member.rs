@@ -74,6 +74,19 @@ pub enum MemberCommand {
         email: EmailAddress,
         at: DateTime<Utc>,
     },
+    /// A no-op when the member already has this status.
+    ChangeStatus {
+        status: MemberStatus,
+        /// What caused the change, e.g. the subscription whose status changed.
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    /// The caller has reserved the customer in the unique customer lookup first. A no-op when
+    /// already linked.
+    LinkStripeCustomer {
+        customer_id: String,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,12 +112,24 @@ pub enum MemberEvent {
         new_email: String,
         changed_at: DateTime<Utc>,
     },
+    MemberStatusChanged {
+        from: MemberStatus,
+        to: MemberStatus,
+        reason: String,
+        changed_at: DateTime<Utc>,
+    },
+    MemberStripeCustomerLinked {
+        customer_id: String,
+        linked_at: DateTime<Utc>,
+    },
 }
 
 impl MemberEvent {
     pub const CREATED: &'static str = "MemberCreated";
     pub const UPDATED: &'static str = "MemberUpdated";
     pub const EMAIL_CHANGED: &'static str = "MemberEmailChanged";
+    pub const STATUS_CHANGED: &'static str = "MemberStatusChanged";
+    pub const STRIPE_CUSTOMER_LINKED: &'static str = "MemberStripeCustomerLinked";
 }
 
 impl DomainEvent for MemberEvent {
@@ -113,6 +138,8 @@ impl DomainEvent for MemberEvent {
             Self::MemberCreated { .. } => Self::CREATED,
             Self::MemberUpdated { .. } => Self::UPDATED,
             Self::MemberEmailChanged { .. } => Self::EMAIL_CHANGED,
+            Self::MemberStatusChanged { .. } => Self::STATUS_CHANGED,
+            Self::MemberStripeCustomerLinked { .. } => Self::STRIPE_CUSTOMER_LINKED,
         }
         .to_owned()
     }
@@ -138,6 +165,7 @@ pub struct Member {
     note: Option<String>,
     labels: Vec<String>,
     status: MemberStatus,
+    stripe_customers: Vec<String>,
 }
 
 impl Member {
@@ -147,6 +175,10 @@ impl Member {
 
     pub fn email(&self) -> &str {
         &self.email
+    }
+
+    pub fn status(&self) -> MemberStatus {
+        self.status
     }
 }
 
@@ -223,6 +255,32 @@ impl Aggregate for Member {
                     sink.write(event, self).await;
                 }
             }
+            MemberCommand::ChangeStatus { status, reason, at } => {
+                if !self.exists() {
+                    return Err(MemberError::NotFound);
+                }
+                if status != self.status {
+                    let event = MemberEvent::MemberStatusChanged {
+                        from: self.status,
+                        to: status,
+                        reason,
+                        changed_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            MemberCommand::LinkStripeCustomer { customer_id, at } => {
+                if !self.exists() {
+                    return Err(MemberError::NotFound);
+                }
+                if !self.stripe_customers.contains(&customer_id) {
+                    let event = MemberEvent::MemberStripeCustomerLinked {
+                        customer_id,
+                        linked_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
         }
         Ok(())
     }
@@ -251,6 +309,10 @@ impl Aggregate for Member {
                 self.labels = labels;
             }
             MemberEvent::MemberEmailChanged { new_email, .. } => self.email = new_email,
+            MemberEvent::MemberStatusChanged { to, .. } => self.status = to,
+            MemberEvent::MemberStripeCustomerLinked { customer_id, .. } => {
+                self.stripe_customers.push(customer_id);
+            }
         }
     }
 }
@@ -401,6 +463,63 @@ mod tests {
             .given(vec![created()])
             .when(MemberCommand::ChangeEmail {
                 email: email("ada@example.com"),
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn status_change_records_from_and_to() {
+        MemberTest::with(())
+            .given(vec![created()])
+            .when(MemberCommand::ChangeStatus {
+                status: MemberStatus::Paid,
+                reason: "sub_1".into(),
+                at: at(),
+            })
+            .then_expect_events(vec![MemberEvent::MemberStatusChanged {
+                from: MemberStatus::Free,
+                to: MemberStatus::Paid,
+                reason: "sub_1".into(),
+                changed_at: at(),
+            }]);
+    }
+
+    #[test]
+    fn status_change_to_the_current_status_emits_nothing() {
+        let paid = MemberEvent::MemberStatusChanged {
+            from: MemberStatus::Free,
+            to: MemberStatus::Paid,
+            reason: "sub_1".into(),
+            changed_at: at(),
+        };
+        MemberTest::with(())
+            .given(vec![created(), paid])
+            .when(MemberCommand::ChangeStatus {
+                status: MemberStatus::Paid,
+                reason: "sub_2".into(),
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn linking_a_customer_twice_emits_once() {
+        let linked = MemberEvent::MemberStripeCustomerLinked {
+            customer_id: "cus_1".into(),
+            linked_at: at(),
+        };
+        MemberTest::with(())
+            .given(vec![created()])
+            .when(MemberCommand::LinkStripeCustomer {
+                customer_id: "cus_1".into(),
+                at: at(),
+            })
+            .then_expect_events(vec![linked.clone()]);
+        MemberTest::with(())
+            .given(vec![created(), linked])
+            .when(MemberCommand::LinkStripeCustomer {
+                customer_id: "cus_1".into(),
                 at: at(),
             })
             .then_expect_events(vec![]);

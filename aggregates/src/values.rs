@@ -94,6 +94,77 @@ impl fmt::Display for EmailAddress {
     }
 }
 
+/// A site's domain, normalised: lower case, without scheme, port, path or trailing dot
+/// (`https://Example.com/blog` → `example.com`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SiteDomain(String);
+
+impl SiteDomain {
+    pub const MAX_LEN: usize = 253;
+
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        let mut domain = raw.trim().to_lowercase();
+        for scheme in ["https://", "http://"] {
+            if let Some(rest) = domain.strip_prefix(scheme) {
+                domain = rest.to_owned();
+            }
+        }
+        let end = domain.find(['/', '?', '#']).unwrap_or(domain.len());
+        domain.truncate(end);
+        if let Some((host, port)) = domain.rsplit_once(':') {
+            if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+                domain = host.to_owned();
+            }
+        }
+        let domain = domain.trim_end_matches('.');
+        if domain.is_empty() {
+            return Err(ValueError::new("must not be empty"));
+        }
+        if domain.len() > Self::MAX_LEN {
+            return Err(ValueError::new(format!(
+                "must be at most {} characters",
+                Self::MAX_LEN
+            )));
+        }
+        let labels: Vec<&str> = domain.split('.').collect();
+        let valid = |l: &&str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if labels.len() < 2 || !labels.iter().all(valid) {
+            return Err(ValueError::new("is not a domain name like example.com"));
+        }
+        Ok(Self(domain.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SiteDomain {
+    type Error = ValueError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<SiteDomain> for String {
+    fn from(value: SiteDomain) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for SiteDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Trims `raw`; `None` when nothing is left, an error when longer than `max` characters.
 fn bounded_text(raw: &str, max: usize) -> Result<Option<String>, ValueError> {
     let text = raw.trim();
@@ -218,6 +289,28 @@ mod tests {
             .expect("191 ok")
             .is_some());
         assert!(MemberName::parse(&"é".repeat(192)).is_err());
+    }
+
+    #[test]
+    fn site_domains_are_normalised() {
+        for (raw, want) in [
+            ("Example.com", "example.com"),
+            ("https://www.Example.com/blog?x=1", "www.example.com"),
+            ("http://shop.example.co.uk:8080/", "shop.example.co.uk"),
+            ("example.com.", "example.com"),
+        ] {
+            assert_eq!(SiteDomain::parse(raw).expect(raw).as_str(), want);
+        }
+        for bad in [
+            "",
+            "localhost",
+            "exa mple.com",
+            "-a.com",
+            "a..com",
+            "ünï.com",
+        ] {
+            assert!(SiteDomain::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -7,11 +7,23 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
 
+pub mod member_licenses;
 pub mod member_list;
+pub mod member_status;
+pub mod member_subscriptions;
+pub mod member_timeline;
 pub mod members_created;
+pub mod paid_subscriptions;
+pub mod payments;
 
+pub use member_licenses::MemberLicenses;
 pub use member_list::MemberList;
+pub use member_status::MembersStatusEvents;
+pub use member_subscriptions::MemberSubscriptions;
+pub use member_timeline::MemberTimeline;
 pub use members_created::MembersCreatedEvents;
+pub use paid_subscriptions::MembersPaidSubscriptionEvents;
+pub use payments::MembersPaymentEvents;
 
 /// One row of the event log, as projections and exports read it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -52,6 +64,9 @@ pub enum ProjectionError {
     BadAggregateId { position: i64, aggregate_id: String },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// A policy's command failed (it is retried; commands are idempotent).
+    #[error("command failed: {0}")]
+    Command(String),
 }
 
 #[async_trait]
@@ -74,7 +89,16 @@ pub trait Projection: Send + Sync {
 
 /// Every projection the server runs.
 pub fn all() -> Vec<Box<dyn Projection>> {
-    vec![Box::new(MemberList), Box::new(MembersCreatedEvents)]
+    vec![
+        Box::new(MemberList),
+        Box::new(MembersCreatedEvents),
+        Box::new(MembersStatusEvents),
+        Box::new(MembersPaymentEvents),
+        Box::new(MembersPaidSubscriptionEvents),
+        Box::new(MemberSubscriptions),
+        Box::new(MemberLicenses),
+        Box::new(MemberTimeline),
+    ]
 }
 
 pub(crate) fn member_id(event: &StoredEvent) -> Result<uuid::Uuid, ProjectionError> {

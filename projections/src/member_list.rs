@@ -16,7 +16,7 @@ impl Projection for MemberList {
     }
 
     fn version(&self) -> i32 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -88,6 +88,15 @@ impl Projection for MemberList {
                     .execute(&mut *conn)
                     .await?;
             }
+            MemberEvent::MemberStatusChanged { to, changed_at, .. } => {
+                sqlx::query("UPDATE member_list SET status = $2, updated_at = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(to.as_str())
+                    .bind(changed_at)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            MemberEvent::MemberStripeCustomerLinked { .. } => {}
         }
         Ok(())
     }

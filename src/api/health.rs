@@ -84,7 +84,9 @@ impl HealthApi {
             Err(_) => (false, false),
         };
         let projections = if database && migrations_applied {
-            runner::status(pool).await.unwrap_or_default()
+            runner::status(pool, self.state.projections.list())
+                .await
+                .unwrap_or_default()
         } else {
             Vec::new()
         };

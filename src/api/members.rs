@@ -4,7 +4,6 @@ use aggregates::cqrs_es::AggregateError;
 use aggregates::{
     EmailAddress, Labels, MemberCommand, MemberError, MemberName, MemberSource, Note, ValueError,
 };
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
@@ -15,7 +14,8 @@ use uuid::Uuid;
 
 use super::auth::AdminAuth;
 use super::problem::{FieldError, Problem};
-use super::{ApiTags, RequestId, State};
+use super::{cursor, ApiTags, RequestId, State};
+use crate::members::{self, CreateMemberError, NewMember};
 use crate::store::{member_emails, Actor, EventMetadata, LogPosition};
 
 /// Read models a member write is visible in once it returns.
@@ -58,6 +58,57 @@ pub enum MemberSourceDto {
     Import,
     Signup,
     Stripe,
+}
+
+/// A member with their subscriptions and license count.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "MemberDetail")]
+pub struct MemberDetail {
+    #[oai(flatten)]
+    pub member: MemberView,
+    pub subscriptions: Vec<MemberSubscription>,
+    /// Licenses issued to the member, active or not.
+    pub license_count: i64,
+    /// Of which active.
+    pub active_license_count: i64,
+}
+
+/// One of a member's Stripe subscriptions.
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
+pub struct MemberSubscription {
+    /// Stripe's subscription id (`sub_...`).
+    pub id: String,
+    /// Stripe's status (`active`, `past_due`, `canceled`, ...).
+    pub status: String,
+    /// Monthly recurring revenue in minor units (0 while trialing, canceled or set to cancel).
+    pub mrr: i64,
+    pub currency: Option<String>,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One event in a member's history.
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
+pub struct TimelineEntry {
+    /// The event's global log position.
+    pub id: i64,
+    pub event_type: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    /// A one-line description.
+    pub summary: String,
+    /// The event's fields.
+    pub data: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A page of a member's history, newest first.
+#[derive(Debug, Clone, Object)]
+pub struct TimelinePage {
+    pub items: Vec<TimelineEntry>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// How a member created through this API came to be.
@@ -171,10 +222,36 @@ pub enum ListMembersResponse {
 
 #[derive(ApiResponse)]
 #[oai(bad_request_handler = "bad_request")]
-pub enum GetMemberResponse {
-    /// The member.
+pub enum TimelineResponse {
+    /// A page of the member's events.
     #[oai(status = 200)]
-    Ok(Json<MemberView>),
+    Ok(Json<TimelinePage>),
+    /// The id, a query parameter or the cursor is malformed.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No valid admin token.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// No member has this id.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// A query parameter is out of range.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Invalid(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum GetMemberResponse {
+    /// The member, with subscriptions and license count.
+    #[oai(status = 200)]
+    Ok(Json<MemberDetail>),
     /// The id is not a UUID.
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(Json<Problem>),
@@ -229,6 +306,9 @@ super::problem_responses!(CreateMemberResponse {
 });
 super::problem_responses!(ListMembersResponse {
     400 => BadRequest, 401 => Unauthorized, 422 => Invalid
+});
+super::problem_responses!(TimelineResponse {
+    400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 422 => Invalid
 });
 super::problem_responses!(GetMemberResponse {
     400 => BadRequest, 401 => Unauthorized, 404 => NotFound
@@ -310,9 +390,38 @@ impl MembersApi {
     /// Get a member
     #[oai(path = "/:id", method = "get", operation_id = "getMember")]
     async fn get(&self, _auth: AdminAuth, id: Path<Uuid>) -> GetMemberResponse {
-        match find_member(&self.state, id.0).await {
+        match member_detail(&self.state, id.0).await {
             Ok(Some(member)) => GetMemberResponse::Ok(Json(member)),
             Ok(None) => Problem::not_found("no member has this id").into(),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// A member's timeline
+    ///
+    /// Everything that happened to the member (profile changes, status changes, subscription
+    /// changes, payments, licenses), newest first.
+    #[oai(
+        path = "/:id/timeline",
+        method = "get",
+        operation_id = "getMemberTimeline"
+    )]
+    async fn timeline(
+        &self,
+        _auth: AdminAuth,
+        id: Path<Uuid>,
+        /// Page size, 1 to 100.
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
+        limit: Query<i64>,
+        /// `next_cursor` of the previous page.
+        #[oai(validator(max_length = 200))]
+        cursor: Query<Option<String>>,
+    ) -> TimelineResponse {
+        match timeline(&self.state, id.0, limit.0, cursor.0.as_deref()).await {
+            Ok(page) => TimelineResponse::Ok(Json(page)),
             Err(problem) => problem.into(),
         }
     }
@@ -387,36 +496,25 @@ impl MembersApi {
             CreateSourceDto::Import => MemberSource::Import,
         };
 
-        let member_id = Uuid::now_v7();
-        let normalized = email.normalized();
-        if !member_emails::reserve(&self.state.pool, &normalized, member_id)
-            .await
-            .map_err(db_error)?
-        {
-            return Err(email_taken());
-        }
-        let command = MemberCommand::CreateMember {
-            member_id,
+        let new = NewMember {
             email,
             name: name.flatten(),
             note: note.flatten(),
             labels,
             source,
-            at: Utc::now(),
         };
-        let result = self
-            .state
-            .members
-            .execute(&member_id.to_string(), command, metadata(request_id))
-            .await;
-        let position = match result {
-            Ok(position) => position,
-            Err(err) => {
-                // Nothing was written: give the address back.
-                let _ = member_emails::release(&self.state.pool, &normalized, member_id).await;
-                return Err(member_error(err));
-            }
-        };
+        let (member_id, position) = members::create(
+            &self.state.pool,
+            &self.state.members,
+            new,
+            metadata(request_id),
+        )
+        .await
+        .map_err(|err| match err {
+            CreateMemberError::EmailTaken => email_taken(),
+            CreateMemberError::Store(err) => member_error(err),
+            CreateMemberError::Database(err) => db_error(err),
+        })?;
         self.visible(position).await;
         find_member(&self.state, member_id).await?.ok_or_else(|| {
             Problem::unavailable("the member was created but is not readable yet; retry the GET")
@@ -593,24 +691,6 @@ struct ListFilter {
     cursor: Option<String>,
 }
 
-/// The position of the last member on a page: `created_at` and `id`.
-fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
-    let raw = format!("{}|{id}", created_at.timestamp_micros());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()?;
-    let raw = String::from_utf8(raw).ok()?;
-    let (micros, id) = raw.split_once('|')?;
-    Some((
-        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        id.parse().ok()?,
-    ))
-}
-
 #[derive(sqlx::FromRow)]
 struct MemberRow {
     id: Uuid,
@@ -666,10 +746,74 @@ async fn find_member(state: &State, id: Uuid) -> Result<Option<MemberView>, Prob
     Ok(row.map(MemberView::from))
 }
 
+async fn member_detail(state: &State, id: Uuid) -> Result<Option<MemberDetail>, Problem> {
+    let Some(member) = find_member(state, id).await? else {
+        return Ok(None);
+    };
+    let subscriptions: Vec<MemberSubscription> = sqlx::query_as(
+        "SELECT id, status, mrr, currency, current_period_end, cancel_at_period_end, created_at
+         FROM subscriptions WHERE member_id = $1 ORDER BY created_at DESC, id",
+    )
+    .bind(id)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(db_error)?;
+    let (license_count, active_license_count): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'active') FROM licenses WHERE member_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&state.pool)
+    .await
+    .map_err(db_error)?;
+    Ok(Some(MemberDetail {
+        member,
+        subscriptions,
+        license_count,
+        active_license_count,
+    }))
+}
+
+async fn timeline(
+    state: &State,
+    id: Uuid,
+    limit: i64,
+    after: Option<&str>,
+) -> Result<TimelinePage, Problem> {
+    let before = match after {
+        None => None,
+        Some(c) => Some(cursor::decode_position(c).ok_or_else(|| {
+            Problem::bad_request("the cursor is not one this API returned")
+                .with_field("cursor", "is malformed")
+        })?),
+    };
+    if find_member(state, id).await?.is_none() {
+        return Err(Problem::not_found("no member has this id"));
+    }
+    let mut items: Vec<TimelineEntry> = sqlx::query_as(
+        "SELECT id, event_type, aggregate_type, aggregate_id, summary, data, created_at
+         FROM member_timeline
+         WHERE member_id = $1 AND ($2::bigint IS NULL OR id < $2)
+         ORDER BY id DESC LIMIT $3",
+    )
+    .bind(id)
+    .bind(before)
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(db_error)?;
+    let next_cursor = if items.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
+        items.pop();
+        items.last().map(|e| cursor::encode_position(e.id))
+    } else {
+        None
+    };
+    Ok(TimelinePage { items, next_cursor })
+}
+
 async fn list_members(state: &State, filter: ListFilter) -> Result<MemberPage, Problem> {
     let after = match filter.cursor.as_deref() {
         None => None,
-        Some(cursor) => Some(decode_cursor(cursor).ok_or_else(|| {
+        Some(cursor) => Some(cursor::decode::<Uuid>(cursor).ok_or_else(|| {
             Problem::bad_request("the cursor is not one this API returned")
                 .with_field("cursor", "is malformed")
         })?),
@@ -723,23 +867,11 @@ async fn list_members(state: &State, filter: ListFilter) -> Result<MemberPage, P
     let mut items: Vec<MemberView> = rows.into_iter().map(MemberView::from).collect();
     let next_cursor = if items.len() > usize::try_from(filter.limit).unwrap_or(usize::MAX) {
         items.pop();
-        items.last().map(|m| encode_cursor(m.created_at, m.id))
+        items
+            .last()
+            .map(|m| cursor::encode(m.created_at, &m.id.to_string()))
     } else {
         None
     };
     Ok(MemberPage { items, next_cursor })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_round_trips_and_rejects_garbage() {
-        let at = DateTime::from_timestamp_micros(1_764_000_000_123_456).expect("valid");
-        let id = Uuid::now_v7();
-        assert_eq!(decode_cursor(&encode_cursor(at, id)), Some((at, id)));
-        assert_eq!(decode_cursor("not a cursor"), None);
-        assert_eq!(decode_cursor(""), None);
-    }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aggregates::Member;
+use aggregates::{License, Member, Subscription};
 use poem::http::{HeaderValue, StatusCode};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
@@ -13,11 +13,14 @@ use tracing::Instrument;
 
 use crate::runner::Projections;
 use crate::store::CommandBus;
+use crate::stripe::StripeSettings;
 
 pub mod auth;
+pub mod cursor;
 pub mod health;
 pub mod members;
 pub mod problem;
+pub mod stripe_events;
 
 pub use problem::Problem;
 
@@ -25,9 +28,42 @@ pub use problem::Problem;
 pub struct AppState {
     pub pool: PgPool,
     pub members: Arc<CommandBus<Member>>,
+    pub subscriptions: Arc<CommandBus<Subscription>>,
+    pub licenses: Arc<CommandBus<License>>,
     pub projections: Projections,
     pub admin_tokens: auth::AdminTokens,
     pub read_your_writes_timeout: Duration,
+    pub stripe: StripeSettings,
+}
+
+impl AppState {
+    pub fn new(
+        pool: PgPool,
+        admin_token: Option<&str>,
+        read_your_writes_timeout: Duration,
+        stripe: StripeSettings,
+    ) -> State {
+        let members = CommandBus::new(pool.clone(), ());
+        let subscriptions = CommandBus::new(pool.clone(), ());
+        let licenses = CommandBus::new(pool.clone(), ());
+        let mut list: Vec<Arc<dyn projections::Projection>> =
+            projections::all().into_iter().map(Arc::from).collect();
+        list.extend(crate::policies::all(
+            &pool,
+            members.clone(),
+            licenses.clone(),
+        ));
+        Arc::new(Self {
+            projections: Projections::new(pool.clone(), list),
+            admin_tokens: auth::AdminTokens::new(pool.clone(), admin_token),
+            members,
+            subscriptions,
+            licenses,
+            read_your_writes_timeout,
+            stripe,
+            pool,
+        })
+    }
 }
 
 pub type State = Arc<AppState>;
@@ -38,6 +74,8 @@ pub enum ApiTags {
     Members,
     /// Health and readiness of the service.
     Operations,
+    /// The Stripe webhook inbox.
+    Stripe,
 }
 
 /// The id of the request being served: the caller's `X-Request-Id` if sane, else a new UUIDv7.
@@ -70,12 +108,19 @@ pub(crate) use problem_responses;
 
 pub const API_TITLE: &str = "memberledger";
 
-pub fn openapi_service(
-    state: &State,
-) -> OpenApiService<(members::MembersApi, health::HealthApi), ()> {
+type Apis = (
+    members::MembersApi,
+    stripe_events::StripeEventsApi,
+    health::HealthApi,
+);
+
+pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             members::MembersApi {
+                state: state.clone(),
+            },
+            stripe_events::StripeEventsApi {
                 state: state.clone(),
             },
             health::HealthApi {
@@ -110,6 +155,10 @@ pub fn routes(state: &State) -> impl Endpoint {
             }),
         )
         .nest("/docs", docs)
+        .at(
+            "/webhooks/stripe",
+            poem::post(crate::stripe::webhook::receive),
+        )
         .nest("/", api)
         .around(limit_body)
         .catch_all_error(|err: poem::Error| async move { Problem::from_poem(&err).into_response() })
@@ -184,12 +233,10 @@ async fn with_request_id<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::R
 pub fn spec_json_standalone() -> String {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect_lazy_with(sqlx::postgres::PgConnectOptions::new());
-    let state = Arc::new(AppState {
-        members: CommandBus::new(pool.clone(), ()),
-        projections: Projections::new(pool.clone()),
-        admin_tokens: auth::AdminTokens::new(pool.clone(), None),
-        read_your_writes_timeout: Duration::ZERO,
+    spec_json(&AppState::new(
         pool,
-    });
-    spec_json(&state)
+        None,
+        Duration::ZERO,
+        StripeSettings::default(),
+    ))
 }

@@ -29,7 +29,18 @@ async fn healthz_and_readyz_report_the_service() {
         .iter()
         .map(|p| p["name"].as_str().expect("name"))
         .collect();
-    assert_eq!(names, ["member_list", "members_created_events"]);
+    for expected in [
+        "member_list",
+        "members_created_events",
+        "members_status_events",
+        "member_timeline",
+        "license_policy",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
     assert!(
         body["projections"]
             .as_array()

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use memberledger::localpg::{LocalPostgres, StartOptions};
 use memberledger::startup::{Application, Settings};
+use memberledger::stripe::StripeSettings;
 use reqwest::{Client, Response};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -9,6 +10,23 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const WEBHOOK_SECRET: &str = "whsec_test_secret";
+
+/// Webhooks verified with [`WEBHOOK_SECRET`], no Stripe API, fast retries.
+pub fn test_stripe_settings() -> StripeSettings {
+    StripeSettings {
+        webhook_secrets: vec![
+            "whsec_old_rotated_out".to_owned(),
+            WEBHOOK_SECRET.to_owned(),
+        ],
+        secret_key: None,
+        api_base: None,
+        workers: 2,
+        lease: Duration::from_secs(2),
+        retry_base: Duration::from_millis(50),
+        max_retry_delay: Duration::from_millis(400),
+    }
+}
 
 /// URL of a maintenance database on the test server: `DATABASE_URL` if set, else a local
 /// cluster under `target/test-pg`, started once and shared by every test process.
@@ -58,12 +76,20 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> Self {
+        Self::spawn_with(test_stripe_settings()).await
+    }
+
+    pub async fn spawn_with(stripe: StripeSettings) -> Self {
         let url = fresh_database().await;
-        Self::spawn_on(&url).await
+        Self::spawn_on_with(&url, stripe).await
     }
 
     /// Another server instance on an existing database.
     pub async fn spawn_on(database_url: &str) -> Self {
+        Self::spawn_on_with(database_url, test_stripe_settings()).await
+    }
+
+    pub async fn spawn_on_with(database_url: &str, stripe: StripeSettings) -> Self {
         let pool = memberledger::db::pool(database_url, 10)
             .await
             .expect("connecting");
@@ -73,6 +99,7 @@ impl TestApp {
                 bind: "127.0.0.1:0".parse().expect("valid address"),
                 admin_token: Some(ADMIN_TOKEN.to_owned()),
                 read_your_writes_timeout: Duration::from_secs(10),
+                stripe,
             },
         )
         .await

@@ -9,3 +9,5 @@ mod helpers;
 mod members;
 mod openapi;
 mod projections;
+mod stripe_support;
+mod stripe_webhooks;

@@ -89,17 +89,18 @@ async fn two_server_instances_project_each_event_exactly_once() {
         .await
         .expect("count");
     assert_eq!(rows, 20);
+    first.settle().await;
     let checkpoints: Vec<(String, i64)> =
         sqlx::query_as("SELECT name, events_applied FROM projection_checkpoints ORDER BY name")
             .fetch_all(&first.pool)
             .await
             .expect("checkpoints");
-    assert_eq!(
-        checkpoints,
-        [
-            ("member_list".to_owned(), 20),
-            ("members_created_events".to_owned(), 20)
-        ]
+    // Every read model and policy saw each of the 20 events once (the member ones).
+    let projection_count = checkpoints.len();
+    assert!(projection_count >= 10, "{checkpoints:?}");
+    assert!(
+        checkpoints.iter().all(|(_, applied)| *applied == 20),
+        "{checkpoints:?}"
     );
     // One runner per projection holds its lock, across both instances.
     let locks: i64 = sqlx::query_scalar(
@@ -109,7 +110,7 @@ async fn two_server_instances_project_each_event_exactly_once() {
     .fetch_one(&first.pool)
     .await
     .expect("locks");
-    assert_eq!(locks, 2);
+    assert_eq!(usize::try_from(locks).expect("count"), projection_count);
     second.stop().await;
     first.stop().await;
 }

@@ -1,0 +1,744 @@
+//! The License aggregate: one license key, issued because of one cause (a site item, or one
+//! seat of a quantity item). Its id is derived from that cause, so a repeated cause (a webhook
+//! delivered twice, a policy re-run) cannot issue a second key.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::subscription::PurchaseType;
+
+/// `KEY-XXXX-XXXX-XXXX`, each X from a 32-character alphabet without look-alikes (60 bits).
+/// Generated outside the aggregate (CSPRNG, reserved unique in a lookup table) and passed in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct LicenseKey(String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LicenseStatus {
+    Active,
+    Inactive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeactivationReason {
+    /// The site's item was removed from the subscription.
+    ItemRemoved,
+    /// A quantity item's quantity went below this seat.
+    QuantityReduced,
+    SubscriptionCanceled,
+    /// The subscription is `unpaid`, `incomplete_expired` or `paused`.
+    SubscriptionInactive,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LicenseCommand {
+    /// A no-op when this license was issued already.
+    IssueLicense {
+        license_id: Uuid,
+        key: LicenseKey,
+        member_id: Uuid,
+        subscription_id: String,
+        item_id: String,
+        purchase_type: PurchaseType,
+        site: Option<String>,
+        /// For quantity purchases: which seat (1-based).
+        seat: Option<u32>,
+        at: DateTime<Utc>,
+    },
+    /// A no-op when already inactive.
+    DeactivateLicense {
+        reason: DeactivationReason,
+        at: DateTime<Utc>,
+    },
+    /// A no-op when already active.
+    ReactivateLicense { at: DateTime<Utc> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LicenseEvent {
+    LicenseIssued {
+        license_id: Uuid,
+        key: String,
+        member_id: Uuid,
+        subscription_id: String,
+        item_id: String,
+        purchase_type: PurchaseType,
+        site: Option<String>,
+        seat: Option<u32>,
+        issued_at: DateTime<Utc>,
+    },
+    LicenseDeactivated {
+        reason: DeactivationReason,
+        deactivated_at: DateTime<Utc>,
+    },
+    LicenseReactivated {
+        reactivated_at: DateTime<Utc>,
+    },
+}
+
+/// Why a text is not a [`LicenseKey`]; the message is meant for an API client.
+///
+/// Its own type rather than [`crate::ValueError`], whose constructor is private to `values`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LicenseKeyError {
+    #[error("must look like KEY-XXXX-XXXX-XXXX")]
+    WrongShape,
+    #[error(
+        "contains {0:?}, which license keys never use (they use A-Z without I and O, and 2-9)"
+    )]
+    InvalidCharacter(char),
+}
+
+impl LicenseKey {
+    /// The characters of a key: A-Z and 2-9 without the look-alikes 0/O and 1/I. 32 of them,
+    /// so a random byte maps to one without bias (256 % 32 == 0).
+    pub const ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+
+    const PREFIX: &str = "KEY-";
+    const GROUPS: usize = 3;
+    const GROUP_LEN: usize = 4;
+    /// `KEY-XXXX-XXXX-XXXX`
+    const LEN: usize = 4 + 3 * 5 - 1;
+
+    /// Accepts exactly `KEY-XXXX-XXXX-XXXX` with each X from [`Self::ALPHABET`], in any case
+    /// (normalised to upper case). No trimming: the caller trims if it wants to.
+    pub fn parse(raw: &str) -> Result<Self, LicenseKeyError> {
+        let key = raw.to_ascii_uppercase();
+        let Some(groups) = key.strip_prefix(Self::PREFIX) else {
+            return Err(LicenseKeyError::WrongShape);
+        };
+        if key.len() != Self::LEN {
+            return Err(LicenseKeyError::WrongShape);
+        }
+        let groups: Vec<&str> = groups.split('-').collect();
+        if groups.len() != Self::GROUPS || groups.iter().any(|g| g.len() != Self::GROUP_LEN) {
+            return Err(LicenseKeyError::WrongShape);
+        }
+        for c in groups.iter().flat_map(|g| g.chars()) {
+            if !u8::try_from(c).is_ok_and(|b| Self::ALPHABET.contains(&b)) {
+                return Err(LicenseKeyError::InvalidCharacter(c));
+            }
+        }
+        Ok(Self(key))
+    }
+
+    /// A key from 12 random bytes, each mapped to `ALPHABET[b % 32]`. The caller supplies the
+    /// bytes from a CSPRNG (and reserves the key as unique).
+    pub fn from_random_bytes(bytes: [u8; 12]) -> Self {
+        let mut key = String::with_capacity(Self::LEN);
+        key.push_str(Self::PREFIX);
+        for (i, b) in bytes.iter().enumerate() {
+            if i > 0 && i % Self::GROUP_LEN == 0 {
+                key.push('-');
+            }
+            // In bounds: the index is below 32.
+            key.push(char::from(Self::ALPHABET[usize::from(b % 32)]));
+        }
+        Self(key)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for LicenseKey {
+    type Error = LicenseKeyError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<LicenseKey> for String {
+    fn from(value: LicenseKey) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for LicenseKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl LicenseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Inactive => "inactive",
+        }
+    }
+}
+
+impl DeactivationReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ItemRemoved => "item_removed",
+            Self::QuantityReduced => "quantity_reduced",
+            Self::SubscriptionCanceled => "subscription_canceled",
+            Self::SubscriptionInactive => "subscription_inactive",
+        }
+    }
+}
+
+impl LicenseEvent {
+    pub const ISSUED: &'static str = "LicenseIssued";
+    pub const DEACTIVATED: &'static str = "LicenseDeactivated";
+    pub const REACTIVATED: &'static str = "LicenseReactivated";
+}
+
+impl DomainEvent for LicenseEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::LicenseIssued { .. } => Self::ISSUED,
+            Self::LicenseDeactivated { .. } => Self::DEACTIVATED,
+            Self::LicenseReactivated { .. } => Self::REACTIVATED,
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LicenseError {
+    #[error("the license does not exist")]
+    NotFound,
+}
+
+/// What an issued license is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Issued {
+    license_id: Uuid,
+    key: String,
+    member_id: Uuid,
+    subscription_id: String,
+    item_id: String,
+    purchase_type: PurchaseType,
+    site: Option<String>,
+    seat: Option<u32>,
+    status: LicenseStatus,
+    /// Why it was deactivated last; `None` while it never was.
+    deactivation_reason: Option<DeactivationReason>,
+}
+
+/// One license key for one cause. The id is [`License::id_for_site`] or
+/// [`License::id_for_seat`] of that cause.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct License {
+    issued: Option<Issued>,
+}
+
+impl License {
+    /// The UUIDv5 namespace of license ids. It must never change: ids derived from it are
+    /// stored as aggregate ids, and a change would issue every license a second time.
+    pub const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d1c_9a3e_52b4_4f0e_9c77_1e0b_4a2d_8f35);
+
+    /// The license of a site item: UUIDv5 of `site:{item_id}` in [`Self::ID_NAMESPACE`].
+    pub fn id_for_site(subscription_item_id: &str) -> Uuid {
+        Uuid::new_v5(
+            &Self::ID_NAMESPACE,
+            format!("site:{subscription_item_id}").as_bytes(),
+        )
+    }
+
+    /// The license of seat `seat` (1-based) of a quantity item: UUIDv5 of
+    /// `seat:{item_id}:{seat}` in [`Self::ID_NAMESPACE`].
+    pub fn id_for_seat(subscription_item_id: &str, seat: u32) -> Uuid {
+        Uuid::new_v5(
+            &Self::ID_NAMESPACE,
+            format!("seat:{subscription_item_id}:{seat}").as_bytes(),
+        )
+    }
+
+    /// Whether the license was issued.
+    pub fn exists(&self) -> bool {
+        self.issued.is_some()
+    }
+
+    pub fn status(&self) -> Option<LicenseStatus> {
+        self.issued.as_ref().map(|i| i.status)
+    }
+
+    pub fn key(&self) -> Option<&str> {
+        self.issued.as_ref().map(|i| i.key.as_str())
+    }
+
+    pub fn member_id(&self) -> Option<Uuid> {
+        self.issued.as_ref().map(|i| i.member_id)
+    }
+
+    pub fn license_id(&self) -> Option<Uuid> {
+        self.issued.as_ref().map(|i| i.license_id)
+    }
+
+    pub fn subscription_id(&self) -> Option<&str> {
+        self.issued.as_ref().map(|i| i.subscription_id.as_str())
+    }
+
+    pub fn item_id(&self) -> Option<&str> {
+        self.issued.as_ref().map(|i| i.item_id.as_str())
+    }
+
+    pub fn purchase_type(&self) -> Option<PurchaseType> {
+        self.issued.as_ref().map(|i| i.purchase_type)
+    }
+
+    pub fn site(&self) -> Option<&str> {
+        self.issued.as_ref().and_then(|i| i.site.as_deref())
+    }
+
+    pub fn seat(&self) -> Option<u32> {
+        self.issued.as_ref().and_then(|i| i.seat)
+    }
+
+    /// Why the license was deactivated last (kept after a reactivation).
+    pub fn deactivation_reason(&self) -> Option<DeactivationReason> {
+        self.issued.as_ref().and_then(|i| i.deactivation_reason)
+    }
+}
+
+impl Aggregate for License {
+    const TYPE: &'static str = "License";
+    type Command = LicenseCommand;
+    type Event = LicenseEvent;
+    type Error = LicenseError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        match command {
+            LicenseCommand::IssueLicense {
+                license_id,
+                key,
+                member_id,
+                subscription_id,
+                item_id,
+                purchase_type,
+                site,
+                seat,
+                at,
+            } => {
+                // Idempotent: the first key stays, even when a retry brings another one.
+                if !self.exists() {
+                    let event = LicenseEvent::LicenseIssued {
+                        license_id,
+                        key: key.into(),
+                        member_id,
+                        subscription_id,
+                        item_id,
+                        purchase_type,
+                        site,
+                        seat,
+                        issued_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            LicenseCommand::DeactivateLicense { reason, at } => {
+                let status = self.status().ok_or(LicenseError::NotFound)?;
+                if status == LicenseStatus::Active {
+                    let event = LicenseEvent::LicenseDeactivated {
+                        reason,
+                        deactivated_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            LicenseCommand::ReactivateLicense { at } => {
+                let status = self.status().ok_or(LicenseError::NotFound)?;
+                if status == LicenseStatus::Inactive {
+                    let event = LicenseEvent::LicenseReactivated { reactivated_at: at };
+                    sink.write(event, self).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            LicenseEvent::LicenseIssued {
+                license_id,
+                key,
+                member_id,
+                subscription_id,
+                item_id,
+                purchase_type,
+                site,
+                seat,
+                ..
+            } => {
+                self.issued = Some(Issued {
+                    license_id,
+                    key,
+                    member_id,
+                    subscription_id,
+                    item_id,
+                    purchase_type,
+                    site,
+                    seat,
+                    status: LicenseStatus::Active,
+                    deactivation_reason: None,
+                });
+            }
+            LicenseEvent::LicenseDeactivated { reason, .. } => {
+                if let Some(issued) = &mut self.issued {
+                    issued.status = LicenseStatus::Inactive;
+                    issued.deactivation_reason = Some(reason);
+                }
+            }
+            LicenseEvent::LicenseReactivated { .. } => {
+                if let Some(issued) = &mut self.issued {
+                    issued.status = LicenseStatus::Active;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use cqrs_es::test::TestFramework;
+
+    use super::*;
+
+    type LicenseTest = TestFramework<License>;
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0)
+            .single()
+            .expect("valid time")
+    }
+
+    fn member() -> Uuid {
+        Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001)
+    }
+
+    fn key(raw: &str) -> LicenseKey {
+        LicenseKey::parse(raw).expect("valid key")
+    }
+
+    fn issue(raw_key: &str) -> LicenseCommand {
+        LicenseCommand::IssueLicense {
+            license_id: License::id_for_site("si_1"),
+            key: key(raw_key),
+            member_id: member(),
+            subscription_id: "sub_1".into(),
+            item_id: "si_1".into(),
+            purchase_type: PurchaseType::Site,
+            site: Some("example.com".into()),
+            seat: None,
+            at: at(),
+        }
+    }
+
+    fn issued() -> LicenseEvent {
+        LicenseEvent::LicenseIssued {
+            license_id: License::id_for_site("si_1"),
+            key: "KEY-ABCD-EFGH-JK23".into(),
+            member_id: member(),
+            subscription_id: "sub_1".into(),
+            item_id: "si_1".into(),
+            purchase_type: PurchaseType::Site,
+            site: Some("example.com".into()),
+            seat: None,
+            issued_at: at(),
+        }
+    }
+
+    fn deactivated() -> LicenseEvent {
+        LicenseEvent::LicenseDeactivated {
+            reason: DeactivationReason::ItemRemoved,
+            deactivated_at: at(),
+        }
+    }
+
+    fn deactivate() -> LicenseCommand {
+        LicenseCommand::DeactivateLicense {
+            reason: DeactivationReason::ItemRemoved,
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn issue_license_emits_license_issued() {
+        LicenseTest::with(())
+            .given_no_previous_events()
+            .when(issue("KEY-ABCD-EFGH-JK23"))
+            .then_expect_events(vec![issued()]);
+    }
+
+    #[test]
+    fn issuing_an_issued_license_again_is_a_no_op_even_with_another_key() {
+        LicenseTest::with(())
+            .given(vec![issued()])
+            .when(issue("KEY-ABCD-EFGH-JK23"))
+            .then_expect_events(vec![]);
+        LicenseTest::with(())
+            .given(vec![issued()])
+            .when(issue("KEY-ZZZZ-ZZZZ-ZZZZ"))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn an_issued_license_is_active_with_its_first_key() {
+        let mut license = License::default();
+        license.apply(issued());
+        assert!(license.exists());
+        assert_eq!(license.status(), Some(LicenseStatus::Active));
+        assert_eq!(license.key(), Some("KEY-ABCD-EFGH-JK23"));
+        assert_eq!(license.member_id(), Some(member()));
+        assert_eq!(license.site(), Some("example.com"));
+        license.apply(deactivated());
+        assert_eq!(license.status(), Some(LicenseStatus::Inactive));
+        assert_eq!(
+            license.deactivation_reason(),
+            Some(DeactivationReason::ItemRemoved)
+        );
+    }
+
+    #[test]
+    fn the_state_survives_a_snapshot_round_trip() {
+        let mut license = License::default();
+        license.apply(issued());
+        license.apply(deactivated());
+        let json = serde_json::to_string(&license).expect("serialises");
+        let back: License = serde_json::from_str(&json).expect("deserialises");
+        assert_eq!(back, license);
+    }
+
+    #[test]
+    fn deactivating_an_active_license_emits_license_deactivated() {
+        LicenseTest::with(())
+            .given(vec![issued()])
+            .when(deactivate())
+            .then_expect_events(vec![deactivated()]);
+    }
+
+    #[test]
+    fn deactivating_an_inactive_license_emits_nothing() {
+        LicenseTest::with(())
+            .given(vec![issued(), deactivated()])
+            .when(LicenseCommand::DeactivateLicense {
+                reason: DeactivationReason::SubscriptionCanceled,
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn reactivating_an_inactive_license_emits_license_reactivated() {
+        LicenseTest::with(())
+            .given(vec![issued(), deactivated()])
+            .when(LicenseCommand::ReactivateLicense { at: at() })
+            .then_expect_events(vec![LicenseEvent::LicenseReactivated {
+                reactivated_at: at(),
+            }]);
+    }
+
+    #[test]
+    fn reactivating_an_active_license_emits_nothing() {
+        LicenseTest::with(())
+            .given(vec![issued()])
+            .when(LicenseCommand::ReactivateLicense { at: at() })
+            .then_expect_events(vec![]);
+        LicenseTest::with(())
+            .given(vec![
+                issued(),
+                deactivated(),
+                LicenseEvent::LicenseReactivated {
+                    reactivated_at: at(),
+                },
+            ])
+            .when(LicenseCommand::ReactivateLicense { at: at() })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn deactivating_an_unknown_license_is_refused() {
+        LicenseTest::with(())
+            .given_no_previous_events()
+            .when(deactivate())
+            .then_expect_error(LicenseError::NotFound);
+    }
+
+    #[test]
+    fn reactivating_an_unknown_license_is_refused() {
+        LicenseTest::with(())
+            .given_no_previous_events()
+            .when(LicenseCommand::ReactivateLicense { at: at() })
+            .then_expect_error(LicenseError::NotFound);
+    }
+
+    #[test]
+    fn event_types_are_the_variant_names_at_version_one() {
+        assert_eq!(issued().event_type(), "LicenseIssued");
+        assert_eq!(deactivated().event_type(), "LicenseDeactivated");
+        assert_eq!(
+            LicenseEvent::LicenseReactivated {
+                reactivated_at: at()
+            }
+            .event_type(),
+            "LicenseReactivated"
+        );
+        assert_eq!(issued().event_version(), "1.0");
+    }
+
+    #[test]
+    fn a_well_formed_key_parses() {
+        assert_eq!(key("KEY-ABCD-EFGH-JK23").as_str(), "KEY-ABCD-EFGH-JK23");
+        assert_eq!(key("KEY-2345-6789-ZZZZ").to_string(), "KEY-2345-6789-ZZZZ");
+    }
+
+    #[test]
+    fn a_lower_case_key_is_normalised_to_upper_case() {
+        assert_eq!(key("key-abcd-efgh-jk23").as_str(), "KEY-ABCD-EFGH-JK23");
+        assert_eq!(key("Key-aBcD-EFGH-jk23").as_str(), "KEY-ABCD-EFGH-JK23");
+    }
+
+    #[test]
+    fn a_key_with_a_wrong_prefix_is_rejected() {
+        for raw in ["LIC-ABCD-EFGH-JK23", "KEYABCD-EFGH-JK23X", "ABCD-EFGH-JK23"] {
+            assert_eq!(
+                LicenseKey::parse(raw),
+                Err(LicenseKeyError::WrongShape),
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_of_the_wrong_length_or_grouping_is_rejected() {
+        for raw in [
+            "",
+            "KEY-",
+            "KEY-ABCD-EFGH-JK2",
+            "KEY-ABCD-EFGH-JK234",
+            "KEY-ABCD-EFGH-JK23-ABCD",
+            "KEY-ABCDE-FGH-JK23",
+            "KEY-ABCD-EFGHJ-K23",
+            "KEY-ABCD-EFGH-JK23 ",
+            " KEY-ABCD-EFGH-JK23",
+        ] {
+            assert_eq!(
+                LicenseKey::parse(raw),
+                Err(LicenseKeyError::WrongShape),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn look_alike_characters_are_rejected() {
+        for (raw, c) in [
+            ("KEY-0BCD-EFGH-JK23", '0'),
+            ("KEY-OBCD-EFGH-JK23", 'O'),
+            ("KEY-ABCD-1FGH-JK23", '1'),
+            ("KEY-ABCD-EFGH-JKI3", 'I'),
+            ("KEY-ABCD-EFGH-oK23", 'O'),
+            ("KEY-AB_D-EFGH-JK23", '_'),
+        ] {
+            assert_eq!(
+                LicenseKey::parse(raw),
+                Err(LicenseKeyError::InvalidCharacter(c)),
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_ascii_input_is_rejected_without_panicking() {
+        assert!(LicenseKey::parse("KEY-ÄBCD-EFGH-JK2").is_err());
+        assert!(LicenseKey::parse("KEY-ÄBC-EFGH-JK23").is_err());
+    }
+
+    #[test]
+    fn keys_round_trip_through_serde() {
+        let json = serde_json::to_string(&key("key-abcd-efgh-jk23")).expect("serialises");
+        assert_eq!(json, "\"KEY-ABCD-EFGH-JK23\"");
+        let back: LicenseKey = serde_json::from_str(&json).expect("deserialises");
+        assert_eq!(back, key("KEY-ABCD-EFGH-JK23"));
+        assert!(serde_json::from_str::<LicenseKey>("\"KEY-0000-0000-0000\"").is_err());
+    }
+
+    #[test]
+    fn a_key_from_random_bytes_always_parses() {
+        for start in 0..=255u8 {
+            let mut bytes = [0u8; 12];
+            for (i, b) in bytes.iter_mut().enumerate() {
+                *b = start
+                    .wrapping_mul(31)
+                    .wrapping_add((i as u8).wrapping_mul(97));
+            }
+            let generated = LicenseKey::from_random_bytes(bytes);
+            assert_eq!(LicenseKey::parse(generated.as_str()), Ok(generated.clone()));
+        }
+    }
+
+    #[test]
+    fn random_bytes_map_onto_the_alphabet_modulo_32() {
+        let bytes = [0, 1, 2, 3, 31, 32, 33, 255, 8, 9, 10, 11];
+        assert_eq!(
+            LicenseKey::from_random_bytes(bytes).as_str(),
+            "KEY-ABCD-9AB9-JKLM"
+        );
+    }
+
+    #[test]
+    fn license_ids_are_deterministic() {
+        assert_eq!(License::id_for_site("si_1"), License::id_for_site("si_1"));
+        assert_eq!(
+            License::id_for_seat("si_1", 2),
+            License::id_for_seat("si_1", 2)
+        );
+        assert_eq!(
+            License::id_for_site("si_1").get_version(),
+            Some(uuid::Version::Sha1)
+        );
+    }
+
+    #[test]
+    fn license_ids_differ_for_different_causes() {
+        let ids = [
+            License::id_for_site("si_1"),
+            License::id_for_site("si_2"),
+            License::id_for_seat("si_1", 1),
+            License::id_for_seat("si_1", 2),
+            License::id_for_seat("si_2", 1),
+            License::id_for_seat("si_11", 1),
+            License::id_for_seat("si_1", 11),
+        ];
+        for (i, a) in ids.iter().enumerate() {
+            for b in ids.iter().skip(i + 1) {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn the_id_namespace_never_changes() {
+        assert_eq!(
+            License::id_for_site("si_1"),
+            Uuid::new_v5(&License::ID_NAMESPACE, b"site:si_1")
+        );
+        assert_eq!(
+            License::ID_NAMESPACE.to_string(),
+            "6d1c9a3e-52b4-4f0e-9c77-1e0b4a2d8f35"
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! `member_licenses`: one row per license key, with its current status (`active` or
+//! `inactive`) and, while inactive, why. Times are the events' own.
+
+use aggregates::cqrs_es::Aggregate;
+use aggregates::{License, LicenseEvent, LicenseStatus};
+use async_trait::async_trait;
+use sqlx::PgConnection;
+
+use crate::member_subscriptions::to_i32;
+use crate::{member_id as license_id, Projection, ProjectionError, StoredEvent};
+
+pub struct MemberLicenses;
+
+#[async_trait]
+impl Projection for MemberLicenses {
+    fn name(&self) -> &'static str {
+        "member_licenses"
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["licenses"]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        if event.aggregate_type != License::TYPE {
+            return Ok(());
+        }
+        // The aggregate id is the license's UUID.
+        let id = license_id(event)?;
+        match event.decode::<LicenseEvent>()? {
+            LicenseEvent::LicenseIssued {
+                key,
+                member_id,
+                subscription_id,
+                item_id,
+                purchase_type,
+                site,
+                seat,
+                issued_at,
+                ..
+            } => {
+                // Conflicts on the id only: a key reused by another license is an error.
+                sqlx::query(
+                    "INSERT INTO licenses
+                         (id, key, member_id, subscription_id, item_id, purchase_type, site, seat,
+                          status, deactivation_reason, issued_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $10)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(key)
+                .bind(member_id)
+                .bind(subscription_id)
+                .bind(item_id)
+                .bind(purchase_type.as_str())
+                .bind(site)
+                .bind(seat.map(to_i32))
+                .bind(LicenseStatus::Active.as_str())
+                .bind(issued_at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            LicenseEvent::LicenseDeactivated {
+                reason,
+                deactivated_at,
+            } => {
+                sqlx::query(
+                    "UPDATE licenses SET status = $2, deactivation_reason = $3, updated_at = $4
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(LicenseStatus::Inactive.as_str())
+                .bind(reason.as_str())
+                .bind(deactivated_at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            LicenseEvent::LicenseReactivated { reactivated_at } => {
+                sqlx::query(
+                    "UPDATE licenses SET status = $2, deactivation_reason = NULL, updated_at = $3
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(LicenseStatus::Active.as_str())
+                .bind(reactivated_at)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}

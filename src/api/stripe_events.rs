@@ -1,0 +1,265 @@
+//! `/v1/stripe-events`: the Stripe inbox, for operators.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+
+use super::auth::AdminAuth;
+use super::members::db_error;
+use super::problem::Problem;
+use super::{cursor, ApiTags, State};
+use crate::stripe::inbox::{self, StoredStripeEvent};
+
+pub struct StripeEventsApi {
+    pub state: State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename = "StripeEventStatus", rename_all = "snake_case")]
+pub enum StripeEventStatus {
+    /// Stored, waiting for a worker.
+    Pending,
+    /// Claimed by a worker.
+    Processing,
+    Processed,
+    /// Stored, but nothing to do (a type we do not handle).
+    Ignored,
+    /// Failed; retried automatically with backoff, or now with `retry`.
+    Failed,
+}
+
+impl StripeEventStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processing => "processing",
+            Self::Processed => "processed",
+            Self::Ignored => "ignored",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "processing" => Self::Processing,
+            "processed" => Self::Processed,
+            "ignored" => Self::Ignored,
+            "failed" => Self::Failed,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// A Stripe event in the inbox.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "StripeEvent")]
+pub struct StripeEventView {
+    /// Stripe's event id (`evt_...`).
+    pub id: String,
+    /// e.g. `customer.subscription.updated`.
+    #[oai(rename = "type")]
+    pub event_type: String,
+    /// When Stripe created the event.
+    pub created: DateTime<Utc>,
+    pub customer_id: Option<String>,
+    /// The id of the event's object (`sub_...`, `in_...`).
+    pub object_id: Option<String>,
+    /// Whether async-stripe's typed parser accepted the event (it is processed either way).
+    pub parsed: bool,
+    pub received_at: DateTime<Utc>,
+    pub status: StripeEventStatus,
+    pub attempts: i32,
+    /// When a failed event is tried again.
+    pub next_attempt_at: DateTime<Utc>,
+    /// Why it failed, or why it was ignored.
+    pub last_error: Option<String>,
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+impl From<StoredStripeEvent> for StripeEventView {
+    fn from(e: StoredStripeEvent) -> Self {
+        Self {
+            status: StripeEventStatus::parse(&e.status),
+            id: e.id,
+            event_type: e.event_type,
+            created: e.created,
+            customer_id: e.customer_id,
+            object_id: e.object_id,
+            parsed: e.parsed,
+            received_at: e.received_at,
+            attempts: e.attempts,
+            next_attempt_at: e.next_attempt_at,
+            last_error: e.last_error,
+            processed_at: e.processed_at,
+        }
+    }
+}
+
+/// A page of Stripe events, newest received first.
+#[derive(Debug, Clone, Object)]
+pub struct StripeEventPage {
+    pub items: Vec<StripeEventView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum ListStripeEventsResponse {
+    /// A page of events.
+    #[oai(status = 200)]
+    Ok(Json<StripeEventPage>),
+    /// A query parameter is invalid.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No valid admin token.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// A query parameter is out of range.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Invalid(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum StripeEventResponse {
+    /// The event.
+    #[oai(status = 200)]
+    Ok(Json<StripeEventView>),
+    /// The id is malformed.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No valid admin token.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// No stored event has this id.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// The event was processed already, or is being processed.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+super::problem_responses!(ListStripeEventsResponse {
+    400 => BadRequest, 401 => Unauthorized, 422 => Invalid
+});
+super::problem_responses!(StripeEventResponse {
+    400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict
+});
+
+fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
+    T::from(Problem::from_poem(&err))
+}
+
+fn default_limit() -> i64 {
+    50
+}
+
+#[OpenApi(prefix_path = "/v1/stripe-events", tag = "ApiTags::Stripe")]
+impl StripeEventsApi {
+    /// List Stripe events
+    ///
+    /// The inbox of verified Stripe webhook events, newest received first, optionally by status
+    /// (e.g. `failed` to see what needs attention).
+    #[oai(path = "/", method = "get", operation_id = "listStripeEvents")]
+    async fn list(
+        &self,
+        _auth: AdminAuth,
+        /// Only events with this status.
+        status: Query<Option<StripeEventStatus>>,
+        /// Page size, 1 to 200.
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "200"))
+        )]
+        limit: Query<i64>,
+        /// `next_cursor` of the previous page.
+        #[oai(validator(max_length = 300))]
+        cursor: Query<Option<String>>,
+    ) -> ListStripeEventsResponse {
+        let before = match cursor.0.as_deref().map(cursor::decode) {
+            None => None,
+            Some(Some(position)) => Some(position),
+            Some(None) => {
+                return Problem::bad_request("the cursor is not one this API returned")
+                    .with_field("cursor", "is malformed")
+                    .into()
+            }
+        };
+        let limit = limit.0;
+        let rows = match inbox::list(
+            &self.state.pool,
+            status.0.map(StripeEventStatus::as_str),
+            before,
+            limit + 1,
+        )
+        .await
+        {
+            Ok(rows) => rows,
+            Err(err) => return db_error(err).into(),
+        };
+        let mut items: Vec<StripeEventView> = rows.into_iter().map(StripeEventView::from).collect();
+        let next_cursor = if items.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
+            items.pop();
+            items.last().map(|e| cursor::encode(e.received_at, &e.id))
+        } else {
+            None
+        };
+        ListStripeEventsResponse::Ok(Json(StripeEventPage { items, next_cursor }))
+    }
+
+    /// Get a Stripe event
+    #[oai(path = "/:id", method = "get", operation_id = "getStripeEvent")]
+    async fn get(
+        &self,
+        _auth: AdminAuth,
+        #[oai(validator(max_length = 255))] id: Path<String>,
+    ) -> StripeEventResponse {
+        match inbox::get(&self.state.pool, &id.0).await {
+            Ok(Some(event)) => StripeEventResponse::Ok(Json(event.into())),
+            Ok(None) => Problem::not_found("no stored Stripe event has this id").into(),
+            Err(err) => db_error(err).into(),
+        }
+    }
+
+    /// Retry a Stripe event
+    ///
+    /// Makes a failed or ignored event due for processing now. A processed event is not
+    /// processed again (409).
+    #[oai(
+        path = "/:id/retry",
+        method = "post",
+        operation_id = "retryStripeEvent"
+    )]
+    async fn retry(
+        &self,
+        _auth: AdminAuth,
+        #[oai(validator(max_length = 255))] id: Path<String>,
+    ) -> StripeEventResponse {
+        match inbox::retry(&self.state.pool, &id.0).await {
+            Ok(inbox::Retry::Queued(event)) => StripeEventResponse::Ok(Json(event.into())),
+            Ok(inbox::Retry::NotRetryable(event)) => Problem::conflict(
+                "stripe-event-not-retryable",
+                format!("the event is {}", event.status),
+            )
+            .into(),
+            Ok(inbox::Retry::NotFound) => {
+                Problem::not_found("no stored Stripe event has this id").into()
+            }
+            Err(err) => db_error(err).into(),
+        }
+    }
+}

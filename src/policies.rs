@@ -1,0 +1,418 @@
+//! Policies: reactions across aggregates, run by the projection runner with their own
+//! checkpoints. They turn events into commands that are idempotent (deterministic license ids,
+//! "set status" rather than "toggle"), so re-running a batch after a crash changes nothing.
+//! Their state lives in `policy_*` tables written in the runner's transaction.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aggregates::cqrs_es::{Aggregate, AggregateError};
+use aggregates::{
+    DeactivationReason, License, LicenseCommand, LicenseKey, Member, MemberCommand, MemberStatus,
+    PurchaseType, Subscription, SubscriptionEvent, SubscriptionStatus,
+};
+use async_trait::async_trait;
+use projections::{Projection, ProjectionError, StoredEvent};
+use rand::RngCore;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::store::{Actor, CommandBus, EventMetadata};
+
+/// Metadata for a command a policy issues because of `event`.
+fn caused_by(event: &StoredEvent) -> EventMetadata {
+    EventMetadata {
+        correlation_id: event.metadata["correlation_id"]
+            .as_str()
+            .map_or_else(|| format!("event:{}", event.global_position), str::to_owned),
+        causation_id: format!("event:{}", event.global_position),
+        actor: Actor::System,
+    }
+}
+
+fn command_error<E: std::error::Error>(err: AggregateError<E>) -> ProjectionError {
+    ProjectionError::Command(err.to_string())
+}
+
+/// A member is `paid` while any of their subscriptions is paying (active, trialing, past due
+/// or unpaid), else `free`.
+pub struct MemberStatusPolicy {
+    pub members: Arc<CommandBus<Member>>,
+}
+
+#[async_trait]
+impl Projection for MemberStatusPolicy {
+    fn name(&self) -> &'static str {
+        "member_status_policy"
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["policy_member_subscriptions"]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        if event.aggregate_type != Subscription::TYPE {
+            return Ok(());
+        }
+        let subscription_id = &event.aggregate_id;
+        let (status, member_id) = match event.decode::<SubscriptionEvent>()? {
+            SubscriptionEvent::SubscriptionCreated {
+                member_id, status, ..
+            } => {
+                sqlx::query(
+                    "INSERT INTO policy_member_subscriptions (subscription_id, member_id, paid) VALUES ($1, $2, $3)
+                     ON CONFLICT (subscription_id) DO UPDATE SET paid = EXCLUDED.paid",
+                )
+                .bind(subscription_id)
+                .bind(member_id)
+                .bind(status.is_paid())
+                .execute(&mut *conn)
+                .await?;
+                (status, member_id)
+            }
+            SubscriptionEvent::SubscriptionStatusChanged { to, .. } => {
+                let member_id: Option<Uuid> = sqlx::query_scalar(
+                    "UPDATE policy_member_subscriptions SET paid = $2 WHERE subscription_id = $1 RETURNING member_id",
+                )
+                .bind(subscription_id)
+                .bind(to.is_paid())
+                .fetch_optional(&mut *conn)
+                .await?;
+                let Some(member_id) = member_id else {
+                    return Ok(());
+                };
+                (to, member_id)
+            }
+            _ => return Ok(()),
+        };
+        let paying: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM policy_member_subscriptions WHERE member_id = $1 AND paid)",
+        )
+        .bind(member_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        let command = MemberCommand::ChangeStatus {
+            status: if paying {
+                MemberStatus::Paid
+            } else {
+                MemberStatus::Free
+            },
+            reason: format!("subscription {subscription_id} is {}", status.as_str()),
+            at: event.recorded_at,
+        };
+        self.members
+            .execute(&member_id.to_string(), command, caused_by(event))
+            .await
+            .map_err(command_error)?;
+        Ok(())
+    }
+}
+
+/// Licenses follow subscription items: a site item → one license for that site; a quantity
+/// item → one per seat. They are active while the subscription pays and the item (or seat)
+/// exists, issued only once the subscription pays (no license without payment), deactivated
+/// when the item goes or the subscription stops paying, reactivated when it pays again.
+pub struct LicensePolicy {
+    pub pool: PgPool,
+    pub licenses: Arc<CommandBus<License>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct PolicyItem {
+    item_id: String,
+    purchase_type: String,
+    site: Option<String>,
+    quantity: i32,
+    removed: bool,
+}
+
+#[async_trait]
+impl Projection for LicensePolicy {
+    fn name(&self) -> &'static str {
+        "license_policy"
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[
+            "policy_license_subscriptions",
+            "policy_license_items",
+            "policy_licenses",
+        ]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        if event.aggregate_type != Subscription::TYPE {
+            return Ok(());
+        }
+        let subscription_id = &event.aggregate_id;
+        match event.decode::<SubscriptionEvent>()? {
+            SubscriptionEvent::SubscriptionCreated {
+                member_id, status, ..
+            } => {
+                sqlx::query(
+                    "INSERT INTO policy_license_subscriptions (subscription_id, member_id, status) VALUES ($1, $2, $3)
+                     ON CONFLICT (subscription_id) DO UPDATE SET status = EXCLUDED.status",
+                )
+                .bind(subscription_id)
+                .bind(member_id)
+                .bind(status.as_str())
+                .execute(&mut *conn)
+                .await?;
+            }
+            SubscriptionEvent::SubscriptionStatusChanged { to, .. } => {
+                sqlx::query("UPDATE policy_license_subscriptions SET status = $2 WHERE subscription_id = $1")
+                    .bind(subscription_id)
+                    .bind(to.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            SubscriptionEvent::SubscriptionItemAdded { item, .. } => {
+                sqlx::query(
+                    "INSERT INTO policy_license_items (item_id, subscription_id, purchase_type, site, quantity)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (item_id) DO UPDATE SET quantity = EXCLUDED.quantity, removed = false",
+                )
+                .bind(&item.item_id)
+                .bind(subscription_id)
+                .bind(item.purchase_type.as_str())
+                .bind(&item.site)
+                .bind(i32::try_from(item.quantity).unwrap_or(i32::MAX))
+                .execute(&mut *conn)
+                .await?;
+            }
+            SubscriptionEvent::SubscriptionItemRemoved { item_id, .. } => {
+                sqlx::query("UPDATE policy_license_items SET removed = true WHERE item_id = $1")
+                    .bind(item_id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            SubscriptionEvent::SubscriptionItemQuantityChanged { item_id, to, .. } => {
+                sqlx::query("UPDATE policy_license_items SET quantity = $2 WHERE item_id = $1")
+                    .bind(item_id)
+                    .bind(i32::try_from(to).unwrap_or(i32::MAX))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            _ => return Ok(()),
+        }
+        self.reconcile(conn, subscription_id, event).await
+    }
+}
+
+/// One license the policy wants, and whether it should be active.
+struct Wanted {
+    license_id: Uuid,
+    item_id: String,
+    purchase_type: PurchaseType,
+    site: Option<String>,
+    seat: Option<u32>,
+    active: bool,
+    reason: DeactivationReason,
+}
+
+impl LicensePolicy {
+    async fn reconcile(
+        &self,
+        conn: &mut PgConnection,
+        subscription_id: &str,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError> {
+        let sub: Option<(Uuid, String)> = sqlx::query_as(
+            "SELECT member_id, status FROM policy_license_subscriptions WHERE subscription_id = $1",
+        )
+        .bind(subscription_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some((member_id, status)) = sub else {
+            return Ok(());
+        };
+        let status = SubscriptionStatus::parse(&status);
+        let paying = status.is_some_and(SubscriptionStatus::is_paid);
+        let inactive_reason = if status == Some(SubscriptionStatus::Canceled) {
+            DeactivationReason::SubscriptionCanceled
+        } else {
+            DeactivationReason::SubscriptionInactive
+        };
+        let items: Vec<PolicyItem> = sqlx::query_as(
+            "SELECT item_id, purchase_type, site, quantity, removed FROM policy_license_items
+             WHERE subscription_id = $1 ORDER BY item_id",
+        )
+        .bind(subscription_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let current: HashMap<Uuid, bool> = sqlx::query_as::<_, (Uuid, bool)>(
+            "SELECT l.license_id, l.active FROM policy_licenses l
+             JOIN policy_license_items i USING (item_id) WHERE i.subscription_id = $1",
+        )
+        .bind(subscription_id)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+        let seats_issued: HashMap<String, i32> = sqlx::query_as::<_, (String, i32)>(
+            "SELECT l.item_id, max(l.seat) FROM policy_licenses l
+             JOIN policy_license_items i USING (item_id)
+             WHERE i.subscription_id = $1 AND l.seat IS NOT NULL GROUP BY l.item_id",
+        )
+        .bind(subscription_id)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+
+        let mut wanted = Vec::new();
+        for item in &items {
+            let item_reason = if item.removed {
+                DeactivationReason::ItemRemoved
+            } else {
+                inactive_reason
+            };
+            if item.purchase_type == PurchaseType::Site.as_str() {
+                wanted.push(Wanted {
+                    license_id: License::id_for_site(&item.item_id),
+                    item_id: item.item_id.clone(),
+                    purchase_type: PurchaseType::Site,
+                    site: item.site.clone(),
+                    seat: None,
+                    active: paying && !item.removed,
+                    reason: item_reason,
+                });
+                continue;
+            }
+            let issued = seats_issued.get(&item.item_id).copied().unwrap_or(0);
+            for seat in 1..=item.quantity.max(issued) {
+                let seat_u32 = u32::try_from(seat).unwrap_or(0);
+                let beyond = seat > item.quantity;
+                wanted.push(Wanted {
+                    license_id: License::id_for_seat(&item.item_id, seat_u32),
+                    item_id: item.item_id.clone(),
+                    purchase_type: PurchaseType::Quantity,
+                    site: None,
+                    seat: Some(seat_u32),
+                    active: paying && !item.removed && !beyond,
+                    reason: if beyond && !item.removed {
+                        DeactivationReason::QuantityReduced
+                    } else {
+                        item_reason
+                    },
+                });
+            }
+        }
+
+        let metadata = caused_by(event);
+        for want in wanted {
+            let aggregate_id = want.license_id.to_string();
+            match current.get(&want.license_id) {
+                // Issued only once it should be active: no license without payment.
+                None if want.active => {
+                    let key = reserve_key(&self.pool, want.license_id).await?;
+                    let command = LicenseCommand::IssueLicense {
+                        license_id: want.license_id,
+                        key,
+                        member_id,
+                        subscription_id: subscription_id.to_owned(),
+                        item_id: want.item_id.clone(),
+                        purchase_type: want.purchase_type,
+                        site: want.site.clone(),
+                        seat: want.seat,
+                        at: event.recorded_at,
+                    };
+                    self.licenses
+                        .execute(&aggregate_id, command, metadata.clone())
+                        .await
+                        .map_err(command_error)?;
+                }
+                None => continue,
+                Some(&active) if active == want.active => continue,
+                Some(_) if want.active => {
+                    let command = LicenseCommand::ReactivateLicense {
+                        at: event.recorded_at,
+                    };
+                    self.licenses
+                        .execute(&aggregate_id, command, metadata.clone())
+                        .await
+                        .map_err(command_error)?;
+                }
+                Some(_) => {
+                    let command = LicenseCommand::DeactivateLicense {
+                        reason: want.reason,
+                        at: event.recorded_at,
+                    };
+                    self.licenses
+                        .execute(&aggregate_id, command, metadata.clone())
+                        .await
+                        .map_err(command_error)?;
+                }
+            }
+            sqlx::query(
+                "INSERT INTO policy_licenses (license_id, item_id, seat, active) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (license_id) DO UPDATE SET active = EXCLUDED.active",
+            )
+            .bind(want.license_id)
+            .bind(&want.item_id)
+            .bind(want.seat.and_then(|s| i32::try_from(s).ok()))
+            .bind(want.active)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The license's key: the one reserved before (a re-run after a crash), or a new random one
+/// reserved in the unique `license_keys` lookup.
+async fn reserve_key(pool: &PgPool, license_id: Uuid) -> Result<LicenseKey, ProjectionError> {
+    loop {
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT key FROM license_keys WHERE license_id = $1")
+                .bind(license_id)
+                .fetch_optional(pool)
+                .await?;
+        if let Some(key) = existing {
+            return LicenseKey::parse(&key)
+                .map_err(|e| ProjectionError::Command(format!("stored key {key:?}: {e}")));
+        }
+        let mut bytes = [0u8; 12];
+        rand::rng().fill_bytes(&mut bytes);
+        let key = LicenseKey::from_random_bytes(bytes);
+        // A key collision (or a concurrent reservation for this license) inserts nothing: look again.
+        sqlx::query(
+            "INSERT INTO license_keys (key, license_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(key.as_str())
+        .bind(license_id)
+        .execute(pool)
+        .await?;
+    }
+}
+
+/// Every policy the server runs.
+pub fn all(
+    pool: &PgPool,
+    members: Arc<CommandBus<Member>>,
+    licenses: Arc<CommandBus<License>>,
+) -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(MemberStatusPolicy { members }),
+        Arc::new(LicensePolicy {
+            pool: pool.clone(),
+            licenses,
+        }),
+    ]
+}

@@ -1,0 +1,673 @@
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection};
+
+use crate::helpers::{assert_problem, eventually, test_stripe_settings, TestApp, WEBHOOK_SECRET};
+use crate::stripe_support::{event, fixture, signature, FakeStripe, Lifecycle};
+
+async fn member_id_for(app: &TestApp, email: &str) -> String {
+    let id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM member_list WHERE lower(email) = lower($1)")
+            .bind(email)
+            .fetch_one(&app.pool)
+            .await
+            .expect("the member exists");
+    id.to_string()
+}
+
+/// What a lifecycle left in the read models, in a form that does not depend on delivery order.
+#[derive(Debug, PartialEq)]
+struct Converged {
+    members_with_email: i64,
+    member_status: String,
+    member_source: String,
+    subscription_status: String,
+    /// Amounts of the payments, and whether each is the lifecycle's own invoice.
+    payments: Vec<(bool, i64)>,
+    mrr_sum: i64,
+    active_licenses: i64,
+    status_events_alternate_from_free_to_final: bool,
+    unprocessed_stripe_events: i64,
+}
+
+async fn converged(app: &TestApp, l: &Lifecycle) -> Converged {
+    let pool = &app.pool;
+    let members_with_email: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM member_list WHERE lower(email) = lower($1)")
+            .bind(&l.email)
+            .fetch_one(pool)
+            .await
+            .expect("count");
+    let (member_id, member_status, member_source): (uuid::Uuid, String, String) =
+        sqlx::query_as("SELECT id, status, source FROM member_list WHERE lower(email) = lower($1)")
+            .bind(&l.email)
+            .fetch_one(pool)
+            .await
+            .expect("member");
+    let subscription_status: String =
+        sqlx::query_scalar("SELECT status FROM subscriptions WHERE id = $1")
+            .bind(&l.subscription)
+            .fetch_one(pool)
+            .await
+            .expect("subscription");
+    let payments: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT invoice_id, amount FROM members_payment_events WHERE member_id = $1 AND kind = 'payment' ORDER BY id",
+    )
+    .bind(member_id)
+    .fetch_all(pool)
+    .await
+    .expect("payments");
+    let own_invoice = format!("in_{}_1", l.tag);
+    let payments = payments
+        .into_iter()
+        .map(|(invoice, amount)| (invoice == own_invoice, amount))
+        .collect();
+    let mrr_sum: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(mrr_delta), 0)::bigint FROM members_paid_subscription_events WHERE subscription_id = $1",
+    )
+    .bind(&l.subscription)
+    .fetch_one(pool)
+    .await
+    .expect("mrr");
+    let active_licenses: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM licenses WHERE member_id = $1 AND status = 'active'",
+    )
+    .bind(member_id)
+    .fetch_one(pool)
+    .await
+    .expect("licenses");
+    let transitions: Vec<(String, String)> = sqlx::query_as(
+        "SELECT from_status, to_status FROM members_status_events WHERE member_id = $1 ORDER BY id",
+    )
+    .bind(member_id)
+    .fetch_all(pool)
+    .await
+    .expect("status events");
+    let mut current = "free".to_owned();
+    let mut alternate = true;
+    for (from, to) in &transitions {
+        alternate &= *from == current && from != to;
+        current.clone_from(to);
+    }
+    let unprocessed_stripe_events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM stripe_events WHERE customer_id = $1 AND status NOT IN ('processed')",
+    )
+    .bind(&l.customer)
+    .fetch_one(pool)
+    .await
+    .expect("count");
+    Converged {
+        members_with_email,
+        status_events_alternate_from_free_to_final: alternate && current == member_status,
+        member_status,
+        member_source,
+        subscription_status,
+        payments,
+        mrr_sum,
+        active_licenses,
+        unprocessed_stripe_events,
+    }
+}
+
+#[tokio::test]
+async fn an_in_order_lifecycle_goes_free_paid_free_with_one_payment_and_a_license() {
+    let app = TestApp::spawn().await;
+    let l = Lifecycle::new("inorder");
+    for event in l.events() {
+        let resp = app.send_webhook(&event).await;
+        assert_eq!(resp.status(), 200);
+        // One at a time: each is processed before the next arrives.
+        app.drain_stripe().await;
+    }
+    let member_id = member_id_for(&app, &l.email).await;
+    let transitions: Vec<(String, String)> =
+        sqlx::query_as("SELECT from_status, to_status FROM members_status_events WHERE member_id = $1::uuid ORDER BY id")
+            .bind(&member_id)
+            .fetch_all(&app.pool)
+            .await
+            .expect("status events");
+    assert_eq!(
+        transitions,
+        [
+            ("free".into(), "paid".into()),
+            ("paid".into(), "free".into())
+        ]
+    );
+
+    let deltas: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT type, mrr_delta FROM members_paid_subscription_events WHERE subscription_id = $1 ORDER BY id",
+    )
+    .bind(&l.subscription)
+    .fetch_all(&app.pool)
+    .await
+    .expect("mrr rows");
+    assert!(
+        deltas.contains(&("created".into(), 2000)) || deltas.iter().any(|(_, d)| *d == 2000),
+        "{deltas:?}"
+    );
+    assert_eq!(deltas.iter().map(|(_, d)| d).sum::<i64>(), 0, "{deltas:?}");
+
+    let licenses: Vec<(String, Option<String>, String, Option<String>)> = sqlx::query_as(
+        "SELECT key, site, status, deactivation_reason FROM licenses WHERE member_id = $1::uuid",
+    )
+    .bind(&member_id)
+    .fetch_all(&app.pool)
+    .await
+    .expect("licenses");
+    assert_eq!(licenses.len(), 1, "{licenses:?}");
+    let (key, site, status, reason) = &licenses[0];
+    assert!(aggregates::LicenseKey::parse(key).is_ok(), "{key}");
+    assert_eq!(site.as_deref(), Some(l.site.as_str()));
+    assert_eq!(status, "inactive");
+    assert_eq!(reason.as_deref(), Some("subscription_canceled"));
+
+    let state = converged(&app, &l).await;
+    assert_eq!(state.payments, [(true, 2000)]);
+    assert_eq!(state.member_source, "stripe");
+    assert_eq!(state.subscription_status, "canceled");
+
+    // The admin's view of the member.
+    let detail: Value = app.get_member(&member_id).await.json().await.expect("json");
+    assert_eq!(detail["status"], "free");
+    assert_eq!(detail["email"], l.email);
+    assert_eq!(detail["subscriptions"][0]["id"], l.subscription);
+    assert_eq!(detail["subscriptions"][0]["status"], "canceled");
+    assert_eq!(detail["license_count"], 1);
+    assert_eq!(detail["active_license_count"], 0);
+
+    let timeline: Value = app
+        .get(&format!("/v1/members/{member_id}/timeline?limit=100"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let items = timeline["items"].as_array().expect("items");
+    let types: Vec<&str> = items
+        .iter()
+        .map(|e| e["event_type"].as_str().expect("type"))
+        .collect();
+    for expected in [
+        "MemberCreated",
+        "MemberStatusChanged",
+        "SubscriptionCreated",
+        "PaymentRecorded",
+        "LicenseIssued",
+        "LicenseDeactivated",
+        "SubscriptionCanceled",
+    ] {
+        assert!(
+            types.contains(&expected),
+            "{expected} missing from {types:?}"
+        );
+    }
+    let ids: Vec<i64> = items
+        .iter()
+        .map(|e| e["id"].as_i64().expect("id"))
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    let page: Value = app
+        .get(&format!("/v1/members/{member_id}/timeline?limit=2"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let cursor = page["next_cursor"].as_str().expect("a second page");
+    let next: Value = app
+        .get(&format!(
+            "/v1/members/{member_id}/timeline?limit=2&cursor={cursor}"
+        ))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(next["items"][0]["id"], items[2]["id"]);
+}
+
+/// Deterministic shuffle (xorshift), so a failing seed can be rerun.
+fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in (1..items.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let j = usize::try_from(state % (i as u64 + 1)).unwrap_or(0);
+        items.swap(i, j);
+    }
+}
+
+#[tokio::test]
+async fn any_order_duplication_and_parallel_delivery_converge_on_the_in_order_state() {
+    let seeds: Vec<u64> = (1..=6).collect();
+    let lifecycles: Vec<Lifecycle> = seeds
+        .iter()
+        .map(|s| Lifecycle::new(&format!("shuffled{s}")))
+        .collect();
+    let reference = Lifecycle::new("reference");
+    let customers: Vec<(String, String)> = lifecycles
+        .iter()
+        .chain([&reference])
+        .map(|l| (l.customer.clone(), l.email.clone()))
+        .collect();
+    let pairs: Vec<(&str, &str)> = customers
+        .iter()
+        .map(|(c, e)| (c.as_str(), e.as_str()))
+        .collect();
+    let stripe = FakeStripe::start(&pairs).await;
+    let mut settings = test_stripe_settings();
+    settings.secret_key = Some("sk_test_fake".into());
+    settings.api_base = Some(stripe.base.clone());
+    let app = TestApp::spawn_with(settings).await;
+
+    for event in reference.events() {
+        assert_eq!(app.send_webhook(&event).await.status(), 200);
+        app.drain_stripe().await;
+    }
+    let expected = converged(&app, &reference).await;
+    assert_eq!(expected.member_status, "free");
+    assert_eq!(expected.mrr_sum, 0);
+    assert_eq!(expected.unprocessed_stripe_events, 0);
+
+    // Every lifecycle's events shuffled, some delivered twice, all sent at once.
+    let mut deliveries = Vec::new();
+    for (seed, l) in seeds.iter().zip(&lifecycles) {
+        let mut events = l.events();
+        let twice: Vec<Value> = events.iter().step_by(2).cloned().collect();
+        events.extend(twice);
+        shuffle(&mut events, *seed);
+        deliveries.extend(events);
+    }
+    let sends = deliveries.iter().map(|e| app.send_webhook(e));
+    for resp in futures::future::join_all(sends).await {
+        assert_eq!(resp.status(), 200);
+    }
+    app.drain_stripe().await;
+
+    for l in &lifecycles {
+        let got = converged(&app, l).await;
+        assert_eq!(got, expected, "lifecycle {}", l.tag);
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        stored,
+        7 * 7,
+        "each event stored once, duplicates were no-ops"
+    );
+}
+
+#[tokio::test]
+async fn a_subscription_before_its_checkout_waits_for_the_member_without_an_api_key() {
+    let app = TestApp::spawn().await;
+    let l = Lifecycle::new("early");
+    assert_eq!(
+        app.send_webhook(&l.subscription_event(
+            "created",
+            "customer.subscription.created",
+            "active",
+            0
+        ))
+        .await
+        .status(),
+        200
+    );
+    eventually("the event to fail for lack of a member", || async {
+        let error: Option<String> =
+            sqlx::query_scalar("SELECT last_error FROM stripe_events WHERE id = $1")
+                .bind(format!("evt_{}_created", l.tag))
+                .fetch_one(&app.pool)
+                .await
+                .expect("row");
+        error.is_some_and(|e| e.contains("STRIPE_SECRET_KEY"))
+    })
+    .await;
+    let failed: Value = app
+        .get("/v1/stripe-events?status=failed")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(failed["items"][0]["id"], format!("evt_{}_created", l.tag));
+    assert!(failed["items"][0]["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("no member yet")));
+
+    assert_eq!(
+        app.send_webhook(&l.checkout_completed(1)).await.status(),
+        200
+    );
+    app.drain_stripe().await;
+    let member_id = member_id_for(&app, &l.email).await;
+    let detail: Value = app.get_member(&member_id).await.json().await.expect("json");
+    assert_eq!(detail["status"], "paid");
+    assert_eq!(detail["active_license_count"], 1);
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM stripe_events WHERE id = $1")
+        .bind(format!("evt_{}_created", l.tag))
+        .fetch_one(&app.pool)
+        .await
+        .expect("row");
+    assert!(attempts >= 2, "retried: {attempts}");
+}
+
+#[tokio::test]
+async fn a_missing_member_is_created_from_the_customer_fetched_from_stripe() {
+    let l = Lifecycle::new("fetched");
+    let stripe = FakeStripe::start(&[(&l.customer, &l.email)]).await;
+    let mut settings = test_stripe_settings();
+    settings.secret_key = Some("sk_test_fake".into());
+    settings.api_base = Some(stripe.base.clone());
+    let app = TestApp::spawn_with(settings).await;
+    assert_eq!(
+        app.send_webhook(&l.subscription_event(
+            "created",
+            "customer.subscription.created",
+            "active",
+            0
+        ))
+        .await
+        .status(),
+        200
+    );
+    app.drain_stripe().await;
+    let member_id = member_id_for(&app, &l.email).await;
+    let member: Value = app.get_member(&member_id).await.json().await.expect("json");
+    assert_eq!(member["source"], "stripe");
+    assert_eq!(member["name"], "Fetched Customer");
+    assert_eq!(member["status"], "paid");
+    assert_eq!(
+        stripe.requested(),
+        [format!("GET /v1/customers/{}", l.customer)]
+    );
+    let linked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM stripe_customers WHERE customer_id = $1")
+            .bind(&l.customer)
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(linked, 1);
+}
+
+#[tokio::test]
+async fn an_existing_member_with_the_email_is_linked_not_duplicated() {
+    let app = TestApp::spawn().await;
+    let l = Lifecycle::new("existing");
+    let member = app.member(&l.email.to_uppercase()).await;
+    assert_eq!(
+        app.send_webhook(&l.checkout_completed(1)).await.status(),
+        200
+    );
+    app.drain_stripe().await;
+    assert_eq!(
+        member_id_for(&app, &l.email).await,
+        member["id"].as_str().expect("id")
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM member_list")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn bad_signatures_and_stale_timestamps_are_refused_and_nothing_is_stored() {
+    let app = TestApp::spawn().await;
+    let l = Lifecycle::new("refused");
+    let payload = l.checkout_completed(1).to_string();
+    let now = chrono::Utc::now().timestamp();
+
+    let wrong_secret = signature(&payload, "whsec_wrong", now);
+    assert_problem(
+        app.send_raw_webhook(payload.clone(), Some(wrong_secret))
+            .await,
+        400,
+    )
+    .await;
+    let stale = signature(&payload, WEBHOOK_SECRET, now - 301);
+    let problem = assert_problem(
+        app.send_raw_webhook(payload.clone(), Some(stale)).await,
+        400,
+    )
+    .await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("tolerance"),
+        "{problem}"
+    );
+    assert_problem(app.send_raw_webhook(payload.clone(), None).await, 400).await;
+    assert_problem(
+        app.send_raw_webhook(payload.clone(), Some("garbage".into()))
+            .await,
+        400,
+    )
+    .await;
+    let tampered = payload.replace(&l.email, "mallory@example.com");
+    let sig = signature(&payload, WEBHOOK_SECRET, now);
+    assert_problem(app.send_raw_webhook(tampered, Some(sig)).await, 400).await;
+
+    let big = json!({"id": "evt_big", "padding": "x".repeat(1024 * 1024 + 10)}).to_string();
+    let sig = signature(&big, WEBHOOK_SECRET, now);
+    assert_problem(app.send_raw_webhook(big, Some(sig)).await, 413).await;
+
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(stored, 0);
+
+    // Signed with the other configured secret (rotation): accepted.
+    let rotated = signature(&payload, "whsec_old_rotated_out", now);
+    assert_eq!(
+        app.send_raw_webhook(payload, Some(rotated)).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn duplicates_are_stored_once_and_unknown_types_are_ignored() {
+    let app = TestApp::spawn().await;
+    let plan = event(
+        "evt_plan_created",
+        "plan.created",
+        1_764_000_000,
+        fixture("plan"),
+    );
+    let first: Value = app.send_webhook(&plan).await.json().await.expect("json");
+    let second: Value = app.send_webhook(&plan).await.json().await.expect("json");
+    assert_eq!(first, json!({"received": true, "duplicate": false}));
+    assert_eq!(second, json!({"received": true, "duplicate": true}));
+    app.drain_stripe().await;
+    let event: Value = app
+        .get("/v1/stripe-events/evt_plan_created")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(event["status"], "ignored");
+    assert_eq!(event["type"], "plan.created");
+    assert!(event["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("not handled")));
+    let ignored: Value = app
+        .get("/v1/stripe-events?status=ignored")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ignored["items"].as_array().map(Vec::len), Some(1));
+    assert_problem(app.get("/v1/stripe-events/evt_nope").await, 404).await;
+}
+
+#[tokio::test]
+async fn an_event_the_typed_parser_rejects_is_stored_and_processed_from_raw_json() {
+    let app = TestApp::spawn().await;
+    let l = Lifecycle::new("rawjson");
+    let mut checkout = l.checkout_completed(1);
+    // A field async-stripe requires, removed: its parser refuses; ours does not need it.
+    checkout["data"]["object"]
+        .as_object_mut()
+        .expect("object")
+        .remove("created");
+    checkout["data"]["object"]["after_expiration"] = json!("not an object");
+    assert_eq!(app.send_webhook(&checkout).await.status(), 200);
+    app.drain_stripe().await;
+    let (parsed, status): (bool, String) =
+        sqlx::query_as("SELECT parsed, status FROM stripe_events WHERE id = $1")
+            .bind(format!("evt_{}_checkout", l.tag))
+            .fetch_one(&app.pool)
+            .await
+            .expect("row");
+    assert!(!parsed, "the typed parser should have rejected it");
+    assert_eq!(status, "processed");
+    member_id_for(&app, &l.email).await;
+}
+
+#[tokio::test]
+async fn the_webhook_answers_503_when_the_database_is_down() {
+    let app = TestApp::spawn().await;
+    app.pool.close().await;
+    let l = Lifecycle::new("dbdown");
+    let resp = app.send_webhook(&l.checkout_completed(1)).await;
+    assert!(resp.headers().get("retry-after").is_some());
+    assert_problem(resp, 503).await;
+}
+
+#[tokio::test]
+async fn an_event_claimed_by_a_worker_that_dies_is_retried_not_lost() {
+    let mut store_only = test_stripe_settings();
+    store_only.workers = 0;
+    let first = TestApp::spawn_with(store_only).await;
+    let l = Lifecycle::new("crash");
+    assert_eq!(
+        first.send_webhook(&l.checkout_completed(1)).await.status(),
+        200
+    );
+
+    // A worker claims the event, then its process dies before it records the outcome.
+    let mut doomed = PgConnection::connect(&first.database_url)
+        .await
+        .expect("connect");
+    let claimed =
+        memberledger::stripe::inbox::claim(&mut doomed, std::time::Duration::from_secs(1))
+            .await
+            .expect("claim")
+            .expect("an event to claim");
+    assert_eq!(claimed.id, format!("evt_{}_checkout", l.tag));
+    drop(doomed);
+
+    let second = TestApp::spawn_on(&first.database_url).await;
+    second.drain_stripe().await;
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM stripe_events WHERE id = $1")
+            .bind(&claimed.id)
+            .fetch_one(&second.pool)
+            .await
+            .expect("row");
+    assert_eq!((status.as_str(), attempts), ("processed", 2));
+    member_id_for(&second, &l.email).await;
+}
+
+#[tokio::test]
+async fn failed_events_can_be_retried_by_the_operator() {
+    let mut slow_retries = test_stripe_settings();
+    slow_retries.retry_base = std::time::Duration::from_secs(3600);
+    slow_retries.max_retry_delay = std::time::Duration::from_secs(3600);
+    let app = TestApp::spawn_with(slow_retries).await;
+    let l = Lifecycle::new("operator");
+    let id = format!("evt_{}_created", l.tag);
+    app.send_webhook(&l.subscription_event(
+        "created",
+        "customer.subscription.created",
+        "active",
+        0,
+    ))
+    .await;
+    eventually("the event to fail", || async {
+        let status: String = sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("row");
+        status == "failed"
+    })
+    .await;
+    app.send_webhook(&l.checkout_completed(1)).await;
+    eventually("the checkout to be processed", || async {
+        let status: String = sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = $1")
+            .bind(format!("evt_{}_checkout", l.tag))
+            .fetch_one(&app.pool)
+            .await
+            .expect("row");
+        status == "processed"
+    })
+    .await;
+    // Its next automatic attempt is an hour away: the operator retries now.
+    let resp = app
+        .client
+        .post(app.url(&format!("/v1/stripe-events/{id}/retry")))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 200);
+    app.drain_stripe().await;
+    let resp = app
+        .client
+        .post(app.url(&format!("/v1/stripe-events/{id}/retry")))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(resp, 409).await;
+    let member_id = member_id_for(&app, &l.email).await;
+    let detail: Value = app.get_member(&member_id).await.json().await.expect("json");
+    assert_eq!(detail["status"], "paid");
+}
+
+#[tokio::test]
+async fn a_refund_is_recorded_against_the_paid_invoice() {
+    let app = TestApp::spawn().await;
+    let l = Lifecycle::new("refund");
+    let invoice_id = format!("in_{}_1", l.tag);
+    let mut invoice = l.invoice_paid(&invoice_id, 2);
+    invoice["data"]["object"]["payment_intent"] = json!("pi_refund");
+    for e in [
+        l.checkout_completed(1),
+        l.subscription_event("created", "customer.subscription.created", "active", 0),
+        invoice,
+    ] {
+        app.send_webhook(&e).await;
+    }
+    app.drain_stripe().await;
+    let mut charge = fixture("charge");
+    charge["id"] = json!("ch_refund");
+    charge["customer"] = json!(l.customer);
+    charge["payment_intent"] = json!("pi_refund");
+    charge["amount"] = json!(2000);
+    charge["amount_refunded"] = json!(500);
+    charge["currency"] = json!("usd");
+    charge["refunded"] = json!(false);
+    app.send_webhook(&event(
+        "evt_refund_1",
+        "charge.refunded",
+        l.start + 50,
+        charge,
+    ))
+    .await;
+    app.drain_stripe().await;
+    let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
+        "SELECT kind, amount, invoice_id FROM members_payment_events WHERE subscription_id = $1 ORDER BY id",
+    )
+    .bind(&l.subscription)
+    .fetch_all(&app.pool)
+    .await
+    .expect("rows");
+    assert_eq!(
+        rows,
+        [
+            ("payment".into(), 2000, Some(invoice_id.clone())),
+            ("refund".into(), 500, Some(invoice_id))
+        ]
+    );
+}
