@@ -117,9 +117,10 @@ impl Projection for MemberStatusPolicy {
 }
 
 /// Licenses follow subscription items: a site item → one license for that site; a quantity
-/// item → one per seat. They are active while the subscription pays and the item (or seat)
-/// exists, issued only once the subscription pays (no license without payment), deactivated
-/// when the item goes or the subscription stops paying, reactivated when it pays again.
+/// item → one per seat. They are active while the subscription grants licenses (active,
+/// trialing, past due) and the item (or seat) exists, issued only once it does (no license
+/// without payment), deactivated when the item goes or the subscription is canceled, unpaid or
+/// paused, reactivated when it is active again.
 pub struct LicensePolicy {
     pub pool: PgPool,
     pub licenses: Arc<CommandBus<License>>,
@@ -243,7 +244,7 @@ impl LicensePolicy {
             return Ok(());
         };
         let status = SubscriptionStatus::parse(&status);
-        let paying = status.is_some_and(SubscriptionStatus::is_paid);
+        let paying = status.is_some_and(SubscriptionStatus::grants_licenses);
         let inactive_reason = if status == Some(SubscriptionStatus::Canceled) {
             DeactivationReason::SubscriptionCanceled
         } else {

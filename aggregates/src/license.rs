@@ -33,7 +33,7 @@ pub enum DeactivationReason {
     /// A quantity item's quantity went below this seat.
     QuantityReduced,
     SubscriptionCanceled,
-    /// The subscription is `unpaid`, `incomplete_expired` or `paused`.
+    /// The subscription is `unpaid`, `incomplete`, `incomplete_expired` or `paused`.
     SubscriptionInactive,
 }
 

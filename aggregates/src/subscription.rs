@@ -280,6 +280,13 @@ impl SubscriptionStatus {
         )
     }
 
+    /// Whether the subscription's licenses work: `active`, `trialing` and `past_due` (a grace
+    /// period while Stripe retries). `unpaid` means Stripe gave up retrying: licenses stop,
+    /// though the member still counts as paying until the subscription is canceled.
+    pub fn grants_licenses(self) -> bool {
+        matches!(self, Self::Active | Self::Trialing | Self::PastDue)
+    }
+
     /// `active` or `trialing`: entering one of these is a [`SubscriptionEvent::SubscriptionActivated`].
     pub fn is_activated(self) -> bool {
         matches!(self, Self::Active | Self::Trialing)

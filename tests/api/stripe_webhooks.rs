@@ -671,3 +671,144 @@ async fn a_refund_is_recorded_against_the_paid_invoice() {
         ]
     );
 }
+
+/// The subscription with one quantity item (no site) of `quantity` seats.
+fn seats_subscription(
+    l: &Lifecycle,
+    name: &str,
+    status: &str,
+    offset: i64,
+    quantity: u32,
+    with_item: bool,
+) -> Value {
+    let mut sub = l.subscription_object(status, offset, false);
+    if with_item {
+        let item = &mut sub["items"]["data"][0];
+        item["metadata"] = json!({});
+        item["quantity"] = json!(quantity);
+    } else {
+        sub["items"]["data"] = json!([]);
+    }
+    event(
+        &format!("evt_{}_{name}", l.tag),
+        "customer.subscription.updated",
+        l.start + offset,
+        sub,
+    )
+}
+
+#[tokio::test]
+async fn seat_licenses_follow_quantity_status_and_item_removal() {
+    let app = TestApp::spawn().await;
+    let l = Lifecycle::new("seats");
+    let licenses = || async {
+        let rows: Vec<(Option<i32>, String, Option<String>)> = sqlx::query_as(
+            "SELECT seat, status, deactivation_reason FROM licenses WHERE subscription_id = $1 ORDER BY seat",
+        )
+        .bind(&l.subscription)
+        .fetch_all(&app.pool)
+        .await
+        .expect("licenses");
+        rows
+    };
+    let deliver = |event: Value| {
+        let app = &app;
+        async move {
+            assert_eq!(app.send_webhook(&event).await.status(), 200);
+            app.drain_stripe().await;
+        }
+    };
+    let active = |seat: i32| (Some(seat), "active".to_owned(), None::<String>);
+    let inactive =
+        |seat: i32, reason: &str| (Some(seat), "inactive".to_owned(), Some(reason.to_owned()));
+
+    deliver(l.checkout_completed(1)).await;
+    deliver(seats_subscription(
+        &l,
+        "incomplete",
+        "incomplete",
+        2,
+        3,
+        true,
+    ))
+    .await;
+    assert_eq!(licenses().await, [], "no license before payment");
+
+    deliver(seats_subscription(&l, "active", "active", 3, 3, true)).await;
+    assert_eq!(licenses().await, [active(1), active(2), active(3)]);
+    let keys: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM licenses WHERE subscription_id = $1")
+            .bind(&l.subscription)
+            .fetch_all(&app.pool)
+            .await
+            .expect("keys");
+    assert_eq!(
+        keys.iter().collect::<std::collections::HashSet<_>>().len(),
+        3,
+        "distinct keys"
+    );
+
+    deliver(seats_subscription(&l, "fewer", "active", 4, 2, true)).await;
+    assert_eq!(
+        licenses().await,
+        [active(1), active(2), inactive(3, "quantity_reduced")]
+    );
+
+    let mut failed = l.invoice_paid(&format!("in_{}_2", l.tag), 5);
+    failed["type"] = json!("invoice.payment_failed");
+    failed["id"] = json!("evt_seats_failed");
+    failed["data"]["object"]["amount_paid"] = json!(0);
+    failed["data"]["object"]["attempt_count"] = json!(1);
+    failed["data"]["object"]["status"] = json!("open");
+    deliver(failed).await;
+    let failures: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT kind, amount FROM members_payment_events WHERE subscription_id = $1 ORDER BY id",
+    )
+    .bind(&l.subscription)
+    .fetch_all(&app.pool)
+    .await
+    .expect("rows");
+    assert_eq!(failures, [("failure".to_owned(), 2000)]);
+
+    deliver(seats_subscription(&l, "past_due", "past_due", 6, 2, true)).await;
+    assert_eq!(
+        licenses().await,
+        [active(1), active(2), inactive(3, "quantity_reduced")],
+        "past due is a grace period"
+    );
+    deliver(seats_subscription(&l, "unpaid", "unpaid", 7, 2, true)).await;
+    assert_eq!(
+        licenses().await,
+        [
+            inactive(1, "subscription_inactive"),
+            inactive(2, "subscription_inactive"),
+            inactive(3, "quantity_reduced")
+        ]
+    );
+    deliver(seats_subscription(&l, "again", "active", 8, 3, true)).await;
+    assert_eq!(
+        licenses().await,
+        [active(1), active(2), active(3)],
+        "reactivated, seat 3 back"
+    );
+
+    deliver(seats_subscription(&l, "removed", "active", 9, 3, false)).await;
+    assert_eq!(
+        licenses().await,
+        [
+            inactive(1, "item_removed"),
+            inactive(2, "item_removed"),
+            inactive(3, "item_removed")
+        ]
+    );
+    let member_id = member_id_for(&app, &l.email).await;
+    let status: String = sqlx::query_scalar("SELECT status FROM member_list WHERE id = $1::uuid")
+        .bind(&member_id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("status");
+    assert_eq!(
+        status, "paid",
+        "an active subscription without items still pays"
+    );
+}
