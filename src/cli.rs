@@ -1,14 +1,11 @@
 //! The `memberledger` command line.
 
-use std::time::Duration;
-
 use clap::{Parser, Subcommand};
 
 use crate::api::AppState;
 use crate::config::{DatabaseConfig, LogConfig, ServeConfig};
 use crate::db::{self, Database};
 use crate::startup::{self, Application, Settings};
-use crate::stripe::StripeSettings;
 use crate::{api, runner, stripe, telemetry};
 
 #[derive(Debug, Parser)]
@@ -49,6 +46,11 @@ pub enum Command {
     Stripe {
         #[command(subcommand)]
         command: StripeCommand,
+    },
+    /// The event log.
+    Events {
+        #[command(subcommand)]
+        command: crate::export::EventsCommand,
     },
     /// Create a new admin token (printed once; only its hash is stored).
     AdminToken {
@@ -105,12 +107,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: ProjectionsCommand::Status { database, json },
         } => {
             let db = Database::connect(&database).await?;
-            let state = AppState::new(
-                db.pool.clone(),
-                None,
-                Duration::ZERO,
-                StripeSettings::default(),
-            );
+            let state = AppState::new(db.pool.clone(), &Settings::default());
             let status = runner::status(&db.pool, state.projections.list()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
@@ -163,6 +160,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             db.close().await
         }
+        Command::Events { command } => crate::export::run(command).await,
         Command::AdminToken {
             database,
             revoke_others,
@@ -194,16 +192,7 @@ async fn serve_command(database: DatabaseConfig, serve: ServeConfig) -> anyhow::
         );
     }
     let shutdown = startup::shutdown_on_signal();
-    let app = Application::build(
-        db.pool.clone(),
-        Settings {
-            bind: serve.bind,
-            admin_token: serve.admin_token.map(|t| t.expose().to_owned()),
-            read_your_writes_timeout: Duration::from_millis(serve.read_your_writes_timeout_ms),
-            stripe: serve.stripe.settings(),
-        },
-    )
-    .await?;
+    let app = Application::build(db.pool.clone(), serve.settings()?).await?;
     tracing::info!(addr = %app.addr(), "listening; OpenAPI at /openapi.json, Swagger UI at /docs");
     let result = app.run_until_stopped(shutdown).await;
     db.close().await?;

@@ -70,6 +70,111 @@ pub struct ServeConfig {
     pub read_your_writes_timeout_ms: u64,
     #[command(flatten)]
     pub stripe: StripeConfig,
+    #[command(flatten)]
+    pub auth: AuthConfig,
+}
+
+impl ServeConfig {
+    /// Everything `serve` runs with.
+    pub fn settings(&self) -> anyhow::Result<crate::startup::Settings> {
+        let public_url = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.bind))
+            .trim_end_matches('/')
+            .to_owned();
+        let site_host = match &self.auth.site_url {
+            Some(url) => Some(
+                url::Url::parse(url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .ok_or_else(|| anyhow::anyhow!("SITE_URL {url:?} is not an absolute URL"))?,
+            ),
+            None => None,
+        };
+        let routes = if self.auth.static_pages.is_empty() {
+            aggregates::attribution::RoutePatterns::default()
+        } else {
+            use aggregates::attribution::RoutePatterns;
+            let pages: Vec<&str> = self.auth.static_pages.iter().map(String::as_str).collect();
+            RoutePatterns::new(
+                RoutePatterns::DEFAULT_TAG,
+                RoutePatterns::DEFAULT_AUTHOR,
+                RoutePatterns::DEFAULT_POSTS,
+                &pages,
+            )
+            .map_err(|e| anyhow::anyhow!("SITE_STATIC_PAGES: {e}"))?
+        };
+        Ok(crate::startup::Settings {
+            bind: self.bind,
+            admin_token: self.admin_token.as_ref().map(|t| t.expose().to_owned()),
+            read_your_writes_timeout: std::time::Duration::from_millis(
+                self.read_your_writes_timeout_ms,
+            ),
+            stripe: self.stripe.settings(),
+            auth: self.auth.settings(&public_url),
+            mail: crate::mail::MailSettings {
+                smtp_url: self.auth.smtp_url.as_ref().map(|s| s.expose().to_owned()),
+                from: self.auth.mail_from.clone(),
+            },
+            attribution_routes: routes,
+            site_host,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuthConfig {
+    /// SMTP server for sign-in emails: smtp://host:port, smtp://user:pass@host?tls=required, smtps://host.
+    /// Unset: emails are written to the log (development).
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<Secret>,
+    /// Sender of sign-in emails.
+    #[arg(
+        long,
+        env = "MAIL_FROM",
+        default_value = "memberledger <noreply@localhost>"
+    )]
+    pub mail_from: String,
+    /// The page magic links open (`?token=` is appended). Default: PUBLIC_URL + /signin.
+    #[arg(long, env = "MAGIC_LINK_URL")]
+    pub magic_link_url: Option<String>,
+    /// The member site, for signup attribution (its own pages are not referrers).
+    #[arg(long, env = "SITE_URL")]
+    pub site_url: Option<String>,
+    /// Slugs of the site's static pages (`/about/` → page), comma-separated.
+    #[arg(long, env = "SITE_STATIC_PAGES", value_delimiter = ',')]
+    pub static_pages: Vec<String>,
+    /// Sign-in codes one email may request per hour.
+    #[arg(long, env = "AUTH_CODE_LIMIT_PER_EMAIL", default_value_t = 5)]
+    pub code_limit_per_email: u32,
+    /// Sign-in codes one IP address may request per hour.
+    #[arg(long, env = "AUTH_CODE_LIMIT_PER_IP", default_value_t = 50)]
+    pub code_limit_per_ip: u32,
+    /// Verification attempts per email per hour.
+    #[arg(long, env = "AUTH_VERIFY_LIMIT_PER_EMAIL", default_value_t = 20)]
+    pub verify_limit_per_email: u32,
+    /// Verification attempts per IP address per hour.
+    #[arg(long, env = "AUTH_VERIFY_LIMIT_PER_IP", default_value_t = 100)]
+    pub verify_limit_per_ip: u32,
+}
+
+impl AuthConfig {
+    pub fn settings(&self, public_url: &str) -> crate::auth::AuthSettings {
+        let hour = std::time::Duration::from_secs(3600);
+        let limit = |max| crate::rate_limit::Limit { max, window: hour };
+        crate::auth::AuthSettings {
+            code_per_email: limit(self.code_limit_per_email),
+            code_per_ip: limit(self.code_limit_per_ip),
+            verify_per_email: limit(self.verify_limit_per_email),
+            verify_per_ip: limit(self.verify_limit_per_ip),
+            link_base: self
+                .magic_link_url
+                .clone()
+                .unwrap_or_else(|| format!("{public_url}/signin")),
+            ..crate::auth::AuthSettings::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -4,12 +4,16 @@
 //! real server ([`startup::Application`]) against a real database.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod export;
 pub mod localpg;
+pub mod mail;
 pub mod members;
 pub mod policies;
+pub mod rate_limit;
 pub mod runner;
 pub mod startup;
 pub mod store;

@@ -2,6 +2,7 @@
 //! rule is kept in one place.
 
 use aggregates::cqrs_es::AggregateError;
+use aggregates::Attribution;
 use aggregates::{
     EmailAddress, Labels, Member, MemberCommand, MemberError, MemberName, MemberSource, Note,
 };
@@ -17,6 +18,8 @@ pub struct NewMember {
     pub note: Option<Note>,
     pub labels: Labels,
     pub source: MemberSource,
+    pub attribution: Option<Attribution>,
+    pub newsletters: Vec<Uuid>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,8 @@ pub async fn create(
         note: new.note,
         labels: new.labels,
         source: new.source,
+        attribution: new.attribution.map(Box::new),
+        newsletters: new.newsletters,
         at: Utc::now(),
     };
     match bus.execute(&member_id.to_string(), command, metadata).await {

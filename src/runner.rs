@@ -319,7 +319,7 @@ async fn apply_batch(conn: &mut PgConnection, projection: &dyn Projection) -> an
     .fetch_one(&mut *tx)
     .await
     .context("reading the checkpoint")?;
-    let events: Vec<StoredEvent> = sqlx::query_as(&format!(
+    let mut events: Vec<StoredEvent> = sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM events
          WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
@@ -345,6 +345,14 @@ async fn apply_batch(conn: &mut PgConnection, projection: &dyn Projection) -> an
         return Ok(if pending { Step::Blocked } else { Step::Idle });
     };
     let last_position = (last.transaction_id, last.global_position);
+    for event in &mut events {
+        event.event_version = aggregates::upcast::upcast(
+            &event.aggregate_type,
+            &event.event_type,
+            &event.event_version,
+            &mut event.payload,
+        );
+    }
     for event in &events {
         projection
             .apply(&mut tx, event)

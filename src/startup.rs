@@ -11,7 +11,11 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use aggregates::attribution::RoutePatterns;
+
 use crate::api::{self, AppState, State};
+use crate::auth::AuthSettings;
+use crate::mail::{MailSettings, Mailer};
 use crate::stripe::client::StripeApi;
 use crate::stripe::translate::Translator;
 use crate::stripe::{inbox, StripeSettings};
@@ -21,6 +25,26 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub read_your_writes_timeout: Duration,
     pub stripe: StripeSettings,
+    pub auth: AuthSettings,
+    pub mail: MailSettings,
+    pub attribution_routes: RoutePatterns,
+    /// The member site's host (from `SITE_URL`), so its own pages are not referrers.
+    pub site_host: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_token: None,
+            read_your_writes_timeout: Duration::from_secs(5),
+            stripe: StripeSettings::default(),
+            auth: AuthSettings::default(),
+            mail: MailSettings::default(),
+            attribution_routes: RoutePatterns::default(),
+            site_host: None,
+        }
+    }
 }
 
 pub struct Application {
@@ -28,6 +52,7 @@ pub struct Application {
     acceptor: poem::listener::TcpAcceptor,
     state: State,
     translator: Arc<Translator>,
+    mailer: Mailer,
 }
 
 /// How long in-flight requests get to finish after a stop signal.
@@ -46,12 +71,8 @@ impl Application {
             .and_then(|a| a.as_socket_addr().copied())
             .context("the listener has no socket address")?;
         let stripe_api = StripeApi::from_settings(&settings.stripe)?;
-        let state = AppState::new(
-            pool,
-            settings.admin_token.as_deref(),
-            settings.read_your_writes_timeout,
-            settings.stripe,
-        );
+        let mailer = Mailer::new(pool.clone(), &settings.mail)?;
+        let state = AppState::new(pool, &settings);
         let translator = Arc::new(Translator {
             pool: state.pool.clone(),
             members: state.members.clone(),
@@ -63,6 +84,7 @@ impl Application {
             acceptor,
             state,
             translator,
+            mailer,
         })
     }
 
@@ -91,6 +113,7 @@ impl Application {
             self.state.stripe.clone(),
             shutdown.clone(),
         ));
+        runners.push(tokio::spawn(self.mailer.run(shutdown.clone())));
         let app = api::routes(&self.state);
         let signal = shutdown.clone();
         let served = poem::Server::new_with_acceptor(self.acceptor)

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aggregates::cqrs_es::persist::PersistedEventStore;
+use aggregates::cqrs_es::persist::{EventUpcaster, PersistedEventStore, SerializedEvent};
 use aggregates::cqrs_es::{Aggregate, AggregateError, CqrsFramework};
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
@@ -84,7 +84,8 @@ where
 {
     pub fn new(pool: PgPool, services: A::Services) -> Arc<Self> {
         let repo = PostgresEventRepository::new(pool.clone());
-        let store = PersistedEventStore::new_event_store(repo);
+        let store =
+            PersistedEventStore::new_event_store(repo).with_upcasters(vec![Box::new(Upcaster)]);
         Arc::new(Self {
             framework: CqrsFramework::new(store, vec![], services),
             pool,
@@ -135,6 +136,27 @@ where
             transaction_id,
             global_position,
         }))
+    }
+}
+
+/// Brings old event payloads to their current shape when aggregates load (see
+/// `aggregates::upcast`, which projections and exports use too).
+struct Upcaster;
+
+impl EventUpcaster for Upcaster {
+    fn can_upcast(&self, _event_type: &str, _event_version: &str) -> bool {
+        // The aggregate type is not passed here; `upcast` checks it and does nothing otherwise.
+        true
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        event.event_version = aggregates::upcast::upcast(
+            &event.aggregate_type,
+            &event.event_type,
+            &event.event_version,
+            &mut event.payload,
+        );
+        event
     }
 }
 

@@ -1,18 +1,30 @@
 //! The memberledger domain: aggregates, their commands, events and errors, and the
 //! validated values they are built from. Pure logic: no I/O, no SQL.
 
+pub mod attribution;
 pub mod license;
 pub mod member;
 pub mod mrr;
+pub mod newsletter;
 pub mod subscription;
+pub mod upcast;
 pub mod values;
 
+pub use attribution::{
+    Attribution, AttributionContext, HistoryError, PatternError, ResourceType, RoutePatterns,
+    UrlHistory, UrlHistoryEntry,
+};
 pub use cqrs_es;
 pub use license::{
     DeactivationReason, License, LicenseCommand, LicenseError, LicenseEvent, LicenseKey,
     LicenseKeyError, LicenseStatus,
 };
-pub use member::{Member, MemberCommand, MemberError, MemberEvent, MemberSource, MemberStatus};
+pub use member::{
+    LoginMethod, Member, MemberCommand, MemberError, MemberEvent, MemberSource, MemberStatus,
+};
+pub use newsletter::{
+    Newsletter, NewsletterCommand, NewsletterError, NewsletterEvent, NewsletterStatus,
+};
 pub use subscription::{
     BillingInterval, Payment, Price, PurchaseType, StripeObservation, StripeSubscriptionState,
     Subscription, SubscriptionCommand, SubscriptionError, SubscriptionEvent, SubscriptionItem,

@@ -6,6 +6,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::attribution::Attribution;
 use crate::values::{EmailAddress, Labels, MemberName, Note};
 
 /// How a member came to exist.
@@ -60,6 +61,10 @@ pub enum MemberCommand {
         note: Option<Note>,
         labels: Labels,
         source: MemberSource,
+        /// Where the member came from (signup URL history, or the fixed one of its context).
+        attribution: Option<Box<Attribution>>,
+        /// Newsletters to subscribe the new member to.
+        newsletters: Vec<Uuid>,
         at: DateTime<Utc>,
     },
     /// Changes the fields that are `Some`; the inner `None` clears a name or note.
@@ -87,10 +92,44 @@ pub enum MemberCommand {
         customer_id: String,
         at: DateTime<Utc>,
     },
+    RecordLogin {
+        method: LoginMethod,
+        at: DateTime<Utc>,
+    },
+    /// A no-op when already subscribed.
+    SubscribeNewsletter {
+        newsletter_id: Uuid,
+        at: DateTime<Utc>,
+    },
+    /// A no-op when not subscribed.
+    UnsubscribeNewsletter {
+        newsletter_id: Uuid,
+        at: DateTime<Utc>,
+    },
+}
+
+/// How a member proved they own their email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginMethod {
+    /// The 6-digit code from the email.
+    Code,
+    /// The magic link from the email.
+    Link,
+}
+
+impl LoginMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Code => "code",
+            Self::Link => "link",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MemberEvent {
+    /// Version 1.1 added `attribution` (1.0 events are upcast with `attribution: null`).
     MemberCreated {
         member_id: Uuid,
         email: String,
@@ -98,6 +137,7 @@ pub enum MemberEvent {
         note: Option<String>,
         labels: Vec<String>,
         source: MemberSource,
+        attribution: Option<Box<Attribution>>,
         created_at: DateTime<Utc>,
     },
     /// Carries the whole editable profile after the change.
@@ -122,14 +162,30 @@ pub enum MemberEvent {
         customer_id: String,
         linked_at: DateTime<Utc>,
     },
+    MemberLoggedIn {
+        method: LoginMethod,
+        logged_in_at: DateTime<Utc>,
+    },
+    NewsletterSubscribed {
+        newsletter_id: Uuid,
+        subscribed_at: DateTime<Utc>,
+    },
+    NewsletterUnsubscribed {
+        newsletter_id: Uuid,
+        unsubscribed_at: DateTime<Utc>,
+    },
 }
 
 impl MemberEvent {
     pub const CREATED: &'static str = "MemberCreated";
+    pub const CREATED_VERSION: &'static str = "1.1";
     pub const UPDATED: &'static str = "MemberUpdated";
     pub const EMAIL_CHANGED: &'static str = "MemberEmailChanged";
     pub const STATUS_CHANGED: &'static str = "MemberStatusChanged";
     pub const STRIPE_CUSTOMER_LINKED: &'static str = "MemberStripeCustomerLinked";
+    pub const LOGGED_IN: &'static str = "MemberLoggedIn";
+    pub const NEWSLETTER_SUBSCRIBED: &'static str = "NewsletterSubscribed";
+    pub const NEWSLETTER_UNSUBSCRIBED: &'static str = "NewsletterUnsubscribed";
 }
 
 impl DomainEvent for MemberEvent {
@@ -140,12 +196,19 @@ impl DomainEvent for MemberEvent {
             Self::MemberEmailChanged { .. } => Self::EMAIL_CHANGED,
             Self::MemberStatusChanged { .. } => Self::STATUS_CHANGED,
             Self::MemberStripeCustomerLinked { .. } => Self::STRIPE_CUSTOMER_LINKED,
+            Self::MemberLoggedIn { .. } => Self::LOGGED_IN,
+            Self::NewsletterSubscribed { .. } => Self::NEWSLETTER_SUBSCRIBED,
+            Self::NewsletterUnsubscribed { .. } => Self::NEWSLETTER_UNSUBSCRIBED,
         }
         .to_owned()
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        match self {
+            Self::MemberCreated { .. } => Self::CREATED_VERSION,
+            _ => "1.0",
+        }
+        .to_owned()
     }
 }
 
@@ -166,6 +229,7 @@ pub struct Member {
     labels: Vec<String>,
     status: MemberStatus,
     stripe_customers: Vec<String>,
+    newsletters: Vec<Uuid>,
 }
 
 impl Member {
@@ -179,6 +243,10 @@ impl Member {
 
     pub fn status(&self) -> MemberStatus {
         self.status
+    }
+
+    pub fn newsletters(&self) -> &[Uuid] {
+        &self.newsletters
     }
 }
 
@@ -203,6 +271,8 @@ impl Aggregate for Member {
                 note,
                 labels,
                 source,
+                attribution,
+                newsletters,
                 at,
             } => {
                 if self.exists() {
@@ -215,9 +285,19 @@ impl Aggregate for Member {
                     note: note.map(Note::into_inner),
                     labels: labels.into_inner(),
                     source,
+                    attribution,
                     created_at: at,
                 };
                 sink.write(event, self).await;
+                for newsletter_id in newsletters {
+                    if !self.newsletters.contains(&newsletter_id) {
+                        let event = MemberEvent::NewsletterSubscribed {
+                            newsletter_id,
+                            subscribed_at: at,
+                        };
+                        sink.write(event, self).await;
+                    }
+                }
             }
             MemberCommand::UpdateMember {
                 name,
@@ -269,6 +349,40 @@ impl Aggregate for Member {
                     sink.write(event, self).await;
                 }
             }
+            MemberCommand::RecordLogin { method, at } => {
+                if !self.exists() {
+                    return Err(MemberError::NotFound);
+                }
+                let event = MemberEvent::MemberLoggedIn {
+                    method,
+                    logged_in_at: at,
+                };
+                sink.write(event, self).await;
+            }
+            MemberCommand::SubscribeNewsletter { newsletter_id, at } => {
+                if !self.exists() {
+                    return Err(MemberError::NotFound);
+                }
+                if !self.newsletters.contains(&newsletter_id) {
+                    let event = MemberEvent::NewsletterSubscribed {
+                        newsletter_id,
+                        subscribed_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            MemberCommand::UnsubscribeNewsletter { newsletter_id, at } => {
+                if !self.exists() {
+                    return Err(MemberError::NotFound);
+                }
+                if self.newsletters.contains(&newsletter_id) {
+                    let event = MemberEvent::NewsletterUnsubscribed {
+                        newsletter_id,
+                        unsubscribed_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
             MemberCommand::LinkStripeCustomer { customer_id, at } => {
                 if !self.exists() {
                     return Err(MemberError::NotFound);
@@ -313,6 +427,13 @@ impl Aggregate for Member {
             MemberEvent::MemberStripeCustomerLinked { customer_id, .. } => {
                 self.stripe_customers.push(customer_id);
             }
+            MemberEvent::MemberLoggedIn { .. } => {}
+            MemberEvent::NewsletterSubscribed { newsletter_id, .. } => {
+                self.newsletters.push(newsletter_id);
+            }
+            MemberEvent::NewsletterUnsubscribed { newsletter_id, .. } => {
+                self.newsletters.retain(|n| *n != newsletter_id);
+            }
         }
     }
 }
@@ -348,6 +469,7 @@ mod tests {
             note: None,
             labels: vec!["vip".into()],
             source: MemberSource::Admin,
+            attribution: None,
             created_at: at(),
         }
     }
@@ -360,6 +482,8 @@ mod tests {
             note: None,
             labels: Labels::parse(&["vip"]).expect("valid"),
             source: MemberSource::Admin,
+            attribution: None,
+            newsletters: vec![],
             at: at(),
         }
     }
@@ -370,6 +494,54 @@ mod tests {
             .given_no_previous_events()
             .when(create())
             .then_expect_events(vec![created()]);
+    }
+
+    #[test]
+    fn a_signup_is_created_with_its_attribution_and_newsletters() {
+        let attribution =
+            crate::attribution::for_context(crate::attribution::AttributionContext::Import);
+        let newsletter_id = Uuid::from_u128(5);
+        let MemberCommand::CreateMember {
+            member_id,
+            email,
+            name,
+            note,
+            labels,
+            at: created_at,
+            ..
+        } = create()
+        else {
+            unreachable!("create() builds a CreateMember")
+        };
+        MemberTest::with(())
+            .given_no_previous_events()
+            .when(MemberCommand::CreateMember {
+                member_id,
+                email,
+                name,
+                note,
+                labels,
+                source: MemberSource::Signup,
+                attribution: Some(Box::new(attribution.clone())),
+                newsletters: vec![newsletter_id, newsletter_id],
+                at: created_at,
+            })
+            .then_expect_events(vec![
+                MemberEvent::MemberCreated {
+                    member_id: id(),
+                    email: "ada@example.com".into(),
+                    name: Some("Ada".into()),
+                    note: None,
+                    labels: vec!["vip".into()],
+                    source: MemberSource::Signup,
+                    attribution: Some(Box::new(attribution)),
+                    created_at: at(),
+                },
+                MemberEvent::NewsletterSubscribed {
+                    newsletter_id,
+                    subscribed_at: at(),
+                },
+            ]);
     }
 
     #[test]
@@ -523,6 +695,60 @@ mod tests {
                 at: at(),
             })
             .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn subscribing_twice_emits_once_and_unsubscribing_an_unsubscribed_one_nothing() {
+        let newsletter_id = Uuid::from_u128(9);
+        let subscribed = MemberEvent::NewsletterSubscribed {
+            newsletter_id,
+            subscribed_at: at(),
+        };
+        MemberTest::with(())
+            .given(vec![created()])
+            .when(MemberCommand::SubscribeNewsletter {
+                newsletter_id,
+                at: at(),
+            })
+            .then_expect_events(vec![subscribed.clone()]);
+        MemberTest::with(())
+            .given(vec![created(), subscribed.clone()])
+            .when(MemberCommand::SubscribeNewsletter {
+                newsletter_id,
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+        MemberTest::with(())
+            .given(vec![created(), subscribed])
+            .when(MemberCommand::UnsubscribeNewsletter {
+                newsletter_id,
+                at: at(),
+            })
+            .then_expect_events(vec![MemberEvent::NewsletterUnsubscribed {
+                newsletter_id,
+                unsubscribed_at: at(),
+            }]);
+        MemberTest::with(())
+            .given(vec![created()])
+            .when(MemberCommand::UnsubscribeNewsletter {
+                newsletter_id,
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn every_login_is_recorded() {
+        MemberTest::with(())
+            .given(vec![created()])
+            .when(MemberCommand::RecordLogin {
+                method: LoginMethod::Link,
+                at: at(),
+            })
+            .then_expect_events(vec![MemberEvent::MemberLoggedIn {
+                method: LoginMethod::Link,
+                logged_in_at: at(),
+            }]);
     }
 
     #[test]

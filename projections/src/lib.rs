@@ -13,6 +13,7 @@ pub mod member_status;
 pub mod member_subscriptions;
 pub mod member_timeline;
 pub mod members_created;
+pub mod newsletters;
 pub mod paid_subscriptions;
 pub mod payments;
 
@@ -22,6 +23,7 @@ pub use member_status::MembersStatusEvents;
 pub use member_subscriptions::MemberSubscriptions;
 pub use member_timeline::MemberTimeline;
 pub use members_created::MembersCreatedEvents;
+pub use newsletters::{MembersLoginEvents, Newsletters};
 pub use paid_subscriptions::MembersPaidSubscriptionEvents;
 pub use payments::MembersPaymentEvents;
 
@@ -98,6 +100,8 @@ pub fn all() -> Vec<Box<dyn Projection>> {
         Box::new(MemberSubscriptions),
         Box::new(MemberLicenses),
         Box::new(MemberTimeline),
+        Box::new(Newsletters),
+        Box::new(MembersLoginEvents),
     ]
 }
 

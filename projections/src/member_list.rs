@@ -96,7 +96,10 @@ impl Projection for MemberList {
                     .execute(&mut *conn)
                     .await?;
             }
-            MemberEvent::MemberStripeCustomerLinked { .. } => {}
+            MemberEvent::MemberStripeCustomerLinked { .. }
+            | MemberEvent::MemberLoggedIn { .. }
+            | MemberEvent::NewsletterSubscribed { .. }
+            | MemberEvent::NewsletterUnsubscribed { .. } => {}
         }
         Ok(())
     }

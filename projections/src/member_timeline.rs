@@ -202,6 +202,15 @@ fn member_summary(event: MemberEvent) -> String {
         MemberEvent::MemberStripeCustomerLinked { customer_id, .. } => {
             format!("Stripe customer {customer_id} linked")
         }
+        MemberEvent::MemberLoggedIn { method, .. } => {
+            format!("Signed in with an emailed {}", method.as_str())
+        }
+        MemberEvent::NewsletterSubscribed { newsletter_id, .. } => {
+            format!("Subscribed to newsletter {newsletter_id}")
+        }
+        MemberEvent::NewsletterUnsubscribed { newsletter_id, .. } => {
+            format!("Unsubscribed from newsletter {newsletter_id}")
+        }
     }
 }
 

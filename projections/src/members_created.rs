@@ -17,7 +17,7 @@ impl Projection for MembersCreatedEvents {
     }
 
     fn version(&self) -> i32 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -33,17 +33,35 @@ impl Projection for MembersCreatedEvents {
             return Ok(());
         }
         if let MemberEvent::MemberCreated {
-            source, created_at, ..
+            source,
+            created_at,
+            attribution,
+            ..
         } = event.decode::<MemberEvent>()?
         {
+            let a = attribution.map(|a| *a).unwrap_or_default();
             sqlx::query(
-                "INSERT INTO members_created_events (id, member_id, created_at, source)
-                 VALUES ($1, $2, $3, $4)",
+                "INSERT INTO members_created_events
+                     (id, member_id, created_at, source, attribution_id, attribution_type, attribution_url,
+                      referrer_source, referrer_medium, referrer_url,
+                      utm_source, utm_medium, utm_campaign, utm_term, utm_content)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             )
             .bind(event.global_position)
             .bind(member_id(event)?)
             .bind(created_at)
             .bind(source.as_str())
+            .bind(a.attribution_id)
+            .bind(a.attribution_type.map(|t| t.as_str()))
+            .bind(a.attribution_url)
+            .bind(a.referrer_source)
+            .bind(a.referrer_medium)
+            .bind(a.referrer_url)
+            .bind(a.utm_source)
+            .bind(a.utm_medium)
+            .bind(a.utm_campaign)
+            .bind(a.utm_term)
+            .bind(a.utm_content)
             .execute(&mut *conn)
             .await?;
         }

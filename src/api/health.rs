@@ -26,6 +26,7 @@ pub struct ProjectionLag {
     /// Age of the oldest event it has not applied, in milliseconds.
     pub lag_ms: i64,
     /// Why it is stuck, if it is.
+    #[oai(nullable)]
     pub last_error: Option<String>,
 }
 

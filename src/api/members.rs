@@ -2,7 +2,8 @@
 
 use aggregates::cqrs_es::AggregateError;
 use aggregates::{
-    EmailAddress, Labels, MemberCommand, MemberError, MemberName, MemberSource, Note, ValueError,
+    AttributionContext, EmailAddress, Labels, MemberCommand, MemberError, MemberName, MemberSource,
+    Note, ValueError,
 };
 use chrono::{DateTime, Utc};
 use poem::web::Data;
@@ -32,8 +33,10 @@ pub struct MemberView {
     pub id: Uuid,
     #[oai(validator(max_length = 254))]
     pub email: String,
+    #[oai(nullable)]
     pub name: Option<String>,
     /// The admin's private note.
+    #[oai(nullable)]
     pub note: Option<String>,
     pub labels: Vec<String>,
     pub status: MemberStatusDto,
@@ -71,6 +74,31 @@ pub struct MemberDetail {
     pub license_count: i64,
     /// Of which active.
     pub active_license_count: i64,
+    /// Where the member came from.
+    pub attribution: Option<MemberAttribution>,
+}
+
+/// Where a member came from: the page that led to the signup and the referrer.
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
+pub struct MemberAttribution {
+    /// `post`, `page`, `tag`, `author` or `url`.
+    #[oai(rename = "type")]
+    #[sqlx(rename = "attribution_type")]
+    pub kind: Option<String>,
+    /// The slug of the post, page, tag or author.
+    #[sqlx(rename = "attribution_id")]
+    pub id: Option<String>,
+    /// The path of the page.
+    #[sqlx(rename = "attribution_url")]
+    pub url: Option<String>,
+    pub referrer_source: Option<String>,
+    pub referrer_medium: Option<String>,
+    pub referrer_url: Option<String>,
+    pub utm_source: Option<String>,
+    pub utm_medium: Option<String>,
+    pub utm_campaign: Option<String>,
+    pub utm_term: Option<String>,
+    pub utm_content: Option<String>,
 }
 
 /// One of a member's Stripe subscriptions.
@@ -82,7 +110,9 @@ pub struct MemberSubscription {
     pub status: String,
     /// Monthly recurring revenue in minor units (0 while trialing, canceled or set to cancel).
     pub mrr: i64,
+    #[oai(nullable)]
     pub currency: Option<String>,
+    #[oai(nullable)]
     pub current_period_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
     pub created_at: DateTime<Utc>,
@@ -107,11 +137,12 @@ pub struct TimelineEntry {
 #[derive(Debug, Clone, Object)]
 pub struct TimelinePage {
     pub items: Vec<TimelineEntry>,
-    /// Pass as `cursor` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
-/// How a member created through this API came to be.
+/// How a member created through this API came to be; `admin` when not given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename = "CreateMemberSource", rename_all = "snake_case")]
 pub enum CreateSourceDto {
@@ -121,7 +152,7 @@ pub enum CreateSourceDto {
 }
 
 #[derive(Debug, Clone, Object)]
-#[oai(example)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct CreateMemberRequest {
     #[oai(validator(min_length = 3, max_length = 254))]
     pub email: String,
@@ -131,7 +162,8 @@ pub struct CreateMemberRequest {
     pub note: Option<String>,
     #[oai(validator(max_items = 100))]
     pub labels: Option<Vec<String>>,
-    /// Defaults to `admin`.
+    // No doc comment here: on an enum-typed property it makes the spec wrap the `$ref` in an
+    // `allOf`, which client generators (openapi-python-client) reject; the enum documents it.
     pub source: Option<CreateSourceDto>,
 }
 
@@ -152,9 +184,9 @@ impl poem_openapi::types::Example for CreateMemberRequest {
 pub struct UpdateMemberRequest {
     #[oai(validator(min_length = 3, max_length = 254))]
     pub email: Option<String>,
-    #[oai(validator(max_length = 191))]
+    #[oai(nullable, validator(max_length = 191))]
     pub name: MaybeUndefined<String>,
-    #[oai(validator(max_length = 2000))]
+    #[oai(nullable, validator(max_length = 2000))]
     pub note: MaybeUndefined<String>,
     #[oai(validator(max_items = 100))]
     pub labels: Option<Vec<String>>,
@@ -164,7 +196,8 @@ pub struct UpdateMemberRequest {
 #[derive(Debug, Clone, Object)]
 pub struct MemberPage {
     pub items: Vec<MemberView>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -219,6 +252,33 @@ pub enum ListMembersResponse {
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(Json<Problem>),
 }
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum MemberDashboardResponse {
+    /// The member's dashboard.
+    #[oai(status = 200)]
+    Ok(Json<super::dashboard::Dashboard>),
+    /// The id is not a UUID.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No valid admin token.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// No member has this id.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+super::problem_responses!(MemberDashboardResponse {
+    400 => BadRequest, 401 => Unauthorized, 404 => NotFound
+});
 
 #[derive(ApiResponse)]
 #[oai(bad_request_handler = "bad_request")]
@@ -357,8 +417,10 @@ impl MembersApi {
         /// Only members with this status.
         status: Query<Option<MemberStatusDto>>,
         /// Case-insensitive substring of the email or name.
-        #[oai(validator(max_length = 191))]
+        #[oai(validator(max_length = 191, pattern = "^[^\\x00]*$"))]
         search: Query<Option<String>>,
+        /// Only members subscribed to this newsletter.
+        newsletter: Query<Option<Uuid>>,
         /// Only members created after this time (exclusive).
         created_after: Query<Option<DateTime<Utc>>>,
         /// Only members created before this time (exclusive).
@@ -376,6 +438,7 @@ impl MembersApi {
         let filter = ListFilter {
             status: status.0,
             search: search.0,
+            newsletter: newsletter.0,
             created_after: created_after.0,
             created_before: created_before.0,
             limit: limit.0,
@@ -394,6 +457,22 @@ impl MembersApi {
             Ok(Some(member)) => GetMemberResponse::Ok(Json(member)),
             Ok(None) => Problem::not_found("no member has this id").into(),
             Err(problem) => problem.into(),
+        }
+    }
+
+    /// A member's dashboard
+    ///
+    /// What the member sees at `GET /v1/me/dashboard`.
+    #[oai(
+        path = "/:id/dashboard",
+        method = "get",
+        operation_id = "getMemberDashboard"
+    )]
+    async fn dashboard(&self, _auth: AdminAuth, id: Path<Uuid>) -> MemberDashboardResponse {
+        match super::dashboard::load(&self.state.pool, id.0).await {
+            Ok(Some(dashboard)) => MemberDashboardResponse::Ok(Json(dashboard)),
+            Ok(None) => Problem::not_found("no member has this id").into(),
+            Err(err) => db_error(err).into(),
         }
     }
 
@@ -496,12 +575,19 @@ impl MembersApi {
             CreateSourceDto::Import => MemberSource::Import,
         };
 
+        let context = match source {
+            MemberSource::Api => AttributionContext::Api,
+            MemberSource::Import => AttributionContext::Import,
+            _ => AttributionContext::Admin,
+        };
         let new = NewMember {
             email,
             name: name.flatten(),
             note: note.flatten(),
             labels,
             source,
+            attribution: Some(aggregates::attribution::for_context(context)),
+            newsletters: Vec::new(),
         };
         let (member_id, position) = members::create(
             &self.state.pool,
@@ -685,6 +771,7 @@ fn member_error(err: AggregateError<MemberError>) -> Problem {
 struct ListFilter {
     status: Option<MemberStatusDto>,
     search: Option<String>,
+    newsletter: Option<Uuid>,
     created_after: Option<DateTime<Utc>>,
     created_before: Option<DateTime<Utc>>,
     limit: i64,
@@ -735,7 +822,7 @@ impl From<MemberRow> for MemberView {
 const MEMBER_COLUMNS: &str =
     "id, email, name, note, labels, status, source, created_at, updated_at";
 
-async fn find_member(state: &State, id: Uuid) -> Result<Option<MemberView>, Problem> {
+pub(crate) async fn find_member(state: &State, id: Uuid) -> Result<Option<MemberView>, Problem> {
     let row: Option<MemberRow> = sqlx::query_as(&format!(
         "SELECT {MEMBER_COLUMNS} FROM member_list WHERE id = $1"
     ))
@@ -765,11 +852,21 @@ async fn member_detail(state: &State, id: Uuid) -> Result<Option<MemberDetail>, 
     .fetch_one(&state.pool)
     .await
     .map_err(db_error)?;
+    let attribution: Option<MemberAttribution> = sqlx::query_as(
+        "SELECT attribution_type, attribution_id, attribution_url, referrer_source, referrer_medium, referrer_url,
+                utm_source, utm_medium, utm_campaign, utm_term, utm_content
+         FROM members_created_events WHERE member_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(db_error)?;
     Ok(Some(MemberDetail {
         member,
         subscriptions,
         license_count,
         active_license_count,
+        attribution,
     }))
 }
 
@@ -851,6 +948,8 @@ async fn list_members(state: &State, filter: ListFilter) -> Result<MemberPage, P
            AND ($3::timestamptz IS NULL OR created_at > $3)
            AND ($4::timestamptz IS NULL OR created_at < $4)
            AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6))
+           AND ($8::uuid IS NULL OR EXISTS (SELECT 1 FROM member_newsletters n
+                                            WHERE n.member_id = member_list.id AND n.newsletter_id = $8))
          ORDER BY created_at DESC, id DESC
          LIMIT $7"
     ))
@@ -861,6 +960,7 @@ async fn list_members(state: &State, filter: ListFilter) -> Result<MemberPage, P
     .bind(after.map(|(t, _)| t))
     .bind(after.map(|(_, id)| id))
     .bind(filter.limit + 1)
+    .bind(filter.newsletter)
     .fetch_all(&state.pool)
     .await
     .map_err(db_error)?;

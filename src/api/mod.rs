@@ -4,22 +4,30 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aggregates::{License, Member, Subscription};
+use aggregates::attribution::RoutePatterns;
+use aggregates::{License, Member, Newsletter, Subscription};
 use poem::http::{HeaderValue, StatusCode};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 use sqlx::PgPool;
 use tracing::Instrument;
 
+use crate::auth::AuthSettings;
 use crate::runner::Projections;
+use crate::startup::Settings;
 use crate::store::CommandBus;
 use crate::stripe::StripeSettings;
 
 pub mod auth;
 pub mod cursor;
+pub mod dashboard;
+pub mod events;
 pub mod health;
+pub mod me;
 pub mod members;
+pub mod newsletters;
 pub mod problem;
+pub mod sessions;
 pub mod stripe_events;
 
 pub use problem::Problem;
@@ -34,15 +42,15 @@ pub struct AppState {
     pub admin_tokens: auth::AdminTokens,
     pub read_your_writes_timeout: Duration,
     pub stripe: StripeSettings,
+    pub newsletters: Arc<CommandBus<Newsletter>>,
+    pub auth: AuthSettings,
+    pub attribution_routes: RoutePatterns,
+    /// The member site's host, so its own pages are not counted as referrers.
+    pub site_host: Option<String>,
 }
 
 impl AppState {
-    pub fn new(
-        pool: PgPool,
-        admin_token: Option<&str>,
-        read_your_writes_timeout: Duration,
-        stripe: StripeSettings,
-    ) -> State {
+    pub fn new(pool: PgPool, settings: &Settings) -> State {
         let members = CommandBus::new(pool.clone(), ());
         let subscriptions = CommandBus::new(pool.clone(), ());
         let licenses = CommandBus::new(pool.clone(), ());
@@ -55,12 +63,16 @@ impl AppState {
         ));
         Arc::new(Self {
             projections: Projections::new(pool.clone(), list),
-            admin_tokens: auth::AdminTokens::new(pool.clone(), admin_token),
+            admin_tokens: auth::AdminTokens::new(pool.clone(), settings.admin_token.as_deref()),
+            newsletters: CommandBus::new(pool.clone(), ()),
             members,
             subscriptions,
             licenses,
-            read_your_writes_timeout,
-            stripe,
+            read_your_writes_timeout: settings.read_your_writes_timeout,
+            stripe: settings.stripe.clone(),
+            auth: settings.auth.clone(),
+            attribution_routes: settings.attribution_routes.clone(),
+            site_host: settings.site_host.clone(),
             pool,
         })
     }
@@ -76,6 +88,14 @@ pub enum ApiTags {
     Operations,
     /// The Stripe webhook inbox.
     Stripe,
+    /// The event log, in order, for exporters.
+    Events,
+    /// Passwordless sign-in for members.
+    Auth,
+    /// The signed-in member's own data.
+    Me,
+    /// Newsletters members subscribe to.
+    Newsletters,
 }
 
 /// The id of the request being served: the caller's `X-Request-Id` if sane, else a new UUIDv7.
@@ -112,6 +132,10 @@ type Apis = (
     members::MembersApi,
     stripe_events::StripeEventsApi,
     health::HealthApi,
+    events::EventsApi,
+    sessions::SessionsApi,
+    me::MeApi,
+    newsletters::NewslettersApi,
 );
 
 pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
@@ -124,6 +148,18 @@ pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             health::HealthApi {
+                state: state.clone(),
+            },
+            events::EventsApi {
+                state: state.clone(),
+            },
+            sessions::SessionsApi {
+                state: state.clone(),
+            },
+            me::MeApi {
+                state: state.clone(),
+            },
+            newsletters::NewslettersApi {
                 state: state.clone(),
             },
         ),
@@ -233,10 +269,5 @@ async fn with_request_id<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::R
 pub fn spec_json_standalone() -> String {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect_lazy_with(sqlx::postgres::PgConnectOptions::new());
-    spec_json(&AppState::new(
-        pool,
-        None,
-        Duration::ZERO,
-        StripeSettings::default(),
-    ))
+    spec_json(&AppState::new(pool, &Settings::default()))
 }

@@ -24,8 +24,8 @@ pub struct Problem {
     /// The request id, to find this request in the logs.
     #[oai(skip_serializing_if_is_none)]
     pub instance: Option<String>,
-    /// Per-field errors, for invalid input.
-    #[oai(skip_serializing_if_is_empty)]
+    /// Per-field errors, for invalid input; absent when no single field is at fault.
+    #[oai(default, skip_serializing_if_is_empty)]
     pub errors: Vec<FieldError>,
 }
 

@@ -62,8 +62,10 @@ pub struct StripeEventView {
     pub event_type: String,
     /// When Stripe created the event.
     pub created: DateTime<Utc>,
+    #[oai(nullable)]
     pub customer_id: Option<String>,
     /// The id of the event's object (`sub_...`, `in_...`).
+    #[oai(nullable)]
     pub object_id: Option<String>,
     /// Whether async-stripe's typed parser accepted the event (it is processed either way).
     pub parsed: bool,
@@ -73,7 +75,9 @@ pub struct StripeEventView {
     /// When a failed event is tried again.
     pub next_attempt_at: DateTime<Utc>,
     /// Why it failed, or why it was ignored.
+    #[oai(nullable)]
     pub last_error: Option<String>,
+    #[oai(nullable)]
     pub processed_at: Option<DateTime<Utc>>,
 }
 
@@ -100,7 +104,8 @@ impl From<StoredStripeEvent> for StripeEventView {
 #[derive(Debug, Clone, Object)]
 pub struct StripeEventPage {
     pub items: Vec<StripeEventView>,
-    /// Pass as `cursor` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -145,6 +150,9 @@ pub enum StripeEventResponse {
     /// The event was processed already, or is being processed.
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
+    /// The id is longer than 255 characters or contains a NUL character.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Invalid(Json<Problem>),
     /// An unexpected error; it is logged under the request id.
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
@@ -157,7 +165,7 @@ super::problem_responses!(ListStripeEventsResponse {
     400 => BadRequest, 401 => Unauthorized, 422 => Invalid
 });
 super::problem_responses!(StripeEventResponse {
-    400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict
+    400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict, 422 => Invalid
 });
 
 fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
@@ -226,7 +234,7 @@ impl StripeEventsApi {
     async fn get(
         &self,
         _auth: AdminAuth,
-        #[oai(validator(max_length = 255))] id: Path<String>,
+        #[oai(validator(max_length = 255, pattern = "^[^\\x00]*$"))] id: Path<String>,
     ) -> StripeEventResponse {
         match inbox::get(&self.state.pool, &id.0).await {
             Ok(Some(event)) => StripeEventResponse::Ok(Json(event.into())),
@@ -247,7 +255,7 @@ impl StripeEventsApi {
     async fn retry(
         &self,
         _auth: AdminAuth,
-        #[oai(validator(max_length = 255))] id: Path<String>,
+        #[oai(validator(max_length = 255, pattern = "^[^\\x00]*$"))] id: Path<String>,
     ) -> StripeEventResponse {
         match inbox::retry(&self.state.pool, &id.0).await {
             Ok(inbox::Retry::Queued(event)) => StripeEventResponse::Ok(Json(event.into())),

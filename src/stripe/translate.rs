@@ -367,6 +367,10 @@ impl Translator {
             note: None::<Note>,
             labels: Labels::default(),
             source: MemberSource::Stripe,
+            attribution: Some(aggregates::attribution::for_context(
+                aggregates::AttributionContext::Stripe,
+            )),
+            newsletters: Vec::new(),
         };
         match members::create(&self.pool, &self.members, new, metadata.clone()).await {
             Ok((member_id, _)) => Ok(member_id),

@@ -38,7 +38,7 @@ async fn events_carry_type_version_order_and_metadata() {
             event_type.as_str(),
             version.as_str()
         ),
-        ("Member", 1, "MemberCreated", "1.0")
+        ("Member", 1, "MemberCreated", "1.1")
     );
     assert_eq!(metadata["correlation_id"], "req-abc");
     assert_eq!(metadata["causation_id"], "req-abc");

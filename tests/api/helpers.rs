@@ -12,6 +12,27 @@ use tokio_util::sync::CancellationToken;
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const WEBHOOK_SECRET: &str = "whsec_test_secret";
 
+/// The server as tests run it: port 0, the test admin token, mail to the test SMTP server.
+pub async fn test_settings() -> Settings {
+    let mail = crate::mail_support::maildev().await;
+    Settings {
+        bind: "127.0.0.1:0".parse().expect("valid address"),
+        admin_token: Some(ADMIN_TOKEN.to_owned()),
+        read_your_writes_timeout: Duration::from_secs(10),
+        stripe: test_stripe_settings(),
+        mail: memberledger::mail::MailSettings {
+            smtp_url: Some(mail.smtp_url()),
+            from: "memberledger tests <noreply@memberledger.test>".to_owned(),
+        },
+        auth: memberledger::auth::AuthSettings {
+            link_base: "https://members.test/signin".to_owned(),
+            ..memberledger::auth::AuthSettings::default()
+        },
+        site_host: Some("members.test".to_owned()),
+        ..Settings::default()
+    }
+}
+
 /// Webhooks verified with [`WEBHOOK_SECRET`], no Stripe API, fast retries.
 pub fn test_stripe_settings() -> StripeSettings {
     StripeSettings {
@@ -80,30 +101,30 @@ impl TestApp {
     }
 
     pub async fn spawn_with(stripe: StripeSettings) -> Self {
-        let url = fresh_database().await;
-        Self::spawn_on_with(&url, stripe).await
+        let mut settings = test_settings().await;
+        settings.stripe = stripe;
+        Self::spawn_settings(&fresh_database().await, settings).await
     }
 
     /// Another server instance on an existing database.
     pub async fn spawn_on(database_url: &str) -> Self {
-        Self::spawn_on_with(database_url, test_stripe_settings()).await
+        Self::spawn_settings(database_url, test_settings().await).await
     }
 
-    pub async fn spawn_on_with(database_url: &str, stripe: StripeSettings) -> Self {
+    /// A server with `change` applied to the test settings.
+    pub async fn spawn_custom(change: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = test_settings().await;
+        change(&mut settings);
+        Self::spawn_settings(&fresh_database().await, settings).await
+    }
+
+    pub async fn spawn_settings(database_url: &str, settings: Settings) -> Self {
         let pool = memberledger::db::pool(database_url, 10)
             .await
             .expect("connecting");
-        let app = Application::build(
-            pool.clone(),
-            Settings {
-                bind: "127.0.0.1:0".parse().expect("valid address"),
-                admin_token: Some(ADMIN_TOKEN.to_owned()),
-                read_your_writes_timeout: Duration::from_secs(10),
-                stripe,
-            },
-        )
-        .await
-        .expect("building the app");
+        let app = Application::build(pool.clone(), settings)
+            .await
+            .expect("building the app");
         let base = format!("http://{}", app.addr());
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));

@@ -4,10 +4,13 @@
 mod cli;
 mod errors;
 mod events;
+mod export;
 mod health;
 mod helpers;
+mod mail_support;
 mod members;
 mod openapi;
 mod projections;
+mod signin;
 mod stripe_support;
 mod stripe_webhooks;

@@ -5,7 +5,12 @@ use crate::helpers::{assert_problem, problem_fields, TestApp};
 /// A member detail without the parts only `GET /v1/members/{id}` has.
 fn member_fields(mut detail: Value) -> Value {
     if let Some(object) = detail.as_object_mut() {
-        for key in ["subscriptions", "license_count", "active_license_count"] {
+        for key in [
+            "subscriptions",
+            "license_count",
+            "active_license_count",
+            "attribution",
+        ] {
             object.remove(key);
         }
     }
@@ -42,6 +47,10 @@ async fn created_member_is_returned_located_and_immediately_readable() {
     assert_eq!(member_fields(fetched.clone()), created);
     assert_eq!(fetched["subscriptions"], json!([]));
     assert_eq!(fetched["license_count"], 0);
+    assert_eq!(
+        fetched["attribution"]["referrer_source"], "Admin",
+        "the fixed attribution of its context"
+    );
     let page: Value = app.get("/v1/members").await.json().await.expect("json");
     assert_eq!(page["items"].as_array().expect("items").len(), 1);
     assert_eq!(page["items"][0]["id"], created["id"]);

@@ -1,0 +1,186 @@
+//! The customer dashboard: one member's subscriptions, sites, payments and license keys, read
+//! from the read models. Members see their own at `/v1/me/dashboard`; admins anyone's at
+//! `/v1/members/{id}/dashboard`.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::Object;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Object)]
+pub struct Dashboard {
+    pub member_id: Uuid,
+    pub email: String,
+    pub name: Option<String>,
+    /// `free`, `paid` or `comped`.
+    pub status: String,
+    /// The member's Stripe customers.
+    pub customer_ids: Vec<String>,
+    pub subscriptions: Vec<DashboardSubscription>,
+    /// Every site bought, active or removed.
+    pub sites: Vec<DashboardSite>,
+    /// Payments, refunds and failed payments, newest first.
+    pub payments: Vec<DashboardPayment>,
+    pub licenses: Vec<DashboardLicense>,
+}
+
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
+pub struct DashboardSubscription {
+    pub id: String,
+    pub status: String,
+    pub current_period_start: Option<DateTime<Utc>>,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub created_at: DateTime<Utc>,
+    /// Monthly recurring revenue, minor units.
+    pub mrr: i64,
+    pub currency: Option<String>,
+    /// Active site items.
+    pub site_count: i64,
+    #[sqlx(skip)]
+    pub items: Vec<DashboardItem>,
+}
+
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
+pub struct DashboardItem {
+    pub id: String,
+    #[oai(skip)]
+    pub subscription_id: String,
+    pub price_id: String,
+    /// Per unit, minor units.
+    pub unit_amount: i64,
+    pub currency: String,
+    pub interval: String,
+    pub interval_count: i32,
+    pub quantity: i32,
+    pub site: Option<String>,
+    /// `site` or `quantity`.
+    pub purchase_type: String,
+    /// `active` or `removed`.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
+pub struct DashboardSite {
+    pub domain: String,
+    pub subscription_id: String,
+    pub item_id: String,
+    pub price_id: String,
+    pub unit_amount: i64,
+    pub currency: String,
+    pub quantity: i32,
+    /// `active` or `removed`.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
+pub struct DashboardPayment {
+    /// `payment`, `refund` or `failure`.
+    pub kind: String,
+    pub amount: i64,
+    pub currency: String,
+    pub invoice_id: Option<String>,
+    pub subscription_id: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
+pub struct DashboardLicense {
+    pub id: Uuid,
+    pub key: String,
+    /// `active` or `inactive`.
+    pub status: String,
+    /// `site` or `quantity`.
+    pub purchase_type: String,
+    pub site: Option<String>,
+    pub seat: Option<i32>,
+    pub subscription_id: String,
+    pub deactivation_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The member's dashboard, `None` for an unknown member.
+pub async fn load(pool: &PgPool, member_id: Uuid) -> Result<Option<Dashboard>, sqlx::Error> {
+    let member: Option<(String, Option<String>, String)> =
+        sqlx::query_as("SELECT email, name, status FROM member_list WHERE id = $1")
+            .bind(member_id)
+            .fetch_optional(pool)
+            .await?;
+    let Some((email, name, status)) = member else {
+        return Ok(None);
+    };
+    let customer_ids: Vec<String> = sqlx::query_scalar(
+        "SELECT customer_id FROM stripe_customers WHERE member_id = $1 ORDER BY linked_at",
+    )
+    .bind(member_id)
+    .fetch_all(pool)
+    .await?;
+    let mut subscriptions: Vec<DashboardSubscription> = sqlx::query_as(
+        "SELECT s.id, s.status, s.current_period_start, s.current_period_end, s.cancel_at_period_end,
+                s.created_at, s.mrr, s.currency,
+                (SELECT count(*) FROM subscription_items i
+                 WHERE i.subscription_id = s.id AND i.status = 'active' AND i.site IS NOT NULL) AS site_count
+         FROM subscriptions s WHERE s.member_id = $1 ORDER BY s.created_at DESC, s.id",
+    )
+    .bind(member_id)
+    .fetch_all(pool)
+    .await?;
+    let items: Vec<DashboardItem> = sqlx::query_as(
+        "SELECT i.id, i.subscription_id, i.price_id, i.unit_amount, i.currency, i.interval, i.interval_count,
+                i.quantity, i.site, i.purchase_type, i.status
+         FROM subscription_items i JOIN subscriptions s ON s.id = i.subscription_id
+         WHERE s.member_id = $1 ORDER BY i.added_at, i.id",
+    )
+    .bind(member_id)
+    .fetch_all(pool)
+    .await?;
+    for sub in &mut subscriptions {
+        sub.items = items
+            .iter()
+            .filter(|i| i.subscription_id == sub.id)
+            .cloned()
+            .collect();
+    }
+    let sites: Vec<DashboardSite> = sqlx::query_as(
+        "SELECT i.site AS domain, i.subscription_id, i.id AS item_id, i.price_id, i.unit_amount, i.currency,
+                i.quantity, i.status
+         FROM subscription_items i JOIN subscriptions s ON s.id = i.subscription_id
+         WHERE s.member_id = $1 AND i.site IS NOT NULL ORDER BY i.status, i.site",
+    )
+    .bind(member_id)
+    .fetch_all(pool)
+    .await?;
+    let payments: Vec<DashboardPayment> = sqlx::query_as(
+        "SELECT kind, amount, currency, invoice_id, subscription_id, created_at FROM members_payment_events
+         WHERE member_id = $1 ORDER BY created_at DESC, id DESC",
+    )
+    .bind(member_id)
+    .fetch_all(pool)
+    .await?;
+    let licenses = licenses(pool, member_id).await?;
+    Ok(Some(Dashboard {
+        member_id,
+        email,
+        name,
+        status,
+        customer_ids,
+        subscriptions,
+        sites,
+        payments,
+        licenses,
+    }))
+}
+
+/// The member's license keys, newest first.
+pub async fn licenses(
+    pool: &PgPool,
+    member_id: Uuid,
+) -> Result<Vec<DashboardLicense>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, key, status, purchase_type, site, seat, subscription_id, deactivation_reason, issued_at AS created_at
+         FROM licenses WHERE member_id = $1 ORDER BY issued_at DESC, seat, id",
+    )
+    .bind(member_id)
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,295 @@
+//! `/v1/me`: a signed-in member's own profile, newsletters, dashboard and licenses. A member
+//! session only ever reaches its own member.
+
+use aggregates::{MemberCommand, MemberName};
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use uuid::Uuid;
+
+use super::dashboard::{self, Dashboard, DashboardLicense};
+use super::members::{db_error, find_member, MemberStatusDto};
+use super::problem::{FieldError, Problem};
+use super::sessions::MemberAuth;
+use super::{ApiTags, RequestId, State};
+use crate::store::{Actor, EventMetadata, LogPosition};
+
+pub struct MeApi {
+    pub state: State,
+}
+
+/// Read models a member's own change is visible in once it returns.
+const ME_READ_MODELS: &[&str] = &["member_list", "newsletters"];
+
+/// The signed-in member.
+#[derive(Debug, Clone, Object)]
+pub struct Me {
+    pub id: Uuid,
+    pub email: String,
+    pub name: Option<String>,
+    pub status: MemberStatusDto,
+    /// Every active newsletter, and whether the member subscribes to it.
+    pub newsletters: Vec<MyNewsletter>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
+pub struct MyNewsletter {
+    pub id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub subscribed: bool,
+}
+
+/// Changes to the member's own profile; absent properties stay as they are.
+#[derive(Debug, Clone, Object)]
+pub struct UpdateMeRequest {
+    /// `null` clears the name.
+    #[oai(validator(max_length = 191))]
+    pub name: MaybeUndefined<String>,
+    /// The newsletters to be subscribed to, exactly (others are unsubscribed).
+    #[oai(validator(max_items = 100))]
+    pub newsletters: Option<Vec<Uuid>>,
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum MeResponse {
+    /// The member.
+    #[oai(status = 200)]
+    Ok(Json<Me>),
+    /// The body is not valid JSON of the expected shape.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No valid member session.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// The body is not `application/json`.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
+    /// Fields failed validation (e.g. an unknown or archived newsletter).
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Invalid(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum MyDashboardResponse {
+    /// The member's dashboard; sections are empty while nothing exists.
+    #[oai(status = 200)]
+    Ok(Json<Dashboard>),
+    /// The request is malformed.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No valid member session.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+/// The member's license keys.
+#[derive(Debug, Clone, Object)]
+pub struct LicenseList {
+    pub items: Vec<DashboardLicense>,
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum MyLicensesResponse {
+    /// The member's license keys, newest first.
+    #[oai(status = 200)]
+    Ok(Json<LicenseList>),
+    /// The request is malformed.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No valid member session.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+super::problem_responses!(MeResponse {
+    400 => BadRequest, 401 => Unauthorized, 415 => UnsupportedMediaType, 422 => Invalid
+});
+super::problem_responses!(MyDashboardResponse { 400 => BadRequest, 401 => Unauthorized });
+super::problem_responses!(MyLicensesResponse { 400 => BadRequest, 401 => Unauthorized });
+
+fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
+    T::from(Problem::from_poem(&err))
+}
+
+#[OpenApi(prefix_path = "/v1/me", tag = "ApiTags::Me")]
+impl MeApi {
+    /// The signed-in member
+    #[oai(path = "/", method = "get", operation_id = "getMe")]
+    async fn get(&self, session: MemberAuth) -> MeResponse {
+        match me(&self.state, session.0.member_id).await {
+            Ok(me) => MeResponse::Ok(Json(me)),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Update the signed-in member
+    ///
+    /// Changes the name and which newsletters the member subscribes to.
+    #[oai(path = "/", method = "patch", operation_id = "updateMe")]
+    async fn update(
+        &self,
+        session: MemberAuth,
+        request_id: Data<&RequestId>,
+        body: Json<UpdateMeRequest>,
+    ) -> MeResponse {
+        match self
+            .update_me(session.0.member_id, &request_id, body.0)
+            .await
+        {
+            Ok(me) => MeResponse::Ok(Json(me)),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// The signed-in member's dashboard
+    ///
+    /// Subscriptions with items and periods, sites, payments and license keys.
+    #[oai(path = "/dashboard", method = "get", operation_id = "getMyDashboard")]
+    async fn dashboard(&self, session: MemberAuth) -> MyDashboardResponse {
+        match dashboard::load(&self.state.pool, session.0.member_id).await {
+            Ok(Some(dashboard)) => MyDashboardResponse::Ok(Json(dashboard)),
+            Ok(None) => Problem::unavailable("the member is not readable yet; retry").into(),
+            Err(err) => db_error(err).into(),
+        }
+    }
+
+    /// The signed-in member's license keys
+    #[oai(path = "/licenses", method = "get", operation_id = "listMyLicenses")]
+    async fn licenses(&self, session: MemberAuth) -> MyLicensesResponse {
+        match dashboard::licenses(&self.state.pool, session.0.member_id).await {
+            Ok(items) => MyLicensesResponse::Ok(Json(LicenseList { items })),
+            Err(err) => db_error(err).into(),
+        }
+    }
+}
+
+async fn me(state: &State, member_id: Uuid) -> Result<Me, Problem> {
+    let member = find_member(state, member_id)
+        .await?
+        .ok_or_else(|| Problem::unavailable("the member is not readable yet; retry"))?;
+    let newsletters: Vec<MyNewsletter> = sqlx::query_as(
+        "SELECT n.id, n.name, n.description,
+                EXISTS (SELECT 1 FROM member_newsletters m WHERE m.newsletter_id = n.id AND m.member_id = $1) AS subscribed
+         FROM newsletters n WHERE n.status = 'active' ORDER BY n.created_at, n.id",
+    )
+    .bind(member_id)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(db_error)?;
+    Ok(Me {
+        id: member.id,
+        email: member.email,
+        name: member.name,
+        status: member.status,
+        newsletters,
+        created_at: member.created_at,
+    })
+}
+
+impl MeApi {
+    async fn update_me(
+        &self,
+        member_id: Uuid,
+        request_id: &RequestId,
+        body: UpdateMeRequest,
+    ) -> Result<Me, Problem> {
+        let state = &self.state;
+        let name = match body.name {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(name) => Some(
+                MemberName::parse(&name)
+                    .map_err(|e| Problem::validation(vec![FieldError::new("name", e.reason())]))?,
+            ),
+        };
+        let mut commands = Vec::new();
+        if name.is_some() {
+            commands.push(MemberCommand::UpdateMember {
+                name,
+                note: None,
+                labels: None,
+                at: Utc::now(),
+            });
+        }
+        if let Some(wanted) = body.newsletters {
+            let active: Vec<Uuid> =
+                sqlx::query_scalar("SELECT id FROM newsletters WHERE status = 'active'")
+                    .fetch_all(&state.pool)
+                    .await
+                    .map_err(db_error)?;
+            if let Some(unknown) = wanted.iter().find(|id| !active.contains(id)) {
+                return Err(Problem::validation(vec![FieldError::new(
+                    "newsletters",
+                    format!("{unknown} is not an active newsletter"),
+                )]));
+            }
+            let current: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT newsletter_id FROM member_newsletters WHERE member_id = $1",
+            )
+            .bind(member_id)
+            .fetch_all(&state.pool)
+            .await
+            .map_err(db_error)?;
+            for id in wanted.iter().filter(|id| !current.contains(id)) {
+                commands.push(MemberCommand::SubscribeNewsletter {
+                    newsletter_id: *id,
+                    at: Utc::now(),
+                });
+            }
+            for id in current.iter().filter(|id| !wanted.contains(id)) {
+                commands.push(MemberCommand::UnsubscribeNewsletter {
+                    newsletter_id: *id,
+                    at: Utc::now(),
+                });
+            }
+        }
+        let mut position: Option<LogPosition> = None;
+        for command in commands {
+            let metadata = EventMetadata::for_request(&request_id.0, Actor::Member(member_id));
+            position = state
+                .members
+                .execute(&member_id.to_string(), command, metadata)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "updating a member's own profile");
+                    Problem::unavailable("the change could not be saved; retry")
+                })?
+                .or(position);
+        }
+        if let Some(position) = position {
+            if let Err(err) = state
+                .projections
+                .wait_for(ME_READ_MODELS, position, state.read_your_writes_timeout)
+                .await
+            {
+                tracing::warn!(error = %err, "could not wait for the read models");
+            }
+        }
+        me(state, member_id).await
+    }
+}

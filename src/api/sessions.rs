@@ -1,0 +1,430 @@
+//! `/v1/auth`: passwordless sign-in for members, and the member session security scheme.
+
+use poem::Request;
+use poem_openapi::auth::Bearer;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
+use uuid::Uuid;
+
+use super::members::{db_error, MemberView};
+use super::problem::{FieldError, Problem};
+use super::{ApiTags, RequestId, State};
+use crate::auth::{self, AuthError, Credentials, Signup};
+
+/// A member session token (`Authorization: Bearer <session_token>` from `POST /v1/auth/verify`).
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", checker = "check_member")]
+pub struct MemberAuth(pub MemberSession);
+
+pub struct MemberSession {
+    pub member_id: Uuid,
+    pub token: String,
+}
+
+async fn check_member(req: &Request, bearer: Bearer) -> poem::Result<MemberSession> {
+    let state = req
+        .data::<State>()
+        .ok_or_else(|| poem::Error::from_status(poem::http::StatusCode::INTERNAL_SERVER_ERROR))?;
+    match auth::authenticate(state, &bearer.token).await {
+        Ok(Some(member_id)) => Ok(MemberSession {
+            member_id,
+            token: bearer.token,
+        }),
+        Ok(None) => Err(poem::Error::from_status(
+            poem::http::StatusCode::UNAUTHORIZED,
+        )),
+        Err(err) => {
+            tracing::error!(error = %err, "checking a member session");
+            Err(poem::Error::from_string(
+                "the database is unavailable; retry later",
+                poem::http::StatusCode::SERVICE_UNAVAILABLE,
+            ))
+        }
+    }
+}
+
+/// One page the visitor saw before signing up, as the site's script records it.
+#[derive(Debug, Clone, Object)]
+pub struct UrlHistoryItem {
+    /// The page's path, starting with `/`.
+    #[oai(validator(min_length = 1, max_length = 2048))]
+    pub path: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub time: i64,
+    #[oai(validator(max_length = 191))]
+    pub referrer_source: Option<String>,
+    #[oai(validator(max_length = 191))]
+    pub referrer_medium: Option<String>,
+    #[oai(validator(max_length = 2048))]
+    pub referrer_url: Option<String>,
+    #[oai(validator(max_length = 191))]
+    pub utm_source: Option<String>,
+    #[oai(validator(max_length = 191))]
+    pub utm_medium: Option<String>,
+    #[oai(validator(max_length = 191))]
+    pub utm_campaign: Option<String>,
+    #[oai(validator(max_length = 191))]
+    pub utm_term: Option<String>,
+    #[oai(validator(max_length = 191))]
+    pub utm_content: Option<String>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct CodeRequest {
+    #[oai(validator(min_length = 3, max_length = 254))]
+    pub email: String,
+    /// Create the member when the email is verified, if it is not a member yet.
+    #[oai(default)]
+    pub signup: bool,
+    /// For a signup: the member's name.
+    #[oai(validator(max_length = 191))]
+    pub name: Option<String>,
+    /// For a signup: the pages seen before signing up, for attribution (at most 100 sent; the
+    /// newest 15 within 24 hours are used).
+    #[oai(validator(max_items = 100))]
+    pub url_history: Option<Vec<UrlHistoryItem>>,
+    /// For a signup: newsletters to subscribe to; absent: those marked `subscribe_on_signup`.
+    #[oai(validator(max_items = 50))]
+    pub newsletters: Option<Vec<Uuid>>,
+}
+
+/// Either `email` and `code`, or `token` (from the magic link).
+#[derive(Debug, Clone, Object)]
+pub struct VerifyRequest {
+    #[oai(validator(min_length = 3, max_length = 254))]
+    pub email: Option<String>,
+    /// The 6-digit code from the email.
+    #[oai(validator(pattern = r"^\s*[0-9]{6}\s*$"))]
+    pub code: Option<String>,
+    /// The token of the magic link.
+    #[oai(validator(min_length = 1, max_length = 128))]
+    pub token: Option<String>,
+}
+
+/// A signed-in member's session.
+#[derive(Debug, Clone, Object)]
+pub struct SessionView {
+    /// Send as `Authorization: Bearer <session_token>`. Shown only now.
+    pub session_token: String,
+    /// Moves forward with every use (30 days after the last request).
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub member: MemberView,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct Accepted {
+    /// Always `true`: whether an email was sent is not disclosed.
+    pub accepted: bool,
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum CodeResponse {
+    /// Accepted. An email is on its way if the address belongs to a member (or signs up).
+    #[oai(status = 202)]
+    Accepted(Json<Accepted>),
+    /// The body is not valid JSON of the expected shape.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// The body is not `application/json`.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
+    /// Fields failed validation; `errors` names them.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Invalid(Json<Problem>),
+    /// Too many requests for this email or from this address.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum VerifyResponse {
+    /// Signed in.
+    #[oai(status = 200)]
+    Ok(Json<SessionView>),
+    /// The body is not valid JSON of the expected shape.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// The code or link is wrong, expired, used, or burned by too many wrong tries.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// The body is not `application/json`.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
+    /// Fields failed validation; `errors` names them.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Invalid(Json<Problem>),
+    /// Too many attempts for this email or from this address.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+pub enum SignOutResponse {
+    /// Signed out: the session token no longer works.
+    #[oai(status = 204)]
+    SignedOut,
+    /// No valid member session.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+super::problem_responses!(CodeResponse {
+    400 => BadRequest, 415 => UnsupportedMediaType, 422 => Invalid
+});
+super::problem_responses!(VerifyResponse {
+    400 => BadRequest, 401 => Unauthorized, 415 => UnsupportedMediaType, 422 => Invalid
+});
+super::problem_responses!(SignOutResponse { 401 => Unauthorized });
+
+fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
+    T::from(Problem::from_poem(&err))
+}
+
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs().max(1)
+}
+
+fn too_many(wait: std::time::Duration) -> Problem {
+    Problem::new(
+        poem::http::StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        format!("too many attempts; retry in {} s", retry_after_secs(wait)),
+    )
+}
+
+pub struct SessionsApi {
+    pub state: State,
+}
+
+#[OpenApi(prefix_path = "/v1/auth", tag = "ApiTags::Auth")]
+impl SessionsApi {
+    /// Email a sign-in code
+    ///
+    /// Sends a 6-digit code and a magic link (both single-use, valid 10 minutes) to a member's
+    /// email; with `signup: true`, also to a new email, creating the member once verified.
+    /// Always answers 202, whether or not the email is known. A new request invalidates the
+    /// codes sent before.
+    #[oai(path = "/code", method = "post", operation_id = "requestSignInCode")]
+    async fn request_code(
+        &self,
+        req: &Request,
+        request_id: poem::web::Data<&RequestId>,
+        body: Json<CodeRequest>,
+    ) -> CodeResponse {
+        let _ = request_id;
+        let body = body.0;
+        let email = match aggregates::EmailAddress::parse(&body.email) {
+            Ok(email) => email,
+            Err(e) => {
+                return Problem::validation(vec![FieldError::new("email", e.reason())]).into()
+            }
+        };
+        let signup = if body.signup {
+            match self.signup(&body) {
+                Ok(signup) => Some(signup),
+                Err(problem) => return problem.into(),
+            }
+        } else {
+            None
+        };
+        let ip = req
+            .remote_addr()
+            .as_socket_addr()
+            .map(std::net::SocketAddr::ip);
+        match auth::request_code(&self.state, &email, signup, ip).await {
+            Ok(()) => CodeResponse::Accepted(Json(Accepted { accepted: true })),
+            Err(AuthError::RateLimited(wait)) => {
+                CodeResponse::TooManyRequests(Json(too_many(wait)), retry_after_secs(wait))
+            }
+            Err(err) => auth_problem(err).into(),
+        }
+    }
+
+    /// Verify a code or magic link
+    ///
+    /// Exchanges `{email, code}` or `{token}` for a session token (256 bits, 30 days after
+    /// the last use). Five wrong codes burn the code.
+    #[oai(path = "/verify", method = "post", operation_id = "verifySignIn")]
+    async fn verify(
+        &self,
+        req: &Request,
+        request_id: poem::web::Data<&RequestId>,
+        body: Json<VerifyRequest>,
+    ) -> VerifyResponse {
+        let credentials = match body.0 {
+            VerifyRequest {
+                token: Some(token),
+                email: None,
+                code: None,
+            } => Credentials::Token { token },
+            VerifyRequest {
+                email: Some(email),
+                code: Some(code),
+                token: None,
+            } => match aggregates::EmailAddress::parse(&email) {
+                Ok(email) => Credentials::Code { email, code },
+                Err(e) => {
+                    return Problem::validation(vec![FieldError::new("email", e.reason())]).into()
+                }
+            },
+            _ => {
+                return Problem::validation(vec![FieldError::new(
+                    "token",
+                    "send either `email` and `code`, or `token`",
+                )])
+                .into()
+            }
+        };
+        let ip = req
+            .remote_addr()
+            .as_socket_addr()
+            .map(std::net::SocketAddr::ip);
+        let signed_in = match auth::verify(&self.state, credentials, ip, &request_id.0 .0).await {
+            Ok(signed_in) => signed_in,
+            Err(AuthError::RateLimited(wait)) => {
+                return VerifyResponse::TooManyRequests(
+                    Json(too_many(wait)),
+                    retry_after_secs(wait),
+                )
+            }
+            Err(err) => return auth_problem(err).into(),
+        };
+        if let Some(position) = signed_in.position {
+            let read_models = &[
+                "member_list",
+                "members_created_events",
+                "newsletters",
+                "members_login_events",
+            ];
+            if let Err(err) = self
+                .state
+                .projections
+                .wait_for(read_models, position, self.state.read_your_writes_timeout)
+                .await
+            {
+                tracing::warn!(error = %err, "could not wait for the read models");
+            }
+        }
+        match super::members::find_member(&self.state, signed_in.member_id).await {
+            Ok(Some(member)) => VerifyResponse::Ok(Json(SessionView {
+                session_token: signed_in.session_token,
+                expires_at: signed_in.expires_at,
+                member,
+            })),
+            Ok(None) => Problem::unavailable(
+                "signed in, but the member is not readable yet; retry GET /v1/me",
+            )
+            .into(),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Sign out
+    ///
+    /// Ends the session whose token is sent.
+    #[oai(path = "/session", method = "delete", operation_id = "signOut")]
+    async fn sign_out(&self, session: MemberAuth) -> SignOutResponse {
+        match auth::revoke(&self.state, &session.0.token).await {
+            Ok(()) => SignOutResponse::SignedOut,
+            Err(err) => db_error(err).into(),
+        }
+    }
+}
+
+impl SessionsApi {
+    fn signup(&self, body: &CodeRequest) -> Result<Signup, Problem> {
+        let mut errors = Vec::new();
+        let name = match body
+            .name
+            .as_deref()
+            .map(aggregates::MemberName::parse)
+            .transpose()
+        {
+            Ok(name) => name.flatten().map(aggregates::MemberName::into_inner),
+            Err(e) => {
+                errors.push(FieldError::new("name", e.reason()));
+                None
+            }
+        };
+        let attribution = match &body.url_history {
+            None => None,
+            Some(items) => {
+                let entries = items.iter().cloned().map(history_entry).collect();
+                match aggregates::attribution::UrlHistory::parse(entries, chrono::Utc::now()) {
+                    Ok(history) => Some(aggregates::attribution::attribute(
+                        &history,
+                        &self.state.attribution_routes,
+                        self.state.site_host.as_deref(),
+                    )),
+                    Err(history_errors) => {
+                        errors.extend(
+                            history_errors
+                                .into_iter()
+                                .map(|e| FieldError::new(e.field, e.reason)),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        if !errors.is_empty() {
+            return Err(Problem::validation(errors));
+        }
+        Ok(Signup {
+            name,
+            attribution,
+            newsletters: body.newsletters.clone(),
+        })
+    }
+}
+
+fn history_entry(item: UrlHistoryItem) -> aggregates::attribution::UrlHistoryEntry {
+    aggregates::attribution::UrlHistoryEntry {
+        path: item.path,
+        time: item.time,
+        referrer_source: item.referrer_source,
+        referrer_medium: item.referrer_medium,
+        referrer_url: item.referrer_url,
+        utm_source: item.utm_source,
+        utm_medium: item.utm_medium,
+        utm_campaign: item.utm_campaign,
+        utm_term: item.utm_term,
+        utm_content: item.utm_content,
+    }
+}
+
+fn auth_problem(err: AuthError) -> Problem {
+    match err {
+        AuthError::InvalidCredentials => Problem::new(
+            poem::http::StatusCode::UNAUTHORIZED,
+            "invalid-code",
+            "the code or link is wrong, expired or already used",
+        ),
+        AuthError::RateLimited(wait) => too_many(wait),
+        AuthError::Database(err) => db_error(err),
+        AuthError::Command(msg) => {
+            tracing::error!(error = %msg, "sign-in failed");
+            Problem::unavailable("signing in failed; retry")
+        }
+    }
+}

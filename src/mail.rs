@@ -1,0 +1,215 @@
+//! Email: messages are written to the `outbox_emails` table together with what caused them,
+//! and a mailer delivers them over SMTP (lettre), retrying failures with backoff. Without
+//! `SMTP_URL` (development) each message is written to the log instead, clearly marked.
+//! Delivery problems never reach the API's responses.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const NOTIFY_CHANNEL: &str = "outbox_email";
+const MAX_ATTEMPTS: i32 = 10;
+
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// `smtp://host:port` (plain), `smtp://host?tls=required` (STARTTLS) or `smtps://host`.
+    pub smtp_url: Option<String>,
+    pub from: String,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            from: "memberledger <noreply@localhost>".to_owned(),
+        }
+    }
+}
+
+/// A message to send.
+pub struct Email {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// Queues `email` in the caller's transaction: it is sent only if that transaction commits.
+pub async fn enqueue(conn: &mut PgConnection, email: &Email) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO outbox_emails (id, to_address, subject, text_body, html_body) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(&email.to)
+    .bind(&email.subject)
+    .bind(&email.text)
+    .bind(&email.html)
+    .execute(conn)
+    .await?;
+    Ok(id)
+}
+
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Log,
+}
+
+pub struct Mailer {
+    pool: PgPool,
+    transport: Transport,
+    from: Mailbox,
+}
+
+impl Mailer {
+    pub fn new(pool: PgPool, settings: &MailSettings) -> anyhow::Result<Self> {
+        let from: Mailbox = settings
+            .from
+            .parse()
+            .with_context(|| format!("MAIL_FROM {:?} is not a mailbox", settings.from))?;
+        let transport = match &settings.smtp_url {
+            Some(url) => Transport::Smtp(
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .context("SMTP_URL is not a valid smtp:// or smtps:// URL")?
+                    .timeout(Some(Duration::from_secs(15)))
+                    .build(),
+            ),
+            None => Transport::Log,
+        };
+        Ok(Self {
+            pool,
+            transport,
+            from,
+        })
+    }
+
+    /// Delivers due messages until `shutdown`, woken by new ones.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut listener = None;
+        while !shutdown.is_cancelled() {
+            if listener.is_none() {
+                listener = match PgListener::connect_with(&self.pool).await {
+                    Ok(mut l) => l.listen(NOTIFY_CHANNEL).await.ok().map(|()| l),
+                    Err(_) => None,
+                };
+            }
+            match self.deliver_due().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(err) => tracing::warn!(error = %err, "the mailer could not read its outbox"),
+            }
+            let wait = async {
+                match listener.as_mut() {
+                    Some(l) => l.recv().await.map(|_| ()),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                result = wait => if result.is_err() { listener = None; },
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+
+    /// Sends the oldest due message; returns whether there was one.
+    async fn deliver_due(&self) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<(Uuid, String, String, String, String, i32)> = sqlx::query_as(
+            "SELECT id, to_address, subject, text_body, html_body, attempts FROM outbox_emails
+             WHERE sent_at IS NULL AND next_attempt_at <= now() AND attempts < $1
+             ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(MAX_ATTEMPTS)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((id, to, subject, text, html, attempts)) = row else {
+            return Ok(false);
+        };
+        let email = Email {
+            to,
+            subject,
+            text,
+            html,
+        };
+        match self.send(&email).await {
+            Ok(()) => {
+                sqlx::query("UPDATE outbox_emails SET sent_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tracing::info!(email_id = %id, "email sent");
+            }
+            Err(err) => {
+                let delay = Duration::from_secs(
+                    2u64.saturating_pow(u32::try_from(attempts).unwrap_or(0).min(12)),
+                );
+                tracing::warn!(email_id = %id, attempt = attempts + 1, error = format!("{err:#}"), "email delivery failed; will retry");
+                sqlx::query(
+                    "UPDATE outbox_emails SET attempts = attempts + 1, last_error = $2, next_attempt_at = now() + $3
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(format!("{err:#}"))
+                .bind(delay)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn send(&self, email: &Email) -> anyhow::Result<()> {
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(email
+                .to
+                .parse()
+                .with_context(|| format!("{:?} is not a mailbox", email.to))?)
+            .subject(&email.subject)
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_PLAIN)
+                            .body(email.text.clone()),
+                    )
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_HTML)
+                            .body(email.html.clone()),
+                    ),
+            )
+            .context("building the message")?;
+        match &self.transport {
+            Transport::Smtp(smtp) => {
+                smtp.send(message).await.context("sending over SMTP")?;
+            }
+            Transport::Log => {
+                tracing::warn!(
+                    to = %email.to,
+                    subject = %email.subject,
+                    body = %email.text,
+                    "EMAIL NOT SENT (no SMTP_URL configured; development mode): message follows"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Escapes text for HTML bodies.
+pub fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
