@@ -53,3 +53,58 @@ async fn events_carry_type_version_order_and_metadata() {
         "a new request id: {metadata}"
     );
 }
+
+#[tokio::test]
+async fn a_member_created_at_version_1_0_loads_projects_and_changes_in_its_new_shape() {
+    let app = TestApp::spawn().await;
+    let id = uuid::Uuid::now_v7();
+    // As an older release wrote it: no attribution, version 1.0.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('Member', $1, 1, 'MemberCreated', '1.0', $2, '{}')",
+    )
+    .bind(id.to_string())
+    .bind(json!({"MemberCreated": {
+        "member_id": id, "email": "legacy@example.com", "name": "Legacy", "note": null,
+        "labels": [], "source": "import", "created_at": "2025-01-01T00:00:00Z"
+    }}))
+    .execute(&app.pool)
+    .await
+    .expect("old event");
+    sqlx::query("INSERT INTO member_emails (email, member_id) VALUES ('legacy@example.com', $1)")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .expect("lookup");
+    app.settle().await;
+
+    // The projection replayed it upcast: the import context's attribution.
+    let detail: Value = app
+        .get_member(&id.to_string())
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(detail["name"], "Legacy");
+    assert_eq!(detail["attribution"]["referrer_source"], "Import");
+    // The aggregate loads it upcast and takes a new command.
+    let updated: Value = app
+        .patch_member(&id.to_string(), json!({"name": "Renamed"}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(updated["name"], "Renamed");
+    let versions: Vec<String> = sqlx::query_scalar(
+        "SELECT event_version FROM events WHERE aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(id.to_string())
+    .fetch_all(&app.pool)
+    .await
+    .expect("versions");
+    assert_eq!(
+        versions,
+        ["1.0", "1.0"],
+        "stored events are never rewritten"
+    );
+}

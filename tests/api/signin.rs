@@ -564,3 +564,33 @@ async fn the_dashboard_shows_what_stripe_created_and_is_empty_before() {
         .expect("json");
     assert_eq!(admin_view, dashboard);
 }
+
+#[tokio::test]
+async fn a_mail_server_that_is_down_delays_the_email_but_not_the_answer() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a port");
+    let app = TestApp::spawn_custom(|s| {
+        s.mail.smtp_url = Some(format!("smtp://127.0.0.1:{closed_port}"))
+    })
+    .await;
+    let email = unique_email("smtpdown");
+    app.member(&email).await;
+    assert_eq!(
+        app.request_code(json!({ "email": email })).await.status(),
+        202
+    );
+    crate::helpers::eventually("a failed delivery to be recorded for retry", || async {
+        let row: Option<(i32, Option<String>, Option<chrono::DateTime<chrono::Utc>>)> =
+            sqlx::query_as(
+                "SELECT attempts, last_error, sent_at FROM outbox_emails WHERE to_address = $1",
+            )
+            .bind(&email)
+            .fetch_optional(&app.pool)
+            .await
+            .expect("query");
+        matches!(row, Some((attempts, Some(_), None)) if attempts >= 1)
+    })
+    .await;
+}
