@@ -79,6 +79,18 @@ pub enum StripeCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
+    /// Rebuild blue/green: replay the log into shadow tables while the live ones serve, then
+    /// swap them in. A running server keeps applying new events meanwhile.
+    Rebuild {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// The projection to rebuild (see `projections status`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Every projection and policy, one after the other.
+        #[arg(long)]
+        all: bool,
+    },
     /// Each projection's version, position and lag.
     Status {
         #[command(flatten)]
@@ -133,6 +145,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         p.last_error.unwrap_or_default()
                     );
                 }
+            }
+            db.close().await
+        }
+        Command::Projections {
+            command:
+                ProjectionsCommand::Rebuild {
+                    database,
+                    name,
+                    all,
+                },
+        } => {
+            let db = Database::connect(&database).await?;
+            db::migrate(&db.pool).await?;
+            let state = AppState::new(db.pool.clone(), &Settings::default());
+            let chosen: Vec<_> = state
+                .projections
+                .list()
+                .iter()
+                .filter(|p| all || name.as_deref() == Some(p.name()))
+                .cloned()
+                .collect();
+            if chosen.is_empty() {
+                let names: Vec<&str> = state.projections.list().iter().map(|p| p.name()).collect();
+                anyhow::bail!(
+                    "no projection {:?}; there are: {}",
+                    name.unwrap_or_default(),
+                    names.join(", ")
+                );
+            }
+            for projection in chosen {
+                rebuild_with_progress(&db.pool, projection).await?;
             }
             db.close().await
         }
@@ -198,4 +241,41 @@ async fn serve_command(database: DatabaseConfig, serve: ServeConfig) -> anyhow::
     db.close().await?;
     tracing::info!("stopped");
     result
+}
+
+async fn rebuild_with_progress(
+    pool: &sqlx::PgPool,
+    projection: std::sync::Arc<dyn projections::Projection>,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let name = projection.name();
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>28} [{bar:30}] {pos}/{len} events, {per_sec}, ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(name);
+        Some(bar)
+    } else {
+        None
+    };
+    let started = std::time::Instant::now();
+    let applied = crate::rebuild::rebuild(pool, projection.clone(), |p| {
+        if let Some(bar) = &bar {
+            bar.set_length(p.total);
+            bar.set_position(p.applied);
+        }
+    })
+    .await?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    #[expect(clippy::cast_precision_loss, reason = "a rate for display")]
+    let rate = applied as f64 / secs.max(0.001);
+    println!("{name}: {applied} events in {secs:.1} s ({rate:.0} events/s), swapped in");
+    Ok(())
 }

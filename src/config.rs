@@ -72,6 +72,8 @@ pub struct ServeConfig {
     pub stripe: StripeConfig,
     #[command(flatten)]
     pub auth: AuthConfig,
+    #[command(flatten)]
+    pub licenses: LicenseConfig,
 }
 
 impl ServeConfig {
@@ -119,6 +121,7 @@ impl ServeConfig {
             },
             attribution_routes: routes,
             site_host,
+            licenses: self.licenses.settings(),
         })
     }
 }
@@ -173,6 +176,24 @@ impl AuthConfig {
                 .clone()
                 .unwrap_or_else(|| format!("{public_url}/signin")),
             ..crate::auth::AuthSettings::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LicenseConfig {
+    /// License validations (`POST /v1/licenses/validate`) one IP address may make per minute.
+    #[arg(long, env = "LICENSE_VALIDATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    pub license_validate_limit_per_minute: u32,
+}
+
+impl LicenseConfig {
+    pub fn settings(&self) -> crate::api::licenses::LicenseSettings {
+        crate::api::licenses::LicenseSettings {
+            validate_per_ip: crate::rate_limit::Limit {
+                max: self.license_validate_limit_per_minute,
+                window: std::time::Duration::from_secs(60),
+            },
         }
     }
 }

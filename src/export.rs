@@ -4,10 +4,9 @@
 //! The log is read the way the projection runner reads it: by `(transaction_id,
 //! global_position)`, only from transactions below `pg_snapshot_xmin(pg_current_snapshot())`.
 //! Positions are taken at insert and can commit out of order, but a transaction below the
-//! snapshot's xmin has finished, and every transaction that commits later has a larger
-//! `transaction_id` than the xmin of any snapshot taken before: so a reader that continues
-//! after the last `(transaction_id, global_position)` it saw never skips an event, and never
-//! sees one twice.
+//! snapshot's xmin has finished, and a transaction still to commit has a `transaction_id` at
+//! least that xmin: so a reader that continues after the last `(transaction_id,
+//! global_position)` it saw never skips an event, and never sees one twice.
 //!
 //! [`LogReader`] pages through the log in keyset batches (constant memory for any log size);
 //! [`LogCursor`] is the position between two events, written `"<transaction_id>.<global_position>"`.
@@ -220,15 +219,17 @@ impl LogReader {
             "SELECT global_position AS position, transaction_id::text::bigint AS transaction_id,
                     recorded_at, aggregate_type, aggregate_id, sequence, event_type, event_version,
                     payload::jsonb AS payload, metadata::jsonb AS metadata
-             FROM events
-             WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
-               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-               AND ($3::text IS NULL OR transaction_id < $3::text::xid8)
-               AND ($4::text IS NULL OR aggregate_type = $4)
-               AND (cardinality($5::text[]) = 0 OR event_type = ANY($5))
-               AND ($6::timestamptz IS NULL OR recorded_at >= $6)
-               AND ($7::timestamptz IS NULL OR recorded_at < $7)
-             ORDER BY transaction_id, global_position
+             FROM events e
+             WHERE (e.transaction_id, e.global_position) > ($1::text::xid8, $2)
+               AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+               AND ($3::text IS NULL OR e.transaction_id < $3::text::xid8)
+               AND ($4::text IS NULL OR e.aggregate_type = $4)
+               AND (cardinality($5::text[]) = 0 OR e.event_type = ANY($5))
+               AND ($6::timestamptz IS NULL OR e.recorded_at >= $6)
+               AND ($7::timestamptz IS NULL OR e.recorded_at < $7)
+             -- Qualified: the bare name would sort by the bigint output column, which the
+             -- index does not cover (a sort of the whole rest of the log per batch).
+             ORDER BY e.transaction_id, e.global_position
              LIMIT $8",
         )
         .bind(self.cursor.transaction_id.to_string())
@@ -508,10 +509,15 @@ fn progress_bar() -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new_spinner();
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} {human_pos} events  {per_sec}  {elapsed}",
-    ) {
-        bar.set_style(style);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} {human_pos} events  {rate}  {elapsed}")
+    {
+        bar.set_style(style.with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} events/s", state.per_sec());
+            },
+        ));
     }
     bar.enable_steady_tick(Duration::from_millis(100));
     bar

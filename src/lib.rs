@@ -14,6 +14,7 @@ pub mod mail;
 pub mod members;
 pub mod policies;
 pub mod rate_limit;
+pub mod rebuild;
 pub mod runner;
 pub mod startup;
 pub mod store;

@@ -221,7 +221,25 @@ impl Runner {
         &mut self,
         conn: &mut PoolConnection<Postgres>,
     ) -> anyhow::Result<()> {
-        ensure_version(conn, self.projection.as_ref()).await?;
+        if ensure_version(conn, self.projection.as_ref()).await? {
+            // Rebuilt blue/green in the background while this runner keeps the live tables
+            // current; the rebuild swaps its tables in and moves the checkpoint.
+            let (pool, projection) = (self.pool.clone(), self.projection.clone());
+            tracing::warn!(
+                projection = projection.name(),
+                "projection version changed; rebuilding from the log"
+            );
+            tokio::spawn(async move {
+                match crate::rebuild::rebuild(&pool, projection.clone(), |_| {}).await {
+                    Ok(_) | Err(crate::rebuild::RebuildError::AlreadyRunning(_)) => {}
+                    Err(err) => tracing::error!(
+                        projection = projection.name(),
+                        error = format!("{err:#}"),
+                        "rebuild failed"
+                    ),
+                }
+            });
+        }
         let mut blocked_wait = BLOCKED_RETRY;
         loop {
             if self.shutdown.is_cancelled() {
@@ -263,12 +281,12 @@ async fn try_lock(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Err
         .await
 }
 
-/// Creates the checkpoint on first run; when the projection's code version differs from the
-/// stored one, empties its tables and replays the log from the start.
+/// Creates the checkpoint on first run; returns whether the stored version differs from the
+/// projection's code version (its tables then need a rebuild).
 async fn ensure_version(
     conn: &mut PgConnection,
     projection: &dyn Projection,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let name = projection.name();
     let version = projection.version();
     let mut tx = conn.begin().await?;
@@ -282,36 +300,56 @@ async fn ensure_version(
             .bind(name)
             .fetch_one(&mut *tx)
             .await?;
-    if stored != version {
-        tracing::warn!(
-            projection = name,
-            from = stored,
-            to = version,
-            "projection version changed; rebuilding from the log"
-        );
-        for table in projection.tables() {
-            sqlx::query(&format!("TRUNCATE {table}"))
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(
-            "UPDATE projection_checkpoints
-             SET version = $2, transaction_id = '0', global_position = 0, events_applied = 0,
-                 updated_at = now(), last_error = NULL
-             WHERE name = $1",
-        )
-        .bind(name)
-        .bind(version)
-        .execute(&mut *tx)
-        .await?;
-    }
     tx.commit().await?;
-    Ok(())
+    Ok(stored != version)
+}
+
+/// The lock a runner holds (per transaction) while it applies a batch, and a rebuild while it
+/// swaps tables in: they never overlap.
+pub fn apply_lock_key(name: &str) -> String {
+    format!("memberledger.projection.apply.{name}")
+}
+
+/// Up to `limit` events after `after`, in log order, only from transactions that can no longer
+/// be followed by an earlier-positioned commit (below the snapshot xmin), upcast to their
+/// current versions.
+pub async fn read_after(
+    conn: &mut PgConnection,
+    after: LogPosition,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let mut events: Vec<StoredEvent> = sqlx::query_as(&format!(
+        // Qualified: a bare `transaction_id` in ORDER BY would name the bigint output column,
+        // and the sort would not use the (transaction_id, global_position) index.
+        "SELECT {EVENT_COLUMNS} FROM events e
+         WHERE (e.transaction_id, e.global_position) > ($1::text::xid8, $2)
+           AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY e.transaction_id, e.global_position
+         LIMIT $3"
+    ))
+    .bind(after.transaction_id.to_string())
+    .bind(after.global_position)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    for event in &mut events {
+        event.event_version = aggregates::upcast::upcast(
+            &event.aggregate_type,
+            &event.event_type,
+            &event.event_version,
+            &mut event.payload,
+        );
+    }
+    Ok(events)
 }
 
 async fn apply_batch(conn: &mut PgConnection, projection: &dyn Projection) -> anyhow::Result<Step> {
     let name = projection.name();
     let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(apply_lock_key(name))
+        .execute(&mut *tx)
+        .await?;
     let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
         "SELECT transaction_id::text::bigint, global_position FROM projection_checkpoints WHERE name = $1",
     )
@@ -319,19 +357,13 @@ async fn apply_batch(conn: &mut PgConnection, projection: &dyn Projection) -> an
     .fetch_one(&mut *tx)
     .await
     .context("reading the checkpoint")?;
-    let mut events: Vec<StoredEvent> = sqlx::query_as(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events
-         WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
-           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY transaction_id, global_position
-         LIMIT $3"
-    ))
-    .bind(transaction_id.to_string())
-    .bind(global_position)
-    .bind(BATCH_SIZE)
-    .fetch_all(&mut *tx)
-    .await
-    .context("reading events")?;
+    let checkpoint = LogPosition {
+        transaction_id,
+        global_position,
+    };
+    let events = read_after(&mut tx, checkpoint, BATCH_SIZE)
+        .await
+        .context("reading events")?;
 
     let Some(last) = events.last() else {
         let pending: bool = sqlx::query_scalar(
@@ -345,14 +377,6 @@ async fn apply_batch(conn: &mut PgConnection, projection: &dyn Projection) -> an
         return Ok(if pending { Step::Blocked } else { Step::Idle });
     };
     let last_position = (last.transaction_id, last.global_position);
-    for event in &mut events {
-        event.event_version = aggregates::upcast::upcast(
-            &event.aggregate_type,
-            &event.event_type,
-            &event.event_version,
-            &mut event.payload,
-        );
-    }
     for event in &events {
         projection
             .apply(&mut tx, event)

@@ -30,6 +30,7 @@ pub struct Settings {
     pub attribution_routes: RoutePatterns,
     /// The member site's host (from `SITE_URL`), so its own pages are not referrers.
     pub site_host: Option<String>,
+    pub licenses: crate::api::licenses::LicenseSettings,
 }
 
 impl Default for Settings {
@@ -43,6 +44,7 @@ impl Default for Settings {
             mail: MailSettings::default(),
             attribution_routes: RoutePatterns::default(),
             site_host: None,
+            licenses: crate::api::licenses::LicenseSettings::default(),
         }
     }
 }

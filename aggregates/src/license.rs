@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::subscription::PurchaseType;
+use crate::values::SiteDomain;
 
 /// `KEY-XXXX-XXXX-XXXX`, each X from a 32-character alphabet without look-alikes (60 bits).
 /// Generated outside the aggregate (CSPRNG, reserved unique in a lookup table) and passed in.
@@ -59,6 +60,15 @@ pub enum LicenseCommand {
     },
     /// A no-op when already active.
     ReactivateLicense { at: DateTime<Utc> },
+    /// Binds a quantity license to the domain it is used on (one domain per key). A no-op when
+    /// bound to that domain already (see [`License::same_site`]); refused for a site license,
+    /// an inactive license, or one bound to another domain.
+    ActivateOnDomain {
+        domain: SiteDomain,
+        at: DateTime<Utc>,
+    },
+    /// Unbinds the license from its domain. A no-op when it has none; allowed while inactive.
+    ReleaseDomain { at: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +90,16 @@ pub enum LicenseEvent {
     },
     LicenseReactivated {
         reactivated_at: DateTime<Utc>,
+    },
+    /// A quantity license was bound to `domain` (normalised, as [`SiteDomain`] makes it).
+    LicenseActivatedOnDomain {
+        domain: String,
+        activated_at: DateTime<Utc>,
+    },
+    /// The license was unbound from `domain`.
+    LicenseDomainReleased {
+        domain: String,
+        released_at: DateTime<Utc>,
     },
 }
 
@@ -192,6 +212,8 @@ impl LicenseEvent {
     pub const ISSUED: &'static str = "LicenseIssued";
     pub const DEACTIVATED: &'static str = "LicenseDeactivated";
     pub const REACTIVATED: &'static str = "LicenseReactivated";
+    pub const ACTIVATED_ON_DOMAIN: &'static str = "LicenseActivatedOnDomain";
+    pub const DOMAIN_RELEASED: &'static str = "LicenseDomainReleased";
 }
 
 impl DomainEvent for LicenseEvent {
@@ -200,6 +222,8 @@ impl DomainEvent for LicenseEvent {
             Self::LicenseIssued { .. } => Self::ISSUED,
             Self::LicenseDeactivated { .. } => Self::DEACTIVATED,
             Self::LicenseReactivated { .. } => Self::REACTIVATED,
+            Self::LicenseActivatedOnDomain { .. } => Self::ACTIVATED_ON_DOMAIN,
+            Self::LicenseDomainReleased { .. } => Self::DOMAIN_RELEASED,
         }
         .to_owned()
     }
@@ -213,6 +237,13 @@ impl DomainEvent for LicenseEvent {
 pub enum LicenseError {
     #[error("the license does not exist")]
     NotFound,
+    /// Only quantity licenses are activated on a domain; a site license is bound to its site.
+    #[error("a site license is bound to its site and cannot be activated on a domain")]
+    SiteLicense,
+    #[error("the license is not active")]
+    Inactive,
+    #[error("the license is already activated on {domain}")]
+    AlreadyActivated { domain: String },
 }
 
 /// What an issued license is.
@@ -229,6 +260,12 @@ struct Issued {
     status: LicenseStatus,
     /// Why it was deactivated last; `None` while it never was.
     deactivation_reason: Option<DeactivationReason>,
+    /// The domain a quantity license is activated on. Kept while the license is inactive, so
+    /// a reactivation restores it. Defaulted: states stored before activation existed load.
+    #[serde(default)]
+    activated_domain: Option<String>,
+    #[serde(default)]
+    activated_at: Option<DateTime<Utc>>,
 }
 
 /// One license key for one cause. The id is [`License::id_for_site`] or
@@ -305,6 +342,31 @@ impl License {
     pub fn deactivation_reason(&self) -> Option<DeactivationReason> {
         self.issued.as_ref().and_then(|i| i.deactivation_reason)
     }
+
+    /// The domain a quantity license is activated on (kept while it is inactive).
+    pub fn activated_domain(&self) -> Option<&str> {
+        self.issued
+            .as_ref()
+            .and_then(|i| i.activated_domain.as_deref())
+    }
+
+    pub fn activated_at(&self) -> Option<DateTime<Utc>> {
+        self.issued.as_ref().and_then(|i| i.activated_at)
+    }
+
+    /// Whether two normalised domains are the same site for licensing: equal ignoring ASCII
+    /// case once one leading `www.` is dropped from each (`www.example.com` is
+    /// `example.com`). Other subdomains are other sites (`shop.example.com` is not
+    /// `example.com`), and `www.com` keeps its `www`.
+    pub fn same_site(a: &str, b: &str) -> bool {
+        fn bare(domain: &str) -> &str {
+            match domain.get(..4).zip(domain.get(4..)) {
+                Some((www, rest)) if www.eq_ignore_ascii_case("www.") && rest.contains('.') => rest,
+                _ => domain,
+            }
+        }
+        bare(a).eq_ignore_ascii_case(bare(b))
+    }
 }
 
 impl Aggregate for License {
@@ -365,6 +427,40 @@ impl Aggregate for License {
                     sink.write(event, self).await;
                 }
             }
+            LicenseCommand::ActivateOnDomain { domain, at } => {
+                let issued = self.issued.as_ref().ok_or(LicenseError::NotFound)?;
+                if issued.purchase_type != PurchaseType::Quantity {
+                    return Err(LicenseError::SiteLicense);
+                }
+                if issued.status != LicenseStatus::Active {
+                    return Err(LicenseError::Inactive);
+                }
+                match &issued.activated_domain {
+                    Some(current) if Self::same_site(current, domain.as_str()) => {}
+                    Some(current) => {
+                        return Err(LicenseError::AlreadyActivated {
+                            domain: current.clone(),
+                        })
+                    }
+                    None => {
+                        let event = LicenseEvent::LicenseActivatedOnDomain {
+                            domain: domain.into(),
+                            activated_at: at,
+                        };
+                        sink.write(event, self).await;
+                    }
+                }
+            }
+            LicenseCommand::ReleaseDomain { at } => {
+                let issued = self.issued.as_ref().ok_or(LicenseError::NotFound)?;
+                if let Some(domain) = issued.activated_domain.clone() {
+                    let event = LicenseEvent::LicenseDomainReleased {
+                        domain,
+                        released_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
         }
         Ok(())
     }
@@ -393,6 +489,8 @@ impl Aggregate for License {
                     seat,
                     status: LicenseStatus::Active,
                     deactivation_reason: None,
+                    activated_domain: None,
+                    activated_at: None,
                 });
             }
             LicenseEvent::LicenseDeactivated { reason, .. } => {
@@ -404,6 +502,21 @@ impl Aggregate for License {
             LicenseEvent::LicenseReactivated { .. } => {
                 if let Some(issued) = &mut self.issued {
                     issued.status = LicenseStatus::Active;
+                }
+            }
+            LicenseEvent::LicenseActivatedOnDomain {
+                domain,
+                activated_at,
+            } => {
+                if let Some(issued) = &mut self.issued {
+                    issued.activated_domain = Some(domain);
+                    issued.activated_at = Some(activated_at);
+                }
+            }
+            LicenseEvent::LicenseDomainReleased { .. } => {
+                if let Some(issued) = &mut self.issued {
+                    issued.activated_domain = None;
+                    issued.activated_at = None;
                 }
             }
         }
@@ -583,6 +696,248 @@ mod tests {
             .given_no_previous_events()
             .when(LicenseCommand::ReactivateLicense { at: at() })
             .then_expect_error(LicenseError::NotFound);
+    }
+
+    fn seat_issued() -> LicenseEvent {
+        LicenseEvent::LicenseIssued {
+            license_id: License::id_for_seat("si_q", 1),
+            key: "KEY-QQQQ-EFGH-JK23".into(),
+            member_id: member(),
+            subscription_id: "sub_1".into(),
+            item_id: "si_q".into(),
+            purchase_type: PurchaseType::Quantity,
+            site: None,
+            seat: Some(1),
+            issued_at: at(),
+        }
+    }
+
+    fn domain(raw: &str) -> SiteDomain {
+        SiteDomain::parse(raw).expect("valid domain")
+    }
+
+    fn activate(raw: &str) -> LicenseCommand {
+        LicenseCommand::ActivateOnDomain {
+            domain: domain(raw),
+            at: at(),
+        }
+    }
+
+    fn activated(domain: &str) -> LicenseEvent {
+        LicenseEvent::LicenseActivatedOnDomain {
+            domain: domain.into(),
+            activated_at: at(),
+        }
+    }
+
+    fn released(domain: &str) -> LicenseEvent {
+        LicenseEvent::LicenseDomainReleased {
+            domain: domain.into(),
+            released_at: at(),
+        }
+    }
+
+    fn reactivated() -> LicenseEvent {
+        LicenseEvent::LicenseReactivated {
+            reactivated_at: at(),
+        }
+    }
+
+    #[test]
+    fn activating_an_active_quantity_license_binds_it_to_the_normalised_domain() {
+        LicenseTest::with(())
+            .given(vec![seat_issued()])
+            .when(activate("https://Shop.Example.com/wp-admin"))
+            .then_expect_events(vec![activated("shop.example.com")]);
+    }
+
+    #[test]
+    fn activating_on_the_same_domain_again_is_a_no_op() {
+        LicenseTest::with(())
+            .given(vec![seat_issued(), activated("shop.example.com")])
+            .when(activate("SHOP.example.com"))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn the_www_variant_is_the_same_domain() {
+        LicenseTest::with(())
+            .given(vec![seat_issued(), activated("example.com")])
+            .when(activate("www.example.com"))
+            .then_expect_events(vec![]);
+        LicenseTest::with(())
+            .given(vec![seat_issued(), activated("www.example.com")])
+            .when(activate("example.com"))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn activating_on_another_domain_while_one_is_set_is_refused() {
+        LicenseTest::with(())
+            .given(vec![seat_issued(), activated("shop.example.com")])
+            .when(activate("other.example.com"))
+            .then_expect_error(LicenseError::AlreadyActivated {
+                domain: "shop.example.com".into(),
+            });
+    }
+
+    #[test]
+    fn a_site_license_cannot_be_activated_on_a_domain() {
+        LicenseTest::with(())
+            .given(vec![issued()])
+            .when(activate("example.com"))
+            .then_expect_error(LicenseError::SiteLicense);
+        LicenseTest::with(())
+            .given(vec![issued()])
+            .when(activate("other.example.com"))
+            .then_expect_error(LicenseError::SiteLicense);
+    }
+
+    #[test]
+    fn an_inactive_license_cannot_be_activated() {
+        LicenseTest::with(())
+            .given(vec![
+                seat_issued(),
+                LicenseEvent::LicenseDeactivated {
+                    reason: DeactivationReason::QuantityReduced,
+                    deactivated_at: at(),
+                },
+            ])
+            .when(activate("shop.example.com"))
+            .then_expect_error(LicenseError::Inactive);
+    }
+
+    #[test]
+    fn activating_an_unknown_license_is_refused() {
+        LicenseTest::with(())
+            .given_no_previous_events()
+            .when(activate("shop.example.com"))
+            .then_expect_error(LicenseError::NotFound);
+    }
+
+    #[test]
+    fn releasing_unbinds_the_domain_so_another_can_be_activated() {
+        LicenseTest::with(())
+            .given(vec![seat_issued(), activated("shop.example.com")])
+            .when(LicenseCommand::ReleaseDomain { at: at() })
+            .then_expect_events(vec![released("shop.example.com")]);
+        LicenseTest::with(())
+            .given(vec![
+                seat_issued(),
+                activated("shop.example.com"),
+                released("shop.example.com"),
+            ])
+            .when(activate("other.example.com"))
+            .then_expect_events(vec![activated("other.example.com")]);
+    }
+
+    #[test]
+    fn releasing_without_a_domain_is_a_no_op() {
+        LicenseTest::with(())
+            .given(vec![seat_issued()])
+            .when(LicenseCommand::ReleaseDomain { at: at() })
+            .then_expect_events(vec![]);
+        LicenseTest::with(())
+            .given(vec![
+                seat_issued(),
+                activated("shop.example.com"),
+                released("shop.example.com"),
+            ])
+            .when(LicenseCommand::ReleaseDomain { at: at() })
+            .then_expect_events(vec![]);
+        LicenseTest::with(())
+            .given(vec![issued()])
+            .when(LicenseCommand::ReleaseDomain { at: at() })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn releasing_an_unknown_license_is_refused() {
+        LicenseTest::with(())
+            .given_no_previous_events()
+            .when(LicenseCommand::ReleaseDomain { at: at() })
+            .then_expect_error(LicenseError::NotFound);
+    }
+
+    #[test]
+    fn an_inactive_license_can_still_release_its_domain() {
+        LicenseTest::with(())
+            .given(vec![
+                seat_issued(),
+                activated("shop.example.com"),
+                deactivated(),
+            ])
+            .when(LicenseCommand::ReleaseDomain { at: at() })
+            .then_expect_events(vec![released("shop.example.com")]);
+    }
+
+    #[test]
+    fn a_deactivated_license_keeps_its_domain_and_a_reactivation_restores_it() {
+        let mut license = License::default();
+        license.apply(seat_issued());
+        license.apply(activated("shop.example.com"));
+        license.apply(deactivated());
+        assert_eq!(license.status(), Some(LicenseStatus::Inactive));
+        assert_eq!(license.activated_domain(), Some("shop.example.com"));
+        license.apply(reactivated());
+        assert_eq!(license.activated_domain(), Some("shop.example.com"));
+        assert_eq!(license.activated_at(), Some(at()));
+        LicenseTest::with(())
+            .given(vec![
+                seat_issued(),
+                activated("shop.example.com"),
+                deactivated(),
+                reactivated(),
+            ])
+            .when(activate("other.example.com"))
+            .then_expect_error(LicenseError::AlreadyActivated {
+                domain: "shop.example.com".into(),
+            });
+    }
+
+    #[test]
+    fn a_state_stored_before_activation_existed_still_loads() {
+        let mut license = License::default();
+        license.apply(seat_issued());
+        let mut json = serde_json::to_value(&license).expect("serialises");
+        let issued = json["issued"].as_object_mut().expect("issued state");
+        issued.remove("activated_domain");
+        issued.remove("activated_at");
+        let back: License = serde_json::from_value(json).expect("deserialises");
+        assert_eq!(back, license);
+        assert_eq!(back.activated_domain(), None);
+
+        license.apply(activated("shop.example.com"));
+        let json = serde_json::to_string(&license).expect("serialises");
+        let back: License = serde_json::from_str(&json).expect("deserialises");
+        assert_eq!(back, license);
+    }
+
+    #[test]
+    fn same_site_ignores_case_and_one_leading_www_only() {
+        assert!(License::same_site("example.com", "example.com"));
+        assert!(License::same_site("www.example.com", "example.com"));
+        assert!(License::same_site("example.com", "WWW.Example.com"));
+        assert!(!License::same_site("shop.example.com", "example.com"));
+        assert!(!License::same_site("www.shop.example.com", "example.com"));
+        assert!(!License::same_site("www.com", "com"));
+        assert!(!License::same_site("example.com", "example.org"));
+        assert!(!License::same_site("wwwexample.com", "example.com"));
+    }
+
+    #[test]
+    fn activation_events_have_their_names_at_version_one() {
+        assert_eq!(activated("a.com").event_type(), "LicenseActivatedOnDomain");
+        assert_eq!(released("a.com").event_type(), "LicenseDomainReleased");
+        assert_eq!(activated("a.com").event_version(), "1.0");
+        assert_eq!(released("a.com").event_version(), "1.0");
+        let json = serde_json::to_value(activated("a.com")).expect("serialises");
+        assert_eq!(
+            json,
+            serde_json::json!({"LicenseActivatedOnDomain": {
+                "domain": "a.com", "activated_at": "2026-11-24T12:00:00Z"
+            }})
+        );
     }
 
     #[test]

@@ -89,7 +89,10 @@ mod tests {
         let MemberEvent::MemberCreated { attribution, .. } = event else {
             panic!("still a MemberCreated")
         };
-        assert_eq!(attribution.as_deref(), Some(&for_context(AttributionContext::Admin)));
+        assert_eq!(
+            attribution.as_deref(),
+            Some(&for_context(AttributionContext::Admin))
+        );
 
         let mut signup = json!({"MemberCreated": {"source": "signup"}});
         upcast("Member", "MemberCreated", "1.0", &mut signup);

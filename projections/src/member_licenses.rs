@@ -1,5 +1,6 @@
 //! `member_licenses`: one row per license key, with its current status (`active` or
-//! `inactive`) and, while inactive, why. Times are the events' own.
+//! `inactive`) and, while inactive, why; for a quantity key the domain it is activated on
+//! (`used_site`, kept while inactive). Times are the events' own.
 
 use aggregates::cqrs_es::Aggregate;
 use aggregates::{License, LicenseEvent, LicenseStatus};
@@ -18,7 +19,8 @@ impl Projection for MemberLicenses {
     }
 
     fn version(&self) -> i32 {
-        1
+        // 2: `used_site` and `activated_at` (migration 20261124000006).
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -91,6 +93,30 @@ impl Projection for MemberLicenses {
                 .bind(id)
                 .bind(LicenseStatus::Active.as_str())
                 .bind(reactivated_at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            LicenseEvent::LicenseActivatedOnDomain {
+                domain,
+                activated_at,
+            } => {
+                sqlx::query(
+                    "UPDATE licenses SET used_site = $2, activated_at = $3, updated_at = $3
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(domain)
+                .bind(activated_at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            LicenseEvent::LicenseDomainReleased { released_at, .. } => {
+                sqlx::query(
+                    "UPDATE licenses SET used_site = NULL, activated_at = NULL, updated_at = $2
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(released_at)
                 .execute(&mut *conn)
                 .await?;
             }

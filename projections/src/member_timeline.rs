@@ -328,6 +328,12 @@ fn license_summary(event: LicenseEvent) -> String {
             )
         }
         LicenseEvent::LicenseReactivated { .. } => "License reactivated".to_owned(),
+        LicenseEvent::LicenseActivatedOnDomain { domain, .. } => {
+            format!("License activated on {domain}")
+        }
+        LicenseEvent::LicenseDomainReleased { domain, .. } => {
+            format!("License released from {domain}")
+        }
     }
 }
 
@@ -421,6 +427,20 @@ mod tests {
         assert_eq!(
             license_summary(issued),
             "License KEY-AAAA-BBBB-CCCC issued for example.com"
+        );
+        assert_eq!(
+            license_summary(LicenseEvent::LicenseActivatedOnDomain {
+                domain: "shop.example.com".into(),
+                activated_at: at(),
+            }),
+            "License activated on shop.example.com"
+        );
+        assert_eq!(
+            license_summary(LicenseEvent::LicenseDomainReleased {
+                domain: "shop.example.com".into(),
+                released_at: at(),
+            }),
+            "License released from shop.example.com"
         );
     }
 

@@ -11,6 +11,7 @@ use uuid::Uuid;
 pub struct Dashboard {
     pub member_id: Uuid,
     pub email: String,
+    #[oai(nullable)]
     pub name: Option<String>,
     /// `free`, `paid` or `comped`.
     pub status: String,
@@ -28,12 +29,15 @@ pub struct Dashboard {
 pub struct DashboardSubscription {
     pub id: String,
     pub status: String,
+    #[oai(nullable)]
     pub current_period_start: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub current_period_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
     pub created_at: DateTime<Utc>,
     /// Monthly recurring revenue, minor units.
     pub mrr: i64,
+    #[oai(nullable)]
     pub currency: Option<String>,
     /// Active site items.
     pub site_count: i64,
@@ -53,6 +57,7 @@ pub struct DashboardItem {
     pub interval: String,
     pub interval_count: i32,
     pub quantity: i32,
+    #[oai(nullable)]
     pub site: Option<String>,
     /// `site` or `quantity`.
     pub purchase_type: String,
@@ -79,6 +84,7 @@ pub struct DashboardPayment {
     pub kind: String,
     pub amount: i64,
     pub currency: String,
+    #[oai(nullable)]
     pub invoice_id: Option<String>,
     pub subscription_id: String,
     pub created_at: DateTime<Utc>,
@@ -92,12 +98,27 @@ pub struct DashboardLicense {
     pub status: String,
     /// `site` or `quantity`.
     pub purchase_type: String,
+    #[oai(nullable)]
     pub site: Option<String>,
+    #[oai(nullable)]
     pub seat: Option<i32>,
     pub subscription_id: String,
+    #[oai(nullable)]
     pub deactivation_reason: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The domain a quantity key is activated on (`POST /v1/me/licenses/{key}/activation`);
+    /// kept while the license is inactive. Always null for a site license (see `site`).
+    #[oai(nullable)]
+    pub used_site: Option<String>,
+    /// When it was activated on `used_site`.
+    #[oai(nullable)]
+    pub activated_at: Option<DateTime<Utc>>,
 }
+
+/// The `licenses` columns a [`DashboardLicense`] is read from.
+pub(crate) const LICENSE_COLUMNS: &str =
+    "id, key, status, purchase_type, site, seat, subscription_id, \
+     deactivation_reason, issued_at AS created_at, used_site, activated_at";
 
 /// The member's dashboard, `None` for an unknown member.
 pub async fn load(pool: &PgPool, member_id: Uuid) -> Result<Option<Dashboard>, sqlx::Error> {
@@ -176,10 +197,9 @@ pub async fn licenses(
     pool: &PgPool,
     member_id: Uuid,
 ) -> Result<Vec<DashboardLicense>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, key, status, purchase_type, site, seat, subscription_id, deactivation_reason, issued_at AS created_at
-         FROM licenses WHERE member_id = $1 ORDER BY issued_at DESC, seat, id",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {LICENSE_COLUMNS} FROM licenses WHERE member_id = $1 ORDER BY issued_at DESC, seat, id"
+    ))
     .bind(member_id)
     .fetch_all(pool)
     .await

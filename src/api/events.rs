@@ -63,6 +63,7 @@ pub struct EventPage {
     pub items: Vec<EventView>,
     /// Pass as `after` for the events that follow. Present whenever `items` is not empty;
     /// on an empty page it is the `after` given (null when none was): poll with it later.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -128,7 +129,7 @@ impl EventsApi {
         )]
         limit: Query<i64>,
         /// Only events of this aggregate type (`Member`, `Subscription`, `License`, ...).
-        #[oai(validator(max_length = 255))]
+        #[oai(validator(max_length = 255, pattern = "^[^\\x00]*$"))]
         aggregate_type: Query<Option<String>>,
         /// Only events of these types: repeat the parameter
         /// (`event_type=MemberCreated&event_type=MemberUpdated`) or separate them by commas.

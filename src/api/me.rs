@@ -28,6 +28,7 @@ const ME_READ_MODELS: &[&str] = &["member_list", "newsletters"];
 pub struct Me {
     pub id: Uuid,
     pub email: String,
+    #[oai(nullable)]
     pub name: Option<String>,
     pub status: MemberStatusDto,
     /// Every active newsletter, and whether the member subscribes to it.
@@ -39,6 +40,7 @@ pub struct Me {
 pub struct MyNewsletter {
     pub id: Uuid,
     pub name: String,
+    #[oai(nullable)]
     pub description: Option<String>,
     pub subscribed: bool,
 }

@@ -84,20 +84,31 @@ pub struct MemberAttribution {
     /// `post`, `page`, `tag`, `author` or `url`.
     #[oai(rename = "type")]
     #[sqlx(rename = "attribution_type")]
+    #[oai(nullable)]
     pub kind: Option<String>,
     /// The slug of the post, page, tag or author.
     #[sqlx(rename = "attribution_id")]
+    #[oai(nullable)]
     pub id: Option<String>,
     /// The path of the page.
     #[sqlx(rename = "attribution_url")]
+    #[oai(nullable)]
     pub url: Option<String>,
+    #[oai(nullable)]
     pub referrer_source: Option<String>,
+    #[oai(nullable)]
     pub referrer_medium: Option<String>,
+    #[oai(nullable)]
     pub referrer_url: Option<String>,
+    #[oai(nullable)]
     pub utm_source: Option<String>,
+    #[oai(nullable)]
     pub utm_medium: Option<String>,
+    #[oai(nullable)]
     pub utm_campaign: Option<String>,
+    #[oai(nullable)]
     pub utm_term: Option<String>,
+    #[oai(nullable)]
     pub utm_content: Option<String>,
 }
 

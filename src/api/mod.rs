@@ -23,10 +23,12 @@ pub mod cursor;
 pub mod dashboard;
 pub mod events;
 pub mod health;
+pub mod licenses;
 pub mod me;
 pub mod members;
 pub mod newsletters;
 pub mod problem;
+pub mod projections_api;
 pub mod sessions;
 pub mod stripe_events;
 
@@ -47,6 +49,7 @@ pub struct AppState {
     pub attribution_routes: RoutePatterns,
     /// The member site's host, so its own pages are not counted as referrers.
     pub site_host: Option<String>,
+    pub license_settings: licenses::LicenseSettings,
 }
 
 impl AppState {
@@ -73,6 +76,7 @@ impl AppState {
             auth: settings.auth.clone(),
             attribution_routes: settings.attribution_routes.clone(),
             site_host: settings.site_host.clone(),
+            license_settings: settings.licenses.clone(),
             pool,
         })
     }
@@ -96,6 +100,8 @@ pub enum ApiTags {
     Me,
     /// Newsletters members subscribe to.
     Newsletters,
+    /// License keys: activation on a domain, and validation for the licensed software.
+    Licenses,
 }
 
 /// The id of the request being served: the caller's `X-Request-Id` if sane, else a new UUIDv7.
@@ -136,6 +142,8 @@ type Apis = (
     sessions::SessionsApi,
     me::MeApi,
     newsletters::NewslettersApi,
+    licenses::LicensesApi,
+    projections_api::ProjectionsApi,
 );
 
 pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
@@ -160,6 +168,12 @@ pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             newsletters::NewslettersApi {
+                state: state.clone(),
+            },
+            licenses::LicensesApi {
+                state: state.clone(),
+            },
+            projections_api::ProjectionsApi {
                 state: state.clone(),
             },
         ),

@@ -45,6 +45,7 @@ impl From<NewsletterStatusDto> for NewsletterStatus {
 pub struct NewsletterView {
     pub id: Uuid,
     pub name: String,
+    #[oai(nullable)]
     pub description: Option<String>,
     /// `active` or `archived`.
     pub status: String,
@@ -56,13 +57,15 @@ pub struct NewsletterView {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A new newsletter; `status` defaults to `active`.
 #[derive(Debug, Clone, Object)]
 pub struct CreateNewsletterRequest {
-    #[oai(validator(min_length = 1, max_length = 191))]
+    #[oai(validator(min_length = 1, max_length = 191, pattern = "^[^\\x00]*$"))]
     pub name: String,
-    #[oai(validator(max_length = 2000))]
+    #[oai(validator(max_length = 2000, pattern = "^[^\\x00]*$"))]
     pub description: Option<String>,
-    /// Default `active`.
+    // Documented on the struct: a doc comment on an enum-typed property wraps its `$ref` in an
+    // `allOf`, which client generators (openapi-python-client) reject.
     pub status: Option<NewsletterStatusDto>,
     /// Default `false`.
     #[oai(default)]
@@ -72,9 +75,9 @@ pub struct CreateNewsletterRequest {
 /// Changes; absent properties stay, `description: null` clears it.
 #[derive(Debug, Clone, Object)]
 pub struct UpdateNewsletterRequest {
-    #[oai(validator(min_length = 1, max_length = 191))]
+    #[oai(validator(min_length = 1, max_length = 191, pattern = "^[^\\x00]*$"))]
     pub name: Option<String>,
-    #[oai(validator(max_length = 2000))]
+    #[oai(validator(max_length = 2000, pattern = "^[^\\x00]*$"))]
     pub description: MaybeUndefined<String>,
     pub status: Option<NewsletterStatusDto>,
     pub subscribe_on_signup: Option<bool>,

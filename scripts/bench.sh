@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# Benchmarks with published figures (docs/benchmarks.md).
+#
+#   build     cargo build --release --bin memberledger --bin loadgen (into target/bench)
+#   infra     a fresh PostgreSQL cluster under target/bench/pg with normal durability settings
+#             (fsync, synchronous_commit, full_page_writes on) and a fake Stripe API on loopback,
+#             both held by `loadgen infra` until this script stops it
+#   e         pgbench: one events-shaped INSERT per transaction at 1, 4 and 16 clients
+#   serve     the real server: memberledger serve on a free loopback port
+#   b         POST /v1/members at 1, 4 and 16 clients
+#   a         signed Stripe lifecycles, then the time until the inbox and every projection are done
+#   c         1,000,000 MemberCreated/MemberUpdated events appended with SQL; the running
+#             server's catch-up
+#   d         dashboard and license-validation reads at 1 and 64 clients
+#   c         memberledger projections rebuild --all (last: skipped with a note when the build
+#             has no such command)
+#   report    the server's peak RSS, then docs/benchmarks.md (its analysis section is kept)
+#
+# Usage: bash scripts/bench.sh
+# Environment: BENCH_EVENTS (1000000), BENCH_LIFECYCLES (1000), BENCH_SECONDS (10 per run),
+# BENCH_OUT (docs/benchmarks.md), BENCH_NOTE (a sentence about the run's conditions),
+# BENCH_SKIP_BUILD=1 (use the binaries already in target/bench/release).
+# Needs PostgreSQL's server binaries (initdb, pg_ctl, pgbench); as root the cluster runs as
+# `postgres`. Everything it starts is stopped on exit, also on failure or Ctrl-C.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$PWD"
+BENCH="$ROOT/target/bench"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BENCH}"
+BIN="$CARGO_TARGET_DIR/release"
+RESULTS="$BENCH/results"
+PG_DIR="$BENCH/pg"
+LOGS="$BENCH/logs"
+FIXTURES="$ROOT/../shared/stripe/fixtures3.json"
+EVENTS="${BENCH_EVENTS:-1000000}"
+LIFECYCLES="${BENCH_LIFECYCLES:-1000}"
+RUN_SECONDS="${BENCH_SECONDS:-10}"
+OUT="${BENCH_OUT:-$ROOT/docs/benchmarks.md}"
+NOTE="${BENCH_NOTE:-}"
+
+STARTED_AT=$SECONDS
+MEASURE_STARTED_AT=""
+CURRENT_STEP="setup"
+INFRA_PID=""
+SERVER_PID=""
+
+step() {
+    CURRENT_STEP="$1"
+    printf '\n==> bench: %s (at %ss)\n' "$1" "$((SECONDS - STARTED_AT))"
+}
+
+# Directory holding initdb/pg_ctl/pgbench, as src/localpg.rs looks for them.
+pg_bindir() {
+    local dir
+    if dir="$(command -v pg_ctl 2>/dev/null)" && [ -n "$dir" ]; then
+        dirname "$dir"
+        return 0
+    fi
+    if dir="$(pg_config --bindir 2>/dev/null)" && [ -x "$dir/pg_ctl" ]; then
+        echo "$dir"
+        return 0
+    fi
+    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -V -r); do
+        if [ -x "$dir/pg_ctl" ]; then
+            echo "$dir"
+            return 0
+        fi
+    done
+    return 1
+}
+
+pg_ctl_stop() {
+    local bindir
+    [ -f "$PG_DIR/postmaster.pid" ] || return 0
+    bindir="$(pg_bindir)" || return 0
+    echo "bench: stopping the PostgreSQL cluster in ${PG_DIR#"$ROOT"/}" >&2
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$bindir/pg_ctl" -D "$PG_DIR" -m fast -w stop >/dev/null 2>&1 || true
+    else
+        "$bindir/pg_ctl" -D "$PG_DIR" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+}
+
+# SIGTERM to one process this script started, then wait (up to $2 seconds) before SIGKILL.
+stop_pid() {
+    local pid="$1" grace="$2" name="$3" status=0
+    [ -n "$pid" ] || return 0
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 $((grace * 2))); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.5
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            echo "bench: $name did not stop within ${grace} s of SIGTERM; killing it" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$pid" 2>/dev/null || status=$?
+    return "$status"
+}
+
+stop_server() {
+    local pid="$SERVER_PID"
+    SERVER_PID=""
+    stop_pid "$pid" 30 "the server"
+}
+
+on_exit() {
+    local status=$?
+    if [ -n "$SERVER_PID" ]; then
+        stop_server || true
+    fi
+    if [ -n "$INFRA_PID" ]; then
+        # loadgen infra stops its cluster on SIGTERM.
+        stop_pid "$INFRA_PID" 60 "loadgen infra" || true
+        INFRA_PID=""
+    fi
+    # A killed helper leaves its cluster running.
+    pg_ctl_stop
+    if [ "$status" -ne 0 ]; then
+        if [ -f "$LOGS/server.log" ]; then
+            echo "bench: errors in the server log (${LOGS#"$ROOT"/}/server.log), then its last lines:" >&2
+            grep -E '"level":"(WARN|ERROR)"' "$LOGS/server.log" | cut -c1-400 | head -n 15 >&2 || true
+            tail -n 5 "$LOGS/server.log" | cut -c1-400 >&2 || true
+        fi
+        printf '\nbench: FAILED during: %s (exit status %s) after %ss\n' \
+            "$CURRENT_STEP" "$status" "$((SECONDS - STARTED_AT))" >&2
+    else
+        printf '\nbench: OK in %ss (%ss after the build); figures in %s\n' \
+            "$((SECONDS - STARTED_AT))" "$((SECONDS - ${MEASURE_STARTED_AT:-$STARTED_AT}))" \
+            "${OUT#"$ROOT"/}"
+    fi
+    exit "$status"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+PG_BINDIR="$(pg_bindir)" || {
+    echo "bench: PostgreSQL server binaries (initdb, pg_ctl, pgbench) not found; install PostgreSQL" >&2
+    exit 1
+}
+[ -x "$PG_BINDIR/pgbench" ] || {
+    echo "bench: no pgbench in $PG_BINDIR" >&2
+    exit 1
+}
+[ -f "$FIXTURES" ] || {
+    echo "bench: Stripe fixtures not found at $FIXTURES" >&2
+    exit 1
+}
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+    step "build: cargo build --release --bin memberledger --bin loadgen (CARGO_TARGET_DIR=${CARGO_TARGET_DIR#"$ROOT"/})"
+    cargo build --release --bin memberledger --bin loadgen
+fi
+for bin in memberledger loadgen; do
+    [ -x "$BIN/$bin" ] || {
+        echo "bench: $BIN/$bin is missing" >&2
+        exit 1
+    }
+done
+MEASURE_STARTED_AT=$SECONDS
+
+step "infra: a fresh PostgreSQL under ${PG_DIR#"$ROOT"/} (normal durability) and a fake Stripe API"
+mkdir -p "$BENCH" "$LOGS"
+# The cluster runs as `postgres` when we are root: it must traverse these.
+chmod 755 "$ROOT/target" "$BENCH"
+pg_ctl_stop
+rm -rf "$PG_DIR" "$RESULTS" "$BENCH/infra.env"
+mkdir -p "$RESULTS"
+read -r LOAD1 LOAD5 LOAD15 _ </proc/loadavg
+OTHERS="$(ps -eo comm= | grep -cE '^(rustc|cargo|cc1|cc1plus|ld|clang)' || true)"
+"$BIN/loadgen" infra --pg-dir "$PG_DIR" --env-file "$BENCH/infra.env" --fixtures "$FIXTURES" \
+    >"$LOGS/infra.log" 2>&1 &
+INFRA_PID=$!
+for _ in $(seq 1 240); do
+    [ -f "$BENCH/infra.env" ] && break
+    if ! kill -0 "$INFRA_PID" 2>/dev/null; then
+        cat "$LOGS/infra.log" >&2
+        echo "bench: loadgen infra exited before it was ready" >&2
+        exit 1
+    fi
+    sleep 0.5
+done
+[ -f "$BENCH/infra.env" ] || {
+    echo "bench: loadgen infra was not ready within 120 s" >&2
+    exit 1
+}
+# shellcheck disable=SC1091
+. "$BENCH/infra.env"
+export BENCH_DATABASE_URL
+echo "PostgreSQL on 127.0.0.1:$BENCH_PG_PORT, fake Stripe at $BENCH_STRIPE_API_BASE"
+
+step "migrate"
+DATABASE_URL="$BENCH_DATABASE_URL" "$BIN/memberledger" migrate
+
+step "e. pgbench: one events-shaped INSERT per transaction, 1/4/16 clients, ${RUN_SECONDS} s each"
+"$BIN/loadgen" pgbench --results "$RESULTS" --pgbench "$PG_BINDIR/pgbench" \
+    --clients 1,4,16 --seconds "$RUN_SECONDS"
+
+step "serve: memberledger serve on a free loopback port"
+BENCH_ADMIN_TOKEN="mlat_bench_$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
+BENCH_WEBHOOK_SECRET="whsec_bench_$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
+export BENCH_ADMIN_TOKEN BENCH_WEBHOOK_SECRET
+env -u DATA_DIR -u DATABASE_MAX_CONNECTIONS -u STRIPE_WORKERS \
+    DATABASE_URL="$BENCH_DATABASE_URL" \
+    BIND=127.0.0.1:0 \
+    ADMIN_TOKEN="$BENCH_ADMIN_TOKEN" \
+    STRIPE_WEBHOOK_SECRET="$BENCH_WEBHOOK_SECRET" \
+    STRIPE_SECRET_KEY=sk_test_bench \
+    STRIPE_API_BASE="$BENCH_STRIPE_API_BASE" \
+    LOG_FORMAT=json \
+    RUST_LOG="info,sqlx=warn,poem=warn" \
+    "$BIN/memberledger" serve >"$LOGS/server.log" 2>&1 &
+SERVER_PID=$!
+addr=""
+for _ in $(seq 1 120); do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        echo "bench: the server exited before listening" >&2
+        exit 1
+    fi
+    addr="$(grep -m1 '"listening' "$LOGS/server.log" 2>/dev/null |
+        sed -n 's/.*"addr":"\([^"]*\)".*/\1/p' || true)"
+    [ -z "$addr" ] || break
+    sleep 0.5
+done
+[ -n "$addr" ] || {
+    echo "bench: the server did not listen within 60 s" >&2
+    exit 1
+}
+export BENCH_URL="http://$addr"
+ready=0
+for _ in $(seq 1 120); do
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' "$BENCH_URL/readyz" || true)" = 200 ]; then
+        ready=1
+        break
+    fi
+    sleep 0.5
+done
+[ "$ready" -eq 1 ] || {
+    echo "bench: $BENCH_URL/readyz did not answer 200 within 60 s" >&2
+    exit 1
+}
+echo "server pid $SERVER_PID at $BENCH_URL (log: ${LOGS#"$ROOT"/}/server.log)"
+
+step "b. member creation: POST /v1/members at 1/4/16 clients, ${RUN_SECONDS} s each"
+"$BIN/loadgen" members --results "$RESULTS" --concurrency 1,4,16 --seconds "$RUN_SECONDS"
+
+step "a. webhook ingestion: $LIFECYCLES signed Stripe lifecycles, 16 at once, until processed and projected"
+"$BIN/loadgen" webhooks --results "$RESULTS" --fixtures "$FIXTURES" \
+    --lifecycles "$LIFECYCLES" --concurrency 16
+
+step "c. seed: $EVENTS events appended with SQL, then the running server's catch-up"
+"$BIN/loadgen" seed --results "$RESULTS" --events "$EVENTS"
+
+step "d. reads with the large log: dashboard and license validation at 1 and 64 clients"
+"$BIN/loadgen" reads --results "$RESULTS" --concurrency 64 --seconds "$RUN_SECONDS"
+
+step "c. rebuild: memberledger projections rebuild --all"
+"$BIN/loadgen" rebuild --results "$RESULTS" --memberledger "$BIN/memberledger"
+
+step "server memory: VmHWM of pid $SERVER_PID"
+"$BIN/loadgen" rss --results "$RESULTS" --pid "$SERVER_PID"
+if grep -q '"level":"ERROR"' "$LOGS/server.log"; then
+    echo "bench: the server logged errors during the run:" >&2
+    grep '"level":"ERROR"' "$LOGS/server.log" | cut -c1-400 | head -n 10 >&2
+fi
+
+step "stop the server"
+stop_server
+
+step "report: ${OUT#"$ROOT"/}"
+if [ -z "$NOTE" ]; then
+    NOTE="load average $LOAD1/$LOAD5/$LOAD15 when the run began"
+    if [ "${OTHERS:-0}" -gt 0 ]; then
+        NOTE="$NOTE; other work ran on the machine meanwhile ($OTHERS compiler processes at the start)"
+    fi
+fi
+"$BIN/loadgen" report --results "$RESULTS" --out "$OUT" --note "$NOTE"

@@ -1,0 +1,654 @@
+//! License keys: a member activates a quantity key on the domain it is used on
+//! (`/v1/me/licenses/{key}/activation`), and the licensed software checks a key for a domain
+//! (`POST /v1/licenses/validate`, no authentication, rate-limited per IP address).
+//!
+//! Domains are compared as [`License::same_site`] does: normalised by [`SiteDomain`] (lower
+//! case, no scheme, port, path or trailing dot) and with one leading `www.` ignored, so a site
+//! reached as `www.example.com` and `example.com` is one site; other subdomains are not.
+//!
+//! Keys are looked up by their SHA-256 (`licenses.key_sha256`, unique index): the index walk
+//! compares hashes, so its timing says nothing about how much of a guessed key is right. The
+//! stored key is then compared with the given one in constant time, so the final equality
+//! does not leak either (and a hash collision could never pass).
+
+use std::time::Duration;
+
+use aggregates::cqrs_es::AggregateError;
+use aggregates::{License, LicenseCommand, LicenseError, LicenseKey, SiteDomain};
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem::Request;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::dashboard::{DashboardLicense, LICENSE_COLUMNS};
+use super::members::db_error;
+use super::problem::{FieldError, Problem};
+use super::sessions::MemberAuth;
+use super::{ApiTags, RequestId, State};
+use crate::rate_limit::{self, Limit};
+use crate::store::{Actor, EventMetadata};
+
+/// Limits of the license endpoints.
+#[derive(Debug, Clone)]
+pub struct LicenseSettings {
+    /// Validations one IP address may make per window.
+    pub validate_per_ip: Limit,
+}
+
+impl Default for LicenseSettings {
+    fn default() -> Self {
+        Self {
+            validate_per_ip: Limit {
+                max: 600,
+                window: Duration::from_secs(60),
+            },
+        }
+    }
+}
+
+/// Read models an activation change is visible in once it returns.
+const LICENSE_READ_MODELS: &[&str] = &["member_licenses"];
+
+pub struct LicensesApi {
+    pub state: State,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct ActivateLicenseRequest {
+    /// The domain the key is used on; a URL is accepted (`https://Shop.Example.com/blog` →
+    /// `shop.example.com`).
+    #[oai(validator(min_length = 1, max_length = 253))]
+    pub domain: String,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct ValidateLicenseRequest {
+    /// The license key, `KEY-XXXX-XXXX-XXXX`, in any case.
+    #[oai(validator(min_length = 1, max_length = 64))]
+    pub key: String,
+    /// The domain the software runs on; a URL is accepted.
+    #[oai(validator(min_length = 1, max_length = 253))]
+    pub domain: String,
+}
+
+/// The outcome of a validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ValidationCode {
+    /// The key is active and licensed for the domain.
+    Valid,
+    /// No such key (also for a malformed key).
+    NotFound,
+    /// The key exists but its purchase is not paid yet.
+    Pending,
+    /// The key was deactivated (subscription canceled or unpaid, item or seat removed).
+    Inactive,
+    /// A quantity key that is not activated on any domain yet.
+    NotActivated,
+    /// The key is licensed for another domain.
+    SiteMismatch,
+}
+
+/// What the licensed software learns about a key it holds.
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
+pub struct ValidatedLicense {
+    pub key: String,
+    /// `active`, `inactive` or `pending`.
+    pub status: String,
+    /// `site` or `quantity`.
+    pub purchase_type: String,
+    /// A site license's site.
+    #[oai(nullable)]
+    pub site: Option<String>,
+    /// The domain a quantity key is activated on.
+    #[oai(nullable)]
+    pub used_site: Option<String>,
+    /// When the license ends because its subscription is set to cancel; null while it renews.
+    #[oai(nullable)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct LicenseValidation {
+    /// Whether the software may run licensed on the domain (`code` is `VALID`).
+    pub valid: bool,
+    pub code: ValidationCode,
+    /// The key's license; null when the key is unknown.
+    #[oai(nullable)]
+    pub license: Option<ValidatedLicense>,
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum ActivateLicenseResponse {
+    /// The license, activated on the domain.
+    #[oai(status = 200)]
+    Ok(Json<DashboardLicense>),
+    /// The body is not valid JSON of the expected shape.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No valid member session.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// The member has no license with this key.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// The key cannot be activated there: `type` is `/problems/license-already-activated` (on
+    /// another domain: release it first), `/problems/license-inactive` or
+    /// `/problems/site-license` (site licenses are bound to their site).
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    /// The body is not `application/json`.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
+    /// Fields failed validation (`domain` is not a domain name).
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Invalid(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum ReleaseLicenseResponse {
+    /// The license is no longer activated on a domain (also when it was not).
+    #[oai(status = 204)]
+    Released,
+    /// The request is malformed.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No valid member session.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// The member has no license with this key.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum ValidateLicenseResponse {
+    /// The outcome, also for an unknown key (`valid: false`, `code: NOT_FOUND`).
+    #[oai(status = 200)]
+    Ok(Json<LicenseValidation>),
+    /// The body is not valid JSON of the expected shape.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// The body is not `application/json`.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
+    /// Fields failed validation: `key` or `domain` empty or too long, or `domain` not a
+    /// domain name.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Invalid(Json<Problem>),
+    /// Too many validations from this IP address; retry after `Retry-After` seconds.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+super::problem_responses!(ActivateLicenseResponse {
+    400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict,
+    415 => UnsupportedMediaType, 422 => Invalid
+});
+super::problem_responses!(ReleaseLicenseResponse {
+    400 => BadRequest, 401 => Unauthorized, 404 => NotFound
+});
+super::problem_responses!(ValidateLicenseResponse {
+    400 => BadRequest, 415 => UnsupportedMediaType, 422 => Invalid
+});
+
+fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
+    T::from(Problem::from_poem(&err))
+}
+
+#[OpenApi(tag = "ApiTags::Licenses")]
+impl LicensesApi {
+    /// Activate a license key on a domain
+    ///
+    /// Binds one of the signed-in member's quantity keys to the domain it is used on (one
+    /// domain per key). Activating it again on the same domain (or its `www.` variant) changes
+    /// nothing; on another domain it is refused until the key is released. A deactivated key
+    /// keeps its domain, so it is restored when the license is reactivated.
+    #[oai(
+        path = "/v1/me/licenses/:key/activation",
+        method = "post",
+        operation_id = "activateMyLicense"
+    )]
+    async fn activate(
+        &self,
+        session: MemberAuth,
+        request_id: Data<&RequestId>,
+        /// The license key.
+        key: Path<String>,
+        body: Json<ActivateLicenseRequest>,
+    ) -> ActivateLicenseResponse {
+        match self
+            .activate_on_domain(session.0.member_id, &request_id, &key.0, &body.0.domain)
+            .await
+        {
+            Ok(license) => ActivateLicenseResponse::Ok(Json(license)),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Release a license key's domain
+    ///
+    /// Unbinds one of the signed-in member's keys from its domain, so it can be activated on
+    /// another. Answers 204 also when it was not activated.
+    #[oai(
+        path = "/v1/me/licenses/:key/activation",
+        method = "delete",
+        operation_id = "releaseMyLicense"
+    )]
+    async fn release(
+        &self,
+        session: MemberAuth,
+        request_id: Data<&RequestId>,
+        /// The license key.
+        key: Path<String>,
+    ) -> ReleaseLicenseResponse {
+        match self
+            .release_domain(session.0.member_id, &request_id, &key.0)
+            .await
+        {
+            Ok(()) => ReleaseLicenseResponse::Released,
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Validate a license key for a domain
+    ///
+    /// For the licensed software; no authentication. Always 200 with a `code` for a
+    /// well-formed request: `VALID`, `NOT_FOUND` (unknown or malformed key), `PENDING`,
+    /// `INACTIVE`, `NOT_ACTIVATED` (a quantity key not activated on a domain yet) or
+    /// `SITE_MISMATCH`. The domain is normalised (case, scheme, port, path) and a leading
+    /// `www.` is ignored on both sides. Rate-limited per IP address.
+    #[oai(
+        path = "/v1/licenses/validate",
+        method = "post",
+        operation_id = "validateLicense"
+    )]
+    async fn validate(
+        &self,
+        req: &Request,
+        body: Json<ValidateLicenseRequest>,
+    ) -> ValidateLicenseResponse {
+        let ip = req
+            .remote_addr()
+            .as_socket_addr()
+            .map(std::net::SocketAddr::ip);
+        if let Some(ip) = ip {
+            let limit = self.state.license_settings.validate_per_ip;
+            match rate_limit::hit(
+                &self.state.pool,
+                &format!("license-validate:ip:{ip}"),
+                limit,
+            )
+            .await
+            {
+                Ok(None) => {}
+                Ok(Some(wait)) => {
+                    let secs = wait.as_secs().max(1);
+                    let problem = Problem::new(
+                        poem::http::StatusCode::TOO_MANY_REQUESTS,
+                        "rate-limited",
+                        format!("too many validations; retry in {secs} s"),
+                    );
+                    return ValidateLicenseResponse::TooManyRequests(Json(problem), secs);
+                }
+                Err(err) => return db_error(err).into(),
+            }
+        }
+        match validate(&self.state.pool, &body.0.key, &body.0.domain).await {
+            Ok(validation) => ValidateLicenseResponse::Ok(Json(validation)),
+            Err(problem) => problem.into(),
+        }
+    }
+}
+
+impl LicensesApi {
+    async fn activate_on_domain(
+        &self,
+        member_id: Uuid,
+        request_id: &RequestId,
+        key: &str,
+        domain: &str,
+    ) -> Result<DashboardLicense, Problem> {
+        let domain = parse_domain(domain)?;
+        let license_id = own_license(&self.state.pool, member_id, key).await?;
+        let command = LicenseCommand::ActivateOnDomain {
+            domain,
+            at: Utc::now(),
+        };
+        self.execute(member_id, request_id, license_id, command)
+            .await?;
+        let license: Option<DashboardLicense> = sqlx::query_as(&format!(
+            "SELECT {LICENSE_COLUMNS} FROM licenses WHERE id = $1"
+        ))
+        .bind(license_id)
+        .fetch_optional(&self.state.pool)
+        .await
+        .map_err(db_error)?;
+        license.ok_or_else(|| Problem::unavailable("the license is not readable yet; retry"))
+    }
+
+    async fn release_domain(
+        &self,
+        member_id: Uuid,
+        request_id: &RequestId,
+        key: &str,
+    ) -> Result<(), Problem> {
+        let license_id = own_license(&self.state.pool, member_id, key).await?;
+        let command = LicenseCommand::ReleaseDomain { at: Utc::now() };
+        self.execute(member_id, request_id, license_id, command)
+            .await
+    }
+
+    /// Runs `command` as the member and waits until the licenses read model shows it.
+    async fn execute(
+        &self,
+        member_id: Uuid,
+        request_id: &RequestId,
+        license_id: Uuid,
+        command: LicenseCommand,
+    ) -> Result<(), Problem> {
+        let state = &self.state;
+        let metadata = EventMetadata::for_request(&request_id.0, Actor::Member(member_id));
+        let position = state
+            .licenses
+            .execute(&license_id.to_string(), command, metadata)
+            .await
+            .map_err(license_error)?;
+        if let Some(position) = position {
+            match state
+                .projections
+                .wait_for(
+                    LICENSE_READ_MODELS,
+                    position,
+                    state.read_your_writes_timeout,
+                )
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!("the licenses read model did not catch up in time"),
+                Err(err) => tracing::warn!(error = %err, "could not wait for the read models"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The domain of a request, or a 422 naming `domain`.
+fn parse_domain(raw: &str) -> Result<SiteDomain, Problem> {
+    SiteDomain::parse(raw)
+        .map_err(|e| Problem::validation(vec![FieldError::new("domain", e.reason())]))
+}
+
+/// A key as typed: trimmed and upper-cased; `None` when it cannot be a key.
+fn normalise_key(raw: &str) -> Option<LicenseKey> {
+    LicenseKey::parse(&raw.trim().to_ascii_uppercase()).ok()
+}
+
+fn key_sha256(key: &LicenseKey) -> [u8; 32] {
+    Sha256::digest(key.as_str().as_bytes()).into()
+}
+
+/// Compares in time independent of where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The id of the member's license with `key`. A malformed key, an unknown one and another
+/// member's are the same 404, so a member cannot learn whether someone else's key exists.
+async fn own_license(pool: &PgPool, member_id: Uuid, key: &str) -> Result<Uuid, Problem> {
+    let not_found = || Problem::not_found("you have no license with this key");
+    let key = normalise_key(key).ok_or_else(not_found)?;
+    let row: Option<(Uuid, Uuid, String)> =
+        sqlx::query_as("SELECT id, member_id, key FROM licenses WHERE key_sha256 = $1")
+            .bind(&key_sha256(&key)[..])
+            .fetch_optional(pool)
+            .await
+            .map_err(db_error)?;
+    match row {
+        Some((id, owner, stored))
+            if constant_time_eq(stored.as_bytes(), key.as_str().as_bytes())
+                && owner == member_id =>
+        {
+            Ok(id)
+        }
+        _ => Err(not_found()),
+    }
+}
+
+fn license_error(err: AggregateError<LicenseError>) -> Problem {
+    match err {
+        AggregateError::UserError(LicenseError::NotFound) => {
+            Problem::not_found("you have no license with this key")
+        }
+        AggregateError::UserError(LicenseError::SiteLicense) => Problem::conflict(
+            "site-license",
+            "a site license is bound to its site; only quantity keys are activated on a domain",
+        ),
+        AggregateError::UserError(LicenseError::Inactive) => Problem::conflict(
+            "license-inactive",
+            "the license is not active, so it cannot be activated",
+        ),
+        AggregateError::UserError(LicenseError::AlreadyActivated { domain }) => Problem::conflict(
+            "license-already-activated",
+            format!("the key is already activated on {domain}; release it first"),
+        )
+        .with_field("domain", format!("the key is activated on {domain}")),
+        AggregateError::AggregateConflict => {
+            Problem::unavailable("the license is being changed concurrently; retry")
+        }
+        AggregateError::DatabaseConnectionError(e) => {
+            tracing::error!(error = %e, "event store unavailable");
+            Problem::unavailable("the database is unavailable; retry later")
+        }
+        AggregateError::DeserializationError(e) | AggregateError::UnexpectedError(e) => {
+            tracing::error!(error = %e, "license command failed");
+            Problem::internal()
+        }
+    }
+}
+
+/// Answers a validation from the `licenses` read model with one query (by the unique
+/// `key_sha256` index, joined to the subscription by its primary key).
+async fn validate(pool: &PgPool, key: &str, domain: &str) -> Result<LicenseValidation, Problem> {
+    let domain = parse_domain(domain)?;
+    let not_found = LicenseValidation {
+        valid: false,
+        code: ValidationCode::NotFound,
+        license: None,
+    };
+    // A malformed key is just not found: the software gets a uniform answer.
+    let Some(key) = normalise_key(key) else {
+        return Ok(not_found);
+    };
+    let license: Option<ValidatedLicense> = sqlx::query_as(
+        "SELECT l.key, l.status, l.purchase_type, l.site, l.used_site,
+                CASE WHEN s.status IS DISTINCT FROM 'canceled' THEN s.cancel_at END AS expires_at
+         FROM licenses l LEFT JOIN subscriptions s ON s.id = l.subscription_id
+         WHERE l.key_sha256 = $1",
+    )
+    .bind(&key_sha256(&key)[..])
+    .fetch_optional(pool)
+    .await
+    .map_err(db_error)?;
+    let Some(license) =
+        license.filter(|l| constant_time_eq(l.key.as_bytes(), key.as_str().as_bytes()))
+    else {
+        return Ok(not_found);
+    };
+    let code = decide(&license, &domain);
+    Ok(LicenseValidation {
+        valid: code == ValidationCode::Valid,
+        code,
+        license: Some(license),
+    })
+}
+
+/// The validation rules, in order: status (pending, anything not active), then the domain:
+/// a site license's site, a quantity key's activation domain.
+fn decide(license: &ValidatedLicense, domain: &SiteDomain) -> ValidationCode {
+    match license.status.as_str() {
+        "active" => {}
+        "pending" => return ValidationCode::Pending,
+        _ => return ValidationCode::Inactive,
+    }
+    let bound = if license.purchase_type == "site" {
+        match &license.site {
+            Some(site) => site,
+            None => return ValidationCode::SiteMismatch,
+        }
+    } else {
+        match &license.used_site {
+            Some(used) => used,
+            None => return ValidationCode::NotActivated,
+        }
+    };
+    if License::same_site(bound, domain.as_str()) {
+        ValidationCode::Valid
+    } else {
+        ValidationCode::SiteMismatch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn license(
+        status: &str,
+        purchase_type: &str,
+        site: Option<&str>,
+        used: Option<&str>,
+    ) -> ValidatedLicense {
+        ValidatedLicense {
+            key: "KEY-ABCD-EFGH-JK23".into(),
+            status: status.into(),
+            purchase_type: purchase_type.into(),
+            site: site.map(str::to_owned),
+            used_site: used.map(str::to_owned),
+            expires_at: None,
+        }
+    }
+
+    fn domain(raw: &str) -> SiteDomain {
+        SiteDomain::parse(raw).expect("valid domain")
+    }
+
+    #[test]
+    fn a_site_license_is_valid_for_its_site_and_its_www_variant_only() {
+        let site = license("active", "site", Some("example.com"), None);
+        for ok in [
+            "example.com",
+            "https://WWW.Example.com/shop?x=1",
+            "example.com:8443",
+        ] {
+            assert_eq!(decide(&site, &domain(ok)), ValidationCode::Valid, "{ok}");
+        }
+        for other in ["shop.example.com", "example.org", "notexample.com"] {
+            assert_eq!(
+                decide(&site, &domain(other)),
+                ValidationCode::SiteMismatch,
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_quantity_key_is_valid_only_where_it_is_activated() {
+        let unbound = license("active", "quantity", None, None);
+        assert_eq!(
+            decide(&unbound, &domain("a.example.com")),
+            ValidationCode::NotActivated
+        );
+        let bound = license("active", "quantity", None, Some("a.example.com"));
+        assert_eq!(
+            decide(&bound, &domain("A.example.com")),
+            ValidationCode::Valid
+        );
+        assert_eq!(
+            decide(&bound, &domain("b.example.com")),
+            ValidationCode::SiteMismatch
+        );
+    }
+
+    #[test]
+    fn status_comes_before_the_domain() {
+        let d = domain("example.com");
+        assert_eq!(
+            decide(&license("pending", "site", Some("example.com"), None), &d),
+            ValidationCode::Pending
+        );
+        assert_eq!(
+            decide(&license("inactive", "site", Some("example.com"), None), &d),
+            ValidationCode::Inactive
+        );
+        assert_eq!(
+            decide(
+                &license("inactive", "quantity", None, Some("example.com")),
+                &d
+            ),
+            ValidationCode::Inactive
+        );
+        assert_eq!(
+            decide(
+                &license("something_new", "quantity", None, Some("example.com")),
+                &d
+            ),
+            ValidationCode::Inactive
+        );
+    }
+
+    #[test]
+    fn keys_are_trimmed_and_upper_cased_and_malformed_ones_are_none() {
+        assert_eq!(
+            normalise_key("  key-abcd-efgh-jk23\n").map(String::from),
+            Some("KEY-ABCD-EFGH-JK23".to_owned())
+        );
+        for bad in [
+            "",
+            "KEY-0000-0000-0000",
+            "not a key",
+            "KEY-ABCD-EFGH-JK23-X",
+        ] {
+            assert!(normalise_key(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_key_hash_is_sha256_of_the_normalised_key() {
+        let key = normalise_key("key-abcd-efgh-jk23").expect("valid");
+        // What the generated column of migration 20261124000006 stores for this key.
+        assert_eq!(
+            hex::encode(key_sha256(&key)),
+            "ac5e016b09a230b3301209db237630d6f9e20a459abaac80f50bae97095859cf"
+        );
+        assert!(constant_time_eq(b"KEY-A", b"KEY-A"));
+        assert!(!constant_time_eq(b"KEY-A", b"KEY-B"));
+        assert!(!constant_time_eq(b"KEY-A", b"KEY-"));
+    }
+}

@@ -1,0 +1,251 @@
+//! `/v1/projections`: read models and policies, their lag, and blue/green rebuilds.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::auth::AdminAuth;
+use super::members::db_error;
+use super::problem::Problem;
+use super::{ApiTags, State};
+use crate::rebuild::{self, RebuildError, RebuildStatus};
+use crate::runner;
+
+pub struct ProjectionsApi {
+    pub state: State,
+}
+
+/// A read model (or policy) and how far it is through the log.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Projection")]
+pub struct ProjectionView {
+    pub name: String,
+    /// The version whose tables are live.
+    pub version: i32,
+    /// The version of the running code; differs while a rebuild is pending.
+    pub code_version: i32,
+    /// Global position of the last event applied.
+    pub global_position: i64,
+    pub events_applied: i64,
+    /// Events in the log not applied yet.
+    pub lag_events: i64,
+    /// Age of the oldest event not applied yet, in milliseconds.
+    pub lag_ms: i64,
+    /// Why it is stuck, if it is.
+    pub last_error: Option<String>,
+    /// The latest rebuild, if any.
+    pub rebuild: Option<RebuildView>,
+}
+
+/// A blue/green rebuild: the log replayed into shadow tables, then swapped in.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Rebuild")]
+pub struct RebuildView {
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    pub version: i32,
+    pub events_applied: i64,
+    /// Events in the log when the rebuild started.
+    pub events_total: i64,
+    pub events_per_second: f64,
+    /// Estimated seconds left, while running.
+    pub eta_seconds: Option<f64>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+impl From<RebuildStatus> for RebuildView {
+    fn from(r: RebuildStatus) -> Self {
+        let end = r.finished_at.unwrap_or(r.updated_at);
+        #[expect(clippy::cast_precision_loss, reason = "rates for display")]
+        let (applied, total) = (r.events_applied as f64, r.events_total as f64);
+        let secs = (end - r.started_at).num_milliseconds().max(1) as f64 / 1000.0;
+        let rate = applied / secs;
+        let eta = (r.state == "running" && rate > 0.0).then(|| ((total - applied).max(0.0)) / rate);
+        Self {
+            state: r.state,
+            version: r.version,
+            events_applied: r.events_applied,
+            events_total: r.events_total,
+            events_per_second: rate,
+            eta_seconds: eta,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            error: r.error,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct ProjectionList {
+    pub items: Vec<ProjectionView>,
+}
+
+#[derive(ApiResponse)]
+pub enum ListProjectionsResponse {
+    /// Every projection and policy.
+    #[oai(status = 200)]
+    Ok(Json<ProjectionList>),
+    /// No valid admin token.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum RebuildResponse {
+    /// The rebuild started; follow it with `GET /v1/projections`.
+    #[oai(status = 202)]
+    Accepted(Json<ProjectionView>),
+    /// The name is malformed.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No valid admin token.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// No projection has this name.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// A rebuild of this projection is already running.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+super::problem_responses!(ListProjectionsResponse { 401 => Unauthorized });
+super::problem_responses!(RebuildResponse {
+    400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict
+});
+
+fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
+    T::from(Problem::from_poem(&err))
+}
+
+async fn views(state: &State) -> Result<Vec<ProjectionView>, sqlx::Error> {
+    let statuses = runner::status(&state.pool, state.projections.list()).await?;
+    let rebuilds = rebuild::statuses(&state.pool).await?;
+    Ok(statuses
+        .into_iter()
+        .map(|s| ProjectionView {
+            rebuild: rebuilds
+                .iter()
+                .find(|r| r.name == s.name)
+                .cloned()
+                .map(RebuildView::from),
+            name: s.name,
+            version: s.version,
+            code_version: s.code_version,
+            global_position: s.global_position,
+            events_applied: s.events_applied,
+            lag_events: s.lag_events,
+            lag_ms: s.lag_ms,
+            last_error: s.last_error,
+        })
+        .collect())
+}
+
+#[OpenApi(prefix_path = "/v1/projections", tag = "ApiTags::Operations")]
+impl ProjectionsApi {
+    /// List projections
+    ///
+    /// Each read model and policy: version, position, lag, last error, latest rebuild.
+    #[oai(path = "/", method = "get", operation_id = "listProjections")]
+    async fn list(&self, _auth: AdminAuth) -> ListProjectionsResponse {
+        match views(&self.state).await {
+            Ok(items) => ListProjectionsResponse::Ok(Json(ProjectionList { items })),
+            Err(err) => db_error(err).into(),
+        }
+    }
+
+    /// Rebuild a projection
+    ///
+    /// Replays the whole log into shadow tables while the live ones keep serving, then swaps
+    /// them in atomically. Runs in the background.
+    #[oai(
+        path = "/:name/rebuild",
+        method = "post",
+        operation_id = "rebuildProjection"
+    )]
+    async fn rebuild(
+        &self,
+        _auth: AdminAuth,
+        #[oai(validator(max_length = 100))] name: Path<String>,
+    ) -> RebuildResponse {
+        let Some(projection) = self
+            .state
+            .projections
+            .list()
+            .iter()
+            .find(|p| p.name() == name.0)
+            .cloned()
+        else {
+            return Problem::not_found("no projection has this name").into();
+        };
+        // A running rebuild reports after every batch; one silent for minutes died with its process.
+        let running: Result<bool, _> = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM projection_rebuilds
+                            WHERE name = $1 AND state = 'running' AND updated_at > now() - interval '2 minutes')",
+        )
+        .bind(&name.0)
+        .fetch_one(&self.state.pool)
+        .await;
+        match running {
+            Ok(true) => {
+                return Problem::conflict(
+                    "rebuild-running",
+                    "a rebuild of this projection is already running",
+                )
+                .into()
+            }
+            Ok(false) => {}
+            Err(err) => return db_error(err).into(),
+        }
+        // Marked running before answering, so the 202 is followed by a visible rebuild.
+        if let Err(err) = sqlx::query(
+            "INSERT INTO projection_rebuilds (name, state, version) VALUES ($1, 'running', $2)
+             ON CONFLICT (name) DO UPDATE SET state = 'running', version = EXCLUDED.version, events_applied = 0,
+                 started_at = now(), updated_at = now(), finished_at = NULL, error = NULL",
+        )
+        .bind(&name.0)
+        .bind(projection.version())
+        .execute(&self.state.pool)
+        .await
+        {
+            return db_error(err).into();
+        }
+        let pool = self.state.pool.clone();
+        tokio::spawn(async move {
+            match rebuild::rebuild(&pool, projection.clone(), |_| {}).await {
+                Ok(_) => {}
+                Err(RebuildError::AlreadyRunning(name)) => {
+                    tracing::info!(projection = %name, "a rebuild is already running")
+                }
+                Err(err) => tracing::error!(
+                    projection = projection.name(),
+                    error = format!("{err:#}"),
+                    "rebuild failed"
+                ),
+            }
+        });
+        match views(&self.state).await {
+            Ok(items) => match items.into_iter().find(|p| p.name == name.0) {
+                Some(view) => RebuildResponse::Accepted(Json(view)),
+                None => Problem::internal().into(),
+            },
+            Err(err) => db_error(err).into(),
+        }
+    }
+}

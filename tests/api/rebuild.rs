@@ -1,0 +1,162 @@
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{eventually, TestApp, ADMIN_TOKEN};
+
+async fn member_rows(app: &TestApp) -> Vec<(uuid::Uuid, String, Option<String>, String)> {
+    sqlx::query_as("SELECT id, email, name, status FROM member_list ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .expect("rows")
+}
+
+async fn rebuild_state(app: &TestApp, name: &str) -> Option<String> {
+    let list: Value = app.get("/v1/projections").await.json().await.expect("json");
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["rebuild"]["state"].as_str().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn a_rebuild_during_writes_and_reads_loses_nothing_and_equals_a_build_from_scratch() {
+    let app = Arc::new(TestApp::spawn().await);
+    for i in 0..60 {
+        app.member(&format!("before{i}@example.com")).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let created = Arc::new(AtomicUsize::new(60));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (app, stop, created) = (app.clone(), stop.clone(), created.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let resp = app
+                    .create_member(json!({ "email": format!("during{i}@example.com") }))
+                    .await;
+                assert_eq!(resp.status(), 201, "a write failed during the rebuild");
+                created.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        })
+    };
+    let reader = {
+        let (app, stop, reads) = (app.clone(), stop.clone(), reads.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let resp = app.get("/v1/members?limit=20").await;
+                assert_eq!(resp.status(), 200, "a read failed during the rebuild");
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    let resp = app
+        .client
+        .post(app.url("/v1/projections/member_list/rebuild"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 202);
+    let accepted: Value = resp.json().await.expect("json");
+    assert_eq!(accepted["rebuild"]["state"], "running");
+    let again = app
+        .client
+        .post(app.url("/v1/projections/member_list/rebuild"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(again.status(), 409, "one rebuild at a time");
+    eventually("the rebuild to finish", || async {
+        rebuild_state(&app, "member_list").await.as_deref() == Some("done")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.expect("writer");
+    reader.await.expect("reader");
+    assert!(reads.load(Ordering::Relaxed) > 0);
+    app.settle().await;
+
+    let rows = member_rows(&app).await;
+    assert_eq!(
+        rows.len(),
+        created.load(Ordering::Relaxed),
+        "every member is in the rebuilt table"
+    );
+
+    // A build from scratch, with nothing else going on, gives the same table.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_memberledger"))
+        .args(["projections", "rebuild", "member_list"])
+        .env("DATABASE_URL", &app.database_url)
+        .env_remove("ADMIN_TOKEN")
+        .output()
+        .expect("ran");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("swapped in"));
+    app.settle().await;
+    assert_eq!(member_rows(&app).await, rows);
+    let indexes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_indexes WHERE tablename = 'member_list'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert!(indexes >= 3, "the swapped-in table has its indexes");
+}
+
+#[tokio::test]
+async fn a_projection_whose_stored_version_differs_is_rebuilt_on_start() {
+    let first = TestApp::spawn().await;
+    let member = first.member("versioned@example.com").await;
+    let url = first.database_url.clone();
+    first.stop().await;
+    // As left by an older release: another version, and a row that release computed differently.
+    let pool = memberledger::db::pool(&url, 2).await.expect("connect");
+    sqlx::query(
+        "UPDATE projection_checkpoints SET version = version - 1 WHERE name = 'member_list'",
+    )
+    .execute(&pool)
+    .await
+    .expect("older version");
+    sqlx::query("UPDATE member_list SET name = 'computed by an older release'")
+        .execute(&pool)
+        .await
+        .expect("stale row");
+
+    let app = TestApp::spawn_on(&url).await;
+    eventually("the rebuild on start to finish", || async {
+        rebuild_state(&app, "member_list").await.as_deref() == Some("done")
+    })
+    .await;
+    let list: Value = app.get("/v1/projections").await.json().await.expect("json");
+    let member_list = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|p| p["name"] == "member_list")
+        .cloned()
+        .expect("row");
+    assert_eq!(member_list["version"], member_list["code_version"]);
+    let fetched: Value = app
+        .get_member(member["id"].as_str().expect("id"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        fetched["name"].is_null(),
+        "recomputed from the log: {fetched}"
+    );
+}
