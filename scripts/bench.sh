@@ -211,6 +211,7 @@ env -u DATA_DIR -u DATABASE_MAX_CONNECTIONS -u STRIPE_WORKERS \
     STRIPE_WEBHOOK_SECRET="$BENCH_WEBHOOK_SECRET" \
     STRIPE_SECRET_KEY=sk_test_bench \
     STRIPE_API_BASE="$BENCH_STRIPE_API_BASE" \
+    LICENSE_VALIDATE_LIMIT_PER_MINUTE=1000000000 \
     LOG_FORMAT=json \
     RUST_LOG="info,sqlx=warn,poem=warn" \
     "$BIN/memberledger" serve >"$LOGS/server.log" 2>&1 &

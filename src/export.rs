@@ -265,6 +265,8 @@ pub enum EventsCommand {
         #[command(flatten)]
         args: ExportArgs,
     },
+    /// Print the JSON Schema of every event type (as `docs/event-schemas.json`).
+    Schema,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -312,6 +314,13 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 
 pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
     match command {
+        EventsCommand::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&aggregates::schema::event_schemas())?
+            );
+            Ok(())
+        }
         EventsCommand::Export { database, args } => {
             let db = Database::connect(&database).await?;
             let result = export(&db.pool, args).await;

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 /// camelCase names of Ghost's script (`referrerSource`, `utmSource`, ...) are accepted too.
 /// A missing `path` or `time` deserialises as empty/zero so that [`UrlHistory::parse`]
 /// reports it with the entry's index instead of failing the whole body.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UrlHistoryEntry {
     /// The visited path, starting with `/` (query string and fragment are ignored).
     #[serde(default)]
@@ -216,7 +216,7 @@ impl UrlHistory {
 // ---------------------------------------------------------------------------------------
 
 /// What a visited path shows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResourceType {
     Post,
@@ -745,7 +745,7 @@ fn entry_referrer(entry: &UrlHistoryEntry, site: Option<&str>) -> Option<Referre
 // ---------------------------------------------------------------------------------------
 
 /// What a member's signup is attributed to, as stored on the member's creation.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Attribution {
     /// `None` when there is no history.
     pub attribution_type: Option<ResourceType>,
@@ -831,7 +831,7 @@ pub fn attribute(
 }
 
 /// Where a member without browser history was created.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttributionContext {
     /// By an admin in the admin UI.

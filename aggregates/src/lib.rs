@@ -6,6 +6,7 @@ pub mod license;
 pub mod member;
 pub mod mrr;
 pub mod newsletter;
+pub mod schema;
 pub mod subscription;
 pub mod upcast;
 pub mod values;

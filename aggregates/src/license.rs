@@ -15,18 +15,18 @@ use crate::values::SiteDomain;
 
 /// `KEY-XXXX-XXXX-XXXX`, each X from a 32-character alphabet without look-alikes (60 bits).
 /// Generated outside the aggregate (CSPRNG, reserved unique in a lookup table) and passed in.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String", into = "String")]
 pub struct LicenseKey(String);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LicenseStatus {
     Active,
     Inactive,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeactivationReason {
     /// The site's item was removed from the subscription.
@@ -71,7 +71,7 @@ pub enum LicenseCommand {
     ReleaseDomain { at: DateTime<Utc> },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum LicenseEvent {
     LicenseIssued {
         license_id: Uuid,
@@ -247,7 +247,7 @@ pub enum LicenseError {
 }
 
 /// What an issued license is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 struct Issued {
     license_id: Uuid,
     key: String,
@@ -270,7 +270,7 @@ struct Issued {
 
 /// One license key for one cause. The id is [`License::id_for_site`] or
 /// [`License::id_for_seat`] of that cause.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct License {
     issued: Option<Issued>,
 }

@@ -10,7 +10,7 @@ use crate::attribution::Attribution;
 use crate::values::{EmailAddress, Labels, MemberName, Note};
 
 /// How a member came to exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MemberSource {
     Admin,
@@ -33,7 +33,9 @@ impl MemberSource {
 }
 
 /// Whether a member pays. Every member starts free.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum MemberStatus {
     #[default]
@@ -109,7 +111,7 @@ pub enum MemberCommand {
 }
 
 /// How a member proved they own their email.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LoginMethod {
     /// The 6-digit code from the email.
@@ -127,7 +129,7 @@ impl LoginMethod {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum MemberEvent {
     /// Version 1.1 added `attribution` (1.0 events are upcast with `attribution: null`).
     MemberCreated {
@@ -220,7 +222,7 @@ pub enum MemberError {
     NotFound,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Member {
     id: Option<Uuid>,
     email: String,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Stripe's subscription statuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriptionStatus {
     Incomplete,
@@ -28,7 +28,7 @@ pub enum SubscriptionStatus {
 }
 
 /// How often a price bills.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BillingInterval {
     Day,
@@ -38,7 +38,7 @@ pub enum BillingInterval {
 }
 
 /// A recurring price, amounts in the currency's minor unit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Price {
     pub price_id: String,
     pub product_id: Option<String>,
@@ -51,7 +51,7 @@ pub struct Price {
 }
 
 /// What an item of a subscription pays for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PurchaseType {
     /// One site (domain) per item: `metadata.site`.
@@ -60,7 +60,7 @@ pub enum PurchaseType {
     Quantity,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SubscriptionItem {
     /// Stripe's `si_...`.
     pub item_id: String,
@@ -73,7 +73,7 @@ pub struct SubscriptionItem {
 }
 
 /// A subscription as one Stripe object showed it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StripeSubscriptionState {
     pub subscription_id: String,
     pub customer_id: String,
@@ -90,7 +90,7 @@ pub struct StripeSubscriptionState {
 }
 
 /// Which Stripe event a state came from; orders states (see [`StripeObservation::key`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StripeObservation {
     /// `evt_...`
     pub event_id: String,
@@ -101,7 +101,7 @@ pub struct StripeObservation {
 }
 
 /// A paid invoice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Payment {
     pub invoice_id: String,
     pub member_id: Uuid,
@@ -146,7 +146,7 @@ pub enum SubscriptionCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum SubscriptionEvent {
     /// First state seen; followed by one `SubscriptionItemAdded` per item, and
     /// `SubscriptionActivated` when it starts active or trialing.
@@ -463,7 +463,7 @@ pub enum SubscriptionError {
 }
 
 /// The subscription as the newest applied Stripe state showed it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 struct Known {
     subscription_id: String,
     member_id: Uuid,
@@ -670,7 +670,7 @@ fn creation(
 ///
 /// Payments can be recorded before any Stripe state was applied (the invoice webhook came
 /// first); the subscription [`exists`](Subscription::exists) only once a state was applied.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Subscription {
     known: Option<Known>,
     paid_invoices: BTreeSet<String>,

@@ -103,8 +103,34 @@ fn default_limit() -> i64 {
     100
 }
 
+#[derive(ApiResponse)]
+pub enum EventSchemasResponse {
+    /// `{aggregate type: {event type: {"version", "schema"}}}`: a JSON Schema (2020-12) of each
+    /// event type's stored payload at its current version (older versions are upcast on read).
+    #[oai(status = 200)]
+    Ok(Json<serde_json::Value>),
+    /// No valid admin token.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
 #[OpenApi(prefix_path = "/v1/events", tag = "ApiTags::Events")]
 impl EventsApi {
+    /// Event schemas
+    ///
+    /// The JSON Schema of every event type, with its current version (also committed as
+    /// `docs/event-schemas.json` and printed by `memberledger events schema`).
+    #[oai(path = "/schema", method = "get", operation_id = "getEventSchemas")]
+    async fn schema(&self, _auth: AdminAuth) -> EventSchemasResponse {
+        EventSchemasResponse::Ok(Json(aggregates::schema::event_schemas()))
+    }
+
     /// List events
     ///
     /// The event log in the order projections apply it, `(transaction_id, position)`, after
