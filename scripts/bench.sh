@@ -19,7 +19,9 @@
 # Usage: bash scripts/bench.sh
 # Environment: BENCH_EVENTS (1000000), BENCH_LIFECYCLES (1000), BENCH_SECONDS (10 per run),
 # BENCH_OUT (docs/benchmarks.md), BENCH_NOTE (a sentence about the run's conditions),
-# BENCH_SKIP_BUILD=1 (use the binaries already in target/bench/release).
+# BENCH_SKIP_BUILD=1 (use the binaries already in target/bench/release),
+# BENCH_REF=<commit> (measure that commit: `git archive` into target/bench/src, with the
+# working tree's src/bin/loadgen.rs; default: the working tree as it is).
 # Needs PostgreSQL's server binaries (initdb, pg_ctl, pgbench); as root the cluster runs as
 # `postgres`. Everything it starts is stopped on exit, also on failure or Ctrl-C.
 set -euo pipefail
@@ -38,6 +40,7 @@ LIFECYCLES="${BENCH_LIFECYCLES:-1000}"
 RUN_SECONDS="${BENCH_SECONDS:-10}"
 OUT="${BENCH_OUT:-$ROOT/docs/benchmarks.md}"
 NOTE="${BENCH_NOTE:-}"
+REF="${BENCH_REF:-}"
 
 STARTED_AT=$SECONDS
 MEASURE_STARTED_AT=""
@@ -53,8 +56,9 @@ step() {
 # Directory holding initdb/pg_ctl/pgbench, as src/localpg.rs looks for them.
 pg_bindir() {
     local dir
+    # PATH often holds symlinks (e.g. /usr/local/bin/pg_ctl): the real directory has pgbench.
     if dir="$(command -v pg_ctl 2>/dev/null)" && [ -n "$dir" ]; then
-        dirname "$dir"
+        dirname "$(readlink -f "$dir")"
         return 0
     fi
     if dir="$(pg_config --bindir 2>/dev/null)" && [ -x "$dir/pg_ctl" ]; then
@@ -151,9 +155,23 @@ PG_BINDIR="$(pg_bindir)" || {
     exit 1
 }
 
+BUILD_DIR="$ROOT"
+COMMIT_NOTE=""
+if [ -n "$REF" ]; then
+    COMMIT="$(git rev-parse --short=12 "$REF^{commit}")"
+    COMMIT_NOTE="$COMMIT (the committed tree, built from \`git archive\`; the load generator from the working tree)"
+    BUILD_DIR="$BENCH/src"
+fi
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+    if [ -n "$REF" ]; then
+        step "source: git archive $REF ($COMMIT) into ${BUILD_DIR#"$ROOT"/}, plus the working tree's loadgen"
+        rm -rf "$BUILD_DIR"
+        mkdir -p "$BUILD_DIR/src/bin"
+        git archive "$COMMIT" | tar -x -C "$BUILD_DIR"
+        cp "$ROOT/src/bin/loadgen.rs" "$BUILD_DIR/src/bin/loadgen.rs"
+    fi
     step "build: cargo build --release --bin memberledger --bin loadgen (CARGO_TARGET_DIR=${CARGO_TARGET_DIR#"$ROOT"/})"
-    cargo build --release --bin memberledger --bin loadgen
+    (cd "$BUILD_DIR" && cargo build --release --bin memberledger --bin loadgen)
 fi
 for bin in memberledger loadgen; do
     [ -x "$BIN/$bin" ] || {
@@ -279,4 +297,4 @@ if [ -z "$NOTE" ]; then
         NOTE="$NOTE; other work ran on the machine meanwhile ($OTHERS compiler processes at the start)"
     fi
 fi
-"$BIN/loadgen" report --results "$RESULTS" --out "$OUT" --note "$NOTE"
+"$BIN/loadgen" report --results "$RESULTS" --out "$OUT" --note "$NOTE" ${COMMIT_NOTE:+--commit "$COMMIT_NOTE"}

@@ -70,6 +70,10 @@ pub struct ServeConfig {
     pub read_your_writes_timeout_ms: u64,
     #[command(flatten)]
     pub stripe: StripeConfig,
+    /// Origins Checkout may send buyers back to (success/cancel URLs), comma-separated.
+    /// Default: the origins of SITE_URL and PUBLIC_URL.
+    #[arg(long, env = "CHECKOUT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub checkout_allowed_origins: Vec<String>,
     #[command(flatten)]
     pub auth: AuthConfig,
     #[command(flatten)]
@@ -122,6 +126,23 @@ impl ServeConfig {
             attribution_routes: routes,
             site_host,
             licenses: self.licenses.settings(),
+            checkout_allowed_origins: {
+                let mut origins: Vec<String> = self.checkout_allowed_origins.clone();
+                if origins.is_empty() {
+                    origins.extend(self.auth.site_url.iter().cloned());
+                    origins.push(public_url.clone());
+                }
+                origins
+                    .iter()
+                    .map(|o| {
+                        url::Url::parse(o)
+                            .map(|u| u.origin().ascii_serialization())
+                            .map_err(|_| {
+                                anyhow::anyhow!("CHECKOUT_ALLOWED_ORIGINS: {o:?} is not a URL")
+                            })
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            },
         })
     }
 }

@@ -31,6 +31,8 @@ pub struct Settings {
     /// The member site's host (from `SITE_URL`), so its own pages are not referrers.
     pub site_host: Option<String>,
     pub licenses: crate::api::licenses::LicenseSettings,
+    /// Origins (`https://example.com`) checkout success and cancel URLs must belong to.
+    pub checkout_allowed_origins: Vec<String>,
 }
 
 impl Default for Settings {
@@ -45,6 +47,7 @@ impl Default for Settings {
             attribution_routes: RoutePatterns::default(),
             site_host: None,
             licenses: crate::api::licenses::LicenseSettings::default(),
+            checkout_allowed_origins: Vec::new(),
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::store::CommandBus;
 use crate::stripe::StripeSettings;
 
 pub mod auth;
+pub mod checkout;
 pub mod cursor;
 pub mod dashboard;
 pub mod events;
@@ -50,6 +51,9 @@ pub struct AppState {
     /// The member site's host, so its own pages are not counted as referrers.
     pub site_host: Option<String>,
     pub license_settings: licenses::LicenseSettings,
+    /// The Stripe API client, when `STRIPE_SECRET_KEY` is set.
+    pub stripe_api: Option<crate::stripe::client::StripeApi>,
+    pub checkout_allowed_origins: Vec<String>,
 }
 
 impl AppState {
@@ -77,6 +81,15 @@ impl AppState {
             attribution_routes: settings.attribution_routes.clone(),
             site_host: settings.site_host.clone(),
             license_settings: settings.licenses.clone(),
+            stripe_api: crate::stripe::client::StripeApi::from_settings(&settings.stripe)
+                .unwrap_or_else(|err| {
+                    tracing::error!(
+                        error = format!("{err:#}"),
+                        "the Stripe client could not be built"
+                    );
+                    None
+                }),
+            checkout_allowed_origins: settings.checkout_allowed_origins.clone(),
             pool,
         })
     }
@@ -100,6 +113,8 @@ pub enum ApiTags {
     Me,
     /// Newsletters members subscribe to.
     Newsletters,
+    /// Buying subscriptions through Stripe Checkout.
+    Checkout,
     /// License keys: activation on a domain, and validation for the licensed software.
     Licenses,
 }
@@ -142,6 +157,7 @@ type Apis = (
     sessions::SessionsApi,
     me::MeApi,
     newsletters::NewslettersApi,
+    checkout::CheckoutApi,
     licenses::LicensesApi,
     projections_api::ProjectionsApi,
 );
@@ -168,6 +184,9 @@ pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             newsletters::NewslettersApi {
+                state: state.clone(),
+            },
+            checkout::CheckoutApi {
                 state: state.clone(),
             },
             licenses::LicensesApi {

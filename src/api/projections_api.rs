@@ -33,8 +33,10 @@ pub struct ProjectionView {
     /// Age of the oldest event not applied yet, in milliseconds.
     pub lag_ms: i64,
     /// Why it is stuck, if it is.
+    #[oai(nullable)]
     pub last_error: Option<String>,
     /// The latest rebuild, if any.
+    #[oai(nullable)]
     pub rebuild: Option<RebuildView>,
 }
 
@@ -50,9 +52,12 @@ pub struct RebuildView {
     pub events_total: i64,
     pub events_per_second: f64,
     /// Estimated seconds left, while running.
+    #[oai(nullable)]
     pub eta_seconds: Option<f64>,
     pub started_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub finished_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub error: Option<String>,
 }
 
@@ -117,6 +122,9 @@ pub enum RebuildResponse {
     /// A rebuild of this projection is already running.
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
+    /// The name is longer than 100 characters.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Invalid(Json<Problem>),
     /// An unexpected error; it is logged under the request id.
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
@@ -127,7 +135,7 @@ pub enum RebuildResponse {
 
 super::problem_responses!(ListProjectionsResponse { 401 => Unauthorized });
 super::problem_responses!(RebuildResponse {
-    400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict
+    400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict, 422 => Invalid
 });
 
 fn bad_request<T: From<Problem>>(err: poem::Error) -> T {

@@ -398,7 +398,7 @@ impl SessionsApi {
     }
 }
 
-fn history_entry(item: UrlHistoryItem) -> aggregates::attribution::UrlHistoryEntry {
+pub(crate) fn history_entry(item: UrlHistoryItem) -> aggregates::attribution::UrlHistoryEntry {
     aggregates::attribution::UrlHistoryEntry {
         path: item.path,
         time: item.time,

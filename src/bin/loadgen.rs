@@ -225,6 +225,9 @@ struct ReportArgs {
     /// A sentence about the conditions of the run (e.g. other work on the machine).
     #[arg(long, default_value = "")]
     note: String,
+    /// What was measured, when not the working tree's `git rev-parse HEAD`.
+    #[arg(long)]
+    commit: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -695,14 +698,23 @@ async fn pgbench(args: PgbenchArgs) -> Result<()> {
     .await?;
     let payload = member_created_payload(Uuid::nil(), "pgbench@example.com")?.to_string();
     let metadata = event_metadata("pgbench").to_string();
-    let sql_literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
-    let script = format!(
-        "INSERT INTO bench_pgbench_events (aggregate_type, aggregate_id, sequence, event_type, \
-         event_version, payload, metadata) VALUES ('Member', gen_random_uuid()::text, 1, \
-         'MemberCreated', '1.1', {}, {});\n",
-        sql_literal(&payload),
-        sql_literal(&metadata)
-    );
+    // pgbench reads `:name` in a script as a variable, and JSON is full of colons: the
+    // constants come from immutable functions, folded into the prepared plan.
+    for (function, value) in [
+        ("bench_event_payload", &payload),
+        ("bench_event_metadata", &metadata),
+    ] {
+        sqlx::query(&format!(
+            "CREATE OR REPLACE FUNCTION {function}() RETURNS json LANGUAGE sql IMMUTABLE AS $f$ SELECT '{}'::json $f$",
+            value.replace('\'', "''")
+        ))
+        .execute(&pool)
+        .await?;
+    }
+    let script = "INSERT INTO bench_pgbench_events (aggregate_type, aggregate_id, sequence, \
+                  event_type, event_version, payload, metadata) VALUES ('Member', \
+                  gen_random_uuid()::text, 1, 'MemberCreated', '1.1', bench_event_payload(), \
+                  bench_event_metadata());\n";
     let dir = args.common.results.join("pgbench");
     std::fs::create_dir_all(&dir)?;
     let script_path = dir.join("insert_event.sql");
@@ -795,9 +807,13 @@ async fn pgbench(args: PgbenchArgs) -> Result<()> {
         );
         runs.push(run);
     }
-    sqlx::query("DROP TABLE bench_pgbench_events")
-        .execute(&pool)
-        .await?;
+    for statement in [
+        "DROP TABLE bench_pgbench_events",
+        "DROP FUNCTION bench_event_payload()",
+        "DROP FUNCTION bench_event_metadata()",
+    ] {
+        sqlx::query(statement).execute(&pool).await?;
+    }
     write_result(
         &args.common,
         "pgbench",
@@ -1487,6 +1503,9 @@ struct RebuildResult {
     /// Peak resident memory of the rebuild process, sampled every 100 ms.
     peak_rss_kb: Option<u64>,
     loadavg: String,
+    /// What the command printed: one line per projection.
+    #[serde(default)]
+    output: Vec<String>,
 }
 
 async fn rebuild(args: RebuildArgs) -> Result<()> {
@@ -1513,6 +1532,7 @@ async fn rebuild(args: RebuildArgs) -> Result<()> {
                 events_per_s: None,
                 peak_rss_kb: None,
                 loadavg: loadavg(),
+                output: Vec::new(),
             },
         );
     }
@@ -1570,10 +1590,10 @@ async fn rebuild(args: RebuildArgs) -> Result<()> {
     let result = RebuildResult {
         available: true,
         note: Some(format!(
-            "command {command_s:.1} s, then {:.1} s until every projection was at the end of the log; its output: {}",
+            "The command took {command_s:.1} s, then {:.1} s passed until every projection was at the end of the log.",
             rest.as_secs_f64(),
-            truncate(out.trim(), 400)
         )),
+        output: out.lines().map(str::to_owned).collect(),
         log_events,
         wall_s: Some(wall_s),
         events_per_s: Some(log_events as f64 / wall_s),
@@ -1717,7 +1737,10 @@ fn report(args: &ReportArgs) -> Result<()> {
     let reads: Option<ReadsResult> = read_result(dir, "reads")?;
     let rebuilt: Option<RebuildResult> = read_result(dir, "rebuild")?;
     let server_rss: Option<RssResult> = read_result(dir, "server_rss")?;
-    let m = machine();
+    let mut m = machine();
+    if let Some(commit) = &args.commit {
+        m.commit.clone_from(commit);
+    }
 
     let pg_at = |clients: usize| {
         pg.as_ref()
@@ -2053,7 +2076,15 @@ fn report(args: &ReportArgs) -> Result<()> {
                 .map_or_else(|| "–".to_owned(), |kb| format!("{:.1} MB", kb as f64 / 1024.0)),
             r.loadavg,
             r.note.as_deref().unwrap_or_default()
-        )?
+        )?;
+            writeln!(w)?;
+            writeln!(w, "Per projection, one after the other, as the command reported:")?;
+            writeln!(w)?;
+            writeln!(w, "```text")?;
+            for line in &r.output {
+                writeln!(w, "{line}")?;
+            }
+            writeln!(w, "```")?;
         }
         Some(r) => writeln!(
             w,

@@ -3,6 +3,12 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+
+use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_checkout::checkout_session::{
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
+};
 use stripe_core::customer::{RetrieveCustomer, RetrieveCustomerReturned};
 
 use super::StripeSettings;
@@ -59,5 +65,106 @@ impl StripeApi {
             }),
             RetrieveCustomerReturned::DeletedCustomer(_) => None,
         })
+    }
+}
+
+/// Attempts of one outbound call: the first plus retries on network errors and 5xx.
+const ATTEMPTS: u32 = 3;
+
+/// Why a call to Stripe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Stripe refused the request (4xx): retrying will not help.
+    #[error("Stripe refused the request ({status}): {message}")]
+    Refused { status: u16, message: String },
+    /// Stripe could not be reached, or kept failing (5xx), after retries.
+    #[error("Stripe is unavailable: {0}")]
+    Unavailable(String),
+}
+
+fn classify(err: StripeError) -> Result<CallError, CallError> {
+    match err {
+        StripeError::Stripe(api, status) if status < 500 => Err(CallError::Refused {
+            status,
+            message: api.message.clone().unwrap_or_else(|| format!("{api:?}")),
+        }),
+        // 5xx, timeouts and network errors: worth another attempt.
+        other => Ok(CallError::Unavailable(other.to_string())),
+    }
+}
+
+/// A new subscription-mode Checkout Session.
+pub struct SubscriptionCheckout {
+    pub price_id: String,
+    pub quantity: u64,
+    pub customer: Option<String>,
+    pub customer_email: Option<String>,
+    pub success_url: String,
+    pub cancel_url: String,
+    /// Copied to the session, its line item and the subscription it creates.
+    pub metadata: HashMap<String, String>,
+}
+
+/// What a created Checkout Session is.
+pub struct CheckoutSession {
+    pub id: String,
+    pub url: Option<String>,
+}
+
+impl StripeApi {
+    /// Creates the session. `idempotency_key` is derived from the request's cause, so a retry
+    /// (ours after a 5xx or network error, or the client's) cannot create a second session.
+    pub async fn create_subscription_checkout(
+        &self,
+        checkout: &SubscriptionCheckout,
+        idempotency_key: &str,
+    ) -> Result<CheckoutSession, CallError> {
+        let key = IdempotencyKey::new(idempotency_key)
+            .map_err(|e| CallError::Unavailable(format!("idempotency key: {e}")))?;
+        let mut item = CreateCheckoutSessionLineItems::new();
+        item.price = Some(checkout.price_id.clone());
+        item.quantity = Some(checkout.quantity);
+        item.metadata = Some(checkout.metadata.clone());
+        let mut subscription = CreateCheckoutSessionSubscriptionData::new();
+        subscription.metadata = Some(checkout.metadata.clone());
+        let mut request = CreateCheckoutSession::new()
+            .mode(stripe_shared::CheckoutSessionMode::Subscription)
+            .line_items(vec![item])
+            .subscription_data(subscription)
+            .metadata(checkout.metadata.clone())
+            .success_url(checkout.success_url.clone())
+            .cancel_url(checkout.cancel_url.clone());
+        request = match (&checkout.customer, &checkout.customer_email) {
+            (Some(customer), _) => request.customer(customer.clone()),
+            (None, Some(email)) => request.customer_email(email.clone()),
+            (None, None) => request,
+        };
+        let mut last = None;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
+            }
+            let result = request
+                .customize()
+                .request_strategy(RequestStrategy::Idempotent(key.clone()))
+                .send(&self.client)
+                .await;
+            match result {
+                Ok(session) => {
+                    return Ok(CheckoutSession {
+                        id: session.id.to_string(),
+                        url: session.url,
+                    })
+                }
+                Err(err) => match classify(err) {
+                    Ok(retryable) => {
+                        tracing::warn!(attempt = attempt + 1, error = %retryable, "creating a checkout session failed; retrying");
+                        last = Some(retryable);
+                    }
+                    Err(refused) => return Err(refused),
+                },
+            }
+        }
+        Err(last.unwrap_or_else(|| CallError::Unavailable("no attempt was made".into())))
     }
 }

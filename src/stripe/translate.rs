@@ -418,10 +418,20 @@ pub fn subscription_state(
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let items = items_json
+    let mut items = items_json
         .iter()
         .map(subscription_item)
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // A checkout from `POST /v1/checkout/sessions` names its site in the subscription's
+    // metadata; with a single item, that item is the site's.
+    if let ([item], Some(site)) = (items.as_mut_slice(), text(&object["metadata"]["site"])) {
+        if item.site.is_none() {
+            if let Ok(site) = SiteDomain::parse(site) {
+                item.site = Some(site.to_string());
+                item.purchase_type = PurchaseType::Site;
+            }
+        }
+    }
     let first_item = items_json.first().unwrap_or(&Value::Null);
     Ok(StripeSubscriptionState {
         subscription_id: text(&object["id"])

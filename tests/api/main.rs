@@ -1,6 +1,7 @@
 //! Integration tests: the real server on port 0 against a real PostgreSQL, a fresh database
 //! per test. Without `DATABASE_URL` a local cluster under `target/test-pg` is started once.
 
+mod checkout;
 mod cli;
 mod errors;
 mod events;

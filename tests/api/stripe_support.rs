@@ -251,12 +251,57 @@ impl Lifecycle {
 pub struct FakeStripe {
     pub base: String,
     pub requests: Arc<Mutex<Vec<String>>>,
+    pub checkouts: Arc<Mutex<Vec<(String, String)>>>,
+    pub fail_next: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Clone)]
 struct FakeState {
     customers: Arc<HashMap<String, String>>,
     requests: Arc<Mutex<Vec<String>>>,
+    /// Checkout requests: (idempotency key, form body).
+    checkouts: Arc<Mutex<Vec<(String, String)>>>,
+    /// How many of the next requests answer 500.
+    fail_next: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[handler]
+fn create_checkout_session(req: &poem::Request, body: String, state: Data<&FakeState>) -> Response {
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut checkouts = state.checkouts.lock().expect("lock");
+    checkouts.push((key.clone(), body));
+    if state
+        .fail_next
+        .fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        )
+        .is_ok()
+    {
+        return Response::builder()
+            .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
+            .content_type("application/json")
+            .body(
+                json!({"error": {"type": "api_error", "message": "temporary failure"}}).to_string(),
+            );
+    }
+    // Like Stripe: the same idempotency key gets the same session.
+    let first = checkouts.iter().position(|(k, _)| *k == key).unwrap_or(0);
+    let mut session = fixture("checkout.session");
+    session["id"] = json!(format!("cs_test_fake_{first}"));
+    session["url"] = json!(format!(
+        "https://checkout.stripe.test/c/pay/cs_test_fake_{first}"
+    ));
+    session["mode"] = json!("subscription");
+    Response::builder()
+        .content_type("application/json")
+        .body(session.to_string())
 }
 
 #[handler]
@@ -286,6 +331,8 @@ impl FakeStripe {
     /// Serves `customers` (id → email).
     pub async fn start(customers: &[(&str, &str)]) -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let checkouts = Arc::new(Mutex::new(Vec::new()));
+        let fail_next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let state = FakeState {
             customers: Arc::new(
                 customers
@@ -294,9 +341,12 @@ impl FakeStripe {
                     .collect(),
             ),
             requests: requests.clone(),
+            checkouts: checkouts.clone(),
+            fail_next: fail_next.clone(),
         };
         let app = Route::new()
             .at("/v1/customers/:id", get(retrieve_customer))
+            .at("/v1/checkout/sessions", poem::post(create_checkout_session))
             .data(state);
         let acceptor = TcpListener::bind("127.0.0.1:0")
             .into_acceptor()
@@ -310,6 +360,8 @@ impl FakeStripe {
         Self {
             base: format!("http://{addr}/"),
             requests,
+            checkouts,
+            fail_next,
         }
     }
 

@@ -1,0 +1,309 @@
+//! `/v1/checkout/sessions`: start a new subscription through Stripe Checkout.
+
+use std::collections::HashMap;
+
+use aggregates::{EmailAddress, SiteDomain};
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use sha2::{Digest, Sha256};
+
+use super::members::db_error;
+use super::problem::{FieldError, Problem};
+use super::sessions::UrlHistoryItem;
+use super::{ApiTags, RequestId, State};
+use crate::stripe::client::{CallError, SubscriptionCheckout};
+
+pub struct CheckoutApi {
+    pub state: State,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct CreateCheckoutRequest {
+    #[oai(validator(min_length = 3, max_length = 254))]
+    pub email: String,
+    /// The Stripe price of the subscription (`price_...`).
+    #[oai(validator(pattern = "^price_[A-Za-z0-9_]{1,250}$"))]
+    pub price_id: String,
+    /// A site purchase: the site (domain) the subscription licenses. One site per checkout;
+    /// more are added later with `POST /v1/me/sites`.
+    #[oai(validator(max_items = 1))]
+    pub sites: Option<Vec<String>>,
+    /// A seat purchase: how many license keys (default 1). Not with `sites`.
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+    pub quantity: Option<u32>,
+    /// Where Checkout sends the buyer after paying; must be on an allowed origin.
+    #[oai(validator(max_length = 2048))]
+    pub success_url: String,
+    /// Where Checkout sends the buyer who gives up; must be on an allowed origin.
+    #[oai(validator(max_length = 2048))]
+    pub cancel_url: String,
+    /// Pages seen before buying, for attribution of a new member.
+    #[oai(validator(max_items = 100))]
+    pub url_history: Option<Vec<UrlHistoryItem>>,
+}
+
+/// A Checkout Session to send the buyer to.
+#[derive(Debug, Clone, Object)]
+pub struct CheckoutSessionView {
+    /// Stripe's session id (`cs_...`).
+    pub id: String,
+    /// Redirect the buyer here.
+    pub url: Option<String>,
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum CreateCheckoutResponse {
+    /// The session was created (the same request repeated gets the same session).
+    #[oai(status = 201)]
+    Created(Json<CheckoutSessionView>),
+    /// The body is not valid JSON of the expected shape.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// The member already has an active subscription.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    /// The body is not `application/json`.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
+    /// Fields failed validation, or Stripe refused them (e.g. an unknown price).
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Invalid(Json<Problem>),
+    /// An unexpected error; it is logged under the request id.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// Stripe could not be reached, or kept failing; nothing was created here. Retry.
+    #[oai(status = 502, content_type = "application/problem+json")]
+    BadGateway(Json<Problem>),
+    /// Stripe is not configured, or the database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+super::problem_responses!(CreateCheckoutResponse {
+    400 => BadRequest, 409 => Conflict, 415 => UnsupportedMediaType, 422 => Invalid, 502 => BadGateway
+});
+
+fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
+    T::from(Problem::from_poem(&err))
+}
+
+/// Stripe caps metadata values at 500 characters.
+fn clip(value: &str) -> String {
+    value.chars().take(500).collect()
+}
+
+#[OpenApi(prefix_path = "/v1/checkout", tag = "ApiTags::Checkout")]
+impl CheckoutApi {
+    /// Start a subscription checkout
+    ///
+    /// Creates a Stripe Checkout Session in subscription mode for a site or seats, reusing the
+    /// member's Stripe customer when the email has one. Its metadata (and the subscription's)
+    /// carry the member id, the purchase type, the site and the attribution, which the
+    /// webhooks use when the payment completes. A member with an active subscription gets 409.
+    #[oai(
+        path = "/sessions",
+        method = "post",
+        operation_id = "createCheckoutSession"
+    )]
+    async fn create(
+        &self,
+        request_id: Data<&RequestId>,
+        body: Json<CreateCheckoutRequest>,
+    ) -> CreateCheckoutResponse {
+        match self.create_session(&request_id, body.0).await {
+            Ok(session) => CreateCheckoutResponse::Created(Json(session)),
+            Err(problem) => problem.into(),
+        }
+    }
+}
+
+impl CheckoutApi {
+    fn allowed(&self, field: &str, url: &str) -> Result<(), FieldError> {
+        let origin = url::Url::parse(url)
+            .ok()
+            .map(|u| u.origin().ascii_serialization());
+        match origin {
+            Some(origin) if self.state.checkout_allowed_origins.contains(&origin) => Ok(()),
+            Some(_) => Err(FieldError::new(
+                field,
+                "is not on an allowed origin (CHECKOUT_ALLOWED_ORIGINS)",
+            )),
+            None => Err(FieldError::new(field, "is not an absolute URL")),
+        }
+    }
+
+    async fn create_session(
+        &self,
+        request_id: &RequestId,
+        body: CreateCheckoutRequest,
+    ) -> Result<CheckoutSessionView, Problem> {
+        let state = &self.state;
+        let mut errors = Vec::new();
+        let email = EmailAddress::parse(&body.email)
+            .map_err(|e| errors.push(FieldError::new("email", e.reason())))
+            .ok();
+        let site = match body.sites.as_deref() {
+            Some([raw]) => SiteDomain::parse(raw)
+                .map_err(|e| errors.push(FieldError::new("sites[0]", e.reason())))
+                .ok(),
+            _ => None,
+        };
+        if site.is_some() && body.quantity.is_some_and(|q| q != 1) {
+            errors.push(FieldError::new(
+                "quantity",
+                "a site purchase is one site; buy seats without `sites`",
+            ));
+        }
+        for (field, url) in [
+            ("success_url", &body.success_url),
+            ("cancel_url", &body.cancel_url),
+        ] {
+            if let Err(e) = self.allowed(field, url) {
+                errors.push(e);
+            }
+        }
+        let attribution = match &body.url_history {
+            Some(items) => {
+                let entries = items
+                    .iter()
+                    .cloned()
+                    .map(super::sessions::history_entry)
+                    .collect();
+                match aggregates::attribution::UrlHistory::parse(entries, chrono::Utc::now()) {
+                    Ok(history) => Some(aggregates::attribution::attribute(
+                        &history,
+                        &state.attribution_routes,
+                        state.site_host.as_deref(),
+                    )),
+                    Err(history_errors) => {
+                        errors.extend(
+                            history_errors
+                                .into_iter()
+                                .map(|e| FieldError::new(e.field, e.reason)),
+                        );
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        if !errors.is_empty() {
+            return Err(Problem::validation(errors));
+        }
+        let Some(email) = email else {
+            return Err(Problem::internal());
+        };
+        let Some(stripe) = &state.stripe_api else {
+            return Err(Problem::unavailable(
+                "Stripe is not configured (STRIPE_SECRET_KEY)",
+            ));
+        };
+
+        let member_id = crate::members::find_by_email(&state.pool, &email)
+            .await
+            .map_err(db_error)?;
+        let mut customer = None;
+        if let Some(member_id) = member_id {
+            let active: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE member_id = $1
+                                AND status IN ('active', 'trialing', 'past_due', 'unpaid'))",
+            )
+            .bind(member_id)
+            .fetch_one(&state.pool)
+            .await
+            .map_err(db_error)?;
+            if active {
+                return Err(Problem::conflict(
+                    "subscription-exists",
+                    "this member already has an active subscription; add sites or seats to it instead",
+                ));
+            }
+            customer = sqlx::query_scalar("SELECT customer_id FROM stripe_customers WHERE member_id = $1 ORDER BY linked_at LIMIT 1")
+                .bind(member_id)
+                .fetch_optional(&state.pool)
+                .await
+                .map_err(db_error)?;
+        }
+
+        let mut metadata = HashMap::new();
+        metadata.insert(
+            "purchase_type".to_owned(),
+            if site.is_some() { "site" } else { "quantity" }.to_owned(),
+        );
+        if let Some(site) = &site {
+            metadata.insert("site".to_owned(), site.to_string());
+        }
+        if let Some(member_id) = member_id {
+            metadata.insert("member_id".to_owned(), member_id.to_string());
+        }
+        if let Some(a) = &attribution {
+            let fields = [
+                (
+                    "attribution_type",
+                    a.attribution_type.map(|t| t.as_str().to_owned()),
+                ),
+                ("attribution_id", a.attribution_id.clone()),
+                ("attribution_url", a.attribution_url.clone()),
+                ("referrer_source", a.referrer_source.clone()),
+                ("referrer_medium", a.referrer_medium.clone()),
+                ("referrer_url", a.referrer_url.clone()),
+            ];
+            for (key, value) in fields {
+                if let Some(value) = value {
+                    metadata.insert(key.to_owned(), clip(&value));
+                }
+            }
+        }
+        let quantity = u64::from(body.quantity.unwrap_or(1));
+        let checkout = SubscriptionCheckout {
+            price_id: body.price_id.clone(),
+            quantity,
+            customer_email: customer.is_none().then(|| email.to_string()),
+            customer,
+            success_url: body.success_url.clone(),
+            cancel_url: body.cancel_url.clone(),
+            metadata,
+        };
+        // Derived from the cause: the same purchase asked for twice gets the same session.
+        let key = {
+            let mut h = Sha256::new();
+            for part in [
+                email.normalized().as_str(),
+                &body.price_id,
+                site.as_ref().map_or("", SiteDomain::as_str),
+                &quantity.to_string(),
+                &body.success_url,
+                &body.cancel_url,
+            ] {
+                h.update(part.as_bytes());
+                h.update([0]);
+            }
+            format!("checkout-{}", hex::encode(h.finalize()))
+        };
+        match stripe.create_subscription_checkout(&checkout, &key).await {
+            Ok(session) => {
+                tracing::info!(session_id = %session.id, request_id = %request_id.0, "checkout session created");
+                Ok(CheckoutSessionView {
+                    id: session.id,
+                    url: session.url,
+                })
+            }
+            Err(CallError::Refused { message, .. }) => {
+                Err(Problem::validation(vec![FieldError::new(
+                    "price_id",
+                    format!("Stripe refused the checkout: {message}"),
+                )]))
+            }
+            Err(CallError::Unavailable(message)) => {
+                tracing::error!(error = %message, "Stripe unavailable for checkout");
+                Err(Problem::new(
+                    poem::http::StatusCode::BAD_GATEWAY,
+                    "stripe-unavailable",
+                    "Stripe could not be reached; nothing was created, retry",
+                ))
+            }
+        }
+    }
+}
