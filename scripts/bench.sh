@@ -5,15 +5,16 @@
 #   infra     a fresh PostgreSQL cluster under target/bench/pg with normal durability settings
 #             (fsync, synchronous_commit, full_page_writes on) and a fake Stripe API on loopback,
 #             both held by `loadgen infra` until this script stops it
-#   e         pgbench: one events-shaped INSERT per transaction at 1, 4 and 16 clients
+#   e         pgbench: one events-shaped INSERT per transaction at 1, 4 and 16 clients, without
+#             and with the events table's NOTIFY trigger
 #   serve     the real server: memberledger serve on a free loopback port
 #   b         POST /v1/members at 1, 4 and 16 clients
 #   a         signed Stripe lifecycles, then the time until the inbox and every projection are done
-#   c         1,000,000 MemberCreated/MemberUpdated events appended with SQL; the running
-#             server's catch-up
-#   d         dashboard and license-validation reads at 1 and 64 clients
-#   c         memberledger projections rebuild --all (last: skipped with a note when the build
-#             has no such command)
+#             (then the server's peak RSS, and the server is stopped)
+#   c         1,000,000 MemberCreated/MemberUpdated events appended with SQL, then
+#             `memberledger projections rebuild --all` timed (a note instead when the build has
+#             no such command)
+#   d         the server again: dashboard and license-validation reads at 1 and 64 clients
 #   report    the server's peak RSS, then docs/benchmarks.md (its analysis section is kept)
 #
 # Usage: bash scripts/bench.sh
@@ -124,10 +125,10 @@ on_exit() {
     # A killed helper leaves its cluster running.
     pg_ctl_stop
     if [ "$status" -ne 0 ]; then
-        if [ -f "$LOGS/server.log" ]; then
-            echo "bench: errors in the server log (${LOGS#"$ROOT"/}/server.log), then its last lines:" >&2
-            grep -E '"level":"(WARN|ERROR)"' "$LOGS/server.log" | cut -c1-400 | head -n 15 >&2 || true
-            tail -n 5 "$LOGS/server.log" | cut -c1-400 >&2 || true
+        if [ -n "$SERVER_LOG" ] && [ -f "$SERVER_LOG" ]; then
+            echo "bench: errors in the server log (${SERVER_LOG#"$ROOT"/}), then its last lines:" >&2
+            grep -E '"level":"(WARN|ERROR)"' "$SERVER_LOG" | cut -c1-400 | head -n 15 >&2 || true
+            tail -n 5 "$SERVER_LOG" | cut -c1-400 >&2 || true
         fi
         printf '\nbench: FAILED during: %s (exit status %s) after %ss\n' \
             "$CURRENT_STEP" "$status" "$((SECONDS - STARTED_AT))" >&2
@@ -214,55 +215,71 @@ echo "PostgreSQL on 127.0.0.1:$BENCH_PG_PORT, fake Stripe at $BENCH_STRIPE_API_B
 step "migrate"
 DATABASE_URL="$BENCH_DATABASE_URL" "$BIN/memberledger" migrate
 
-step "e. pgbench: one events-shaped INSERT per transaction, 1/4/16 clients, ${RUN_SECONDS} s each"
+step "e. pgbench: one events-shaped INSERT per transaction, without and with NOTIFY, 1/4/16 clients, ${RUN_SECONDS} s each"
 "$BIN/loadgen" pgbench --results "$RESULTS" --pgbench "$PG_BINDIR/pgbench" \
     --clients 1,4,16 --seconds "$RUN_SECONDS"
 
-step "serve: memberledger serve on a free loopback port"
 BENCH_ADMIN_TOKEN="mlat_bench_$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
 BENCH_WEBHOOK_SECRET="whsec_bench_$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
 export BENCH_ADMIN_TOKEN BENCH_WEBHOOK_SECRET
-env -u DATA_DIR -u DATABASE_MAX_CONNECTIONS -u STRIPE_WORKERS \
-    DATABASE_URL="$BENCH_DATABASE_URL" \
-    BIND=127.0.0.1:0 \
-    ADMIN_TOKEN="$BENCH_ADMIN_TOKEN" \
-    STRIPE_WEBHOOK_SECRET="$BENCH_WEBHOOK_SECRET" \
-    STRIPE_SECRET_KEY=sk_test_bench \
-    STRIPE_API_BASE="$BENCH_STRIPE_API_BASE" \
-    LICENSE_VALIDATE_LIMIT_PER_MINUTE=1000000000 \
-    LOG_FORMAT=json \
-    RUST_LOG="info,sqlx=warn,poem=warn" \
-    "$BIN/memberledger" serve >"$LOGS/server.log" 2>&1 &
-SERVER_PID=$!
-addr=""
-for _ in $(seq 1 120); do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        echo "bench: the server exited before listening" >&2
-        exit 1
+SERVER_LOG=""
+
+# Starts `memberledger serve` on a free loopback port (log in $LOGS/$1), waits for /readyz.
+# Settings are the defaults but for the secrets, the fake Stripe API, JSON logs and a license
+# validation limit no single load generator address can reach.
+start_server() {
+    SERVER_LOG="$LOGS/$1"
+    env -u DATA_DIR -u DATABASE_MAX_CONNECTIONS -u STRIPE_WORKERS -u READ_YOUR_WRITES_TIMEOUT_MS \
+        DATABASE_URL="$BENCH_DATABASE_URL" \
+        BIND=127.0.0.1:0 \
+        ADMIN_TOKEN="$BENCH_ADMIN_TOKEN" \
+        STRIPE_WEBHOOK_SECRET="$BENCH_WEBHOOK_SECRET" \
+        STRIPE_SECRET_KEY=sk_test_bench \
+        STRIPE_API_BASE="$BENCH_STRIPE_API_BASE" \
+        LICENSE_VALIDATE_LIMIT_PER_MINUTE=1000000000 \
+        LOG_FORMAT=json \
+        RUST_LOG="info,sqlx=warn,poem=warn" \
+        "$BIN/memberledger" serve >"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!
+    local addr="" ready=0
+    for _ in $(seq 1 120); do
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "bench: the server exited before listening" >&2
+            return 1
+        fi
+        addr="$(grep -m1 '"listening' "$SERVER_LOG" 2>/dev/null |
+            sed -n 's/.*"addr":"\([^"]*\)".*/\1/p' || true)"
+        [ -z "$addr" ] || break
+        sleep 0.5
+    done
+    if [ -z "$addr" ]; then
+        echo "bench: the server did not listen within 60 s" >&2
+        return 1
     fi
-    addr="$(grep -m1 '"listening' "$LOGS/server.log" 2>/dev/null |
-        sed -n 's/.*"addr":"\([^"]*\)".*/\1/p' || true)"
-    [ -z "$addr" ] || break
-    sleep 0.5
-done
-[ -n "$addr" ] || {
-    echo "bench: the server did not listen within 60 s" >&2
-    exit 1
-}
-export BENCH_URL="http://$addr"
-ready=0
-for _ in $(seq 1 120); do
-    if [ "$(curl -s -o /dev/null -w '%{http_code}' "$BENCH_URL/readyz" || true)" = 200 ]; then
-        ready=1
-        break
+    export BENCH_URL="http://$addr"
+    for _ in $(seq 1 120); do
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' "$BENCH_URL/readyz" || true)" = 200 ]; then
+            ready=1
+            break
+        fi
+        sleep 0.5
+    done
+    if [ "$ready" -ne 1 ]; then
+        echo "bench: $BENCH_URL/readyz did not answer 200 within 60 s" >&2
+        return 1
     fi
-    sleep 0.5
-done
-[ "$ready" -eq 1 ] || {
-    echo "bench: $BENCH_URL/readyz did not answer 200 within 60 s" >&2
-    exit 1
+    echo "server pid $SERVER_PID at $BENCH_URL (log: ${SERVER_LOG#"$ROOT"/})"
 }
-echo "server pid $SERVER_PID at $BENCH_URL (log: ${LOGS#"$ROOT"/}/server.log)"
+
+check_server_log() {
+    if grep -q '"level":"ERROR"' "$SERVER_LOG"; then
+        echo "bench: the server logged errors (${SERVER_LOG#"$ROOT"/}):" >&2
+        grep '"level":"ERROR"' "$SERVER_LOG" | cut -c1-400 | head -n 10 >&2
+    fi
+}
+
+step "serve: memberledger serve on a free loopback port"
+start_server server-writes.log
 
 step "b. member creation: POST /v1/members at 1/4/16 clients, ${RUN_SECONDS} s each"
 "$BIN/loadgen" members --results "$RESULTS" --concurrency 1,4,16 --seconds "$RUN_SECONDS"
@@ -271,21 +288,29 @@ step "a. webhook ingestion: $LIFECYCLES signed Stripe lifecycles, 16 at once, un
 "$BIN/loadgen" webhooks --results "$RESULTS" --fixtures "$FIXTURES" \
     --lifecycles "$LIFECYCLES" --concurrency 16
 
-step "c. seed: $EVENTS events appended with SQL, then the running server's catch-up"
-"$BIN/loadgen" seed --results "$RESULTS" --events "$EVENTS"
+step "server memory after the writes: VmHWM of pid $SERVER_PID"
+"$BIN/loadgen" rss --results "$RESULTS" --pid "$SERVER_PID" --name server_rss_writes
+check_server_log
 
-step "d. reads with the large log: dashboard and license validation at 1 and 64 clients"
-"$BIN/loadgen" reads --results "$RESULTS" --concurrency 64 --seconds "$RUN_SECONDS"
+# Its runners would otherwise apply the seeded events at once, competing with the rebuild.
+step "stop the server (the seeded log is projected by the rebuild alone)"
+stop_server
+
+step "c. seed: $EVENTS MemberCreated/MemberUpdated events appended with SQL"
+"$BIN/loadgen" seed --results "$RESULTS" --events "$EVENTS"
 
 step "c. rebuild: memberledger projections rebuild --all"
 "$BIN/loadgen" rebuild --results "$RESULTS" --memberledger "$BIN/memberledger"
 
-step "server memory: VmHWM of pid $SERVER_PID"
-"$BIN/loadgen" rss --results "$RESULTS" --pid "$SERVER_PID"
-if grep -q '"level":"ERROR"' "$LOGS/server.log"; then
-    echo "bench: the server logged errors during the run:" >&2
-    grep '"level":"ERROR"' "$LOGS/server.log" | cut -c1-400 | head -n 10 >&2
-fi
+step "serve again, on the rebuilt read models"
+start_server server-reads.log
+
+step "d. reads with the large log: dashboard and license validation at 1 and 64 clients"
+"$BIN/loadgen" reads --results "$RESULTS" --concurrency 64 --seconds "$RUN_SECONDS"
+
+step "server memory after the reads: VmHWM of pid $SERVER_PID"
+"$BIN/loadgen" rss --results "$RESULTS" --pid "$SERVER_PID" --name server_rss_reads
+check_server_log
 
 step "stop the server"
 stop_server

@@ -134,6 +134,13 @@ pub enum SubscriptionCommand {
         attempt_count: u32,
         failed_at: DateTime<Utc>,
     },
+    /// An item we deleted at Stripe ourselves (a member removing a site): recorded right away,
+    /// without waiting for the webhook. `observed` names the API call; a webhook showing the
+    /// item still there from before it is stale.
+    RecordItemRemoval {
+        item_id: String,
+        observed: StripeObservation,
+    },
     /// `amount_refunded` is the charge's refunded total so far; only the increase is recorded.
     RecordRefund {
         charge_id: String,
@@ -817,6 +824,16 @@ impl Aggregate for Subscription {
                     sink.write(event, self).await;
                 }
             }
+            SubscriptionCommand::RecordItemRemoval { item_id, observed } => {
+                if let Some(item) = self.item(&item_id).cloned() {
+                    let event = SubscriptionEvent::SubscriptionItemRemoved {
+                        item_id,
+                        site: item.site,
+                        observed,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
             SubscriptionCommand::RecordRefund {
                 charge_id,
                 invoice_id,
@@ -1155,6 +1172,49 @@ mod tests {
     }
 
     // --- values ---
+
+    #[test]
+    fn an_item_removed_through_the_api_is_recorded_once_and_older_states_do_not_restore_it() {
+        let created = creation_of(SubscriptionStatus::Active, &created_at(100));
+        let removal = obs(
+            "memberledger.subscription_item.deleted",
+            150,
+            "api_delete_si_site",
+        );
+        TestFramework::<Subscription>::with(())
+            .given(created.clone())
+            .when(SubscriptionCommand::RecordItemRemoval {
+                item_id: site_item().item_id,
+                observed: removal.clone(),
+            })
+            .then_expect_events(vec![E::SubscriptionItemRemoved {
+                item_id: site_item().item_id,
+                site: site_item().site,
+                observed: removal.clone(),
+            }]);
+        let mut after = created;
+        after.push(E::SubscriptionItemRemoved {
+            item_id: site_item().item_id,
+            site: site_item().site,
+            observed: removal,
+        });
+        TestFramework::<Subscription>::with(())
+            .given(after.clone())
+            .when(SubscriptionCommand::RecordItemRemoval {
+                item_id: site_item().item_id,
+                observed: obs(
+                    "memberledger.subscription_item.deleted",
+                    151,
+                    "api_delete_again",
+                ),
+            })
+            .then_expect_events(vec![]);
+        // A webhook sent before the removal still lists the item: it is stale.
+        TestFramework::<Subscription>::with(())
+            .given(after)
+            .when(apply(state(SubscriptionStatus::Active), updated_at(120)))
+            .then_expect_events(vec![]);
+    }
 
     #[test]
     fn statuses_use_stripes_spelling_and_parse_back() {

@@ -31,6 +31,7 @@ pub mod newsletters;
 pub mod problem;
 pub mod projections_api;
 pub mod sessions;
+pub mod sites;
 pub mod stripe_events;
 
 pub use problem::Problem;
@@ -158,6 +159,7 @@ type Apis = (
     me::MeApi,
     newsletters::NewslettersApi,
     checkout::CheckoutApi,
+    sites::SitesApi,
     licenses::LicensesApi,
     projections_api::ProjectionsApi,
 );
@@ -187,6 +189,9 @@ pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             checkout::CheckoutApi {
+                state: state.clone(),
+            },
+            sites::SitesApi {
                 state: state.clone(),
             },
             licenses::LicensesApi {

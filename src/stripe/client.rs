@@ -112,6 +112,60 @@ pub struct CheckoutSession {
 }
 
 impl StripeApi {
+    /// Runs `call` with one idempotency key, retrying network errors and 5xx with backoff.
+    async fn with_retries<T, F, Fut>(
+        &self,
+        idempotency_key: &str,
+        what: &str,
+        call: F,
+    ) -> Result<T, CallError>
+    where
+        F: Fn(RequestStrategy) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StripeError>>,
+    {
+        let key = IdempotencyKey::new(idempotency_key)
+            .map_err(|e| CallError::Unavailable(format!("idempotency key: {e}")))?;
+        let mut last = None;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
+            }
+            match call(RequestStrategy::Idempotent(key.clone())).await {
+                Ok(value) => return Ok(value),
+                Err(err) => match classify(err) {
+                    Ok(retryable) => {
+                        tracing::warn!(attempt = attempt + 1, call = what, error = %retryable, "a Stripe call failed; retrying");
+                        last = Some(retryable);
+                    }
+                    Err(refused) => return Err(refused),
+                },
+            }
+        }
+        Err(last.unwrap_or_else(|| CallError::Unavailable("no attempt was made".into())))
+    }
+
+    /// Deletes a subscription item (a site removed). Deleting one that is gone already counts
+    /// as done.
+    pub async fn delete_subscription_item(&self, item_id: &str) -> Result<(), CallError> {
+        let request = stripe_billing::subscription_item::DeleteSubscriptionItem::new(item_id);
+        let result = self
+            .with_retries(
+                &format!("delete-item-{item_id}"),
+                "delete subscription item",
+                |strategy| {
+                    request
+                        .customize()
+                        .request_strategy(strategy)
+                        .send(&self.client)
+                },
+            )
+            .await;
+        match result {
+            Ok(_) | Err(CallError::Refused { status: 404, .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Creates the session. `idempotency_key` is derived from the request's cause, so a retry
     /// (ours after a 5xx or network error, or the client's) cannot create a second session.
     pub async fn create_subscription_checkout(
@@ -119,8 +173,6 @@ impl StripeApi {
         checkout: &SubscriptionCheckout,
         idempotency_key: &str,
     ) -> Result<CheckoutSession, CallError> {
-        let key = IdempotencyKey::new(idempotency_key)
-            .map_err(|e| CallError::Unavailable(format!("idempotency key: {e}")))?;
         let mut item = CreateCheckoutSessionLineItems::new();
         item.price = Some(checkout.price_id.clone());
         item.quantity = Some(checkout.quantity);
@@ -139,32 +191,17 @@ impl StripeApi {
             (None, Some(email)) => request.customer_email(email.clone()),
             (None, None) => request,
         };
-        let mut last = None;
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
-            }
-            let result = request
-                .customize()
-                .request_strategy(RequestStrategy::Idempotent(key.clone()))
-                .send(&self.client)
-                .await;
-            match result {
-                Ok(session) => {
-                    return Ok(CheckoutSession {
-                        id: session.id.to_string(),
-                        url: session.url,
-                    })
-                }
-                Err(err) => match classify(err) {
-                    Ok(retryable) => {
-                        tracing::warn!(attempt = attempt + 1, error = %retryable, "creating a checkout session failed; retrying");
-                        last = Some(retryable);
-                    }
-                    Err(refused) => return Err(refused),
-                },
-            }
-        }
-        Err(last.unwrap_or_else(|| CallError::Unavailable("no attempt was made".into())))
+        let session = self
+            .with_retries(idempotency_key, "create checkout session", |strategy| {
+                request
+                    .customize()
+                    .request_strategy(strategy)
+                    .send(&self.client)
+            })
+            .await?;
+        Ok(CheckoutSession {
+            id: session.id.to_string(),
+            url: session.url,
+        })
     }
 }

@@ -193,3 +193,128 @@ async fn a_member_with_an_active_subscription_gets_409_and_a_paid_checkout_licen
     let problem = assert_problem(app.checkout(&body(&l.email)).await, 409).await;
     assert_eq!(problem["type"], "/problems/subscription-exists");
 }
+
+#[tokio::test]
+async fn a_member_removes_a_site_and_its_license_stops() {
+    let stripe = FakeStripe::start(&[]).await;
+    let app = app_with_stripe(&stripe).await;
+    let l = Lifecycle::new(&format!(
+        "rm{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    let created = l.subscription_event("created", "customer.subscription.created", "active", 0);
+    for e in [l.checkout_completed(1), created.clone()] {
+        app.send_webhook(&e).await;
+    }
+    app.drain_stripe().await;
+    let token = app.sign_in(&l.email).await;
+    let other = app.member(&format!("other-{}", l.email)).await;
+    let other_token = app.sign_in(other["email"].as_str().expect("email")).await;
+    let path = format!("/v1/me/sites/{}", l.site);
+
+    let resp = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(&other_token)
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(resp, 404).await;
+    let resp = app
+        .client
+        .delete(app.url("/v1/me/sites/unknown.example.com"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(resp, 404).await;
+
+    let resp = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 204);
+    assert_eq!(
+        stripe.requested(),
+        [format!(
+            "DELETE /v1/subscription_items/{} key=delete-item-{}",
+            l.item, l.item
+        )]
+    );
+    app.settle().await;
+    let license: (String, Option<String>) =
+        sqlx::query_as("SELECT status, deactivation_reason FROM licenses WHERE site = $1")
+            .bind(&l.site)
+            .fetch_one(&app.pool)
+            .await
+            .expect("license");
+    assert_eq!(
+        license,
+        ("inactive".to_owned(), Some("item_removed".to_owned()))
+    );
+    // The delayed webhook of the older state (the item still there) does not bring it back.
+    let mut late = created;
+    late["id"] = json!(format!("evt_{}_late", l.tag));
+    late["type"] = json!("customer.subscription.updated");
+    app.send_webhook(&late).await;
+    app.drain_stripe().await;
+    let dashboard: Value = app
+        .get_as(&token, "/v1/me/dashboard")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(dashboard["sites"][0]["status"], "removed");
+    assert_eq!(dashboard["licenses"][0]["status"], "inactive");
+    let resp = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(resp, 404).await;
+}
+
+#[tokio::test]
+async fn removing_a_site_while_stripe_is_down_changes_nothing() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let app = TestApp::spawn_custom(move |s| {
+        s.stripe.secret_key = Some("sk_test_fake".into());
+        s.stripe.api_base = Some(format!("http://127.0.0.1:{closed}/"));
+    })
+    .await;
+    let l = Lifecycle::new(&format!(
+        "down{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    for e in [
+        l.checkout_completed(1),
+        l.subscription_event("created", "customer.subscription.created", "active", 0),
+    ] {
+        app.send_webhook(&e).await;
+    }
+    app.drain_stripe().await;
+    let token = app.sign_in(&l.email).await;
+    let resp = app
+        .client
+        .delete(app.url(&format!("/v1/me/sites/{}", l.site)))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(resp, 502).await;
+    app.settle().await;
+    let status: String = sqlx::query_scalar("SELECT status FROM licenses WHERE site = $1")
+        .bind(&l.site)
+        .fetch_one(&app.pool)
+        .await
+        .expect("license");
+    assert_eq!(status, "active");
+}

@@ -266,6 +266,27 @@ struct FakeState {
 }
 
 #[handler]
+fn delete_subscription_item(
+    req: &poem::Request,
+    Path(id): Path<String>,
+    state: Data<&FakeState>,
+) -> Response {
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if let Ok(mut requests) = state.requests.lock() {
+        requests.push(format!("DELETE /v1/subscription_items/{id} key={key}"));
+    }
+    let mut deleted = fixture("deleted_subscription_item");
+    deleted["id"] = json!(id);
+    Response::builder()
+        .content_type("application/json")
+        .body(deleted.to_string())
+}
+
+#[handler]
 fn create_checkout_session(req: &poem::Request, body: String, state: Data<&FakeState>) -> Response {
     let key = req
         .headers()
@@ -347,6 +368,10 @@ impl FakeStripe {
         let app = Route::new()
             .at("/v1/customers/:id", get(retrieve_customer))
             .at("/v1/checkout/sessions", poem::post(create_checkout_session))
+            .at(
+                "/v1/subscription_items/:id",
+                poem::delete(delete_subscription_item),
+            )
             .data(state);
         let acceptor = TcpListener::bind("127.0.0.1:0")
             .into_acceptor()
