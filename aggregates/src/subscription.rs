@@ -134,6 +134,28 @@ pub enum SubscriptionCommand {
         attempt_count: u32,
         failed_at: DateTime<Utc>,
     },
+    /// A member started paying for more sites (a payment-mode Checkout Session); the sites
+    /// are pending until it completes. A no-op for a session already recorded.
+    StartSitePurchase {
+        session_id: String,
+        member_id: Uuid,
+        sites: Vec<String>,
+        price_id: String,
+        /// The prorated total, minor units.
+        amount: i64,
+        currency: String,
+        at: DateTime<Utc>,
+    },
+    /// The sites were paid for and added to the subscription at Stripe. A no-op unless pending.
+    CompleteSitePurchase {
+        session_id: String,
+        at: DateTime<Utc>,
+    },
+    /// The Checkout Session expired unpaid. A no-op unless pending.
+    ExpireSitePurchase {
+        session_id: String,
+        at: DateTime<Utc>,
+    },
     /// An item we deleted at Stripe ourselves (a member removing a site): recorded right away,
     /// without waiting for the webhook. `observed` names the API call; a webhook showing the
     /// item still there from before it is stale.
@@ -221,6 +243,27 @@ pub enum SubscriptionEvent {
     /// A newer Stripe state changed nothing we track; it still moves the ordering watermark.
     SubscriptionStateObserved {
         observed: StripeObservation,
+    },
+    /// A member started paying for more sites (`POST /v1/me/sites`); pending until paid.
+    SitePurchaseStarted {
+        session_id: String,
+        member_id: Uuid,
+        sites: Vec<String>,
+        price_id: String,
+        /// The prorated total, minor units.
+        amount: i64,
+        currency: String,
+        started_at: DateTime<Utc>,
+    },
+    /// Paid, and the sites added to the subscription at Stripe.
+    SitePurchaseCompleted {
+        session_id: String,
+        completed_at: DateTime<Utc>,
+    },
+    /// The Checkout Session expired unpaid; the sites are no longer pending.
+    SitePurchaseExpired {
+        session_id: String,
+        expired_at: DateTime<Utc>,
     },
     PaymentRecorded {
         payment: Payment,
@@ -412,6 +455,9 @@ impl SubscriptionEvent {
     pub const PAYMENT_RECORDED: &'static str = "PaymentRecorded";
     pub const PAYMENT_FAILED: &'static str = "PaymentFailed";
     pub const PAYMENT_REFUNDED: &'static str = "PaymentRefunded";
+    pub const SITE_PURCHASE_STARTED: &'static str = "SitePurchaseStarted";
+    pub const SITE_PURCHASE_COMPLETED: &'static str = "SitePurchaseCompleted";
+    pub const SITE_PURCHASE_EXPIRED: &'static str = "SitePurchaseExpired";
 
     /// The Stripe event the change came from; `None` for payment events.
     pub fn observed(&self) -> Option<&StripeObservation> {
@@ -430,7 +476,10 @@ impl SubscriptionEvent {
             | Self::SubscriptionStateObserved { observed } => Some(observed),
             Self::PaymentRecorded { .. }
             | Self::PaymentFailed { .. }
-            | Self::PaymentRefunded { .. } => None,
+            | Self::PaymentRefunded { .. }
+            | Self::SitePurchaseStarted { .. }
+            | Self::SitePurchaseCompleted { .. }
+            | Self::SitePurchaseExpired { .. } => None,
         }
     }
 }
@@ -452,6 +501,9 @@ impl DomainEvent for SubscriptionEvent {
             Self::SubscriptionStateObserved { .. } => Self::STATE_OBSERVED,
             Self::PaymentRecorded { .. } => Self::PAYMENT_RECORDED,
             Self::PaymentFailed { .. } => Self::PAYMENT_FAILED,
+            Self::SitePurchaseStarted { .. } => Self::SITE_PURCHASE_STARTED,
+            Self::SitePurchaseCompleted { .. } => Self::SITE_PURCHASE_COMPLETED,
+            Self::SitePurchaseExpired { .. } => Self::SITE_PURCHASE_EXPIRED,
             Self::PaymentRefunded { .. } => Self::PAYMENT_REFUNDED,
         }
         .to_owned()
@@ -685,6 +737,9 @@ pub struct Subscription {
     failed_attempts: BTreeSet<(String, u32)>,
     /// Refunded total so far per charge id.
     refunded: BTreeMap<String, i64>,
+    /// Site purchases by Checkout Session id, and whether each is still pending.
+    #[serde(default)]
+    site_purchases: BTreeMap<String, bool>,
 }
 
 impl Subscription {
@@ -824,6 +879,46 @@ impl Aggregate for Subscription {
                     sink.write(event, self).await;
                 }
             }
+            SubscriptionCommand::StartSitePurchase {
+                session_id,
+                member_id,
+                sites,
+                price_id,
+                amount,
+                currency,
+                at,
+            } => {
+                if !self.site_purchases.contains_key(&session_id) {
+                    let event = SubscriptionEvent::SitePurchaseStarted {
+                        session_id,
+                        member_id,
+                        sites,
+                        price_id,
+                        amount,
+                        currency,
+                        started_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            SubscriptionCommand::CompleteSitePurchase { session_id, at } => {
+                if self.site_purchases.get(&session_id) == Some(&true) {
+                    let event = SubscriptionEvent::SitePurchaseCompleted {
+                        session_id,
+                        completed_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            SubscriptionCommand::ExpireSitePurchase { session_id, at } => {
+                if self.site_purchases.get(&session_id) == Some(&true) {
+                    let event = SubscriptionEvent::SitePurchaseExpired {
+                        session_id,
+                        expired_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
             SubscriptionCommand::RecordItemRemoval { item_id, observed } => {
                 if let Some(item) = self.item(&item_id).cloned() {
                     let event = SubscriptionEvent::SubscriptionItemRemoved {
@@ -894,6 +989,13 @@ impl Aggregate for Subscription {
             SubscriptionEvent::PaymentRecorded { payment } => {
                 self.paid_invoices.insert(payment.invoice_id);
             }
+            SubscriptionEvent::SitePurchaseStarted { session_id, .. } => {
+                self.site_purchases.insert(session_id, true);
+            }
+            SubscriptionEvent::SitePurchaseCompleted { session_id, .. }
+            | SubscriptionEvent::SitePurchaseExpired { session_id, .. } => {
+                self.site_purchases.insert(session_id, false);
+            }
             SubscriptionEvent::PaymentFailed {
                 invoice_id,
                 attempt_count,
@@ -963,7 +1065,10 @@ impl Known {
             | SubscriptionEvent::SubscriptionCreated { .. }
             | SubscriptionEvent::PaymentRecorded { .. }
             | SubscriptionEvent::PaymentFailed { .. }
-            | SubscriptionEvent::PaymentRefunded { .. } => {}
+            | SubscriptionEvent::PaymentRefunded { .. }
+            | SubscriptionEvent::SitePurchaseStarted { .. }
+            | SubscriptionEvent::SitePurchaseCompleted { .. }
+            | SubscriptionEvent::SitePurchaseExpired { .. } => {}
         }
     }
 }
@@ -1172,6 +1277,61 @@ mod tests {
     }
 
     // --- values ---
+
+    #[test]
+    fn a_site_purchase_is_pending_until_completed_or_expired_once() {
+        let start = || SubscriptionCommand::StartSitePurchase {
+            session_id: "cs_1".into(),
+            member_id: member(),
+            sites: vec!["new.example.com".into()],
+            price_id: "price_site".into(),
+            amount: 500,
+            currency: "usd".into(),
+            at: t(10),
+        };
+        let started = E::SitePurchaseStarted {
+            session_id: "cs_1".into(),
+            member_id: member(),
+            sites: vec!["new.example.com".into()],
+            price_id: "price_site".into(),
+            amount: 500,
+            currency: "usd".into(),
+            started_at: t(10),
+        };
+        TestFramework::<Subscription>::with(())
+            .given_no_previous_events()
+            .when(start())
+            .then_expect_events(vec![started.clone()]);
+        TestFramework::<Subscription>::with(())
+            .given(vec![started.clone()])
+            .when(start())
+            .then_expect_events(vec![]);
+        let completed = E::SitePurchaseCompleted {
+            session_id: "cs_1".into(),
+            completed_at: t(20),
+        };
+        TestFramework::<Subscription>::with(())
+            .given(vec![started.clone()])
+            .when(SubscriptionCommand::CompleteSitePurchase {
+                session_id: "cs_1".into(),
+                at: t(20),
+            })
+            .then_expect_events(vec![completed.clone()]);
+        TestFramework::<Subscription>::with(())
+            .given(vec![started, completed])
+            .when(SubscriptionCommand::ExpireSitePurchase {
+                session_id: "cs_1".into(),
+                at: t(30),
+            })
+            .then_expect_events(vec![]);
+        TestFramework::<Subscription>::with(())
+            .given_no_previous_events()
+            .when(SubscriptionCommand::CompleteSitePurchase {
+                session_id: "cs_unknown".into(),
+                at: t(20),
+            })
+            .then_expect_events(vec![]);
+    }
 
     #[test]
     fn an_item_removed_through_the_api_is_recorded_once_and_older_states_do_not_restore_it() {

@@ -58,11 +58,11 @@ impl Projection for MemberSubscriptions {
     }
 
     fn version(&self) -> i32 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["subscriptions", "subscription_items"]
+        &["subscriptions", "subscription_items", "pending_sites"]
     }
 
     async fn apply(
@@ -274,6 +274,51 @@ impl Projection for MemberSubscriptions {
                 .await?;
                 touch(conn, id, observed_at(&observed, event)).await?;
                 refresh_mrr(conn, event, id).await?;
+            }
+            SubscriptionEvent::SitePurchaseStarted {
+                session_id,
+                member_id,
+                sites,
+                amount,
+                currency,
+                started_at,
+                ..
+            } => {
+                for site in sites {
+                    sqlx::query(
+                        "INSERT INTO pending_sites (session_id, site, subscription_id, member_id, amount, currency, status, created_at, updated_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&session_id)
+                    .bind(site)
+                    .bind(id)
+                    .bind(member_id)
+                    .bind(amount)
+                    .bind(&currency)
+                    .bind(started_at)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+            SubscriptionEvent::SitePurchaseCompleted {
+                session_id,
+                completed_at,
+            } => {
+                sqlx::query("UPDATE pending_sites SET status = 'paid', updated_at = $2 WHERE session_id = $1")
+                    .bind(session_id)
+                    .bind(completed_at)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            SubscriptionEvent::SitePurchaseExpired {
+                session_id,
+                expired_at,
+            } => {
+                sqlx::query("UPDATE pending_sites SET status = 'expired', updated_at = $2 WHERE session_id = $1")
+                    .bind(session_id)
+                    .bind(expired_at)
+                    .execute(&mut *conn)
+                    .await?;
             }
             // Nothing tracked here changed; payments are in `members_payment_events`.
             SubscriptionEvent::SubscriptionStateObserved { .. }

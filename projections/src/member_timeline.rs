@@ -107,7 +107,8 @@ async fn subscription_entry(
             Some(payment.member_id)
         }
         SubscriptionEvent::PaymentFailed { member_id, .. }
-        | SubscriptionEvent::PaymentRefunded { member_id, .. } => {
+        | SubscriptionEvent::PaymentRefunded { member_id, .. }
+        | SubscriptionEvent::SitePurchaseStarted { member_id, .. } => {
             remember_subscription(conn, sub, *member_id, false).await?;
             Some(*member_id)
         }
@@ -303,6 +304,15 @@ fn subscription_summary(sub: &str, event: SubscriptionEvent) -> String {
             }
             None => format!("Refund of {amount} {currency} recorded for charge {charge_id}"),
         },
+        SubscriptionEvent::SitePurchaseStarted { sites, amount, currency, .. } => {
+            format!("Purchase of {} started ({amount} {currency})", sites.join(", "))
+        }
+        SubscriptionEvent::SitePurchaseCompleted { session_id, .. } => {
+            format!("Site purchase {session_id} paid; sites added")
+        }
+        SubscriptionEvent::SitePurchaseExpired { session_id, .. } => {
+            format!("Site purchase {session_id} expired unpaid")
+        }
     }
 }
 

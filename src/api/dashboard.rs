@@ -20,6 +20,8 @@ pub struct Dashboard {
     pub subscriptions: Vec<DashboardSubscription>,
     /// Every site bought, active or removed.
     pub sites: Vec<DashboardSite>,
+    /// Sites being paid for, not added yet.
+    pub pending_sites: Vec<PendingSite>,
     /// Payments, refunds and failed payments, newest first.
     pub payments: Vec<DashboardPayment>,
     pub licenses: Vec<DashboardLicense>,
@@ -76,6 +78,18 @@ pub struct DashboardSite {
     pub quantity: i32,
     /// `active` or `removed`.
     pub status: String,
+}
+
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
+pub struct PendingSite {
+    pub domain: String,
+    pub subscription_id: String,
+    /// The Checkout Session paying for it.
+    pub session_id: String,
+    /// The session's prorated total, minor units.
+    pub amount: i64,
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Object, sqlx::FromRow)]
@@ -179,6 +193,13 @@ pub async fn load(pool: &PgPool, member_id: Uuid) -> Result<Option<Dashboard>, s
     .fetch_all(pool)
     .await?;
     let licenses = licenses(pool, member_id).await?;
+    let pending_sites: Vec<PendingSite> = sqlx::query_as(
+        "SELECT site AS domain, subscription_id, session_id, amount, currency, created_at FROM pending_sites
+         WHERE member_id = $1 AND status = 'pending' ORDER BY created_at, site",
+    )
+    .bind(member_id)
+    .fetch_all(pool)
+    .await?;
     Ok(Some(Dashboard {
         member_id,
         email,
@@ -187,6 +208,7 @@ pub async fn load(pool: &PgPool, member_id: Uuid) -> Result<Option<Dashboard>, s
         customer_ids,
         subscriptions,
         sites,
+        pending_sites,
         payments,
         licenses,
     }))

@@ -7,7 +7,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::auth::AdminAuth;
 use super::members::db_error;
-use super::problem::Problem;
+use super::problem::{FieldError, Problem};
 use super::{ApiTags, State};
 use crate::export::{After, ExportedEvent, LogFilter, LogReader, ResolveError};
 
@@ -183,6 +183,14 @@ impl EventsApi {
                 Err(ResolveError::Database(err)) => return db_error(err).into(),
             },
         };
+        // poem-openapi cannot put a pattern on a list parameter; PostgreSQL refuses NUL bytes.
+        if event_type.0.iter().any(|t| t.contains('\0')) {
+            return Problem::validation(vec![FieldError::new(
+                "event_type",
+                "must not contain NUL characters",
+            )])
+            .into();
+        }
         let filter = LogFilter {
             aggregate_type: aggregate_type.0,
             event_types: event_type

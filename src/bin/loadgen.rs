@@ -129,6 +129,8 @@ struct MembersArgs {
     common: Common,
     #[command(flatten)]
     server: Server,
+    #[command(flatten)]
+    db: Db,
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     concurrency: Vec<usize>,
     /// Seconds per concurrency level.
@@ -325,6 +327,54 @@ struct Run {
     latency: Latency,
     /// /proc/loadavg when the run started (other work on the machine shows here).
     loadavg: String,
+    /// What the run cost the database, per successful request.
+    #[serde(default)]
+    db: Option<DbCost>,
+}
+
+/// A point in the database's history: the next transaction id to be assigned and the WAL
+/// insert position. Both are exact, unlike the cumulative statistics views.
+struct DbMark {
+    next_xid: i64,
+    lsn: String,
+}
+
+/// Writing transactions (each one a commit that waits for its WAL flush, with
+/// `synchronous_commit=on`) and WAL bytes between two marks, and per unit of work.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct DbCost {
+    write_txns: i64,
+    wal_bytes: i64,
+    write_txns_per_unit: f64,
+    wal_bytes_per_unit: f64,
+}
+
+async fn db_mark(pool: &PgPool) -> Result<DbMark> {
+    let (next_xid, lsn): (i64, String) = sqlx::query_as(
+        "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint, pg_current_wal_lsn()::text",
+    )
+    .fetch_one(pool)
+    .await
+    .context("reading the transaction id and WAL position")?;
+    Ok(DbMark { next_xid, lsn })
+}
+
+async fn db_cost(pool: &PgPool, from: &DbMark, units: u64) -> Result<DbCost> {
+    let to = db_mark(pool).await?;
+    let wal_bytes: i64 =
+        sqlx::query_scalar("SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)::bigint")
+            .bind(&to.lsn)
+            .bind(&from.lsn)
+            .fetch_one(pool)
+            .await?;
+    let write_txns = to.next_xid - from.next_xid;
+    let units = units.max(1) as f64;
+    Ok(DbCost {
+        write_txns,
+        wal_bytes,
+        write_txns_per_unit: write_txns as f64 / units,
+        wal_bytes_per_unit: wal_bytes as f64 / units,
+    })
 }
 
 struct Limit {
@@ -411,7 +461,7 @@ fn loadavg() -> String {
 
 fn print_run(label: &str, run: &Run) {
     println!(
-        "{label:<34} c={:<3} {:>9.1}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  ok {} errors {}{}",
+        "{label:<34} c={:<3} {:>9.1}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  ok {} errors {}{}{}",
         run.concurrency,
         run.per_second,
         run.latency.p50_ms,
@@ -419,6 +469,14 @@ fn print_run(label: &str, run: &Run) {
         run.latency.max_ms,
         run.ok,
         run.errors,
+        run.db
+            .as_ref()
+            .map(|d| format!(
+                "  db: {:.1} write txns, {:.1} kB WAL per request",
+                d.write_txns_per_unit,
+                d.wal_bytes_per_unit / 1024.0
+            ))
+            .unwrap_or_default(),
         run.first_error
             .as_deref()
             .map(|e| format!(" (first: {})", truncate(e, 200)))
@@ -896,14 +954,16 @@ async fn members(args: MembersArgs) -> Result<()> {
     check_loopback(&args.server.url)?;
     let max = args.concurrency.iter().copied().max().unwrap_or(1);
     let client = http_client(max)?;
+    let pool = connect(&args.db, 1).await?;
     let run_id = Uuid::now_v7().simple().to_string();
     let mut runs = Vec::new();
     for &concurrency in &args.concurrency {
+        let mark = db_mark(&pool).await?;
         let client = client.clone();
         let url = format!("{}/v1/members", args.server.url);
         let token = args.server.admin_token.clone();
         let tag = format!("{}-c{concurrency}", &run_id[20..]);
-        let run = drive(
+        let mut run = drive(
             concurrency,
             Limit {
                 duration: Some(Duration::from_secs(args.seconds)),
@@ -919,6 +979,7 @@ async fn members(args: MembersArgs) -> Result<()> {
             },
         )
         .await;
+        run.db = Some(db_cost(&pool, &mark, run.ok).await?);
         print_run("POST /v1/members", &run);
         runs.push(run);
     }
@@ -1066,6 +1127,9 @@ struct WebhooksResult {
     processed_per_s: Option<f64>,
     /// Log events appended by processing them (commands and policies).
     log_events: i64,
+    /// The database cost of the whole scenario (accepting and processing), per webhook event.
+    #[serde(default)]
+    processing_db: Option<DbCost>,
     drain_note: Option<String>,
 }
 
@@ -1088,8 +1152,9 @@ async fn webhooks(args: WebhooksArgs) -> Result<()> {
 
     let url = format!("{}/webhooks/stripe", args.server.url);
     let secret = args.secret.clone();
+    let mark = db_mark(&pool).await?;
     let started = Instant::now();
-    let accept = {
+    let mut accept = {
         let client = client.clone();
         let lifecycles = lifecycles.clone();
         drive(
@@ -1124,6 +1189,7 @@ async fn webhooks(args: WebhooksArgs) -> Result<()> {
         )
         .await
     };
+    accept.db = Some(db_cost(&pool, &mark, accept.ok).await?);
     print_run("POST /webhooks/stripe", &accept);
 
     let deadline = started + Duration::from_secs(args.drain_timeout);
@@ -1132,6 +1198,7 @@ async fn webhooks(args: WebhooksArgs) -> Result<()> {
         Err(err) => (None, Some(format!("{err:#}"))),
     };
     let after: i64 = sqlx::query_scalar(count_events).fetch_one(&pool).await?;
+    let processing_db = db_cost(&pool, &mark, events as u64).await?;
     let result = WebhooksResult {
         lifecycles: args.lifecycles,
         events,
@@ -1139,6 +1206,7 @@ async fn webhooks(args: WebhooksArgs) -> Result<()> {
         processed_per_s: end_to_end_s.map(|s| events as f64 / s),
         end_to_end_s,
         log_events: after - before,
+        processing_db: Some(processing_db),
         drain_note,
         accept,
     };
@@ -1426,7 +1494,8 @@ async fn reads(args: ReadsArgs) -> Result<()> {
             let ids = ids.clone();
             let base = args.server.url.clone();
             let token = args.server.admin_token.clone();
-            let run = drive(
+            let mark = db_mark(&pool).await?;
+            let mut run = drive(
                 concurrency,
                 Limit {
                     duration: Some(seconds),
@@ -1441,6 +1510,7 @@ async fn reads(args: ReadsArgs) -> Result<()> {
                 },
             )
             .await;
+            run.db = Some(db_cost(&pool, &mark, run.ok).await?);
             let name = format!("GET dashboard ({label})");
             print_run(&name, &run);
             runs.push(ReadRun { name, run });
@@ -1470,7 +1540,8 @@ async fn reads(args: ReadsArgs) -> Result<()> {
                     let keys = keys.clone();
                     let shape = shape.clone();
                     let url = format!("{}/v1/licenses/validate", args.server.url);
-                    let run = drive(
+                    let mark = db_mark(&pool).await?;
+                    let mut run = drive(
                         concurrency,
                         Limit {
                             duration: Some(seconds),
@@ -1483,6 +1554,7 @@ async fn reads(args: ReadsArgs) -> Result<()> {
                         },
                     )
                     .await;
+                    run.db = Some(db_cost(&pool, &mark, run.ok).await?);
                     let name = "POST /v1/licenses/validate".to_owned();
                     print_run(&name, &run);
                     runs.push(ReadRun { name, run });
@@ -1667,15 +1739,31 @@ async fn rebuild(args: RebuildArgs) -> Result<()> {
     if !status.success() {
         bail!("`memberledger projections rebuild --all` failed ({status}):\n{out}\n{err}");
     }
-    // If the command only schedules the rebuild for the running server, wait for it too.
-    let rest = wait_caught_up(&pool, Duration::from_secs(args.timeout)).await?;
-    let wall_s = command_s + rest.as_secs_f64();
+    // The command rebuilds synchronously. Anything it appended (policies replayed from the
+    // start issue their commands again) is left for the server's runners.
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await?;
+    let appended: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT event_type, count(*) FROM events WHERE global_position > (
+             SELECT max(global_position) FROM (SELECT global_position FROM events
+                                               ORDER BY global_position LIMIT $1) AS before)
+         GROUP BY event_type ORDER BY event_type",
+    )
+    .bind(log_events)
+    .fetch_all(&pool)
+    .await?;
+    let wall_s = command_s;
     let result = RebuildResult {
         available: true,
-        note: Some(format!(
-            "The command took {command_s:.1} s, then {:.1} s passed until every projection was at the end of the log.",
-            rest.as_secs_f64(),
-        )),
+        note: (after > log_events).then(|| {
+            let kinds: Vec<String> = appended.iter().map(|(t, n)| format!("{n} {t}")).collect();
+            format!(
+                "The rebuild appended {} event(s) to the log while it ran: {}.",
+                after - log_events,
+                kinds.join(", ")
+            )
+        }),
         output: out.lines().map(str::to_owned).collect(),
         log_events,
         wall_s: Some(wall_s),
@@ -1803,6 +1891,20 @@ fn rate(v: f64) -> String {
     }
 }
 
+/// "write txns per request | WAL kB per request" cells.
+fn db_cells(db: Option<&DbCost>) -> String {
+    db.map_or_else(
+        || "– | –".to_owned(),
+        |d| {
+            format!(
+                "{:.1} | {:.1}",
+                d.write_txns_per_unit,
+                d.wal_bytes_per_unit / 1024.0
+            )
+        },
+    )
+}
+
 fn verdict(met: Option<bool>) -> &'static str {
     match met {
         Some(true) => "**met**",
@@ -1896,7 +1998,10 @@ fn report(args: &ReportArgs) -> Result<()> {
         w,
         "The load generator runs on one thread and shares the cores with the server and \
          PostgreSQL; `loadavg` columns show the 1/5/15-minute load average when each run began \
-         (above the core count means other work competed for the CPU)."
+         (above the core count means other work competed for the CPU). `write txns` is the \
+         number of transaction ids PostgreSQL assigned during a run (every writing transaction, \
+         the server's background work included; each one's commit waits for a WAL flush with \
+         `synchronous_commit=on`) and `WAL kB` the WAL written, both per successful request."
     )?;
     writeln!(w)?;
 
@@ -2057,31 +2162,37 @@ fn report(args: &ReportArgs) -> Result<()> {
         writeln!(w)?;
         writeln!(
             w,
-            "| | events/s | vs pgbench | p50 ms | p99 ms | max ms | errors | loadavg |"
+            "| | events/s | vs pgbench | p50 ms | p99 ms | max ms | errors | write txns/event | WAL kB/event | loadavg |"
         )?;
-        writeln!(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")?;
         writeln!(
             w,
-            "| accepted (`POST /webhooks/stripe` answered 200) | {} | {} | {} | {} | {} | {} | {} |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        )?;
+        writeln!(
+            w,
+            "| accepted (`POST /webhooks/stripe` answered 200) | {} | {} | {} | {} | {} | {} | {} | {} |",
             rate(h.accept.per_second),
             ratio(h.accept.per_second, h.accept.concurrency),
             ms(h.accept.latency.p50_ms),
             ms(h.accept.latency.p99_ms),
             ms(h.accept.latency.max_ms),
             h.accept.errors,
+            db_cells(h.accept.db.as_ref()),
             h.accept.loadavg
         )?;
         match (h.end_to_end_s, h.processed_per_s) {
             (Some(s), Some(eps)) => writeln!(
                 w,
-                "| processed end to end (inbox empty, every projection caught up) | {} | {} | | | | | {:.1} s from the first POST |",
+                "| processed end to end (inbox empty, every projection caught up; {} log events appended) | {} | {} | | | | | {} | {:.1} s from the first POST |",
+                h.log_events,
                 rate(eps),
                 ratio(eps, h.accept.concurrency),
+                db_cells(h.processing_db.as_ref()),
                 s
             )?,
             _ => writeln!(
                 w,
-                "| processed end to end | not drained: {} | | | | | | |",
+                "| processed end to end | not drained: {} | | | | | | | | |",
                 h.drain_note.as_deref().unwrap_or("?")
             )?,
         }
@@ -2112,16 +2223,16 @@ fn report(args: &ReportArgs) -> Result<()> {
         writeln!(w)?;
         writeln!(
             w,
-            "| clients | commands/s | vs pgbench | p50 ms | p99 ms | max ms | errors | loadavg |"
+            "| clients | commands/s | vs pgbench | p50 ms | p99 ms | max ms | errors | write txns/command | WAL kB/command | loadavg |"
         )?;
         writeln!(
             w,
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
         )?;
         for r in &mr.runs {
             writeln!(
                 w,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.concurrency,
                 rate(r.per_second),
                 ratio(r.per_second, r.concurrency),
@@ -2129,6 +2240,7 @@ fn report(args: &ReportArgs) -> Result<()> {
                 ms(r.latency.p99_ms),
                 ms(r.latency.max_ms),
                 r.errors,
+                db_cells(r.db.as_ref()),
                 r.loadavg
             )?;
         }
@@ -2138,7 +2250,13 @@ fn report(args: &ReportArgs) -> Result<()> {
     writeln!(w)?;
 
     // c. seed, catch-up, rebuild.
-    writeln!(w, "## c. A log of 1,000,000 events: catch-up and rebuild")?;
+    writeln!(
+        w,
+        "## c. Rebuild of every projection from a log of {} events",
+        seeded
+            .as_ref()
+            .map_or_else(|| "1,000,000".to_owned(), |s| s.log_events.to_string())
+    )?;
     writeln!(w)?;
     if let Some(s) = &seeded {
         writeln!(
@@ -2231,16 +2349,16 @@ fn report(args: &ReportArgs) -> Result<()> {
         writeln!(w)?;
         writeln!(
             w,
-            "| request | clients | requests/s | p50 ms | p90 ms | p99 ms | max ms | errors | loadavg |"
+            "| request | clients | requests/s | p50 ms | p90 ms | p99 ms | max ms | errors | write txns/request | WAL kB/request | loadavg |"
         )?;
         writeln!(
             w,
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
         )?;
         for x in &r.runs {
             writeln!(
                 w,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 x.name,
                 x.run.concurrency,
                 rate(x.run.per_second),
@@ -2249,6 +2367,7 @@ fn report(args: &ReportArgs) -> Result<()> {
                 ms(x.run.latency.p99_ms),
                 ms(x.run.latency.max_ms),
                 x.run.errors,
+                db_cells(x.run.db.as_ref()),
                 x.run.loadavg
             )?;
         }

@@ -205,3 +205,127 @@ impl StripeApi {
         })
     }
 }
+
+/// Paying now for sites added to an existing subscription.
+pub struct SitesCheckout {
+    pub customer: String,
+    /// One line per site: its name on the receipt, and its prorated amount.
+    pub lines: Vec<(String, i64)>,
+    pub currency: String,
+    pub success_url: String,
+    pub cancel_url: String,
+    /// On the session and its payment intent.
+    pub metadata: HashMap<String, String>,
+}
+
+/// An item to add to a subscription: the price of the subscription's other sites, as an
+/// ad hoc price (Stripe allows one item per price), already paid for (no proration).
+pub struct NewSiteItem {
+    pub subscription_id: String,
+    pub product_id: String,
+    pub unit_amount: i64,
+    pub currency: String,
+    pub interval: aggregates::BillingInterval,
+    pub interval_count: u32,
+    pub site: String,
+}
+
+fn currency(code: &str) -> Result<stripe_types::Currency, CallError> {
+    code.parse().map_err(|_| CallError::Refused {
+        status: 400,
+        message: format!("unknown currency {code:?}"),
+    })
+}
+
+impl StripeApi {
+    /// A payment-mode Checkout Session for `checkout`.
+    pub async fn create_sites_checkout(
+        &self,
+        checkout: &SitesCheckout,
+        idempotency_key: &str,
+    ) -> Result<CheckoutSession, CallError> {
+        use stripe_checkout::checkout_session::{
+            CreateCheckoutSessionLineItemsPriceData, CreateCheckoutSessionPaymentIntentData,
+            ProductData,
+        };
+        let code = currency(&checkout.currency)?;
+        let lines: Vec<CreateCheckoutSessionLineItems> = checkout
+            .lines
+            .iter()
+            .map(|(name, amount)| {
+                let mut price = CreateCheckoutSessionLineItemsPriceData::new(code.clone());
+                price.product_data = Some(ProductData::new(name.clone()));
+                price.unit_amount = Some(*amount);
+                let mut line = CreateCheckoutSessionLineItems::new();
+                line.price_data = Some(price);
+                line.quantity = Some(1);
+                line
+            })
+            .collect();
+        let mut intent = CreateCheckoutSessionPaymentIntentData::new();
+        intent.metadata = Some(checkout.metadata.clone());
+        let request = CreateCheckoutSession::new()
+            .mode(stripe_shared::CheckoutSessionMode::Payment)
+            .customer(checkout.customer.clone())
+            .line_items(lines)
+            .payment_intent_data(intent)
+            .metadata(checkout.metadata.clone())
+            .success_url(checkout.success_url.clone())
+            .cancel_url(checkout.cancel_url.clone());
+        let session = self
+            .with_retries(idempotency_key, "create sites checkout", |strategy| {
+                request
+                    .customize()
+                    .request_strategy(strategy)
+                    .send(&self.client)
+            })
+            .await?;
+        Ok(CheckoutSession {
+            id: session.id.to_string(),
+            url: session.url,
+        })
+    }
+
+    /// Adds a site's item; returns its id. The idempotency key makes a repeated call (a second
+    /// webhook for the same payment) return the same item instead of adding another.
+    pub async fn add_site_item(
+        &self,
+        item: &NewSiteItem,
+        idempotency_key: &str,
+    ) -> Result<String, CallError> {
+        use stripe_billing::subscription_item::{
+            CreateSubscriptionItem, CreateSubscriptionItemPriceData,
+            CreateSubscriptionItemPriceDataRecurring,
+            CreateSubscriptionItemPriceDataRecurringInterval as Interval,
+            CreateSubscriptionItemProrationBehavior,
+        };
+        let interval = match item.interval {
+            aggregates::BillingInterval::Day => Interval::Day,
+            aggregates::BillingInterval::Week => Interval::Week,
+            aggregates::BillingInterval::Month => Interval::Month,
+            aggregates::BillingInterval::Year => Interval::Year,
+        };
+        let mut recurring = CreateSubscriptionItemPriceDataRecurring::new(interval);
+        recurring.interval_count = Some(u64::from(item.interval_count));
+        let mut price = CreateSubscriptionItemPriceData::new(
+            currency(&item.currency)?,
+            item.product_id.clone(),
+            recurring,
+        );
+        price.unit_amount = Some(item.unit_amount);
+        let request = CreateSubscriptionItem::new(item.subscription_id.clone())
+            .price_data(price)
+            .quantity(1u64)
+            .proration_behavior(CreateSubscriptionItemProrationBehavior::None)
+            .metadata(HashMap::from([("site".to_owned(), item.site.clone())]));
+        let created = self
+            .with_retries(idempotency_key, "add subscription item", |strategy| {
+                request
+                    .customize()
+                    .request_strategy(strategy)
+                    .send(&self.client)
+            })
+            .await?;
+        Ok(created.id.to_string())
+    }
+}

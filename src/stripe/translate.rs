@@ -69,6 +69,12 @@ impl Translator {
             actor: Actor::Stripe,
         };
         match event.event_type.as_str() {
+            "checkout.session.completed" if object["metadata"]["add_to_existing"] == "true" => {
+                self.sites_paid(object, created, &metadata).await
+            }
+            "checkout.session.expired" if object["metadata"]["add_to_existing"] == "true" => {
+                self.sites_expired(object, created, &metadata).await
+            }
             "checkout.session.completed" => self.checkout_completed(object, &metadata).await,
             "customer.subscription.created"
             | "customer.subscription.updated"
@@ -101,6 +107,85 @@ impl Translator {
         };
         self.member_for_customer(customer, &contact, metadata)
             .await?;
+        Ok(Outcome::Processed)
+    }
+
+    /// A payment for sites added to an existing subscription: add each site's item at Stripe
+    /// (idempotently: a second webhook for the same payment adds nothing), then complete the
+    /// purchase. The items themselves arrive with `customer.subscription.updated`.
+    async fn sites_paid(
+        &self,
+        session: &Value,
+        created: i64,
+        metadata: &EventMetadata,
+    ) -> anyhow::Result<Outcome> {
+        let session_id = text(&session["id"]).context("the session has no id")?;
+        if session["payment_status"]
+            .as_str()
+            .is_some_and(|s| s != "paid")
+        {
+            return Ok(Outcome::Ignored(format!(
+                "session {session_id} is not paid yet"
+            )));
+        }
+        let m = &session["metadata"];
+        let field = |key: &str| {
+            text(&m[key]).with_context(|| format!("session {session_id} has no metadata.{key}"))
+        };
+        let subscription_id = field("existing_subscription_id")?;
+        let api = self
+            .stripe
+            .as_ref()
+            .context("adding sites needs STRIPE_SECRET_KEY; will retry")?;
+        let interval = BillingInterval::parse(field("interval")?)
+            .context("metadata.interval is not an interval")?;
+        for site in field("sites")?.split(',').filter(|s| !s.is_empty()) {
+            let item = super::client::NewSiteItem {
+                subscription_id: subscription_id.to_owned(),
+                product_id: field("product_id")?.to_owned(),
+                unit_amount: field("unit_amount")?
+                    .parse()
+                    .context("metadata.unit_amount")?,
+                currency: field("currency")?.to_owned(),
+                interval,
+                interval_count: field("interval_count")?
+                    .parse()
+                    .context("metadata.interval_count")?,
+                site: site.to_owned(),
+            };
+            let key = format!("add-site-{session_id}-{site}");
+            api.add_site_item(&item, &key.chars().take(255).collect::<String>())
+                .await
+                .map_err(|e| anyhow!("adding {site} to {subscription_id}: {e}"))?;
+        }
+        let command = SubscriptionCommand::CompleteSitePurchase {
+            session_id: session_id.to_owned(),
+            at: DateTime::from_timestamp(created, 0).unwrap_or_default(),
+        };
+        self.subscriptions
+            .execute(subscription_id, command, metadata.clone())
+            .await
+            .map_err(|e| anyhow!("completing site purchase {session_id}: {e}"))?;
+        Ok(Outcome::Processed)
+    }
+
+    async fn sites_expired(
+        &self,
+        session: &Value,
+        created: i64,
+        metadata: &EventMetadata,
+    ) -> anyhow::Result<Outcome> {
+        let session_id = text(&session["id"]).context("the session has no id")?;
+        let subscription_id = text(&session["metadata"]["existing_subscription_id"])
+            .context("no metadata.existing_subscription_id")?;
+        let command = SubscriptionCommand::ExpireSitePurchase {
+            session_id: session_id.to_owned(),
+            at: DateTime::from_timestamp(created, 0).unwrap_or_default(),
+        };
+        self.subscriptions
+            .execute(subscription_id, command, metadata.clone())
+            .await
+            .map_err(|e| anyhow!("expiring site purchase {session_id}: {e}"))?;
         Ok(Outcome::Processed)
     }
 

@@ -318,3 +318,195 @@ async fn removing_a_site_while_stripe_is_down_changes_nothing() {
         .expect("license");
     assert_eq!(status, "active");
 }
+
+/// The Checkout Session Stripe would send back in a webhook for the `n`th recorded checkout.
+fn paid_session(stripe: &FakeStripe, n: usize, id: &str) -> Value {
+    let (_, body) = stripe.checkouts.lock().expect("lock")[n].clone();
+    let metadata: serde_json::Map<String, Value> = form(&body)
+        .into_iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("metadata[")
+                .and_then(|k| k.strip_suffix(']'))
+                .map(|k| (k.to_owned(), json!(v)))
+        })
+        .collect();
+    let mut session = crate::stripe_support::fixture("checkout.session");
+    session["id"] = json!(id);
+    session["mode"] = json!("payment");
+    session["payment_status"] = json!("paid");
+    session["status"] = json!("complete");
+    session["metadata"] = Value::Object(metadata);
+    session
+}
+
+#[tokio::test]
+async fn added_sites_are_pending_until_paid_then_added_once_and_licensed() {
+    let stripe = FakeStripe::start(&[]).await;
+    let app = app_with_stripe(&stripe).await;
+    let l = Lifecycle::new(&format!(
+        "add{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    let mut created = l.subscription_event("created", "customer.subscription.created", "active", 0);
+    // Half of the period is left.
+    let now = chrono::Utc::now().timestamp();
+    created["data"]["object"]["items"]["data"][0]["current_period_start"] =
+        json!(now - 15 * 86_400);
+    created["data"]["object"]["items"]["data"][0]["current_period_end"] = json!(now + 15 * 86_400);
+    for e in [l.checkout_completed(1), created.clone()] {
+        app.send_webhook(&e).await;
+    }
+    app.drain_stripe().await;
+    let token = app.sign_in(&l.email).await;
+    let add = |sites: Value| {
+        let app = &app;
+        let token = token.clone();
+        let body = json!({ "sites": sites, "success_url": "https://shop.test/ok", "cancel_url": "https://shop.test/no" });
+        async move {
+            app.client
+                .post(app.url("/v1/me/sites"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .expect("sent")
+        }
+    };
+
+    let problem = assert_problem(add(json!([l.site])).await, 409).await;
+    assert_eq!(problem["type"], "/problems/site-already-licensed");
+    let resp = add(json!(["https://New.Example.com/"])).await;
+    assert_eq!(resp.status(), 201);
+    let purchase: Value = resp.json().await.expect("json");
+    assert_eq!(purchase["sites"], json!(["new.example.com"]));
+    let amount = purchase["amount"].as_i64().expect("amount");
+    assert!(
+        (950..=1050).contains(&amount),
+        "half of 2000 for half a period: {amount}"
+    );
+    let sent = form(&stripe.checkouts.lock().expect("lock")[0].1);
+    assert_eq!(field(&sent, "mode"), Some("payment"));
+    assert_eq!(field(&sent, "customer"), Some(l.customer.as_str()));
+    assert_eq!(field(&sent, "metadata[add_to_existing]"), Some("true"));
+    assert_eq!(
+        field(&sent, "metadata[existing_subscription_id]"),
+        Some(l.subscription.as_str())
+    );
+    assert_eq!(
+        field(&sent, "payment_intent_data[metadata][sites]"),
+        Some("new.example.com")
+    );
+
+    let dashboard: Value = app
+        .get_as(&token, "/v1/me/dashboard")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(dashboard["pending_sites"][0]["domain"], "new.example.com");
+
+    // Paid: the webhook (delivered twice, and once more as another event) adds the item once.
+    let session = paid_session(&stripe, 0, purchase["id"].as_str().expect("id"));
+    let paid = event(
+        &format!("evt_{}_paid", l.tag),
+        "checkout.session.completed",
+        now,
+        session.clone(),
+    );
+    app.send_webhook(&paid).await;
+    app.send_webhook(&paid).await;
+    app.send_webhook(&event(
+        &format!("evt_{}_paid_again", l.tag),
+        "checkout.session.completed",
+        now,
+        session,
+    ))
+    .await;
+    app.drain_stripe().await;
+    let adds: Vec<String> = stripe
+        .requested()
+        .into_iter()
+        .filter(|r| r.starts_with("POST /v1/subscription_items"))
+        .collect();
+    assert!(!adds.is_empty());
+    assert!(
+        adds.iter().all(|r| *r == adds[0]),
+        "one idempotency key for the one payment: {adds:?}"
+    );
+    assert!(
+        adds[0].contains(&format!("subscription={}", l.subscription))
+            && adds[0].contains("site=new.example.com")
+            && adds[0].contains("proration=none"),
+        "{}",
+        adds[0]
+    );
+    let dashboard: Value = app
+        .get_as(&token, "/v1/me/dashboard")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(dashboard["pending_sites"], json!([]));
+
+    // Stripe then reports the subscription with the new item; its license follows.
+    let mut updated = created;
+    updated["id"] = json!(format!("evt_{}_with_new_site", l.tag));
+    updated["type"] = json!("customer.subscription.updated");
+    updated["created"] = json!(now + 1);
+    let mut new_item = updated["data"]["object"]["items"]["data"][0].clone();
+    new_item["id"] = json!("si_added_new");
+    new_item["metadata"] = json!({ "site": "new.example.com" });
+    updated["data"]["object"]["items"]["data"]
+        .as_array_mut()
+        .expect("items")
+        .push(new_item);
+    app.send_webhook(&updated).await;
+    app.drain_stripe().await;
+    let resp = app.client.post(app.url("/v1/licenses/validate")).json(&json!({"key": license_key(&app, "new.example.com").await, "domain": "new.example.com"})).send().await.expect("sent");
+    assert_eq!(resp.json::<Value>().await.expect("json")["code"], "VALID");
+
+    // An abandoned purchase: pending until its session expires.
+    assert_eq!(add(json!(["other.example.com"])).await.status(), 201);
+    let pending: Value = app
+        .get_as(&token, "/v1/me/dashboard")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(pending["pending_sites"][0]["domain"], "other.example.com");
+    // Counted first: `paid_session` takes the same lock.
+    let last = stripe.checkouts.lock().expect("lock").len() - 1;
+    let mut expired = paid_session(&stripe, last, "cs_expired");
+    expired["status"] = json!("expired");
+    expired["payment_status"] = json!("unpaid");
+    // The session id recorded for the purchase is the one the fake returned.
+    let recorded: String =
+        sqlx::query_scalar("SELECT session_id FROM pending_sites WHERE site = 'other.example.com'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("pending row");
+    expired["id"] = json!(recorded);
+    app.send_webhook(&event(
+        &format!("evt_{}_expired", l.tag),
+        "checkout.session.expired",
+        now,
+        expired,
+    ))
+    .await;
+    app.drain_stripe().await;
+    let after: Value = app
+        .get_as(&token, "/v1/me/dashboard")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(after["pending_sites"], json!([]));
+}
+
+async fn license_key(app: &TestApp, site: &str) -> String {
+    sqlx::query_scalar("SELECT key FROM licenses WHERE site = $1")
+        .bind(site)
+        .fetch_one(&app.pool)
+        .await
+        .expect("a license for the site")
+}

@@ -70,6 +70,25 @@ impl TestApp {
     /// Waits until no stored Stripe event is pending, processing or failed, then until every
     /// projection has applied the whole log.
     pub async fn drain_stripe(&self) {
+        let failing: Vec<(String, Option<String>)> = Vec::new();
+        let _ = failing;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let open: Vec<(String, String, Option<String>)> = sqlx::query_as(
+                "SELECT id, status, last_error FROM stripe_events WHERE status IN ('pending', 'processing', 'failed')",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .expect("open events");
+            if open.is_empty() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the stripe inbox did not drain: {open:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         crate::helpers::eventually("the stripe inbox to drain", || async {
             let open: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM stripe_events WHERE status IN ('pending', 'processing', 'failed')",
@@ -287,6 +306,49 @@ fn delete_subscription_item(
 }
 
 #[handler]
+fn create_subscription_item(
+    req: &poem::Request,
+    body: String,
+    state: Data<&FakeState>,
+) -> Response {
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let get = |k: &str| {
+        form.iter()
+            .find(|(f, _)| f == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    if let Ok(mut requests) = state.requests.lock() {
+        requests.push(format!(
+            "POST /v1/subscription_items key={key} subscription={} site={} proration={}",
+            get("subscription"),
+            get("metadata[site]"),
+            get("proration_behavior")
+        ));
+    }
+    // Like Stripe: the same idempotency key gets the same item.
+    let mut item = fixture("subscription_item");
+    item["id"] = json!(format!(
+        "si_added_{:x}",
+        key.bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+    ));
+    item["subscription"] = json!(get("subscription"));
+    item["metadata"] = json!({ "site": get("metadata[site]") });
+    Response::builder()
+        .content_type("application/json")
+        .body(item.to_string())
+}
+
+#[handler]
 fn create_checkout_session(req: &poem::Request, body: String, state: Data<&FakeState>) -> Response {
     let key = req
         .headers()
@@ -371,6 +433,10 @@ impl FakeStripe {
             .at(
                 "/v1/subscription_items/:id",
                 poem::delete(delete_subscription_item),
+            )
+            .at(
+                "/v1/subscription_items",
+                poem::post(create_subscription_item),
             )
             .data(state);
         let acceptor = TcpListener::bind("127.0.0.1:0")
