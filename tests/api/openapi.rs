@@ -71,9 +71,8 @@ fn every_operation_is_documented() {
 async fn event_schemas_are_served_and_committed() {
     let committed: Value =
         serde_json::from_str(include_str!("../../docs/event-schemas.json")).expect("JSON");
-    assert_eq!(
-        committed,
-        aggregates::schema::event_schemas(),
+    assert!(
+        committed == aggregates::schema::event_schemas(),
         "docs/event-schemas.json is out of date: run `cargo run -q -- events schema > docs/event-schemas.json`"
     );
     let app = TestApp::spawn().await;

@@ -103,8 +103,11 @@ async fn two_server_instances_project_each_event_exactly_once() {
         "{checkpoints:?}"
     );
     // One runner per projection holds its lock, across both instances.
+    // The session locks of the runners (a runner mid-batch also holds a transaction lock).
     let locks: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+         JOIN projection_checkpoints c
+           ON l.objid::bigint = (hashtext('memberledger.projection.' || c.name)::bigint & 4294967295)
          WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()",
     )
     .fetch_one(&first.pool)
