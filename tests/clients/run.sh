@@ -69,6 +69,36 @@ pg_bindir() {
     return 1
 }
 
+# The SMTP server sign-in emails go to: the tests' maildev (target/maildev) when it runs,
+# else one started here (installed from npm on first use, like the tests do).
+MAILDEV_SMTP=""
+MAILDEV_WEB=""
+start_maildev() {
+    local dir="$ROOT/target/maildev" ports
+    if [ -f "$dir/ports" ]; then
+        read -r MAILDEV_SMTP MAILDEV_WEB < "$dir/ports" || true
+        if [ -n "$MAILDEV_WEB" ] && (exec 3<>"/dev/tcp/127.0.0.1/$MAILDEV_WEB") 2>/dev/null; then
+            echo "using the running maildev (smtp $MAILDEV_SMTP, web $MAILDEV_WEB)"
+            return 0
+        fi
+    fi
+    mkdir -p "$dir"
+    [ -x "$dir/node_modules/maildev/bin/maildev" ] || npm install --no-audit --no-fund --prefix "$dir" maildev@2.2.1 >/dev/null
+    ports="$(python3 -c 'import socket
+s=[socket.socket() for _ in range(2)]
+[x.bind(("127.0.0.1", 0)) for x in s]
+print(*[x.getsockname()[1] for x in s])')"
+    read -r MAILDEV_SMTP MAILDEV_WEB <<< "$ports"
+    node "$dir/node_modules/maildev/bin/maildev" --ip 127.0.0.1 --web-ip 127.0.0.1 \
+        --smtp "$MAILDEV_SMTP" --web "$MAILDEV_WEB" > "$dir/maildev.log" 2>&1 &
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$MAILDEV_WEB") 2>/dev/null && break
+        sleep 0.2
+    done
+    echo "$MAILDEV_SMTP $MAILDEV_WEB" > "$dir/ports"
+    echo "started maildev (smtp $MAILDEV_SMTP, web $MAILDEV_WEB)"
+}
+
 # Stops the server with SIGTERM and waits for it (it stops its PostgreSQL itself). Returns
 # non-zero when it did not stop cleanly.
 stop_server() {
@@ -185,7 +215,9 @@ if [ "$want_scenario" -eq 1 ] || [ "$want_fuzz" -eq 1 ]; then
     chmod 755 "$DATA_DIR"
     SERVER_LOG="$DATA_DIR/server.log"
     ADMIN_TOKEN="mlat_clients_$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
+    start_maildev
     env -u DATABASE_URL \
+        SMTP_URL="smtp://127.0.0.1:$MAILDEV_SMTP" \
         DATA_DIR="$DATA_DIR" \
         BIND=127.0.0.1:0 \
         ADMIN_TOKEN="$ADMIN_TOKEN" \
@@ -234,7 +266,8 @@ fi
 
 if [ "$want_scenario" -eq 1 ]; then
     step "scenario: tests/clients/scenario.py (generated client only)"
-    python "$HERE/scenario.py" --base-url "$BASE_URL" --token "$ADMIN_TOKEN" --spec "$SPEC"
+    python "$HERE/scenario.py" --base-url "$BASE_URL" --token "$ADMIN_TOKEN" --spec "$SPEC" \
+        --maildev "http://127.0.0.1:$MAILDEV_WEB"
 fi
 
 if [ "$want_fuzz" -eq 1 ]; then

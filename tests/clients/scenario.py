@@ -34,6 +34,10 @@ from memberledger_client.api.members import (
     list_members,
     update_member,
 )
+from memberledger_client.api.auth import request_sign_in_code, sign_out, verify_sign_in
+from memberledger_client.api.events import list_events
+from memberledger_client.api.licenses import validate_license
+from memberledger_client.api.me import get_me, get_my_dashboard
 from memberledger_client.api.operations import healthz, readyz
 from memberledger_client.api.stripe import (
     get_stripe_event,
@@ -41,7 +45,15 @@ from memberledger_client.api.stripe import (
     retry_stripe_event,
 )
 from memberledger_client.models import (
+    CodeRequest,
     CreateMemberRequest,
+    Dashboard,
+    EventPage,
+    LicenseValidation,
+    SessionView,
+    ValidateLicenseRequest,
+    ValidationCode,
+    VerifyRequest,
     CreateMemberSource,
     Health,
     Member,
@@ -78,6 +90,10 @@ class Ctx:
     tag: str
     members: list[Member] = field(default_factory=list)
     covered: set[str] = field(default_factory=set)
+    base_url: str = ""
+    # maildev's web API (http://host:port), to read sign-in emails; not part of our API.
+    maildev: str | None = None
+    member: AuthenticatedClient | None = None
 
     def call(self, operation_id: str, endpoint: Any, expect: int, **kwargs: Any) -> Response[Any]:
         """Calls a generated endpoint module's `sync_detailed`, checks the status (and, for
@@ -284,6 +300,81 @@ def stripe_events(ctx: Ctx) -> None:
     ctx.call("retryStripeEvent", retry_stripe_event, 404, id="evt_scenario_unknown")
 
 
+def wait_for_code(ctx: Ctx, email: str) -> str:
+    """The 6-digit code of the newest sign-in email to `email`, read from the mail server."""
+    import httpx
+
+    check(ctx.maildev is not None, "sign-in needs --maildev")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        messages = httpx.get(f"{ctx.maildev}/email", timeout=10).json()
+        mine = [m for m in messages if any(t.get("address", "").lower() == email.lower() for t in m.get("to", []))]
+        if mine:
+            text = mine[-1].get("text", "")
+            marker = "Your code: "
+            start = text.find(marker)
+            check(start >= 0, f"no code in the email: {text[:200]}")
+            return text[start + len(marker) : start + len(marker) + 6]
+        time.sleep(0.2)
+    raise ScenarioError(f"no sign-in email to {email} arrived")
+
+
+def sign_in(ctx: Ctx) -> None:
+    email = ctx.members[0].email
+    ctx.call("requestSignInCode", request_sign_in_code, 202, client=ctx.anonymous, body=CodeRequest(email=email))
+    code = wait_for_code(ctx, email)
+    ctx.call(
+        "verifySignIn", verify_sign_in, 401, client=ctx.anonymous,
+        body=VerifyRequest(email=email, code="000000" if code != "000000" else "111111"),
+    )
+    session = ctx.call("verifySignIn", verify_sign_in, 200, client=ctx.anonymous, body=VerifyRequest(email=email, code=code)).parsed
+    check(isinstance(session, SessionView) and session.member.email == email, f"verifySignIn: {session}")
+    ctx.member = AuthenticatedClient(base_url=ctx.base_url, token=session.session_token, timeout=30.0)
+    me = ctx.call("getMe", get_me, 200, client=ctx.member).parsed
+    check(me.email == email, f"getMe: {me.to_dict()}")
+    # An admin token is not a member session.
+    ctx.call("getMe", get_me, 401, client=ctx.admin)
+
+
+def member_dashboard(ctx: Ctx) -> None:
+    check(ctx.member is not None, "needs a signed-in member")
+    dashboard = ctx.call("getMyDashboard", get_my_dashboard, 200, client=ctx.member).parsed
+    check(isinstance(dashboard, Dashboard), f"getMyDashboard: {dashboard}")
+    check(dashboard.email == ctx.members[0].email, f"getMyDashboard: {dashboard.to_dict()}")
+    for section in ("subscriptions", "sites", "payments", "licenses", "customer_ids"):
+        check(getattr(dashboard, section) == [], f"getMyDashboard: {section} should be empty")
+    # 204 has no body to parse, so it is checked here rather than through ctx.call.
+    signed_out = sign_out.sync_detailed(client=ctx.member)
+    ctx.covered.add("signOut")
+    check(signed_out.status_code == 204, f"signOut: expected 204, got {int(signed_out.status_code)}")
+    ctx.call("getMyDashboard", get_my_dashboard, 401, client=ctx.member)
+
+
+def license_validation(ctx: Ctx) -> None:
+    body = ValidateLicenseRequest(key="KEY-AAAA-BBBB-CCCC", domain="example.com")
+    result = ctx.call("validateLicense", validate_license, 200, client=ctx.anonymous, body=body).parsed
+    check(isinstance(result, LicenseValidation), f"validateLicense: {result}")
+    check(result.valid is False and result.code == ValidationCode.NOT_FOUND, f"validateLicense: {result.to_dict()}")
+    bad = ValidateLicenseRequest(key="KEY-AAAA-BBBB-CCCC", domain="not a domain")
+    ctx.call("validateLicense", validate_license, 422, client=ctx.anonymous, body=bad)
+
+
+def event_log(ctx: Ctx) -> None:
+    types: list[str] = []
+    cursor: Any = UNSET
+    for _ in range(1000):
+        page = ctx.call("listEvents", list_events, 200, limit=25, after=cursor).parsed
+        check(isinstance(page, EventPage), f"listEvents: {page}")
+        if not page.items:
+            break
+        types.extend(item.event_type for item in page.items)
+        cursor = page.next_cursor
+    for expected in ("MemberCreated", "MemberUpdated", "MemberLoggedIn"):
+        check(expected in types, f"listEvents: no {expected} in {sorted(set(types))}")
+    ctx.call("listEvents", list_events, 400, after="not-a-cursor")
+    ctx.call("listEvents", list_events, 401, client=ctx.anonymous)
+
+
 # The flows, in order. A new flow is one more (name, function) here.
 STEPS: list[tuple[str, Callable[[Ctx], None]]] = [
     ("health and readiness", health),
@@ -294,6 +385,10 @@ STEPS: list[tuple[str, Callable[[Ctx], None]]] = [
     ("update a member", update_one),
     ("a member's timeline", timeline),
     ("the Stripe event inbox", stripe_events),
+    ("a member signs in through the mail server", sign_in),
+    ("the member's dashboard, then sign-out", member_dashboard),
+    ("public license validation", license_validation),
+    ("the event log, following the cursor", event_log),
 ]
 
 
@@ -313,12 +408,15 @@ def main() -> int:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--spec", help="openapi.json, to report operations the scenario did not cover")
+    parser.add_argument("--maildev", help="maildev's web API, to read sign-in emails")
     args = parser.parse_args()
 
     ctx = Ctx(
         admin=AuthenticatedClient(base_url=args.base_url, token=args.token, timeout=30.0),
         anonymous=Client(base_url=args.base_url, timeout=30.0),
         tag=uuid.uuid4().hex[:12],
+        base_url=args.base_url,
+        maildev=args.maildev,
     )
     passed = 0
     with ctx.admin, ctx.anonymous:
