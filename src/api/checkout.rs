@@ -19,6 +19,7 @@ pub struct CheckoutApi {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct CreateCheckoutRequest {
     #[oai(validator(min_length = 3, max_length = 254))]
     pub email: String,
@@ -304,6 +305,20 @@ impl CheckoutApi {
                     "Stripe could not be reached; nothing was created, retry",
                 ))
             }
+        }
+    }
+}
+
+impl poem_openapi::types::Example for CreateCheckoutRequest {
+    fn example() -> Self {
+        Self {
+            email: "ada@example.com".into(),
+            price_id: "price_1PgafmB7WZ01zgkW6dKueIc5".into(),
+            sites: Some(vec!["example.com".into()]),
+            quantity: None,
+            success_url: "https://example.com/thanks".into(),
+            cancel_url: "https://example.com/pricing".into(),
+            url_history: None,
         }
     }
 }

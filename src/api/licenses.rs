@@ -59,6 +59,7 @@ pub struct LicensesApi {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct ActivateLicenseRequest {
     /// The domain the key is used on; a URL is accepted (`https://Shop.Example.com/blog` →
     /// `shop.example.com`).
@@ -67,6 +68,7 @@ pub struct ActivateLicenseRequest {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct ValidateLicenseRequest {
     /// The license key, `KEY-XXXX-XXXX-XXXX`, in any case.
     #[oai(validator(min_length = 1, max_length = 64))]
@@ -650,5 +652,22 @@ mod tests {
         assert!(constant_time_eq(b"KEY-A", b"KEY-A"));
         assert!(!constant_time_eq(b"KEY-A", b"KEY-B"));
         assert!(!constant_time_eq(b"KEY-A", b"KEY-"));
+    }
+}
+
+impl poem_openapi::types::Example for ActivateLicenseRequest {
+    fn example() -> Self {
+        Self {
+            domain: "shop.example.com".into(),
+        }
+    }
+}
+
+impl poem_openapi::types::Example for ValidateLicenseRequest {
+    fn example() -> Self {
+        Self {
+            key: "KEY-7K2M-Q9XD-4HRT".into(),
+            domain: "shop.example.com".into(),
+        }
     }
 }

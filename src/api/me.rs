@@ -47,6 +47,7 @@ pub struct MyNewsletter {
 
 /// Changes to the member's own profile; absent properties stay as they are.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct UpdateMeRequest {
     /// `null` clears the name.
     #[oai(validator(max_length = 191))]
@@ -293,5 +294,16 @@ impl MeApi {
             }
         }
         me(state, member_id).await
+    }
+}
+
+impl poem_openapi::types::Example for UpdateMeRequest {
+    fn example() -> Self {
+        Self {
+            name: poem_openapi::types::MaybeUndefined::Value("Ada Lovelace".into()),
+            newsletters: Some(vec![uuid::Uuid::from_u128(
+                0x0190_a000_0000_7000_8000_0000_0000_0001,
+            )]),
+        }
     }
 }

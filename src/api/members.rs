@@ -192,6 +192,7 @@ impl poem_openapi::types::Example for CreateMemberRequest {
 
 /// Changes to a member; absent properties stay as they are, `null` clears a name or note.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct UpdateMemberRequest {
     #[oai(validator(min_length = 3, max_length = 254))]
     pub email: Option<String>,
@@ -985,4 +986,15 @@ async fn list_members(state: &State, filter: ListFilter) -> Result<MemberPage, P
         None
     };
     Ok(MemberPage { items, next_cursor })
+}
+
+impl poem_openapi::types::Example for UpdateMemberRequest {
+    fn example() -> Self {
+        Self {
+            email: None,
+            name: MaybeUndefined::Value("Ada Lovelace".into()),
+            note: MaybeUndefined::Null,
+            labels: Some(vec!["vip".into()]),
+        }
+    }
 }

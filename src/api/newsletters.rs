@@ -59,6 +59,7 @@ pub struct NewsletterView {
 
 /// A new newsletter; `status` defaults to `active`.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct CreateNewsletterRequest {
     #[oai(validator(min_length = 1, max_length = 191, pattern = "^[^\\x00]*$"))]
     pub name: String,
@@ -312,5 +313,16 @@ impl NewslettersApi {
             }
         }
         Ok(())
+    }
+}
+
+impl poem_openapi::types::Example for CreateNewsletterRequest {
+    fn example() -> Self {
+        Self {
+            name: "Weekly".into(),
+            description: Some("The week's posts, every Friday.".into()),
+            status: None,
+            subscribe_on_signup: true,
+        }
     }
 }

@@ -70,6 +70,7 @@ pub struct UrlHistoryItem {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct CodeRequest {
     #[oai(validator(min_length = 3, max_length = 254))]
     pub email: String,
@@ -90,6 +91,7 @@ pub struct CodeRequest {
 
 /// Either `email` and `code`, or `token` (from the magic link).
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct VerifyRequest {
     #[oai(validator(min_length = 3, max_length = 254))]
     pub email: Option<String>,
@@ -425,6 +427,39 @@ fn auth_problem(err: AuthError) -> Problem {
         AuthError::Command(msg) => {
             tracing::error!(error = %msg, "sign-in failed");
             Problem::unavailable("signing in failed; retry")
+        }
+    }
+}
+
+impl poem_openapi::types::Example for CodeRequest {
+    fn example() -> Self {
+        Self {
+            email: "ada@example.com".into(),
+            signup: true,
+            name: Some("Ada Lovelace".into()),
+            url_history: Some(vec![UrlHistoryItem {
+                path: "/welcome/".into(),
+                time: 1_764_000_000_000,
+                referrer_source: None,
+                referrer_medium: None,
+                referrer_url: Some("https://www.google.com/".into()),
+                utm_source: None,
+                utm_medium: None,
+                utm_campaign: None,
+                utm_term: None,
+                utm_content: None,
+            }]),
+            newsletters: None,
+        }
+    }
+}
+
+impl poem_openapi::types::Example for VerifyRequest {
+    fn example() -> Self {
+        Self {
+            email: Some("ada@example.com".into()),
+            code: Some("123456".into()),
+            token: None,
         }
     }
 }

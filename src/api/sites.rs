@@ -18,6 +18,7 @@ pub struct SitesApi {
 }
 
 #[derive(Debug, Clone, poem_openapi::Object)]
+#[oai(example)]
 pub struct AddSitesRequest {
     /// Domains to add, each licensed like the subscription's other sites.
     #[oai(validator(min_items = 1, max_items = 20))]
@@ -463,5 +464,15 @@ mod tests {
         );
         assert_eq!(prorate(3000, None, None, t(0)), 3000);
         assert_eq!(prorate(1000, Some(t(0)), Some(t(3)), t(1)), 667, "rounded");
+    }
+}
+
+impl poem_openapi::types::Example for AddSitesRequest {
+    fn example() -> Self {
+        Self {
+            sites: vec!["shop.example.com".into()],
+            success_url: "https://example.com/account".into(),
+            cancel_url: "https://example.com/account".into(),
+        }
     }
 }
