@@ -537,6 +537,23 @@ fn decide(license: &ValidatedLicense, domain: &SiteDomain) -> ValidationCode {
     }
 }
 
+impl poem_openapi::types::Example for ActivateLicenseRequest {
+    fn example() -> Self {
+        Self {
+            domain: "shop.example.com".into(),
+        }
+    }
+}
+
+impl poem_openapi::types::Example for ValidateLicenseRequest {
+    fn example() -> Self {
+        Self {
+            key: "KEY-7K2M-Q9XD-4HRT".into(),
+            domain: "shop.example.com".into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -652,22 +669,5 @@ mod tests {
         assert!(constant_time_eq(b"KEY-A", b"KEY-A"));
         assert!(!constant_time_eq(b"KEY-A", b"KEY-B"));
         assert!(!constant_time_eq(b"KEY-A", b"KEY-"));
-    }
-}
-
-impl poem_openapi::types::Example for ActivateLicenseRequest {
-    fn example() -> Self {
-        Self {
-            domain: "shop.example.com".into(),
-        }
-    }
-}
-
-impl poem_openapi::types::Example for ValidateLicenseRequest {
-    fn example() -> Self {
-        Self {
-            key: "KEY-7K2M-Q9XD-4HRT".into(),
-            domain: "shop.example.com".into(),
-        }
     }
 }

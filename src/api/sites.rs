@@ -444,6 +444,16 @@ impl SitesApi {
     }
 }
 
+impl poem_openapi::types::Example for AddSitesRequest {
+    fn example() -> Self {
+        Self {
+            sites: vec!["shop.example.com".into()],
+            success_url: "https://example.com/account".into(),
+            cancel_url: "https://example.com/account".into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,15 +474,5 @@ mod tests {
         );
         assert_eq!(prorate(3000, None, None, t(0)), 3000);
         assert_eq!(prorate(1000, Some(t(0)), Some(t(3)), t(1)), 667, "rounded");
-    }
-}
-
-impl poem_openapi::types::Example for AddSitesRequest {
-    fn example() -> Self {
-        Self {
-            sites: vec!["shop.example.com".into()],
-            success_url: "https://example.com/account".into(),
-            cancel_url: "https://example.com/account".into(),
-        }
     }
 }
