@@ -217,16 +217,14 @@ impl Translator {
         Ok(Outcome::Processed)
     }
 
-    async fn invoice_paid(
+    /// Who an invoice concerns; `None` for an invoice that is not for a subscription.
+    async fn invoice_parties<'a>(
         &self,
-        invoice: &Value,
-        created: i64,
+        invoice: &'a Value,
         metadata: &EventMetadata,
-    ) -> anyhow::Result<Outcome> {
+    ) -> anyhow::Result<Option<InvoiceParties<'a>>> {
         let Some(subscription_id) = invoice_subscription(invoice) else {
-            return Ok(Outcome::Ignored(
-                "the invoice is not for a subscription".into(),
-            ));
+            return Ok(None);
         };
         let invoice_id = text(&invoice["id"]).context("the invoice has no id")?;
         let customer = id_of(&invoice["customer"]).context("the invoice has no customer")?;
@@ -238,6 +236,31 @@ impl Translator {
         let member_id = self
             .member_for_customer(customer, &contact, metadata)
             .await?;
+        Ok(Some(InvoiceParties {
+            subscription_id,
+            invoice_id,
+            customer,
+            member_id,
+        }))
+    }
+
+    async fn invoice_paid(
+        &self,
+        invoice: &Value,
+        created: i64,
+        metadata: &EventMetadata,
+    ) -> anyhow::Result<Outcome> {
+        let Some(InvoiceParties {
+            subscription_id,
+            invoice_id,
+            customer,
+            member_id,
+        }) = self.invoice_parties(invoice, metadata).await?
+        else {
+            return Ok(Outcome::Ignored(
+                "the invoice is not for a subscription".into(),
+            ));
+        };
         let payment_intent_id = id_of(&invoice["payment_intent"])
             .or_else(|| id_of(&invoice["payments"]["data"][0]["payment"]["payment_intent"]))
             .map(str::to_owned);
@@ -289,21 +312,17 @@ impl Translator {
         created: i64,
         metadata: &EventMetadata,
     ) -> anyhow::Result<Outcome> {
-        let Some(subscription_id) = invoice_subscription(invoice) else {
+        let Some(InvoiceParties {
+            subscription_id,
+            invoice_id,
+            customer,
+            member_id,
+        }) = self.invoice_parties(invoice, metadata).await?
+        else {
             return Ok(Outcome::Ignored(
                 "the invoice is not for a subscription".into(),
             ));
         };
-        let invoice_id = text(&invoice["id"]).context("the invoice has no id")?;
-        let customer = id_of(&invoice["customer"]).context("the invoice has no customer")?;
-        let contact = Contact {
-            email: text(&invoice["customer_email"]),
-            name: text(&invoice["customer_name"]),
-            member_id: None,
-        };
-        let member_id = self
-            .member_for_customer(customer, &contact, metadata)
-            .await?;
         let command = SubscriptionCommand::RecordPaymentFailure {
             invoice_id: invoice_id.to_owned(),
             member_id,
@@ -468,6 +487,13 @@ impl Translator {
             Err(err) => Err(anyhow!("creating the member for {customer_id}: {err}")),
         }
     }
+}
+
+struct InvoiceParties<'a> {
+    subscription_id: &'a str,
+    invoice_id: &'a str,
+    customer: &'a str,
+    member_id: Uuid,
 }
 
 #[derive(Debug, Default)]
