@@ -163,7 +163,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .projections
                 .list()
                 .iter()
-                .filter(|p| all || name.as_deref() == Some(p.name()))
+                .filter(|p| {
+                    if all {
+                        p.rebuildable()
+                    } else {
+                        name.as_deref() == Some(p.name())
+                    }
+                })
                 .cloned()
                 .collect();
             if chosen.is_empty() {

@@ -54,6 +54,10 @@ impl Projection for MemberStatusPolicy {
         &["policy_member_subscriptions"]
     }
 
+    fn rebuildable(&self) -> bool {
+        false
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,
@@ -151,6 +155,10 @@ impl Projection for LicensePolicy {
             "policy_license_items",
             "policy_licenses",
         ]
+    }
+
+    fn rebuildable(&self) -> bool {
+        false
     }
 
     async fn apply(

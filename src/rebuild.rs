@@ -22,6 +22,8 @@ const REBUILD_BATCH: i64 = 5000;
 pub enum RebuildError {
     #[error("a rebuild of {0} is already running")]
     AlreadyRunning(String),
+    #[error("{0} is a policy: replaying it would issue its commands again; it is not rebuilt")]
+    NotRebuildable(String),
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
 }
@@ -49,6 +51,9 @@ pub async fn rebuild(
     report: impl Fn(Progress) + Send,
 ) -> Result<u64, RebuildError> {
     let name = projection.name();
+    if !projection.rebuildable() {
+        return Err(RebuildError::NotRebuildable(name.to_owned()));
+    }
     // One rebuild per projection at a time, across instances; the lock dies with the session.
     let mut lock = pool
         .acquire()

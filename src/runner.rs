@@ -221,7 +221,19 @@ impl Runner {
         &mut self,
         conn: &mut PoolConnection<Postgres>,
     ) -> anyhow::Result<()> {
-        if ensure_version(conn, self.projection.as_ref()).await? {
+        let version_changed = ensure_version(conn, self.projection.as_ref()).await?;
+        if version_changed && !self.projection.rebuildable() {
+            // A policy keeps its state and goes on from its checkpoint under the new code.
+            tracing::warn!(
+                projection = self.projection.name(),
+                "policy version changed; continuing from its checkpoint"
+            );
+            sqlx::query("UPDATE projection_checkpoints SET version = $2 WHERE name = $1")
+                .bind(self.projection.name())
+                .bind(self.projection.version())
+                .execute(&mut **conn)
+                .await?;
+        } else if version_changed {
             // Rebuilt blue/green in the background while this runner keeps the live tables
             // current; the rebuild swaps its tables in and moves the checkpoint.
             let (pool, projection) = (self.pool.clone(), self.projection.clone());

@@ -80,6 +80,12 @@ pub trait Projection: Send + Sync {
     fn version(&self) -> i32;
     /// The tables this projection owns, emptied when it is rebuilt.
     fn tables(&self) -> &'static [&'static str];
+    /// Whether replaying the whole log into shadow tables is safe. Policies answer no: their
+    /// reactions are commands that already happened, and replaying history would issue them
+    /// again against today's aggregates.
+    fn rebuildable(&self) -> bool {
+        true
+    }
     /// Applies one event inside the runner's transaction. Events the projection does not care
     /// about are ignored.
     async fn apply(

@@ -119,7 +119,7 @@ pub enum RebuildResponse {
     /// No projection has this name.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
-    /// A rebuild of this projection is already running.
+    /// A rebuild of this projection is already running, or it is a policy (not rebuilt).
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
     /// The name is longer than 100 characters.
@@ -202,6 +202,13 @@ impl ProjectionsApi {
         else {
             return Problem::not_found("no projection has this name").into();
         };
+        if !projection.rebuildable() {
+            return Problem::conflict(
+                "not-rebuildable",
+                "policies are not rebuilt: replaying them would issue their commands again",
+            )
+            .into();
+        }
         // A running rebuild reports after every batch; one silent for minutes died with its process.
         let running: Result<bool, _> = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM projection_rebuilds

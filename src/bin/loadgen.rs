@@ -136,6 +136,9 @@ struct MembersArgs {
     /// Seconds per concurrency level.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Result file name (without `.json`).
+    #[arg(long, default_value = "members")]
+    name: String,
 }
 
 #[derive(Debug, Args)]
@@ -948,6 +951,9 @@ async fn pgbench(args: PgbenchArgs) -> Result<()> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct MembersResult {
     runs: Vec<Run>,
+    /// Events in the log after the runs.
+    #[serde(default)]
+    log_events: Option<i64>,
 }
 
 async fn members(args: MembersArgs) -> Result<()> {
@@ -983,7 +989,17 @@ async fn members(args: MembersArgs) -> Result<()> {
         print_run("POST /v1/members", &run);
         runs.push(run);
     }
-    write_result(&args.common, "members", &MembersResult { runs })
+    let log_events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await?;
+    write_result(
+        &args.common,
+        &args.name,
+        &MembersResult {
+            runs,
+            log_events: Some(log_events),
+        },
+    )
 }
 
 // ----- a. Stripe webhooks --------------------------------------------------------------------
@@ -1905,6 +1921,37 @@ fn db_cells(db: Option<&DbCost>) -> String {
     )
 }
 
+fn members_table(
+    w: &mut String,
+    mr: &MembersResult,
+    ratio: &dyn Fn(f64, usize) -> String,
+) -> std::fmt::Result {
+    writeln!(
+            w,
+            "| clients | commands/s | vs pgbench | p50 ms | p99 ms | max ms | errors | write txns/command | WAL kB/command | loadavg |"
+        )?;
+    writeln!(
+        w,
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    )?;
+    for r in &mr.runs {
+        writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.concurrency,
+            rate(r.per_second),
+            ratio(r.per_second, r.concurrency),
+            ms(r.latency.p50_ms),
+            ms(r.latency.p99_ms),
+            ms(r.latency.max_ms),
+            r.errors,
+            db_cells(r.db.as_ref()),
+            r.loadavg
+        )?;
+    }
+    Ok(())
+}
+
 fn verdict(met: Option<bool>) -> &'static str {
     match met {
         Some(true) => "**met**",
@@ -2221,29 +2268,7 @@ fn report(args: &ReportArgs) -> Result<()> {
             mr.runs.first().map_or(0.0, |r| r.elapsed_s.round())
         )?;
         writeln!(w)?;
-        writeln!(
-            w,
-            "| clients | commands/s | vs pgbench | p50 ms | p99 ms | max ms | errors | write txns/command | WAL kB/command | loadavg |"
-        )?;
-        writeln!(
-            w,
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
-        )?;
-        for r in &mr.runs {
-            writeln!(
-                w,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                r.concurrency,
-                rate(r.per_second),
-                ratio(r.per_second, r.concurrency),
-                ms(r.latency.p50_ms),
-                ms(r.latency.p99_ms),
-                ms(r.latency.max_ms),
-                r.errors,
-                db_cells(r.db.as_ref()),
-                r.loadavg
-            )?;
-        }
+        members_table(w, mr, &ratio)?;
     } else {
         writeln!(w, "Not measured in this run.")?;
     }
@@ -2333,6 +2358,24 @@ fn report(args: &ReportArgs) -> Result<()> {
     writeln!(w)?;
 
     // d. reads.
+    writeln!(w, "## b, again: member creation with the large log")?;
+    writeln!(w)?;
+    match read_result::<MembersResult>(dir, "members_large")? {
+        Some(mr) => {
+            writeln!(
+                w,
+                "The same requests after the rebuild, with {} events in the log (the figures of b \
+                 were taken with a log of a few thousand events).",
+                mr.log_events
+                    .map_or_else(|| "?".to_owned(), |n| n.to_string())
+            )?;
+            writeln!(w)?;
+            members_table(w, &mr, &ratio)?;
+        }
+        None => writeln!(w, "Not measured in this run.")?,
+    }
+    writeln!(w)?;
+
     writeln!(w, "## d. Reads with the large log")?;
     writeln!(w)?;
     if let Some(r) = &reads {

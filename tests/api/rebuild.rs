@@ -192,3 +192,32 @@ async fn one_rebuild_at_a_time_and_unknown_projections_are_404() {
         .expect("sent");
     crate::helpers::assert_problem(resp, 401).await;
 }
+
+#[tokio::test]
+async fn policies_are_not_rebuilt_because_their_commands_already_happened() {
+    let app = TestApp::spawn().await;
+    let resp = app
+        .client
+        .post(app.url("/v1/projections/license_policy/rebuild"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("sent");
+    let problem = crate::helpers::assert_problem(resp, 409).await;
+    assert_eq!(problem["type"], "/problems/not-rebuildable");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_memberledger"))
+        .args(["projections", "rebuild", "--all"])
+        .env("DATABASE_URL", &app.database_url)
+        .output()
+        .expect("ran");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("member_list") && !printed.contains("license_policy"),
+        "{printed}"
+    );
+}
