@@ -14,7 +14,8 @@
 #   c         1,000,000 MemberCreated/MemberUpdated events appended with SQL, then
 #             `memberledger projections rebuild --all` timed (a note instead when the build has
 #             no such command)
-#   d         the server again: dashboard and license-validation reads at 1 and 64 clients
+#   d         the server again: dashboard and license-validation reads at 1 and 64 clients,
+#             then member creation again, now with the large log
 #   report    the server's peak RSS, then docs/benchmarks.md (its analysis section is kept)
 #
 # Usage: bash scripts/bench.sh
@@ -307,6 +308,10 @@ start_server server-reads.log
 
 step "d. reads with the large log: dashboard and license validation at 1 and 64 clients"
 "$BIN/loadgen" reads --results "$RESULTS" --concurrency 64 --seconds "$RUN_SECONDS"
+
+step "b, again: POST /v1/members at 1/16 clients with the large log, ${RUN_SECONDS} s each"
+"$BIN/loadgen" members --results "$RESULTS" --concurrency 1,16 --seconds "$RUN_SECONDS" \
+    --name members_large
 
 step "server memory after the reads: VmHWM of pid $SERVER_PID"
 "$BIN/loadgen" rss --results "$RESULTS" --pid "$SERVER_PID" --name server_rss_reads
