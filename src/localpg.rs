@@ -1310,6 +1310,16 @@ mod tests {
             .args(["-9", &pid])
             .status()?;
         assert!(status.success());
+        // SIGKILL is delivered asynchronously: wait until the process is gone or a zombie,
+        // as it is when a crashed server is restarted.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if state.is_empty() || state.contains(") Z ") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let pg = LocalPostgres::start_with(&dir, FAST).await?;
         assert!(pg.started_here);
         select_one(pg.url()).await?;
