@@ -379,7 +379,11 @@ async fn apply_batch(conn: &mut PgConnection, projection: &dyn Projection) -> an
 
     let Some(last) = events.last() else {
         let pending: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE (transaction_id, global_position) > ($1::text::xid8, $2))",
+            // Ordered and limited, so even a generic plan walks the log-order index from the
+            // checkpoint instead of scanning the whole table.
+            "SELECT EXISTS (SELECT 1 FROM events e
+                        WHERE (e.transaction_id, e.global_position) > ($1::text::xid8, $2)
+                        ORDER BY e.transaction_id, e.global_position LIMIT 1)",
         )
         .bind(transaction_id.to_string())
         .bind(global_position)

@@ -2019,7 +2019,11 @@ fn report(args: &ReportArgs) -> Result<()> {
     writeln!(w)?;
     writeln!(w, "| | |")?;
     writeln!(w, "| --- | --- |")?;
-    writeln!(w, "| date | {} |", Utc::now().format("%Y-%m-%d %H:%M UTC"))?;
+    // When the measurements began (the first result written), so a regenerated page keeps it.
+    let measured_at = std::fs::metadata(dir.join("pgbench.json"))
+        .and_then(|m| m.modified())
+        .map_or_else(|_| Utc::now(), chrono::DateTime::<Utc>::from);
+    writeln!(w, "| date | {} |", measured_at.format("%Y-%m-%d %H:%M UTC"))?;
     writeln!(w, "| git commit | {} |", m.commit)?;
     writeln!(w, "| CPUs (`nproc`) | {} × {} |", m.cpus, m.cpu_model)?;
     writeln!(w, "| memory | {:.1} GiB |", m.memory_gib)?;
