@@ -9,6 +9,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use sha2::{Digest, Sha256};
 
 use super::members::db_error;
+use super::problem::bad_request;
 use super::problem::{FieldError, Problem};
 use super::sessions::UrlHistoryItem;
 use super::{ApiTags, RequestId, State};
@@ -85,10 +86,6 @@ pub enum CreateCheckoutResponse {
 super::problem_responses!(CreateCheckoutResponse {
     400 => BadRequest, 409 => Conflict, 415 => UnsupportedMediaType, 422 => Invalid, 502 => BadGateway
 });
-
-fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
-    T::from(Problem::from_poem(&err))
-}
 
 /// Stripe caps metadata values at 500 characters.
 fn clip(value: &str) -> String {

@@ -7,6 +7,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::auth::AdminAuth;
 use super::members::db_error;
+use super::problem::bad_request;
 use super::problem::{FieldError, Problem};
 use super::{ApiTags, State};
 use crate::export::{After, ExportedEvent, LogFilter, LogReader, ResolveError};
@@ -94,10 +95,6 @@ pub enum ListEventsResponse {
 super::problem_responses!(ListEventsResponse {
     400 => BadRequest, 401 => Unauthorized, 422 => Invalid
 });
-
-fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
-    T::from(Problem::from_poem(&err))
-}
 
 fn default_limit() -> i64 {
     100

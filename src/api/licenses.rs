@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use super::dashboard::{DashboardLicense, LICENSE_COLUMNS};
 use super::members::db_error;
+use super::problem::bad_request;
 use super::problem::{FieldError, Problem};
 use super::sessions::MemberAuth;
 use super::{ApiTags, RequestId, State};
@@ -219,10 +220,6 @@ super::problem_responses!(ReleaseLicenseResponse {
 super::problem_responses!(ValidateLicenseResponse {
     400 => BadRequest, 415 => UnsupportedMediaType, 422 => Invalid
 });
-
-fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
-    T::from(Problem::from_poem(&err))
-}
 
 #[OpenApi(tag = "ApiTags::Licenses")]
 impl LicensesApi {

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::dashboard::{self, Dashboard, DashboardLicense};
 use super::members::{db_error, find_member, MemberStatusDto};
+use super::problem::bad_request;
 use super::problem::{FieldError, Problem};
 use super::sessions::MemberAuth;
 use super::{ApiTags, RequestId, State};
@@ -134,10 +135,6 @@ super::problem_responses!(MeResponse {
 });
 super::problem_responses!(MyDashboardResponse { 400 => BadRequest, 401 => Unauthorized });
 super::problem_responses!(MyLicensesResponse { 400 => BadRequest, 401 => Unauthorized });
-
-fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
-    T::from(Problem::from_poem(&err))
-}
 
 #[OpenApi(prefix_path = "/v1/me", tag = "ApiTags::Me")]
 impl MeApi {

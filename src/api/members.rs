@@ -14,6 +14,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use uuid::Uuid;
 
 use super::auth::AdminAuth;
+use super::problem::bad_request;
 use super::problem::{FieldError, Problem};
 use super::{cursor, ApiTags, RequestId, State};
 use crate::members::{self, CreateMemberError, NewMember};
@@ -388,10 +389,6 @@ super::problem_responses!(GetMemberResponse {
 super::problem_responses!(UpdateMemberResponse {
     400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict, 415 => UnsupportedMediaType, 422 => Invalid
 });
-
-fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
-    T::from(Problem::from_poem(&err))
-}
 
 #[OpenApi(prefix_path = "/v1/members", tag = "ApiTags::Members")]
 impl MembersApi {

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::auth::AdminAuth;
 use super::members::db_error;
+use super::problem::bad_request;
 use super::problem::{FieldError, Problem};
 use super::{ApiTags, RequestId, State};
 use crate::store::{Actor, EventMetadata, LogPosition};
@@ -139,10 +140,6 @@ newsletter_response!(
     "Every newsletter, active first.",
     NewsletterList
 );
-
-fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
-    T::from(Problem::from_poem(&err))
-}
 
 fn text_field(field: &str, value: &str, max: usize) -> Result<Option<String>, Problem> {
     let trimmed = value.trim();

@@ -172,6 +172,12 @@ impl Problem {
     }
 }
 
+/// The `bad_request_handler` of every operation: poem-openapi's parse errors become the
+/// operation's problem response.
+pub fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
+    T::from(Problem::from_poem(&err))
+}
+
 /// poem-openapi reports a broken constraint as "field `name` verification failed. maxLength(191)";
 /// this returns "violates maxLength(191)".
 fn broken_constraint(reason: &str) -> Option<String> {

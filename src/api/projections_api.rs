@@ -7,6 +7,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::auth::AdminAuth;
 use super::members::db_error;
+use super::problem::bad_request;
 use super::problem::Problem;
 use super::{ApiTags, State};
 use crate::rebuild::{self, RebuildError, RebuildStatus};
@@ -137,10 +138,6 @@ super::problem_responses!(ListProjectionsResponse { 401 => Unauthorized });
 super::problem_responses!(RebuildResponse {
     400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict, 422 => Invalid
 });
-
-fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
-    T::from(Problem::from_poem(&err))
-}
 
 async fn views(state: &State) -> Result<Vec<ProjectionView>, sqlx::Error> {
     let statuses = runner::status(&state.pool, state.projections.list()).await?;

@@ -7,6 +7,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
 use uuid::Uuid;
 
 use super::members::{db_error, MemberView};
+use super::problem::bad_request;
 use super::problem::{FieldError, Problem};
 use super::{ApiTags, RequestId, State};
 use crate::auth::{self, AuthError, Credentials, Signup};
@@ -197,10 +198,6 @@ super::problem_responses!(VerifyResponse {
     400 => BadRequest, 401 => Unauthorized, 415 => UnsupportedMediaType, 422 => Invalid
 });
 super::problem_responses!(SignOutResponse { 401 => Unauthorized });
-
-fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
-    T::from(Problem::from_poem(&err))
-}
 
 fn retry_after_secs(wait: std::time::Duration) -> u64 {
     wait.as_secs().max(1)

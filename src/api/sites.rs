@@ -7,6 +7,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::members::db_error;
+use super::problem::bad_request;
 use super::problem::{FieldError, Problem};
 use super::sessions::MemberAuth;
 use super::{ApiTags, RequestId, State};
@@ -112,10 +113,6 @@ pub enum RemoveSiteResponse {
 super::problem_responses!(RemoveSiteResponse {
     400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 422 => Invalid, 502 => BadGateway
 });
-
-fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
-    T::from(Problem::from_poem(&err))
-}
 
 pub(crate) fn stripe_problem(err: CallError) -> Problem {
     match err {

@@ -7,6 +7,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use super::auth::AdminAuth;
 use super::members::db_error;
+use super::problem::bad_request;
 use super::problem::Problem;
 use super::{cursor, ApiTags, State};
 use crate::stripe::inbox::{self, StoredStripeEvent};
@@ -167,10 +168,6 @@ super::problem_responses!(ListStripeEventsResponse {
 super::problem_responses!(StripeEventResponse {
     400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict, 422 => Invalid
 });
-
-fn bad_request<T: From<Problem>>(err: poem::Error) -> T {
-    T::from(Problem::from_poem(&err))
-}
 
 fn default_limit() -> i64 {
     50
