@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod export;
+pub mod license_keys;
 pub mod localpg;
 pub mod mail;
 pub mod members;

@@ -8,12 +8,11 @@ use std::sync::Arc;
 
 use aggregates::cqrs_es::{Aggregate, AggregateError};
 use aggregates::{
-    DeactivationReason, License, LicenseCommand, LicenseKey, Member, MemberCommand, MemberStatus,
-    PurchaseType, Subscription, SubscriptionEvent, SubscriptionStatus,
+    DeactivationReason, License, LicenseCommand, Member, MemberCommand, MemberStatus, PurchaseType,
+    Subscription, SubscriptionEvent, SubscriptionStatus,
 };
 use async_trait::async_trait;
 use projections::{Projection, ProjectionError, StoredEvent};
-use rand::RngCore;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -121,7 +120,8 @@ impl Projection for MemberStatusPolicy {
 }
 
 /// Licenses follow subscription items: a site item → one license for that site; a quantity
-/// item → one per seat. They are active while the subscription grants licenses (active,
+/// item → one per seat; the item of a license purchase → that purchase's reserved keys, which
+/// it activates (one per seat, so seats beyond the purchase get new keys). They are active while the subscription grants licenses (active,
 /// trialing, past due) and the item (or seat) exists, issued only once it does (no license
 /// without payment), deactivated when the item goes or the subscription is canceled, unpaid or
 /// paused, reactivated when it is active again.
@@ -137,6 +137,7 @@ struct PolicyItem {
     site: Option<String>,
     quantity: i32,
     removed: bool,
+    license_purchase_id: Option<Uuid>,
 }
 
 #[async_trait]
@@ -193,8 +194,8 @@ impl Projection for LicensePolicy {
             }
             SubscriptionEvent::SubscriptionItemAdded { item, .. } => {
                 sqlx::query(
-                    "INSERT INTO policy_license_items (item_id, subscription_id, purchase_type, site, quantity)
-                     VALUES ($1, $2, $3, $4, $5)
+                    "INSERT INTO policy_license_items (item_id, subscription_id, purchase_type, site, quantity, license_purchase_id)
+                     VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT (item_id) DO UPDATE SET quantity = EXCLUDED.quantity, removed = false",
                 )
                 .bind(&item.item_id)
@@ -202,6 +203,7 @@ impl Projection for LicensePolicy {
                 .bind(item.purchase_type.as_str())
                 .bind(&item.site)
                 .bind(i32::try_from(item.quantity).unwrap_or(i32::MAX))
+                .bind(item.license_purchase_id)
                 .execute(&mut *conn)
                 .await?;
             }
@@ -259,7 +261,7 @@ impl LicensePolicy {
             DeactivationReason::SubscriptionInactive
         };
         let items: Vec<PolicyItem> = sqlx::query_as(
-            "SELECT item_id, purchase_type, site, quantity, removed FROM policy_license_items
+            "SELECT item_id, purchase_type, site, quantity, removed, license_purchase_id FROM policy_license_items
              WHERE subscription_id = $1 ORDER BY item_id",
         )
         .bind(subscription_id)
@@ -308,8 +310,12 @@ impl LicensePolicy {
             for seat in 1..=item.quantity.max(issued) {
                 let seat_u32 = u32::try_from(seat).unwrap_or(0);
                 let beyond = seat > item.quantity;
+                let license_id = match item.license_purchase_id {
+                    Some(purchase_id) => License::id_for_purchase(purchase_id, seat_u32),
+                    None => License::id_for_seat(&item.item_id, seat_u32),
+                };
                 wanted.push(Wanted {
-                    license_id: License::id_for_seat(&item.item_id, seat_u32),
+                    license_id,
                     item_id: item.item_id.clone(),
                     purchase_type: PurchaseType::Quantity,
                     site: None,
@@ -328,9 +334,10 @@ impl LicensePolicy {
         for want in wanted {
             let aggregate_id = want.license_id.to_string();
             match current.get(&want.license_id) {
-                // Issued only once it should be active: no license without payment.
+                // Issued only once it should be active: no license without payment. A key a
+                // license purchase reserved is activated (see `LicenseCommand::IssueLicense`).
                 None if want.active => {
-                    let key = reserve_key(&self.pool, want.license_id).await?;
+                    let key = crate::license_keys::reserve(&self.pool, want.license_id).await?;
                     let command = LicenseCommand::IssueLicense {
                         license_id: want.license_id,
                         key,
@@ -381,33 +388,6 @@ impl LicensePolicy {
             .await?;
         }
         Ok(())
-    }
-}
-
-/// The license's key: the one reserved before (a re-run after a crash), or a new random one
-/// reserved in the unique `license_keys` lookup.
-async fn reserve_key(pool: &PgPool, license_id: Uuid) -> Result<LicenseKey, ProjectionError> {
-    loop {
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT key FROM license_keys WHERE license_id = $1")
-                .bind(license_id)
-                .fetch_optional(pool)
-                .await?;
-        if let Some(key) = existing {
-            return LicenseKey::parse(&key)
-                .map_err(|e| ProjectionError::Command(format!("stored key {key:?}: {e}")));
-        }
-        let mut bytes = [0u8; 12];
-        rand::rng().fill_bytes(&mut bytes);
-        let key = LicenseKey::from_random_bytes(bytes);
-        // A key collision (or a concurrent reservation for this license) inserts nothing: look again.
-        sqlx::query(
-            "INSERT INTO license_keys (key, license_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(key.as_str())
-        .bind(license_id)
-        .execute(pool)
-        .await?;
     }
 }
 

@@ -82,6 +82,20 @@ impl Projections {
         tasks
     }
 
+    /// Read-your-writes after a command: [`Self::wait_for`] the command's position (if it wrote
+    /// anything), only logging when the read models cannot be waited for.
+    pub async fn wait_after_write(
+        &self,
+        names: &[&str],
+        position: Option<crate::store::LogPosition>,
+        timeout: Duration,
+    ) {
+        let Some(position) = position else { return };
+        if let Err(err) = self.wait_for(names, position, timeout).await {
+            tracing::warn!(error = %err, "could not wait for the read models");
+        }
+    }
+
     /// Waits (at most `timeout`) until every named projection has applied the log up to
     /// `position`. Works whichever server instance runs the projections: it reads the stored
     /// checkpoints, and is woken early by this instance's runners. Returns whether they caught up.

@@ -82,6 +82,7 @@ impl Application {
             pool: state.pool.clone(),
             members: state.members.clone(),
             subscriptions: state.subscriptions.clone(),
+            licenses: state.licenses.clone(),
             stripe: stripe_api,
         });
         Ok(Self {

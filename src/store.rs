@@ -71,6 +71,8 @@ type Framework<A> = CqrsFramework<A, PersistedEventStore<PostgresEventRepository
 /// Runs commands against aggregates stored in PostgreSQL.
 pub struct CommandBus<A: Aggregate> {
     framework: Framework<A>,
+    /// A second handle on the same store, for reading an aggregate's state.
+    store: PersistedEventStore<PostgresEventRepository, A>,
     pool: PgPool,
 }
 
@@ -83,13 +85,21 @@ where
     A::Command: Clone,
 {
     pub fn new(pool: PgPool, services: A::Services) -> Arc<Self> {
-        let repo = PostgresEventRepository::new(pool.clone());
-        let store =
-            PersistedEventStore::new_event_store(repo).with_upcasters(vec![Box::new(Upcaster)]);
+        let store = || {
+            PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()))
+                .with_upcasters(vec![Box::new(Upcaster)])
+        };
         Arc::new(Self {
-            framework: CqrsFramework::new(store, vec![], services),
+            framework: CqrsFramework::new(store(), vec![], services),
+            store: store(),
             pool,
         })
+    }
+
+    /// The aggregate's current state (the default state when it has no events).
+    pub async fn load(&self, aggregate_id: &str) -> Result<A, AggregateError<A::Error>> {
+        use aggregates::cqrs_es::EventStore;
+        Ok(self.store.load_aggregate(aggregate_id).await?.aggregate)
     }
 
     /// Executes `command`, retrying on optimistic-lock conflicts (the command is re-run

@@ -17,8 +17,8 @@ pub use attribution::{
 };
 pub use cqrs_es;
 pub use license::{
-    DeactivationReason, License, LicenseCommand, LicenseError, LicenseEvent, LicenseKey,
-    LicenseKeyError, LicenseStatus,
+    CancelReason, DeactivationReason, License, LicenseCommand, LicenseError, LicenseEvent,
+    LicenseKey, LicenseKeyError, LicenseStatus,
 };
 pub use member::{
     LoginMethod, Member, MemberCommand, MemberError, MemberEvent, MemberSource, MemberStatus,
@@ -27,8 +27,8 @@ pub use newsletter::{
     Newsletter, NewsletterCommand, NewsletterError, NewsletterEvent, NewsletterStatus,
 };
 pub use subscription::{
-    BillingInterval, Payment, Price, PurchaseType, StripeObservation, StripeSubscriptionState,
-    Subscription, SubscriptionCommand, SubscriptionError, SubscriptionEvent, SubscriptionItem,
-    SubscriptionStatus,
+    BillingInterval, Payment, Price, Purchase, PurchaseState, PurchaseType, StripeObservation,
+    StripeSubscriptionState, Subscription, SubscriptionCommand, SubscriptionError,
+    SubscriptionEvent, SubscriptionItem, SubscriptionStatus,
 };
 pub use values::{EmailAddress, Labels, MemberName, Note, SiteDomain, ValueError};

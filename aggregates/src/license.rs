@@ -1,6 +1,10 @@
-//! The License aggregate: one license key, issued because of one cause (a site item, or one
-//! seat of a quantity item). Its id is derived from that cause, so a repeated cause (a webhook
-//! delivered twice, a policy re-run) cannot issue a second key.
+//! The License aggregate: one license key, issued because of one cause (a site item, one seat
+//! of a quantity item, or one seat of a license purchase). Its id is derived from that cause, so
+//! a repeated cause (a webhook delivered twice, a policy re-run) cannot issue a second key.
+//!
+//! A license purchase (`POST /v1/me/license-purchases`) reserves its keys before the member
+//! pays: they are `pending` until the payment adds their item to the subscription (then
+//! `active`), or `canceled` when the checkout expires unpaid.
 
 use std::fmt;
 
@@ -22,8 +26,23 @@ pub struct LicenseKey(String);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LicenseStatus {
+    /// Reserved by a license purchase that is not paid yet.
+    Pending,
     Active,
     Inactive,
+    /// A pending key whose purchase was never paid. Final, unless a payment still arrives.
+    Canceled,
+}
+
+/// Why a pending key was canceled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// The purchase's Checkout Session expired unpaid.
+    CheckoutExpired,
+    /// The purchase never got a Checkout Session (Stripe was unreachable) and the member
+    /// started another one instead.
+    CheckoutAbandoned,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -40,7 +59,8 @@ pub enum DeactivationReason {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum LicenseCommand {
-    /// A no-op when this license was issued already.
+    /// Issues the license, or activates it when it is a reserved (pending or canceled) key: the
+    /// purchase was paid and `item_id` is its item. A no-op when it is issued already.
     IssueLicense {
         license_id: Uuid,
         key: LicenseKey,
@@ -53,7 +73,24 @@ pub enum LicenseCommand {
         seat: Option<u32>,
         at: DateTime<Utc>,
     },
-    /// A no-op when already inactive.
+    /// Reserves a pending key for seat `seat` of license purchase `purchase_id`, before the
+    /// member pays. A no-op when the license exists.
+    ReserveLicense {
+        license_id: Uuid,
+        key: LicenseKey,
+        member_id: Uuid,
+        /// The subscription the purchase adds to.
+        subscription_id: String,
+        purchase_id: Uuid,
+        seat: u32,
+        at: DateTime<Utc>,
+    },
+    /// Cancels a pending key. A no-op unless pending (a paid key stays active).
+    CancelPendingLicense {
+        reason: CancelReason,
+        at: DateTime<Utc>,
+    },
+    /// A no-op unless active.
     DeactivateLicense {
         reason: DeactivationReason,
         at: DateTime<Utc>,
@@ -83,6 +120,27 @@ pub enum LicenseEvent {
         site: Option<String>,
         seat: Option<u32>,
         issued_at: DateTime<Utc>,
+    },
+    /// A pending key of a license purchase (status `pending`), before payment.
+    LicenseReserved {
+        license_id: Uuid,
+        key: String,
+        member_id: Uuid,
+        subscription_id: String,
+        purchase_id: Uuid,
+        seat: u32,
+        reserved_at: DateTime<Utc>,
+    },
+    /// A reserved key's purchase was paid: it is active, attached to the subscription's item.
+    PendingLicenseActivated {
+        subscription_id: String,
+        item_id: String,
+        activated_at: DateTime<Utc>,
+    },
+    /// A reserved key's purchase was not paid.
+    LicenseCanceled {
+        reason: CancelReason,
+        canceled_at: DateTime<Utc>,
     },
     LicenseDeactivated {
         reason: DeactivationReason,
@@ -191,8 +249,19 @@ impl fmt::Display for LicenseKey {
 impl LicenseStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Pending => "pending",
             Self::Active => "active",
             Self::Inactive => "inactive",
+            Self::Canceled => "canceled",
+        }
+    }
+}
+
+impl CancelReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CheckoutExpired => "checkout_expired",
+            Self::CheckoutAbandoned => "checkout_abandoned",
         }
     }
 }
@@ -210,6 +279,9 @@ impl DeactivationReason {
 
 impl LicenseEvent {
     pub const ISSUED: &'static str = "LicenseIssued";
+    pub const RESERVED: &'static str = "LicenseReserved";
+    pub const PENDING_ACTIVATED: &'static str = "PendingLicenseActivated";
+    pub const CANCELED: &'static str = "LicenseCanceled";
     pub const DEACTIVATED: &'static str = "LicenseDeactivated";
     pub const REACTIVATED: &'static str = "LicenseReactivated";
     pub const ACTIVATED_ON_DOMAIN: &'static str = "LicenseActivatedOnDomain";
@@ -220,6 +292,9 @@ impl DomainEvent for LicenseEvent {
     fn event_type(&self) -> String {
         match self {
             Self::LicenseIssued { .. } => Self::ISSUED,
+            Self::LicenseReserved { .. } => Self::RESERVED,
+            Self::PendingLicenseActivated { .. } => Self::PENDING_ACTIVATED,
+            Self::LicenseCanceled { .. } => Self::CANCELED,
             Self::LicenseDeactivated { .. } => Self::DEACTIVATED,
             Self::LicenseReactivated { .. } => Self::REACTIVATED,
             Self::LicenseActivatedOnDomain { .. } => Self::ACTIVATED_ON_DOMAIN,
@@ -242,6 +317,9 @@ pub enum LicenseError {
     SiteLicense,
     #[error("the license is not active")]
     Inactive,
+    /// A reserved key whose purchase is not paid yet.
+    #[error("the license is not paid for yet")]
+    Pending,
     #[error("the license is already activated on {domain}")]
     AlreadyActivated { domain: String },
 }
@@ -253,7 +331,11 @@ struct Issued {
     key: String,
     member_id: Uuid,
     subscription_id: String,
-    item_id: String,
+    /// `None` while a reserved key is not paid for.
+    item_id: Option<String>,
+    /// The license purchase that reserved it, if one did.
+    #[serde(default)]
+    purchase_id: Option<Uuid>,
     purchase_type: PurchaseType,
     site: Option<String>,
     seat: Option<u32>,
@@ -297,7 +379,16 @@ impl License {
         )
     }
 
-    /// Whether the license was issued.
+    /// Seat `seat` (1-based) of license purchase `purchase_id`: UUIDv5 of
+    /// `purchase:{purchase_id}:{seat}` in [`Self::ID_NAMESPACE`].
+    pub fn id_for_purchase(purchase_id: Uuid, seat: u32) -> Uuid {
+        Uuid::new_v5(
+            &Self::ID_NAMESPACE,
+            format!("purchase:{purchase_id}:{seat}").as_bytes(),
+        )
+    }
+
+    /// Whether the license was issued (or reserved).
     pub fn exists(&self) -> bool {
         self.issued.is_some()
     }
@@ -322,8 +413,14 @@ impl License {
         self.issued.as_ref().map(|i| i.subscription_id.as_str())
     }
 
+    /// The subscription item it belongs to; `None` for a reserved key not paid for yet.
     pub fn item_id(&self) -> Option<&str> {
-        self.issued.as_ref().map(|i| i.item_id.as_str())
+        self.issued.as_ref().and_then(|i| i.item_id.as_deref())
+    }
+
+    /// The license purchase that reserved it.
+    pub fn purchase_id(&self) -> Option<Uuid> {
+        self.issued.as_ref().and_then(|i| i.purchase_id)
     }
 
     pub fn purchase_type(&self) -> Option<PurchaseType> {
@@ -395,17 +492,62 @@ impl Aggregate for License {
                 at,
             } => {
                 // Idempotent: the first key stays, even when a retry brings another one.
+                match self.status() {
+                    None => {
+                        let event = LicenseEvent::LicenseIssued {
+                            license_id,
+                            key: key.into(),
+                            member_id,
+                            subscription_id,
+                            item_id,
+                            purchase_type,
+                            site,
+                            seat,
+                            issued_at: at,
+                        };
+                        sink.write(event, self).await;
+                    }
+                    // Paid: a payment that arrives even after its checkout was given up on
+                    // still gets its keys.
+                    Some(LicenseStatus::Pending | LicenseStatus::Canceled) => {
+                        let event = LicenseEvent::PendingLicenseActivated {
+                            subscription_id,
+                            item_id,
+                            activated_at: at,
+                        };
+                        sink.write(event, self).await;
+                    }
+                    Some(LicenseStatus::Active | LicenseStatus::Inactive) => {}
+                }
+            }
+            LicenseCommand::ReserveLicense {
+                license_id,
+                key,
+                member_id,
+                subscription_id,
+                purchase_id,
+                seat,
+                at,
+            } => {
                 if !self.exists() {
-                    let event = LicenseEvent::LicenseIssued {
+                    let event = LicenseEvent::LicenseReserved {
                         license_id,
                         key: key.into(),
                         member_id,
                         subscription_id,
-                        item_id,
-                        purchase_type,
-                        site,
+                        purchase_id,
                         seat,
-                        issued_at: at,
+                        reserved_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            LicenseCommand::CancelPendingLicense { reason, at } => {
+                let status = self.status().ok_or(LicenseError::NotFound)?;
+                if status == LicenseStatus::Pending {
+                    let event = LicenseEvent::LicenseCanceled {
+                        reason,
+                        canceled_at: at,
                     };
                     sink.write(event, self).await;
                 }
@@ -432,8 +574,12 @@ impl Aggregate for License {
                 if issued.purchase_type != PurchaseType::Quantity {
                     return Err(LicenseError::SiteLicense);
                 }
-                if issued.status != LicenseStatus::Active {
-                    return Err(LicenseError::Inactive);
+                match issued.status {
+                    LicenseStatus::Active => {}
+                    LicenseStatus::Pending => return Err(LicenseError::Pending),
+                    LicenseStatus::Inactive | LicenseStatus::Canceled => {
+                        return Err(LicenseError::Inactive)
+                    }
                 }
                 match &issued.activated_domain {
                     Some(current) if Self::same_site(current, domain.as_str()) => {}
@@ -483,7 +629,8 @@ impl Aggregate for License {
                     key,
                     member_id,
                     subscription_id,
-                    item_id,
+                    item_id: Some(item_id),
+                    purchase_id: None,
                     purchase_type,
                     site,
                     seat,
@@ -492,6 +639,47 @@ impl Aggregate for License {
                     activated_domain: None,
                     activated_at: None,
                 });
+            }
+            LicenseEvent::LicenseReserved {
+                license_id,
+                key,
+                member_id,
+                subscription_id,
+                purchase_id,
+                seat,
+                ..
+            } => {
+                self.issued = Some(Issued {
+                    license_id,
+                    key,
+                    member_id,
+                    subscription_id,
+                    item_id: None,
+                    purchase_id: Some(purchase_id),
+                    purchase_type: PurchaseType::Quantity,
+                    site: None,
+                    seat: Some(seat),
+                    status: LicenseStatus::Pending,
+                    deactivation_reason: None,
+                    activated_domain: None,
+                    activated_at: None,
+                });
+            }
+            LicenseEvent::PendingLicenseActivated {
+                subscription_id,
+                item_id,
+                ..
+            } => {
+                if let Some(issued) = &mut self.issued {
+                    issued.subscription_id = subscription_id;
+                    issued.item_id = Some(item_id);
+                    issued.status = LicenseStatus::Active;
+                }
+            }
+            LicenseEvent::LicenseCanceled { .. } => {
+                if let Some(issued) = &mut self.issued {
+                    issued.status = LicenseStatus::Canceled;
+                }
             }
             LicenseEvent::LicenseDeactivated { reason, .. } => {
                 if let Some(issued) = &mut self.issued {
@@ -1094,6 +1282,188 @@ mod tests {
         assert_eq!(
             License::ID_NAMESPACE.to_string(),
             "6d1c9a3e-52b4-4f0e-9c77-1e0b4a2d8f35"
+        );
+    }
+
+    fn purchase() -> Uuid {
+        Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_00aa)
+    }
+
+    fn reserve() -> LicenseCommand {
+        LicenseCommand::ReserveLicense {
+            license_id: License::id_for_purchase(purchase(), 2),
+            key: key("KEY-PPPP-EFGH-JK23"),
+            member_id: member(),
+            subscription_id: "sub_1".into(),
+            purchase_id: purchase(),
+            seat: 2,
+            at: at(),
+        }
+    }
+
+    fn reserved() -> LicenseEvent {
+        LicenseEvent::LicenseReserved {
+            license_id: License::id_for_purchase(purchase(), 2),
+            key: "KEY-PPPP-EFGH-JK23".into(),
+            member_id: member(),
+            subscription_id: "sub_1".into(),
+            purchase_id: purchase(),
+            seat: 2,
+            reserved_at: at(),
+        }
+    }
+
+    fn issue_purchased() -> LicenseCommand {
+        LicenseCommand::IssueLicense {
+            license_id: License::id_for_purchase(purchase(), 2),
+            key: key("KEY-ZZZZ-ZZZZ-ZZZZ"),
+            member_id: member(),
+            subscription_id: "sub_1".into(),
+            item_id: "si_seats".into(),
+            purchase_type: PurchaseType::Quantity,
+            site: None,
+            seat: Some(2),
+            at: at(),
+        }
+    }
+
+    fn pending_activated() -> LicenseEvent {
+        LicenseEvent::PendingLicenseActivated {
+            subscription_id: "sub_1".into(),
+            item_id: "si_seats".into(),
+            activated_at: at(),
+        }
+    }
+
+    fn cancel() -> LicenseCommand {
+        LicenseCommand::CancelPendingLicense {
+            reason: CancelReason::CheckoutExpired,
+            at: at(),
+        }
+    }
+
+    fn canceled() -> LicenseEvent {
+        LicenseEvent::LicenseCanceled {
+            reason: CancelReason::CheckoutExpired,
+            canceled_at: at(),
+        }
+    }
+
+    #[test]
+    fn reserving_a_key_makes_a_pending_quantity_license_without_an_item() {
+        LicenseTest::with(())
+            .given_no_previous_events()
+            .when(reserve())
+            .then_expect_events(vec![reserved()]);
+        let mut license = License::default();
+        license.apply(reserved());
+        assert_eq!(license.status(), Some(LicenseStatus::Pending));
+        assert_eq!(license.item_id(), None);
+        assert_eq!(license.purchase_id(), Some(purchase()));
+        assert_eq!(license.purchase_type(), Some(PurchaseType::Quantity));
+        assert_eq!(license.seat(), Some(2));
+        assert_eq!(license.key(), Some("KEY-PPPP-EFGH-JK23"));
+    }
+
+    #[test]
+    fn reserving_an_existing_license_again_is_a_no_op() {
+        LicenseTest::with(())
+            .given(vec![reserved()])
+            .when(reserve())
+            .then_expect_events(vec![]);
+        LicenseTest::with(())
+            .given(vec![reserved(), pending_activated()])
+            .when(reserve())
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn issuing_a_reserved_key_activates_it_on_its_item_and_keeps_its_key() {
+        LicenseTest::with(())
+            .given(vec![reserved()])
+            .when(issue_purchased())
+            .then_expect_events(vec![pending_activated()]);
+        let mut license = License::default();
+        license.apply(reserved());
+        license.apply(pending_activated());
+        assert_eq!(license.status(), Some(LicenseStatus::Active));
+        assert_eq!(license.item_id(), Some("si_seats"));
+        assert_eq!(license.key(), Some("KEY-PPPP-EFGH-JK23"));
+        LicenseTest::with(())
+            .given(vec![reserved(), pending_activated()])
+            .when(issue_purchased())
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_pending_key_is_canceled_once_and_a_paid_one_never() {
+        LicenseTest::with(())
+            .given(vec![reserved()])
+            .when(cancel())
+            .then_expect_events(vec![canceled()]);
+        LicenseTest::with(())
+            .given(vec![reserved(), canceled()])
+            .when(cancel())
+            .then_expect_events(vec![]);
+        LicenseTest::with(())
+            .given(vec![reserved(), pending_activated()])
+            .when(cancel())
+            .then_expect_events(vec![]);
+        LicenseTest::with(())
+            .given_no_previous_events()
+            .when(cancel())
+            .then_expect_error(LicenseError::NotFound);
+    }
+
+    #[test]
+    fn a_payment_for_a_canceled_key_still_activates_it() {
+        LicenseTest::with(())
+            .given(vec![reserved(), canceled()])
+            .when(issue_purchased())
+            .then_expect_events(vec![pending_activated()]);
+    }
+
+    #[test]
+    fn pending_and_canceled_keys_cannot_be_activated_on_a_domain() {
+        LicenseTest::with(())
+            .given(vec![reserved()])
+            .when(activate("shop.example.com"))
+            .then_expect_error(LicenseError::Pending);
+        LicenseTest::with(())
+            .given(vec![reserved(), canceled()])
+            .when(activate("shop.example.com"))
+            .then_expect_error(LicenseError::Inactive);
+        LicenseTest::with(())
+            .given(vec![reserved(), pending_activated()])
+            .when(activate("shop.example.com"))
+            .then_expect_events(vec![activated("shop.example.com")]);
+    }
+
+    #[test]
+    fn deactivation_and_reactivation_leave_pending_keys_alone() {
+        LicenseTest::with(())
+            .given(vec![reserved()])
+            .when(deactivate())
+            .then_expect_events(vec![]);
+        LicenseTest::with(())
+            .given(vec![reserved()])
+            .when(LicenseCommand::ReactivateLicense { at: at() })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn purchase_ids_are_deterministic_per_seat_and_distinct_from_item_seats() {
+        assert_eq!(
+            License::id_for_purchase(purchase(), 1),
+            License::id_for_purchase(purchase(), 1)
+        );
+        assert_ne!(
+            License::id_for_purchase(purchase(), 1),
+            License::id_for_purchase(purchase(), 2)
+        );
+        assert_ne!(
+            License::id_for_purchase(purchase(), 1),
+            License::id_for_seat(&purchase().to_string(), 1)
         );
     }
 }

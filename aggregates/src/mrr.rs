@@ -95,6 +95,7 @@ mod tests {
             quantity,
             site: None,
             purchase_type: PurchaseType::Quantity,
+            license_purchase_id: None,
         }
     }
 

@@ -70,6 +70,10 @@ pub struct SubscriptionItem {
     /// site purchase.
     pub site: Option<String>,
     pub purchase_type: PurchaseType,
+    /// The item's `metadata.license_purchase_id`: the seats of a license purchase, whose keys
+    /// were reserved before the payment (see [`SubscriptionCommand::StartLicensePurchase`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license_purchase_id: Option<Uuid>,
 }
 
 /// A subscription as one Stripe object showed it.
@@ -137,6 +141,8 @@ pub enum SubscriptionCommand {
     /// A member started paying for more sites (a payment-mode Checkout Session); the sites
     /// are pending until it completes. A no-op for a session already recorded.
     StartSitePurchase {
+        /// Our id of the purchase, in the session's and payment intent's metadata.
+        purchase_id: Uuid,
         session_id: String,
         member_id: Uuid,
         sites: Vec<String>,
@@ -146,16 +152,26 @@ pub enum SubscriptionCommand {
         currency: String,
         at: DateTime<Utc>,
     },
-    /// The sites were paid for and added to the subscription at Stripe. A no-op unless pending.
-    CompleteSitePurchase {
+    /// A member started paying for `quantity` more license seats; their keys are reserved
+    /// (pending) before this, as `License::id_for_purchase(purchase_id, 1..=quantity)`. A
+    /// no-op for a purchase already recorded.
+    StartLicensePurchase {
+        purchase_id: Uuid,
         session_id: String,
+        member_id: Uuid,
+        quantity: u32,
+        price_id: String,
+        /// The prorated total, minor units.
+        amount: i64,
+        currency: String,
         at: DateTime<Utc>,
     },
-    /// The Checkout Session expired unpaid. A no-op unless pending.
-    ExpireSitePurchase {
-        session_id: String,
-        at: DateTime<Utc>,
-    },
+    /// A purchase (sites or license seats) was paid for and its items added at Stripe.
+    /// `purchase` is its purchase id, or the session id of a purchase recorded without one.
+    /// A no-op unless pending.
+    CompletePurchase { purchase: String, at: DateTime<Utc> },
+    /// The purchase's Checkout Session expired unpaid. A no-op unless pending.
+    ExpirePurchase { purchase: String, at: DateTime<Utc> },
     /// An item we deleted at Stripe ourselves (a member removing a site): recorded right away,
     /// without waiting for the webhook. `observed` names the API call; a webhook showing the
     /// item still there from before it is stale.
@@ -246,6 +262,9 @@ pub enum SubscriptionEvent {
     },
     /// A member started paying for more sites (`POST /v1/me/sites`); pending until paid.
     SitePurchaseStarted {
+        /// `None` in purchases recorded before purchase ids existed (keyed by session id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        purchase_id: Option<Uuid>,
         session_id: String,
         member_id: Uuid,
         sites: Vec<String>,
@@ -262,6 +281,31 @@ pub enum SubscriptionEvent {
     },
     /// The Checkout Session expired unpaid; the sites are no longer pending.
     SitePurchaseExpired {
+        session_id: String,
+        expired_at: DateTime<Utc>,
+    },
+    /// A member started paying for `quantity` more license seats, whose keys are reserved
+    /// already (`License::id_for_purchase(purchase_id, 1..=quantity)`).
+    LicensePurchaseStarted {
+        purchase_id: Uuid,
+        session_id: String,
+        member_id: Uuid,
+        quantity: u32,
+        price_id: String,
+        /// The prorated total, minor units.
+        amount: i64,
+        currency: String,
+        started_at: DateTime<Utc>,
+    },
+    /// Paid, and the seats added to the subscription at Stripe as one item.
+    LicensePurchaseCompleted {
+        purchase_id: Uuid,
+        session_id: String,
+        completed_at: DateTime<Utc>,
+    },
+    /// The Checkout Session expired unpaid; its keys are canceled.
+    LicensePurchaseExpired {
+        purchase_id: Uuid,
         session_id: String,
         expired_at: DateTime<Utc>,
     },
@@ -458,6 +502,9 @@ impl SubscriptionEvent {
     pub const SITE_PURCHASE_STARTED: &'static str = "SitePurchaseStarted";
     pub const SITE_PURCHASE_COMPLETED: &'static str = "SitePurchaseCompleted";
     pub const SITE_PURCHASE_EXPIRED: &'static str = "SitePurchaseExpired";
+    pub const LICENSE_PURCHASE_STARTED: &'static str = "LicensePurchaseStarted";
+    pub const LICENSE_PURCHASE_COMPLETED: &'static str = "LicensePurchaseCompleted";
+    pub const LICENSE_PURCHASE_EXPIRED: &'static str = "LicensePurchaseExpired";
 
     /// The Stripe event the change came from; `None` for payment events.
     pub fn observed(&self) -> Option<&StripeObservation> {
@@ -479,7 +526,10 @@ impl SubscriptionEvent {
             | Self::PaymentRefunded { .. }
             | Self::SitePurchaseStarted { .. }
             | Self::SitePurchaseCompleted { .. }
-            | Self::SitePurchaseExpired { .. } => None,
+            | Self::SitePurchaseExpired { .. }
+            | Self::LicensePurchaseStarted { .. }
+            | Self::LicensePurchaseCompleted { .. }
+            | Self::LicensePurchaseExpired { .. } => None,
         }
     }
 }
@@ -504,6 +554,9 @@ impl DomainEvent for SubscriptionEvent {
             Self::SitePurchaseStarted { .. } => Self::SITE_PURCHASE_STARTED,
             Self::SitePurchaseCompleted { .. } => Self::SITE_PURCHASE_COMPLETED,
             Self::SitePurchaseExpired { .. } => Self::SITE_PURCHASE_EXPIRED,
+            Self::LicensePurchaseStarted { .. } => Self::LICENSE_PURCHASE_STARTED,
+            Self::LicensePurchaseCompleted { .. } => Self::LICENSE_PURCHASE_COMPLETED,
+            Self::LicensePurchaseExpired { .. } => Self::LICENSE_PURCHASE_EXPIRED,
             Self::PaymentRefunded { .. } => Self::PAYMENT_REFUNDED,
         }
         .to_owned()
@@ -737,9 +790,27 @@ pub struct Subscription {
     failed_attempts: BTreeSet<(String, u32)>,
     /// Refunded total so far per charge id.
     refunded: BTreeMap<String, i64>,
-    /// Site purchases by Checkout Session id, and whether each is still pending.
+    /// Purchases of sites or license seats, by purchase id (or session id when recorded
+    /// without one).
     #[serde(default)]
-    site_purchases: BTreeMap<String, bool>,
+    purchases: BTreeMap<String, Purchase>,
+}
+
+/// A purchase adding to the subscription, paid through a payment-mode Checkout Session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Purchase {
+    pub session_id: String,
+    /// `Some` for license seats, `None` for sites.
+    pub license_purchase_id: Option<Uuid>,
+    pub state: PurchaseState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PurchaseState {
+    Pending,
+    Completed,
+    Expired,
 }
 
 impl Subscription {
@@ -796,6 +867,11 @@ impl Subscription {
         self.known.as_ref().and_then(|k| k.current_period_end)
     }
 
+    /// A purchase by its purchase id (or, for one recorded without, its session id).
+    pub fn purchase(&self, purchase: &str) -> Option<&Purchase> {
+        self.purchases.get(purchase)
+    }
+
     /// The newest applied Stripe observation (the ordering watermark, with [`Self::status`]).
     pub fn newest_observation(&self) -> Option<&StripeObservation> {
         self.known.as_ref().map(|k| &k.newest)
@@ -811,6 +887,23 @@ impl Subscription {
 
     /// The events applying `state` produces: none when it is not newer than the newest
     /// applied state (stale or a redelivery), else at least one.
+    fn pending_purchase(&self, purchase: &str) -> Option<&Purchase> {
+        self.purchases
+            .get(purchase)
+            .filter(|p| p.state == PurchaseState::Pending)
+    }
+
+    /// Ends the site purchase of `session_id` (its events name the session only).
+    fn end_purchase(&mut self, session_id: &str, state: PurchaseState) {
+        if let Some(p) = self
+            .purchases
+            .values_mut()
+            .find(|p| p.session_id == session_id && p.license_purchase_id.is_none())
+        {
+            p.state = state;
+        }
+    }
+
     fn decide_stripe_state(
         &self,
         state: &StripeSubscriptionState,
@@ -880,6 +973,7 @@ impl Aggregate for Subscription {
                 }
             }
             SubscriptionCommand::StartSitePurchase {
+                purchase_id,
                 session_id,
                 member_id,
                 sites,
@@ -888,8 +982,9 @@ impl Aggregate for Subscription {
                 currency,
                 at,
             } => {
-                if !self.site_purchases.contains_key(&session_id) {
+                if !self.purchases.contains_key(&purchase_id.to_string()) {
                     let event = SubscriptionEvent::SitePurchaseStarted {
+                        purchase_id: Some(purchase_id),
                         session_id,
                         member_id,
                         sites,
@@ -901,20 +996,60 @@ impl Aggregate for Subscription {
                     sink.write(event, self).await;
                 }
             }
-            SubscriptionCommand::CompleteSitePurchase { session_id, at } => {
-                if self.site_purchases.get(&session_id) == Some(&true) {
-                    let event = SubscriptionEvent::SitePurchaseCompleted {
+            SubscriptionCommand::StartLicensePurchase {
+                purchase_id,
+                session_id,
+                member_id,
+                quantity,
+                price_id,
+                amount,
+                currency,
+                at,
+            } => {
+                if !self.purchases.contains_key(&purchase_id.to_string()) {
+                    let event = SubscriptionEvent::LicensePurchaseStarted {
+                        purchase_id,
                         session_id,
-                        completed_at: at,
+                        member_id,
+                        quantity,
+                        price_id,
+                        amount,
+                        currency,
+                        started_at: at,
                     };
                     sink.write(event, self).await;
                 }
             }
-            SubscriptionCommand::ExpireSitePurchase { session_id, at } => {
-                if self.site_purchases.get(&session_id) == Some(&true) {
-                    let event = SubscriptionEvent::SitePurchaseExpired {
-                        session_id,
-                        expired_at: at,
+            SubscriptionCommand::CompletePurchase { purchase, at } => {
+                if let Some(p) = self.pending_purchase(&purchase) {
+                    let session_id = p.session_id.clone();
+                    let event = match p.license_purchase_id {
+                        None => SubscriptionEvent::SitePurchaseCompleted {
+                            session_id,
+                            completed_at: at,
+                        },
+                        Some(purchase_id) => SubscriptionEvent::LicensePurchaseCompleted {
+                            purchase_id,
+                            session_id,
+                            completed_at: at,
+                        },
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            SubscriptionCommand::ExpirePurchase { purchase, at } => {
+                if let Some(p) = self.pending_purchase(&purchase) {
+                    let session_id = p.session_id.clone();
+                    let event = match p.license_purchase_id {
+                        None => SubscriptionEvent::SitePurchaseExpired {
+                            session_id,
+                            expired_at: at,
+                        },
+                        Some(purchase_id) => SubscriptionEvent::LicensePurchaseExpired {
+                            purchase_id,
+                            session_id,
+                            expired_at: at,
+                        },
                     };
                     sink.write(event, self).await;
                 }
@@ -989,12 +1124,46 @@ impl Aggregate for Subscription {
             SubscriptionEvent::PaymentRecorded { payment } => {
                 self.paid_invoices.insert(payment.invoice_id);
             }
-            SubscriptionEvent::SitePurchaseStarted { session_id, .. } => {
-                self.site_purchases.insert(session_id, true);
+            SubscriptionEvent::SitePurchaseStarted {
+                purchase_id,
+                session_id,
+                ..
+            } => {
+                let key = purchase_id.map_or_else(|| session_id.clone(), |id| id.to_string());
+                let purchase = Purchase {
+                    session_id,
+                    license_purchase_id: None,
+                    state: PurchaseState::Pending,
+                };
+                self.purchases.insert(key, purchase);
             }
-            SubscriptionEvent::SitePurchaseCompleted { session_id, .. }
-            | SubscriptionEvent::SitePurchaseExpired { session_id, .. } => {
-                self.site_purchases.insert(session_id, false);
+            SubscriptionEvent::LicensePurchaseStarted {
+                purchase_id,
+                session_id,
+                ..
+            } => {
+                let purchase = Purchase {
+                    session_id,
+                    license_purchase_id: Some(purchase_id),
+                    state: PurchaseState::Pending,
+                };
+                self.purchases.insert(purchase_id.to_string(), purchase);
+            }
+            SubscriptionEvent::SitePurchaseCompleted { session_id, .. } => {
+                self.end_purchase(&session_id, PurchaseState::Completed);
+            }
+            SubscriptionEvent::SitePurchaseExpired { session_id, .. } => {
+                self.end_purchase(&session_id, PurchaseState::Expired);
+            }
+            SubscriptionEvent::LicensePurchaseCompleted { purchase_id, .. } => {
+                if let Some(p) = self.purchases.get_mut(&purchase_id.to_string()) {
+                    p.state = PurchaseState::Completed;
+                }
+            }
+            SubscriptionEvent::LicensePurchaseExpired { purchase_id, .. } => {
+                if let Some(p) = self.purchases.get_mut(&purchase_id.to_string()) {
+                    p.state = PurchaseState::Expired;
+                }
             }
             SubscriptionEvent::PaymentFailed {
                 invoice_id,
@@ -1068,7 +1237,10 @@ impl Known {
             | SubscriptionEvent::PaymentRefunded { .. }
             | SubscriptionEvent::SitePurchaseStarted { .. }
             | SubscriptionEvent::SitePurchaseCompleted { .. }
-            | SubscriptionEvent::SitePurchaseExpired { .. } => {}
+            | SubscriptionEvent::SitePurchaseExpired { .. }
+            | SubscriptionEvent::LicensePurchaseStarted { .. }
+            | SubscriptionEvent::LicensePurchaseCompleted { .. }
+            | SubscriptionEvent::LicensePurchaseExpired { .. } => {}
         }
     }
 }
@@ -1111,6 +1283,7 @@ mod tests {
             quantity: 1,
             site: Some("example.com".into()),
             purchase_type: PurchaseType::Site,
+            license_purchase_id: None,
         }
     }
 
@@ -1121,6 +1294,7 @@ mod tests {
             quantity,
             site: None,
             purchase_type: PurchaseType::Quantity,
+            license_purchase_id: None,
         }
     }
 
@@ -1278,9 +1452,14 @@ mod tests {
 
     // --- values ---
 
+    fn purchase_id() -> Uuid {
+        Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_00aa)
+    }
+
     #[test]
     fn a_site_purchase_is_pending_until_completed_or_expired_once() {
         let start = || SubscriptionCommand::StartSitePurchase {
+            purchase_id: purchase_id(),
             session_id: "cs_1".into(),
             member_id: member(),
             sites: vec!["new.example.com".into()],
@@ -1290,6 +1469,7 @@ mod tests {
             at: t(10),
         };
         let started = E::SitePurchaseStarted {
+            purchase_id: Some(purchase_id()),
             session_id: "cs_1".into(),
             member_id: member(),
             sites: vec!["new.example.com".into()],
@@ -1310,26 +1490,130 @@ mod tests {
             session_id: "cs_1".into(),
             completed_at: t(20),
         };
+        let complete = |at| SubscriptionCommand::CompletePurchase {
+            purchase: purchase_id().to_string(),
+            at: t(at),
+        };
         TestFramework::<Subscription>::with(())
             .given(vec![started.clone()])
-            .when(SubscriptionCommand::CompleteSitePurchase {
-                session_id: "cs_1".into(),
-                at: t(20),
-            })
+            .when(complete(20))
             .then_expect_events(vec![completed.clone()]);
+        // The second trigger of one payment (`payment_intent.succeeded` after
+        // `checkout.session.completed`) completes nothing more.
+        TestFramework::<Subscription>::with(())
+            .given(vec![started.clone(), completed.clone()])
+            .when(complete(21))
+            .then_expect_events(vec![]);
         TestFramework::<Subscription>::with(())
             .given(vec![started, completed])
-            .when(SubscriptionCommand::ExpireSitePurchase {
-                session_id: "cs_1".into(),
+            .when(SubscriptionCommand::ExpirePurchase {
+                purchase: purchase_id().to_string(),
                 at: t(30),
             })
             .then_expect_events(vec![]);
         TestFramework::<Subscription>::with(())
             .given_no_previous_events()
-            .when(SubscriptionCommand::CompleteSitePurchase {
-                session_id: "cs_unknown".into(),
+            .when(SubscriptionCommand::CompletePurchase {
+                purchase: "cs_unknown".into(),
                 at: t(20),
             })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_site_purchase_recorded_without_a_purchase_id_is_found_by_its_session() {
+        let started = E::SitePurchaseStarted {
+            purchase_id: None,
+            session_id: "cs_old".into(),
+            member_id: member(),
+            sites: vec!["new.example.com".into()],
+            price_id: "price_site".into(),
+            amount: 500,
+            currency: "usd".into(),
+            started_at: t(10),
+        };
+        // As stored before purchase ids: no `purchase_id` key at all.
+        let json = serde_json::to_value(&started).expect("serialises");
+        assert!(json["SitePurchaseStarted"].get("purchase_id").is_none());
+        let back: SubscriptionEvent = serde_json::from_value(json).expect("deserialises");
+        assert_eq!(back, started);
+        TestFramework::<Subscription>::with(())
+            .given(vec![started])
+            .when(SubscriptionCommand::ExpirePurchase {
+                purchase: "cs_old".into(),
+                at: t(30),
+            })
+            .then_expect_events(vec![E::SitePurchaseExpired {
+                session_id: "cs_old".into(),
+                expired_at: t(30),
+            }]);
+    }
+
+    #[test]
+    fn a_license_purchase_is_pending_until_completed_or_expired_once() {
+        let start = || SubscriptionCommand::StartLicensePurchase {
+            purchase_id: purchase_id(),
+            session_id: "cs_seats".into(),
+            member_id: member(),
+            quantity: 3,
+            price_id: "price_seat".into(),
+            amount: 1500,
+            currency: "usd".into(),
+            at: t(10),
+        };
+        let started = E::LicensePurchaseStarted {
+            purchase_id: purchase_id(),
+            session_id: "cs_seats".into(),
+            member_id: member(),
+            quantity: 3,
+            price_id: "price_seat".into(),
+            amount: 1500,
+            currency: "usd".into(),
+            started_at: t(10),
+        };
+        TestFramework::<Subscription>::with(())
+            .given_no_previous_events()
+            .when(start())
+            .then_expect_events(vec![started.clone()]);
+        TestFramework::<Subscription>::with(())
+            .given(vec![started.clone()])
+            .when(start())
+            .then_expect_events(vec![]);
+        let expired = E::LicensePurchaseExpired {
+            purchase_id: purchase_id(),
+            session_id: "cs_seats".into(),
+            expired_at: t(30),
+        };
+        let expire = || SubscriptionCommand::ExpirePurchase {
+            purchase: purchase_id().to_string(),
+            at: t(30),
+        };
+        TestFramework::<Subscription>::with(())
+            .given(vec![started.clone()])
+            .when(expire())
+            .then_expect_events(vec![expired.clone()]);
+        TestFramework::<Subscription>::with(())
+            .given(vec![started.clone(), expired])
+            .when(SubscriptionCommand::CompletePurchase {
+                purchase: purchase_id().to_string(),
+                at: t(40),
+            })
+            .then_expect_events(vec![]);
+        let completed = E::LicensePurchaseCompleted {
+            purchase_id: purchase_id(),
+            session_id: "cs_seats".into(),
+            completed_at: t(20),
+        };
+        TestFramework::<Subscription>::with(())
+            .given(vec![started.clone()])
+            .when(SubscriptionCommand::CompletePurchase {
+                purchase: purchase_id().to_string(),
+                at: t(20),
+            })
+            .then_expect_events(vec![completed.clone()]);
+        TestFramework::<Subscription>::with(())
+            .given(vec![started, completed])
+            .when(expire())
             .then_expect_events(vec![]);
     }
 
@@ -1963,6 +2247,7 @@ mod tests {
             quantity: 1,
             site: Some("extra.example".into()),
             purchase_type: PurchaseType::Site,
+            license_purchase_id: None,
         };
         let mut seats = seats_item(4);
         seats.price = price("price_seat_v2", 600);
@@ -2188,6 +2473,7 @@ mod tests {
             quantity: 1,
             site: Some("extra.example".into()),
             purchase_type: PurchaseType::Site,
+            license_purchase_id: None,
         };
         let mut s1 = state(S::Incomplete);
         s1.items = vec![site_item(), seats_item(2)];

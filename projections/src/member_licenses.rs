@@ -1,9 +1,10 @@
-//! `member_licenses`: one row per license key, with its current status (`active` or
-//! `inactive`) and, while inactive, why; for a quantity key the domain it is activated on
+//! `member_licenses`: one row per license key, with its current status (`pending` until a
+//! license purchase is paid, `active`, `inactive`, or `canceled` when the purchase was not paid)
+//! and, while inactive or canceled, why; for a quantity key the domain it is activated on
 //! (`used_site`, kept while inactive). Times are the events' own.
 
 use aggregates::cqrs_es::Aggregate;
-use aggregates::{License, LicenseEvent, LicenseStatus};
+use aggregates::{License, LicenseEvent, LicenseStatus, PurchaseType};
 use async_trait::async_trait;
 use sqlx::PgConnection;
 
@@ -20,7 +21,8 @@ impl Projection for MemberLicenses {
 
     fn version(&self) -> i32 {
         // 2: `used_site` and `activated_at` (migration 20261124000006).
-        2
+        // 3: pending and canceled keys of license purchases, `purchase_id` (20261124000009).
+        3
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -67,6 +69,67 @@ impl Projection for MemberLicenses {
                 .bind(seat.map(to_i32))
                 .bind(LicenseStatus::Active.as_str())
                 .bind(issued_at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            LicenseEvent::LicenseReserved {
+                key,
+                member_id,
+                subscription_id,
+                purchase_id,
+                seat,
+                reserved_at,
+                ..
+            } => {
+                sqlx::query(
+                    "INSERT INTO licenses
+                         (id, key, member_id, subscription_id, item_id, purchase_type, site, seat,
+                          status, deactivation_reason, issued_at, updated_at, purchase_id)
+                     VALUES ($1, $2, $3, $4, NULL, $5, NULL, $6, $7, NULL, $8, $8, $9)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(key)
+                .bind(member_id)
+                .bind(subscription_id)
+                .bind(PurchaseType::Quantity.as_str())
+                .bind(to_i32(seat))
+                .bind(LicenseStatus::Pending.as_str())
+                .bind(reserved_at)
+                .bind(purchase_id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            LicenseEvent::PendingLicenseActivated {
+                subscription_id,
+                item_id,
+                activated_at,
+            } => {
+                sqlx::query(
+                    "UPDATE licenses SET status = $2, subscription_id = $3, item_id = $4,
+                            deactivation_reason = NULL, updated_at = $5
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(LicenseStatus::Active.as_str())
+                .bind(subscription_id)
+                .bind(item_id)
+                .bind(activated_at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            LicenseEvent::LicenseCanceled {
+                reason,
+                canceled_at,
+            } => {
+                sqlx::query(
+                    "UPDATE licenses SET status = $2, deactivation_reason = $3, updated_at = $4
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(LicenseStatus::Canceled.as_str())
+                .bind(reason.as_str())
+                .bind(canceled_at)
                 .execute(&mut *conn)
                 .await?;
             }

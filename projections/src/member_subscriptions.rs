@@ -58,11 +58,17 @@ impl Projection for MemberSubscriptions {
     }
 
     fn version(&self) -> i32 {
-        2
+        // 3: `license_purchases` (migration 20261124000009).
+        3
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["subscriptions", "subscription_items", "pending_sites"]
+        &[
+            "subscriptions",
+            "subscription_items",
+            "pending_sites",
+            "license_purchases",
+        ]
     }
 
     async fn apply(
@@ -320,6 +326,53 @@ impl Projection for MemberSubscriptions {
                     .execute(&mut *conn)
                     .await?;
             }
+            SubscriptionEvent::LicensePurchaseStarted {
+                purchase_id,
+                session_id,
+                member_id,
+                quantity,
+                amount,
+                currency,
+                started_at,
+                ..
+            } => {
+                sqlx::query(
+                    "INSERT INTO license_purchases (purchase_id, session_id, subscription_id, member_id, quantity, amount, currency, status, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8) ON CONFLICT DO NOTHING",
+                )
+                .bind(purchase_id)
+                .bind(session_id)
+                .bind(id)
+                .bind(member_id)
+                .bind(to_i32(quantity))
+                .bind(amount)
+                .bind(currency)
+                .bind(started_at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            SubscriptionEvent::LicensePurchaseCompleted {
+                purchase_id,
+                completed_at: at,
+                ..
+            }
+            | SubscriptionEvent::LicensePurchaseExpired {
+                purchase_id,
+                expired_at: at,
+                ..
+            } => {
+                let status = if event.event_type == SubscriptionEvent::LICENSE_PURCHASE_COMPLETED {
+                    "paid"
+                } else {
+                    "expired"
+                };
+                sqlx::query("UPDATE license_purchases SET status = $2, updated_at = $3 WHERE purchase_id = $1")
+                    .bind(purchase_id)
+                    .bind(status)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             // Nothing tracked here changed; payments are in `members_payment_events`.
             SubscriptionEvent::SubscriptionStateObserved { .. }
             | SubscriptionEvent::PaymentRecorded { .. }
@@ -428,6 +481,7 @@ async fn refresh_mrr(
             quantity: to_u32(quantity),
             site,
             purchase_type: parse_name(&purchase_type, event)?,
+            license_purchase_id: None,
         });
     }
     let mrr = subscription_mrr(status, cancel_at_period_end, &items);

@@ -8,7 +8,7 @@
 //!   `timeline_subscription_members`, filled from those events. A subscription's events before
 //!   its `SubscriptionCreated` can only be payments, so they are always shown.
 //! - License events belong to the member the license was issued to (helper
-//!   `timeline_license_members`, filled from `LicenseIssued`).
+//!   `timeline_license_members`, filled from `LicenseIssued` and `LicenseReserved`).
 //!
 //! An event whose member is not known is skipped.
 
@@ -108,7 +108,8 @@ async fn subscription_entry(
         }
         SubscriptionEvent::PaymentFailed { member_id, .. }
         | SubscriptionEvent::PaymentRefunded { member_id, .. }
-        | SubscriptionEvent::SitePurchaseStarted { member_id, .. } => {
+        | SubscriptionEvent::SitePurchaseStarted { member_id, .. }
+        | SubscriptionEvent::LicensePurchaseStarted { member_id, .. } => {
             remember_subscription(conn, sub, *member_id, false).await?;
             Some(*member_id)
         }
@@ -161,7 +162,9 @@ async fn license_entry(
 ) -> Result<Option<(Uuid, String)>, ProjectionError> {
     let license_id = aggregate_uuid(event)?;
     let decoded = event.decode::<LicenseEvent>()?;
-    let member_id = if let LicenseEvent::LicenseIssued { member_id, .. } = &decoded {
+    let member_id = if let LicenseEvent::LicenseIssued { member_id, .. }
+    | LicenseEvent::LicenseReserved { member_id, .. } = &decoded
+    {
         sqlx::query(
             "INSERT INTO timeline_license_members (license_id, member_id) VALUES ($1, $2)
              ON CONFLICT (license_id) DO UPDATE SET member_id = EXCLUDED.member_id",
@@ -313,6 +316,18 @@ fn subscription_summary(sub: &str, event: SubscriptionEvent) -> String {
         SubscriptionEvent::SitePurchaseExpired { session_id, .. } => {
             format!("Site purchase {session_id} expired unpaid")
         }
+        SubscriptionEvent::LicensePurchaseStarted {
+            quantity,
+            amount,
+            currency,
+            ..
+        } => format!("Purchase of {quantity} license key(s) started ({amount} {currency})"),
+        SubscriptionEvent::LicensePurchaseCompleted { session_id, .. } => {
+            format!("License purchase {session_id} paid; keys activated")
+        }
+        SubscriptionEvent::LicensePurchaseExpired { session_id, .. } => {
+            format!("License purchase {session_id} expired unpaid; keys canceled")
+        }
     }
 }
 
@@ -331,6 +346,15 @@ fn license_summary(event: LicenseEvent) -> String {
             }
             (None, None) => format!("License {key} issued for subscription {subscription_id}"),
         },
+        LicenseEvent::LicenseReserved { key, seat, .. } => {
+            format!("License {key} reserved (seat {seat} of a purchase), pending payment")
+        }
+        LicenseEvent::PendingLicenseActivated { item_id, .. } => {
+            format!("License paid and activated (item {item_id})")
+        }
+        LicenseEvent::LicenseCanceled { reason, .. } => {
+            format!("License canceled ({})", reason.as_str().replace('_', " "))
+        }
         LicenseEvent::LicenseDeactivated { reason, .. } => {
             format!(
                 "License deactivated ({})",

@@ -389,6 +389,7 @@ mod tests {
             quantity: 1,
             site: None,
             purchase_type: PurchaseType::Quantity,
+            license_purchase_id: None,
         }
     }
 

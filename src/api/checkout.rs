@@ -118,20 +118,6 @@ impl CheckoutApi {
 }
 
 impl CheckoutApi {
-    fn allowed(&self, field: &str, url: &str) -> Result<(), FieldError> {
-        let origin = url::Url::parse(url)
-            .ok()
-            .map(|u| u.origin().ascii_serialization());
-        match origin {
-            Some(origin) if self.state.checkout_allowed_origins.contains(&origin) => Ok(()),
-            Some(_) => Err(FieldError::new(
-                field,
-                "is not on an allowed origin (CHECKOUT_ALLOWED_ORIGINS)",
-            )),
-            None => Err(FieldError::new(field, "is not an absolute URL")),
-        }
-    }
-
     async fn create_session(
         &self,
         request_id: &RequestId,
@@ -154,14 +140,14 @@ impl CheckoutApi {
                 "a site purchase is one site; buy seats without `sites`",
             ));
         }
-        for (field, url) in [
-            ("success_url", &body.success_url),
-            ("cancel_url", &body.cancel_url),
-        ] {
-            if let Err(e) = self.allowed(field, url) {
-                errors.push(e);
-            }
-        }
+        super::purchases::check_return_urls(
+            state,
+            [
+                ("success_url", &body.success_url),
+                ("cancel_url", &body.cancel_url),
+            ],
+            &mut errors,
+        );
         let attribution = match &body.url_history {
             Some(items) => {
                 let entries = items
@@ -193,11 +179,7 @@ impl CheckoutApi {
         let Some(email) = email else {
             return Err(Problem::internal());
         };
-        let Some(stripe) = &state.stripe_api else {
-            return Err(Problem::unavailable(
-                "Stripe is not configured (STRIPE_SECRET_KEY)",
-            ));
-        };
+        let stripe = super::purchases::stripe_api(state)?;
 
         let member_id = crate::members::find_by_email(&state.pool, &email)
             .await

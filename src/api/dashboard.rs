@@ -22,6 +22,8 @@ pub struct Dashboard {
     pub sites: Vec<DashboardSite>,
     /// Sites being paid for, not added yet.
     pub pending_sites: Vec<PendingSite>,
+    /// License purchases being paid for; their keys are `pending` in `licenses`.
+    pub pending_license_purchases: Vec<PendingLicensePurchase>,
     /// Payments, refunds and failed payments, newest first.
     pub payments: Vec<DashboardPayment>,
     pub licenses: Vec<DashboardLicense>,
@@ -93,14 +95,37 @@ pub struct PendingSite {
 }
 
 #[derive(Debug, Clone, Object, sqlx::FromRow)]
+pub struct PendingLicensePurchase {
+    pub purchase_id: Uuid,
+    pub subscription_id: String,
+    /// The Checkout Session paying for it.
+    pub session_id: String,
+    /// How many keys.
+    pub quantity: i32,
+    /// The session's prorated total, minor units.
+    pub amount: i64,
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
 pub struct DashboardPayment {
-    /// `payment`, `refund` or `failure`.
+    /// `payment` (an invoice), `purchase` (sites or license keys added to the subscription),
+    /// `refund` or `failure`.
     pub kind: String,
+    /// `paid`, `refunded` or `failed`.
+    pub status: String,
     pub amount: i64,
     pub currency: String,
     #[oai(nullable)]
     pub invoice_id: Option<String>,
     pub subscription_id: String,
+    /// The sites a purchase paid for (comma-separated).
+    #[oai(nullable)]
+    pub site: Option<String>,
+    /// For a purchase of license keys, how many.
+    #[oai(nullable)]
+    pub quantity: Option<i32>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -108,7 +133,7 @@ pub struct DashboardPayment {
 pub struct DashboardLicense {
     pub id: Uuid,
     pub key: String,
-    /// `active` or `inactive`.
+    /// `pending` (bought, not paid yet), `active`, `inactive`, or `canceled` (never paid).
     pub status: String,
     /// `site` or `quantity`.
     pub purchase_type: String,
@@ -117,8 +142,12 @@ pub struct DashboardLicense {
     #[oai(nullable)]
     pub seat: Option<i32>,
     pub subscription_id: String,
+    /// Why it is inactive or canceled.
     #[oai(nullable)]
     pub deactivation_reason: Option<String>,
+    /// The license purchase that bought it (`POST /v1/me/license-purchases`).
+    #[oai(nullable)]
+    pub purchase_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     /// The domain a quantity key is activated on (`POST /v1/me/licenses/{key}/activation`);
     /// kept while the license is inactive. Always null for a site license (see `site`).
@@ -132,7 +161,7 @@ pub struct DashboardLicense {
 /// The `licenses` columns a [`DashboardLicense`] is read from.
 pub(crate) const LICENSE_COLUMNS: &str =
     "id, key, status, purchase_type, site, seat, subscription_id, \
-     deactivation_reason, issued_at AS created_at, used_site, activated_at";
+     deactivation_reason, purchase_id, issued_at AS created_at, used_site, activated_at";
 
 /// The member's dashboard, `None` for an unknown member.
 pub async fn load(pool: &PgPool, member_id: Uuid) -> Result<Option<Dashboard>, sqlx::Error> {
@@ -185,9 +214,21 @@ pub async fn load(pool: &PgPool, member_id: Uuid) -> Result<Option<Dashboard>, s
     .bind(member_id)
     .fetch_all(pool)
     .await?;
+    // Invoices, refunds and failures, and the one-off payments of purchases adding to a
+    // subscription (no invoice is made for those).
     let payments: Vec<DashboardPayment> = sqlx::query_as(
-        "SELECT kind, amount, currency, invoice_id, subscription_id, created_at FROM members_payment_events
-         WHERE member_id = $1 ORDER BY created_at DESC, id DESC",
+        "SELECT kind, CASE kind WHEN 'payment' THEN 'paid' WHEN 'refund' THEN 'refunded' ELSE 'failed' END AS status,
+                amount, currency, invoice_id, subscription_id, NULL::text AS site, NULL::integer AS quantity,
+                created_at
+         FROM members_payment_events WHERE member_id = $1
+         UNION ALL
+         SELECT 'purchase', 'paid', max(amount), max(currency), NULL, max(subscription_id),
+                string_agg(site, ',' ORDER BY site), NULL, max(updated_at)
+         FROM pending_sites WHERE member_id = $1 AND status = 'paid' GROUP BY session_id
+         UNION ALL
+         SELECT 'purchase', 'paid', amount, currency, NULL, subscription_id, NULL, quantity, updated_at
+         FROM license_purchases WHERE member_id = $1 AND status = 'paid'
+         ORDER BY created_at DESC, kind, subscription_id",
     )
     .bind(member_id)
     .fetch_all(pool)
@@ -196,6 +237,13 @@ pub async fn load(pool: &PgPool, member_id: Uuid) -> Result<Option<Dashboard>, s
     let pending_sites: Vec<PendingSite> = sqlx::query_as(
         "SELECT site AS domain, subscription_id, session_id, amount, currency, created_at FROM pending_sites
          WHERE member_id = $1 AND status = 'pending' ORDER BY created_at, site",
+    )
+    .bind(member_id)
+    .fetch_all(pool)
+    .await?;
+    let pending_license_purchases: Vec<PendingLicensePurchase> = sqlx::query_as(
+        "SELECT purchase_id, subscription_id, session_id, quantity, amount, currency, created_at
+         FROM license_purchases WHERE member_id = $1 AND status = 'pending' ORDER BY created_at, purchase_id",
     )
     .bind(member_id)
     .fetch_all(pool)
@@ -209,6 +257,7 @@ pub async fn load(pool: &PgPool, member_id: Uuid) -> Result<Option<Dashboard>, s
         subscriptions,
         sites,
         pending_sites,
+        pending_license_purchases,
         payments,
         licenses,
     }))

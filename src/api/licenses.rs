@@ -453,6 +453,10 @@ fn license_error(err: AggregateError<LicenseError>) -> Problem {
             "license-inactive",
             "the license is not active, so it cannot be activated",
         ),
+        AggregateError::UserError(LicenseError::Pending) => Problem::conflict(
+            "license-pending",
+            "the key's purchase is not paid yet, so it cannot be activated",
+        ),
         AggregateError::UserError(LicenseError::AlreadyActivated { domain }) => Problem::conflict(
             "license-already-activated",
             format!("the key is already activated on {domain}; release it first"),

@@ -24,12 +24,14 @@ pub mod cursor;
 pub mod dashboard;
 pub mod events;
 pub mod health;
+pub mod license_purchases;
 pub mod licenses;
 pub mod me;
 pub mod members;
 pub mod newsletters;
 pub mod problem;
 pub mod projections_api;
+pub mod purchases;
 pub mod sessions;
 pub mod sites;
 pub mod stripe_events;
@@ -160,6 +162,7 @@ type Apis = (
     newsletters::NewslettersApi,
     checkout::CheckoutApi,
     sites::SitesApi,
+    license_purchases::LicensePurchasesApi,
     licenses::LicensesApi,
     projections_api::ProjectionsApi,
 );
@@ -192,6 +195,9 @@ pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             sites::SitesApi {
+                state: state.clone(),
+            },
+            license_purchases::LicensePurchasesApi {
                 state: state.clone(),
             },
             licenses::LicensesApi {

@@ -9,10 +9,13 @@ use poem_openapi::{ApiResponse, OpenApi};
 use super::members::db_error;
 use super::problem::bad_request;
 use super::problem::{FieldError, Problem};
+use super::purchases::{
+    check_return_urls, pricing_time, stripe_api, stripe_problem, Plan, PricedLike,
+};
 use super::sessions::MemberAuth;
 use super::{ApiTags, RequestId, State};
 use crate::store::{Actor, EventMetadata};
-use crate::stripe::client::CallError;
+use crate::stripe::client::{CheckoutLine, PaymentCheckout};
 
 pub struct SitesApi {
     pub state: State,
@@ -114,27 +117,6 @@ super::problem_responses!(RemoveSiteResponse {
     400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 422 => Invalid, 502 => BadGateway
 });
 
-pub(crate) fn stripe_problem(err: CallError) -> Problem {
-    match err {
-        CallError::Refused { message, .. } => {
-            tracing::error!(error = %message, "Stripe refused a call");
-            Problem::new(
-                poem::http::StatusCode::BAD_GATEWAY,
-                "stripe-refused",
-                format!("Stripe refused the change: {message}"),
-            )
-        }
-        CallError::Unavailable(message) => {
-            tracing::error!(error = %message, "Stripe unavailable");
-            Problem::new(
-                poem::http::StatusCode::BAD_GATEWAY,
-                "stripe-unavailable",
-                "Stripe could not be reached; nothing changed, retry",
-            )
-        }
-    }
-}
-
 #[OpenApi(prefix_path = "/v1/me/sites", tag = "ApiTags::Me")]
 impl SitesApi {
     /// Add sites
@@ -180,40 +162,6 @@ impl SitesApi {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct SiteSubscription {
-    subscription_id: String,
-    customer_id: String,
-    price_id: String,
-    product_id: Option<String>,
-    unit_amount: i64,
-    currency: String,
-    interval: String,
-    interval_count: i32,
-    current_period_start: Option<chrono::DateTime<chrono::Utc>>,
-    current_period_end: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// `unit_amount` for what is left of the period (all of it when the period is unknown).
-fn prorate(
-    unit_amount: i64,
-    start: Option<chrono::DateTime<chrono::Utc>>,
-    end: Option<chrono::DateTime<chrono::Utc>>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> i64 {
-    let (Some(start), Some(end)) = (start, end) else {
-        return unit_amount;
-    };
-    let total = (end - start).num_seconds();
-    let left = (end - now).num_seconds().clamp(0, total.max(0));
-    if total <= 0 {
-        return unit_amount;
-    }
-    let amount =
-        (i128::from(unit_amount) * i128::from(left) + i128::from(total) / 2) / i128::from(total);
-    i64::try_from(amount).unwrap_or(unit_amount)
-}
-
 impl SitesApi {
     async fn add_sites(
         &self,
@@ -231,40 +179,19 @@ impl SitesApi {
                 Err(e) => errors.push(FieldError::new(format!("sites[{i}]"), e.reason())),
             }
         }
-        for (field, url) in [
-            ("success_url", &body.success_url),
-            ("cancel_url", &body.cancel_url),
-        ] {
-            let origin = url::Url::parse(url)
-                .ok()
-                .map(|u| u.origin().ascii_serialization());
-            if !origin.is_some_and(|o| state.checkout_allowed_origins.contains(&o)) {
-                errors.push(FieldError::new(
-                    field,
-                    "is not a URL on an allowed origin (CHECKOUT_ALLOWED_ORIGINS)",
-                ));
-            }
-        }
+        check_return_urls(
+            state,
+            [
+                ("success_url", &body.success_url),
+                ("cancel_url", &body.cancel_url),
+            ],
+            &mut errors,
+        );
         if !errors.is_empty() {
             return Err(Problem::validation(errors));
         }
-        let Some(stripe) = &state.stripe_api else {
-            return Err(Problem::unavailable(
-                "Stripe is not configured (STRIPE_SECRET_KEY)",
-            ));
-        };
-        let sub: Option<SiteSubscription> = sqlx::query_as(
-            "SELECT s.id AS subscription_id, s.customer_id, i.price_id, i.product_id, i.unit_amount, i.currency,
-                    i.interval, i.interval_count, s.current_period_start, s.current_period_end
-             FROM subscriptions s JOIN subscription_items i ON i.subscription_id = s.id
-             WHERE s.member_id = $1 AND s.status IN ('active', 'trialing', 'past_due') AND i.site IS NOT NULL
-             ORDER BY i.status = 'active' DESC, i.added_at LIMIT 1",
-        )
-        .bind(member_id)
-        .fetch_optional(&state.pool)
-        .await
-        .map_err(db_error)?;
-        let Some(sub) = sub else {
+        let stripe = stripe_api(state)?;
+        let Some(plan) = Plan::of_member(state, member_id, PricedLike::Site).await? else {
             return Err(Problem::conflict(
                 "no-site-subscription",
                 "you have no active subscription with sites to add to",
@@ -273,7 +200,7 @@ impl SitesApi {
         let taken: Vec<String> = sqlx::query_scalar(
             "SELECT site FROM subscription_items WHERE subscription_id = $1 AND status = 'active' AND site = ANY($2)",
         )
-        .bind(&sub.subscription_id)
+        .bind(&plan.subscription_id)
         .bind(sites.iter().map(ToString::to_string).collect::<Vec<_>>())
         .fetch_all(&state.pool)
         .await
@@ -288,64 +215,62 @@ impl SitesApi {
             }
             return Err(problem);
         }
-        let Some(product_id) = sub.product_id.clone() else {
-            return Err(Problem::unavailable(
-                "the subscription's price has no product recorded yet; retry",
-            ));
-        };
-        let per_site = prorate(
-            sub.unit_amount,
-            sub.current_period_start,
-            sub.current_period_end,
-            chrono::Utc::now(),
-        );
+        let priced_at = pricing_time();
+        let per_site = plan.prorated_unit_amount(priced_at);
         let site_list: Vec<String> = sites.iter().map(ToString::to_string).collect();
-        let metadata = std::collections::HashMap::from([
-            ("add_to_existing".to_owned(), "true".to_owned()),
-            (
-                "existing_subscription_id".to_owned(),
-                sub.subscription_id.clone(),
-            ),
-            ("purchase_type".to_owned(), "site".to_owned()),
-            ("sites".to_owned(), site_list.join(",")),
-            ("member_id".to_owned(), member_id.to_string()),
-            ("price_id".to_owned(), sub.price_id.clone()),
-            ("product_id".to_owned(), product_id),
-            ("unit_amount".to_owned(), sub.unit_amount.to_string()),
-            ("currency".to_owned(), sub.currency.clone()),
-            ("interval".to_owned(), sub.interval.clone()),
-            ("interval_count".to_owned(), sub.interval_count.to_string()),
-        ]);
-        let checkout = crate::stripe::client::SitesCheckout {
-            customer: sub.customer_id.clone(),
+        // Derived from the cause and the hour it is priced for: the same sites asked for again
+        // within the hour are the same purchase, with the same Stripe session.
+        let purchase_id = uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            format!(
+                "add-sites:{}:{}:{}",
+                plan.subscription_id,
+                site_list.join(","),
+                priced_at.timestamp()
+            )
+            .as_bytes(),
+        );
+        let metadata = plan.metadata(
+            member_id,
+            purchase_id,
+            plan.product()?,
+            &[
+                ("purchase_type", "site".to_owned()),
+                ("sites", site_list.join(",")),
+            ],
+        );
+        let checkout = PaymentCheckout {
+            customer: plan.customer_id.clone(),
             lines: site_list
                 .iter()
-                .map(|s| (format!("Site {s} (prorated)"), per_site))
+                .map(|s| CheckoutLine {
+                    name: format!("Site {s} (prorated)"),
+                    unit_amount: per_site,
+                    quantity: 1,
+                })
                 .collect(),
-            currency: sub.currency.clone(),
+            currency: plan.currency.clone(),
             success_url: body.success_url,
             cancel_url: body.cancel_url,
             metadata,
         };
-        // The same sites asked for again within Stripe's idempotency window get the same session.
-        let key = format!("add-sites-{}-{}", sub.subscription_id, site_list.join("+"));
-        let key: String = key.chars().take(255).collect();
-        let session = stripe
-            .create_sites_checkout(&checkout, &key)
-            .await
-            .map_err(stripe_problem)?;
         let amount = per_site * i64::try_from(site_list.len()).unwrap_or(1);
+        let session = stripe
+            .create_payment_checkout(&checkout, &format!("add-sites-{purchase_id}"))
+            .await
+            .map_err(|e| stripe_problem(e, "nothing changed, retry"))?;
         let position = state
             .subscriptions
             .execute(
-                &sub.subscription_id,
+                &plan.subscription_id,
                 SubscriptionCommand::StartSitePurchase {
+                    purchase_id,
                     session_id: session.id.clone(),
                     member_id,
                     sites: site_list.clone(),
-                    price_id: sub.price_id.clone(),
+                    price_id: plan.price_id.clone(),
                     amount,
-                    currency: sub.currency.clone(),
+                    currency: plan.currency.clone(),
                     at: chrono::Utc::now(),
                 },
                 EventMetadata::for_request(&request_id.0, Actor::Member(member_id)),
@@ -355,24 +280,19 @@ impl SitesApi {
                 tracing::error!(error = %e, "recording pending sites");
                 Problem::unavailable("the payment page was created but the pending sites could not be recorded; retry")
             })?;
-        if let Some(position) = position {
-            if let Err(err) = state
-                .projections
-                .wait_for(
-                    &["member_subscriptions"],
-                    position,
-                    state.read_your_writes_timeout,
-                )
-                .await
-            {
-                tracing::warn!(error = %err, "could not wait for the read models");
-            }
-        }
+        state
+            .projections
+            .wait_after_write(
+                &["member_subscriptions"],
+                position,
+                state.read_your_writes_timeout,
+            )
+            .await;
         Ok(SitesCheckoutView {
             id: session.id,
             url: session.url,
             amount,
-            currency: sub.currency,
+            currency: plan.currency,
             sites: site_list,
         })
     }
@@ -401,15 +321,10 @@ impl SitesApi {
                 "you have no active site with this domain",
             ));
         };
-        let Some(stripe) = &state.stripe_api else {
-            return Err(Problem::unavailable(
-                "Stripe is not configured (STRIPE_SECRET_KEY)",
-            ));
-        };
-        stripe
+        stripe_api(state)?
             .delete_subscription_item(&item_id)
             .await
-            .map_err(stripe_problem)?;
+            .map_err(|e| stripe_problem(e, "nothing changed, retry"))?;
         let observed = StripeObservation {
             event_id: format!("api_delete_{item_id}"),
             event_type: "memberledger.subscription_item.deleted".to_owned(),
@@ -427,16 +342,11 @@ impl SitesApi {
                 tracing::error!(error = %e, "recording a removed site");
                 Problem::unavailable("the site was removed at Stripe; recording it failed and the webhook will; retry to check")
             })?;
-        if let Some(position) = position {
-            let models = &["member_subscriptions", "license_policy"];
-            if let Err(err) = state
-                .projections
-                .wait_for(models, position, state.read_your_writes_timeout)
-                .await
-            {
-                tracing::warn!(error = %err, "could not wait for the read models");
-            }
-        }
+        let models = &["member_subscriptions", "license_policy"];
+        state
+            .projections
+            .wait_after_write(models, position, state.read_your_writes_timeout)
+            .await;
         Ok(())
     }
 }
@@ -448,28 +358,5 @@ impl poem_openapi::types::Example for AddSitesRequest {
             success_url: "https://example.com/account".into(),
             cancel_url: "https://example.com/account".into(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proration_charges_what_is_left_of_the_period() {
-        let t = |s| chrono::DateTime::from_timestamp(s, 0).expect("valid");
-        assert_eq!(prorate(3000, Some(t(0)), Some(t(300)), t(100)), 2000);
-        assert_eq!(
-            prorate(3000, Some(t(0)), Some(t(300)), t(400)),
-            0,
-            "the period is over"
-        );
-        assert_eq!(
-            prorate(3000, Some(t(0)), Some(t(300)), t(-50)),
-            3000,
-            "not started: all of it"
-        );
-        assert_eq!(prorate(3000, None, None, t(0)), 3000);
-        assert_eq!(prorate(1000, Some(t(0)), Some(t(3)), t(1)), 667, "rounded");
     }
 }

@@ -206,11 +206,10 @@ impl StripeApi {
     }
 }
 
-/// Paying now for sites added to an existing subscription.
-pub struct SitesCheckout {
+/// Paying now for what is added to an existing subscription (sites, or license seats).
+pub struct PaymentCheckout {
     pub customer: String,
-    /// One line per site: its name on the receipt, and its prorated amount.
-    pub lines: Vec<(String, i64)>,
+    pub lines: Vec<CheckoutLine>,
     pub currency: String,
     pub success_url: String,
     pub cancel_url: String,
@@ -218,16 +217,27 @@ pub struct SitesCheckout {
     pub metadata: HashMap<String, String>,
 }
 
-/// An item to add to a subscription: the price of the subscription's other sites, as an
-/// ad hoc price (Stripe allows one item per price), already paid for (no proration).
-pub struct NewSiteItem {
+/// One line of a [`PaymentCheckout`].
+pub struct CheckoutLine {
+    /// Its name on the receipt.
+    pub name: String,
+    /// Per unit, minor units (prorated).
+    pub unit_amount: i64,
+    pub quantity: u64,
+}
+
+/// An item to add to a subscription: the price of the subscription's plan, as an ad hoc price
+/// (Stripe allows one item per price), already paid for (no proration).
+pub struct NewItem {
     pub subscription_id: String,
     pub product_id: String,
     pub unit_amount: i64,
     pub currency: String,
     pub interval: aggregates::BillingInterval,
     pub interval_count: u32,
-    pub site: String,
+    pub quantity: u64,
+    /// `site` for a site, `license_purchase_id` for license seats.
+    pub metadata: HashMap<String, String>,
 }
 
 fn currency(code: &str) -> Result<stripe_types::Currency, CallError> {
@@ -239,9 +249,9 @@ fn currency(code: &str) -> Result<stripe_types::Currency, CallError> {
 
 impl StripeApi {
     /// A payment-mode Checkout Session for `checkout`.
-    pub async fn create_sites_checkout(
+    pub async fn create_payment_checkout(
         &self,
-        checkout: &SitesCheckout,
+        checkout: &PaymentCheckout,
         idempotency_key: &str,
     ) -> Result<CheckoutSession, CallError> {
         use stripe_checkout::checkout_session::{
@@ -252,14 +262,14 @@ impl StripeApi {
         let lines: Vec<CreateCheckoutSessionLineItems> = checkout
             .lines
             .iter()
-            .map(|(name, amount)| {
+            .map(|line| {
                 let mut price = CreateCheckoutSessionLineItemsPriceData::new(code.clone());
-                price.product_data = Some(ProductData::new(name.clone()));
-                price.unit_amount = Some(*amount);
-                let mut line = CreateCheckoutSessionLineItems::new();
-                line.price_data = Some(price);
-                line.quantity = Some(1);
-                line
+                price.product_data = Some(ProductData::new(line.name.clone()));
+                price.unit_amount = Some(line.unit_amount);
+                let mut item = CreateCheckoutSessionLineItems::new();
+                item.price_data = Some(price);
+                item.quantity = Some(line.quantity);
+                item
             })
             .collect();
         let mut intent = CreateCheckoutSessionPaymentIntentData::new();
@@ -273,7 +283,7 @@ impl StripeApi {
             .success_url(checkout.success_url.clone())
             .cancel_url(checkout.cancel_url.clone());
         let session = self
-            .with_retries(idempotency_key, "create sites checkout", |strategy| {
+            .with_retries(idempotency_key, "create payment checkout", |strategy| {
                 request
                     .customize()
                     .request_strategy(strategy)
@@ -286,11 +296,11 @@ impl StripeApi {
         })
     }
 
-    /// Adds a site's item; returns its id. The idempotency key makes a repeated call (a second
+    /// Adds an item; returns its id. The idempotency key makes a repeated call (a second
     /// webhook for the same payment) return the same item instead of adding another.
-    pub async fn add_site_item(
+    pub async fn add_item(
         &self,
-        item: &NewSiteItem,
+        item: &NewItem,
         idempotency_key: &str,
     ) -> Result<String, CallError> {
         use stripe_billing::subscription_item::{
@@ -315,9 +325,9 @@ impl StripeApi {
         price.unit_amount = Some(item.unit_amount);
         let request = CreateSubscriptionItem::new(item.subscription_id.clone())
             .price_data(price)
-            .quantity(1u64)
+            .quantity(item.quantity)
             .proration_behavior(CreateSubscriptionItemProrationBehavior::None)
-            .metadata(HashMap::from([("site".to_owned(), item.site.clone())]));
+            .metadata(item.metadata.clone());
         let created = self
             .with_retries(idempotency_key, "add subscription item", |strategy| {
                 request

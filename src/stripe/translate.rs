@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use aggregates::{
-    BillingInterval, EmailAddress, Labels, Member, MemberCommand, MemberName, MemberSource, Note,
-    Payment, Price, PurchaseType, SiteDomain, StripeObservation, StripeSubscriptionState,
-    Subscription, SubscriptionCommand, SubscriptionItem, SubscriptionStatus,
+    BillingInterval, CancelReason, EmailAddress, Labels, License, LicenseCommand, Member,
+    MemberCommand, MemberName, MemberSource, Note, Payment, Price, PurchaseState, PurchaseType,
+    SiteDomain, StripeObservation, StripeSubscriptionState, Subscription, SubscriptionCommand,
+    SubscriptionItem, SubscriptionStatus,
 };
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
@@ -32,6 +33,7 @@ pub struct Translator {
     pub pool: PgPool,
     pub members: Arc<CommandBus<Member>>,
     pub subscriptions: Arc<CommandBus<Subscription>>,
+    pub licenses: Arc<CommandBus<License>>,
     pub stripe: Option<StripeApi>,
 }
 
@@ -69,11 +71,15 @@ impl Translator {
             actor: Actor::Stripe,
         };
         match event.event_type.as_str() {
-            "checkout.session.completed" if object["metadata"]["add_to_existing"] == "true" => {
-                self.sites_paid(object, created, &metadata).await
+            // A purchase adding to a subscription: its session completing and its payment
+            // intent succeeding are two triggers of one payment.
+            "checkout.session.completed" | "payment_intent.succeeded"
+                if object["metadata"]["add_to_existing"] == "true" =>
+            {
+                self.purchase_paid(object, created, &metadata).await
             }
             "checkout.session.expired" if object["metadata"]["add_to_existing"] == "true" => {
-                self.sites_expired(object, created, &metadata).await
+                self.purchase_expired(object, created, &metadata).await
             }
             "checkout.session.completed" => self.checkout_completed(object, &metadata).await,
             "customer.subscription.created"
@@ -110,37 +116,57 @@ impl Translator {
         Ok(Outcome::Processed)
     }
 
-    /// A payment for sites added to an existing subscription: add each site's item at Stripe
-    /// (idempotently: a second webhook for the same payment adds nothing), then complete the
-    /// purchase. The items themselves arrive with `customer.subscription.updated`.
-    async fn sites_paid(
+    /// A payment for sites or license seats added to an existing subscription: add their
+    /// items at Stripe, then complete the purchase. Once: a purchase already completed (by the
+    /// other trigger of the same payment, or a redelivery) calls Stripe no more, and each call
+    /// has an idempotency key derived from the purchase. The items themselves arrive with
+    /// `customer.subscription.updated`; a license purchase's reserved keys activate then.
+    async fn purchase_paid(
         &self,
-        session: &Value,
+        object: &Value,
         created: i64,
         metadata: &EventMetadata,
     ) -> anyhow::Result<Outcome> {
-        let session_id = text(&session["id"]).context("the session has no id")?;
-        if session["payment_status"]
-            .as_str()
-            .is_some_and(|s| s != "paid")
-        {
-            return Ok(Outcome::Ignored(format!(
-                "session {session_id} is not paid yet"
-            )));
+        let id = text(&object["id"]).context("the object has no id")?;
+        let is_session = object["object"] == "checkout.session";
+        let paid = if is_session {
+            object["payment_status"] == "paid"
+        } else {
+            object["status"] == "succeeded"
+        };
+        if !paid {
+            return Ok(Outcome::Ignored(format!("{id} is not paid yet")));
         }
-        let m = &session["metadata"];
-        let field = |key: &str| {
-            text(&m[key]).with_context(|| format!("session {session_id} has no metadata.{key}"))
+        let m = &object["metadata"];
+        let field =
+            |key: &str| text(&m[key]).with_context(|| format!("{id} has no metadata.{key}"));
+        let Some(purchase) = purchase_key(object) else {
+            return Ok(Outcome::Ignored(format!(
+                "payment {id} names no purchase; its session's completion adds the items"
+            )));
         };
         let subscription_id = field("existing_subscription_id")?;
+        let subscription = self
+            .subscriptions
+            .load(subscription_id)
+            .await
+            .map_err(|e| anyhow!("loading subscription {subscription_id}: {e}"))?;
+        if subscription
+            .purchase(&purchase)
+            .is_some_and(|p| p.state == PurchaseState::Completed)
+        {
+            return Ok(Outcome::Ignored(format!(
+                "purchase {purchase} is complete already"
+            )));
+        }
         let api = self
             .stripe
             .as_ref()
-            .context("adding sites needs STRIPE_SECRET_KEY; will retry")?;
+            .context("adding items needs STRIPE_SECRET_KEY; will retry")?;
         let interval = BillingInterval::parse(field("interval")?)
             .context("metadata.interval is not an interval")?;
-        for site in field("sites")?.split(',').filter(|s| !s.is_empty()) {
-            let item = super::client::NewSiteItem {
+        let new_item = |quantity: u64, metadata: Vec<(&str, String)>| -> anyhow::Result<_> {
+            Ok(super::client::NewItem {
                 subscription_id: subscription_id.to_owned(),
                 product_id: field("product_id")?.to_owned(),
                 unit_amount: field("unit_amount")?
@@ -151,41 +177,94 @@ impl Translator {
                 interval_count: field("interval_count")?
                     .parse()
                     .context("metadata.interval_count")?,
-                site: site.to_owned(),
-            };
-            let key = format!("add-site-{session_id}-{site}");
-            api.add_site_item(&item, &key.chars().take(255).collect::<String>())
-                .await
-                .map_err(|e| anyhow!("adding {site} to {subscription_id}: {e}"))?;
+                quantity,
+                metadata: metadata
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+            })
+        };
+        let mut items = Vec::new();
+        if field("purchase_type")? == PurchaseType::Quantity.as_str() {
+            let purchase_id: Uuid = field("purchase_id")?
+                .parse()
+                .context("metadata.purchase_id is not a UUID")?;
+            let quantity: u64 = field("quantity")?.parse().context("metadata.quantity")?;
+            let metadata = vec![
+                ("license_purchase_id", purchase_id.to_string()),
+                ("purchase_type", PurchaseType::Quantity.as_str().to_owned()),
+            ];
+            items.push((
+                format!("add-seats-{purchase}"),
+                new_item(quantity, metadata)?,
+            ));
+        } else {
+            for site in field("sites")?.split(',').filter(|s| !s.is_empty()) {
+                let metadata = vec![("site", site.to_owned())];
+                items.push((
+                    format!("add-site-{purchase}-{site}"),
+                    new_item(1, metadata)?,
+                ));
+            }
         }
-        let command = SubscriptionCommand::CompleteSitePurchase {
-            session_id: session_id.to_owned(),
+        for (key, item) in items {
+            api.add_item(&item, &key.chars().take(255).collect::<String>())
+                .await
+                .map_err(|e| anyhow!("adding an item to {subscription_id}: {e}"))?;
+        }
+        let command = SubscriptionCommand::CompletePurchase {
+            purchase: purchase.clone(),
             at: DateTime::from_timestamp(created, 0).unwrap_or_default(),
         };
         self.subscriptions
             .execute(subscription_id, command, metadata.clone())
             .await
-            .map_err(|e| anyhow!("completing site purchase {session_id}: {e}"))?;
+            .map_err(|e| anyhow!("completing purchase {purchase}: {e}"))?;
         Ok(Outcome::Processed)
     }
 
-    async fn sites_expired(
+    /// A purchase's session expired unpaid: a license purchase's reserved keys are canceled,
+    /// and the purchase is no longer pending.
+    async fn purchase_expired(
         &self,
         session: &Value,
         created: i64,
         metadata: &EventMetadata,
     ) -> anyhow::Result<Outcome> {
-        let session_id = text(&session["id"]).context("the session has no id")?;
-        let subscription_id = text(&session["metadata"]["existing_subscription_id"])
-            .context("no metadata.existing_subscription_id")?;
-        let command = SubscriptionCommand::ExpireSitePurchase {
-            session_id: session_id.to_owned(),
-            at: DateTime::from_timestamp(created, 0).unwrap_or_default(),
+        let purchase = purchase_key(session).context("the session has no id")?;
+        let m = &session["metadata"];
+        let subscription_id =
+            text(&m["existing_subscription_id"]).context("no metadata.existing_subscription_id")?;
+        let at = DateTime::from_timestamp(created, 0).unwrap_or_default();
+        if m["purchase_type"] == PurchaseType::Quantity.as_str() {
+            let purchase_id: Uuid = text(&m["purchase_id"])
+                .context("no metadata.purchase_id")?
+                .parse()
+                .context("metadata.purchase_id is not a UUID")?;
+            let quantity: u32 = text(&m["quantity"])
+                .context("no metadata.quantity")?
+                .parse()
+                .context("metadata.quantity")?;
+            for seat in 1..=quantity {
+                let license_id = License::id_for_purchase(purchase_id, seat);
+                let command = LicenseCommand::CancelPendingLicense {
+                    reason: CancelReason::CheckoutExpired,
+                    at,
+                };
+                self.licenses
+                    .execute(&license_id.to_string(), command, metadata.clone())
+                    .await
+                    .map_err(|e| anyhow!("canceling key {license_id}: {e}"))?;
+            }
+        }
+        let command = SubscriptionCommand::ExpirePurchase {
+            purchase: purchase.clone(),
+            at,
         };
         self.subscriptions
             .execute(subscription_id, command, metadata.clone())
             .await
-            .map_err(|e| anyhow!("expiring site purchase {session_id}: {e}"))?;
+            .map_err(|e| anyhow!("expiring purchase {purchase}: {e}"))?;
         Ok(Outcome::Processed)
     }
 
@@ -489,6 +568,14 @@ impl Translator {
     }
 }
 
+/// The purchase a session or payment intent pays for: `metadata.purchase_id`, or for a session
+/// of a purchase recorded before purchase ids, the session's id.
+fn purchase_key(object: &Value) -> Option<String> {
+    text(&object["metadata"]["purchase_id"])
+        .or_else(|| (object["object"] == "checkout.session").then(|| text(&object["id"]))?)
+        .map(str::to_owned)
+}
+
 struct InvoiceParties<'a> {
     subscription_id: &'a str,
     invoice_id: &'a str,
@@ -579,6 +666,14 @@ fn subscription_item(item: &Value) -> anyhow::Result<SubscriptionItem> {
             text(&price["unit_amount_decimal"]).and_then(|d| d.split('.').next()?.parse().ok())
         })
         .unwrap_or(0);
+    let license_purchase_id = text(&item["metadata"]["license_purchase_id"])
+        .and_then(|raw| match raw.parse::<Uuid>() {
+            Ok(id) => Some(id),
+            Err(err) => {
+                tracing::warn!(item_id, raw, error = %err, "ignoring an invalid license_purchase_id in item metadata");
+                None
+            }
+        });
     let site = text(&item["metadata"]["site"]).and_then(|raw| match SiteDomain::parse(raw) {
         Ok(site) => Some(site.to_string()),
         Err(err) => {
@@ -612,5 +707,6 @@ fn subscription_item(item: &Value) -> anyhow::Result<SubscriptionItem> {
             PurchaseType::Quantity
         },
         site,
+        license_purchase_id,
     })
 }

@@ -3,7 +3,7 @@ use serde_json::{json, Value};
 use crate::helpers::{assert_problem, problem_fields, TestApp};
 use crate::stripe_support::{event, FakeStripe, Lifecycle};
 
-async fn app_with_stripe(stripe: &FakeStripe) -> TestApp {
+pub(crate) async fn app_with_stripe(stripe: &FakeStripe) -> TestApp {
     let base = stripe.base.clone();
     TestApp::spawn_custom(move |s| {
         s.stripe.secret_key = Some("sk_test_fake".into());
@@ -35,13 +35,13 @@ impl TestApp {
 }
 
 /// The form body async-stripe sent, decoded.
-fn form(body: &str) -> Vec<(String, String)> {
+pub(crate) fn form(body: &str) -> Vec<(String, String)> {
     url::form_urlencoded::parse(body.as_bytes())
         .into_owned()
         .collect()
 }
 
-fn field<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
     form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
@@ -320,7 +320,7 @@ async fn removing_a_site_while_stripe_is_down_changes_nothing() {
 }
 
 /// The Checkout Session Stripe would send back in a webhook for the `n`th recorded checkout.
-fn paid_session(stripe: &FakeStripe, n: usize, id: &str) -> Value {
+pub(crate) fn paid_session(stripe: &FakeStripe, n: usize, id: &str) -> Value {
     let (_, body) = stripe.checkouts.lock().expect("lock")[n].clone();
     let metadata: serde_json::Map<String, Value> = form(&body)
         .into_iter()

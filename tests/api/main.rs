@@ -8,6 +8,7 @@ mod events;
 mod export;
 mod health;
 mod helpers;
+mod license_purchases;
 mod licenses;
 mod mail_support;
 mod members;

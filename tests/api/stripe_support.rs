@@ -328,9 +328,11 @@ fn create_subscription_item(
     };
     if let Ok(mut requests) = state.requests.lock() {
         requests.push(format!(
-            "POST /v1/subscription_items key={key} subscription={} site={} proration={}",
+            "POST /v1/subscription_items key={key} subscription={} site={} quantity={} license_purchase_id={} proration={}",
             get("subscription"),
             get("metadata[site]"),
+            get("quantity"),
+            get("metadata[license_purchase_id]"),
             get("proration_behavior")
         ));
     }
@@ -342,7 +344,15 @@ fn create_subscription_item(
             .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
     ));
     item["subscription"] = json!(get("subscription"));
-    item["metadata"] = json!({ "site": get("metadata[site]") });
+    item["quantity"] = json!(get("quantity").parse::<u64>().unwrap_or(1));
+    item["metadata"] = form
+        .iter()
+        .filter_map(|(k, v)| {
+            let k = k.strip_prefix("metadata[")?.strip_suffix(']')?;
+            Some((k.to_owned(), json!(v)))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into();
     Response::builder()
         .content_type("application/json")
         .body(item.to_string())

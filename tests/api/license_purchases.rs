@@ -1,0 +1,409 @@
+//! Flow 3: buying license keys. Keys are reserved (pending) first, then paid for through a
+//! payment-mode Checkout Session; the payment adds one quantity item at Stripe, which activates
+//! exactly those keys; an expired session cancels them.
+
+use serde_json::{json, Value};
+
+use crate::checkout::{app_with_stripe, field, form, paid_session};
+use crate::helpers::{assert_problem, TestApp};
+use crate::stripe_support::{event, FakeStripe, Lifecycle};
+
+/// A member with an active site subscription (half of its period left), signed in.
+async fn subscribed(app: &TestApp, prefix: &str) -> (Lifecycle, String, Value) {
+    let l = Lifecycle::new(&format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    let mut created = l.subscription_event("created", "customer.subscription.created", "active", 0);
+    let now = chrono::Utc::now().timestamp();
+    let item = &mut created["data"]["object"]["items"]["data"][0];
+    item["current_period_start"] = json!(now - 15 * 86_400);
+    item["current_period_end"] = json!(now + 15 * 86_400);
+    for e in [l.checkout_completed(1), created.clone()] {
+        assert_eq!(app.send_webhook(&e).await.status(), 200);
+    }
+    app.drain_stripe().await;
+    let token = app.sign_in(&l.email).await;
+    (l, token, created)
+}
+
+impl TestApp {
+    async fn buy_keys(&self, token: &str, quantity: u32) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/me/license-purchases"))
+            .bearer_auth(token)
+            .json(&json!({
+                "quantity": quantity,
+                "success_url": "https://shop.test/ok",
+                "cancel_url": "https://shop.test/no"
+            }))
+            .send()
+            .await
+            .expect("sent")
+    }
+
+    async fn dashboard(&self, token: &str) -> Value {
+        self.get_as(token, "/v1/me/dashboard")
+            .await
+            .json()
+            .await
+            .expect("json")
+    }
+
+    async fn validate(&self, key: &str, domain: &str) -> Value {
+        self.client
+            .post(self.url("/v1/licenses/validate"))
+            .json(&json!({ "key": key, "domain": domain }))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json")
+    }
+}
+
+/// (key, status) of the member's licenses bought by `purchase_id`, by seat.
+async fn purchase_keys(app: &TestApp, purchase_id: &str) -> Vec<(String, String, Option<String>)> {
+    sqlx::query_as(
+        "SELECT key, status, item_id FROM licenses WHERE purchase_id = $1::uuid ORDER BY seat",
+    )
+    .bind(purchase_id)
+    .fetch_all(&app.pool)
+    .await
+    .expect("licenses")
+}
+
+fn keys_of(purchase: &Value) -> Vec<String> {
+    purchase["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["key"].as_str().expect("key").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn bought_keys_are_pending_until_paid_then_exactly_they_activate_once() {
+    let stripe = FakeStripe::start(&[]).await;
+    let app = app_with_stripe(&stripe).await;
+    let (l, token, created) = subscribed(&app, "buy").await;
+    // Two failures first: our retries reuse one idempotency key.
+    stripe
+        .fail_next
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+
+    let resp = app.buy_keys(&token, 3).await;
+    assert_eq!(resp.status(), 201);
+    let purchase: Value = resp.json().await.expect("json");
+    let purchase_id = purchase["purchase_id"]
+        .as_str()
+        .expect("purchase id")
+        .to_owned();
+    let keys = keys_of(&purchase);
+    assert_eq!(keys.len(), 3);
+    let amount = purchase["amount"].as_i64().expect("amount");
+    assert!(
+        (2850..=3150).contains(&amount),
+        "3 seats at 2000 for half a period: {amount}"
+    );
+
+    let checkouts = stripe.checkouts.lock().expect("lock").clone();
+    assert_eq!(checkouts.len(), 3, "two failures, then success");
+    assert!(checkouts.iter().all(|(k, _)| *k == checkouts[0].0));
+    let sent = form(&checkouts[0].1);
+    assert_eq!(field(&sent, "mode"), Some("payment"));
+    assert_eq!(field(&sent, "customer"), Some(l.customer.as_str()));
+    assert_eq!(field(&sent, "line_items[0][quantity]"), Some("3"));
+    assert_eq!(field(&sent, "metadata[purchase_type]"), Some("quantity"));
+    assert_eq!(field(&sent, "metadata[quantity]"), Some("3"));
+    assert_eq!(
+        field(&sent, "metadata[purchase_id]"),
+        Some(purchase_id.as_str())
+    );
+    assert_eq!(
+        field(&sent, "payment_intent_data[metadata][purchase_id]"),
+        Some(purchase_id.as_str())
+    );
+
+    // Pending, on the dashboard, and neither valid nor activatable.
+    let dashboard = app.dashboard(&token).await;
+    let pending: Vec<&Value> = dashboard["licenses"]
+        .as_array()
+        .expect("licenses")
+        .iter()
+        .filter(|l| l["purchase_id"] == purchase_id.as_str())
+        .collect();
+    assert_eq!(pending.len(), 3);
+    assert!(pending.iter().all(|l| l["status"] == "pending"));
+    assert_eq!(
+        dashboard["pending_license_purchases"][0]["quantity"],
+        json!(3)
+    );
+    assert_eq!(
+        app.validate(&keys[0], "app.example.com").await["code"],
+        "PENDING"
+    );
+    let resp = app
+        .client
+        .post(app.url(&format!("/v1/me/licenses/{}/activation", keys[0])))
+        .bearer_auth(&token)
+        .json(&json!({ "domain": "app.example.com" }))
+        .send()
+        .await
+        .expect("sent");
+    let problem = assert_problem(resp, 409).await;
+    assert_eq!(problem["type"], "/problems/license-pending");
+
+    // Paid: the session completes and the payment intent succeeds (each delivered twice).
+    let now = chrono::Utc::now().timestamp();
+    let session = paid_session(&stripe, 2, purchase["id"].as_str().expect("id"));
+    let mut intent = crate::stripe_support::fixture("payment_intent");
+    intent["id"] = json!(format!("pi_{}", l.tag));
+    intent["status"] = json!("succeeded");
+    intent["customer"] = json!(l.customer);
+    intent["metadata"] = session["metadata"].clone();
+    for e in [
+        event(
+            &format!("evt_{}_paid", l.tag),
+            "checkout.session.completed",
+            now,
+            session,
+        ),
+        event(
+            &format!("evt_{}_pi", l.tag),
+            "payment_intent.succeeded",
+            now,
+            intent,
+        ),
+    ] {
+        app.send_webhook(&e).await;
+        app.send_webhook(&e).await;
+    }
+    app.drain_stripe().await;
+    let adds: Vec<String> = stripe
+        .requested()
+        .into_iter()
+        .filter(|r| r.starts_with("POST /v1/subscription_items"))
+        .collect();
+    assert_eq!(adds.len(), 1, "one item for one payment: {adds:?}");
+    assert!(
+        adds[0].contains(&format!("subscription={}", l.subscription))
+            && adds[0].contains("quantity=3")
+            && adds[0].contains(&format!("license_purchase_id={purchase_id}"))
+            && adds[0].contains("proration=none"),
+        "{}",
+        adds[0]
+    );
+    let dashboard = app.dashboard(&token).await;
+    assert_eq!(dashboard["pending_license_purchases"], json!([]));
+    let paid: Vec<&Value> = dashboard["payments"]
+        .as_array()
+        .expect("payments")
+        .iter()
+        .filter(|p| p["kind"] == "purchase")
+        .collect();
+    assert_eq!(paid.len(), 1);
+    assert_eq!(paid[0]["quantity"], json!(3));
+    assert_eq!(paid[0]["amount"], json!(amount));
+    assert_eq!(paid[0]["status"], "paid");
+
+    // Stripe reports the new item: exactly the reserved keys activate, no seat keys are made.
+    let mut updated = created;
+    updated["id"] = json!(format!("evt_{}_with_seats", l.tag));
+    updated["type"] = json!("customer.subscription.updated");
+    updated["created"] = json!(now + 1);
+    let mut seats = updated["data"]["object"]["items"]["data"][0].clone();
+    let seats_item = format!("si_seats_{}", l.tag);
+    seats["id"] = json!(seats_item);
+    seats["quantity"] = json!(3);
+    seats["metadata"] = json!({ "license_purchase_id": purchase_id, "purchase_type": "quantity" });
+    updated["data"]["object"]["items"]["data"]
+        .as_array_mut()
+        .expect("items")
+        .push(seats);
+    app.send_webhook(&updated).await;
+    app.drain_stripe().await;
+    let after = purchase_keys(&app, &purchase_id).await;
+    assert_eq!(
+        after,
+        keys.iter()
+            .map(|k| (k.clone(), "active".to_owned(), Some(seats_item.clone())))
+            .collect::<Vec<_>>()
+    );
+    let on_item: i64 = sqlx::query_scalar("SELECT count(*) FROM licenses WHERE item_id = $1")
+        .bind(&seats_item)
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(on_item, 3, "no seat keys besides the purchased ones");
+
+    // An active key is activated on a domain and validates there.
+    assert_eq!(
+        app.validate(&keys[1], "app.example.com").await["code"],
+        "NOT_ACTIVATED"
+    );
+    let resp = app
+        .client
+        .post(app.url(&format!("/v1/me/licenses/{}/activation", keys[1])))
+        .bearer_auth(&token)
+        .json(&json!({ "domain": "https://App.Example.com/" }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        app.validate(&keys[1], "app.example.com").await["code"],
+        "VALID"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_purchase_cancels_its_keys() {
+    let stripe = FakeStripe::start(&[]).await;
+    let app = app_with_stripe(&stripe).await;
+    let (l, token, _) = subscribed(&app, "exp").await;
+    let purchase: Value = app.buy_keys(&token, 2).await.json().await.expect("json");
+    let purchase_id = purchase["purchase_id"].as_str().expect("id").to_owned();
+    let mut expired = paid_session(&stripe, 0, purchase["id"].as_str().expect("id"));
+    expired["status"] = json!("expired");
+    expired["payment_status"] = json!("unpaid");
+    let e = event(
+        &format!("evt_{}_expired", l.tag),
+        "checkout.session.expired",
+        chrono::Utc::now().timestamp(),
+        expired,
+    );
+    app.send_webhook(&e).await;
+    app.drain_stripe().await;
+    let keys = purchase_keys(&app, &purchase_id).await;
+    assert_eq!(keys.len(), 2);
+    assert!(keys
+        .iter()
+        .all(|(_, status, item)| status == "canceled" && item.is_none()));
+    let reason: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT deactivation_reason FROM licenses WHERE purchase_id = $1::uuid")
+            .bind(&purchase_id)
+            .fetch_all(&app.pool)
+            .await
+            .expect("reasons");
+    assert!(reason
+        .iter()
+        .all(|r| r.as_deref() == Some("checkout_expired")));
+    assert_eq!(
+        app.validate(&keys[0].0, "a.example.com").await["code"],
+        "INACTIVE"
+    );
+    let dashboard = app.dashboard(&token).await;
+    assert_eq!(dashboard["pending_license_purchases"], json!([]));
+    assert!(
+        stripe
+            .requested()
+            .iter()
+            .all(|r| !r.starts_with("POST /v1/subscription_items")),
+        "nothing was added at Stripe"
+    );
+}
+
+#[tokio::test]
+async fn stripe_unreachable_leaves_the_keys_pending_and_a_retry_reuses_them() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let app = TestApp::spawn_custom(move |s| {
+        s.stripe.secret_key = Some("sk_test_fake".into());
+        s.stripe.api_base = Some(format!("http://127.0.0.1:{closed}/"));
+        s.checkout_allowed_origins = vec!["https://shop.test".into()];
+    })
+    .await;
+    let (_, token, _) = subscribed(&app, "down").await;
+    let problem = assert_problem(app.buy_keys(&token, 2).await, 502).await;
+    assert_eq!(problem["type"], "/problems/stripe-unavailable");
+    let first: Vec<(String, String)> = sqlx::query_as(
+        "SELECT key, status FROM licenses WHERE purchase_id IS NOT NULL ORDER BY seat",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("licenses");
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|(_, s)| s == "pending"), "{first:?}");
+
+    // The same quantity again: the same keys, nothing more.
+    assert_problem(app.buy_keys(&token, 2).await, 502).await;
+    let again: Vec<(String, String)> = sqlx::query_as(
+        "SELECT key, status FROM licenses WHERE purchase_id IS NOT NULL ORDER BY seat",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("licenses");
+    assert_eq!(again, first);
+
+    // Another quantity: the stranded keys are given up, new ones pending.
+    assert_problem(app.buy_keys(&token, 1).await, 502).await;
+    let statuses: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT key, status, deactivation_reason FROM licenses WHERE purchase_id IS NOT NULL
+         ORDER BY status, seat",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("licenses");
+    let canceled: Vec<_> = statuses.iter().filter(|s| s.1 == "canceled").collect();
+    let pending: Vec<_> = statuses.iter().filter(|s| s.1 == "pending").collect();
+    assert_eq!(canceled.len(), 2);
+    assert!(canceled
+        .iter()
+        .all(|s| s.2.as_deref() == Some("checkout_abandoned")));
+    assert_eq!(pending.len(), 1);
+    let active: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM licenses WHERE purchase_id IS NOT NULL AND status = 'active'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(active, 0, "no license without payment");
+}
+
+#[tokio::test]
+async fn buying_keys_needs_a_subscription_a_session_and_valid_input() {
+    let stripe = FakeStripe::start(&[]).await;
+    let app = app_with_stripe(&stripe).await;
+    let resp = app
+        .client
+        .post(app.url("/v1/me/license-purchases"))
+        .json(&json!({ "quantity": 1, "success_url": "https://shop.test/ok", "cancel_url": "https://shop.test/no" }))
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(resp, 401).await;
+
+    let member = app.member("nosub@example.com").await;
+    let token = app.sign_in(member["email"].as_str().expect("email")).await;
+    let problem = assert_problem(app.buy_keys(&token, 1).await, 409).await;
+    assert_eq!(problem["type"], "/problems/no-subscription");
+
+    let (_, token, _) = subscribed(&app, "bad").await;
+    assert_problem(app.buy_keys(&token, 0).await, 422).await;
+    assert_problem(app.buy_keys(&token, 101).await, 422).await;
+    let resp = app
+        .client
+        .post(app.url("/v1/me/license-purchases"))
+        .bearer_auth(&token)
+        .json(&json!({ "quantity": 1, "success_url": "https://evil.test/", "cancel_url": "nope" }))
+        .send()
+        .await
+        .expect("sent");
+    let problem = assert_problem(resp, 422).await;
+    let mut fields = crate::helpers::problem_fields(&problem);
+    fields.sort();
+    assert_eq!(fields, ["cancel_url", "success_url"]);
+    assert!(stripe.checkouts.lock().expect("lock").is_empty());
+    let reserved: i64 = sqlx::query_scalar("SELECT count(*) FROM licenses")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        reserved, 1,
+        "only the site license; no keys reserved for refused requests"
+    );
+}
