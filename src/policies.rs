@@ -213,6 +213,16 @@ impl Projection for LicensePolicy {
                     .execute(&mut *conn)
                     .await?;
             }
+            SubscriptionEvent::SubscriptionItemSiteAssigned { item_id, site, .. } => {
+                sqlx::query(
+                    "UPDATE policy_license_items SET purchase_type = $2, site = $3 WHERE item_id = $1",
+                )
+                .bind(item_id)
+                .bind(PurchaseType::Site.as_str())
+                .bind(site)
+                .execute(&mut *conn)
+                .await?;
+            }
             SubscriptionEvent::SubscriptionItemQuantityChanged { item_id, to, .. } => {
                 sqlx::query("UPDATE policy_license_items SET quantity = $2 WHERE item_id = $1")
                     .bind(item_id)
@@ -331,6 +341,25 @@ impl LicensePolicy {
         }
 
         let metadata = caused_by(event);
+        // An active license no longer wanted at all: a seat key of an item that turned out to
+        // be a site's, whose site license replaces it.
+        for (license_id, _) in current
+            .iter()
+            .filter(|(id, active)| **active && !wanted.iter().any(|w| w.license_id == **id))
+        {
+            let command = LicenseCommand::DeactivateLicense {
+                reason: DeactivationReason::Replaced,
+                at: event.recorded_at,
+            };
+            self.licenses
+                .execute(&license_id.to_string(), command, metadata.clone())
+                .await
+                .map_err(command_error)?;
+            sqlx::query("UPDATE policy_licenses SET active = false WHERE license_id = $1")
+                .bind(license_id)
+                .execute(&mut *conn)
+                .await?;
+        }
         for want in wanted {
             let aggregate_id = want.license_id.to_string();
             match current.get(&want.license_id) {

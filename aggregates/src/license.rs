@@ -55,6 +55,9 @@ pub enum DeactivationReason {
     SubscriptionCanceled,
     /// The subscription is `unpaid`, `incomplete`, `incomplete_expired` or `paused`.
     SubscriptionInactive,
+    /// The item turned out to be a site's (a Payment Link named it after the item arrived):
+    /// the site's license replaces the seat key issued for it meanwhile.
+    Replaced,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -273,6 +276,7 @@ impl DeactivationReason {
             Self::QuantityReduced => "quantity_reduced",
             Self::SubscriptionCanceled => "subscription_canceled",
             Self::SubscriptionInactive => "subscription_inactive",
+            Self::Replaced => "replaced",
         }
     }
 }

@@ -179,6 +179,14 @@ pub enum SubscriptionCommand {
         item_id: String,
         observed: StripeObservation,
     },
+    /// A checkout through a Stripe Payment Link named the site in a custom field: the
+    /// subscription's only item (which Stripe knows no site of) is that site's. A no-op unless
+    /// the subscription has exactly one item, without a site.
+    AssignItemSite {
+        site: String,
+        /// The Checkout Session that named it.
+        session_id: String,
+    },
     /// `amount_refunded` is the charge's refunded total so far; only the increase is recorded.
     RecordRefund {
         charge_id: String,
@@ -231,6 +239,13 @@ pub enum SubscriptionEvent {
         from: u32,
         to: u32,
         observed: StripeObservation,
+    },
+    /// An item without a site became a site's: a Payment Link checkout named the site in a
+    /// custom field (`session_id`) after Stripe's subscription state had arrived without it.
+    SubscriptionItemSiteAssigned {
+        item_id: String,
+        site: String,
+        session_id: String,
     },
     /// An item's price changed.
     SubscriptionPlanChanged {
@@ -490,6 +505,7 @@ impl SubscriptionEvent {
     pub const ITEM_ADDED: &'static str = "SubscriptionItemAdded";
     pub const ITEM_REMOVED: &'static str = "SubscriptionItemRemoved";
     pub const ITEM_QUANTITY_CHANGED: &'static str = "SubscriptionItemQuantityChanged";
+    pub const ITEM_SITE_ASSIGNED: &'static str = "SubscriptionItemSiteAssigned";
     pub const PLAN_CHANGED: &'static str = "SubscriptionPlanChanged";
     pub const PERIOD_CHANGED: &'static str = "SubscriptionPeriodChanged";
     pub const CANCELLATION_SCHEDULED: &'static str = "SubscriptionCancellationScheduled";
@@ -524,6 +540,7 @@ impl SubscriptionEvent {
             Self::PaymentRecorded { .. }
             | Self::PaymentFailed { .. }
             | Self::PaymentRefunded { .. }
+            | Self::SubscriptionItemSiteAssigned { .. }
             | Self::SitePurchaseStarted { .. }
             | Self::SitePurchaseCompleted { .. }
             | Self::SitePurchaseExpired { .. }
@@ -543,6 +560,7 @@ impl DomainEvent for SubscriptionEvent {
             Self::SubscriptionItemAdded { .. } => Self::ITEM_ADDED,
             Self::SubscriptionItemRemoved { .. } => Self::ITEM_REMOVED,
             Self::SubscriptionItemQuantityChanged { .. } => Self::ITEM_QUANTITY_CHANGED,
+            Self::SubscriptionItemSiteAssigned { .. } => Self::ITEM_SITE_ASSIGNED,
             Self::SubscriptionPlanChanged { .. } => Self::PLAN_CHANGED,
             Self::SubscriptionPeriodChanged { .. } => Self::PERIOD_CHANGED,
             Self::SubscriptionCancellationScheduled { .. } => Self::CANCELLATION_SCHEDULED,
@@ -837,7 +855,8 @@ impl Subscription {
     }
 
     /// The current items, sorted by `item_id` (one per id); empty before the subscription
-    /// exists. An item's `site` and `purchase_type` are as they were when it was added.
+    /// exists. An item's `site` and `purchase_type` are as they were when it was added (or
+    /// assigned, see [`SubscriptionCommand::AssignItemSite`]).
     pub fn items(&self) -> &[SubscriptionItem] {
         self.known.as_ref().map_or(&[], |k| k.items.as_slice())
     }
@@ -1064,6 +1083,18 @@ impl Aggregate for Subscription {
                     sink.write(event, self).await;
                 }
             }
+            SubscriptionCommand::AssignItemSite { site, session_id } => {
+                if let [item] = self.items() {
+                    if item.site.is_none() {
+                        let event = SubscriptionEvent::SubscriptionItemSiteAssigned {
+                            item_id: item.item_id.clone(),
+                            site,
+                            session_id,
+                        };
+                        sink.write(event, self).await;
+                    }
+                }
+            }
             SubscriptionCommand::RecordRefund {
                 charge_id,
                 invoice_id,
@@ -1204,6 +1235,12 @@ impl Known {
             SubscriptionEvent::SubscriptionItemQuantityChanged { item_id, to, .. } => {
                 if let Some(item) = self.item_mut(&item_id) {
                     item.quantity = to;
+                }
+            }
+            SubscriptionEvent::SubscriptionItemSiteAssigned { item_id, site, .. } => {
+                if let Some(item) = self.item_mut(&item_id) {
+                    item.site = Some(site);
+                    item.purchase_type = PurchaseType::Site;
                 }
             }
             SubscriptionEvent::SubscriptionPlanChanged { item_id, to, .. } => {
@@ -2583,5 +2620,69 @@ mod tests {
             }
             assert_eq!(rebuilt, expected, "rebuilt from {deliveries:?}");
         }
+    }
+
+    #[test]
+    fn a_payment_link_site_is_assigned_to_the_only_item_once() {
+        let created = creation_of(SubscriptionStatus::Active, &created_at(100));
+        let observed = created_at(100);
+        let quantity_only: Vec<E> = created
+            .iter()
+            .cloned()
+            .map(|e| match e {
+                E::SubscriptionItemAdded { .. } => E::SubscriptionItemAdded {
+                    item: seats_item(1),
+                    observed: observed.clone(),
+                },
+                other => other,
+            })
+            .collect();
+        let mut two_items = created;
+        two_items.push(E::SubscriptionItemAdded {
+            item: seats_item(1),
+            observed,
+        });
+        let assign = || SubscriptionCommand::AssignItemSite {
+            site: "linked.example.com".into(),
+            session_id: "cs_link".into(),
+        };
+        let item_id = quantity_only
+            .iter()
+            .find_map(|e| match e {
+                E::SubscriptionItemAdded { item, .. } => Some(item.item_id.clone()),
+                _ => None,
+            })
+            .expect("one item");
+        let assigned = E::SubscriptionItemSiteAssigned {
+            item_id: item_id.clone(),
+            site: "linked.example.com".into(),
+            session_id: "cs_link".into(),
+        };
+        TestFramework::<Subscription>::with(())
+            .given(quantity_only.clone())
+            .when(assign())
+            .then_expect_events(vec![assigned.clone()]);
+        let mut again = quantity_only.clone();
+        again.push(assigned.clone());
+        TestFramework::<Subscription>::with(())
+            .given(again.clone())
+            .when(assign())
+            .then_expect_events(vec![]);
+        let mut sub = Subscription::default();
+        for e in again {
+            sub.apply(e);
+        }
+        let item = sub.item(&item_id).expect("item");
+        assert_eq!(item.site.as_deref(), Some("linked.example.com"));
+        assert_eq!(item.purchase_type, PurchaseType::Site);
+        // Not for an unknown subscription, nor one with two items.
+        TestFramework::<Subscription>::with(())
+            .given_no_previous_events()
+            .when(assign())
+            .then_expect_events(vec![]);
+        TestFramework::<Subscription>::with(())
+            .given(two_items)
+            .when(assign())
+            .then_expect_events(vec![]);
     }
 }

@@ -256,6 +256,17 @@ impl Projection for MemberSubscriptions {
                 touch(conn, id, observed_at(&observed, event)).await?;
                 refresh_mrr(conn, event, id).await?;
             }
+            SubscriptionEvent::SubscriptionItemSiteAssigned { item_id, site, .. } => {
+                sqlx::query(
+                    "UPDATE subscription_items SET site = $3, purchase_type = 'site'
+                     WHERE id = $1 AND subscription_id = $2",
+                )
+                .bind(item_id)
+                .bind(id)
+                .bind(site)
+                .execute(&mut *conn)
+                .await?;
+            }
             SubscriptionEvent::SubscriptionPlanChanged {
                 item_id,
                 to,

@@ -251,6 +251,9 @@ fn subscription_summary(sub: &str, event: SubscriptionEvent) -> String {
         SubscriptionEvent::SubscriptionItemQuantityChanged {
             item_id, from, to, ..
         } => format!("Quantity of item {item_id} of subscription {sub} changed from {from} to {to}"),
+        SubscriptionEvent::SubscriptionItemSiteAssigned {
+            item_id, site, session_id,
+        } => format!("Item {item_id} of subscription {sub} licenses {site} (named at checkout {session_id})"),
         SubscriptionEvent::SubscriptionPlanChanged {
             item_id, from, to, ..
         } => format!(

@@ -113,7 +113,40 @@ impl Translator {
         };
         self.member_for_customer(customer, &contact, metadata)
             .await?;
+        // A Payment Link names the site in a custom field, not in the subscription's metadata.
+        // When Stripe's subscription state came first, its only item gets the site now.
+        if let (Some(subscription_id), Some(site)) = (
+            id_of(&session["subscription"]),
+            text(&session["metadata"]["site"])
+                .is_none()
+                .then(|| custom_field_site(session))
+                .flatten(),
+        ) {
+            let command = SubscriptionCommand::AssignItemSite {
+                site: site.to_string(),
+                session_id: text(&session["id"]).unwrap_or_default().to_owned(),
+            };
+            self.subscriptions
+                .execute(subscription_id, command, metadata.clone())
+                .await
+                .map_err(|e| anyhow!("assigning {site} to {subscription_id}: {e}"))?;
+        }
         Ok(Outcome::Processed)
+    }
+
+    /// The site a Payment Link checkout of this subscription named, from its
+    /// `checkout.session.completed` in the inbox (stored, whether processed yet or not).
+    async fn checkout_site(&self, subscription_id: &str) -> anyhow::Result<Option<SiteDomain>> {
+        let sessions: Vec<Value> = sqlx::query_scalar(
+            "SELECT payload->'data'->'object' FROM stripe_events
+             WHERE type = 'checkout.session.completed'
+               AND payload->'data'->'object'->>'subscription' = $1
+             ORDER BY created",
+        )
+        .bind(subscription_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(sessions.iter().find_map(custom_field_site))
     }
 
     /// A payment for sites or license seats added to an existing subscription: add their
@@ -284,7 +317,17 @@ impl Translator {
         let member_id = self
             .member_for_customer(customer, &contact, metadata)
             .await?;
-        let state = subscription_state(object, member_id)?;
+        let mut state = subscription_state(object, member_id)?;
+        // Not ours (our checkouts name the purchase type): perhaps a Payment Link's.
+        let from_elsewhere = object["metadata"]["purchase_type"].is_null();
+        if let [item] = state.items.as_mut_slice() {
+            if from_elsewhere && item.site.is_none() && item.license_purchase_id.is_none() {
+                if let Some(site) = self.checkout_site(subscription_id).await? {
+                    item.site = Some(site.to_string());
+                    item.purchase_type = PurchaseType::Site;
+                }
+            }
+        }
         self.subscriptions
             .execute(
                 subscription_id,
@@ -566,6 +609,27 @@ impl Translator {
             Err(err) => Err(anyhow!("creating the member for {customer_id}: {err}")),
         }
     }
+}
+
+/// The site a Checkout Session's custom field names (key `site`, `domain` or `website`, as a
+/// text or dropdown field), when it is a valid domain.
+fn custom_field_site(session: &Value) -> Option<SiteDomain> {
+    session["custom_fields"]
+        .as_array()?
+        .iter()
+        .filter(|field| {
+            field["key"].as_str().is_some_and(|key| {
+                ["site", "domain", "website"]
+                    .iter()
+                    .any(|k| key.eq_ignore_ascii_case(k))
+            })
+        })
+        .find_map(|field| {
+            let raw = text(&field["text"]["value"]).or_else(|| text(&field["dropdown"]["value"]))?;
+            SiteDomain::parse(raw)
+                .map_err(|err| tracing::warn!(site = raw, error = %err, "ignoring an invalid site in a checkout custom field"))
+                .ok()
+        })
 }
 
 /// The purchase a session or payment intent pays for: `metadata.purchase_id`, or for a session

@@ -510,3 +510,143 @@ async fn license_key(app: &TestApp, site: &str) -> String {
         .await
         .expect("a license for the site")
 }
+
+/// A Payment Link's completed checkout: the site is in a custom field, no metadata.
+fn payment_link_checkout(l: &Lifecycle, site: &str) -> Value {
+    let mut e = l.checkout_completed(1);
+    let session = &mut e["data"]["object"];
+    session["payment_link"] = json!(format!("plink_{}", l.tag));
+    session["metadata"] = json!({});
+    session["custom_fields"] = json!([{
+        "key": "site",
+        "label": { "custom": "Your site", "type": "custom" },
+        "optional": false,
+        "type": "text",
+        "text": { "default_value": null, "maximum_length": null, "minimum_length": null, "value": site }
+    }]);
+    e
+}
+
+/// The subscription a Payment Link makes: one item, no site anywhere.
+fn payment_link_subscription(l: &Lifecycle) -> Value {
+    let mut e = l.subscription_event("created", "customer.subscription.created", "active", 0);
+    e["data"]["object"]["items"]["data"][0]["metadata"] = json!({});
+    e
+}
+
+/// (site, purchase_type, status, deactivation_reason) of the subscription's licenses.
+async fn licenses_of(
+    app: &TestApp,
+    subscription: &str,
+) -> Vec<(Option<String>, String, String, Option<String>)> {
+    sqlx::query_as(
+        "SELECT site, purchase_type, status, deactivation_reason FROM licenses
+         WHERE subscription_id = $1 ORDER BY purchase_type, issued_at",
+    )
+    .bind(subscription)
+    .fetch_all(&app.pool)
+    .await
+    .expect("licenses")
+}
+
+#[tokio::test]
+async fn a_payment_link_checkout_licenses_the_site_from_its_custom_field() {
+    let stripe = FakeStripe::start(&[]).await;
+    let app = app_with_stripe(&stripe).await;
+    let l = Lifecycle::new(&format!(
+        "pl{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    for e in [
+        payment_link_checkout(&l, "https://Linked.Example.com/"),
+        payment_link_subscription(&l),
+    ] {
+        assert_eq!(app.send_webhook(&e).await.status(), 200);
+    }
+    app.drain_stripe().await;
+    assert_eq!(
+        licenses_of(&app, &l.subscription).await,
+        [(
+            Some("linked.example.com".to_owned()),
+            "site".to_owned(),
+            "active".to_owned(),
+            None
+        )],
+        "one site license, no seat key"
+    );
+    let token = app.sign_in(&l.email).await;
+    let dashboard: Value = app
+        .get_as(&token, "/v1/me/dashboard")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(dashboard["sites"][0]["domain"], "linked.example.com");
+    assert_eq!(dashboard["subscriptions"][0]["site_count"], json!(1));
+}
+
+#[tokio::test]
+async fn a_payment_link_site_arriving_after_the_subscription_replaces_its_seat_key() {
+    let l = Lifecycle::new(&format!(
+        "pllate{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    // The subscription comes first: its customer's email is fetched from Stripe.
+    let stripe = FakeStripe::start(&[(&l.customer, &l.email)]).await;
+    let app = app_with_stripe(&stripe).await;
+    app.send_webhook(&payment_link_subscription(&l)).await;
+    app.drain_stripe().await;
+    assert_eq!(
+        licenses_of(&app, &l.subscription).await,
+        [(None, "quantity".to_owned(), "active".to_owned(), None)],
+        "without a site yet, the item is a seat"
+    );
+    app.send_webhook(&payment_link_checkout(&l, "late.example.com"))
+        .await;
+    app.drain_stripe().await;
+    app.settle().await;
+    assert_eq!(
+        licenses_of(&app, &l.subscription).await,
+        [
+            (
+                None,
+                "quantity".to_owned(),
+                "inactive".to_owned(),
+                Some("replaced".to_owned())
+            ),
+            (
+                Some("late.example.com".to_owned()),
+                "site".to_owned(),
+                "active".to_owned(),
+                None
+            ),
+        ]
+    );
+    let key: String =
+        sqlx::query_scalar("SELECT key FROM licenses WHERE site = 'late.example.com'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("key");
+    let resp = app
+        .client
+        .post(app.url("/v1/licenses/validate"))
+        .json(&json!({ "key": key, "domain": "www.late.example.com" }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.json::<Value>().await.expect("json")["code"], "VALID");
+    // A later state from Stripe (still without the site) keeps it.
+    let mut updated = payment_link_subscription(&l);
+    updated["id"] = json!(format!("evt_{}_later", l.tag));
+    updated["type"] = json!("customer.subscription.updated");
+    updated["created"] = json!(l.start + 50);
+    app.send_webhook(&updated).await;
+    app.drain_stripe().await;
+    let site: Option<String> =
+        sqlx::query_scalar("SELECT site FROM subscription_items WHERE id = $1")
+            .bind(&l.item)
+            .fetch_one(&app.pool)
+            .await
+            .expect("item");
+    assert_eq!(site.as_deref(), Some("late.example.com"));
+}
