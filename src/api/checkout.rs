@@ -13,7 +13,7 @@ use super::problem::bad_request;
 use super::problem::{FieldError, Problem};
 use super::sessions::UrlHistoryItem;
 use super::{ApiTags, RequestId, State};
-use crate::stripe::client::{CallError, SubscriptionCheckout};
+use crate::stripe::client::{CallError, CheckoutLine, SubscriptionCheckout};
 
 pub struct CheckoutApi {
     pub state: State,
@@ -27,9 +27,11 @@ pub struct CreateCheckoutRequest {
     /// The Stripe price of the subscription (`price_...`).
     #[oai(validator(pattern = "^price_[A-Za-z0-9_]{1,250}$"))]
     pub price_id: String,
-    /// A site purchase: the site (domain) the subscription licenses. One site per checkout;
-    /// more are added later with `POST /v1/me/sites`.
-    #[oai(validator(max_items = 1))]
+    /// A site purchase: the sites (domains) the subscription licenses, each its own
+    /// subscription item with its own license. The first is the price's item; each further one
+    /// is charged its first period at checkout and added as an item once paid. More are added
+    /// later with `POST /v1/me/sites`.
+    #[oai(validator(min_items = 1, max_items = 20))]
     pub sites: Option<Vec<String>>,
     /// A seat purchase: how many license keys (default 1). Not with `sites`.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
@@ -128,16 +130,29 @@ impl CheckoutApi {
         let email = EmailAddress::parse(&body.email)
             .map_err(|e| errors.push(FieldError::new("email", e.reason())))
             .ok();
-        let site = match body.sites.as_deref() {
-            Some([raw]) => SiteDomain::parse(raw)
-                .map_err(|e| errors.push(FieldError::new("sites[0]", e.reason())))
-                .ok(),
-            _ => None,
-        };
-        if site.is_some() && body.quantity.is_some_and(|q| q != 1) {
+        let mut sites: Vec<SiteDomain> = Vec::new();
+        for (i, raw) in body.sites.iter().flatten().enumerate() {
+            match SiteDomain::parse(raw) {
+                Ok(site) if !sites.contains(&site) => sites.push(site),
+                Ok(_) => {}
+                Err(e) => errors.push(FieldError::new(format!("sites[{i}]"), e.reason())),
+            }
+        }
+        let site_list = sites
+            .iter()
+            .map(SiteDomain::as_str)
+            .collect::<Vec<_>>()
+            .join(",");
+        if site_list.len() > 500 {
+            errors.push(FieldError::new(
+                "sites",
+                "the sites are too long together (500 characters at most, comma-separated); add more later",
+            ));
+        }
+        if !sites.is_empty() && body.quantity.is_some_and(|q| q != 1) {
             errors.push(FieldError::new(
                 "quantity",
-                "a site purchase is one site; buy seats without `sites`",
+                "a site purchase is one item per site; buy seats without `sites`",
             ));
         }
         super::purchases::check_return_urls(
@@ -207,12 +222,46 @@ impl CheckoutApi {
                 .map_err(db_error)?;
         }
 
+        // Sites beyond the first: charged their first period now, added as items when paid.
+        let mut one_time_lines = Vec::new();
+        let mut currency = None;
         let mut metadata = HashMap::new();
+        if sites.len() > 1 {
+            let price = match stripe.recurring_price(&body.price_id).await {
+                Ok(Some(price)) => price,
+                Ok(None) => {
+                    return Err(Problem::validation(vec![FieldError::new(
+                        "price_id",
+                        "is not a recurring price with a fixed amount, which several sites need",
+                    )]))
+                }
+                Err(err) => return Err(checkout_problem(err)),
+            };
+            for site in &sites[1..] {
+                one_time_lines.push(CheckoutLine {
+                    name: format!("Site {site} (first period)"),
+                    unit_amount: price.unit_amount,
+                    quantity: 1,
+                });
+            }
+            metadata.extend([
+                ("sites".to_owned(), site_list.clone()),
+                ("product_id".to_owned(), price.product_id),
+                ("unit_amount".to_owned(), price.unit_amount.to_string()),
+                ("currency".to_owned(), price.currency.clone()),
+                ("interval".to_owned(), price.interval.as_str().to_owned()),
+                (
+                    "interval_count".to_owned(),
+                    price.interval_count.to_string(),
+                ),
+            ]);
+            currency = Some(price.currency);
+        }
         metadata.insert(
             "purchase_type".to_owned(),
-            if site.is_some() { "site" } else { "quantity" }.to_owned(),
+            if sites.is_empty() { "quantity" } else { "site" }.to_owned(),
         );
-        if let Some(site) = &site {
+        if let Some(site) = sites.first() {
             metadata.insert("site".to_owned(), site.to_string());
         }
         if let Some(member_id) = member_id {
@@ -240,6 +289,8 @@ impl CheckoutApi {
         let checkout = SubscriptionCheckout {
             price_id: body.price_id.clone(),
             quantity,
+            one_time_lines,
+            currency,
             customer_email: customer.is_none().then(|| email.to_string()),
             customer,
             success_url: body.success_url.clone(),
@@ -252,7 +303,7 @@ impl CheckoutApi {
             for part in [
                 email.normalized().as_str(),
                 &body.price_id,
-                site.as_ref().map_or("", SiteDomain::as_str),
+                &site_list,
                 &quantity.to_string(),
                 &body.success_url,
                 &body.cancel_url,
@@ -262,28 +313,32 @@ impl CheckoutApi {
             }
             format!("checkout-{}", hex::encode(h.finalize()))
         };
-        match stripe.create_subscription_checkout(&checkout, &key).await {
-            Ok(session) => {
-                tracing::info!(session_id = %session.id, request_id = %request_id.0, "checkout session created");
-                Ok(CheckoutSessionView {
-                    id: session.id,
-                    url: session.url,
-                })
-            }
-            Err(CallError::Refused { message, .. }) => {
-                Err(Problem::validation(vec![FieldError::new(
-                    "price_id",
-                    format!("Stripe refused the checkout: {message}"),
-                )]))
-            }
-            Err(CallError::Unavailable(message)) => {
-                tracing::error!(error = %message, "Stripe unavailable for checkout");
-                Err(Problem::new(
-                    poem::http::StatusCode::BAD_GATEWAY,
-                    "stripe-unavailable",
-                    "Stripe could not be reached; nothing was created, retry",
-                ))
-            }
+        let session = stripe
+            .create_subscription_checkout(&checkout, &key)
+            .await
+            .map_err(checkout_problem)?;
+        tracing::info!(session_id = %session.id, request_id = %request_id.0, "checkout session created");
+        Ok(CheckoutSessionView {
+            id: session.id,
+            url: session.url,
+        })
+    }
+}
+
+/// What Stripe refuses here is the price (unknown, inactive, or not for subscriptions): 422.
+fn checkout_problem(err: CallError) -> Problem {
+    match err {
+        CallError::Refused { message, .. } => Problem::validation(vec![FieldError::new(
+            "price_id",
+            format!("Stripe refused the checkout: {message}"),
+        )]),
+        CallError::Unavailable(message) => {
+            tracing::error!(error = %message, "Stripe unavailable for checkout");
+            Problem::new(
+                poem::http::StatusCode::BAD_GATEWAY,
+                "stripe-unavailable",
+                "Stripe could not be reached; nothing was created, retry",
+            )
         }
     }
 }

@@ -97,6 +97,9 @@ fn classify(err: StripeError) -> Result<CallError, CallError> {
 pub struct SubscriptionCheckout {
     pub price_id: String,
     pub quantity: u64,
+    /// Charged once with the first invoice, in `currency` (the first period of extra sites).
+    pub one_time_lines: Vec<CheckoutLine>,
+    pub currency: Option<String>,
     pub customer: Option<String>,
     pub customer_email: Option<String>,
     pub success_url: String,
@@ -177,11 +180,15 @@ impl StripeApi {
         item.price = Some(checkout.price_id.clone());
         item.quantity = Some(checkout.quantity);
         item.metadata = Some(checkout.metadata.clone());
+        let mut lines = vec![item];
+        if let Some(code) = &checkout.currency {
+            lines.extend(price_data_lines(code, &checkout.one_time_lines)?);
+        }
         let mut subscription = CreateCheckoutSessionSubscriptionData::new();
         subscription.metadata = Some(checkout.metadata.clone());
         let mut request = CreateCheckoutSession::new()
             .mode(stripe_shared::CheckoutSessionMode::Subscription)
-            .line_items(vec![item])
+            .line_items(lines)
             .subscription_data(subscription)
             .metadata(checkout.metadata.clone())
             .success_url(checkout.success_url.clone())
@@ -203,6 +210,52 @@ impl StripeApi {
             id: session.id.to_string(),
             url: session.url,
         })
+    }
+}
+
+/// A recurring price, as Stripe has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecurringPrice {
+    pub product_id: String,
+    pub unit_amount: i64,
+    pub currency: String,
+    pub interval: aggregates::BillingInterval,
+    pub interval_count: u32,
+}
+
+impl StripeApi {
+    /// The price, or `None` when it is not a recurring price with a fixed unit amount.
+    pub async fn recurring_price(
+        &self,
+        price_id: &str,
+    ) -> Result<Option<RecurringPrice>, CallError> {
+        use stripe_client_core::{RequestBuilder, StripeMethod};
+        use stripe_shared::RecurringInterval;
+        let price = self
+            .with_retries(&format!("price-{price_id}"), "retrieve price", |strategy| {
+                RequestBuilder::new(StripeMethod::Get, format!("/prices/{price_id}"))
+                    .customize::<stripe_shared::Price>()
+                    .request_strategy(strategy)
+                    .send(&self.client)
+            })
+            .await?;
+        let (Some(recurring), Some(unit_amount)) = (price.recurring, price.unit_amount) else {
+            return Ok(None);
+        };
+        let interval = match recurring.interval {
+            RecurringInterval::Day => aggregates::BillingInterval::Day,
+            RecurringInterval::Week => aggregates::BillingInterval::Week,
+            RecurringInterval::Month => aggregates::BillingInterval::Month,
+            RecurringInterval::Year => aggregates::BillingInterval::Year,
+            _ => return Ok(None),
+        };
+        Ok(Some(RecurringPrice {
+            product_id: price.product.id().to_string(),
+            unit_amount,
+            currency: price.currency.to_string(),
+            interval,
+            interval_count: u32::try_from(recurring.interval_count).unwrap_or(1),
+        }))
     }
 }
 
@@ -240,6 +293,27 @@ pub struct NewItem {
     pub metadata: HashMap<String, String>,
 }
 
+/// Line items with ad hoc one-time prices.
+fn price_data_lines(
+    currency_code: &str,
+    lines: &[CheckoutLine],
+) -> Result<Vec<CreateCheckoutSessionLineItems>, CallError> {
+    use stripe_checkout::checkout_session::{CreateCheckoutSessionLineItemsPriceData, ProductData};
+    let code = currency(currency_code)?;
+    Ok(lines
+        .iter()
+        .map(|line| {
+            let mut price = CreateCheckoutSessionLineItemsPriceData::new(code.clone());
+            price.product_data = Some(ProductData::new(line.name.clone()));
+            price.unit_amount = Some(line.unit_amount);
+            let mut item = CreateCheckoutSessionLineItems::new();
+            item.price_data = Some(price);
+            item.quantity = Some(line.quantity);
+            item
+        })
+        .collect())
+}
+
 fn currency(code: &str) -> Result<stripe_types::Currency, CallError> {
     code.parse().map_err(|_| CallError::Refused {
         status: 400,
@@ -254,24 +328,8 @@ impl StripeApi {
         checkout: &PaymentCheckout,
         idempotency_key: &str,
     ) -> Result<CheckoutSession, CallError> {
-        use stripe_checkout::checkout_session::{
-            CreateCheckoutSessionLineItemsPriceData, CreateCheckoutSessionPaymentIntentData,
-            ProductData,
-        };
-        let code = currency(&checkout.currency)?;
-        let lines: Vec<CreateCheckoutSessionLineItems> = checkout
-            .lines
-            .iter()
-            .map(|line| {
-                let mut price = CreateCheckoutSessionLineItemsPriceData::new(code.clone());
-                price.product_data = Some(ProductData::new(line.name.clone()));
-                price.unit_amount = Some(line.unit_amount);
-                let mut item = CreateCheckoutSessionLineItems::new();
-                item.price_data = Some(price);
-                item.quantity = Some(line.quantity);
-                item
-            })
-            .collect();
+        use stripe_checkout::checkout_session::CreateCheckoutSessionPaymentIntentData;
+        let lines = price_data_lines(&checkout.currency, &checkout.lines)?;
         let mut intent = CreateCheckoutSessionPaymentIntentData::new();
         intent.metadata = Some(checkout.metadata.clone());
         let request = CreateCheckoutSession::new()

@@ -81,7 +81,9 @@ impl Translator {
             "checkout.session.expired" if object["metadata"]["add_to_existing"] == "true" => {
                 self.purchase_expired(object, created, &metadata).await
             }
-            "checkout.session.completed" => self.checkout_completed(object, &metadata).await,
+            "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+                self.checkout_completed(object, &metadata).await
+            }
             "customer.subscription.created"
             | "customer.subscription.updated"
             | "customer.subscription.deleted" => {
@@ -113,6 +115,18 @@ impl Translator {
         };
         self.member_for_customer(customer, &contact, metadata)
             .await?;
+        if let (Some(subscription_id), Some(sites)) = (
+            id_of(&session["subscription"]),
+            text(&session["metadata"]["sites"]),
+        ) {
+            if session["payment_status"] == "unpaid" {
+                return Ok(Outcome::Ignored(
+                    "the extra sites are added when the payment succeeds".into(),
+                ));
+            }
+            self.add_checkout_sites(session, subscription_id, sites)
+                .await?;
+        }
         // A Payment Link names the site in a custom field, not in the subscription's metadata.
         // When Stripe's subscription state came first, its only item gets the site now.
         if let (Some(subscription_id), Some(site)) = (
@@ -132,6 +146,46 @@ impl Translator {
                 .map_err(|e| anyhow!("assigning {site} to {subscription_id}: {e}"))?;
         }
         Ok(Outcome::Processed)
+    }
+
+    /// A new subscription bought for several sites: the first is the price's item (named by
+    /// `metadata.site`), each further one was charged its first period at checkout and is
+    /// added now as its own item (`metadata.site`, no proration). Once per site: one already on
+    /// the subscription is skipped, and each call has an idempotency key from session and site.
+    async fn add_checkout_sites(
+        &self,
+        session: &Value,
+        subscription_id: &str,
+        sites: &str,
+    ) -> anyhow::Result<()> {
+        let session_id = text(&session["id"]).context("the session has no id")?;
+        let api = self
+            .stripe
+            .as_ref()
+            .context("adding sites needs STRIPE_SECRET_KEY; will retry")?;
+        let subscription = self
+            .subscriptions
+            .load(subscription_id)
+            .await
+            .map_err(|e| anyhow!("loading subscription {subscription_id}: {e}"))?;
+        for site in sites.split(',').filter(|s| !s.is_empty()).skip(1) {
+            if subscription
+                .items()
+                .iter()
+                .any(|i| i.site.as_deref() == Some(site))
+            {
+                continue;
+            }
+            let item = new_item(session, subscription_id, 1, vec![("site", site.to_owned())])?;
+            let key: String = format!("add-site-{session_id}-{site}")
+                .chars()
+                .take(255)
+                .collect();
+            api.add_item(&item, &key)
+                .await
+                .map_err(|e| anyhow!("adding {site} to {subscription_id}: {e}"))?;
+        }
+        Ok(())
     }
 
     /// The site a Payment Link checkout of this subscription named, from its
@@ -196,27 +250,7 @@ impl Translator {
             .stripe
             .as_ref()
             .context("adding items needs STRIPE_SECRET_KEY; will retry")?;
-        let interval = BillingInterval::parse(field("interval")?)
-            .context("metadata.interval is not an interval")?;
-        let new_item = |quantity: u64, metadata: Vec<(&str, String)>| -> anyhow::Result<_> {
-            Ok(super::client::NewItem {
-                subscription_id: subscription_id.to_owned(),
-                product_id: field("product_id")?.to_owned(),
-                unit_amount: field("unit_amount")?
-                    .parse()
-                    .context("metadata.unit_amount")?,
-                currency: field("currency")?.to_owned(),
-                interval,
-                interval_count: field("interval_count")?
-                    .parse()
-                    .context("metadata.interval_count")?,
-                quantity,
-                metadata: metadata
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .collect(),
-            })
-        };
+        let new_item = |quantity, metadata| new_item(object, subscription_id, quantity, metadata);
         let mut items = Vec::new();
         if field("purchase_type")? == PurchaseType::Quantity.as_str() {
             let purchase_id: Uuid = field("purchase_id")?
@@ -611,6 +645,39 @@ impl Translator {
     }
 }
 
+/// An item for `subscription_id` priced as the paying object's metadata says (`product_id`,
+/// `unit_amount`, `currency`, `interval`, `interval_count`): an ad hoc price, since Stripe allows
+/// one item per price.
+fn new_item(
+    object: &Value,
+    subscription_id: &str,
+    quantity: u64,
+    metadata: Vec<(&str, String)>,
+) -> anyhow::Result<super::client::NewItem> {
+    let id = text(&object["id"]).unwrap_or("the object");
+    let field = |key: &str| {
+        text(&object["metadata"][key]).with_context(|| format!("{id} has no metadata.{key}"))
+    };
+    Ok(super::client::NewItem {
+        subscription_id: subscription_id.to_owned(),
+        product_id: field("product_id")?.to_owned(),
+        unit_amount: field("unit_amount")?
+            .parse()
+            .context("metadata.unit_amount")?,
+        currency: field("currency")?.to_owned(),
+        interval: BillingInterval::parse(field("interval")?)
+            .context("metadata.interval is not an interval")?,
+        interval_count: field("interval_count")?
+            .parse()
+            .context("metadata.interval_count")?,
+        quantity,
+        metadata: metadata
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    })
+}
+
 /// The site a Checkout Session's custom field names (key `site`, `domain` or `website`, as a
 /// text or dropdown field), when it is a valid domain.
 fn custom_field_site(session: &Value) -> Option<SiteDomain> {
@@ -684,14 +751,16 @@ pub fn subscription_state(
         .iter()
         .map(subscription_item)
         .collect::<anyhow::Result<Vec<_>>>()?;
-    // A checkout from `POST /v1/checkout/sessions` names its site in the subscription's
-    // metadata; with a single item, that item is the site's.
-    if let ([item], Some(site)) = (items.as_mut_slice(), text(&object["metadata"]["site"])) {
-        if item.site.is_none() {
-            if let Ok(site) = SiteDomain::parse(site) {
-                item.site = Some(site.to_string());
-                item.purchase_type = PurchaseType::Site;
-            }
+    // A checkout from `POST /v1/checkout/sessions` names its (first) site in the
+    // subscription's metadata; the price's item, the only one Stripe knows no site of, is the
+    // site's. Later sites carry their own `metadata.site`; license purchases their id.
+    if let Some(site) = text(&object["metadata"]["site"]).and_then(|s| SiteDomain::parse(s).ok()) {
+        let mut unnamed = items
+            .iter_mut()
+            .filter(|i| i.site.is_none() && i.license_purchase_id.is_none());
+        if let (Some(item), None) = (unnamed.next(), unnamed.next()) {
+            item.site = Some(site.to_string());
+            item.purchase_type = PurchaseType::Site;
         }
     }
     let first_item = items_json.first().unwrap_or(&Value::Null);

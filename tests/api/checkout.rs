@@ -144,12 +144,23 @@ async fn bad_urls_sites_and_missing_stripe_are_refused_clearly() {
     let mut fields = problem_fields(&problem);
     fields.sort();
     assert_eq!(fields, ["cancel_url", "sites[0]", "success_url"]);
+    let many: Vec<String> = (0..21).map(|i| format!("s{i}.example.com")).collect();
+    let mut too_many = body("many@example.com");
+    too_many["sites"] = json!(many);
+    assert_problem(app.checkout(&too_many).await, 422).await;
+    let mut seats_and_sites = body("mixed@example.com");
+    seats_and_sites["quantity"] = json!(3);
+    let problem = assert_problem(app.checkout(&seats_and_sites).await, 422).await;
+    assert_eq!(problem_fields(&problem), ["quantity"]);
+    // Several sites need a recurring price with a fixed amount.
     let mut two = body("two@example.com");
     two["sites"] = json!(["a.example.com", "b.example.com"]);
-    assert_problem(app.checkout(&two).await, 422).await;
+    two["price_id"] = json!("price_onetime");
+    let problem = assert_problem(app.checkout(&two).await, 422).await;
+    assert_eq!(problem_fields(&problem), ["price_id"]);
     assert!(
         stripe.checkouts.lock().expect("lock").is_empty(),
-        "nothing reached Stripe"
+        "no checkout reached Stripe"
     );
 
     let unconfigured =
@@ -649,4 +660,115 @@ async fn a_payment_link_site_arriving_after_the_subscription_replaces_its_seat_k
             .await
             .expect("item");
     assert_eq!(site.as_deref(), Some("late.example.com"));
+}
+
+#[tokio::test]
+async fn a_checkout_for_several_sites_charges_the_extra_ones_and_adds_them_once_paid() {
+    let stripe = FakeStripe::start(&[]).await;
+    let app = app_with_stripe(&stripe).await;
+    let l = Lifecycle::new(&format!(
+        "multi{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    let mut request = body(&l.email);
+    request["sites"] = json!([
+        l.site,
+        "https://Two.Example.com",
+        "three.example.com",
+        l.site
+    ]);
+    let resp = app.checkout(&request).await;
+    assert_eq!(resp.status(), 201);
+    let sent = form(&stripe.checkouts.lock().expect("lock")[0].1);
+    assert_eq!(field(&sent, "mode"), Some("subscription"));
+    assert_eq!(field(&sent, "line_items[0][price]"), Some("price_monthly"));
+    assert_eq!(field(&sent, "line_items[0][quantity]"), Some("1"));
+    for (n, site) in [(1, "two.example.com"), (2, "three.example.com")] {
+        assert_eq!(
+            field(&sent, &format!("line_items[{n}][price_data][unit_amount]")),
+            Some("2000"),
+            "{site}'s first period"
+        );
+        assert!(field(
+            &sent,
+            &format!("line_items[{n}][price_data][product_data][name]")
+        )
+        .is_some_and(|name| name.contains(site)));
+    }
+    assert!(
+        field(&sent, "line_items[3][quantity]").is_none(),
+        "deduplicated"
+    );
+    let sites = format!("{},two.example.com,three.example.com", l.site);
+    assert_eq!(field(&sent, "metadata[sites]"), Some(sites.as_str()));
+    assert_eq!(field(&sent, "metadata[site]"), Some(l.site.as_str()));
+    assert_eq!(
+        field(&sent, "subscription_data[metadata][site]"),
+        Some(l.site.as_str())
+    );
+
+    // Paid: the extra sites are added to the new subscription, once.
+    let mut completed = l.checkout_completed(1);
+    completed["data"]["object"]["metadata"] = json!({
+        "purchase_type": "site", "site": l.site, "sites": sites, "product_id": "prod_fake",
+        "unit_amount": "2000", "currency": "usd", "interval": "month", "interval_count": "1"
+    });
+    completed["data"]["object"]["payment_status"] = json!("paid");
+    app.send_webhook(&completed).await;
+    let mut replayed = completed.clone();
+    replayed["id"] = json!(format!("evt_{}_checkout_again", l.tag));
+    app.send_webhook(&replayed).await;
+    app.drain_stripe().await;
+    let mut adds: Vec<String> = stripe
+        .requested()
+        .into_iter()
+        .filter(|r| r.starts_with("POST /v1/subscription_items"))
+        .collect();
+    adds.sort();
+    adds.dedup();
+    assert_eq!(adds.len(), 2, "one idempotency key per site: {adds:?}");
+    for (add, site) in adds.iter().zip(["three.example.com", "two.example.com"]) {
+        assert!(
+            add.contains(&format!("subscription={}", l.subscription))
+                && add.contains(&format!("site={site}"))
+                && add.contains("proration=none"),
+            "{add}"
+        );
+    }
+
+    // Stripe's state: the price's item (no site of its own) and the two added ones.
+    let mut created = l.subscription_event("created", "customer.subscription.created", "active", 2);
+    let object = &mut created["data"]["object"];
+    object["metadata"] = json!({ "site": l.site, "purchase_type": "site" });
+    let first = object["items"]["data"][0].clone();
+    let mut items = vec![json!({})];
+    items[0] = first.clone();
+    items[0]["metadata"] = json!({});
+    for (id, site) in [
+        ("si_two", "two.example.com"),
+        ("si_three", "three.example.com"),
+    ] {
+        let mut item = first.clone();
+        item["id"] = json!(format!("{id}_{}", l.tag));
+        item["metadata"] = json!({ "site": site });
+        items.push(item);
+    }
+    object["items"]["data"] = json!(items);
+    app.send_webhook(&created).await;
+    app.drain_stripe().await;
+    let mut licensed: Vec<(Option<String>, String, String, Option<String>)> =
+        licenses_of(&app, &l.subscription).await;
+    licensed.sort();
+    let expected: Vec<_> = {
+        let mut v = vec![
+            l.site.clone(),
+            "three.example.com".to_owned(),
+            "two.example.com".to_owned(),
+        ];
+        v.sort();
+        v.into_iter()
+            .map(|s| (Some(s), "site".to_owned(), "active".to_owned(), None))
+            .collect()
+    };
+    assert_eq!(licensed, expected);
 }

@@ -397,6 +397,26 @@ fn create_checkout_session(req: &poem::Request, body: String, state: Data<&FakeS
         .body(session.to_string())
 }
 
+/// Any price is a monthly 2000 usd one of `prod_fake`, except ids with `onetime` in them.
+#[handler]
+fn retrieve_price(Path(id): Path<String>, state: Data<&FakeState>) -> Response {
+    if let Ok(mut requests) = state.requests.lock() {
+        requests.push(format!("GET /v1/prices/{id}"));
+    }
+    let mut price = fixture("price");
+    price["id"] = json!(id);
+    price["product"] = json!("prod_fake");
+    price["unit_amount"] = json!(2000);
+    price["unit_amount_decimal"] = json!("2000");
+    if id.contains("onetime") {
+        price["recurring"] = Value::Null;
+        price["type"] = json!("one_time");
+    }
+    Response::builder()
+        .content_type("application/json")
+        .body(price.to_string())
+}
+
 #[handler]
 fn retrieve_customer(Path(id): Path<String>, state: Data<&FakeState>) -> Response {
     if let Ok(mut requests) = state.requests.lock() {
@@ -439,6 +459,7 @@ impl FakeStripe {
         };
         let app = Route::new()
             .at("/v1/customers/:id", get(retrieve_customer))
+            .at("/v1/prices/:id", get(retrieve_price))
             .at("/v1/checkout/sessions", poem::post(create_checkout_session))
             .at(
                 "/v1/subscription_items/:id",
