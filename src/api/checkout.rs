@@ -245,7 +245,6 @@ impl CheckoutApi {
                 });
             }
             metadata.extend([
-                ("sites".to_owned(), site_list.clone()),
                 ("product_id".to_owned(), price.product_id),
                 ("unit_amount".to_owned(), price.unit_amount.to_string()),
                 ("currency".to_owned(), price.currency.clone()),
@@ -263,6 +262,7 @@ impl CheckoutApi {
         );
         if let Some(site) = sites.first() {
             metadata.insert("site".to_owned(), site.to_string());
+            metadata.insert("sites".to_owned(), site_list.clone());
         }
         if let Some(member_id) = member_id {
             metadata.insert("member_id".to_owned(), member_id.to_string());

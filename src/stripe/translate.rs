@@ -117,7 +117,7 @@ impl Translator {
             .await?;
         if let (Some(subscription_id), Some(sites)) = (
             id_of(&session["subscription"]),
-            text(&session["metadata"]["sites"]),
+            text(&session["metadata"]["sites"]).filter(|sites| sites.contains(',')),
         ) {
             if session["payment_status"] == "unpaid" {
                 return Ok(Outcome::Ignored(
