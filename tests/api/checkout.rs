@@ -333,7 +333,9 @@ async fn removing_a_site_while_stripe_is_down_changes_nothing() {
 /// The Checkout Session Stripe would send back in a webhook for the `n`th recorded checkout.
 pub(crate) fn paid_session(stripe: &FakeStripe, n: usize, id: &str) -> Value {
     let (_, body) = stripe.checkouts.lock().expect("lock")[n].clone();
-    let metadata: serde_json::Map<String, Value> = form(&body)
+    let sent = form(&body);
+    let metadata: serde_json::Map<String, Value> = sent
+        .clone()
         .into_iter()
         .filter_map(|(k, v)| {
             k.strip_prefix("metadata[")
@@ -347,6 +349,8 @@ pub(crate) fn paid_session(stripe: &FakeStripe, n: usize, id: &str) -> Value {
     session["payment_status"] = json!("paid");
     session["status"] = json!("complete");
     session["metadata"] = Value::Object(metadata);
+    // The customer the session was created for: the inbox serialises its events by customer.
+    session["customer"] = json!(field(&sent, "customer"));
     session
 }
 
