@@ -291,7 +291,7 @@ async fn a_member_removes_a_site_and_its_license_stops() {
 }
 
 #[tokio::test]
-async fn removing_a_site_while_stripe_is_down_changes_nothing() {
+async fn removing_or_adding_a_site_while_stripe_is_down_changes_nothing() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -299,6 +299,7 @@ async fn removing_a_site_while_stripe_is_down_changes_nothing() {
     let app = TestApp::spawn_custom(move |s| {
         s.stripe.secret_key = Some("sk_test_fake".into());
         s.stripe.api_base = Some(format!("http://127.0.0.1:{closed}/"));
+        s.checkout_allowed_origins = vec!["https://shop.test".into()];
     })
     .await;
     let l = Lifecycle::new(&format!(
@@ -328,6 +329,24 @@ async fn removing_a_site_while_stripe_is_down_changes_nothing() {
         .await
         .expect("license");
     assert_eq!(status, "active");
+
+    // Adding a site: no payment page, so nothing pending either.
+    let resp = app
+        .client
+        .post(app.url("/v1/me/sites"))
+        .bearer_auth(&token)
+        .json(&json!({ "sites": ["more.example.com"], "success_url": "https://shop.test/ok", "cancel_url": "https://shop.test/no" }))
+        .send()
+        .await
+        .expect("sent");
+    let problem = assert_problem(resp, 502).await;
+    assert_eq!(problem["type"], "/problems/stripe-unavailable");
+    app.settle().await;
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM pending_sites")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(pending, 0);
 }
 
 /// The Checkout Session Stripe would send back in a webhook for the `n`th recorded checkout.

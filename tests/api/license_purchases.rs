@@ -407,3 +407,48 @@ async fn buying_keys_needs_a_subscription_a_session_and_valid_input() {
         "only the site license; no keys reserved for refused requests"
     );
 }
+
+#[tokio::test]
+async fn stripe_failing_to_add_the_item_is_retried_with_the_same_key_until_it_is_added() {
+    let stripe = FakeStripe::start(&[]).await;
+    let app = app_with_stripe(&stripe).await;
+    let (l, token, _) = subscribed(&app, "retry").await;
+    let purchase: Value = app.buy_keys(&token, 2).await.json().await.expect("json");
+    let purchase_id = purchase["purchase_id"].as_str().expect("id").to_owned();
+    // More failures than one processing attempt retries: the inbox retries the event later.
+    stripe
+        .fail_next
+        .store(4, std::sync::atomic::Ordering::SeqCst);
+    let session = paid_session(&stripe, 0, purchase["id"].as_str().expect("id"));
+    let paid = event(
+        &format!("evt_{}_paid", l.tag),
+        "checkout.session.completed",
+        chrono::Utc::now().timestamp(),
+        session,
+    );
+    app.send_webhook(&paid).await;
+    app.drain_stripe().await;
+    let adds: Vec<String> = stripe
+        .requested()
+        .into_iter()
+        .filter(|r| r.starts_with("POST /v1/subscription_items"))
+        .collect();
+    assert_eq!(adds.len(), 5, "four failures, then the item: {adds:?}");
+    assert!(adds.iter().all(|r| *r == adds[0]), "{adds:?}");
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM stripe_events WHERE id = $1")
+        .bind(format!("evt_{}_paid", l.tag))
+        .fetch_one(&app.pool)
+        .await
+        .expect("event");
+    assert!(attempts >= 2, "processed again after a failure: {attempts}");
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM license_purchases WHERE purchase_id = $1::uuid")
+            .bind(&purchase_id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("purchase");
+    assert_eq!(status, "paid");
+    // Until Stripe reports the item, the keys stay pending: no license without its item.
+    let keys = purchase_keys(&app, &purchase_id).await;
+    assert!(keys.iter().all(|(_, s, _)| s == "pending"), "{keys:?}");
+}
