@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aggregates::cqrs_es::persist::{EventUpcaster, PersistedEventStore, SerializedEvent};
-use aggregates::cqrs_es::{Aggregate, AggregateError, CqrsFramework};
+use aggregates::cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventEnvelope, Query};
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -90,7 +90,11 @@ where
                 .with_upcasters(vec![Box::new(Upcaster)])
         };
         Arc::new(Self {
-            framework: CqrsFramework::new(store(), vec![], services),
+            framework: CqrsFramework::new(
+                store(),
+                vec![Box::new(WakeRunners { pool: pool.clone() })],
+                services,
+            ),
             store: store(),
             pool,
         })
@@ -146,6 +150,22 @@ where
             transaction_id,
             global_position,
         }))
+    }
+}
+
+/// Wakes the projection runners (of every instance) once a command's events are committed.
+/// Not a trigger on `events`: a NOTIFY inside the appending transaction would serialise all
+/// appends (see migration 20261124000011).
+struct WakeRunners {
+    pool: PgPool,
+}
+
+#[async_trait::async_trait]
+impl<A: Aggregate> Query<A> for WakeRunners {
+    async fn dispatch(&self, _aggregate_id: &str, events: &[EventEnvelope<A>]) {
+        if !events.is_empty() {
+            crate::db::notify(&self.pool, crate::runner::NOTIFY_CHANNEL).await;
+        }
     }
 }
 

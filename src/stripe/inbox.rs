@@ -20,7 +20,8 @@ use super::translate::{Outcome, Translator};
 use super::webhook::EventHead;
 use super::StripeSettings;
 
-const NOTIFY_CHANNEL: &str = "stripe_event_received";
+/// Wakes the inbox workers: sent once an event is stored, or made due again.
+pub const NOTIFY_CHANNEL: &str = "stripe_event_received";
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const CLAIM_CANDIDATES: i64 = 16;
 
@@ -46,7 +47,11 @@ pub async fn store(
     .bind(parsed)
     .execute(pool)
     .await?;
-    Ok(result.rows_affected() == 1)
+    let inserted = result.rows_affected() == 1;
+    if inserted {
+        crate::db::notify(pool, NOTIFY_CHANNEL).await;
+    }
+    Ok(inserted)
 }
 
 /// An event a worker holds.
@@ -362,6 +367,7 @@ pub async fn retry(pool: &PgPool, id: &str) -> Result<Retry, sqlx::Error> {
     .fetch_optional(pool)
     .await?;
     if let Some(event) = queued {
+        crate::db::notify(pool, NOTIFY_CHANNEL).await;
         return Ok(Retry::Queued(event));
     }
     Ok(get(pool, id)
@@ -371,8 +377,12 @@ pub async fn retry(pool: &PgPool, id: &str) -> Result<Retry, sqlx::Error> {
 
 /// Makes every failed event due now; returns how many.
 pub async fn retry_all_failed(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query("UPDATE stripe_events SET status = 'pending', next_attempt_at = now() WHERE status = 'failed'")
+    let queued = sqlx::query("UPDATE stripe_events SET status = 'pending', next_attempt_at = now() WHERE status = 'failed'")
         .execute(pool)
         .await?
-        .rows_affected())
+        .rows_affected();
+    if queued > 0 {
+        crate::db::notify(pool, NOTIFY_CHANNEL).await;
+    }
+    Ok(queued)
 }

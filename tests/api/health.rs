@@ -13,6 +13,8 @@ async fn healthz_and_readyz_report_the_service() {
         .expect("sent");
     assert_eq!(resp.status(), 200);
     app.member("ready@example.com").await;
+    // The 201 waits for the member list only; the other read models follow.
+    app.settle().await;
     let resp = app
         .client
         .get(app.url("/readyz"))
