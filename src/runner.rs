@@ -399,17 +399,19 @@ async fn apply_batch(conn: &mut PgConnection, projection: &dyn Projection) -> an
         .context("reading events")?;
 
     let Some(last) = events.last() else {
-        let pending: bool = sqlx::query_scalar(
-            // Ordered and limited, so even a generic plan walks the log-order index from the
-            // checkpoint instead of scanning the whole table.
-            "SELECT EXISTS (SELECT 1 FROM events e
-                        WHERE (e.transaction_id, e.global_position) > ($1::text::xid8, $2)
-                        ORDER BY e.transaction_id, e.global_position LIMIT 1)",
+        // Not `EXISTS (...)`: PostgreSQL drops the ORDER BY and LIMIT inside an EXISTS, and the
+        // generic plan then scans the whole log. Ordered and limited, it walks the log-order
+        // index from the checkpoint.
+        let pending = sqlx::query_scalar::<_, i32>(
+            "SELECT 1 FROM events e
+             WHERE (e.transaction_id, e.global_position) > ($1::text::xid8, $2)
+             ORDER BY e.transaction_id, e.global_position LIMIT 1",
         )
         .bind(transaction_id.to_string())
         .bind(global_position)
-        .fetch_one(&mut *tx)
-        .await?;
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
         tx.rollback().await?;
         return Ok(if pending { Step::Blocked } else { Step::Idle });
     };
