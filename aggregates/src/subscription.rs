@@ -823,6 +823,35 @@ pub struct Purchase {
     pub state: PurchaseState,
 }
 
+impl Purchase {
+    /// The event ending this pending purchase: completed (paid) or expired.
+    fn ended(&self, state: PurchaseState, at: DateTime<Utc>) -> SubscriptionEvent {
+        let session_id = self.session_id.clone();
+        match (self.license_purchase_id, state) {
+            (None, PurchaseState::Completed) => SubscriptionEvent::SitePurchaseCompleted {
+                session_id,
+                completed_at: at,
+            },
+            (None, _) => SubscriptionEvent::SitePurchaseExpired {
+                session_id,
+                expired_at: at,
+            },
+            (Some(purchase_id), PurchaseState::Completed) => {
+                SubscriptionEvent::LicensePurchaseCompleted {
+                    purchase_id,
+                    session_id,
+                    completed_at: at,
+                }
+            }
+            (Some(purchase_id), _) => SubscriptionEvent::LicensePurchaseExpired {
+                purchase_id,
+                session_id,
+                expired_at: at,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PurchaseState {
@@ -1041,36 +1070,13 @@ impl Aggregate for Subscription {
             }
             SubscriptionCommand::CompletePurchase { purchase, at } => {
                 if let Some(p) = self.pending_purchase(&purchase) {
-                    let session_id = p.session_id.clone();
-                    let event = match p.license_purchase_id {
-                        None => SubscriptionEvent::SitePurchaseCompleted {
-                            session_id,
-                            completed_at: at,
-                        },
-                        Some(purchase_id) => SubscriptionEvent::LicensePurchaseCompleted {
-                            purchase_id,
-                            session_id,
-                            completed_at: at,
-                        },
-                    };
-                    sink.write(event, self).await;
+                    sink.write(p.ended(PurchaseState::Completed, at), self)
+                        .await;
                 }
             }
             SubscriptionCommand::ExpirePurchase { purchase, at } => {
                 if let Some(p) = self.pending_purchase(&purchase) {
-                    let session_id = p.session_id.clone();
-                    let event = match p.license_purchase_id {
-                        None => SubscriptionEvent::SitePurchaseExpired {
-                            session_id,
-                            expired_at: at,
-                        },
-                        Some(purchase_id) => SubscriptionEvent::LicensePurchaseExpired {
-                            purchase_id,
-                            session_id,
-                            expired_at: at,
-                        },
-                    };
-                    sink.write(event, self).await;
+                    sink.write(p.ended(PurchaseState::Expired, at), self).await;
                 }
             }
             SubscriptionCommand::RecordItemRemoval { item_id, observed } => {

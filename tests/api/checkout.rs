@@ -473,11 +473,7 @@ async fn added_sites_are_pending_until_paid_then_added_once_and_licensed() {
     ))
     .await;
     app.drain_stripe().await;
-    let adds: Vec<String> = stripe
-        .requested()
-        .into_iter()
-        .filter(|r| r.starts_with("POST /v1/subscription_items"))
-        .collect();
+    let adds = stripe.item_adds();
     assert_eq!(adds.len(), 1, "one call for one payment: {adds:?}");
     assert!(
         adds[0].contains(&format!("subscription={}", l.subscription))
@@ -754,11 +750,7 @@ async fn a_checkout_for_several_sites_charges_the_extra_ones_and_adds_them_once_
     replayed["id"] = json!(format!("evt_{}_checkout_again", l.tag));
     app.send_webhook(&replayed).await;
     app.drain_stripe().await;
-    let mut adds: Vec<String> = stripe
-        .requested()
-        .into_iter()
-        .filter(|r| r.starts_with("POST /v1/subscription_items"))
-        .collect();
+    let mut adds = stripe.item_adds();
     adds.sort();
     adds.dedup();
     assert_eq!(adds.len(), 2, "one idempotency key per site: {adds:?}");

@@ -50,6 +50,16 @@ impl TestApp {
             .expect("json")
     }
 
+    async fn activate(&self, token: &str, key: &str, domain: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/v1/me/licenses/{key}/activation")))
+            .bearer_auth(token)
+            .json(&json!({ "domain": domain }))
+            .send()
+            .await
+            .expect("sent")
+    }
+
     async fn validate(&self, key: &str, domain: &str) -> Value {
         self.client
             .post(self.url("/v1/licenses/validate"))
@@ -144,14 +154,7 @@ async fn bought_keys_are_pending_until_paid_then_exactly_they_activate_once() {
         app.validate(&keys[0], "app.example.com").await["code"],
         "PENDING"
     );
-    let resp = app
-        .client
-        .post(app.url(&format!("/v1/me/licenses/{}/activation", keys[0])))
-        .bearer_auth(&token)
-        .json(&json!({ "domain": "app.example.com" }))
-        .send()
-        .await
-        .expect("sent");
+    let resp = app.activate(&token, &keys[0], "app.example.com").await;
     let problem = assert_problem(resp, 409).await;
     assert_eq!(problem["type"], "/problems/license-pending");
 
@@ -181,11 +184,7 @@ async fn bought_keys_are_pending_until_paid_then_exactly_they_activate_once() {
         app.send_webhook(&e).await;
     }
     app.drain_stripe().await;
-    let adds: Vec<String> = stripe
-        .requested()
-        .into_iter()
-        .filter(|r| r.starts_with("POST /v1/subscription_items"))
-        .collect();
+    let adds = stripe.item_adds();
     assert_eq!(adds.len(), 1, "one item for one payment: {adds:?}");
     assert!(
         adds[0].contains(&format!("subscription={}", l.subscription))
@@ -244,13 +243,8 @@ async fn bought_keys_are_pending_until_paid_then_exactly_they_activate_once() {
         "NOT_ACTIVATED"
     );
     let resp = app
-        .client
-        .post(app.url(&format!("/v1/me/licenses/{}/activation", keys[1])))
-        .bearer_auth(&token)
-        .json(&json!({ "domain": "https://App.Example.com/" }))
-        .send()
-        .await
-        .expect("sent");
+        .activate(&token, &keys[1], "https://App.Example.com/")
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         app.validate(&keys[1], "app.example.com").await["code"],
@@ -296,13 +290,7 @@ async fn an_expired_purchase_cancels_its_keys() {
     );
     let dashboard = app.dashboard(&token).await;
     assert_eq!(dashboard["pending_license_purchases"], json!([]));
-    assert!(
-        stripe
-            .requested()
-            .iter()
-            .all(|r| !r.starts_with("POST /v1/subscription_items")),
-        "nothing was added at Stripe"
-    );
+    assert!(stripe.item_adds().is_empty(), "nothing was added at Stripe");
 }
 
 #[tokio::test]
@@ -428,11 +416,7 @@ async fn stripe_failing_to_add_the_item_is_retried_with_the_same_key_until_it_is
     );
     app.send_webhook(&paid).await;
     app.drain_stripe().await;
-    let adds: Vec<String> = stripe
-        .requested()
-        .into_iter()
-        .filter(|r| r.starts_with("POST /v1/subscription_items"))
-        .collect();
+    let adds = stripe.item_adds();
     assert_eq!(adds.len(), 5, "four failures, then the item: {adds:?}");
     assert!(adds.iter().all(|r| *r == adds[0]), "{adds:?}");
     let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM stripe_events WHERE id = $1")

@@ -23,6 +23,18 @@ async fn rebuild_state(app: &TestApp, name: &str) -> Option<String> {
         .and_then(|p| p["rebuild"]["state"].as_str().map(str::to_owned))
 }
 
+/// Runs `memberledger` against the app's database. Awaited, not blocking: the app's server runs
+/// on this test's runtime, and a rebuild's swap waits for the live runner to finish its batch.
+async fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_memberledger"))
+        .args(args)
+        .env("DATABASE_URL", &app.database_url)
+        .env_remove("ADMIN_TOKEN")
+        .output()
+        .await
+        .expect("ran")
+}
+
 #[tokio::test]
 async fn a_rebuild_during_writes_and_reads_loses_nothing_and_equals_a_build_from_scratch() {
     let app = Arc::new(TestApp::spawn().await);
@@ -89,12 +101,7 @@ async fn a_rebuild_during_writes_and_reads_loses_nothing_and_equals_a_build_from
     );
 
     // A build from scratch, with nothing else going on, gives the same table.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_memberledger"))
-        .args(["projections", "rebuild", "member_list"])
-        .env("DATABASE_URL", &app.database_url)
-        .env_remove("ADMIN_TOKEN")
-        .output()
-        .expect("ran");
+    let out = cli(&app, &["projections", "rebuild", "member_list"]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -205,11 +212,7 @@ async fn policies_are_not_rebuilt_because_their_commands_already_happened() {
         .expect("sent");
     let problem = crate::helpers::assert_problem(resp, 409).await;
     assert_eq!(problem["type"], "/problems/not-rebuildable");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_memberledger"))
-        .args(["projections", "rebuild", "--all"])
-        .env("DATABASE_URL", &app.database_url)
-        .output()
-        .expect("ran");
+    let out = cli(&app, &["projections", "rebuild", "--all"]).await;
     assert!(
         out.status.success(),
         "{}",

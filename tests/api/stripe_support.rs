@@ -490,6 +490,14 @@ impl FakeStripe {
     pub fn requested(&self) -> Vec<String> {
         self.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
+
+    /// The subscription items it was asked to create, as [`Self::requested`] lists them.
+    pub fn item_adds(&self) -> Vec<String> {
+        self.requested()
+            .into_iter()
+            .filter(|r| r.starts_with("POST /v1/subscription_items"))
+            .collect()
+    }
 }
 
 /// How many projections and policies the server runs (each gets a checkpoint when it starts).
