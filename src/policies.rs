@@ -3,7 +3,7 @@
 //! "set status" rather than "toggle"), so re-running a batch after a crash changes nothing.
 //! Their state lives in `policy_*` tables written in the runner's transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use aggregates::cqrs_es::{Aggregate, AggregateError};
@@ -121,9 +121,9 @@ impl Projection for MemberStatusPolicy {
 
 /// Licenses follow subscription items: a site item → one license for that site; a quantity
 /// item → one per seat; the item of a license purchase → that purchase's reserved keys, which
-/// it activates (one per seat, so seats beyond the purchase get new keys). They are active while the subscription grants licenses (active,
-/// trialing, past due) and the item (or seat) exists, issued only once it does (no license
-/// without payment), deactivated when the item goes or the subscription is canceled, unpaid or
+/// it activates (one per seat, so seats beyond the purchase get new keys). They are active while
+/// the subscription grants licenses (active, trialing, past due) and the item (or seat) exists,
+/// issued only once it does (no license without payment), deactivated when the item goes or the subscription is canceled, unpaid or
 /// paused, reactivated when it is active again.
 pub struct LicensePolicy {
     pub pool: PgPool,
@@ -343,9 +343,10 @@ impl LicensePolicy {
         let metadata = caused_by(event);
         // An active license no longer wanted at all: a seat key of an item that turned out to
         // be a site's, whose site license replaces it.
+        let wanted_ids: HashSet<Uuid> = wanted.iter().map(|w| w.license_id).collect();
         for (license_id, _) in current
             .iter()
-            .filter(|(id, active)| **active && !wanted.iter().any(|w| w.license_id == **id))
+            .filter(|(id, active)| **active && !wanted_ids.contains(*id))
         {
             let command = LicenseCommand::DeactivateLicense {
                 reason: DeactivationReason::Replaced,

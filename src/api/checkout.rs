@@ -13,7 +13,8 @@ use super::problem::bad_request;
 use super::problem::{FieldError, Problem};
 use super::sessions::UrlHistoryItem;
 use super::{ApiTags, RequestId, State};
-use crate::stripe::client::{CallError, CheckoutLine, SubscriptionCheckout};
+use crate::stripe::client::{CallError, CheckoutLine, OneTimeLines, SubscriptionCheckout};
+use crate::stripe::translate::item_price_metadata;
 
 pub struct CheckoutApi {
     pub state: State,
@@ -223,8 +224,7 @@ impl CheckoutApi {
         }
 
         // Sites beyond the first: charged their first period now, added as items when paid.
-        let mut one_time_lines = Vec::new();
-        let mut currency = None;
+        let mut one_time = None;
         let mut metadata = HashMap::new();
         if sites.len() > 1 {
             let price = match stripe.recurring_price(&body.price_id).await {
@@ -237,24 +237,25 @@ impl CheckoutApi {
                 }
                 Err(err) => return Err(checkout_problem(err)),
             };
-            for site in &sites[1..] {
-                one_time_lines.push(CheckoutLine {
+            metadata.extend(item_price_metadata(
+                &price.product_id,
+                price.unit_amount,
+                &price.currency,
+                price.interval.as_str(),
+                price.interval_count,
+            ));
+            let lines = sites[1..]
+                .iter()
+                .map(|site| CheckoutLine {
                     name: format!("Site {site} (first period)"),
                     unit_amount: price.unit_amount,
                     quantity: 1,
-                });
-            }
-            metadata.extend([
-                ("product_id".to_owned(), price.product_id),
-                ("unit_amount".to_owned(), price.unit_amount.to_string()),
-                ("currency".to_owned(), price.currency.clone()),
-                ("interval".to_owned(), price.interval.as_str().to_owned()),
-                (
-                    "interval_count".to_owned(),
-                    price.interval_count.to_string(),
-                ),
-            ]);
-            currency = Some(price.currency);
+                })
+                .collect();
+            one_time = Some(OneTimeLines {
+                currency: price.currency,
+                lines,
+            });
         }
         metadata.insert(
             "purchase_type".to_owned(),
@@ -289,8 +290,7 @@ impl CheckoutApi {
         let checkout = SubscriptionCheckout {
             price_id: body.price_id.clone(),
             quantity,
-            one_time_lines,
-            currency,
+            one_time,
             customer_email: customer.is_none().then(|| email.to_string()),
             customer,
             success_url: body.success_url.clone(),

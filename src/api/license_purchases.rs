@@ -156,7 +156,8 @@ impl LicensePurchasesApi {
                 "you have no active subscription to add license keys to",
             ));
         };
-        let product_id = plan.product()?.to_owned();
+        // Checked before anything is reserved: the session's metadata needs it.
+        plan.product()?;
         let quantity = body.quantity;
         let metadata = EventMetadata::for_request(&request_id.0, Actor::Member(member_id));
 
@@ -209,12 +210,11 @@ impl LicensePurchasesApi {
             metadata: plan.metadata(
                 member_id,
                 purchase_id,
-                &product_id,
                 &[
                     ("purchase_type", "quantity".to_owned()),
                     ("quantity", quantity.to_string()),
                 ],
-            ),
+            )?,
         };
         // One session per purchase and amount: a retry (ours, or the member's within the
         // hour the price is computed for) gets the same session.
@@ -291,14 +291,13 @@ impl LicensePurchasesApi {
                 reuse = Some(purchase_id);
                 continue;
             }
-            let mut position = None;
             for seat in 1..=u32::try_from(count).unwrap_or(0) {
                 let license_id = License::id_for_purchase(purchase_id, seat);
                 let command = LicenseCommand::CancelPendingLicense {
                     reason: CancelReason::CheckoutAbandoned,
                     at: chrono::Utc::now(),
                 };
-                position = state
+                state
                     .licenses
                     .execute(&license_id.to_string(), command, metadata.clone())
                     .await
@@ -307,7 +306,6 @@ impl LicensePurchasesApi {
                         Problem::unavailable("an earlier purchase could not be given up; retry")
                     })?;
             }
-            self.wait(position).await;
         }
         Ok(reuse)
     }

@@ -11,6 +11,7 @@ use super::members::db_error;
 use super::problem::{FieldError, Problem};
 use super::State;
 use crate::stripe::client::{CallError, StripeApi};
+use crate::stripe::translate::item_price_metadata;
 
 /// The member's paying subscription and the price of one of its items, which what is added is
 /// priced like.
@@ -76,9 +77,9 @@ impl Plan {
         &self,
         member_id: Uuid,
         purchase_id: Uuid,
-        product_id: &str,
         extra: &[(&str, String)],
-    ) -> HashMap<String, String> {
+    ) -> Result<HashMap<String, String>, Problem> {
+        let product_id = self.product()?;
         let mut metadata = HashMap::from([
             ("add_to_existing".to_owned(), "true".to_owned()),
             (
@@ -88,14 +89,16 @@ impl Plan {
             ("purchase_id".to_owned(), purchase_id.to_string()),
             ("member_id".to_owned(), member_id.to_string()),
             ("price_id".to_owned(), self.price_id.clone()),
-            ("product_id".to_owned(), product_id.to_owned()),
-            ("unit_amount".to_owned(), self.unit_amount.to_string()),
-            ("currency".to_owned(), self.currency.clone()),
-            ("interval".to_owned(), self.interval.clone()),
-            ("interval_count".to_owned(), self.interval_count.to_string()),
         ]);
+        metadata.extend(item_price_metadata(
+            product_id,
+            self.unit_amount,
+            &self.currency,
+            &self.interval,
+            self.interval_count,
+        ));
         metadata.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-        metadata
+        Ok(metadata)
     }
 
     /// The product of the plan's price; Stripe needs it for the ad hoc price of a new item.

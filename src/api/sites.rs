@@ -233,12 +233,11 @@ impl SitesApi {
         let metadata = plan.metadata(
             member_id,
             purchase_id,
-            plan.product()?,
             &[
                 ("purchase_type", "site".to_owned()),
                 ("sites", site_list.join(",")),
             ],
-        );
+        )?;
         let checkout = PaymentCheckout {
             customer: plan.customer_id.clone(),
             lines: site_list

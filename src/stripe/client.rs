@@ -97,9 +97,8 @@ fn classify(err: StripeError) -> Result<CallError, CallError> {
 pub struct SubscriptionCheckout {
     pub price_id: String,
     pub quantity: u64,
-    /// Charged once with the first invoice, in `currency` (the first period of extra sites).
-    pub one_time_lines: Vec<CheckoutLine>,
-    pub currency: Option<String>,
+    /// Charged once with the first invoice (the first period of extra sites).
+    pub one_time: Option<OneTimeLines>,
     pub customer: Option<String>,
     pub customer_email: Option<String>,
     pub success_url: String,
@@ -114,6 +113,19 @@ pub struct CheckoutSession {
     pub url: Option<String>,
 }
 
+/// Stripe takes idempotency keys of up to 255 characters. A longer one keeps its start and ends
+/// with the SHA-256 of the whole, so keys that differ only past the cut stay different.
+fn fit_idempotency_key(key: &str) -> String {
+    const MAX: usize = 255;
+    if key.chars().count() <= MAX {
+        return key.to_owned();
+    }
+    use sha2::{Digest, Sha256};
+    let digest = hex::encode(Sha256::digest(key.as_bytes()));
+    let head: String = key.chars().take(MAX - digest.len() - 1).collect();
+    format!("{head}-{digest}")
+}
+
 impl StripeApi {
     /// Runs `call` with one idempotency key, retrying network errors and 5xx with backoff.
     async fn with_retries<T, F, Fut>(
@@ -126,7 +138,7 @@ impl StripeApi {
         F: Fn(RequestStrategy) -> Fut,
         Fut: std::future::Future<Output = Result<T, StripeError>>,
     {
-        let key = IdempotencyKey::new(idempotency_key)
+        let key = IdempotencyKey::new(fit_idempotency_key(idempotency_key))
             .map_err(|e| CallError::Unavailable(format!("idempotency key: {e}")))?;
         let mut last = None;
         for attempt in 0..ATTEMPTS {
@@ -181,8 +193,8 @@ impl StripeApi {
         item.quantity = Some(checkout.quantity);
         item.metadata = Some(checkout.metadata.clone());
         let mut lines = vec![item];
-        if let Some(code) = &checkout.currency {
-            lines.extend(price_data_lines(code, &checkout.one_time_lines)?);
+        if let Some(one_time) = &checkout.one_time {
+            lines.extend(price_data_lines(&one_time.currency, &one_time.lines)?);
         }
         let mut subscription = CreateCheckoutSessionSubscriptionData::new();
         subscription.metadata = Some(checkout.metadata.clone());
@@ -270,7 +282,13 @@ pub struct PaymentCheckout {
     pub metadata: HashMap<String, String>,
 }
 
-/// One line of a [`PaymentCheckout`].
+/// Lines charged once, in one currency.
+pub struct OneTimeLines {
+    pub currency: String,
+    pub lines: Vec<CheckoutLine>,
+}
+
+/// One line of a [`PaymentCheckout`] or [`OneTimeLines`].
 pub struct CheckoutLine {
     /// Its name on the receipt.
     pub name: String,
@@ -395,5 +413,29 @@ impl StripeApi {
             })
             .await?;
         Ok(created.id.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_idempotency_keys_are_cut_to_255_characters_and_stay_distinct() {
+        assert_eq!(
+            fit_idempotency_key("add-site-cs_1-a.com"),
+            "add-site-cs_1-a.com"
+        );
+        let site = "x".repeat(240);
+        let a = fit_idempotency_key(&format!("add-site-cs_1-{site}.a.com"));
+        let b = fit_idempotency_key(&format!("add-site-cs_1-{site}.b.com"));
+        assert_eq!(a.chars().count(), 255);
+        assert_eq!(b.chars().count(), 255);
+        assert_ne!(a, b);
+        assert!(a.starts_with("add-site-cs_1-xxx"));
+        assert_eq!(
+            a,
+            fit_idempotency_key(&format!("add-site-cs_1-{site}.a.com"))
+        );
     }
 }

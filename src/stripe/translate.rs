@@ -159,31 +159,41 @@ impl Translator {
         sites: &str,
     ) -> anyhow::Result<()> {
         let session_id = text(&session["id"]).context("the session has no id")?;
-        let api = self
-            .stripe
-            .as_ref()
-            .context("adding sites needs STRIPE_SECRET_KEY; will retry")?;
-        let subscription = self
-            .subscriptions
-            .load(subscription_id)
-            .await
-            .map_err(|e| anyhow!("loading subscription {subscription_id}: {e}"))?;
+        let subscription = self.load_subscription(subscription_id).await?;
+        let mut items = Vec::new();
         for site in sites.split(',').filter(|s| !s.is_empty()).skip(1) {
-            if subscription
+            if !subscription
                 .items()
                 .iter()
                 .any(|i| i.site.as_deref() == Some(site))
             {
-                continue;
+                let item = new_item(session, subscription_id, 1, vec![("site", site.to_owned())])?;
+                items.push((format!("add-site-{session_id}-{site}"), item));
             }
-            let item = new_item(session, subscription_id, 1, vec![("site", site.to_owned())])?;
-            let key: String = format!("add-site-{session_id}-{site}")
-                .chars()
-                .take(255)
-                .collect();
+        }
+        self.add_items(items).await
+    }
+
+    async fn load_subscription(&self, subscription_id: &str) -> anyhow::Result<Subscription> {
+        self.subscriptions
+            .load(subscription_id)
+            .await
+            .map_err(|e| anyhow!("loading subscription {subscription_id}: {e}"))
+    }
+
+    /// Adds each item at Stripe under its idempotency key.
+    async fn add_items(&self, items: Vec<(String, super::client::NewItem)>) -> anyhow::Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let api = self
+            .stripe
+            .as_ref()
+            .context("adding subscription items needs STRIPE_SECRET_KEY; will retry")?;
+        for (key, item) in items {
             api.add_item(&item, &key)
                 .await
-                .map_err(|e| anyhow!("adding {site} to {subscription_id}: {e}"))?;
+                .map_err(|e| anyhow!("adding an item to {}: {e}", item.subscription_id))?;
         }
         Ok(())
     }
@@ -224,20 +234,14 @@ impl Translator {
         if !paid {
             return Ok(Outcome::Ignored(format!("{id} is not paid yet")));
         }
-        let m = &object["metadata"];
-        let field =
-            |key: &str| text(&m[key]).with_context(|| format!("{id} has no metadata.{key}"));
+        let field = |key| metadata_field(object, key);
         let Some(purchase) = purchase_key(object) else {
             return Ok(Outcome::Ignored(format!(
                 "payment {id} names no purchase; its session's completion adds the items"
             )));
         };
         let subscription_id = field("existing_subscription_id")?;
-        let subscription = self
-            .subscriptions
-            .load(subscription_id)
-            .await
-            .map_err(|e| anyhow!("loading subscription {subscription_id}: {e}"))?;
+        let subscription = self.load_subscription(subscription_id).await?;
         if subscription
             .purchase(&purchase)
             .is_some_and(|p| p.state == PurchaseState::Completed)
@@ -246,39 +250,22 @@ impl Translator {
                 "purchase {purchase} is complete already"
             )));
         }
-        let api = self
-            .stripe
-            .as_ref()
-            .context("adding items needs STRIPE_SECRET_KEY; will retry")?;
-        let new_item = |quantity, metadata| new_item(object, subscription_id, quantity, metadata);
         let mut items = Vec::new();
         if field("purchase_type")? == PurchaseType::Quantity.as_str() {
-            let purchase_id: Uuid = field("purchase_id")?
-                .parse()
-                .context("metadata.purchase_id is not a UUID")?;
-            let quantity: u64 = field("quantity")?.parse().context("metadata.quantity")?;
+            let (purchase_id, quantity) = license_purchase(object)?;
             let metadata = vec![
                 ("license_purchase_id", purchase_id.to_string()),
                 ("purchase_type", PurchaseType::Quantity.as_str().to_owned()),
             ];
-            items.push((
-                format!("add-seats-{purchase}"),
-                new_item(quantity, metadata)?,
-            ));
+            let item = new_item(object, subscription_id, u64::from(quantity), metadata)?;
+            items.push((format!("add-seats-{purchase}"), item));
         } else {
             for site in field("sites")?.split(',').filter(|s| !s.is_empty()) {
-                let metadata = vec![("site", site.to_owned())];
-                items.push((
-                    format!("add-site-{purchase}-{site}"),
-                    new_item(1, metadata)?,
-                ));
+                let item = new_item(object, subscription_id, 1, vec![("site", site.to_owned())])?;
+                items.push((format!("add-site-{purchase}-{site}"), item));
             }
         }
-        for (key, item) in items {
-            api.add_item(&item, &key.chars().take(255).collect::<String>())
-                .await
-                .map_err(|e| anyhow!("adding an item to {subscription_id}: {e}"))?;
-        }
+        self.add_items(items).await?;
         let command = SubscriptionCommand::CompletePurchase {
             purchase: purchase.clone(),
             at: DateTime::from_timestamp(created, 0).unwrap_or_default(),
@@ -299,19 +286,10 @@ impl Translator {
         metadata: &EventMetadata,
     ) -> anyhow::Result<Outcome> {
         let purchase = purchase_key(session).context("the session has no id")?;
-        let m = &session["metadata"];
-        let subscription_id =
-            text(&m["existing_subscription_id"]).context("no metadata.existing_subscription_id")?;
+        let subscription_id = metadata_field(session, "existing_subscription_id")?;
         let at = DateTime::from_timestamp(created, 0).unwrap_or_default();
-        if m["purchase_type"] == PurchaseType::Quantity.as_str() {
-            let purchase_id: Uuid = text(&m["purchase_id"])
-                .context("no metadata.purchase_id")?
-                .parse()
-                .context("metadata.purchase_id is not a UUID")?;
-            let quantity: u32 = text(&m["quantity"])
-                .context("no metadata.quantity")?
-                .parse()
-                .context("metadata.quantity")?;
+        if session["metadata"]["purchase_type"] == PurchaseType::Quantity.as_str() {
+            let (purchase_id, quantity) = license_purchase(session)?;
             for seat in 1..=quantity {
                 let license_id = License::id_for_purchase(purchase_id, seat);
                 let command = LicenseCommand::CancelPendingLicense {
@@ -645,19 +623,33 @@ impl Translator {
     }
 }
 
-/// An item for `subscription_id` priced as the paying object's metadata says (`product_id`,
-/// `unit_amount`, `currency`, `interval`, `interval_count`): an ad hoc price, since Stripe allows
-/// one item per price.
+/// The metadata a checkout carries for the items added once it is paid, read back by
+/// [`new_item`]: the price they are priced like.
+pub fn item_price_metadata(
+    product_id: &str,
+    unit_amount: i64,
+    currency: &str,
+    interval: &str,
+    interval_count: impl ToString,
+) -> [(String, String); 5] {
+    [
+        ("product_id".to_owned(), product_id.to_owned()),
+        ("unit_amount".to_owned(), unit_amount.to_string()),
+        ("currency".to_owned(), currency.to_owned()),
+        ("interval".to_owned(), interval.to_owned()),
+        ("interval_count".to_owned(), interval_count.to_string()),
+    ]
+}
+
+/// An item for `subscription_id` priced as the paying object's metadata says (see
+/// [`item_price_metadata`]): an ad hoc price, since Stripe allows one item per price.
 fn new_item(
     object: &Value,
     subscription_id: &str,
     quantity: u64,
     metadata: Vec<(&str, String)>,
 ) -> anyhow::Result<super::client::NewItem> {
-    let id = text(&object["id"]).unwrap_or("the object");
-    let field = |key: &str| {
-        text(&object["metadata"][key]).with_context(|| format!("{id} has no metadata.{key}"))
-    };
+    let field = |key| metadata_field(object, key);
     Ok(super::client::NewItem {
         subscription_id: subscription_id.to_owned(),
         product_id: field("product_id")?.to_owned(),
@@ -676,6 +668,25 @@ fn new_item(
             .map(|(k, v)| (k.to_owned(), v))
             .collect(),
     })
+}
+
+/// `metadata.<key>` of a Stripe object; an error naming the object when it is missing.
+fn metadata_field<'a>(object: &'a Value, key: &str) -> anyhow::Result<&'a str> {
+    text(&object["metadata"][key]).with_context(|| {
+        let id = text(&object["id"]).unwrap_or("the object");
+        format!("{id} has no metadata.{key}")
+    })
+}
+
+/// The license purchase a session or payment intent pays for: its id and how many keys.
+fn license_purchase(object: &Value) -> anyhow::Result<(Uuid, u32)> {
+    let purchase_id = metadata_field(object, "purchase_id")?
+        .parse()
+        .context("metadata.purchase_id is not a UUID")?;
+    let quantity = metadata_field(object, "quantity")?
+        .parse()
+        .context("metadata.quantity is not a count")?;
+    Ok((purchase_id, quantity))
 }
 
 /// The site a Checkout Session's custom field names (key `site`, `domain` or `website`, as a

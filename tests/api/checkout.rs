@@ -1,10 +1,18 @@
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, problem_fields, TestApp};
+use crate::helpers::{assert_problem, free_port, problem_fields, TestApp};
 use crate::stripe_support::{event, FakeStripe, Lifecycle};
 
 pub(crate) async fn app_with_stripe(stripe: &FakeStripe) -> TestApp {
-    let base = stripe.base.clone();
+    app_with_stripe_at(stripe.base.clone()).await
+}
+
+/// Stripe configured at a port nothing listens on.
+pub(crate) async fn app_with_stripe_down() -> TestApp {
+    app_with_stripe_at(format!("http://127.0.0.1:{}/", free_port())).await
+}
+
+async fn app_with_stripe_at(base: String) -> TestApp {
     TestApp::spawn_custom(move |s| {
         s.stripe.secret_key = Some("sk_test_fake".into());
         s.stripe.api_base = Some(base);
@@ -114,16 +122,7 @@ async fn a_stripe_500_is_retried_with_the_same_idempotency_key() {
 
 #[tokio::test]
 async fn stripe_unreachable_is_a_502_and_nothing_is_left_behind() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let app = TestApp::spawn_custom(move |s| {
-        s.stripe.secret_key = Some("sk_test_fake".into());
-        s.stripe.api_base = Some(format!("http://127.0.0.1:{closed}/"));
-        s.checkout_allowed_origins = vec!["https://shop.test".into()];
-    })
-    .await;
+    let app = app_with_stripe_down().await;
     assert_problem(app.checkout(&body("down@example.com")).await, 502).await;
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&app.pool)
@@ -292,16 +291,7 @@ async fn a_member_removes_a_site_and_its_license_stops() {
 
 #[tokio::test]
 async fn removing_or_adding_a_site_while_stripe_is_down_changes_nothing() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let app = TestApp::spawn_custom(move |s| {
-        s.stripe.secret_key = Some("sk_test_fake".into());
-        s.stripe.api_base = Some(format!("http://127.0.0.1:{closed}/"));
-        s.checkout_allowed_origins = vec!["https://shop.test".into()];
-    })
-    .await;
+    let app = app_with_stripe_down().await;
     let l = Lifecycle::new(&format!(
         "down{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]

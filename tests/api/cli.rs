@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{fresh_database, TestApp};
+use crate::helpers::{free_port, fresh_database, TestApp};
 
 fn memberledger() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_memberledger"));
@@ -79,14 +79,6 @@ async fn wait_healthy(client: &reqwest::Client, base: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 #[tokio::test]

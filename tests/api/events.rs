@@ -85,8 +85,11 @@ async fn a_member_created_at_version_1_0_loads_projects_and_changes_in_its_new_s
         .json()
         .await
         .expect("json");
-    assert_eq!(detail["name"], "Legacy");
-    assert_eq!(detail["attribution"]["referrer_source"], "Import");
+    assert_eq!(detail["name"], "Legacy", "{detail}");
+    assert_eq!(
+        detail["attribution"]["referrer_source"], "Import",
+        "{detail}"
+    );
     // The aggregate loads it upcast and takes a new command.
     let updated: Value = app
         .patch_member(&id.to_string(), json!({"name": "Renamed"}))

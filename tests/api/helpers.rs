@@ -64,16 +64,55 @@ pub async fn server_url() -> String {
         let url = local.url().to_owned();
         // Shared by the test processes that follow; it outlives this one.
         local.detach();
+        drop_stale_databases(&url).await;
         url
     })
     .await
     .clone()
 }
 
+/// How long a test database is kept in the local test cluster; later test runs drop it.
+const TEST_DATABASE_TTL_SECS: u64 = 3600;
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Drops the databases earlier test runs left in the local cluster (one per test, named
+/// `test_<created unix secs>_<uuid>`) once they are an hour old, so the cluster does not grow
+/// without bound. One still in use cannot be dropped and is left alone.
+async fn drop_stale_databases(server: &str) {
+    let Ok(pool) = memberledger::db::pool(server, 1).await else {
+        return;
+    };
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'test\\_%'")
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+    let cutoff = unix_secs().saturating_sub(TEST_DATABASE_TTL_SECS);
+    for name in names {
+        // Databases named before the timestamp was part of the name count as stale.
+        let created: u64 = name
+            .split('_')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if created < cutoff {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+                .execute(&pool)
+                .await;
+        }
+    }
+    pool.close().await;
+}
+
 /// A new, migrated database; returns its URL.
 pub async fn fresh_database() -> String {
     let server = server_url().await;
-    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let name = format!("test_{}_{}", unix_secs(), uuid::Uuid::new_v4().simple());
     memberledger::db::create_database_if_missing(&server, &name)
         .await
         .expect("creating the test database");
@@ -204,6 +243,14 @@ impl Drop for TestApp {
 }
 
 /// Asserts an RFC 9457 problem response with `status`; returns its body.
+/// A loopback port nothing listens on (it was free a moment ago).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 pub async fn assert_problem(resp: Response, status: u16) -> Value {
     assert_eq!(resp.status(), status, "status");
     let content_type = resp

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::checkout::{app_with_stripe, field, form, paid_session};
+use crate::checkout::{app_with_stripe, app_with_stripe_down, field, form, paid_session};
 use crate::helpers::{assert_problem, TestApp};
 use crate::stripe_support::{event, FakeStripe, Lifecycle};
 
@@ -295,16 +295,7 @@ async fn an_expired_purchase_cancels_its_keys() {
 
 #[tokio::test]
 async fn stripe_unreachable_leaves_the_keys_pending_and_a_retry_reuses_them() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let app = TestApp::spawn_custom(move |s| {
-        s.stripe.secret_key = Some("sk_test_fake".into());
-        s.stripe.api_base = Some(format!("http://127.0.0.1:{closed}/"));
-        s.checkout_allowed_origins = vec!["https://shop.test".into()];
-    })
-    .await;
+    let app = app_with_stripe_down().await;
     let (_, token, _) = subscribed(&app, "down").await;
     let problem = assert_problem(app.buy_keys(&token, 2).await, 502).await;
     assert_eq!(problem["type"], "/problems/stripe-unavailable");

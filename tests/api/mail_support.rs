@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
+use crate::helpers::free_port;
+
 const VERSION: &str = "2.2.1";
 
 #[derive(Clone, Copy, Debug)]
@@ -79,13 +81,6 @@ fn dir() -> PathBuf {
 fn responds(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
         .is_ok()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 pub async fn maildev() -> Maildev {

@@ -567,10 +567,7 @@ async fn the_dashboard_shows_what_stripe_created_and_is_empty_before() {
 
 #[tokio::test]
 async fn a_mail_server_that_is_down_delays_the_email_but_not_the_answer() {
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a port");
+    let closed_port = crate::helpers::free_port();
     let app = TestApp::spawn_custom(|s| {
         s.mail.smtp_url = Some(format!("smtp://127.0.0.1:{closed_port}"))
     })
