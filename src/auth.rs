@@ -2,65 +2,26 @@
 //! token. Only hashes of codes, links and sessions are stored.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aggregates::attribution::Attribution;
-use aggregates::{EmailAddress, LoginMethod, MemberCommand, MemberName, MemberSource};
+use aggregates::{EmailAddress, LoginMethod, Member, MemberCommand, MemberName, MemberSource};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::api::AppState;
+use crate::config::AuthSettings;
+use crate::eventlog::LogPosition;
 use crate::mail::{self, html_escape, Email};
 use crate::members::{self, CreateMemberError, NewMember};
 use crate::rate_limit::{self, Limit};
-use crate::store::{Actor, EventMetadata, LogPosition};
-
-#[derive(Debug, Clone)]
-pub struct AuthSettings {
-    pub code_ttl: Duration,
-    pub session_ttl: Duration,
-    /// Wrong codes before a code is burned.
-    pub max_code_attempts: i32,
-    pub code_per_email: Limit,
-    pub code_per_ip: Limit,
-    pub verify_per_email: Limit,
-    pub verify_per_ip: Limit,
-    /// The page the magic link opens, e.g. `https://example.com/signin`; `?token=` is appended.
-    pub link_base: String,
-}
-
-impl Default for AuthSettings {
-    fn default() -> Self {
-        let hour = Duration::from_secs(3600);
-        Self {
-            code_ttl: Duration::from_secs(600),
-            session_ttl: Duration::from_secs(30 * 86_400),
-            max_code_attempts: 5,
-            code_per_email: Limit {
-                max: 5,
-                window: hour,
-            },
-            code_per_ip: Limit {
-                max: 50,
-                window: hour,
-            },
-            verify_per_email: Limit {
-                max: 20,
-                window: hour,
-            },
-            verify_per_ip: Limit {
-                max: 100,
-                window: hour,
-            },
-            link_base: "http://127.0.0.1:8080/signin".to_owned(),
-        }
-    }
-}
+use crate::store::{Actor, CommandBus, EventMetadata};
 
 /// What a signup asked for, kept with its code until the email is verified.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -118,6 +79,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// What sign-in works with: the database (codes, sessions, rate limits), the member command bus
+/// (signups) and its settings.
+#[derive(Clone)]
+pub struct SignIn {
+    pub pool: PgPool,
+    pub members: Arc<CommandBus<Member>>,
+    pub settings: AuthSettings,
+}
+
 /// 256 bits from the OS-seeded CSPRNG, base64url.
 fn random_token() -> String {
     let mut bytes = [0u8; 32];
@@ -125,8 +95,8 @@ fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-async fn limit(state: &AppState, key: String, limit: Limit) -> Result<(), AuthError> {
-    match rate_limit::hit(&state.pool, &key, limit).await? {
+async fn limit(pool: &PgPool, key: String, limit: Limit) -> Result<(), AuthError> {
+    match rate_limit::hit(pool, &key, limit).await? {
         None => Ok(()),
         Some(wait) => Err(AuthError::RateLimited(wait)),
     }
@@ -135,24 +105,24 @@ async fn limit(state: &AppState, key: String, limit: Limit) -> Result<(), AuthEr
 /// Emails a code and a magic link to a known member, or to a new one signing up. Says nothing
 /// about whether the email is known: the caller answers the same either way.
 pub async fn request_code(
-    state: &AppState,
+    sign_in: &SignIn,
     email: &EmailAddress,
     signup: Option<Signup>,
     ip: Option<IpAddr>,
 ) -> Result<(), AuthError> {
-    let settings = &state.auth;
+    let settings = &sign_in.settings;
     let normalized = email.normalized();
     if let Some(ip) = ip {
-        limit(state, format!("code:ip:{ip}"), settings.code_per_ip).await?;
+        limit(&sign_in.pool, format!("code:ip:{ip}"), settings.code_per_ip).await?;
     }
     limit(
-        state,
+        &sign_in.pool,
         format!("code:email:{normalized}"),
         settings.code_per_email,
     )
     .await?;
 
-    let member_id = members::find_by_email(&state.pool, email).await?;
+    let member_id = members::find_by_email(&sign_in.pool, email).await?;
     let signup = match (member_id, signup) {
         (Some(_), _) => None,
         (None, Some(signup)) => Some(signup),
@@ -163,7 +133,7 @@ pub async fn request_code(
     let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
     let token = random_token();
     let expires_at = Utc::now() + chrono::Duration::from_std(settings.code_ttl).unwrap_or_default();
-    let mut tx = state.pool.begin().await?;
+    let mut tx = sign_in.pool.begin().await?;
     // A new request invalidates the older ones.
     sqlx::query(
         "UPDATE login_codes SET invalidated_at = now()
@@ -247,20 +217,25 @@ struct CodeRow {
 /// Checks a code or link and opens a session. Codes and links work once; a code is burned
 /// after `max_code_attempts` wrong tries.
 pub async fn verify(
-    state: &AppState,
+    sign_in: &SignIn,
     credentials: Credentials,
     ip: Option<IpAddr>,
     request_id: &str,
 ) -> Result<SignedIn, AuthError> {
-    let settings = &state.auth;
+    let settings = &sign_in.settings;
     if let Some(ip) = ip {
-        limit(state, format!("verify:ip:{ip}"), settings.verify_per_ip).await?;
+        limit(
+            &sign_in.pool,
+            format!("verify:ip:{ip}"),
+            settings.verify_per_ip,
+        )
+        .await?;
     }
-    let mut tx = state.pool.begin().await?;
+    let mut tx = sign_in.pool.begin().await?;
     let (row, method) = match &credentials {
         Credentials::Code { email, code } => {
             limit(
-                state,
+                &sign_in.pool,
                 format!("verify:email:{}", email.normalized()),
                 settings.verify_per_email,
             )
@@ -313,7 +288,7 @@ pub async fn verify(
         Some(member_id) => member_id,
         None => {
             sign_up(
-                state,
+                sign_in,
                 &row.email,
                 row.signup.map(|s| s.0).unwrap_or_default(),
                 &metadata,
@@ -322,7 +297,7 @@ pub async fn verify(
         }
     };
     let metadata = EventMetadata::for_request(request_id, Actor::Member(member_id));
-    let position = state
+    let position = sign_in
         .members
         .execute(
             &member_id.to_string(),
@@ -344,7 +319,7 @@ pub async fn verify(
     .bind(token_hash(&session_token))
     .bind(member_id)
     .bind(expires_at)
-    .execute(&state.pool)
+    .execute(&sign_in.pool)
     .await?;
     Ok(SignedIn {
         session_token,
@@ -356,7 +331,7 @@ pub async fn verify(
 
 /// Creates the member of a verified signup (or finds the one created meanwhile).
 async fn sign_up(
-    state: &AppState,
+    sign_in: &SignIn,
     email: &str,
     signup: Signup,
     metadata: &EventMetadata,
@@ -366,10 +341,10 @@ async fn sign_up(
     let newsletters: Vec<Uuid> = match signup.newsletters {
         Some(ids) => sqlx::query_scalar("SELECT id FROM newsletters WHERE id = ANY($1) AND status = 'active' ORDER BY id")
             .bind(ids)
-            .fetch_all(&state.pool)
+            .fetch_all(&sign_in.pool)
             .await?,
         None => sqlx::query_scalar("SELECT id FROM newsletters WHERE subscribe_on_signup AND status = 'active' ORDER BY id")
-            .fetch_all(&state.pool)
+            .fetch_all(&sign_in.pool)
             .await?,
     };
     let new = NewMember {
@@ -384,9 +359,9 @@ async fn sign_up(
         attribution: signup.attribution,
         newsletters,
     };
-    match members::create(&state.pool, &state.members, new, metadata.clone()).await {
+    match members::create(&sign_in.pool, &sign_in.members, new, metadata.clone()).await {
         Ok((member_id, _)) => Ok(member_id),
-        Err(CreateMemberError::EmailTaken) => members::find_by_email(&state.pool, &email)
+        Err(CreateMemberError::EmailTaken) => members::find_by_email(&sign_in.pool, &email)
             .await?
             .ok_or_else(|| {
                 AuthError::Command(
@@ -399,23 +374,23 @@ async fn sign_up(
 }
 
 /// The member a session token belongs to, sliding its expiry forward.
-pub async fn authenticate(state: &AppState, token: &str) -> Result<Option<Uuid>, sqlx::Error> {
+pub async fn authenticate(sign_in: &SignIn, token: &str) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
         "UPDATE member_sessions SET last_seen_at = now(), expires_at = now() + $2
          WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()
          RETURNING member_id",
     )
     .bind(token_hash(token))
-    .bind(state.auth.session_ttl)
-    .fetch_optional(&state.pool)
+    .bind(sign_in.settings.session_ttl)
+    .fetch_optional(&sign_in.pool)
     .await
 }
 
 /// Ends a session.
-pub async fn revoke(state: &AppState, token: &str) -> Result<(), sqlx::Error> {
+pub async fn revoke(sign_in: &SignIn, token: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE member_sessions SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL")
         .bind(token_hash(token))
-        .execute(&state.pool)
+        .execute(&sign_in.pool)
         .await?;
     Ok(())
 }

@@ -2,10 +2,11 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::api::AppState;
+use crate::api::state::AppState;
+use crate::config::Settings;
 use crate::config::{DatabaseConfig, LogConfig, ServeConfig};
 use crate::db::{self, Database};
-use crate::startup::{self, Application, Settings};
+use crate::startup::{self, Application};
 use crate::{api, runner, stripe, telemetry};
 
 #[derive(Debug, Parser)]

@@ -1,10 +1,16 @@
-//! Configuration from the environment (and the matching command-line flags).
+//! Configuration: what the environment (and the matching command-line flags) says, and the
+//! settings the server runs with, built from it. The lowest floor of the server: it imports
+//! nothing of the crate but the rate-limit shape.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use aggregates::attribution::RoutePatterns;
 use clap::{Args, ValueEnum};
+
+use crate::rate_limit::Limit;
 
 /// A secret that does not print.
 #[derive(Clone)]
@@ -82,7 +88,7 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     /// Everything `serve` runs with.
-    pub fn settings(&self) -> anyhow::Result<crate::startup::Settings> {
+    pub fn settings(&self) -> anyhow::Result<Settings> {
         let public_url = self
             .public_url
             .clone()
@@ -99,9 +105,8 @@ impl ServeConfig {
             None => None,
         };
         let routes = if self.auth.static_pages.is_empty() {
-            aggregates::attribution::RoutePatterns::default()
+            RoutePatterns::default()
         } else {
-            use aggregates::attribution::RoutePatterns;
             let pages: Vec<&str> = self.auth.static_pages.iter().map(String::as_str).collect();
             RoutePatterns::new(
                 RoutePatterns::DEFAULT_TAG,
@@ -111,15 +116,13 @@ impl ServeConfig {
             )
             .map_err(|e| anyhow::anyhow!("SITE_STATIC_PAGES: {e}"))?
         };
-        Ok(crate::startup::Settings {
+        Ok(Settings {
             bind: self.bind,
             admin_token: self.admin_token.as_ref().map(|t| t.expose().to_owned()),
-            read_your_writes_timeout: std::time::Duration::from_millis(
-                self.read_your_writes_timeout_ms,
-            ),
+            read_your_writes_timeout: Duration::from_millis(self.read_your_writes_timeout_ms),
             stripe: self.stripe.settings(),
             auth: self.auth.settings(&public_url),
-            mail: crate::mail::MailSettings {
+            mail: MailSettings {
                 smtp_url: self.auth.smtp_url.as_ref().map(|s| s.expose().to_owned()),
                 from: self.auth.mail_from.clone(),
             },
@@ -184,10 +187,10 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
-    pub fn settings(&self, public_url: &str) -> crate::auth::AuthSettings {
-        let hour = std::time::Duration::from_secs(3600);
-        let limit = |max| crate::rate_limit::Limit { max, window: hour };
-        crate::auth::AuthSettings {
+    pub fn settings(&self, public_url: &str) -> AuthSettings {
+        let hour = Duration::from_secs(3600);
+        let limit = |max| Limit { max, window: hour };
+        AuthSettings {
             code_per_email: limit(self.code_limit_per_email),
             code_per_ip: limit(self.code_limit_per_ip),
             verify_per_email: limit(self.verify_limit_per_email),
@@ -196,7 +199,7 @@ impl AuthConfig {
                 .magic_link_url
                 .clone()
                 .unwrap_or_else(|| format!("{public_url}/signin")),
-            ..crate::auth::AuthSettings::default()
+            ..AuthSettings::default()
         }
     }
 }
@@ -209,11 +212,11 @@ pub struct LicenseConfig {
 }
 
 impl LicenseConfig {
-    pub fn settings(&self) -> crate::api::licenses::LicenseSettings {
-        crate::api::licenses::LicenseSettings {
-            validate_per_ip: crate::rate_limit::Limit {
+    pub fn settings(&self) -> LicenseSettings {
+        LicenseSettings {
+            validate_per_ip: Limit {
                 max: self.license_validate_limit_per_minute,
-                window: std::time::Duration::from_secs(60),
+                window: Duration::from_secs(60),
             },
         }
     }
@@ -247,8 +250,8 @@ pub struct StripeConfig {
 }
 
 impl StripeConfig {
-    pub fn settings(&self) -> crate::stripe::StripeSettings {
-        crate::stripe::StripeSettings {
+    pub fn settings(&self) -> StripeSettings {
+        StripeSettings {
             webhook_secrets: self
                 .stripe_webhook_secret
                 .iter()
@@ -260,9 +263,9 @@ impl StripeConfig {
                 .map(|s| s.expose().to_owned()),
             api_base: self.stripe_api_base.clone(),
             workers: self.stripe_workers,
-            lease: std::time::Duration::from_secs(self.stripe_lease_secs.max(1)),
-            retry_base: std::time::Duration::from_millis(self.stripe_retry_base_ms.max(1)),
-            ..crate::stripe::StripeSettings::default()
+            lease: Duration::from_secs(self.stripe_lease_secs.max(1)),
+            retry_base: Duration::from_millis(self.stripe_retry_base_ms.max(1)),
+            ..StripeSettings::default()
         }
     }
 }
@@ -272,4 +275,135 @@ pub struct LogConfig {
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
     pub log_format: LogFormat,
+}
+
+/// Everything `serve` runs with.
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub admin_token: Option<String>,
+    pub read_your_writes_timeout: Duration,
+    pub stripe: StripeSettings,
+    pub auth: AuthSettings,
+    pub mail: MailSettings,
+    pub attribution_routes: RoutePatterns,
+    /// The member site's host (from `SITE_URL`), so its own pages are not referrers.
+    pub site_host: Option<String>,
+    pub licenses: LicenseSettings,
+    /// Origins (`https://example.com`) checkout success and cancel URLs must belong to.
+    pub checkout_allowed_origins: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_token: None,
+            read_your_writes_timeout: Duration::from_secs(5),
+            stripe: StripeSettings::default(),
+            auth: AuthSettings::default(),
+            mail: MailSettings::default(),
+            attribution_routes: RoutePatterns::default(),
+            site_host: None,
+            licenses: LicenseSettings::default(),
+            checkout_allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// How the Stripe side is set up.
+#[derive(Debug, Clone)]
+pub struct StripeSettings {
+    /// `whsec_...` secrets; any one verifying a signature accepts the event (rotation).
+    pub webhook_secrets: Vec<String>,
+    /// Secret API key; without it the translator cannot fetch customers.
+    pub secret_key: Option<String>,
+    /// Stripe API base URL (a fake Stripe in tests).
+    pub api_base: Option<String>,
+    /// Inbox workers in this process (0: only store events).
+    pub workers: usize,
+    /// How long a claimed event stays claimed before another worker may retry it.
+    pub lease: Duration,
+    /// First retry delay after a failure; doubles per attempt up to `max_retry_delay`.
+    pub retry_base: Duration,
+    pub max_retry_delay: Duration,
+}
+
+impl Default for StripeSettings {
+    fn default() -> Self {
+        Self {
+            webhook_secrets: Vec::new(),
+            secret_key: None,
+            api_base: None,
+            workers: 2,
+            lease: Duration::from_secs(60),
+            retry_base: Duration::from_secs(1),
+            max_retry_delay: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Sign-in: code and session lifetimes, rate limits, and where magic links point.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub code_ttl: Duration,
+    pub session_ttl: Duration,
+    /// Wrong codes before a code is burned.
+    pub max_code_attempts: i32,
+    pub code_per_email: Limit,
+    pub code_per_ip: Limit,
+    pub verify_per_email: Limit,
+    pub verify_per_ip: Limit,
+    /// The page the magic link opens, e.g. `https://example.com/signin`; `?token=` is appended.
+    pub link_base: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        let hour = Duration::from_secs(3600);
+        let per_hour = |max| Limit { max, window: hour };
+        Self {
+            code_ttl: Duration::from_secs(600),
+            session_ttl: Duration::from_secs(30 * 86_400),
+            max_code_attempts: 5,
+            code_per_email: per_hour(5),
+            code_per_ip: per_hour(50),
+            verify_per_email: per_hour(20),
+            verify_per_ip: per_hour(100),
+            link_base: "http://127.0.0.1:8080/signin".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// `smtp://host:port` (plain), `smtp://host?tls=required` (STARTTLS) or `smtps://host`.
+    pub smtp_url: Option<String>,
+    pub from: String,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            from: "memberledger <noreply@localhost>".to_owned(),
+        }
+    }
+}
+
+/// Limits of the license endpoints.
+#[derive(Debug, Clone)]
+pub struct LicenseSettings {
+    /// Validations one IP address may make per window.
+    pub validate_per_ip: Limit,
+}
+
+impl Default for LicenseSettings {
+    fn default() -> Self {
+        Self {
+            validate_per_ip: Limit {
+                max: 600,
+                window: Duration::from_secs(60),
+            },
+        }
+    }
 }

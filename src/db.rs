@@ -97,17 +97,3 @@ pub async fn create_database_if_missing(admin_url: &str, name: &str) -> anyhow::
     admin.close().await;
     Ok(())
 }
-
-/// `NOTIFY channel`, sent after the change it announces has committed, in a transaction of its
-/// own that does not wait for its WAL flush (losing a wake-up is harmless: listeners also
-/// poll). A failure is logged, not returned: the change itself is done.
-pub async fn notify(pool: &PgPool, channel: &str) {
-    let sent =
-        sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
-            .bind(channel)
-            .execute(pool)
-            .await;
-    if let Err(err) = sent {
-        tracing::warn!(channel, error = %err, "could not send a wake-up; listeners will poll");
-    }
-}

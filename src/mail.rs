@@ -13,24 +13,10 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::config::MailSettings;
+
 const NOTIFY_CHANNEL: &str = "outbox_email";
 const MAX_ATTEMPTS: i32 = 10;
-
-#[derive(Debug, Clone)]
-pub struct MailSettings {
-    /// `smtp://host:port` (plain), `smtp://host?tls=required` (STARTTLS) or `smtps://host`.
-    pub smtp_url: Option<String>,
-    pub from: String,
-}
-
-impl Default for MailSettings {
-    fn default() -> Self {
-        Self {
-            smtp_url: None,
-            from: "memberledger <noreply@localhost>".to_owned(),
-        }
-    }
-}
 
 /// A message to send.
 pub struct Email {

@@ -1,5 +1,6 @@
-//! Creating members: shared by the admin API and the Stripe translator, so the unique-email
-//! rule is kept in one place.
+//! The unique-email rule, in one place: creating members (the admin API, sign-up and the Stripe
+//! translator) and changing a member's email both reserve the address in the `member_emails`
+//! lookup before the command runs, and give it back when nothing was written.
 
 use aggregates::cqrs_es::AggregateError;
 use aggregates::Attribution;
@@ -10,7 +11,8 @@ use chrono::Utc;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::store::{member_emails, CommandBus, EventMetadata, LogPosition};
+use crate::eventlog::LogPosition;
+use crate::store::{CommandBus, EventMetadata};
 
 pub struct NewMember {
     pub email: EmailAddress,
@@ -22,6 +24,7 @@ pub struct NewMember {
     pub newsletters: Vec<Uuid>,
 }
 
+/// Why creating a member, or changing its email, wrote nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateMemberError {
     #[error("another member has this email")]
@@ -77,4 +80,86 @@ pub async fn find_by_email(
     .bind(email.normalized())
     .fetch_optional(pool)
     .await
+}
+
+/// Gives `member_id` the address `email`: reserves it (refused when another member holds it),
+/// runs the change, then releases the member's old addresses; on failure the new reservation is
+/// given back unless the member held it already.
+pub async fn change_email(
+    pool: &PgPool,
+    bus: &CommandBus<Member>,
+    member_id: Uuid,
+    email: EmailAddress,
+    metadata: EventMetadata,
+) -> Result<Option<LogPosition>, CreateMemberError> {
+    let normalized = email.normalized();
+    let held: Vec<String> =
+        sqlx::query_scalar("SELECT email FROM member_emails WHERE member_id = $1")
+            .bind(member_id)
+            .fetch_all(pool)
+            .await?;
+    let already_held = held.contains(&normalized);
+    if !member_emails::reserve(pool, &normalized, member_id).await? {
+        return Err(CreateMemberError::EmailTaken);
+    }
+    let command = MemberCommand::ChangeEmail {
+        email,
+        at: Utc::now(),
+    };
+    match bus.execute(&member_id.to_string(), command, metadata).await {
+        Ok(position) => {
+            for old in held.iter().filter(|old| **old != normalized) {
+                member_emails::release(pool, old, member_id).await?;
+            }
+            Ok(position)
+        }
+        Err(err) => {
+            if !already_held {
+                let _ = member_emails::release(pool, &normalized, member_id).await;
+            }
+            Err(err.into())
+        }
+    }
+}
+
+/// The unique email lookup. Addresses are stored lower-cased.
+pub mod member_emails {
+    use sqlx::PgPool;
+    use uuid::Uuid;
+
+    /// Reserves `email` for `member_id`. Returns false when another member holds it.
+    ///
+    /// A reservation is taken over only when it is over a minute old and its holder either
+    /// never came to exist (the process died between reserving and creating) or now has
+    /// another address (the process died before releasing the old one).
+    pub async fn reserve(pool: &PgPool, email: &str, member_id: Uuid) -> Result<bool, sqlx::Error> {
+        let row: Option<(Uuid,)> = sqlx::query_as(
+            "INSERT INTO member_emails (email, member_id) VALUES ($1, $2)
+             ON CONFLICT (email) DO UPDATE SET member_id = EXCLUDED.member_id, reserved_at = now()
+             WHERE member_emails.member_id = EXCLUDED.member_id
+                OR (member_emails.reserved_at < now() - interval '1 minute'
+                    AND (NOT EXISTS (SELECT 1 FROM events e
+                                     WHERE e.aggregate_type = 'Member'
+                                       AND e.aggregate_id = member_emails.member_id::text)
+                         OR EXISTS (SELECT 1 FROM member_list m
+                                    WHERE m.id = member_emails.member_id
+                                      AND lower(m.email) <> member_emails.email)))
+             RETURNING member_id",
+        )
+        .bind(email)
+        .bind(member_id)
+        .fetch_optional(pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Gives `email` up, if `member_id` holds it.
+    pub async fn release(pool: &PgPool, email: &str, member_id: Uuid) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM member_emails WHERE email = $1 AND member_id = $2")
+            .bind(email)
+            .bind(member_id)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
 }

@@ -13,8 +13,7 @@ use anyhow::Context;
 use projections::{Projection, StoredEvent};
 use sqlx::{PgConnection, PgPool};
 
-use crate::runner::{apply_lock_key, read_after};
-use crate::store::LogPosition;
+use crate::eventlog::{apply_lock_key, read_after, LogPosition};
 
 const REBUILD_BATCH: i64 = 5000;
 

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use projections::{Projection, StoredEvent};
+use projections::Projection;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgListener;
 use sqlx::{Acquire, PgConnection, PgPool, Postgres};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::LogPosition;
+use crate::eventlog::{apply_lock_key, read_after, LogPosition, EVENTS_APPENDED};
 
 const BATCH_SIZE: i64 = 500;
 /// Fallback when a notification is lost (or the listener is reconnecting).
@@ -25,15 +25,6 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const BLOCKED_RETRY: Duration = Duration::from_millis(5);
 const MAX_BLOCKED_RETRY: Duration = Duration::from_millis(200);
 const LOCK_RETRY: Duration = Duration::from_secs(2);
-/// Wakes the projection runners: sent after every command that appended events
-/// (`store::CommandBus`).
-pub const NOTIFY_CHANNEL: &str = "events_appended";
-
-/// Columns of `events` in the shape of [`StoredEvent`].
-pub const EVENT_COLUMNS: &str = "global_position, transaction_id::text::bigint AS transaction_id, \
-     aggregate_type, aggregate_id, sequence, event_type, event_version, payload::jsonb AS payload, \
-     metadata::jsonb AS metadata, recorded_at";
-
 /// Shared between the runners and the code that waits for them.
 #[derive(Clone)]
 pub struct Projections {
@@ -84,20 +75,6 @@ impl Projections {
         tasks
     }
 
-    /// Read-your-writes after a command: [`Self::wait_for`] the command's position (if it wrote
-    /// anything), only logging when the read models cannot be waited for.
-    pub async fn wait_after_write(
-        &self,
-        names: &[&str],
-        position: Option<crate::store::LogPosition>,
-        timeout: Duration,
-    ) {
-        let Some(position) = position else { return };
-        if let Err(err) = self.wait_for(names, position, timeout).await {
-            tracing::warn!(error = %err, "could not wait for the read models");
-        }
-    }
-
     /// Waits (at most `timeout`) until every named projection has applied the log up to
     /// `position`. Works whichever server instance runs the projections: it reads the stored
     /// checkpoints, and is woken early by this instance's runners. Returns whether they caught up.
@@ -139,7 +116,7 @@ async fn listen(pool: PgPool, wake: watch::Sender<u64>, shutdown: CancellationTo
     loop {
         let result: anyhow::Result<()> = async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(NOTIFY_CHANNEL).await?;
+            listener.listen(EVENTS_APPENDED).await?;
             // Events appended while we were not listening.
             wake.send_modify(|n| *n += 1);
             loop {
@@ -330,45 +307,6 @@ async fn ensure_version(
             .await?;
     tx.commit().await?;
     Ok(stored != version)
-}
-
-/// The lock a runner holds (per transaction) while it applies a batch, and a rebuild while it
-/// swaps tables in: they never overlap.
-pub fn apply_lock_key(name: &str) -> String {
-    format!("memberledger.projection.apply.{name}")
-}
-
-/// Up to `limit` events after `after`, in log order, only from transactions that can no longer
-/// be followed by an earlier-positioned commit (below the snapshot xmin), upcast to their
-/// current versions.
-pub async fn read_after(
-    conn: &mut PgConnection,
-    after: LogPosition,
-    limit: i64,
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let mut events: Vec<StoredEvent> = sqlx::query_as(&format!(
-        // Qualified: a bare `transaction_id` in ORDER BY would name the bigint output column,
-        // and the sort would not use the (transaction_id, global_position) index.
-        "SELECT {EVENT_COLUMNS} FROM events e
-         WHERE (e.transaction_id, e.global_position) > ($1::text::xid8, $2)
-           AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY e.transaction_id, e.global_position
-         LIMIT $3"
-    ))
-    .bind(after.transaction_id.to_string())
-    .bind(after.global_position)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
-    for event in &mut events {
-        event.event_version = aggregates::upcast::upcast(
-            &event.aggregate_type,
-            &event.event_type,
-            &event.event_version,
-            &mut event.payload,
-        );
-    }
-    Ok(events)
 }
 
 async fn apply_batch(conn: &mut PgConnection, projection: &dyn Projection) -> anyhow::Result<Step> {

@@ -11,46 +11,15 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use aggregates::attribution::RoutePatterns;
-
-use crate::api::{self, AppState, State};
-use crate::auth::AuthSettings;
-use crate::mail::{MailSettings, Mailer};
+use crate::api::{
+    self,
+    state::{AppState, State},
+};
+use crate::config::Settings;
+use crate::mail::Mailer;
 use crate::stripe::client::StripeApi;
+use crate::stripe::inbox;
 use crate::stripe::translate::Translator;
-use crate::stripe::{inbox, StripeSettings};
-
-pub struct Settings {
-    pub bind: SocketAddr,
-    pub admin_token: Option<String>,
-    pub read_your_writes_timeout: Duration,
-    pub stripe: StripeSettings,
-    pub auth: AuthSettings,
-    pub mail: MailSettings,
-    pub attribution_routes: RoutePatterns,
-    /// The member site's host (from `SITE_URL`), so its own pages are not referrers.
-    pub site_host: Option<String>,
-    pub licenses: crate::api::licenses::LicenseSettings,
-    /// Origins (`https://example.com`) checkout success and cancel URLs must belong to.
-    pub checkout_allowed_origins: Vec<String>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            admin_token: None,
-            read_your_writes_timeout: Duration::from_secs(5),
-            stripe: StripeSettings::default(),
-            auth: AuthSettings::default(),
-            mail: MailSettings::default(),
-            attribution_routes: RoutePatterns::default(),
-            site_host: None,
-            licenses: crate::api::licenses::LicenseSettings::default(),
-            checkout_allowed_origins: Vec::new(),
-        }
-    }
-}
 
 pub struct Application {
     addr: SocketAddr,

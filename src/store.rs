@@ -1,5 +1,4 @@
-//! The write side: cqrs-es frameworks over the postgres-es event store, event metadata, and
-//! the lookup tables that keep sets (member emails) unique.
+//! The write side: cqrs-es frameworks over the postgres-es event store, and event metadata.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +8,8 @@ use aggregates::cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventEnvelop
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::eventlog::LogPosition;
 
 /// Who or what caused a command.
 #[derive(Debug, Clone)]
@@ -57,13 +58,6 @@ impl EventMetadata {
             ("actor".to_owned(), self.actor.to_string()),
         ])
     }
-}
-
-/// A point in the log, in the order readers see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct LogPosition {
-    pub transaction_id: i64,
-    pub global_position: i64,
 }
 
 type Framework<A> = CqrsFramework<A, PersistedEventStore<PostgresEventRepository, A>>;
@@ -164,7 +158,7 @@ struct WakeRunners {
 impl<A: Aggregate> Query<A> for WakeRunners {
     async fn dispatch(&self, _aggregate_id: &str, events: &[EventEnvelope<A>]) {
         if !events.is_empty() {
-            crate::db::notify(&self.pool, crate::runner::NOTIFY_CHANNEL).await;
+            crate::eventlog::notify(&self.pool, crate::eventlog::EVENTS_APPENDED).await;
         }
     }
 }
@@ -187,47 +181,5 @@ impl EventUpcaster for Upcaster {
             &mut event.payload,
         );
         event
-    }
-}
-
-/// The unique email lookup. Addresses are stored lower-cased.
-pub mod member_emails {
-    use sqlx::PgPool;
-    use uuid::Uuid;
-
-    /// Reserves `email` for `member_id`. Returns false when another member holds it.
-    ///
-    /// A reservation is taken over only when it is over a minute old and its holder either
-    /// never came to exist (the process died between reserving and creating) or now has
-    /// another address (the process died before releasing the old one).
-    pub async fn reserve(pool: &PgPool, email: &str, member_id: Uuid) -> Result<bool, sqlx::Error> {
-        let row: Option<(Uuid,)> = sqlx::query_as(
-            "INSERT INTO member_emails (email, member_id) VALUES ($1, $2)
-             ON CONFLICT (email) DO UPDATE SET member_id = EXCLUDED.member_id, reserved_at = now()
-             WHERE member_emails.member_id = EXCLUDED.member_id
-                OR (member_emails.reserved_at < now() - interval '1 minute'
-                    AND (NOT EXISTS (SELECT 1 FROM events e
-                                     WHERE e.aggregate_type = 'Member'
-                                       AND e.aggregate_id = member_emails.member_id::text)
-                         OR EXISTS (SELECT 1 FROM member_list m
-                                    WHERE m.id = member_emails.member_id
-                                      AND lower(m.email) <> member_emails.email)))
-             RETURNING member_id",
-        )
-        .bind(email)
-        .bind(member_id)
-        .fetch_optional(pool)
-        .await?;
-        Ok(row.is_some())
-    }
-
-    /// Gives `email` up, if `member_id` holds it.
-    pub async fn release(pool: &PgPool, email: &str, member_id: Uuid) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM member_emails WHERE email = $1 AND member_id = $2")
-            .bind(email)
-            .bind(member_id)
-            .execute(pool)
-            .await?;
-        Ok(())
     }
 }

@@ -8,11 +8,11 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use sha2::{Digest, Sha256};
 
-use super::members::db_error;
 use super::problem::bad_request;
+use super::problem::db_error;
 use super::problem::{FieldError, Problem};
 use super::sessions::UrlHistoryItem;
-use super::{ApiTags, RequestId, State};
+use super::state::{ApiTags, RequestId, State};
 use crate::stripe::client::{CallError, CheckoutLine, OneTimeLines, SubscriptionCheckout};
 use crate::stripe::translate::item_price_metadata;
 
@@ -86,7 +86,7 @@ pub enum CreateCheckoutResponse {
     Unavailable(Json<Problem>),
 }
 
-super::problem_responses!(CreateCheckoutResponse {
+super::problem::problem_responses!(CreateCheckoutResponse {
     400 => BadRequest, 409 => Conflict, 415 => UnsupportedMediaType, 422 => Invalid, 502 => BadGateway
 });
 

@@ -6,10 +6,10 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::auth::AdminAuth;
-use super::members::db_error;
 use super::problem::bad_request;
+use super::problem::db_error;
 use super::problem::{FieldError, Problem};
-use super::{ApiTags, State};
+use super::state::{ApiTags, State};
 use crate::export::{After, ExportedEvent, LogFilter, LogReader, ResolveError};
 
 pub struct EventsApi {
@@ -92,7 +92,7 @@ pub enum ListEventsResponse {
     Unavailable(Json<Problem>),
 }
 
-super::problem_responses!(ListEventsResponse {
+super::problem::problem_responses!(ListEventsResponse {
     400 => BadRequest, 401 => Unauthorized, 422 => Invalid
 });
 

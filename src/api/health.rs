@@ -3,7 +3,7 @@
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::{ApiTags, State};
+use super::state::{ApiTags, State};
 use crate::db::MIGRATOR;
 use crate::runner;
 

@@ -11,14 +11,14 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
-use super::members::db_error;
 use super::problem::{bad_request, Problem};
+use super::problem::{command_error, db_error};
 use super::purchases::{
     check_return_urls, pricing_time, stripe_api, stripe_problem, Plan, PricedLike,
 };
 use super::sessions::MemberAuth;
-use super::{ApiTags, RequestId, State};
-use crate::store::{Actor, EventMetadata, LogPosition};
+use super::state::{ApiTags, RequestId, State};
+use crate::store::{Actor, EventMetadata};
 use crate::stripe::client::{CheckoutLine, PaymentCheckout};
 
 pub struct LicensePurchasesApi {
@@ -96,7 +96,7 @@ pub enum LicensePurchaseResponse {
     Unavailable(Json<Problem>),
 }
 
-super::problem_responses!(LicensePurchaseResponse {
+super::problem::problem_responses!(LicensePurchaseResponse {
     400 => BadRequest, 401 => Unauthorized, 409 => Conflict, 415 => UnsupportedMediaType, 422 => Invalid, 502 => BadGateway
 });
 
@@ -190,8 +190,7 @@ impl LicensePurchasesApi {
                 .execute(&license_id.to_string(), command, metadata.clone())
                 .await
                 .map_err(|e| {
-                    tracing::error!(error = %e, "reserving a license key");
-                    Problem::unavailable("the keys could not be reserved; retry")
+                    command_error(e).when_unavailable("the keys could not be reserved; retry")
                 })?;
         }
 
@@ -222,7 +221,7 @@ impl LicensePurchasesApi {
         let session = match stripe.create_payment_checkout(&checkout, &key).await {
             Ok(session) => session,
             Err(err) => {
-                self.wait(reserved_at).await;
+                self.state.read_your_writes(READ_MODELS, reserved_at).await;
                 return Err(stripe_problem(
                     err,
                     &format!("the {quantity} key(s) stay pending, and asking again for {quantity} reuses them"),
@@ -244,12 +243,13 @@ impl LicensePurchasesApi {
             .execute(&plan.subscription_id, command, metadata)
             .await
             .map_err(|e| {
-                tracing::error!(error = %e, "recording a license purchase");
-                Problem::unavailable(
+                command_error(e).when_unavailable(
                     "the payment page was created but the purchase could not be recorded; retry",
                 )
             })?;
-        self.wait(position.or(reserved_at)).await;
+        self.state
+            .read_your_writes(READ_MODELS, position.or(reserved_at))
+            .await;
         Ok(LicensePurchaseView {
             purchase_id,
             id: session.id,
@@ -302,20 +302,12 @@ impl LicensePurchasesApi {
                     .execute(&license_id.to_string(), command, metadata.clone())
                     .await
                     .map_err(|e| {
-                        tracing::error!(error = %e, "canceling an abandoned key");
-                        Problem::unavailable("an earlier purchase could not be given up; retry")
+                        command_error(e)
+                            .when_unavailable("an earlier purchase could not be given up; retry")
                     })?;
             }
         }
         Ok(reuse)
-    }
-
-    async fn wait(&self, position: Option<LogPosition>) {
-        let state = &self.state;
-        state
-            .projections
-            .wait_after_write(READ_MODELS, position, state.read_your_writes_timeout)
-            .await;
     }
 }
 

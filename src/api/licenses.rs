@@ -11,10 +11,7 @@
 //! stored key is then compared with the given one in constant time, so the final equality
 //! does not leak either (and a hash collision could never pass).
 
-use std::time::Duration;
-
-use aggregates::cqrs_es::AggregateError;
-use aggregates::{License, LicenseCommand, LicenseError, LicenseKey, SiteDomain};
+use aggregates::{License, LicenseCommand, LicenseKey, SiteDomain};
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem::Request;
@@ -26,31 +23,13 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::dashboard::{DashboardLicense, LICENSE_COLUMNS};
-use super::members::db_error;
 use super::problem::bad_request;
+use super::problem::{command_error, db_error};
 use super::problem::{FieldError, Problem};
 use super::sessions::MemberAuth;
-use super::{ApiTags, RequestId, State};
-use crate::rate_limit::{self, Limit};
+use super::state::{ApiTags, RequestId, State};
+use crate::rate_limit;
 use crate::store::{Actor, EventMetadata};
-
-/// Limits of the license endpoints.
-#[derive(Debug, Clone)]
-pub struct LicenseSettings {
-    /// Validations one IP address may make per window.
-    pub validate_per_ip: Limit,
-}
-
-impl Default for LicenseSettings {
-    fn default() -> Self {
-        Self {
-            validate_per_ip: Limit {
-                max: 600,
-                window: Duration::from_secs(60),
-            },
-        }
-    }
-}
 
 /// Read models an activation change is visible in once it returns.
 const LICENSE_READ_MODELS: &[&str] = &["member_licenses"];
@@ -210,14 +189,14 @@ pub enum ValidateLicenseResponse {
     Unavailable(Json<Problem>),
 }
 
-super::problem_responses!(ActivateLicenseResponse {
+super::problem::problem_responses!(ActivateLicenseResponse {
     400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict,
     415 => UnsupportedMediaType, 422 => Invalid
 });
-super::problem_responses!(ReleaseLicenseResponse {
+super::problem::problem_responses!(ReleaseLicenseResponse {
     400 => BadRequest, 401 => Unauthorized, 404 => NotFound
 });
-super::problem_responses!(ValidateLicenseResponse {
+super::problem::problem_responses!(ValidateLicenseResponse {
     400 => BadRequest, 415 => UnsupportedMediaType, 422 => Invalid
 });
 
@@ -378,22 +357,8 @@ impl LicensesApi {
             .licenses
             .execute(&license_id.to_string(), command, metadata)
             .await
-            .map_err(license_error)?;
-        if let Some(position) = position {
-            match state
-                .projections
-                .wait_for(
-                    LICENSE_READ_MODELS,
-                    position,
-                    state.read_your_writes_timeout,
-                )
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!("the licenses read model did not catch up in time"),
-                Err(err) => tracing::warn!(error = %err, "could not wait for the read models"),
-            }
-        }
+            .map_err(command_error)?;
+        state.read_your_writes(LICENSE_READ_MODELS, position).await;
         Ok(())
     }
 }
@@ -437,42 +402,6 @@ async fn own_license(pool: &PgPool, member_id: Uuid, key: &str) -> Result<Uuid, 
             Ok(id)
         }
         _ => Err(not_found()),
-    }
-}
-
-fn license_error(err: AggregateError<LicenseError>) -> Problem {
-    match err {
-        AggregateError::UserError(LicenseError::NotFound) => {
-            Problem::not_found("you have no license with this key")
-        }
-        AggregateError::UserError(LicenseError::SiteLicense) => Problem::conflict(
-            "site-license",
-            "a site license is bound to its site; only quantity keys are activated on a domain",
-        ),
-        AggregateError::UserError(LicenseError::Inactive) => Problem::conflict(
-            "license-inactive",
-            "the license is not active, so it cannot be activated",
-        ),
-        AggregateError::UserError(LicenseError::Pending) => Problem::conflict(
-            "license-pending",
-            "the key's purchase is not paid yet, so it cannot be activated",
-        ),
-        AggregateError::UserError(LicenseError::AlreadyActivated { domain }) => Problem::conflict(
-            "license-already-activated",
-            format!("the key is already activated on {domain}; release it first"),
-        )
-        .with_field("domain", format!("the key is activated on {domain}")),
-        AggregateError::AggregateConflict => {
-            Problem::unavailable("the license is being changed concurrently; retry")
-        }
-        AggregateError::DatabaseConnectionError(e) => {
-            tracing::error!(error = %e, "event store unavailable");
-            Problem::unavailable("the database is unavailable; retry later")
-        }
-        AggregateError::DeserializationError(e) | AggregateError::UnexpectedError(e) => {
-            tracing::error!(error = %e, "license command failed");
-            Problem::internal()
-        }
     }
 }
 

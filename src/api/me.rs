@@ -10,12 +10,15 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use super::dashboard::{self, Dashboard, DashboardLicense};
-use super::members::{db_error, find_member, MemberStatusDto};
+use super::members::{find_member, MemberStatusDto};
 use super::problem::bad_request;
+use super::problem::command_error;
+use super::problem::db_error;
 use super::problem::{FieldError, Problem};
 use super::sessions::MemberAuth;
-use super::{ApiTags, RequestId, State};
-use crate::store::{Actor, EventMetadata, LogPosition};
+use super::state::{ApiTags, RequestId, State};
+use crate::eventlog::LogPosition;
+use crate::store::{Actor, EventMetadata};
 
 pub struct MeApi {
     pub state: State,
@@ -130,11 +133,11 @@ pub enum MyLicensesResponse {
     Unavailable(Json<Problem>),
 }
 
-super::problem_responses!(MeResponse {
+super::problem::problem_responses!(MeResponse {
     400 => BadRequest, 401 => Unauthorized, 415 => UnsupportedMediaType, 422 => Invalid
 });
-super::problem_responses!(MyDashboardResponse { 400 => BadRequest, 401 => Unauthorized });
-super::problem_responses!(MyLicensesResponse { 400 => BadRequest, 401 => Unauthorized });
+super::problem::problem_responses!(MyDashboardResponse { 400 => BadRequest, 401 => Unauthorized });
+super::problem::problem_responses!(MyLicensesResponse { 400 => BadRequest, 401 => Unauthorized });
 
 #[OpenApi(prefix_path = "/v1/me", tag = "ApiTags::Me")]
 impl MeApi {
@@ -276,20 +279,11 @@ impl MeApi {
                 .execute(&member_id.to_string(), command, metadata)
                 .await
                 .map_err(|e| {
-                    tracing::error!(error = %e, "updating a member's own profile");
-                    Problem::unavailable("the change could not be saved; retry")
+                    command_error(e).when_unavailable("the change could not be saved; retry")
                 })?
                 .or(position);
         }
-        if let Some(position) = position {
-            if let Err(err) = state
-                .projections
-                .wait_for(ME_READ_MODELS, position, state.read_your_writes_timeout)
-                .await
-            {
-                tracing::warn!(error = %err, "could not wait for the read models");
-            }
-        }
+        state.read_your_writes(ME_READ_MODELS, position).await;
         me(state, member_id).await
     }
 }

@@ -1,9 +1,8 @@
 //! `/v1/members`: the admin's view of members.
 
-use aggregates::cqrs_es::AggregateError;
 use aggregates::{
-    AttributionContext, EmailAddress, Labels, MemberCommand, MemberError, MemberName, MemberSource,
-    Note, ValueError,
+    AttributionContext, EmailAddress, Labels, MemberCommand, MemberName, MemberSource, Note,
+    ValueError,
 };
 use chrono::{DateTime, Utc};
 use poem::web::Data;
@@ -14,11 +13,13 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use uuid::Uuid;
 
 use super::auth::AdminAuth;
+use super::cursor;
 use super::problem::bad_request;
+use super::problem::{command_error, db_error};
 use super::problem::{FieldError, Problem};
-use super::{cursor, ApiTags, RequestId, State};
+use super::state::{ApiTags, RequestId, State};
 use crate::members::{self, CreateMemberError, NewMember};
-use crate::store::{member_emails, Actor, EventMetadata, LogPosition};
+use crate::store::{Actor, EventMetadata};
 
 /// Read models a member write is visible in once it returns.
 const MEMBER_READ_MODELS: &[&str] = &["member_list", "members_created_events"];
@@ -289,7 +290,7 @@ pub enum MemberDashboardResponse {
     Unavailable(Json<Problem>),
 }
 
-super::problem_responses!(MemberDashboardResponse {
+super::problem::problem_responses!(MemberDashboardResponse {
     400 => BadRequest, 401 => Unauthorized, 404 => NotFound
 });
 
@@ -374,19 +375,19 @@ pub enum UpdateMemberResponse {
     Unavailable(Json<Problem>),
 }
 
-super::problem_responses!(CreateMemberResponse {
+super::problem::problem_responses!(CreateMemberResponse {
     400 => BadRequest, 401 => Unauthorized, 409 => Conflict, 415 => UnsupportedMediaType, 422 => Invalid
 });
-super::problem_responses!(ListMembersResponse {
+super::problem::problem_responses!(ListMembersResponse {
     400 => BadRequest, 401 => Unauthorized, 422 => Invalid
 });
-super::problem_responses!(TimelineResponse {
+super::problem::problem_responses!(TimelineResponse {
     400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 422 => Invalid
 });
-super::problem_responses!(GetMemberResponse {
+super::problem::problem_responses!(GetMemberResponse {
     400 => BadRequest, 401 => Unauthorized, 404 => NotFound
 });
-super::problem_responses!(UpdateMemberResponse {
+super::problem::problem_responses!(UpdateMemberResponse {
     400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict, 415 => UnsupportedMediaType, 422 => Invalid
 });
 
@@ -605,12 +606,10 @@ impl MembersApi {
             metadata(request_id),
         )
         .await
-        .map_err(|err| match err {
-            CreateMemberError::EmailTaken => email_taken(),
-            CreateMemberError::Store(err) => member_error(err),
-            CreateMemberError::Database(err) => db_error(err),
-        })?;
-        self.visible(position).await;
+        .map_err(create_error)?;
+        self.state
+            .read_your_writes(MEMBER_READ_MODELS, position)
+            .await;
         find_member(&self.state, member_id).await?.ok_or_else(|| {
             Problem::unavailable("the member was created but is not readable yet; retry the GET")
         })
@@ -657,87 +656,28 @@ impl MembersApi {
                 .members
                 .execute(&aggregate_id, command, metadata(request_id))
                 .await
-                .map_err(member_error)?;
+                .map_err(command_error)?;
         }
         if let Some(email) = email {
-            position = self
-                .change_email(request_id, member_id, email)
-                .await?
-                .or(position);
+            position = members::change_email(
+                &self.state.pool,
+                &self.state.members,
+                member_id,
+                email,
+                metadata(request_id),
+            )
+            .await
+            .map_err(create_error)?
+            .or(position);
         }
         if let Some(position) = position {
-            self.visible(Some(position)).await;
+            self.state
+                .read_your_writes(MEMBER_READ_MODELS, Some(position))
+                .await;
         }
         find_member(&self.state, member_id)
             .await?
             .ok_or_else(|| Problem::not_found("no member has this id"))
-    }
-
-    async fn change_email(
-        &self,
-        request_id: &RequestId,
-        member_id: Uuid,
-        email: EmailAddress,
-    ) -> Result<Option<LogPosition>, Problem> {
-        let pool = &self.state.pool;
-        let normalized = email.normalized();
-        let held: Vec<String> =
-            sqlx::query_scalar("SELECT email FROM member_emails WHERE member_id = $1")
-                .bind(member_id)
-                .fetch_all(pool)
-                .await
-                .map_err(db_error)?;
-        let already_held = held.contains(&normalized);
-        if !member_emails::reserve(pool, &normalized, member_id)
-            .await
-            .map_err(db_error)?
-        {
-            return Err(email_taken());
-        }
-        let command = MemberCommand::ChangeEmail {
-            email,
-            at: Utc::now(),
-        };
-        match self
-            .state
-            .members
-            .execute(&member_id.to_string(), command, metadata(request_id))
-            .await
-        {
-            Ok(position) => {
-                for old in held.iter().filter(|old| **old != normalized) {
-                    member_emails::release(pool, old, member_id)
-                        .await
-                        .map_err(db_error)?;
-                }
-                Ok(position)
-            }
-            Err(err) => {
-                if !already_held {
-                    let _ = member_emails::release(pool, &normalized, member_id).await;
-                }
-                Err(member_error(err))
-            }
-        }
-    }
-
-    /// Read-your-writes: waits (bounded) until the member read models include `position`.
-    async fn visible(&self, position: Option<LogPosition>) {
-        let Some(position) = position else { return };
-        match self
-            .state
-            .projections
-            .wait_for(
-                MEMBER_READ_MODELS,
-                position,
-                self.state.read_your_writes_timeout,
-            )
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(?position, "read models did not catch up in time"),
-            Err(err) => tracing::warn!(error = %err, "could not wait for the read models"),
-        }
     }
 }
 
@@ -745,35 +685,14 @@ fn metadata(request_id: &RequestId) -> EventMetadata {
     EventMetadata::for_request(&request_id.0, Actor::Admin)
 }
 
-fn email_taken() -> Problem {
-    Problem::conflict("email-taken", "another member has this email")
-        .with_field("email", "is already used by another member")
-}
-
-pub(crate) fn db_error(err: sqlx::Error) -> Problem {
-    tracing::error!(error = %err, "database error");
-    Problem::unavailable("the database is unavailable; retry later")
-}
-
-fn member_error(err: AggregateError<MemberError>) -> Problem {
+fn create_error(err: CreateMemberError) -> Problem {
     match err {
-        AggregateError::UserError(MemberError::NotFound) => {
-            Problem::not_found("no member has this id")
+        CreateMemberError::EmailTaken => {
+            Problem::conflict("email-taken", "another member has this email")
+                .with_field("email", "is already used by another member")
         }
-        AggregateError::UserError(MemberError::AlreadyExists) => {
-            Problem::conflict("member-exists", "the member already exists")
-        }
-        AggregateError::AggregateConflict => {
-            Problem::unavailable("the member is being changed concurrently; retry")
-        }
-        AggregateError::DatabaseConnectionError(e) => {
-            tracing::error!(error = %e, "event store unavailable");
-            Problem::unavailable("the database is unavailable; retry later")
-        }
-        AggregateError::DeserializationError(e) | AggregateError::UnexpectedError(e) => {
-            tracing::error!(error = %e, "member command failed");
-            Problem::internal()
-        }
+        CreateMemberError::Store(err) => command_error(err),
+        CreateMemberError::Database(err) => db_error(err),
     }
 }
 

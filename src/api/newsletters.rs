@@ -1,7 +1,6 @@
 //! `/v1/newsletters`: the newsletters members can subscribe to (admin).
 
-use aggregates::cqrs_es::AggregateError;
-use aggregates::{NewsletterCommand, NewsletterError, NewsletterStatus};
+use aggregates::{NewsletterCommand, NewsletterStatus};
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::Path;
@@ -11,11 +10,12 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use uuid::Uuid;
 
 use super::auth::AdminAuth;
-use super::members::db_error;
 use super::problem::bad_request;
+use super::problem::{command_error, db_error};
 use super::problem::{FieldError, Problem};
-use super::{ApiTags, RequestId, State};
-use crate::store::{Actor, EventMetadata, LogPosition};
+use super::state::{ApiTags, RequestId, State};
+use crate::eventlog::LogPosition;
+use crate::store::{Actor, EventMetadata};
 
 pub struct NewslettersApi {
     pub state: State,
@@ -121,7 +121,7 @@ macro_rules! newsletter_response {
             Unavailable(Json<Problem>),
         }
 
-        super::problem_responses!($name {
+        super::problem::problem_responses!($name {
             400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 415 => UnsupportedMediaType, 422 => Invalid
         });
     };
@@ -285,30 +285,10 @@ impl NewslettersApi {
             .newsletters
             .execute(&id.to_string(), command, metadata)
             .await
-            .map_err(|err| match err {
-                AggregateError::UserError(NewsletterError::NotFound) => {
-                    Problem::not_found("no newsletter has this id")
-                }
-                AggregateError::UserError(NewsletterError::AlreadyExists) => Problem::internal(),
-                other => {
-                    tracing::error!(error = %other, "newsletter command failed");
-                    Problem::unavailable("the change could not be saved; retry")
-                }
-            })?;
-        if let Some(position) = position {
-            if let Err(err) = self
-                .state
-                .projections
-                .wait_for(
-                    NEWSLETTER_READ_MODELS,
-                    position,
-                    self.state.read_your_writes_timeout,
-                )
-                .await
-            {
-                tracing::warn!(error = %err, "could not wait for the read models");
-            }
-        }
+            .map_err(command_error)?;
+        self.state
+            .read_your_writes(NEWSLETTER_READ_MODELS, position)
+            .await;
         Ok(())
     }
 }

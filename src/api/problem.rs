@@ -1,5 +1,7 @@
 //! RFC 9457 problem details: the one shape every error of the API takes.
 
+use aggregates::cqrs_es::AggregateError;
+use aggregates::{LicenseError, MemberError, NewsletterError, SubscriptionError};
 use poem::http::StatusCode;
 use poem::IntoResponse;
 use poem_openapi::payload::Json;
@@ -96,6 +98,15 @@ impl Problem {
 
     pub fn with_field(mut self, field: impl Into<String>, reason: impl Into<String>) -> Self {
         self.errors.push(FieldError::new(field, reason));
+        self
+    }
+
+    /// A 503 says what the client should know before it retries (what was done already);
+    /// any other problem is left as it is.
+    pub fn when_unavailable(mut self, detail: &str) -> Self {
+        if self.status == 503 {
+            self.detail = Some(detail.to_owned());
+        }
         self
     }
 
@@ -203,3 +214,113 @@ impl IntoResponse for Problem {
             .body(body)
     }
 }
+
+/// A database failure: logged with its cause, answered 503 so the client retries.
+pub fn db_error(err: sqlx::Error) -> Problem {
+    tracing::error!(error = %err, "database error");
+    Problem::unavailable("the database is unavailable; retry later")
+}
+
+/// How the API answers an aggregate's refusal of a command: a 4xx problem naming why.
+pub trait Refusal: std::error::Error {
+    fn problem(&self) -> Problem;
+}
+
+/// The one answer to a failed command: a domain refusal gets its 4xx problem; a concurrent
+/// change that outlasted the bus's retries, or the database, 503 (retry later); anything else
+/// is logged and answered 500.
+pub fn command_error<E: Refusal>(err: AggregateError<E>) -> Problem {
+    match err {
+        AggregateError::UserError(refusal) => refusal.problem(),
+        AggregateError::AggregateConflict => {
+            Problem::unavailable("the resource is being changed concurrently; retry")
+        }
+        AggregateError::DatabaseConnectionError(e) => {
+            tracing::error!(error = %e, "event store unavailable");
+            Problem::unavailable("the database is unavailable; retry later")
+        }
+        AggregateError::DeserializationError(e) | AggregateError::UnexpectedError(e) => {
+            tracing::error!(error = %e, "command failed");
+            Problem::internal()
+        }
+    }
+}
+
+impl Refusal for MemberError {
+    fn problem(&self) -> Problem {
+        match self {
+            Self::NotFound => Problem::not_found("no member has this id"),
+            Self::AlreadyExists => Problem::conflict("member-exists", "the member already exists"),
+        }
+    }
+}
+
+impl Refusal for NewsletterError {
+    fn problem(&self) -> Problem {
+        match self {
+            Self::NotFound => Problem::not_found("no newsletter has this id"),
+            Self::AlreadyExists => {
+                Problem::conflict("newsletter-exists", "the newsletter already exists")
+            }
+        }
+    }
+}
+
+impl Refusal for LicenseError {
+    fn problem(&self) -> Problem {
+        match self {
+            Self::NotFound => Problem::not_found("you have no license with this key"),
+            Self::SiteLicense => Problem::conflict(
+                "site-license",
+                "a site license is bound to its site; only quantity keys are activated on a domain",
+            ),
+            Self::Inactive => Problem::conflict(
+                "license-inactive",
+                "the license is not active, so it cannot be activated",
+            ),
+            Self::Pending => Problem::conflict(
+                "license-pending",
+                "the key's purchase is not paid yet, so it cannot be activated",
+            ),
+            Self::AlreadyActivated { domain } => Problem::conflict(
+                "license-already-activated",
+                format!("the key is already activated on {domain}; release it first"),
+            )
+            .with_field("domain", format!("the key is activated on {domain}")),
+        }
+    }
+}
+
+impl Refusal for SubscriptionError {
+    fn problem(&self) -> Problem {
+        match self {
+            Self::WrongSubscription => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "wrong-subscription",
+                "the Stripe state belongs to a different subscription",
+            ),
+        }
+    }
+}
+
+/// Implements `From<Problem>` for an operation's response enum: each status goes to its
+/// variant; 503 to `Unavailable`, anything else to `Internal` (logged).
+macro_rules! problem_responses {
+    ($response:ident { $($status:literal => $variant:ident),* $(,)? }) => {
+        impl From<$crate::api::problem::Problem> for $response {
+            fn from(problem: $crate::api::problem::Problem) -> Self {
+                match problem.status {
+                    $($status => Self::$variant(poem_openapi::payload::Json(problem)),)*
+                    503 => Self::Unavailable(poem_openapi::payload::Json(problem)),
+                    _ => {
+                        if problem.status != 500 {
+                            tracing::error!(status = problem.status, "undocumented status mapped to 500");
+                        }
+                        Self::Internal(poem_openapi::payload::Json($crate::api::problem::Problem::internal()))
+                    }
+                }
+            }
+        }
+    };
+}
+pub(crate) use problem_responses;

@@ -6,10 +6,10 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::auth::AdminAuth;
-use super::members::db_error;
 use super::problem::bad_request;
+use super::problem::db_error;
 use super::problem::Problem;
-use super::{ApiTags, State};
+use super::state::{ApiTags, State};
 use crate::rebuild::{self, RebuildError, RebuildStatus};
 use crate::runner;
 
@@ -134,8 +134,8 @@ pub enum RebuildResponse {
     Unavailable(Json<Problem>),
 }
 
-super::problem_responses!(ListProjectionsResponse { 401 => Unauthorized });
-super::problem_responses!(RebuildResponse {
+super::problem::problem_responses!(ListProjectionsResponse { 401 => Unauthorized });
+super::problem::problem_responses!(RebuildResponse {
     400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict, 422 => Invalid
 });
 

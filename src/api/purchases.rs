@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::members::db_error;
+use super::problem::db_error;
 use super::problem::{FieldError, Problem};
 use super::State;
 use crate::stripe::client::{CallError, StripeApi};

@@ -6,10 +6,11 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
 use uuid::Uuid;
 
-use super::members::{db_error, MemberView};
+use super::members::MemberView;
 use super::problem::bad_request;
+use super::problem::db_error;
 use super::problem::{FieldError, Problem};
-use super::{ApiTags, RequestId, State};
+use super::state::{ApiTags, RequestId, State};
 use crate::auth::{self, AuthError, Credentials, Signup};
 
 /// A member session token (`Authorization: Bearer <session_token>` from `POST /v1/auth/verify`).
@@ -26,7 +27,7 @@ async fn check_member(req: &Request, bearer: Bearer) -> poem::Result<MemberSessi
     let state = req
         .data::<State>()
         .ok_or_else(|| poem::Error::from_status(poem::http::StatusCode::INTERNAL_SERVER_ERROR))?;
-    match auth::authenticate(state, &bearer.token).await {
+    match auth::authenticate(&state.sign_in, &bearer.token).await {
         Ok(Some(member_id)) => Ok(MemberSession {
             member_id,
             token: bearer.token,
@@ -191,13 +192,13 @@ pub enum SignOutResponse {
     Unavailable(Json<Problem>),
 }
 
-super::problem_responses!(CodeResponse {
+super::problem::problem_responses!(CodeResponse {
     400 => BadRequest, 415 => UnsupportedMediaType, 422 => Invalid
 });
-super::problem_responses!(VerifyResponse {
+super::problem::problem_responses!(VerifyResponse {
     400 => BadRequest, 401 => Unauthorized, 415 => UnsupportedMediaType, 422 => Invalid
 });
-super::problem_responses!(SignOutResponse { 401 => Unauthorized });
+super::problem::problem_responses!(SignOutResponse { 401 => Unauthorized });
 
 fn retry_after_secs(wait: std::time::Duration) -> u64 {
     wait.as_secs().max(1)
@@ -250,7 +251,7 @@ impl SessionsApi {
             .remote_addr()
             .as_socket_addr()
             .map(std::net::SocketAddr::ip);
-        match auth::request_code(&self.state, &email, signup, ip).await {
+        match auth::request_code(&self.state.sign_in, &email, signup, ip).await {
             Ok(()) => CodeResponse::Accepted(Json(Accepted { accepted: true })),
             Err(AuthError::RateLimited(wait)) => {
                 CodeResponse::TooManyRequests(Json(too_many(wait)), retry_after_secs(wait))
@@ -298,32 +299,26 @@ impl SessionsApi {
             .remote_addr()
             .as_socket_addr()
             .map(std::net::SocketAddr::ip);
-        let signed_in = match auth::verify(&self.state, credentials, ip, &request_id.0 .0).await {
-            Ok(signed_in) => signed_in,
-            Err(AuthError::RateLimited(wait)) => {
-                return VerifyResponse::TooManyRequests(
-                    Json(too_many(wait)),
-                    retry_after_secs(wait),
-                )
-            }
-            Err(err) => return auth_problem(err).into(),
-        };
-        if let Some(position) = signed_in.position {
-            let read_models = &[
-                "member_list",
-                "members_created_events",
-                "newsletters",
-                "members_login_events",
-            ];
-            if let Err(err) = self
-                .state
-                .projections
-                .wait_for(read_models, position, self.state.read_your_writes_timeout)
-                .await
-            {
-                tracing::warn!(error = %err, "could not wait for the read models");
-            }
-        }
+        let signed_in =
+            match auth::verify(&self.state.sign_in, credentials, ip, &request_id.0 .0).await {
+                Ok(signed_in) => signed_in,
+                Err(AuthError::RateLimited(wait)) => {
+                    return VerifyResponse::TooManyRequests(
+                        Json(too_many(wait)),
+                        retry_after_secs(wait),
+                    )
+                }
+                Err(err) => return auth_problem(err).into(),
+            };
+        let read_models = &[
+            "member_list",
+            "members_created_events",
+            "newsletters",
+            "members_login_events",
+        ];
+        self.state
+            .read_your_writes(read_models, signed_in.position)
+            .await;
         match super::members::find_member(&self.state, signed_in.member_id).await {
             Ok(Some(member)) => VerifyResponse::Ok(Json(SessionView {
                 session_token: signed_in.session_token,
@@ -343,7 +338,7 @@ impl SessionsApi {
     /// Ends the session whose token is sent.
     #[oai(path = "/session", method = "delete", operation_id = "signOut")]
     async fn sign_out(&self, session: MemberAuth) -> SignOutResponse {
-        match auth::revoke(&self.state, &session.0.token).await {
+        match auth::revoke(&self.state.sign_in, &session.0.token).await {
             Ok(()) => SignOutResponse::SignedOut,
             Err(err) => db_error(err).into(),
         }

@@ -6,14 +6,14 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::members::db_error;
 use super::problem::bad_request;
+use super::problem::{command_error, db_error};
 use super::problem::{FieldError, Problem};
 use super::purchases::{
     check_return_urls, pricing_time, stripe_api, stripe_problem, Plan, PricedLike,
 };
 use super::sessions::MemberAuth;
-use super::{ApiTags, RequestId, State};
+use super::state::{ApiTags, RequestId, State};
 use crate::store::{Actor, EventMetadata};
 use crate::stripe::client::{CheckoutLine, PaymentCheckout};
 
@@ -80,7 +80,7 @@ pub enum AddSitesResponse {
     Unavailable(Json<Problem>),
 }
 
-super::problem_responses!(AddSitesResponse {
+super::problem::problem_responses!(AddSitesResponse {
     400 => BadRequest, 401 => Unauthorized, 409 => Conflict, 415 => UnsupportedMediaType, 422 => Invalid, 502 => BadGateway
 });
 
@@ -113,7 +113,7 @@ pub enum RemoveSiteResponse {
     Unavailable(Json<Problem>),
 }
 
-super::problem_responses!(RemoveSiteResponse {
+super::problem::problem_responses!(RemoveSiteResponse {
     400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 422 => Invalid, 502 => BadGateway
 });
 
@@ -275,17 +275,9 @@ impl SitesApi {
                 EventMetadata::for_request(&request_id.0, Actor::Member(member_id)),
             )
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "recording pending sites");
-                Problem::unavailable("the payment page was created but the pending sites could not be recorded; retry")
-            })?;
+            .map_err(|e| command_error(e).when_unavailable("the payment page was created but the pending sites could not be recorded; retry"))?;
         state
-            .projections
-            .wait_after_write(
-                &["member_subscriptions"],
-                position,
-                state.read_your_writes_timeout,
-            )
+            .read_your_writes(&["member_subscriptions"], position)
             .await;
         Ok(SitesCheckoutView {
             id: session.id,
@@ -337,15 +329,9 @@ impl SitesApi {
                 EventMetadata::for_request(&request_id.0, Actor::Member(member_id)),
             )
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "recording a removed site");
-                Problem::unavailable("the site was removed at Stripe; recording it failed and the webhook will; retry to check")
-            })?;
+            .map_err(|e| command_error(e).when_unavailable("the site was removed at Stripe; recording it failed and the webhook will; retry to check"))?;
         let models = &["member_subscriptions", "license_policy"];
-        state
-            .projections
-            .wait_after_write(models, position, state.read_your_writes_timeout)
-            .await;
+        state.read_your_writes(models, position).await;
         Ok(())
     }
 }

@@ -6,10 +6,11 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use super::auth::AdminAuth;
-use super::members::db_error;
+use super::cursor;
 use super::problem::bad_request;
+use super::problem::db_error;
 use super::problem::Problem;
-use super::{cursor, ApiTags, State};
+use super::state::{ApiTags, State};
 use crate::stripe::inbox::{self, StoredStripeEvent};
 
 pub struct StripeEventsApi {
@@ -162,10 +163,10 @@ pub enum StripeEventResponse {
     Unavailable(Json<Problem>),
 }
 
-super::problem_responses!(ListStripeEventsResponse {
+super::problem::problem_responses!(ListStripeEventsResponse {
     400 => BadRequest, 401 => Unauthorized, 422 => Invalid
 });
-super::problem_responses!(StripeEventResponse {
+super::problem::problem_responses!(StripeEventResponse {
     400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict, 422 => Invalid
 });
 

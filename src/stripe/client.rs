@@ -11,7 +11,7 @@ use stripe_checkout::checkout_session::{
 };
 use stripe_core::customer::{RetrieveCustomer, RetrieveCustomerReturned};
 
-use super::StripeSettings;
+use crate::config::StripeSettings;
 
 #[derive(Clone)]
 pub struct StripeApi {

@@ -18,10 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::translate::{Outcome, Translator};
 use super::webhook::EventHead;
-use super::StripeSettings;
+use crate::config::StripeSettings;
+use crate::eventlog::STRIPE_EVENT_RECEIVED;
 
-/// Wakes the inbox workers: sent once an event is stored, or made due again.
-pub const NOTIFY_CHANNEL: &str = "stripe_event_received";
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const CLAIM_CANDIDATES: i64 = 16;
 
@@ -49,7 +48,7 @@ pub async fn store(
     .await?;
     let inserted = result.rows_affected() == 1;
     if inserted {
-        crate::db::notify(pool, NOTIFY_CHANNEL).await;
+        crate::eventlog::notify(pool, STRIPE_EVENT_RECEIVED).await;
     }
     Ok(inserted)
 }
@@ -212,7 +211,7 @@ async fn listen(pool: PgPool, wake: watch::Sender<u64>, shutdown: CancellationTo
     while !shutdown.is_cancelled() {
         let result: Result<(), sqlx::Error> = async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(NOTIFY_CHANNEL).await?;
+            listener.listen(STRIPE_EVENT_RECEIVED).await?;
             wake.send_modify(|n| *n += 1);
             loop {
                 tokio::select! {
@@ -367,7 +366,7 @@ pub async fn retry(pool: &PgPool, id: &str) -> Result<Retry, sqlx::Error> {
     .fetch_optional(pool)
     .await?;
     if let Some(event) = queued {
-        crate::db::notify(pool, NOTIFY_CHANNEL).await;
+        crate::eventlog::notify(pool, STRIPE_EVENT_RECEIVED).await;
         return Ok(Retry::Queued(event));
     }
     Ok(get(pool, id)
@@ -382,7 +381,7 @@ pub async fn retry_all_failed(pool: &PgPool) -> Result<u64, sqlx::Error> {
         .await?
         .rows_affected();
     if queued > 0 {
-        crate::db::notify(pool, NOTIFY_CHANNEL).await;
+        crate::eventlog::notify(pool, STRIPE_EVENT_RECEIVED).await;
     }
     Ok(queued)
 }

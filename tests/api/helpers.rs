@@ -1,8 +1,8 @@
 use std::time::Duration;
 
+use memberledger::config::{Settings, StripeSettings};
 use memberledger::localpg::{LocalPostgres, StartOptions};
-use memberledger::startup::{Application, Settings};
-use memberledger::stripe::StripeSettings;
+use memberledger::startup::Application;
 use reqwest::{Client, Response};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -20,13 +20,13 @@ pub async fn test_settings() -> Settings {
         admin_token: Some(ADMIN_TOKEN.to_owned()),
         read_your_writes_timeout: Duration::from_secs(10),
         stripe: test_stripe_settings(),
-        mail: memberledger::mail::MailSettings {
+        mail: memberledger::config::MailSettings {
             smtp_url: Some(mail.smtp_url()),
             from: "memberledger tests <noreply@memberledger.test>".to_owned(),
         },
-        auth: memberledger::auth::AuthSettings {
+        auth: memberledger::config::AuthSettings {
             link_base: "https://members.test/signin".to_owned(),
-            ..memberledger::auth::AuthSettings::default()
+            ..memberledger::config::AuthSettings::default()
         },
         site_host: Some("members.test".to_owned()),
         ..Settings::default()

@@ -506,8 +506,10 @@ fn projection_count() -> i64 {
     *COUNT.get_or_init(|| {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy_with(sqlx::postgres::PgConnectOptions::new());
-        let state =
-            memberledger::api::AppState::new(pool, &memberledger::startup::Settings::default());
+        let state = memberledger::api::state::AppState::new(
+            pool,
+            &memberledger::config::Settings::default(),
+        );
         i64::try_from(state.projections.list().len()).expect("a small count")
     })
 }

@@ -1,0 +1,130 @@
+//! What every handler shares: the application state, the request id, the spec's tags.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregates::attribution::RoutePatterns;
+use aggregates::{License, Member, Newsletter, Subscription};
+use poem_openapi::Tags;
+use sqlx::PgPool;
+
+use super::auth::AdminTokens;
+use crate::auth::SignIn;
+use crate::config::{LicenseSettings, Settings, StripeSettings};
+use crate::eventlog::LogPosition;
+use crate::policies;
+use crate::runner::Projections;
+use crate::store::CommandBus;
+use crate::stripe::client::StripeApi;
+
+/// What every handler shares.
+pub struct AppState {
+    pub pool: PgPool,
+    pub members: Arc<CommandBus<Member>>,
+    pub subscriptions: Arc<CommandBus<Subscription>>,
+    pub licenses: Arc<CommandBus<License>>,
+    pub projections: Projections,
+    pub admin_tokens: AdminTokens,
+    pub read_your_writes_timeout: Duration,
+    pub stripe: StripeSettings,
+    pub newsletters: Arc<CommandBus<Newsletter>>,
+    pub sign_in: SignIn,
+    pub attribution_routes: RoutePatterns,
+    /// The member site's host, so its own pages are not counted as referrers.
+    pub site_host: Option<String>,
+    pub license_settings: LicenseSettings,
+    /// The Stripe API client, when `STRIPE_SECRET_KEY` is set.
+    pub stripe_api: Option<StripeApi>,
+    pub checkout_allowed_origins: Vec<String>,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, settings: &Settings) -> State {
+        let members = CommandBus::new(pool.clone(), ());
+        let subscriptions = CommandBus::new(pool.clone(), ());
+        let licenses = CommandBus::new(pool.clone(), ());
+        let mut list: Vec<Arc<dyn projections::Projection>> =
+            projections::all().into_iter().map(Arc::from).collect();
+        list.extend(policies::all(&pool, members.clone(), licenses.clone()));
+        Arc::new(Self {
+            projections: Projections::new(pool.clone(), list),
+            admin_tokens: AdminTokens::new(pool.clone(), settings.admin_token.as_deref()),
+            newsletters: CommandBus::new(pool.clone(), ()),
+            sign_in: SignIn {
+                pool: pool.clone(),
+                members: members.clone(),
+                settings: settings.auth.clone(),
+            },
+            members,
+            subscriptions,
+            licenses,
+            read_your_writes_timeout: settings.read_your_writes_timeout,
+            stripe: settings.stripe.clone(),
+            attribution_routes: settings.attribution_routes.clone(),
+            site_host: settings.site_host.clone(),
+            license_settings: settings.licenses.clone(),
+            stripe_api: StripeApi::from_settings(&settings.stripe).unwrap_or_else(|err| {
+                tracing::error!(
+                    error = format!("{err:#}"),
+                    "the Stripe client could not be built"
+                );
+                None
+            }),
+            checkout_allowed_origins: settings.checkout_allowed_origins.clone(),
+            pool,
+        })
+    }
+}
+
+impl AppState {
+    /// Read-your-writes: after a command, waits (at most `read_your_writes_timeout`) until the
+    /// named read models include its events, so the answer and the client's next request see
+    /// them. A command that wrote nothing (`None`) does not wait; a read model that does not
+    /// catch up in time is logged, and the request answers with what it can read.
+    pub async fn read_your_writes(&self, read_models: &[&str], position: Option<LogPosition>) {
+        let Some(position) = position else { return };
+        match self
+            .projections
+            .wait_for(read_models, position, self.read_your_writes_timeout)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                ?position,
+                ?read_models,
+                "read models did not catch up in time"
+            ),
+            Err(err) => tracing::warn!(error = %err, "could not wait for the read models"),
+        }
+    }
+}
+
+pub type State = Arc<AppState>;
+
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Members, as the admin manages them.
+    Members,
+    /// Health and readiness of the service.
+    Operations,
+    /// The Stripe webhook inbox.
+    Stripe,
+    /// The event log, in order, for exporters.
+    Events,
+    /// Passwordless sign-in for members.
+    Auth,
+    /// The signed-in member's own data.
+    Me,
+    /// Newsletters members subscribe to.
+    Newsletters,
+    /// Buying subscriptions through Stripe Checkout.
+    Checkout,
+    /// License keys: activation on a domain, and validation for the licensed software.
+    Licenses,
+}
+
+/// The id of the request being served: the caller's `X-Request-Id` if sane, else a new UUIDv7.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";

@@ -1,0 +1,73 @@
+//! `POST /webhooks/stripe`: verify the signature, store the event, answer. Never 200 before
+//! the event is durably stored; 503 when it cannot be, so Stripe retries.
+
+use poem::http::StatusCode;
+use poem::web::Data;
+use poem::{handler, Body, IntoResponse, Request, Response};
+use serde_json::Value;
+
+use super::problem::Problem;
+use super::state::State;
+use crate::stripe::{inbox, webhook};
+
+#[handler]
+pub async fn receive(req: &Request, body: Body, state: Data<&State>) -> Response {
+    let secrets = &state.stripe.webhook_secrets;
+    if secrets.is_empty() {
+        return Problem::unavailable("STRIPE_WEBHOOK_SECRET is not configured").into_response();
+    }
+    let Some(signature) = req
+        .headers()
+        .get(webhook::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Problem::bad_request("the Stripe-Signature header is missing").into_response();
+    };
+    // The body limit middleware already refused anything over 1 MiB.
+    let Ok(bytes) = body.into_bytes().await else {
+        return Problem::bad_request("the body could not be read").into_response();
+    };
+    let Ok(payload) = std::str::from_utf8(&bytes) else {
+        return Problem::bad_request("the body is not UTF-8").into_response();
+    };
+    let parsed = match webhook::verify(payload, signature, secrets) {
+        webhook::Verified::Yes { parsed } => parsed,
+        webhook::Verified::Stale => {
+            return Problem::bad_request("the signature's timestamp is outside the 300 s tolerance")
+                .into_response()
+        }
+        webhook::Verified::No => {
+            return Problem::bad_request("the signature does not match any webhook secret")
+                .into_response()
+        }
+    };
+    let raw: Value = match serde_json::from_str(payload) {
+        Ok(raw) => raw,
+        Err(_) => return Problem::bad_request("the body is not JSON").into_response(),
+    };
+    let Some(head) = webhook::event_head(&raw) else {
+        return Problem::bad_request("the body is not a Stripe event (id, type, created)")
+            .into_response();
+    };
+    if !parsed {
+        tracing::warn!(event_id = %head.id, event_type = %head.event_type, "async-stripe could not parse the event; stored for processing from its raw JSON");
+    }
+    match inbox::store(&state.pool, &head, &raw, parsed).await {
+        Ok(inserted) => {
+            tracing::info!(event_id = %head.id, event_type = %head.event_type, duplicate = !inserted, "stripe event stored");
+            let body = serde_json::json!({ "received": true, "duplicate": !inserted });
+            Response::builder()
+                .status(StatusCode::OK)
+                .content_type("application/json")
+                .body(body.to_string())
+        }
+        Err(err) => {
+            tracing::error!(event_id = %head.id, error = %err, "could not store a stripe event; answering 503");
+            let mut resp =
+                Problem::unavailable("the event could not be stored; retry later").into_response();
+            resp.headers_mut()
+                .insert("retry-after", poem::http::HeaderValue::from_static("5"));
+            resp
+        }
+    }
+}
