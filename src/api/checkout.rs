@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use aggregates::{EmailAddress, SiteDomain};
 use poem::web::Data;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{Object, OpenApi};
 use sha2::{Digest, Sha256};
 
-use super::problem::bad_request;
 use super::problem::db_error;
 use super::problem::{FieldError, Problem};
 use super::sessions::UrlHistoryItem;
 use super::state::{ApiTags, RequestId, State};
+use crate::api::problem::api_response;
 use crate::stripe::client::{CallError, CheckoutLine, OneTimeLines, SubscriptionCheckout};
 use crate::stripe::translate::item_price_metadata;
 
@@ -57,38 +57,26 @@ pub struct CheckoutSessionView {
     pub url: Option<String>,
 }
 
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum CreateCheckoutResponse {
-    /// The session was created (the same request repeated gets the same session).
-    #[oai(status = 201)]
-    Created(Json<CheckoutSessionView>),
-    /// The body is not valid JSON of the expected shape.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// The member already has an active subscription.
-    #[oai(status = 409, content_type = "application/problem+json")]
-    Conflict(Json<Problem>),
-    /// The body is not `application/json`.
-    #[oai(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(Json<Problem>),
-    /// Fields failed validation, or Stripe refused them (e.g. an unknown price).
-    #[oai(status = 422, content_type = "application/problem+json")]
-    Invalid(Json<Problem>),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// Stripe could not be reached, or kept failing; nothing was created here. Retry.
-    #[oai(status = 502, content_type = "application/problem+json")]
-    BadGateway(Json<Problem>),
-    /// Stripe is not configured, or the database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum CreateCheckoutResponse {
+        /// The session was created (the same request repeated gets the same session).
+        #[oai(status = 201)]
+        Created(Json<CheckoutSessionView>),
+    }
+    problems {
+        /// The body is not valid JSON of the expected shape.
+        400 => BadRequest,
+        /// The member already has an active subscription.
+        409 => Conflict,
+        /// The body is not `application/json`.
+        415 => UnsupportedMediaType,
+        /// Fields failed validation, or Stripe refused them (e.g. an unknown price).
+        422 => Invalid,
+        /// Stripe could not be reached, or kept failing; nothing was created here. Retry.
+        502 => BadGateway,
+    }
+    unavailable: "Stripe is not configured, or the database is unavailable; retry later."
 }
-
-super::problem::problem_responses!(CreateCheckoutResponse {
-    400 => BadRequest, 409 => Conflict, 415 => UnsupportedMediaType, 422 => Invalid, 502 => BadGateway
-});
 
 /// Stripe caps metadata values at 500 characters.
 fn clip(value: &str) -> String {

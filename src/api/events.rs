@@ -6,10 +6,10 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::auth::AdminAuth;
-use super::problem::bad_request;
 use super::problem::db_error;
 use super::problem::{FieldError, Problem};
 use super::state::{ApiTags, State};
+use crate::api::problem::api_response;
 use crate::export::{After, ExportedEvent, LogFilter, LogReader, ResolveError};
 
 pub struct EventsApi {
@@ -68,33 +68,22 @@ pub struct EventPage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum ListEventsResponse {
-    /// A page of events (possibly empty: nothing new yet).
-    #[oai(status = 200)]
-    Ok(Json<EventPage>),
-    /// A query parameter is malformed (`errors` names it), e.g. a cursor this API did not
-    /// return or the position of no event.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// No valid admin token.
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
-    /// A query parameter is out of range (`limit` is 1 to 1000).
-    #[oai(status = 422, content_type = "application/problem+json")]
-    Invalid(Json<Problem>),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum ListEventsResponse {
+        /// A page of events (possibly empty: nothing new yet).
+        #[oai(status = 200)]
+        Ok(Json<EventPage>),
+    }
+    problems {
+        /// A query parameter is malformed (`errors` names it), e.g. a cursor this API did not
+        /// return or the position of no event.
+        400 => BadRequest,
+        /// No valid admin token.
+        401 => Unauthorized,
+        /// A query parameter is out of range (`limit` is 1 to 1000).
+        422 => Invalid,
+    }
 }
-
-super::problem::problem_responses!(ListEventsResponse {
-    400 => BadRequest, 401 => Unauthorized, 422 => Invalid
-});
 
 fn default_limit() -> i64 {
     100

@@ -8,16 +8,17 @@
 use aggregates::{CancelReason, License, LicenseCommand, SubscriptionCommand};
 use poem::web::Data;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{Object, OpenApi};
 use uuid::Uuid;
 
-use super::problem::{bad_request, Problem};
+use super::problem::Problem;
 use super::problem::{command_error, db_error};
 use super::purchases::{
     check_return_urls, pricing_time, stripe_api, stripe_problem, Plan, PricedLike,
 };
 use super::sessions::MemberAuth;
 use super::state::{ApiTags, RequestId, State};
+use crate::api::problem::api_response;
 use crate::store::{Actor, EventMetadata};
 use crate::stripe::client::{CheckoutLine, PaymentCheckout};
 
@@ -63,42 +64,29 @@ pub struct LicensePurchaseView {
     pub keys: Vec<PendingKey>,
 }
 
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum LicensePurchaseResponse {
-    /// The keys are reserved (pending) and a Checkout Session for them created.
-    #[oai(status = 201)]
-    Created(Json<LicensePurchaseView>),
-    /// The request is malformed.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// No valid member session.
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
-    /// No active subscription to add keys to.
-    #[oai(status = 409, content_type = "application/problem+json")]
-    Conflict(Json<Problem>),
-    /// The body is not `application/json`.
-    #[oai(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(Json<Problem>),
-    /// The quantity or a URL is invalid.
-    #[oai(status = 422, content_type = "application/problem+json")]
-    Invalid(Json<Problem>),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// Stripe could not be reached, or kept failing. The keys stay pending (never active
-    /// without payment); the same request again reuses them.
-    #[oai(status = 502, content_type = "application/problem+json")]
-    BadGateway(Json<Problem>),
-    /// Stripe is not configured, or the database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum LicensePurchaseResponse {
+        /// The keys are reserved (pending) and a Checkout Session for them created.
+        #[oai(status = 201)]
+        Created(Json<LicensePurchaseView>),
+    }
+    problems {
+        /// The request is malformed.
+        400 => BadRequest,
+        /// No valid member session.
+        401 => Unauthorized,
+        /// No active subscription to add keys to.
+        409 => Conflict,
+        /// The body is not `application/json`.
+        415 => UnsupportedMediaType,
+        /// The quantity or a URL is invalid.
+        422 => Invalid,
+        /// Stripe could not be reached, or kept failing. The keys stay pending (never active
+        /// without payment); the same request again reuses them.
+        502 => BadGateway,
+    }
+    unavailable: "Stripe is not configured, or the database is unavailable; retry later."
 }
-
-super::problem::problem_responses!(LicensePurchaseResponse {
-    400 => BadRequest, 401 => Unauthorized, 409 => Conflict, 415 => UnsupportedMediaType, 422 => Invalid, 502 => BadGateway
-});
 
 /// The read models a member looks at after a purchase step.
 const READ_MODELS: &[&str] = &["member_licenses", "member_subscriptions"];

@@ -17,17 +17,17 @@ use poem::web::Data;
 use poem::Request;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+use poem_openapi::{Enum, Object, OpenApi};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::dashboard::{DashboardLicense, LICENSE_COLUMNS};
-use super::problem::bad_request;
 use super::problem::{command_error, db_error};
 use super::problem::{FieldError, Problem};
 use super::sessions::MemberAuth;
 use super::state::{ApiTags, RequestId, State};
+use crate::api::problem::api_response;
 use crate::rate_limit;
 use crate::store::{Actor, EventMetadata};
 
@@ -105,100 +105,65 @@ pub struct LicenseValidation {
     pub license: Option<ValidatedLicense>,
 }
 
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum ActivateLicenseResponse {
-    /// The license, activated on the domain.
-    #[oai(status = 200)]
-    Ok(Json<DashboardLicense>),
-    /// The body is not valid JSON of the expected shape.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// No valid member session.
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
-    /// The member has no license with this key.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
-    /// The key cannot be activated there: `type` is `/problems/license-already-activated` (on
-    /// another domain: release it first), `/problems/license-inactive` or
-    /// `/problems/site-license` (site licenses are bound to their site).
-    #[oai(status = 409, content_type = "application/problem+json")]
-    Conflict(Json<Problem>),
-    /// The body is not `application/json`.
-    #[oai(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(Json<Problem>),
-    /// Fields failed validation (`domain` is not a domain name).
-    #[oai(status = 422, content_type = "application/problem+json")]
-    Invalid(Json<Problem>),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum ActivateLicenseResponse {
+        /// The license, activated on the domain.
+        #[oai(status = 200)]
+        Ok(Json<DashboardLicense>),
+    }
+    problems {
+        /// The body is not valid JSON of the expected shape.
+        400 => BadRequest,
+        /// No valid member session.
+        401 => Unauthorized,
+        /// The member has no license with this key.
+        404 => NotFound,
+        /// The key cannot be activated there: `type` is `/problems/license-already-activated` (on
+        /// another domain: release it first), `/problems/license-inactive` or
+        /// `/problems/site-license` (site licenses are bound to their site).
+        409 => Conflict,
+        /// The body is not `application/json`.
+        415 => UnsupportedMediaType,
+        /// Fields failed validation (`domain` is not a domain name).
+        422 => Invalid,
+    }
 }
 
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum ReleaseLicenseResponse {
-    /// The license is no longer activated on a domain (also when it was not).
-    #[oai(status = 204)]
-    Released,
-    /// The request is malformed.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// No valid member session.
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
-    /// The member has no license with this key.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum ReleaseLicenseResponse {
+        /// The license is no longer activated on a domain (also when it was not).
+        #[oai(status = 204)]
+        Released,
+    }
+    problems {
+        /// The request is malformed.
+        400 => BadRequest,
+        /// No valid member session.
+        401 => Unauthorized,
+        /// The member has no license with this key.
+        404 => NotFound,
+    }
 }
 
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum ValidateLicenseResponse {
-    /// The outcome, also for an unknown key (`valid: false`, `code: NOT_FOUND`).
-    #[oai(status = 200)]
-    Ok(Json<LicenseValidation>),
-    /// The body is not valid JSON of the expected shape.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// The body is not `application/json`.
-    #[oai(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(Json<Problem>),
-    /// Fields failed validation: `key` or `domain` empty or too long, or `domain` not a
-    /// domain name.
-    #[oai(status = 422, content_type = "application/problem+json")]
-    Invalid(Json<Problem>),
-    /// Too many validations from this IP address; retry after `Retry-After` seconds.
-    #[oai(status = 429, content_type = "application/problem+json")]
-    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum ValidateLicenseResponse {
+        /// The outcome, also for an unknown key (`valid: false`, `code: NOT_FOUND`).
+        #[oai(status = 200)]
+        Ok(Json<LicenseValidation>),
+        /// Too many validations from this IP address; retry after `Retry-After` seconds.
+        #[oai(status = 429, content_type = "application/problem+json")]
+        TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    }
+    problems {
+        /// The body is not valid JSON of the expected shape.
+        400 => BadRequest,
+        /// The body is not `application/json`.
+        415 => UnsupportedMediaType,
+        /// Fields failed validation: `key` or `domain` empty or too long, or `domain` not a
+        /// domain name.
+        422 => Invalid,
+    }
 }
-
-super::problem::problem_responses!(ActivateLicenseResponse {
-    400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict,
-    415 => UnsupportedMediaType, 422 => Invalid
-});
-super::problem::problem_responses!(ReleaseLicenseResponse {
-    400 => BadRequest, 401 => Unauthorized, 404 => NotFound
-});
-super::problem::problem_responses!(ValidateLicenseResponse {
-    400 => BadRequest, 415 => UnsupportedMediaType, 422 => Invalid
-});
 
 #[OpenApi(tag = "ApiTags::Licenses")]
 impl LicensesApi {

@@ -6,17 +6,17 @@ use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{Object, OpenApi};
 use uuid::Uuid;
 
 use super::dashboard::{self, Dashboard, DashboardLicense};
 use super::members::{find_member, MemberStatusDto};
-use super::problem::bad_request;
 use super::problem::command_error;
 use super::problem::db_error;
 use super::problem::{FieldError, Problem};
 use super::sessions::MemberAuth;
 use super::state::{ApiTags, RequestId, State};
+use crate::api::problem::api_response;
 use crate::eventlog::LogPosition;
 use crate::store::{Actor, EventMetadata};
 
@@ -61,50 +61,36 @@ pub struct UpdateMeRequest {
     pub newsletters: Option<Vec<Uuid>>,
 }
 
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum MeResponse {
-    /// The member.
-    #[oai(status = 200)]
-    Ok(Json<Me>),
-    /// The body is not valid JSON of the expected shape.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// No valid member session.
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
-    /// The body is not `application/json`.
-    #[oai(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(Json<Problem>),
-    /// Fields failed validation (e.g. an unknown or archived newsletter).
-    #[oai(status = 422, content_type = "application/problem+json")]
-    Invalid(Json<Problem>),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum MeResponse {
+        /// The member.
+        #[oai(status = 200)]
+        Ok(Json<Me>),
+    }
+    problems {
+        /// The body is not valid JSON of the expected shape.
+        400 => BadRequest,
+        /// No valid member session.
+        401 => Unauthorized,
+        /// The body is not `application/json`.
+        415 => UnsupportedMediaType,
+        /// Fields failed validation (e.g. an unknown or archived newsletter).
+        422 => Invalid,
+    }
 }
 
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum MyDashboardResponse {
-    /// The member's dashboard; sections are empty while nothing exists.
-    #[oai(status = 200)]
-    Ok(Json<Dashboard>),
-    /// The request is malformed.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// No valid member session.
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum MyDashboardResponse {
+        /// The member's dashboard; sections are empty while nothing exists.
+        #[oai(status = 200)]
+        Ok(Json<Dashboard>),
+    }
+    problems {
+        /// The request is malformed.
+        400 => BadRequest,
+        /// No valid member session.
+        401 => Unauthorized,
+    }
 }
 
 /// The member's license keys.
@@ -113,31 +99,19 @@ pub struct LicenseList {
     pub items: Vec<DashboardLicense>,
 }
 
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum MyLicensesResponse {
-    /// The member's license keys, newest first.
-    #[oai(status = 200)]
-    Ok(Json<LicenseList>),
-    /// The request is malformed.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// No valid member session.
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum MyLicensesResponse {
+        /// The member's license keys, newest first.
+        #[oai(status = 200)]
+        Ok(Json<LicenseList>),
+    }
+    problems {
+        /// The request is malformed.
+        400 => BadRequest,
+        /// No valid member session.
+        401 => Unauthorized,
+    }
 }
-
-super::problem::problem_responses!(MeResponse {
-    400 => BadRequest, 401 => Unauthorized, 415 => UnsupportedMediaType, 422 => Invalid
-});
-super::problem::problem_responses!(MyDashboardResponse { 400 => BadRequest, 401 => Unauthorized });
-super::problem::problem_responses!(MyLicensesResponse { 400 => BadRequest, 401 => Unauthorized });
 
 #[OpenApi(prefix_path = "/v1/me", tag = "ApiTags::Me")]
 impl MeApi {

@@ -6,11 +6,11 @@ use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+use poem_openapi::{Enum, Object, OpenApi};
 use uuid::Uuid;
 
 use super::auth::AdminAuth;
-use super::problem::bad_request;
+use super::problem::api_response;
 use super::problem::{command_error, db_error};
 use super::problem::{FieldError, Problem};
 use super::state::{ApiTags, RequestId, State};
@@ -92,38 +92,25 @@ pub struct NewsletterList {
 
 macro_rules! newsletter_response {
     ($name:ident, $ok_status:literal, $ok_doc:literal, $ok:ty $(, $extra:ident)*) => {
-        #[derive(ApiResponse)]
-        #[oai(bad_request_handler = "bad_request")]
-        pub enum $name {
-            #[doc = $ok_doc]
-            #[oai(status = $ok_status)]
-            Ok(Json<$ok>),
-            /// The request is malformed.
-            #[oai(status = 400, content_type = "application/problem+json")]
-            BadRequest(Json<Problem>),
-            /// No valid admin token.
-            #[oai(status = 401, content_type = "application/problem+json")]
-            Unauthorized(Json<Problem>),
-            /// No newsletter has this id.
-            #[oai(status = 404, content_type = "application/problem+json")]
-            NotFound(Json<Problem>),
-            /// The body is not `application/json`.
-            #[oai(status = 415, content_type = "application/problem+json")]
-            UnsupportedMediaType(Json<Problem>),
-            /// Fields failed validation; `errors` names them.
-            #[oai(status = 422, content_type = "application/problem+json")]
-            Invalid(Json<Problem>),
-            /// An unexpected error; it is logged under the request id.
-            #[oai(status = 500, content_type = "application/problem+json")]
-            Internal(Json<Problem>),
-            /// The database is unavailable; retry later.
-            #[oai(status = 503, content_type = "application/problem+json")]
-            Unavailable(Json<Problem>),
+        api_response! {
+            pub enum $name {
+                #[doc = $ok_doc]
+                #[oai(status = $ok_status)]
+                Ok(Json<$ok>),
+            }
+            problems {
+                /// The request is malformed.
+                400 => BadRequest,
+                /// No valid admin token.
+                401 => Unauthorized,
+                /// No newsletter has this id.
+                404 => NotFound,
+                /// The body is not `application/json`.
+                415 => UnsupportedMediaType,
+                /// Fields failed validation; `errors` names them.
+                422 => Invalid,
+            }
         }
-
-        super::problem::problem_responses!($name {
-            400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 415 => UnsupportedMediaType, 422 => Invalid
-        });
     };
 }
 

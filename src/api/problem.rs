@@ -303,24 +303,63 @@ impl Refusal for SubscriptionError {
     }
 }
 
-/// Implements `From<Problem>` for an operation's response enum: each status goes to its
-/// variant; 503 to `Unavailable`, anything else to `Internal` (logged).
-macro_rules! problem_responses {
-    ($response:ident { $($status:literal => $variant:ident),* $(,)? }) => {
-        impl From<$crate::api::problem::Problem> for $response {
+/// Declares an operation's response enum: its success variants as written, then one variant
+/// per problem status it lists (each `application/problem+json`, with its doc line), then the
+/// 500 and 503 every operation can answer; and maps a [`Problem`] to the variant of its status
+/// (an unlisted status is logged and answered 500). `unavailable:` replaces the 503's doc line.
+macro_rules! api_response {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident $(( $($fields:tt)* ))?, )*
+        }
+        problems {
+            $( $(#[doc = $pdoc:literal])* $status:literal => $pvariant:ident, )*
+        }
+        $(unavailable: $unavailable:literal)?
+    ) => {
+        $(#[$meta])*
+        #[derive(poem_openapi::ApiResponse)]
+        #[oai(bad_request_handler = "crate::api::problem::bad_request")]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant $(( $($fields)* ))?, )*
+            $(
+                $(#[doc = $pdoc])*
+                #[oai(status = $status, content_type = "application/problem+json")]
+                $pvariant(poem_openapi::payload::Json<$crate::api::problem::Problem>),
+            )*
+            /// An unexpected error; it is logged under the request id.
+            #[oai(status = 500, content_type = "application/problem+json")]
+            Internal(poem_openapi::payload::Json<$crate::api::problem::Problem>),
+            #[doc = $crate::api::problem::first!($($unavailable,)? "The database is unavailable; retry later.")]
+            #[oai(status = 503, content_type = "application/problem+json")]
+            Unavailable(poem_openapi::payload::Json<$crate::api::problem::Problem>),
+        }
+
+        impl From<$crate::api::problem::Problem> for $name {
             fn from(problem: $crate::api::problem::Problem) -> Self {
                 match problem.status {
-                    $($status => Self::$variant(poem_openapi::payload::Json(problem)),)*
+                    $($status => Self::$pvariant(poem_openapi::payload::Json(problem)),)*
                     503 => Self::Unavailable(poem_openapi::payload::Json(problem)),
                     _ => {
                         if problem.status != 500 {
                             tracing::error!(status = problem.status, "undocumented status mapped to 500");
                         }
-                        Self::Internal(poem_openapi::payload::Json($crate::api::problem::Problem::internal()))
+                        Self::Internal(poem_openapi::payload::Json(
+                            $crate::api::problem::Problem::internal(),
+                        ))
                     }
                 }
             }
         }
     };
 }
-pub(crate) use problem_responses;
+pub(crate) use api_response;
+
+/// The first of its literals: a default that a macro's optional argument overrides.
+macro_rules! first {
+    ($first:literal $(, $rest:literal)*) => {
+        $first
+    };
+}
+pub(crate) use first;

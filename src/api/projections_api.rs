@@ -3,13 +3,13 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{Object, OpenApi};
 
 use super::auth::AdminAuth;
-use super::problem::bad_request;
 use super::problem::db_error;
 use super::problem::Problem;
 use super::state::{ApiTags, State};
+use crate::api::problem::api_response;
 use crate::rebuild::{self, RebuildError, RebuildStatus};
 use crate::runner;
 
@@ -89,55 +89,37 @@ pub struct ProjectionList {
     pub items: Vec<ProjectionView>,
 }
 
-#[derive(ApiResponse)]
-pub enum ListProjectionsResponse {
-    /// Every projection and policy.
-    #[oai(status = 200)]
-    Ok(Json<ProjectionList>),
-    /// No valid admin token.
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum ListProjectionsResponse {
+        /// Every projection and policy.
+        #[oai(status = 200)]
+        Ok(Json<ProjectionList>),
+    }
+    problems {
+        /// No valid admin token.
+        401 => Unauthorized,
+    }
 }
 
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum RebuildResponse {
-    /// The rebuild started; follow it with `GET /v1/projections`.
-    #[oai(status = 202)]
-    Accepted(Json<ProjectionView>),
-    /// The name is malformed.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// No valid admin token.
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
-    /// No projection has this name.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
-    /// A rebuild of this projection is already running, or it is a policy (not rebuilt).
-    #[oai(status = 409, content_type = "application/problem+json")]
-    Conflict(Json<Problem>),
-    /// The name is longer than 100 characters.
-    #[oai(status = 422, content_type = "application/problem+json")]
-    Invalid(Json<Problem>),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum RebuildResponse {
+        /// The rebuild started; follow it with `GET /v1/projections`.
+        #[oai(status = 202)]
+        Accepted(Json<ProjectionView>),
+    }
+    problems {
+        /// The name is malformed.
+        400 => BadRequest,
+        /// No valid admin token.
+        401 => Unauthorized,
+        /// No projection has this name.
+        404 => NotFound,
+        /// A rebuild of this projection is already running, or it is a policy (not rebuilt).
+        409 => Conflict,
+        /// The name is longer than 100 characters.
+        422 => Invalid,
+    }
 }
-
-super::problem::problem_responses!(ListProjectionsResponse { 401 => Unauthorized });
-super::problem::problem_responses!(RebuildResponse {
-    400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict, 422 => Invalid
-});
 
 async fn views(state: &State) -> Result<Vec<ProjectionView>, sqlx::Error> {
     let statuses = runner::status(&state.pool, state.projections.list()).await?;

@@ -3,14 +3,14 @@
 use poem::Request;
 use poem_openapi::auth::Bearer;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
+use poem_openapi::{Object, OpenApi, SecurityScheme};
 use uuid::Uuid;
 
 use super::members::MemberView;
-use super::problem::bad_request;
 use super::problem::db_error;
 use super::problem::{FieldError, Problem};
 use super::state::{ApiTags, RequestId, State};
+use crate::api::problem::api_response;
 use crate::auth::{self, AuthError, Credentials, Signup};
 
 /// A member session token (`Authorization: Bearer <session_token>` from `POST /v1/auth/verify`).
@@ -121,84 +121,57 @@ pub struct Accepted {
     pub accepted: bool,
 }
 
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum CodeResponse {
-    /// Accepted. An email is on its way if the address belongs to a member (or signs up).
-    #[oai(status = 202)]
-    Accepted(Json<Accepted>),
-    /// The body is not valid JSON of the expected shape.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// The body is not `application/json`.
-    #[oai(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(Json<Problem>),
-    /// Fields failed validation; `errors` names them.
-    #[oai(status = 422, content_type = "application/problem+json")]
-    Invalid(Json<Problem>),
-    /// Too many requests for this email or from this address.
-    #[oai(status = 429, content_type = "application/problem+json")]
-    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum CodeResponse {
+        /// Accepted. An email is on its way if the address belongs to a member (or signs up).
+        #[oai(status = 202)]
+        Accepted(Json<Accepted>),
+        /// Too many requests for this email or from this address.
+        #[oai(status = 429, content_type = "application/problem+json")]
+        TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    }
+    problems {
+        /// The body is not valid JSON of the expected shape.
+        400 => BadRequest,
+        /// The body is not `application/json`.
+        415 => UnsupportedMediaType,
+        /// Fields failed validation; `errors` names them.
+        422 => Invalid,
+    }
 }
 
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum VerifyResponse {
-    /// Signed in.
-    #[oai(status = 200)]
-    Ok(Json<SessionView>),
-    /// The body is not valid JSON of the expected shape.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// The code or link is wrong, expired, used, or burned by too many wrong tries.
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
-    /// The body is not `application/json`.
-    #[oai(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(Json<Problem>),
-    /// Fields failed validation; `errors` names them.
-    #[oai(status = 422, content_type = "application/problem+json")]
-    Invalid(Json<Problem>),
-    /// Too many attempts for this email or from this address.
-    #[oai(status = 429, content_type = "application/problem+json")]
-    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum VerifyResponse {
+        /// Signed in.
+        #[oai(status = 200)]
+        Ok(Json<SessionView>),
+        /// Too many attempts for this email or from this address.
+        #[oai(status = 429, content_type = "application/problem+json")]
+        TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    }
+    problems {
+        /// The body is not valid JSON of the expected shape.
+        400 => BadRequest,
+        /// The code or link is wrong, expired, used, or burned by too many wrong tries.
+        401 => Unauthorized,
+        /// The body is not `application/json`.
+        415 => UnsupportedMediaType,
+        /// Fields failed validation; `errors` names them.
+        422 => Invalid,
+    }
 }
 
-#[derive(ApiResponse)]
-pub enum SignOutResponse {
-    /// Signed out: the session token no longer works.
-    #[oai(status = 204)]
-    SignedOut,
-    /// No valid member session.
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum SignOutResponse {
+        /// Signed out: the session token no longer works.
+        #[oai(status = 204)]
+        SignedOut,
+    }
+    problems {
+        /// No valid member session.
+        401 => Unauthorized,
+    }
 }
-
-super::problem::problem_responses!(CodeResponse {
-    400 => BadRequest, 415 => UnsupportedMediaType, 422 => Invalid
-});
-super::problem::problem_responses!(VerifyResponse {
-    400 => BadRequest, 401 => Unauthorized, 415 => UnsupportedMediaType, 422 => Invalid
-});
-super::problem::problem_responses!(SignOutResponse { 401 => Unauthorized });
 
 fn retry_after_secs(wait: std::time::Duration) -> u64 {
     wait.as_secs().max(1)

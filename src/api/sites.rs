@@ -4,9 +4,8 @@ use aggregates::{SiteDomain, StripeObservation, SubscriptionCommand};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, OpenApi};
+use poem_openapi::OpenApi;
 
-use super::problem::bad_request;
 use super::problem::{command_error, db_error};
 use super::problem::{FieldError, Problem};
 use super::purchases::{
@@ -14,6 +13,7 @@ use super::purchases::{
 };
 use super::sessions::MemberAuth;
 use super::state::{ApiTags, RequestId, State};
+use crate::api::problem::api_response;
 use crate::store::{Actor, EventMetadata};
 use crate::stripe::client::{CheckoutLine, PaymentCheckout};
 
@@ -48,74 +48,49 @@ pub struct SitesCheckoutView {
     pub sites: Vec<String>,
 }
 
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum AddSitesResponse {
-    /// A Checkout Session for the prorated amount; the sites are pending until it is paid.
-    #[oai(status = 201)]
-    Created(Json<SitesCheckoutView>),
-    /// The request is malformed.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// No valid member session.
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
-    /// No active subscription with sites to add to, or a site is already on it.
-    #[oai(status = 409, content_type = "application/problem+json")]
-    Conflict(Json<Problem>),
-    /// The body is not `application/json`.
-    #[oai(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(Json<Problem>),
-    /// A site or URL is invalid.
-    #[oai(status = 422, content_type = "application/problem+json")]
-    Invalid(Json<Problem>),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// Stripe could not be reached, or kept failing; nothing pending was recorded. Retry.
-    #[oai(status = 502, content_type = "application/problem+json")]
-    BadGateway(Json<Problem>),
-    /// Stripe is not configured, or the database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum AddSitesResponse {
+        /// A Checkout Session for the prorated amount; the sites are pending until it is paid.
+        #[oai(status = 201)]
+        Created(Json<SitesCheckoutView>),
+    }
+    problems {
+        /// The request is malformed.
+        400 => BadRequest,
+        /// No valid member session.
+        401 => Unauthorized,
+        /// No active subscription with sites to add to, or a site is already on it.
+        409 => Conflict,
+        /// The body is not `application/json`.
+        415 => UnsupportedMediaType,
+        /// A site or URL is invalid.
+        422 => Invalid,
+        /// Stripe could not be reached, or kept failing; nothing pending was recorded. Retry.
+        502 => BadGateway,
+    }
+    unavailable: "Stripe is not configured, or the database is unavailable; retry later."
 }
 
-super::problem::problem_responses!(AddSitesResponse {
-    400 => BadRequest, 401 => Unauthorized, 409 => Conflict, 415 => UnsupportedMediaType, 422 => Invalid, 502 => BadGateway
-});
-
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum RemoveSiteResponse {
-    /// Removed: its subscription item is deleted at Stripe and its license deactivated.
-    #[oai(status = 204)]
-    Removed,
-    /// The request is malformed.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// No valid member session.
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
-    /// The member has no active site with this domain.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
-    /// The domain is not a domain name.
-    #[oai(status = 422, content_type = "application/problem+json")]
-    Invalid(Json<Problem>),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// Stripe could not be reached, or kept failing; nothing changed. Retry.
-    #[oai(status = 502, content_type = "application/problem+json")]
-    BadGateway(Json<Problem>),
-    /// Stripe is not configured, or the database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum RemoveSiteResponse {
+        /// Removed: its subscription item is deleted at Stripe and its license deactivated.
+        #[oai(status = 204)]
+        Removed,
+    }
+    problems {
+        /// The request is malformed.
+        400 => BadRequest,
+        /// No valid member session.
+        401 => Unauthorized,
+        /// The member has no active site with this domain.
+        404 => NotFound,
+        /// The domain is not a domain name.
+        422 => Invalid,
+        /// Stripe could not be reached, or kept failing; nothing changed. Retry.
+        502 => BadGateway,
+    }
+    unavailable: "Stripe is not configured, or the database is unavailable; retry later."
 }
-
-super::problem::problem_responses!(RemoveSiteResponse {
-    400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 422 => Invalid, 502 => BadGateway
-});
 
 #[OpenApi(prefix_path = "/v1/me/sites", tag = "ApiTags::Me")]
 impl SitesApi {

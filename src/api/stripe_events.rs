@@ -3,14 +3,14 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+use poem_openapi::{Enum, Object, OpenApi};
 
 use super::auth::AdminAuth;
 use super::cursor;
-use super::problem::bad_request;
 use super::problem::db_error;
 use super::problem::Problem;
 use super::state::{ApiTags, State};
+use crate::api::problem::api_response;
 use crate::stripe::inbox::{self, StoredStripeEvent};
 
 pub struct StripeEventsApi {
@@ -111,64 +111,41 @@ pub struct StripeEventPage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum ListStripeEventsResponse {
-    /// A page of events.
-    #[oai(status = 200)]
-    Ok(Json<StripeEventPage>),
-    /// A query parameter is invalid.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// No valid admin token.
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
-    /// A query parameter is out of range.
-    #[oai(status = 422, content_type = "application/problem+json")]
-    Invalid(Json<Problem>),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum ListStripeEventsResponse {
+        /// A page of events.
+        #[oai(status = 200)]
+        Ok(Json<StripeEventPage>),
+    }
+    problems {
+        /// A query parameter is invalid.
+        400 => BadRequest,
+        /// No valid admin token.
+        401 => Unauthorized,
+        /// A query parameter is out of range.
+        422 => Invalid,
+    }
 }
 
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum StripeEventResponse {
-    /// The event.
-    #[oai(status = 200)]
-    Ok(Json<StripeEventView>),
-    /// The id is malformed.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// No valid admin token.
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>),
-    /// No stored event has this id.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
-    /// The event was processed already, or is being processed.
-    #[oai(status = 409, content_type = "application/problem+json")]
-    Conflict(Json<Problem>),
-    /// The id is longer than 255 characters or contains a NUL character.
-    #[oai(status = 422, content_type = "application/problem+json")]
-    Invalid(Json<Problem>),
-    /// An unexpected error; it is logged under the request id.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<Problem>),
-    /// The database is unavailable; retry later.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+api_response! {
+    pub enum StripeEventResponse {
+        /// The event.
+        #[oai(status = 200)]
+        Ok(Json<StripeEventView>),
+    }
+    problems {
+        /// The id is malformed.
+        400 => BadRequest,
+        /// No valid admin token.
+        401 => Unauthorized,
+        /// No stored event has this id.
+        404 => NotFound,
+        /// The event was processed already, or is being processed.
+        409 => Conflict,
+        /// The id is longer than 255 characters or contains a NUL character.
+        422 => Invalid,
+    }
 }
-
-super::problem::problem_responses!(ListStripeEventsResponse {
-    400 => BadRequest, 401 => Unauthorized, 422 => Invalid
-});
-super::problem::problem_responses!(StripeEventResponse {
-    400 => BadRequest, 401 => Unauthorized, 404 => NotFound, 409 => Conflict, 422 => Invalid
-});
 
 fn default_limit() -> i64 {
     50

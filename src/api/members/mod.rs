@@ -1,0 +1,177 @@
+//! Members, as the admin manages them: `/v1/members`. The operations are here; their request
+//! and response types in `json.rs` and `responses.rs`, the writes in `write.rs`, the read
+//! queries in `queries.rs`.
+
+mod json;
+mod queries;
+mod responses;
+mod write;
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::OpenApi;
+use uuid::Uuid;
+
+use super::auth::AdminAuth;
+use super::problem::{db_error, Problem};
+use super::state::{ApiTags, RequestId, State};
+
+pub use json::*;
+pub(crate) use queries::find_member;
+use queries::{list_members, member_detail, timeline, ListFilter};
+pub use responses::*;
+
+/// Read models a member write is visible in once it returns.
+const MEMBER_READ_MODELS: &[&str] = &["member_list", "members_created_events"];
+
+pub struct MembersApi {
+    pub state: State,
+}
+
+#[OpenApi(prefix_path = "/v1/members", tag = "ApiTags::Members")]
+impl MembersApi {
+    /// Create a member
+    ///
+    /// Creates a member with a unique email (compared case-insensitively). The response is
+    /// sent once the member is visible to `GET /v1/members/{id}` and the member list.
+    #[oai(path = "/", method = "post", operation_id = "createMember")]
+    async fn create(
+        &self,
+        _auth: AdminAuth,
+        request_id: Data<&RequestId>,
+        body: Json<CreateMemberRequest>,
+    ) -> CreateMemberResponse {
+        match self.create_member(&request_id, body.0).await {
+            Ok(member) => {
+                let location = format!("/v1/members/{}", member.id);
+                CreateMemberResponse::Created(Json(member), location)
+            }
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// List members
+    ///
+    /// Newest first, filtered, paged with an opaque cursor.
+    #[oai(path = "/", method = "get", operation_id = "listMembers")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per query parameter"
+    )]
+    async fn list(
+        &self,
+        _auth: AdminAuth,
+        /// Only members with this status.
+        status: Query<Option<MemberStatusDto>>,
+        /// Case-insensitive substring of the email or name.
+        #[oai(validator(max_length = 191, pattern = "^[^\\x00]*$"))]
+        search: Query<Option<String>>,
+        /// Only members subscribed to this newsletter.
+        newsletter: Query<Option<Uuid>>,
+        /// Only members created after this time (exclusive).
+        created_after: Query<Option<DateTime<Utc>>>,
+        /// Only members created before this time (exclusive).
+        created_before: Query<Option<DateTime<Utc>>>,
+        /// Page size, 1 to 100.
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
+        limit: Query<i64>,
+        /// `next_cursor` of the previous page.
+        #[oai(validator(max_length = 200))]
+        cursor: Query<Option<String>>,
+    ) -> ListMembersResponse {
+        let filter = ListFilter {
+            status: status.0,
+            search: search.0,
+            newsletter: newsletter.0,
+            created_after: created_after.0,
+            created_before: created_before.0,
+            limit: limit.0,
+            cursor: cursor.0,
+        };
+        match list_members(&self.state, filter).await {
+            Ok(page) => ListMembersResponse::Ok(Json(page)),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Get a member
+    #[oai(path = "/:id", method = "get", operation_id = "getMember")]
+    async fn get(&self, _auth: AdminAuth, id: Path<Uuid>) -> GetMemberResponse {
+        match member_detail(&self.state, id.0).await {
+            Ok(Some(member)) => GetMemberResponse::Ok(Json(member)),
+            Ok(None) => Problem::not_found("no member has this id").into(),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// A member's dashboard
+    ///
+    /// What the member sees at `GET /v1/me/dashboard`.
+    #[oai(
+        path = "/:id/dashboard",
+        method = "get",
+        operation_id = "getMemberDashboard"
+    )]
+    async fn dashboard(&self, _auth: AdminAuth, id: Path<Uuid>) -> MemberDashboardResponse {
+        match super::dashboard::load(&self.state.pool, id.0).await {
+            Ok(Some(dashboard)) => MemberDashboardResponse::Ok(Json(dashboard)),
+            Ok(None) => Problem::not_found("no member has this id").into(),
+            Err(err) => db_error(err).into(),
+        }
+    }
+
+    /// A member's timeline
+    ///
+    /// Everything that happened to the member (profile changes, status changes, subscription
+    /// changes, payments, licenses), newest first.
+    #[oai(
+        path = "/:id/timeline",
+        method = "get",
+        operation_id = "getMemberTimeline"
+    )]
+    async fn timeline(
+        &self,
+        _auth: AdminAuth,
+        id: Path<Uuid>,
+        /// Page size, 1 to 100.
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
+        limit: Query<i64>,
+        /// `next_cursor` of the previous page.
+        #[oai(validator(max_length = 200))]
+        cursor: Query<Option<String>>,
+    ) -> TimelineResponse {
+        match timeline(&self.state, id.0, limit.0, cursor.0.as_deref()).await {
+            Ok(page) => TimelineResponse::Ok(Json(page)),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Update a member
+    ///
+    /// Changes the given properties. A new email must not belong to another member.
+    #[oai(path = "/:id", method = "patch", operation_id = "updateMember")]
+    async fn update(
+        &self,
+        _auth: AdminAuth,
+        request_id: Data<&RequestId>,
+        id: Path<Uuid>,
+        body: Json<UpdateMemberRequest>,
+    ) -> UpdateMemberResponse {
+        match self.update_member(&request_id, id.0, body.0).await {
+            Ok(member) => UpdateMemberResponse::Ok(Json(member)),
+            Err(problem) => problem.into(),
+        }
+    }
+}
+
+fn default_limit() -> i64 {
+    20
+}

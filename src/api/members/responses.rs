@@ -1,0 +1,115 @@
+//! One response enum per `/v1/members` operation, every status documented.
+
+use poem_openapi::payload::Json;
+
+use super::json::{MemberDetail, MemberPage, MemberView, TimelinePage};
+use crate::api::dashboard::Dashboard;
+use crate::api::problem::api_response;
+
+api_response! {
+    pub enum CreateMemberResponse {
+        /// The member was created.
+        #[oai(status = 201)]
+        Created(Json<MemberView>, #[oai(header = "Location")] String),
+    }
+    problems {
+        /// The body is not valid JSON of the expected shape.
+        400 => BadRequest,
+        /// No valid admin token.
+        401 => Unauthorized,
+        /// A member with this email already exists.
+        409 => Conflict,
+        /// Fields failed validation; `errors` names them.
+        422 => Invalid,
+        /// The body is not `application/json`.
+        415 => UnsupportedMediaType,
+    }
+}
+
+api_response! {
+    pub enum ListMembersResponse {
+        /// A page of members.
+        #[oai(status = 200)]
+        Ok(Json<MemberPage>),
+    }
+    problems {
+        /// A query parameter is invalid.
+        400 => BadRequest,
+        /// No valid admin token.
+        401 => Unauthorized,
+        /// A query parameter is out of range.
+        422 => Invalid,
+    }
+}
+
+api_response! {
+    pub enum MemberDashboardResponse {
+        /// The member's dashboard.
+        #[oai(status = 200)]
+        Ok(Json<Dashboard>),
+    }
+    problems {
+        /// The id is not a UUID.
+        400 => BadRequest,
+        /// No valid admin token.
+        401 => Unauthorized,
+        /// No member has this id.
+        404 => NotFound,
+    }
+}
+
+api_response! {
+    pub enum TimelineResponse {
+        /// A page of the member's events.
+        #[oai(status = 200)]
+        Ok(Json<TimelinePage>),
+    }
+    problems {
+        /// The id, a query parameter or the cursor is malformed.
+        400 => BadRequest,
+        /// No valid admin token.
+        401 => Unauthorized,
+        /// No member has this id.
+        404 => NotFound,
+        /// A query parameter is out of range.
+        422 => Invalid,
+    }
+}
+
+api_response! {
+    pub enum GetMemberResponse {
+        /// The member, with subscriptions and license count.
+        #[oai(status = 200)]
+        Ok(Json<MemberDetail>),
+    }
+    problems {
+        /// The id is not a UUID.
+        400 => BadRequest,
+        /// No valid admin token.
+        401 => Unauthorized,
+        /// No member has this id.
+        404 => NotFound,
+    }
+}
+
+api_response! {
+    pub enum UpdateMemberResponse {
+        /// The member after the change.
+        #[oai(status = 200)]
+        Ok(Json<MemberView>),
+    }
+    problems {
+        /// The body is not valid JSON of the expected shape, or the id is not a UUID.
+        400 => BadRequest,
+        /// No valid admin token.
+        401 => Unauthorized,
+        /// No member has this id.
+        404 => NotFound,
+        /// Another member has this email.
+        409 => Conflict,
+        /// Fields failed validation; `errors` names them.
+        422 => Invalid,
+        /// The body is not `application/json`.
+        415 => UnsupportedMediaType,
+    }
+}

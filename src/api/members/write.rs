@@ -1,0 +1,177 @@
+//! Creating and changing members through the Member aggregate (the unique-email rule is
+//! `crate::members`'), answering with the member as the read model then shows it.
+
+use aggregates::{
+    AttributionContext, EmailAddress, Labels, MemberCommand, MemberName, MemberSource, Note,
+    ValueError,
+};
+use chrono::Utc;
+use poem_openapi::types::MaybeUndefined;
+use uuid::Uuid;
+
+use super::json::{CreateMemberRequest, CreateSourceDto, MemberView, UpdateMemberRequest};
+use super::queries::find_member;
+use super::{MembersApi, MEMBER_READ_MODELS};
+use crate::api::problem::{command_error, db_error, FieldError, Problem};
+use crate::api::state::RequestId;
+use crate::members::{self, CreateMemberError, NewMember};
+use crate::store::{Actor, EventMetadata};
+
+/// Collects every invalid field instead of stopping at the first.
+#[derive(Default)]
+struct Validation(Vec<FieldError>);
+
+impl Validation {
+    fn check<T>(&mut self, field: &str, result: Result<T, ValueError>) -> Option<T> {
+        result
+            .map_err(|e| self.0.push(FieldError::new(field, e.reason())))
+            .ok()
+    }
+
+    fn finish(self) -> Result<(), Problem> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Problem::validation(self.0))
+        }
+    }
+}
+
+impl MembersApi {
+    pub(super) async fn create_member(
+        &self,
+        request_id: &RequestId,
+        body: CreateMemberRequest,
+    ) -> Result<MemberView, Problem> {
+        let mut v = Validation::default();
+        let email = v.check("email", EmailAddress::parse(&body.email));
+        let name = v.check(
+            "name",
+            body.name.as_deref().map(MemberName::parse).transpose(),
+        );
+        let note = v.check("note", body.note.as_deref().map(Note::parse).transpose());
+        let labels = v.check(
+            "labels",
+            Labels::parse(body.labels.as_deref().unwrap_or_default()),
+        );
+        v.finish()?;
+        let (Some(email), Some(name), Some(note), Some(labels)) = (email, name, note, labels)
+        else {
+            return Err(Problem::internal());
+        };
+        let source = match body.source.unwrap_or(CreateSourceDto::Admin) {
+            CreateSourceDto::Admin => MemberSource::Admin,
+            CreateSourceDto::Api => MemberSource::Api,
+            CreateSourceDto::Import => MemberSource::Import,
+        };
+
+        let context = match source {
+            MemberSource::Api => AttributionContext::Api,
+            MemberSource::Import => AttributionContext::Import,
+            _ => AttributionContext::Admin,
+        };
+        let new = NewMember {
+            email,
+            name: name.flatten(),
+            note: note.flatten(),
+            labels,
+            source,
+            attribution: Some(aggregates::attribution::for_context(context)),
+            newsletters: Vec::new(),
+        };
+        let (member_id, position) = members::create(
+            &self.state.pool,
+            &self.state.members,
+            new,
+            metadata(request_id),
+        )
+        .await
+        .map_err(create_error)?;
+        self.state
+            .read_your_writes(MEMBER_READ_MODELS, position)
+            .await;
+        find_member(&self.state, member_id).await?.ok_or_else(|| {
+            Problem::unavailable("the member was created but is not readable yet; retry the GET")
+        })
+    }
+
+    pub(super) async fn update_member(
+        &self,
+        request_id: &RequestId,
+        member_id: Uuid,
+        body: UpdateMemberRequest,
+    ) -> Result<MemberView, Problem> {
+        let mut v = Validation::default();
+        let email = body
+            .email
+            .as_deref()
+            .and_then(|e| v.check("email", EmailAddress::parse(e)));
+        let name = match body.name {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(name) => v.check("name", MemberName::parse(&name)),
+        };
+        let note = match body.note {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(note) => v.check("note", Note::parse(&note)),
+        };
+        let labels = body
+            .labels
+            .as_deref()
+            .and_then(|l| v.check("labels", Labels::parse(l)));
+        v.finish()?;
+
+        let aggregate_id = member_id.to_string();
+        let mut position = None;
+        if name.is_some() || note.is_some() || labels.is_some() {
+            let command = MemberCommand::UpdateMember {
+                name,
+                note,
+                labels,
+                at: Utc::now(),
+            };
+            position = self
+                .state
+                .members
+                .execute(&aggregate_id, command, metadata(request_id))
+                .await
+                .map_err(command_error)?;
+        }
+        if let Some(email) = email {
+            position = members::change_email(
+                &self.state.pool,
+                &self.state.members,
+                member_id,
+                email,
+                metadata(request_id),
+            )
+            .await
+            .map_err(create_error)?
+            .or(position);
+        }
+        if let Some(position) = position {
+            self.state
+                .read_your_writes(MEMBER_READ_MODELS, Some(position))
+                .await;
+        }
+        find_member(&self.state, member_id)
+            .await?
+            .ok_or_else(|| Problem::not_found("no member has this id"))
+    }
+}
+
+fn metadata(request_id: &RequestId) -> EventMetadata {
+    EventMetadata::for_request(&request_id.0, Actor::Admin)
+}
+
+fn create_error(err: CreateMemberError) -> Problem {
+    match err {
+        CreateMemberError::EmailTaken => {
+            Problem::conflict("email-taken", "another member has this email")
+                .with_field("email", "is already used by another member")
+        }
+        CreateMemberError::Store(err) => command_error(err),
+        CreateMemberError::Database(err) => db_error(err),
+    }
+}
