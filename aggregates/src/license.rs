@@ -14,7 +14,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::subscription::PurchaseType;
+use crate::billing::PurchaseType;
 use crate::values::SiteDomain;
 
 /// `KEY-XXXX-XXXX-XXXX`, each X from a 32-character alphabet without look-alikes (60 bits).
