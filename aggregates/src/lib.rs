@@ -2,6 +2,7 @@
 //! validated values they are built from. Pure logic: no I/O, no SQL.
 
 pub mod attribution;
+pub mod billing;
 pub mod license;
 pub mod member;
 pub mod mrr;

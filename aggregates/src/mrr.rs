@@ -3,7 +3,7 @@
 //! A Stripe subscription bills in a single currency, so summing its items is sound; summing
 //! subscriptions is the caller's business, per currency.
 
-use crate::subscription::{BillingInterval, Price, SubscriptionItem, SubscriptionStatus};
+use crate::billing::{BillingInterval, Price, SubscriptionItem, SubscriptionStatus};
 
 /// An item's amount (`unit_amount * quantity`) normalised to one month, in minor units,
 /// rounded half away from zero:
@@ -75,7 +75,7 @@ fn saturate(value: i128) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subscription::PurchaseType;
+    use crate::billing::PurchaseType;
 
     fn price(unit_amount: i64, interval: BillingInterval, interval_count: u32) -> Price {
         Price {
