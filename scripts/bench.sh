@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks with published figures (docs/benchmarks.md).
 #
-#   build     cargo build --release --bin memberledger --bin loadgen (into target/bench)
+#   build     cargo build --release of the server (`memberledger`) and the load generator
+#             (`loadgen`, the crate loadgen/) into target/bench
 #   infra     a fresh PostgreSQL cluster under target/bench/pg with normal durability settings
 #             (fsync, synchronous_commit, full_page_writes on) and a fake Stripe API on loopback,
 #             both held by `loadgen infra` until this script stops it
@@ -22,8 +23,8 @@
 # Environment: BENCH_EVENTS (1000000), BENCH_LIFECYCLES (1000), BENCH_SECONDS (10 per run),
 # BENCH_OUT (docs/benchmarks.md), BENCH_NOTE (a sentence about the run's conditions),
 # BENCH_SKIP_BUILD=1 (use the binaries already in target/bench/release),
-# BENCH_REF=<commit> (measure that commit: `git archive` into target/bench/src, with the
-# working tree's src/bin/loadgen.rs; default: the working tree as it is).
+# BENCH_REF=<commit> (measure that commit's server: `git archive` into target/bench/src; the
+# load generator is the working tree's; default: the working tree as it is).
 # Needs PostgreSQL's server binaries (initdb, pg_ctl, pgbench); as root the cluster runs as
 # `postgres`. Everything it starts is stopped on exit, also on failure or Ctrl-C.
 set -euo pipefail
@@ -34,12 +35,18 @@ BENCH="$ROOT/target/bench"
 # A measured commit (BENCH_REF) builds in a target directory of its own: cargo keys its
 # freshness checks on the package, not the source path, so a shared one could hand back the
 # other tree's binaries as up to date.
+# The load generator always builds from the working tree, so with BENCH_REF it needs a target
+# directory other than the measured commit's.
 if [ -n "${BENCH_REF:-}" ]; then
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BENCH/ref-target}"
+    LOADGEN_TARGET_DIR="$BENCH"
+    [ "$CARGO_TARGET_DIR" != "$BENCH" ] || LOADGEN_TARGET_DIR="$BENCH/loadgen-target"
 else
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BENCH}"
+    LOADGEN_TARGET_DIR="$CARGO_TARGET_DIR"
 fi
 BIN="$CARGO_TARGET_DIR/release"
+LOADGEN="$LOADGEN_TARGET_DIR/release/loadgen"
 RESULTS="$BENCH/results"
 PG_DIR="$BENCH/pg"
 LOGS="$BENCH/logs"
@@ -173,18 +180,22 @@ if [ -n "$REF" ]; then
 fi
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     if [ -n "$REF" ]; then
-        step "source: git archive $REF ($COMMIT) into ${BUILD_DIR#"$ROOT"/}, plus the working tree's loadgen"
+        step "source: git archive $REF ($COMMIT) into ${BUILD_DIR#"$ROOT"/}"
         rm -rf "$BUILD_DIR"
-        mkdir -p "$BUILD_DIR/src/bin"
+        mkdir -p "$BUILD_DIR"
         git archive "$COMMIT" | tar -x -C "$BUILD_DIR"
-        cp "$ROOT/src/bin/loadgen.rs" "$BUILD_DIR/src/bin/loadgen.rs"
+        step "build: cargo build --release --bin memberledger in ${BUILD_DIR#"$ROOT"/} (CARGO_TARGET_DIR=${CARGO_TARGET_DIR#"$ROOT"/})"
+        (cd "$BUILD_DIR" && cargo build --release --bin memberledger)
+        step "build: the load generator from the working tree: cargo build --release -p memberledger-loadgen (CARGO_TARGET_DIR=${LOADGEN_TARGET_DIR#"$ROOT"/})"
+        CARGO_TARGET_DIR="$LOADGEN_TARGET_DIR" cargo build --release -p memberledger-loadgen --bin loadgen
+    else
+        step "build: cargo build --release -p memberledger -p memberledger-loadgen (CARGO_TARGET_DIR=${CARGO_TARGET_DIR#"$ROOT"/})"
+        cargo build --release -p memberledger --bin memberledger -p memberledger-loadgen --bin loadgen
     fi
-    step "build: cargo build --release --bin memberledger --bin loadgen (CARGO_TARGET_DIR=${CARGO_TARGET_DIR#"$ROOT"/})"
-    (cd "$BUILD_DIR" && cargo build --release --bin memberledger --bin loadgen)
 fi
-for bin in memberledger loadgen; do
-    [ -x "$BIN/$bin" ] || {
-        echo "bench: $BIN/$bin is missing" >&2
+for bin in "$BIN/memberledger" "$LOADGEN"; do
+    [ -x "$bin" ] || {
+        echo "bench: $bin is missing" >&2
         exit 1
     }
 done
@@ -199,7 +210,7 @@ rm -rf "$PG_DIR" "$RESULTS" "$BENCH/infra.env"
 mkdir -p "$RESULTS"
 read -r LOAD1 LOAD5 LOAD15 _ </proc/loadavg
 OTHERS="$(ps -eo comm= | grep -cE '^(rustc|cargo|cc1|cc1plus|ld|clang)' || true)"
-"$BIN/loadgen" infra --pg-dir "$PG_DIR" --env-file "$BENCH/infra.env" --fixtures "$FIXTURES" \
+"$LOADGEN" infra --pg-dir "$PG_DIR" --env-file "$BENCH/infra.env" --fixtures "$FIXTURES" \
     >"$LOGS/infra.log" 2>&1 &
 INFRA_PID=$!
 for _ in $(seq 1 240); do
@@ -224,7 +235,7 @@ step "migrate"
 DATABASE_URL="$BENCH_DATABASE_URL" "$BIN/memberledger" migrate
 
 step "e. pgbench: one events-shaped INSERT per transaction, without and with NOTIFY, 1/4/16 clients, ${RUN_SECONDS} s each"
-"$BIN/loadgen" pgbench --results "$RESULTS" --pgbench "$PG_BINDIR/pgbench" \
+"$LOADGEN" pgbench --results "$RESULTS" --pgbench "$PG_BINDIR/pgbench" \
     --clients 1,4,16 --seconds "$RUN_SECONDS"
 
 BENCH_ADMIN_TOKEN="mlat_bench_$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
@@ -290,14 +301,14 @@ step "serve: memberledger serve on a free loopback port"
 start_server server-writes.log
 
 step "b. member creation: POST /v1/members at 1/4/16 clients, ${RUN_SECONDS} s each"
-"$BIN/loadgen" members --results "$RESULTS" --concurrency 1,4,16 --seconds "$RUN_SECONDS"
+"$LOADGEN" members --results "$RESULTS" --concurrency 1,4,16 --seconds "$RUN_SECONDS"
 
 step "a. webhook ingestion: $LIFECYCLES signed Stripe lifecycles, 16 at once, until processed and projected"
-"$BIN/loadgen" webhooks --results "$RESULTS" --fixtures "$FIXTURES" \
+"$LOADGEN" webhooks --results "$RESULTS" --fixtures "$FIXTURES" \
     --lifecycles "$LIFECYCLES" --concurrency 16
 
 step "server memory after the writes: VmHWM of pid $SERVER_PID"
-"$BIN/loadgen" rss --results "$RESULTS" --pid "$SERVER_PID" --name server_rss_writes
+"$LOADGEN" rss --results "$RESULTS" --pid "$SERVER_PID" --name server_rss_writes
 check_server_log
 
 # Its runners would otherwise apply the seeded events at once, competing with the rebuild.
@@ -305,23 +316,23 @@ step "stop the server (the seeded log is projected by the rebuild alone)"
 stop_server
 
 step "c. seed: $EVENTS MemberCreated/MemberUpdated events appended with SQL"
-"$BIN/loadgen" seed --results "$RESULTS" --events "$EVENTS"
+"$LOADGEN" seed --results "$RESULTS" --events "$EVENTS"
 
 step "c. rebuild: memberledger projections rebuild --all"
-"$BIN/loadgen" rebuild --results "$RESULTS" --memberledger "$BIN/memberledger"
+"$LOADGEN" rebuild --results "$RESULTS" --memberledger "$BIN/memberledger"
 
 step "serve again, on the rebuilt read models"
 start_server server-reads.log
 
 step "d. reads with the large log: dashboard and license validation at 1 and 64 clients"
-"$BIN/loadgen" reads --results "$RESULTS" --concurrency 64 --seconds "$RUN_SECONDS"
+"$LOADGEN" reads --results "$RESULTS" --concurrency 64 --seconds "$RUN_SECONDS"
 
 step "b, again: POST /v1/members at 1/16 clients with the large log, ${RUN_SECONDS} s each"
-"$BIN/loadgen" members --results "$RESULTS" --concurrency 1,16 --seconds "$RUN_SECONDS" \
+"$LOADGEN" members --results "$RESULTS" --concurrency 1,16 --seconds "$RUN_SECONDS" \
     --name members_large
 
 step "server memory after the reads: VmHWM of pid $SERVER_PID"
-"$BIN/loadgen" rss --results "$RESULTS" --pid "$SERVER_PID" --name server_rss_reads
+"$LOADGEN" rss --results "$RESULTS" --pid "$SERVER_PID" --name server_rss_reads
 check_server_log
 
 step "stop the server"
@@ -334,4 +345,4 @@ if [ -z "$NOTE" ]; then
         NOTE="$NOTE; other work ran on the machine meanwhile ($OTHERS compiler processes at the start)"
     fi
 fi
-"$BIN/loadgen" report --results "$RESULTS" --out "$OUT" --note "$NOTE" ${COMMIT_NOTE:+--commit "$COMMIT_NOTE"}
+"$LOADGEN" report --results "$RESULTS" --out "$OUT" --note "$NOTE" ${COMMIT_NOTE:+--commit "$COMMIT_NOTE"}

@@ -1,5 +1,5 @@
-//! Realistic Stripe payloads from Stripe's own example objects (`../shared/stripe/
-//! fixtures3.json`), signed with the real scheme, and a fake Stripe API.
+//! Stripe payloads (the shared `stripe_fixtures` builders over the repository's fixtures file),
+//! their delivery to a test server, and a fake Stripe API.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -9,38 +9,19 @@ use poem::web::{Data, Path};
 use poem::{get, handler, EndpointExt, Response, Route};
 use reqwest::Response as HttpResponse;
 use serde_json::{json, Value};
+use stripe_fixtures::Fixtures;
+pub use stripe_fixtures::{signature, Lifecycle};
 
 use crate::helpers::{TestApp, WEBHOOK_SECRET};
 
-fn fixtures() -> &'static Value {
-    static FIXTURES: OnceLock<Value> = OnceLock::new();
-    FIXTURES.get_or_init(|| {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/stripe/fixtures3.json");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        serde_json::from_str(&text).expect("fixtures3.json is JSON")
-    })
-}
-
 /// Stripe's example object of a resource (`subscription`, `invoice`, `checkout.session`, ...).
 pub fn fixture(resource: &str) -> Value {
-    fixtures()["resources"][resource].clone()
+    Fixtures::repo().resource(resource)
 }
 
 /// An event around `object`, built from Stripe's example event.
 pub fn event(id: &str, event_type: &str, created: i64, object: Value) -> Value {
-    let mut event = fixture("event");
-    event["id"] = json!(id);
-    event["type"] = json!(event_type);
-    event["created"] = json!(created);
-    event["data"] = json!({ "object": object });
-    event
-}
-
-/// `Stripe-Signature` for `payload` signed at `timestamp` with `secret`.
-pub fn signature(payload: &str, secret: &str, timestamp: i64) -> String {
-    stripe_webhook::Webhook::generate_test_header(payload, secret, Some(timestamp))
+    Fixtures::repo().event(id, event_type, created, object)
 }
 
 impl TestApp {
@@ -109,148 +90,6 @@ impl TestApp {
             behind == 0 && checkpoints >= projection_count()
         })
         .await;
-    }
-}
-
-/// One customer's subscription lifecycle, as Stripe would send it.
-#[derive(Clone)]
-pub struct Lifecycle {
-    pub tag: String,
-    pub customer: String,
-    pub email: String,
-    pub subscription: String,
-    pub item: String,
-    pub site: String,
-    pub start: i64,
-}
-
-impl Lifecycle {
-    pub fn new(tag: &str) -> Self {
-        Self {
-            tag: tag.to_owned(),
-            customer: format!("cus_{tag}"),
-            email: format!("{tag}@example.com"),
-            subscription: format!("sub_{tag}"),
-            item: format!("si_{tag}"),
-            site: format!("{tag}.example.com"),
-            start: 1_764_000_000,
-        }
-    }
-
-    pub fn checkout_completed(&self, offset: i64) -> Value {
-        let mut session = fixture("checkout.session");
-        session["id"] = json!(format!("cs_{}", self.tag));
-        session["mode"] = json!("subscription");
-        session["customer"] = json!(self.customer);
-        session["customer_details"]["email"] = json!(self.email);
-        session["customer_details"]["name"] = json!("Test Customer");
-        session["subscription"] = json!(self.subscription);
-        session["status"] = json!("complete");
-        event(
-            &format!("evt_{}_checkout", self.tag),
-            "checkout.session.completed",
-            self.start + offset,
-            session,
-        )
-    }
-
-    /// The subscription with one site item, in `status`.
-    pub fn subscription_object(
-        &self,
-        status: &str,
-        offset: i64,
-        cancel_at_period_end: bool,
-    ) -> Value {
-        let mut sub = fixture("subscription");
-        let mut item = sub["items"]["data"][0].clone();
-        item["id"] = json!(self.item);
-        item["subscription"] = json!(self.subscription);
-        item["metadata"] = json!({ "site": self.site });
-        item["quantity"] = json!(1);
-        item["price"]["unit_amount"] = json!(2000);
-        item["price"]["currency"] = json!("usd");
-        item["price"]["recurring"]["interval"] = json!("month");
-        item["price"]["recurring"]["interval_count"] = json!(1);
-        item["current_period_start"] = json!(self.start);
-        item["current_period_end"] = json!(self.start + 30 * 86_400);
-        sub["id"] = json!(self.subscription);
-        sub["customer"] = json!(self.customer);
-        sub["status"] = json!(status);
-        sub["created"] = json!(self.start);
-        sub["metadata"] = json!({});
-        sub["cancel_at_period_end"] = json!(cancel_at_period_end);
-        sub["cancel_at"] = if cancel_at_period_end {
-            json!(self.start + 30 * 86_400)
-        } else {
-            Value::Null
-        };
-        sub["canceled_at"] = if status == "canceled" {
-            json!(self.start + offset)
-        } else {
-            Value::Null
-        };
-        sub["ended_at"] = if status == "canceled" {
-            json!(self.start + offset)
-        } else {
-            Value::Null
-        };
-        sub["items"]["data"] = json!([item]);
-        sub
-    }
-
-    pub fn subscription_event(
-        &self,
-        name: &str,
-        event_type: &str,
-        status: &str,
-        offset: i64,
-    ) -> Value {
-        let object = self.subscription_object(status, offset, false);
-        event(
-            &format!("evt_{}_{name}", self.tag),
-            event_type,
-            self.start + offset,
-            object,
-        )
-    }
-
-    pub fn invoice_paid(&self, invoice: &str, offset: i64) -> Value {
-        let mut inv = fixture("invoice");
-        inv["id"] = json!(invoice);
-        inv["customer"] = json!(self.customer);
-        inv["customer_email"] = json!(self.email);
-        inv["subscription"] = json!(self.subscription);
-        inv["parent"] = json!({
-            "type": "subscription_details",
-            "quote_details": null,
-            "subscription_details": { "metadata": {}, "subscription": self.subscription }
-        });
-        inv["amount_due"] = json!(2000);
-        inv["amount_paid"] = json!(2000);
-        inv["amount_remaining"] = json!(0);
-        inv["currency"] = json!("usd");
-        inv["status"] = json!("paid");
-        inv["billing_reason"] = json!("subscription_create");
-        event(
-            &format!("evt_{}_{invoice}", self.tag),
-            "invoice.paid",
-            self.start + offset,
-            inv,
-        )
-    }
-
-    /// checkout completed, subscription created (incomplete), updated to active, invoice paid,
-    /// updated past_due, updated active, deleted — in Stripe's order.
-    pub fn events(&self) -> Vec<Value> {
-        vec![
-            self.checkout_completed(1),
-            self.subscription_event("created", "customer.subscription.created", "incomplete", 0),
-            self.subscription_event("active", "customer.subscription.updated", "active", 2),
-            self.invoice_paid(&format!("in_{}_1", self.tag), 2),
-            self.subscription_event("past_due", "customer.subscription.updated", "past_due", 100),
-            self.subscription_event("recovered", "customer.subscription.updated", "active", 200),
-            self.subscription_event("deleted", "customer.subscription.deleted", "canceled", 300),
-        ]
     }
 }
 

@@ -1,0 +1,143 @@
+//! `loadgen rebuild` (scenario c): times `memberledger projections rebuild --all`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::RebuildArgs;
+use crate::database::connect;
+use crate::measure::loadavg;
+use crate::memory::proc_memory;
+use crate::results::write_result;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RebuildResult {
+    pub available: bool,
+    pub note: Option<String>,
+    pub log_events: i64,
+    pub wall_s: Option<f64>,
+    pub events_per_s: Option<f64>,
+    /// Peak resident memory of the rebuild process, sampled every 100 ms.
+    pub peak_rss_kb: Option<u64>,
+    pub loadavg: String,
+    /// What the command printed: one line per projection.
+    #[serde(default)]
+    pub output: Vec<String>,
+}
+
+pub async fn rebuild(args: RebuildArgs) -> Result<()> {
+    let pool = connect(&args.db, 2).await?;
+    let log_events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await?;
+    let help = tokio::process::Command::new(&args.memberledger)
+        .args(["projections", "rebuild", "--help"])
+        .output()
+        .await
+        .with_context(|| format!("running {}", args.memberledger.display()))?;
+    if !help.status.success() {
+        let note = "`memberledger projections rebuild` does not exist in this build yet".to_owned();
+        println!("rebuild: {note}");
+        return write_result(
+            &args.common,
+            "rebuild",
+            &RebuildResult {
+                available: false,
+                note: Some(note),
+                log_events,
+                wall_s: None,
+                events_per_s: None,
+                peak_rss_kb: None,
+                loadavg: loadavg(),
+                output: Vec::new(),
+            },
+        );
+    }
+    sqlx::query("CHECKPOINT").execute(&pool).await?;
+    let loadavg = loadavg();
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(&args.memberledger)
+        .args(["projections", "rebuild", "--all"])
+        .env("DATABASE_URL", &args.db.database_url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the rebuild")?;
+    let pid = child.id();
+    let mut peak = 0u64;
+    let deadline = started + Duration::from_secs(args.timeout);
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let output = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut out).await;
+        }
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut err).await;
+        }
+        (out, err)
+    });
+    let status = loop {
+        if let Some(pid) = pid {
+            if let Some((hwm, _)) = proc_memory(pid) {
+                peak = peak.max(hwm);
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill().await;
+            bail!("the rebuild did not finish within {} s", args.timeout);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let command_s = started.elapsed().as_secs_f64();
+    let (out, err) = output.await.unwrap_or_default();
+    let out = String::from_utf8_lossy(&out);
+    let err = String::from_utf8_lossy(&err);
+    if !status.success() {
+        bail!("`memberledger projections rebuild --all` failed ({status}):\n{out}\n{err}");
+    }
+    // The command rebuilds synchronously. Anything it appended (policies replayed from the
+    // start issue their commands again) is left for the server's runners.
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await?;
+    let appended: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT event_type, count(*) FROM events WHERE global_position > (
+             SELECT max(global_position) FROM (SELECT global_position FROM events
+                                               ORDER BY global_position LIMIT $1) AS before)
+         GROUP BY event_type ORDER BY event_type",
+    )
+    .bind(log_events)
+    .fetch_all(&pool)
+    .await?;
+    let wall_s = command_s;
+    let result = RebuildResult {
+        available: true,
+        note: (after > log_events).then(|| {
+            let kinds: Vec<String> = appended.iter().map(|(t, n)| format!("{n} {t}")).collect();
+            format!(
+                "The rebuild appended {} event(s) to the log while it ran: {}.",
+                after - log_events,
+                kinds.join(", ")
+            )
+        }),
+        output: out.lines().map(str::to_owned).collect(),
+        log_events,
+        wall_s: Some(wall_s),
+        events_per_s: Some(log_events as f64 / wall_s),
+        peak_rss_kb: (peak > 0).then_some(peak),
+        loadavg,
+    };
+    println!(
+        "rebuild --all: {log_events} events in {wall_s:.1} s ({:.0} events/s), peak RSS {} MB",
+        result.events_per_s.unwrap_or_default(),
+        peak / 1024
+    );
+    write_result(&args.common, "rebuild", &result)
+}

@@ -1,0 +1,603 @@
+//! `loadgen report`: the Markdown page (docs/benchmarks.md) from the results directory.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+
+use crate::cli::ReportArgs;
+use crate::database::DbCost;
+use crate::machine::machine;
+use crate::members::MembersResult;
+use crate::memory::RssResult;
+use crate::pgbench::PgbenchResult;
+use crate::reads::ReadsResult;
+use crate::rebuild::RebuildResult;
+use crate::results::read_result;
+use crate::seed::SeedResult;
+use crate::webhooks::WebhooksResult;
+
+pub const ANALYSIS_START: &str = "<!-- analysis:start (kept when the page is regenerated) -->";
+pub const ANALYSIS_END: &str = "<!-- analysis:end -->";
+
+pub fn ms(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+pub fn rate(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// "write txns per request | WAL kB per request" cells.
+pub fn db_cells(db: Option<&DbCost>) -> String {
+    db.map_or_else(
+        || "– | –".to_owned(),
+        |d| {
+            format!(
+                "{:.1} | {:.1}",
+                d.write_txns_per_unit,
+                d.wal_bytes_per_unit / 1024.0
+            )
+        },
+    )
+}
+
+pub fn members_table(
+    w: &mut String,
+    mr: &MembersResult,
+    ratio: &dyn Fn(f64, usize) -> String,
+) -> std::fmt::Result {
+    writeln!(
+            w,
+            "| clients | commands/s | vs pgbench | p50 ms | p99 ms | max ms | errors | write txns/command | WAL kB/command | loadavg |"
+        )?;
+    writeln!(
+        w,
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    )?;
+    for r in &mr.runs {
+        writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.concurrency,
+            rate(r.per_second),
+            ratio(r.per_second, r.concurrency),
+            ms(r.latency.p50_ms),
+            ms(r.latency.p99_ms),
+            ms(r.latency.max_ms),
+            r.errors,
+            db_cells(r.db.as_ref()),
+            r.loadavg
+        )?;
+    }
+    Ok(())
+}
+
+pub fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "**met**",
+        Some(false) => "**missed**",
+        None => "not measured",
+    }
+}
+
+pub fn report(args: &ReportArgs) -> Result<()> {
+    let dir = &args.common.results;
+    let pg: Option<PgbenchResult> = read_result(dir, "pgbench")?;
+    let members: Option<MembersResult> = read_result(dir, "members")?;
+    let hooks: Option<WebhooksResult> = read_result(dir, "webhooks")?;
+    let seeded: Option<SeedResult> = read_result(dir, "seed")?;
+    let reads: Option<ReadsResult> = read_result(dir, "reads")?;
+    let rebuilt: Option<RebuildResult> = read_result(dir, "rebuild")?;
+    // One server process for the write scenarios, one (restarted after the seed and the
+    // rebuild) for the reads.
+    let mut server_rss: Vec<(&str, RssResult)> = Vec::new();
+    for (name, label) in [
+        ("server_rss_writes", "webhooks and member creation"),
+        ("server_rss_reads", "reads with the large log"),
+        ("server_rss", "the run"),
+    ] {
+        if let Some(r) = read_result::<RssResult>(dir, name)? {
+            server_rss.push((label, r));
+        }
+    }
+    let peak_rss_kb = server_rss.iter().map(|(_, r)| r.vm_hwm_kb).max();
+    let mut m = machine();
+    if let Some(commit) = &args.commit {
+        m.commit.clone_from(commit);
+    }
+
+    let pg_at = |clients: usize| {
+        pg.as_ref()
+            .and_then(|p| {
+                p.runs
+                    .iter()
+                    .find(|r| r.clients == clients && r.variant == "insert")
+            })
+            .map(|r| r.tps)
+    };
+    let ratio = |v: f64, clients: usize| {
+        pg_at(clients).map_or_else(
+            || "–".to_owned(),
+            |base| format!("{:.0}%", 100.0 * v / base),
+        )
+    };
+
+    let mut o = String::new();
+    let w = &mut o;
+    writeln!(w, "# Benchmarks")?;
+    writeln!(w)?;
+    writeln!(
+        w,
+        "Measured by `scripts/bench.sh` (release build, load generator `loadgen/`): a \
+         dedicated PostgreSQL under `target/bench/pg` with normal durability settings, the real \
+         server (`memberledger serve`) and the load generator on one machine, talking HTTP over \
+         loopback. Regenerate with `bash scripts/bench.sh`; the figures below are replaced, the \
+         analysis section is kept."
+    )?;
+    writeln!(w)?;
+    writeln!(w, "## Machine and run")?;
+    writeln!(w)?;
+    writeln!(w, "| | |")?;
+    writeln!(w, "| --- | --- |")?;
+    // When the measurements began (the first result written), so a regenerated page keeps it.
+    let measured_at = std::fs::metadata(dir.join("pgbench.json"))
+        .and_then(|m| m.modified())
+        .map_or_else(|_| Utc::now(), chrono::DateTime::<Utc>::from);
+    writeln!(w, "| date | {} |", measured_at.format("%Y-%m-%d %H:%M UTC"))?;
+    writeln!(w, "| git commit | {} |", m.commit)?;
+    writeln!(w, "| CPUs (`nproc`) | {} × {} |", m.cpus, m.cpu_model)?;
+    writeln!(w, "| memory | {:.1} GiB |", m.memory_gib)?;
+    writeln!(w, "| kernel | Linux {} |", m.kernel)?;
+    if let Some(pg) = &pg {
+        writeln!(w, "| PostgreSQL | {} |", pg.server_version)?;
+        let settings: Vec<String> = pg
+            .settings
+            .iter()
+            .map(|(k, v)| format!("`{k}={v}`"))
+            .collect();
+        writeln!(w, "| PostgreSQL settings | {} |", settings.join(", "))?;
+    }
+    writeln!(
+        w,
+        "| server | `DATABASE_MAX_CONNECTIONS=20`, `STRIPE_WORKERS=2`, `LOG_FORMAT=json` at `info` to a file (the defaults otherwise) |"
+    )?;
+    if !args.note.is_empty() {
+        writeln!(w, "| conditions | {} |", args.note)?;
+    }
+    writeln!(w)?;
+    writeln!(
+        w,
+        "The load generator runs on one thread and shares the cores with the server and \
+         PostgreSQL; `loadavg` columns show the 1/5/15-minute load average when each run began \
+         (above the core count means other work competed for the CPU). `write txns` is the \
+         number of transaction ids PostgreSQL assigned during a run (every writing transaction, \
+         the server's background work included; each one's commit waits for a WAL flush with \
+         `synchronous_commit=on`) and `WAL kB` the WAL written, both per successful request."
+    )?;
+    writeln!(w)?;
+
+    // Targets.
+    writeln!(w, "## Targets")?;
+    writeln!(w)?;
+    writeln!(w, "| target | measured | verdict |")?;
+    writeln!(w, "| --- | --- | --- |")?;
+    match rebuilt.as_ref().filter(|r| r.available) {
+        Some(r) => {
+            let eps = r.events_per_s.unwrap_or_default();
+            writeln!(
+                w,
+                "| rebuild of all projections ≥ 50,000 events/s | {} events/s ({} events in {:.1} s) | {} |",
+                rate(eps),
+                r.log_events,
+                r.wall_s.unwrap_or_default(),
+                verdict(Some(eps >= 50_000.0))
+            )?;
+        }
+        None => {
+            let catchup = seeded
+                .as_ref()
+                .and_then(|s| s.catchup_events_per_s)
+                .map(|v| {
+                    format!(
+                        "; the live runners' catch-up on the same log: {} events/s",
+                        rate(v)
+                    )
+                })
+                .unwrap_or_default();
+            writeln!(
+                w,
+                "| rebuild of all projections ≥ 50,000 events/s | `projections rebuild` not available in the measured build{catchup} | {} |",
+                verdict(None)
+            )?;
+        }
+    }
+    match (&hooks, pg_at(16)) {
+        (Some(h), Some(base)) => {
+            let share = h.accept.per_second / base;
+            writeln!(
+                w,
+                "| webhook acceptance ≥ 50% of pgbench single-insert rate at 16 clients | {} events/s = {:.0}% of {} inserts/s | {} |",
+                rate(h.accept.per_second),
+                100.0 * share,
+                rate(base),
+                verdict(Some(share >= 0.5))
+            )?;
+        }
+        _ => writeln!(
+            w,
+            "| webhook acceptance ≥ 50% of pgbench single-insert rate at 16 clients | – | {} |",
+            verdict(None)
+        )?,
+    }
+    match members
+        .as_ref()
+        .and_then(|m| m.runs.iter().find(|r| r.concurrency == 16))
+    {
+        Some(r) => writeln!(
+            w,
+            "| member creation ≥ 3,000 commands/s at 16 clients | {} commands/s | {} |",
+            rate(r.per_second),
+            verdict(Some(r.per_second >= 3000.0 && r.errors == 0))
+        )?,
+        None => writeln!(
+            w,
+            "| member creation ≥ 3,000 commands/s at 16 clients | – | {} |",
+            verdict(None)
+        )?,
+    }
+    match reads.as_ref().and_then(|r| {
+        r.runs
+            .iter()
+            .filter(|x| x.name.contains("dashboard") && x.run.concurrency > 1)
+            .max_by(|a, b| a.run.latency.p99_ms.total_cmp(&b.run.latency.p99_ms))
+            .map(|x| (x.clone(), r.log_events))
+    }) {
+        Some((x, events)) => writeln!(
+            w,
+            "| dashboard read p99 ≤ 5 ms at 1M events | p99 {} ms at {} clients ({}; {} events in the log) | {} |",
+            ms(x.run.latency.p99_ms),
+            x.run.concurrency,
+            x.name.trim_start_matches("GET dashboard ").trim_matches(['(', ')']),
+            events,
+            verdict(Some(x.run.latency.p99_ms <= 5.0 && x.run.errors == 0))
+        )?,
+        None => writeln!(
+            w,
+            "| dashboard read p99 ≤ 5 ms at 1M events | – | {} |",
+            verdict(None)
+        )?,
+    }
+    match peak_rss_kb {
+        Some(kb) => writeln!(
+            w,
+            "| server RSS ≤ 150 MB | peak {:.1} MB (VmHWM, the larger of the two server processes) | {} |",
+            kb as f64 / 1024.0,
+            verdict(Some(kb as f64 / 1024.0 <= 150.0))
+        )?,
+        None => writeln!(w, "| server RSS ≤ 150 MB | – | {} |", verdict(None))?,
+    }
+    writeln!(w)?;
+
+    // e. pgbench.
+    writeln!(w, "## e. The physical limit: pgbench")?;
+    writeln!(w)?;
+    if let Some(pg) = &pg {
+        writeln!(
+            w,
+            "`pgbench -M prepared`, one `INSERT` of an events-shaped row ({} bytes of payload) \
+             per transaction into a copy of `events` (its columns, defaults, identity and \
+             indexes), {} s per run: `insert` is the plain insert, the physical limit every other \
+             figure is compared with (\"vs pgbench\": the share of the `insert` rate at the same \
+             client count); `insert, then notify` adds what the server's appends pay: a \
+             `pg_notify` after the commit, in a transaction of its own that does not wait for its \
+             WAL flush; `insert+notify trigger` is how the server notified before (a statement \
+             trigger inside the inserting transaction), kept for comparison.",
+            pg.payload_bytes, pg.seconds
+        )?;
+        writeln!(w)?;
+        writeln!(
+            w,
+            "| variant | clients | inserts/s | p50 ms | p99 ms | loadavg |"
+        )?;
+        writeln!(w, "| --- | ---: | ---: | ---: | ---: | --- |")?;
+        for r in &pg.runs {
+            writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {} |",
+                r.variant,
+                r.clients,
+                rate(r.tps),
+                ms(r.latency.p50_ms),
+                ms(r.latency.p99_ms),
+                r.loadavg
+            )?;
+        }
+    } else {
+        writeln!(w, "Not measured in this run.")?;
+    }
+    writeln!(w)?;
+
+    // a. webhooks.
+    writeln!(w, "## a. Stripe webhook ingestion")?;
+    writeln!(w)?;
+    if let Some(h) = &hooks {
+        writeln!(
+            w,
+            "{} lifecycles, each a distinct customer (checkout completed, subscription created, \
+             updated active, invoice paid, updated past_due, updated active and, for every other \
+             one, deleted), built from Stripe's example objects (~{} bytes each) and signed like \
+             Stripe; {} lifecycles in flight at once, each one's events in order. {} events in all.",
+            h.lifecycles,
+            h.payload_bytes_mean,
+            h.accept.concurrency,
+            h.events
+        )?;
+        writeln!(w)?;
+        writeln!(
+            w,
+            "| | events/s | vs pgbench | p50 ms | p99 ms | max ms | errors | write txns/event | WAL kB/event | loadavg |"
+        )?;
+        writeln!(
+            w,
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        )?;
+        writeln!(
+            w,
+            "| accepted (`POST /webhooks/stripe` answered 200) | {} | {} | {} | {} | {} | {} | {} | {} |",
+            rate(h.accept.per_second),
+            ratio(h.accept.per_second, h.accept.concurrency),
+            ms(h.accept.latency.p50_ms),
+            ms(h.accept.latency.p99_ms),
+            ms(h.accept.latency.max_ms),
+            h.accept.errors,
+            db_cells(h.accept.db.as_ref()),
+            h.accept.loadavg
+        )?;
+        match (h.end_to_end_s, h.processed_per_s) {
+            (Some(s), Some(eps)) => writeln!(
+                w,
+                "| processed end to end (inbox empty, every projection caught up; {} log events appended) | {} | {} | | | | | {} | {:.1} s from the first POST |",
+                h.log_events,
+                rate(eps),
+                ratio(eps, h.accept.concurrency),
+                db_cells(h.processing_db.as_ref()),
+                s
+            )?,
+            _ => writeln!(
+                w,
+                "| processed end to end | not drained: {} | | | | | | | | |",
+                h.drain_note.as_deref().unwrap_or("?")
+            )?,
+        }
+        writeln!(w)?;
+        writeln!(
+            w,
+            "End to end is from the first POST until `GET /v1/stripe-events?status=pending|processing|failed` \
+             is empty and `GET /readyz` shows `lag_events = 0` for every projection, twice in a row \
+             (polled every 100 ms). The fake Stripe API the server fetches customers from runs on \
+             loopback in the benchmark's helper process (`STRIPE_API_BASE`)."
+        )?;
+    } else {
+        writeln!(w, "Not measured in this run.")?;
+    }
+    writeln!(w)?;
+
+    // b. members.
+    writeln!(w, "## b. Member creation (`POST /v1/members`)")?;
+    writeln!(w)?;
+    if let Some(mr) = &members {
+        writeln!(
+            w,
+            "Admin token, a new email per request, {:.0} s per concurrency level, closed loop (each \
+             client sends its next request when the answer arrived). A 201 is answered once the \
+             member list shows the member (read-your-writes).",
+            mr.runs.first().map_or(0.0, |r| r.elapsed_s.round())
+        )?;
+        writeln!(w)?;
+        members_table(w, mr, &ratio)?;
+    } else {
+        writeln!(w, "Not measured in this run.")?;
+    }
+    writeln!(w)?;
+
+    // c. seed, catch-up, rebuild.
+    writeln!(
+        w,
+        "## c. Rebuild of every projection from a log of {} events",
+        seeded
+            .as_ref()
+            .map_or_else(|| "1,000,000".to_owned(), |s| s.log_events.to_string())
+    )?;
+    writeln!(w)?;
+    if let Some(s) = &seeded {
+        writeln!(
+            w,
+            "{} events ({} members × `MemberCreated` v1.1 + `MemberUpdated`) inserted with one \
+             `INSERT ... SELECT generate_series` in the events table's shape, plus their \
+             `member_emails` rows, in one transaction: {:.1} s ({} events/s). The log then held {} \
+             events.",
+            s.events,
+            s.members,
+            s.insert_s,
+            rate(s.events as f64 / s.insert_s.max(1e-9)),
+            s.log_events
+        )?;
+        writeln!(w)?;
+        match (s.catchup_s, s.catchup_events_per_s) {
+            (Some(t), Some(eps)) => writeln!(
+                w,
+                "- **Catch-up by the running server** (its projection runners applying the new \
+                 events, from the commit until every checkpoint was at the end of the log): \
+                 {t:.1} s, **{} events/s** ({} vs pgbench at 16 clients; loadavg {}).",
+                rate(eps),
+                ratio(eps, 16),
+                s.loadavg
+            )?,
+            _ if s.waited => {
+                writeln!(w, "- Catch-up: the projections did not catch up in time.")?;
+            }
+            _ => {}
+        }
+    }
+    match &rebuilt {
+        Some(r) if r.available => {
+            writeln!(
+            w,
+            "- **`memberledger projections rebuild --all`** (the server stopped): {} events in \
+             {:.1} s, **{} events/s** ({} vs pgbench at 16 clients), peak RSS of the command {}; \
+             loadavg {}. {}",
+            r.log_events,
+            r.wall_s.unwrap_or_default(),
+            rate(r.events_per_s.unwrap_or_default()),
+            ratio(r.events_per_s.unwrap_or_default(), 16),
+            r.peak_rss_kb
+                .map_or_else(|| "–".to_owned(), |kb| format!("{:.1} MB", kb as f64 / 1024.0)),
+            r.loadavg,
+            r.note.as_deref().unwrap_or_default()
+        )?;
+            writeln!(w)?;
+            writeln!(
+                w,
+                "Per projection, one after the other, as the command reported:"
+            )?;
+            writeln!(w)?;
+            writeln!(w, "```text")?;
+            for line in &r.output {
+                writeln!(w, "{line}")?;
+            }
+            writeln!(w, "```")?;
+        }
+        Some(r) => writeln!(
+            w,
+            "- **Rebuild**: not measured: {}.",
+            r.note.as_deref().unwrap_or("not available")
+        )?,
+        None => writeln!(w, "- **Rebuild**: not measured in this run.")?,
+    }
+    writeln!(w)?;
+    writeln!(
+        w,
+        "Progress is checked with one indexed `EXISTS` per projection checkpoint (what the \
+         integration tests' `settle` does), not `/readyz`: `/readyz` counts every unapplied event \
+         per projection, which with a million-event lag is itself a heavy query."
+    )?;
+    writeln!(w)?;
+
+    // d. reads.
+    writeln!(w, "## b, again: member creation with the large log")?;
+    writeln!(w)?;
+    match read_result::<MembersResult>(dir, "members_large")? {
+        Some(mr) => {
+            writeln!(
+                w,
+                "The same requests after the rebuild, with {} events in the log (the figures of b \
+                 were taken with a log of a few thousand events).",
+                mr.log_events
+                    .map_or_else(|| "?".to_owned(), |n| n.to_string())
+            )?;
+            writeln!(w)?;
+            members_table(w, &mr, &ratio)?;
+        }
+        None => writeln!(w, "Not measured in this run.")?,
+    }
+    writeln!(w)?;
+
+    writeln!(w, "## d. Reads with the large log")?;
+    writeln!(w)?;
+    if let Some(r) = &reads {
+        writeln!(
+            w,
+            "{} events in the log, {} members. `GET /v1/members/{{id}}/dashboard` (admin) for \
+             members with a subscription, payments and a license (from the webhook scenario) and \
+             for seeded members (profile only); {:.0} s per run; a 1-client run shows the service \
+             time without queueing.",
+            r.log_events,
+            r.members,
+            r.runs.first().map_or(0.0, |x| x.run.elapsed_s.round())
+        )?;
+        writeln!(w)?;
+        writeln!(
+            w,
+            "| request | clients | requests/s | p50 ms | p90 ms | p99 ms | max ms | errors | write txns/request | WAL kB/request | loadavg |"
+        )?;
+        writeln!(
+            w,
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        )?;
+        for x in &r.runs {
+            writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                x.name,
+                x.run.concurrency,
+                rate(x.run.per_second),
+                ms(x.run.latency.p50_ms),
+                ms(x.run.latency.p90_ms),
+                ms(x.run.latency.p99_ms),
+                ms(x.run.latency.max_ms),
+                x.run.errors,
+                db_cells(x.run.db.as_ref()),
+                x.run.loadavg
+            )?;
+        }
+        if let Some(note) = &r.license_note {
+            writeln!(w)?;
+            writeln!(w, "License validation: {note}.")?;
+        }
+    } else {
+        writeln!(w, "Not measured in this run.")?;
+    }
+    writeln!(w)?;
+
+    writeln!(w, "## Server memory")?;
+    writeln!(w)?;
+    if server_rss.is_empty() {
+        writeln!(w, "Not measured in this run.")?;
+    }
+    for (label, r) in &server_rss {
+        writeln!(
+            w,
+            "- `memberledger serve` for {label}: peak (`VmHWM` from `/proc/<pid>/status` at its \
+             end) **{:.1} MB**, {:.1} MB resident at that moment.",
+            r.vm_hwm_kb as f64 / 1024.0,
+            r.vm_rss_kb as f64 / 1024.0
+        )?;
+    }
+    if let Some(kb) = rebuilt.as_ref().and_then(|r| r.peak_rss_kb) {
+        writeln!(
+            w,
+            "- `memberledger projections rebuild --all`: peak {:.1} MB (sampled every 100 ms).",
+            kb as f64 / 1024.0
+        )?;
+    }
+    writeln!(w)?;
+
+    // Keep the hand-written analysis.
+    let previous = std::fs::read_to_string(&args.out).unwrap_or_default();
+    let analysis = previous
+        .split_once(ANALYSIS_START)
+        .and_then(|(_, rest)| rest.split_once(ANALYSIS_END))
+        .map_or_else(
+            || "\n_Not written yet._\n".to_owned(),
+            |(kept, _)| kept.to_owned(),
+        );
+    writeln!(w, "## Analysis")?;
+    writeln!(w)?;
+    writeln!(w, "{ANALYSIS_START}{analysis}{ANALYSIS_END}")?;
+
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, o).with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
