@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod inbox;
+pub mod purchase_metadata;
 pub mod translate;
 pub mod webhook;
 

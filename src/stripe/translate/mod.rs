@@ -16,8 +16,9 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::client::StripeApi;
+use super::client::{NewItem, StripeApi};
 use super::inbox::ClaimedEvent;
+use super::purchase_metadata::{self, license_purchase, metadata_field, new_item, purchase_key};
 use crate::members::{self, CreateMemberError, NewMember};
 use crate::store::{Actor, CommandBus, EventMetadata};
 
@@ -74,11 +75,11 @@ impl Translator {
             // A purchase adding to a subscription: its session completing and its payment
             // intent succeeding are two triggers of one payment.
             "checkout.session.completed" | "payment_intent.succeeded"
-                if object["metadata"]["add_to_existing"] == "true" =>
+                if purchase_metadata::adds_to_existing(object) =>
             {
                 self.purchase_paid(object, created, &metadata).await
             }
-            "checkout.session.expired" if object["metadata"]["add_to_existing"] == "true" => {
+            "checkout.session.expired" if purchase_metadata::adds_to_existing(object) => {
                 self.purchase_expired(object, created, &metadata).await
             }
             "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
@@ -117,7 +118,7 @@ impl Translator {
             .await?;
         if let (Some(subscription_id), Some(sites)) = (
             id_of(&session["subscription"]),
-            text(&session["metadata"]["sites"]).filter(|sites| sites.contains(',')),
+            purchase_metadata::checkout_sites(session),
         ) {
             if session["payment_status"] == "unpaid" {
                 return Ok(Outcome::Ignored(
@@ -182,7 +183,7 @@ impl Translator {
     }
 
     /// Adds each item at Stripe under its idempotency key.
-    async fn add_items(&self, items: Vec<(String, super::client::NewItem)>) -> anyhow::Result<()> {
+    async fn add_items(&self, items: Vec<(String, NewItem)>) -> anyhow::Result<()> {
         if items.is_empty() {
             return Ok(());
         }
@@ -288,7 +289,7 @@ impl Translator {
         let purchase = purchase_key(session).context("the session has no id")?;
         let subscription_id = metadata_field(session, "existing_subscription_id")?;
         let at = DateTime::from_timestamp(created, 0).unwrap_or_default();
-        if session["metadata"]["purchase_type"] == PurchaseType::Quantity.as_str() {
+        if purchase_metadata::is_license_purchase(session) {
             let (purchase_id, quantity) = license_purchase(session)?;
             for seat in 1..=quantity {
                 let license_id = License::id_for_purchase(purchase_id, seat);
@@ -331,7 +332,7 @@ impl Translator {
             .await?;
         let mut state = subscription_state(object, member_id)?;
         // Not ours (our checkouts name the purchase type): perhaps a Payment Link's.
-        let from_elsewhere = object["metadata"]["purchase_type"].is_null();
+        let from_elsewhere = !purchase_metadata::from_our_checkout(object);
         if let [item] = state.items.as_mut_slice() {
             if from_elsewhere && item.site.is_none() && item.license_purchase_id.is_none() {
                 if let Some(site) = self.checkout_site(subscription_id).await? {
@@ -623,72 +624,6 @@ impl Translator {
     }
 }
 
-/// The metadata a checkout carries for the items added once it is paid, read back by
-/// [`new_item`]: the price they are priced like.
-pub fn item_price_metadata(
-    product_id: &str,
-    unit_amount: i64,
-    currency: &str,
-    interval: &str,
-    interval_count: impl ToString,
-) -> [(String, String); 5] {
-    [
-        ("product_id".to_owned(), product_id.to_owned()),
-        ("unit_amount".to_owned(), unit_amount.to_string()),
-        ("currency".to_owned(), currency.to_owned()),
-        ("interval".to_owned(), interval.to_owned()),
-        ("interval_count".to_owned(), interval_count.to_string()),
-    ]
-}
-
-/// An item for `subscription_id` priced as the paying object's metadata says (see
-/// [`item_price_metadata`]): an ad hoc price, since Stripe allows one item per price.
-fn new_item(
-    object: &Value,
-    subscription_id: &str,
-    quantity: u64,
-    metadata: Vec<(&str, String)>,
-) -> anyhow::Result<super::client::NewItem> {
-    let field = |key| metadata_field(object, key);
-    Ok(super::client::NewItem {
-        subscription_id: subscription_id.to_owned(),
-        product_id: field("product_id")?.to_owned(),
-        unit_amount: field("unit_amount")?
-            .parse()
-            .context("metadata.unit_amount")?,
-        currency: field("currency")?.to_owned(),
-        interval: BillingInterval::parse(field("interval")?)
-            .context("metadata.interval is not an interval")?,
-        interval_count: field("interval_count")?
-            .parse()
-            .context("metadata.interval_count")?,
-        quantity,
-        metadata: metadata
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
-    })
-}
-
-/// `metadata.<key>` of a Stripe object; an error naming the object when it is missing.
-fn metadata_field<'a>(object: &'a Value, key: &str) -> anyhow::Result<&'a str> {
-    text(&object["metadata"][key]).with_context(|| {
-        let id = text(&object["id"]).unwrap_or("the object");
-        format!("{id} has no metadata.{key}")
-    })
-}
-
-/// The license purchase a session or payment intent pays for: its id and how many keys.
-fn license_purchase(object: &Value) -> anyhow::Result<(Uuid, u32)> {
-    let purchase_id = metadata_field(object, "purchase_id")?
-        .parse()
-        .context("metadata.purchase_id is not a UUID")?;
-    let quantity = metadata_field(object, "quantity")?
-        .parse()
-        .context("metadata.quantity is not a count")?;
-    Ok((purchase_id, quantity))
-}
-
 /// The site a Checkout Session's custom field names (key `site`, `domain` or `website`, as a
 /// text or dropdown field), when it is a valid domain.
 fn custom_field_site(session: &Value) -> Option<SiteDomain> {
@@ -708,14 +643,6 @@ fn custom_field_site(session: &Value) -> Option<SiteDomain> {
                 .map_err(|err| tracing::warn!(site = raw, error = %err, "ignoring an invalid site in a checkout custom field"))
                 .ok()
         })
-}
-
-/// The purchase a session or payment intent pays for: `metadata.purchase_id`, or for a session
-/// of a purchase recorded before purchase ids, the session's id.
-fn purchase_key(object: &Value) -> Option<String> {
-    text(&object["metadata"]["purchase_id"])
-        .or_else(|| (object["object"] == "checkout.session").then(|| text(&object["id"]))?)
-        .map(str::to_owned)
 }
 
 struct InvoiceParties<'a> {
