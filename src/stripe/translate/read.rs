@@ -10,6 +10,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+#[cfg(test)]
+mod tests;
+
 /// A Stripe id field that may be a plain id or an expanded object.
 pub fn id_of(value: &Value) -> Option<&str> {
     value
