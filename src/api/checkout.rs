@@ -14,7 +14,7 @@ use super::sessions::UrlHistoryItem;
 use super::state::{ApiTags, RequestId, State};
 use crate::api::problem::api_response;
 use crate::stripe::client::{CallError, CheckoutLine, OneTimeLines, SubscriptionCheckout};
-use crate::stripe::translate::item_price_metadata;
+use crate::stripe::purchase_metadata::item_price_metadata;
 
 pub struct CheckoutApi {
     pub state: State,

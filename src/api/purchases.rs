@@ -11,7 +11,7 @@ use super::problem::db_error;
 use super::problem::{FieldError, Problem};
 use super::State;
 use crate::stripe::client::{CallError, StripeApi};
-use crate::stripe::translate::item_price_metadata;
+use crate::stripe::purchase_metadata::item_price_metadata;
 
 /// The member's paying subscription and the price of one of its items, which what is added is
 /// priced like.
@@ -72,7 +72,7 @@ impl Plan {
         )
     }
 
-    /// The Checkout Session metadata the webhooks act on (see `stripe::translate`).
+    /// The Checkout Session metadata the webhooks act on (see `stripe::purchase_metadata`).
     pub fn metadata(
         &self,
         member_id: Uuid,

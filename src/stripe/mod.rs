@@ -2,6 +2,9 @@
 //! and the outbound API client.
 
 pub mod client;
+#[cfg(test)]
+mod fixtures;
 pub mod inbox;
+pub mod purchase_metadata;
 pub mod translate;
 pub mod webhook;

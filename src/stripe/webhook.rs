@@ -55,7 +55,7 @@ pub fn event_head(event: &Value) -> Option<EventHead> {
     let customer_id = if object["object"] == "customer" {
         object["id"].as_str()
     } else {
-        super::translate::id_of(&object["customer"])
+        super::translate::read::id_of(&object["customer"])
     };
     Some(EventHead {
         id: event["id"].as_str().filter(|id| !id.is_empty())?.to_owned(),

@@ -1,0 +1,120 @@
+//! Stripe customer → member: linked already, named by our checkout, found by email, or
+//! created.
+
+use aggregates::{EmailAddress, Labels, MemberCommand, MemberName, MemberSource, Note};
+use anyhow::{anyhow, bail, Context};
+use chrono::Utc;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::read::Contact;
+use super::Translator;
+use crate::members::{self, CreateMemberError, NewMember};
+use crate::store::EventMetadata;
+
+impl Translator {
+    /// The member of a Stripe customer: linked already, named by metadata, found by email, or
+    /// created (source `stripe`). Never two members for one customer or one email: both are
+    /// unique lookups.
+    pub(super) async fn member_for_customer(
+        &self,
+        customer_id: &str,
+        contact: &Contact<'_>,
+        metadata: &EventMetadata,
+    ) -> anyhow::Result<Uuid> {
+        if let Some(member_id) = linked_member(&self.pool, customer_id).await? {
+            return Ok(member_id);
+        }
+        let mut member_id = None;
+        if let Some(id) = contact.member_id.and_then(|id| id.parse::<Uuid>().ok()) {
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'Member' AND aggregate_id = $1)",
+            )
+            .bind(id.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+            member_id = exists.then_some(id);
+        }
+        if member_id.is_none() {
+            member_id = Some(self.member_by_email(customer_id, contact, metadata).await?);
+        }
+        let member_id = member_id.context("no member")?;
+        sqlx::query("INSERT INTO stripe_customers (customer_id, member_id) VALUES ($1, $2) ON CONFLICT (customer_id) DO NOTHING")
+            .bind(customer_id)
+            .bind(member_id)
+            .execute(&self.pool)
+            .await?;
+        // Whoever linked first wins; link the aggregate to the winner.
+        let member_id = linked_member(&self.pool, customer_id)
+            .await?
+            .context("the customer link vanished")?;
+        let command = MemberCommand::LinkStripeCustomer {
+            customer_id: customer_id.to_owned(),
+            at: Utc::now(),
+        };
+        self.members
+            .execute(&member_id.to_string(), command, metadata.clone())
+            .await
+            .map_err(|e| anyhow!("linking customer {customer_id} to member {member_id}: {e}"))?;
+        Ok(member_id)
+    }
+
+    async fn member_by_email(
+        &self,
+        customer_id: &str,
+        contact: &Contact<'_>,
+        metadata: &EventMetadata,
+    ) -> anyhow::Result<Uuid> {
+        let (email, name) = match contact.email {
+            Some(email) => (email.to_owned(), contact.name.map(str::to_owned)),
+            None => {
+                let Some(api) = &self.stripe else {
+                    bail!("customer {customer_id} has no member yet and its email is unknown (set STRIPE_SECRET_KEY to fetch it); will retry");
+                };
+                let contact = api
+                    .customer_contact(customer_id)
+                    .await?
+                    .with_context(|| format!("customer {customer_id} is deleted at Stripe"))?;
+                let email = contact
+                    .email
+                    .with_context(|| format!("customer {customer_id} has no email at Stripe"))?;
+                (email, contact.name)
+            }
+        };
+        let email = EmailAddress::parse(&email)
+            .map_err(|e| anyhow!("customer {customer_id}'s email {email:?} {e}"))?;
+        if let Some(member_id) = members::find_by_email(&self.pool, &email).await? {
+            return Ok(member_id);
+        }
+        let new = NewMember {
+            email: email.clone(),
+            name: name
+                .as_deref()
+                .and_then(|n| MemberName::parse(n).ok().flatten()),
+            note: None::<Note>,
+            labels: Labels::default(),
+            source: MemberSource::Stripe,
+            attribution: Some(aggregates::attribution::for_context(
+                aggregates::AttributionContext::Stripe,
+            )),
+            newsletters: Vec::new(),
+        };
+        match members::create(&self.pool, &self.members, new, metadata.clone()).await {
+            Ok((member_id, _)) => Ok(member_id),
+            // Created concurrently (by the API, or another customer's event): use that member.
+            Err(CreateMemberError::EmailTaken) => members::find_by_email(&self.pool, &email)
+                .await?
+                .with_context(|| {
+                    format!("{email} is reserved by a member being created; will retry")
+                }),
+            Err(err) => Err(anyhow!("creating the member for {customer_id}: {err}")),
+        }
+    }
+}
+
+async fn linked_member(pool: &PgPool, customer_id: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT member_id FROM stripe_customers WHERE customer_id = $1")
+        .bind(customer_id)
+        .fetch_optional(pool)
+        .await
+}

@@ -1,0 +1,300 @@
+//! Pure readers of Stripe's JSON objects: ids, amounts, periods and customer details, from
+//! wherever the API version at hand keeps them. No I/O.
+
+use aggregates::{
+    BillingInterval, Payment, Price, PurchaseType, SiteDomain, StripeSubscriptionState,
+    SubscriptionCommand, SubscriptionItem, SubscriptionStatus,
+};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+#[cfg(test)]
+mod tests;
+
+/// A Stripe id field that may be a plain id or an expanded object.
+pub fn id_of(value: &Value) -> Option<&str> {
+    value
+        .as_str()
+        .or_else(|| value["id"].as_str())
+        .filter(|s| !s.is_empty())
+}
+
+pub(super) fn text(value: &Value) -> Option<&str> {
+    value.as_str().filter(|s| !s.is_empty())
+}
+
+pub(super) fn time(value: &Value) -> Option<DateTime<Utc>> {
+    value.as_i64().and_then(|t| DateTime::from_timestamp(t, 0))
+}
+
+/// What an object tells of its customer, for finding or creating the member.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Contact<'a> {
+    pub email: Option<&'a str>,
+    pub name: Option<&'a str>,
+    /// Our member id, as a checkout named it.
+    pub member_id: Option<&'a str>,
+}
+
+/// A Checkout Session's buyer: the details they entered, else the email the session was
+/// created with; the member our checkout named, else the client reference.
+pub(super) fn session_contact(session: &Value) -> Contact<'_> {
+    Contact {
+        email: text(&session["customer_details"]["email"])
+            .or_else(|| text(&session["customer_email"])),
+        name: text(&session["customer_details"]["name"]),
+        member_id: text(&session["metadata"]["member_id"])
+            .or_else(|| text(&session["client_reference_id"])),
+    }
+}
+
+/// A subscription names only the member our checkout put in its metadata.
+pub(super) fn subscription_contact(subscription: &Value) -> Contact<'_> {
+    Contact {
+        email: None,
+        name: None,
+        member_id: text(&subscription["metadata"]["member_id"]),
+    }
+}
+
+pub(super) fn invoice_contact(invoice: &Value) -> Contact<'_> {
+    Contact {
+        email: text(&invoice["customer_email"]),
+        name: text(&invoice["customer_name"]),
+        member_id: None,
+    }
+}
+
+/// The site a Checkout Session's custom field names (key `site`, `domain` or `website`, as a
+/// text or dropdown field), when it is a valid domain.
+pub(super) fn custom_field_site(session: &Value) -> Option<SiteDomain> {
+    session["custom_fields"]
+        .as_array()?
+        .iter()
+        .filter(|field| {
+            field["key"].as_str().is_some_and(|key| {
+                ["site", "domain", "website"]
+                    .iter()
+                    .any(|k| key.eq_ignore_ascii_case(k))
+            })
+        })
+        .find_map(|field| {
+            let raw = text(&field["text"]["value"]).or_else(|| text(&field["dropdown"]["value"]))?;
+            SiteDomain::parse(raw)
+                .map_err(|err| tracing::warn!(site = raw, error = %err, "ignoring an invalid site in a checkout custom field"))
+                .ok()
+        })
+}
+
+/// Whether a Checkout Session or a payment intent is paid.
+pub(super) fn is_paid(object: &Value) -> bool {
+    if object["object"] == "checkout.session" {
+        object["payment_status"] == "paid"
+    } else {
+        object["status"] == "succeeded"
+    }
+}
+
+/// The subscription an invoice bills: `subscription` in older API versions,
+/// `parent.subscription_details.subscription` in newer ones.
+pub(super) fn invoice_subscription(invoice: &Value) -> Option<&str> {
+    id_of(&invoice["subscription"])
+        .or_else(|| id_of(&invoice["parent"]["subscription_details"]["subscription"]))
+}
+
+/// The payment intent that paid an invoice: `payment_intent` in older API versions, the
+/// first of `payments` in newer ones.
+pub(super) fn invoice_payment_intent(invoice: &Value) -> Option<&str> {
+    id_of(&invoice["payment_intent"])
+        .or_else(|| id_of(&invoice["payments"]["data"][0]["payment"]["payment_intent"]))
+}
+
+/// A paid invoice's payment. The period is its first line's, else the invoice's; the time it
+/// was paid, else the event's `created`.
+pub(super) fn payment(invoice: &Value, member_id: Uuid, created: i64) -> anyhow::Result<Payment> {
+    Ok(Payment {
+        invoice_id: text(&invoice["id"])
+            .context("the invoice has no id")?
+            .to_owned(),
+        member_id,
+        customer_id: id_of(&invoice["customer"])
+            .context("the invoice has no customer")?
+            .to_owned(),
+        amount_paid: invoice["amount_paid"]
+            .as_i64()
+            .context("the invoice has no amount_paid")?,
+        currency: text(&invoice["currency"])
+            .context("the invoice has no currency")?
+            .to_owned(),
+        billing_reason: text(&invoice["billing_reason"]).map(str::to_owned),
+        payment_intent_id: invoice_payment_intent(invoice).map(str::to_owned),
+        period_start: time(&invoice["lines"]["data"][0]["period"]["start"])
+            .or_else(|| time(&invoice["period_start"])),
+        period_end: time(&invoice["lines"]["data"][0]["period"]["end"])
+            .or_else(|| time(&invoice["period_end"])),
+        paid_at: time(&invoice["status_transitions"]["paid_at"])
+            .or_else(|| DateTime::from_timestamp(created, 0))
+            .unwrap_or_default(),
+    })
+}
+
+/// The command recording an invoice's failed payment, at the event's `created`.
+pub(super) fn payment_failure(
+    invoice: &Value,
+    member_id: Uuid,
+    created: i64,
+) -> anyhow::Result<SubscriptionCommand> {
+    Ok(SubscriptionCommand::RecordPaymentFailure {
+        invoice_id: text(&invoice["id"])
+            .context("the invoice has no id")?
+            .to_owned(),
+        member_id,
+        customer_id: id_of(&invoice["customer"])
+            .context("the invoice has no customer")?
+            .to_owned(),
+        amount_due: invoice["amount_due"].as_i64().unwrap_or(0),
+        currency: text(&invoice["currency"]).unwrap_or("usd").to_owned(),
+        attempt_count: invoice["attempt_count"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0),
+        failed_at: DateTime::from_timestamp(created, 0).unwrap_or_default(),
+    })
+}
+
+/// The command recording a charge's refunds of `invoice_id`, at the event's `created`.
+pub(super) fn refund(
+    charge: &Value,
+    invoice_id: String,
+    member_id: Uuid,
+    created: i64,
+) -> anyhow::Result<SubscriptionCommand> {
+    Ok(SubscriptionCommand::RecordRefund {
+        charge_id: text(&charge["id"])
+            .context("the charge has no id")?
+            .to_owned(),
+        invoice_id: Some(invoice_id),
+        member_id,
+        customer_id: id_of(&charge["customer"])
+            .context("the charge has no customer")?
+            .to_owned(),
+        amount_refunded: charge["amount_refunded"]
+            .as_i64()
+            .context("the charge has no amount_refunded")?,
+        currency: text(&charge["currency"])
+            .context("the charge has no currency")?
+            .to_owned(),
+        refunded_at: DateTime::from_timestamp(created, 0).unwrap_or_default(),
+    })
+}
+
+/// Reads a Stripe subscription object.
+pub fn subscription_state(
+    object: &Value,
+    member_id: Uuid,
+) -> anyhow::Result<StripeSubscriptionState> {
+    let status_text = text(&object["status"]).context("the subscription has no status")?;
+    let status = SubscriptionStatus::parse(status_text)
+        .with_context(|| format!("unknown subscription status {status_text:?}"))?;
+    let items_json = object["items"]["data"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut items = items_json
+        .iter()
+        .map(subscription_item)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // A checkout from `POST /v1/checkout/sessions` names its (first) site in the
+    // subscription's metadata; the price's item, the only one Stripe knows no site of, is the
+    // site's. Later sites carry their own `metadata.site`; license purchases their id.
+    if let Some(site) = text(&object["metadata"]["site"]).and_then(|s| SiteDomain::parse(s).ok()) {
+        let mut unnamed = items
+            .iter_mut()
+            .filter(|i| i.site.is_none() && i.license_purchase_id.is_none());
+        if let (Some(item), None) = (unnamed.next(), unnamed.next()) {
+            item.site = Some(site.to_string());
+            item.purchase_type = PurchaseType::Site;
+        }
+    }
+    let first_item = items_json.first().unwrap_or(&Value::Null);
+    Ok(StripeSubscriptionState {
+        subscription_id: text(&object["id"])
+            .context("the subscription has no id")?
+            .to_owned(),
+        customer_id: id_of(&object["customer"])
+            .context("the subscription has no customer")?
+            .to_owned(),
+        member_id,
+        status,
+        items,
+        // Newer API versions keep the period on the items.
+        current_period_start: time(&object["current_period_start"])
+            .or_else(|| time(&first_item["current_period_start"])),
+        current_period_end: time(&object["current_period_end"])
+            .or_else(|| time(&first_item["current_period_end"])),
+        cancel_at_period_end: object["cancel_at_period_end"].as_bool().unwrap_or(false),
+        cancel_at: time(&object["cancel_at"]),
+        canceled_at: time(&object["canceled_at"]),
+        created: time(&object["created"]).context("the subscription has no created time")?,
+    })
+}
+
+fn subscription_item(item: &Value) -> anyhow::Result<SubscriptionItem> {
+    let item_id = text(&item["id"]).context("a subscription item has no id")?;
+    let price = &item["price"];
+    let recurring = &price["recurring"];
+    let interval_text = text(&recurring["interval"]).unwrap_or("month");
+    let interval = BillingInterval::parse(interval_text)
+        .with_context(|| format!("item {item_id}: unknown interval {interval_text:?}"))?;
+    let unit_amount = price["unit_amount"]
+        .as_i64()
+        .or_else(|| {
+            text(&price["unit_amount_decimal"]).and_then(|d| d.split('.').next()?.parse().ok())
+        })
+        .unwrap_or(0);
+    let license_purchase_id = text(&item["metadata"]["license_purchase_id"])
+        .and_then(|raw| match raw.parse::<Uuid>() {
+            Ok(id) => Some(id),
+            Err(err) => {
+                tracing::warn!(item_id, raw, error = %err, "ignoring an invalid license_purchase_id in item metadata");
+                None
+            }
+        });
+    let site = text(&item["metadata"]["site"]).and_then(|raw| match SiteDomain::parse(raw) {
+        Ok(site) => Some(site.to_string()),
+        Err(err) => {
+            tracing::warn!(item_id, site = raw, error = %err, "ignoring an invalid site in item metadata");
+            None
+        }
+    });
+    Ok(SubscriptionItem {
+        item_id: item_id.to_owned(),
+        price: Price {
+            price_id: text(&price["id"])
+                .context("a subscription item has no price")?
+                .to_owned(),
+            product_id: id_of(&price["product"]).map(str::to_owned),
+            unit_amount,
+            currency: text(&price["currency"]).unwrap_or("usd").to_owned(),
+            interval,
+            interval_count: recurring["interval_count"]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(1)
+                .max(1),
+        },
+        quantity: item["quantity"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(1),
+        purchase_type: if site.is_some() {
+            PurchaseType::Site
+        } else {
+            PurchaseType::Quantity
+        },
+        site,
+        license_purchase_id,
+    })
+}
