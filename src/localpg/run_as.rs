@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use anyhow::{anyhow, bail, Context, Result};
+use nix::unistd::{geteuid, User};
 
 use super::bins::find_on_path;
 use super::tail;
@@ -28,10 +29,10 @@ pub(super) enum Switch {
 
 impl RunAs {
     pub(super) async fn detect() -> Result<RunAs> {
-        if current_euid().await? != 0 {
+        if !geteuid().is_root() {
             return Ok(RunAs::CurrentUser);
         }
-        let (uid, gid) = lookup_user("postgres").ok_or_else(|| {
+        let (uid, gid) = lookup_user("postgres")?.ok_or_else(|| {
             anyhow!(
                 "running as root, and PostgreSQL refuses to run as root, but there is no \
                  `postgres` system user to run it as: install PostgreSQL from the distribution \
@@ -126,48 +127,10 @@ fn shell_quote(s: &OsStr) -> OsString {
     OsStr::from_bytes(&out).to_owned()
 }
 
-/// Effective uid, from /proc/self/status (no libc), else `id -u`.
-pub(super) async fn current_euid() -> Result<u32> {
-    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-        if let Some(line) = status.lines().find(|l| l.starts_with("Uid:")) {
-            // Uid: real effective saved fs
-            if let Some(euid) = line.split_whitespace().nth(2).and_then(|v| v.parse().ok()) {
-                return Ok(euid);
-            }
-        }
-    }
-    let out = tokio::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .await
-        .context("running `id -u`")?;
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .context("parsing the output of `id -u`")
-}
-
-/// (uid, gid) of a user, from /etc/passwd, else `id`.
-pub(super) fn lookup_user(name: &str) -> Option<(u32, u32)> {
-    if let Ok(passwd) = std::fs::read_to_string("/etc/passwd") {
-        for line in passwd.lines() {
-            let fields: Vec<&str> = line.split(':').collect();
-            if fields.len() >= 4 && fields[0] == name {
-                return Some((fields[2].parse().ok()?, fields[3].parse().ok()?));
-            }
-        }
-    }
-    let id = |flag: &str| -> Option<u32> {
-        let out = std::process::Command::new("id")
-            .args([flag, name])
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-    };
-    Some((id("-u")?, id("-g")?))
+/// (uid, gid) of a user, from the system's user database (NSS).
+pub(super) fn lookup_user(name: &str) -> Result<Option<(u32, u32)>> {
+    let user = User::from_name(name).with_context(|| format!("looking up the user `{name}`"))?;
+    Ok(user.map(|u| (u.uid.as_raw(), u.gid.as_raw())))
 }
 
 fn display_cmd(run_as: &RunAs, program: &Path, args: &[OsString]) -> String {
@@ -251,10 +214,10 @@ mod tests {
     /// and passes arguments through unchanged.
     #[tokio::test]
     async fn switch_user_methods() -> Result<()> {
-        if current_euid().await? != 0 {
+        if !geteuid().is_root() {
             return Ok(());
         }
-        let Some((uid, gid)) = lookup_user("postgres") else {
+        let Some((uid, gid)) = lookup_user("postgres")? else {
             return Ok(());
         };
         let switches = [
