@@ -14,6 +14,7 @@ use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::config::AuthSettings;
@@ -73,10 +74,6 @@ fn code_hash(id: Uuid, code: &str) -> Vec<u8> {
 
 pub fn token_hash(token: &str) -> Vec<u8> {
     sha256(&[token.as_bytes()])
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// What sign-in works with: the database (codes, sessions, rate limits), the member command bus
@@ -249,7 +246,7 @@ pub async fn verify(
             .fetch_optional(&mut *tx)
             .await?;
             let row = row.ok_or(AuthError::InvalidCredentials)?;
-            if !constant_time_eq(&row.code_hash, &code_hash(row.id, code.trim())) {
+            if !bool::from(row.code_hash.ct_eq(&code_hash(row.id, code.trim()))) {
                 let burned = row.attempts + 1 >= settings.max_code_attempts;
                 sqlx::query(
                     "UPDATE login_codes SET attempts = attempts + 1,

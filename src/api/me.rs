@@ -72,6 +72,8 @@ api_response! {
         400 => BadRequest,
         /// No valid member session.
         401 => Unauthorized,
+        /// The session's member does not exist.
+        404 => NotFound,
         /// The body is not `application/json`.
         415 => UnsupportedMediaType,
         /// Fields failed validation (e.g. an unknown or archived newsletter).

@@ -299,6 +299,14 @@ impl Refusal for SubscriptionError {
                 "wrong-subscription",
                 "the Stripe state belongs to a different subscription",
             ),
+            Self::Ended => Problem::conflict(
+                "subscription-ended",
+                "the subscription has ended; nothing can be added to it",
+            ),
+            Self::OtherMember => Problem::conflict(
+                "subscription-of-another-member",
+                "the subscription belongs to another member",
+            ),
         }
     }
 }
@@ -316,7 +324,7 @@ macro_rules! api_response {
         problems {
             $( $(#[doc = $pdoc:literal])* $status:literal => $pvariant:ident, )*
         }
-        $(unavailable: $unavailable:literal)?
+        unavailable: $unavailable:literal
     ) => {
         $(#[$meta])*
         #[derive(poem_openapi::ApiResponse)]
@@ -331,7 +339,7 @@ macro_rules! api_response {
             /// An unexpected error; it is logged under the request id.
             #[oai(status = 500, content_type = "application/problem+json")]
             Internal(poem_openapi::payload::Json<$crate::api::problem::Problem>),
-            #[doc = $crate::api::problem::first!($($unavailable,)? "The database is unavailable; retry later.")]
+            #[doc = $unavailable]
             #[oai(status = 503, content_type = "application/problem+json")]
             Unavailable(poem_openapi::payload::Json<$crate::api::problem::Problem>),
         }
@@ -353,13 +361,17 @@ macro_rules! api_response {
             }
         }
     };
-}
-pub(crate) use api_response;
-
-/// The first of its literals: a default that a macro's optional argument overrides.
-macro_rules! first {
-    ($first:literal $(, $rest:literal)*) => {
-        $first
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident { $($body:tt)* }
+        problems { $($problems:tt)* }
+    ) => {
+        $crate::api::problem::api_response! {
+            $(#[$meta])*
+            $vis enum $name { $($body)* }
+            problems { $($problems)* }
+            unavailable: "The database is unavailable; retry later."
+        }
     };
 }
-pub(crate) use first;
+pub(crate) use api_response;

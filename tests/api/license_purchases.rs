@@ -9,7 +9,7 @@ use crate::helpers::{assert_problem, TestApp};
 use crate::stripe_support::{event, FakeStripe, Lifecycle};
 
 /// A member with an active site subscription (half of its period left), signed in.
-async fn subscribed(app: &TestApp, prefix: &str) -> (Lifecycle, String, Value) {
+pub(crate) async fn subscribed(app: &TestApp, prefix: &str) -> (Lifecycle, String, Value) {
     let l = Lifecycle::new(&format!(
         "{prefix}{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]

@@ -15,6 +15,7 @@ mod members;
 mod openapi;
 mod projections;
 mod rebuild;
+mod refusals;
 mod signin;
 mod stripe_support;
 mod stripe_webhooks;

@@ -35,6 +35,26 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// A new purchase adds to a subscription of the member who pays that has not ended. Before
+    /// any Stripe state is applied there is nothing to refuse it on (the API checked the read
+    /// model); once one is, a stale read model cannot start a purchase on an ended
+    /// subscription or another member's.
+    fn check_purchasable(&self, member_id: Uuid) -> Result<(), SubscriptionError> {
+        let Some(known) = &self.known else {
+            return Ok(());
+        };
+        if known.member_id != member_id {
+            return Err(SubscriptionError::OtherMember);
+        }
+        if matches!(
+            known.status,
+            SubscriptionStatus::Canceled | SubscriptionStatus::IncompleteExpired
+        ) {
+            return Err(SubscriptionError::Ended);
+        }
+        Ok(())
+    }
+
     /// Whether a Stripe state was applied.
     pub fn exists(&self) -> bool {
         self.known.is_some()
@@ -169,6 +189,7 @@ impl Aggregate for Subscription {
                 at,
             } => {
                 if !self.purchases.contains_key(&purchase_id.to_string()) {
+                    self.check_purchasable(member_id)?;
                     let event = SubscriptionEvent::SitePurchaseStarted {
                         purchase_id: Some(purchase_id),
                         session_id,
@@ -193,6 +214,7 @@ impl Aggregate for Subscription {
                 at,
             } => {
                 if !self.purchases.contains_key(&purchase_id.to_string()) {
+                    self.check_purchasable(member_id)?;
                     let event = SubscriptionEvent::LicensePurchaseStarted {
                         purchase_id,
                         session_id,

@@ -90,4 +90,10 @@ pub enum SubscriptionError {
     /// The Stripe state is of another subscription than this aggregate's.
     #[error("the Stripe state belongs to a different subscription")]
     WrongSubscription,
+    /// A purchase was started on a subscription that has ended (canceled or expired).
+    #[error("the subscription has ended; nothing can be added to it")]
+    Ended,
+    /// A purchase was started by a member who does not own the subscription.
+    #[error("the subscription belongs to another member")]
+    OtherMember,
 }

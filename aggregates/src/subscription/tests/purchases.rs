@@ -164,3 +164,60 @@ fn a_license_purchase_is_pending_until_completed_or_expired_once() {
         .when(expire())
         .then_expect_events(vec![]);
 }
+
+fn site_purchase_by(member_id: Uuid) -> SubscriptionCommand {
+    SubscriptionCommand::StartSitePurchase {
+        purchase_id: purchase_id(),
+        session_id: "cs_1".into(),
+        member_id,
+        sites: vec!["new.example.com".into()],
+        price_id: "price_site".into(),
+        amount: 500,
+        currency: "usd".into(),
+        at: t(300),
+    }
+}
+
+fn license_purchase_by(member_id: Uuid) -> SubscriptionCommand {
+    SubscriptionCommand::StartLicensePurchase {
+        purchase_id: purchase_id(),
+        session_id: "cs_1".into(),
+        member_id,
+        quantity: 2,
+        price_id: "price_seat".into(),
+        amount: 1000,
+        currency: "usd".into(),
+        at: t(300),
+    }
+}
+
+#[test]
+fn a_purchase_on_an_ended_subscription_is_refused() {
+    let mut ended = active_at_200();
+    ended.push(E::SubscriptionStatusChanged {
+        from: S::Active,
+        to: S::Canceled,
+        observed: deleted_at(250),
+    });
+    ended.push(E::SubscriptionCanceled {
+        canceled_at: t(250),
+        observed: deleted_at(250),
+    });
+    for command in [site_purchase_by(member()), license_purchase_by(member())] {
+        TestFramework::<Subscription>::with(())
+            .given(ended.clone())
+            .when(command)
+            .then_expect_error(SubscriptionError::Ended);
+    }
+}
+
+#[test]
+fn a_purchase_by_another_member_is_refused() {
+    let other = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0bad);
+    for command in [site_purchase_by(other), license_purchase_by(other)] {
+        TestFramework::<Subscription>::with(())
+            .given(active_at_200())
+            .when(command)
+            .then_expect_error(SubscriptionError::OtherMember);
+    }
+}
