@@ -1,7 +1,5 @@
 //! `/v1/checkout/sessions`: start a new subscription through Stripe Checkout.
 
-use std::collections::HashMap;
-
 use aggregates::{EmailAddress, SiteDomain};
 use poem::web::Data;
 use poem_openapi::payload::Json;
@@ -14,7 +12,7 @@ use super::sessions::UrlHistoryItem;
 use super::state::{ApiTags, RequestId, State};
 use crate::api::problem::api_response;
 use crate::stripe::client::{CallError, CheckoutLine, OneTimeLines, SubscriptionCheckout};
-use crate::stripe::purchase_metadata::item_price_metadata;
+use crate::stripe::purchase_metadata::{item_price_metadata, NewSubscription};
 
 pub struct CheckoutApi {
     pub state: State,
@@ -76,11 +74,6 @@ api_response! {
         502 => BadGateway,
     }
     unavailable: "Stripe is not configured, or the database is unavailable; retry later."
-}
-
-/// Stripe caps metadata values at 500 characters.
-fn clip(value: &str) -> String {
-    value.chars().take(500).collect()
 }
 
 #[OpenApi(prefix_path = "/v1/checkout", tag = "ApiTags::Checkout")]
@@ -213,7 +206,7 @@ impl CheckoutApi {
 
         // Sites beyond the first: charged their first period now, added as items when paid.
         let mut one_time = None;
-        let mut metadata = HashMap::new();
+        let mut item_price = None;
         if sites.len() > 1 {
             let price = match stripe.recurring_price(&body.price_id).await {
                 Ok(Some(price)) => price,
@@ -225,7 +218,7 @@ impl CheckoutApi {
                 }
                 Err(err) => return Err(checkout_problem(err)),
             };
-            metadata.extend(item_price_metadata(
+            item_price = Some(item_price_metadata(
                 &price.product_id,
                 price.unit_amount,
                 &price.currency,
@@ -245,35 +238,12 @@ impl CheckoutApi {
                 lines,
             });
         }
-        metadata.insert(
-            "purchase_type".to_owned(),
-            if sites.is_empty() { "quantity" } else { "site" }.to_owned(),
-        );
-        if let Some(site) = sites.first() {
-            metadata.insert("site".to_owned(), site.to_string());
-            metadata.insert("sites".to_owned(), site_list.clone());
+        let metadata = NewSubscription {
+            sites: &sites,
+            member_id,
+            attribution: attribution.as_ref(),
         }
-        if let Some(member_id) = member_id {
-            metadata.insert("member_id".to_owned(), member_id.to_string());
-        }
-        if let Some(a) = &attribution {
-            let fields = [
-                (
-                    "attribution_type",
-                    a.attribution_type.map(|t| t.as_str().to_owned()),
-                ),
-                ("attribution_id", a.attribution_id.clone()),
-                ("attribution_url", a.attribution_url.clone()),
-                ("referrer_source", a.referrer_source.clone()),
-                ("referrer_medium", a.referrer_medium.clone()),
-                ("referrer_url", a.referrer_url.clone()),
-            ];
-            for (key, value) in fields {
-                if let Some(value) = value {
-                    metadata.insert(key.to_owned(), clip(&value));
-                }
-            }
-        }
+        .metadata(item_price);
         let quantity = u64::from(body.quantity.unwrap_or(1));
         let checkout = SubscriptionCheckout {
             price_id: body.price_id.clone(),

@@ -21,6 +21,7 @@ use super::state::{ApiTags, RequestId, State};
 use crate::api::problem::api_response;
 use crate::store::{Actor, EventMetadata};
 use crate::stripe::client::{CheckoutLine, PaymentCheckout};
+use crate::stripe::purchase_metadata::Added;
 
 pub struct LicensePurchasesApi {
     pub state: State,
@@ -194,14 +195,7 @@ impl LicensePurchasesApi {
             currency: plan.currency.clone(),
             success_url: body.success_url,
             cancel_url: body.cancel_url,
-            metadata: plan.metadata(
-                member_id,
-                purchase_id,
-                &[
-                    ("purchase_type", "quantity".to_owned()),
-                    ("quantity", quantity.to_string()),
-                ],
-            )?,
+            metadata: plan.metadata(member_id, purchase_id, Added::Seats(quantity))?,
         };
         // One session per purchase and amount: a retry (ours, or the member's within the
         // hour the price is computed for) gets the same session.

@@ -11,7 +11,7 @@ use super::problem::db_error;
 use super::problem::{FieldError, Problem};
 use super::State;
 use crate::stripe::client::{CallError, StripeApi};
-use crate::stripe::purchase_metadata::item_price_metadata;
+use crate::stripe::purchase_metadata::{item_price_metadata, Added, Addition};
 
 /// The member's paying subscription and the price of one of its items, which what is added is
 /// priced like.
@@ -77,28 +77,22 @@ impl Plan {
         &self,
         member_id: Uuid,
         purchase_id: Uuid,
-        extra: &[(&str, String)],
+        added: Added<'_>,
     ) -> Result<HashMap<String, String>, Problem> {
-        let product_id = self.product()?;
-        let mut metadata = HashMap::from([
-            ("add_to_existing".to_owned(), "true".to_owned()),
-            (
-                "existing_subscription_id".to_owned(),
-                self.subscription_id.clone(),
-            ),
-            ("purchase_id".to_owned(), purchase_id.to_string()),
-            ("member_id".to_owned(), member_id.to_string()),
-            ("price_id".to_owned(), self.price_id.clone()),
-        ]);
-        metadata.extend(item_price_metadata(
-            product_id,
+        let addition = Addition {
+            subscription_id: &self.subscription_id,
+            purchase_id,
+            member_id,
+            price_id: &self.price_id,
+            added,
+        };
+        Ok(addition.metadata(item_price_metadata(
+            self.product()?,
             self.unit_amount,
             &self.currency,
             &self.interval,
             self.interval_count,
-        ));
-        metadata.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-        Ok(metadata)
+        )))
     }
 
     /// The product of the plan's price; Stripe needs it for the ad hoc price of a new item.

@@ -16,6 +16,7 @@ use super::state::{ApiTags, RequestId, State};
 use crate::api::problem::api_response;
 use crate::store::{Actor, EventMetadata};
 use crate::stripe::client::{CheckoutLine, PaymentCheckout};
+use crate::stripe::purchase_metadata::Added;
 
 pub struct SitesApi {
     pub state: State,
@@ -205,14 +206,7 @@ impl SitesApi {
             )
             .as_bytes(),
         );
-        let metadata = plan.metadata(
-            member_id,
-            purchase_id,
-            &[
-                ("purchase_type", "site".to_owned()),
-                ("sites", site_list.join(",")),
-            ],
-        )?;
+        let metadata = plan.metadata(member_id, purchase_id, Added::Sites(&site_list))?;
         let checkout = PaymentCheckout {
             customer: plan.customer_id.clone(),
             lines: site_list

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::read::{custom_field_site, id_of, session_contact, text};
 use super::{Outcome, Translator};
 use crate::store::EventMetadata;
-use crate::stripe::purchase_metadata::{self, new_item};
+use crate::stripe::purchase_metadata::{self, key, new_item, site_item_metadata};
 
 impl Translator {
     pub(super) async fn checkout_completed(
@@ -37,7 +37,7 @@ impl Translator {
         // When Stripe's subscription state came first, its only item gets the site now.
         if let (Some(subscription_id), Some(site)) = (
             id_of(&session["subscription"]),
-            text(&session["metadata"]["site"])
+            text(&session["metadata"][key::SITE])
                 .is_none()
                 .then(|| custom_field_site(session))
                 .flatten(),
@@ -73,7 +73,7 @@ impl Translator {
                 .iter()
                 .any(|i| i.site.as_deref() == Some(site))
             {
-                let item = new_item(session, subscription_id, 1, vec![("site", site.to_owned())])?;
+                let item = new_item(session, subscription_id, 1, site_item_metadata(site))?;
                 items.push((format!("add-site-{session_id}-{site}"), item));
             }
         }

@@ -12,7 +12,8 @@ use super::read::{is_paid, text};
 use super::{Outcome, Translator};
 use crate::store::EventMetadata;
 use crate::stripe::purchase_metadata::{
-    self, license_purchase, metadata_field, new_item, purchase_key,
+    self, key, license_purchase, metadata_field, new_item, purchase_key, seats_item_metadata,
+    site_item_metadata,
 };
 
 impl Translator {
@@ -37,7 +38,7 @@ impl Translator {
                 "payment {id} names no purchase; its session's completion adds the items"
             )));
         };
-        let subscription_id = field("existing_subscription_id")?;
+        let subscription_id = field(key::EXISTING_SUBSCRIPTION_ID)?;
         let subscription = self.load_subscription(subscription_id).await?;
         if subscription
             .purchase(&purchase)
@@ -48,17 +49,14 @@ impl Translator {
             )));
         }
         let mut items = Vec::new();
-        if field("purchase_type")? == PurchaseType::Quantity.as_str() {
+        if field(key::PURCHASE_TYPE)? == PurchaseType::Quantity.as_str() {
             let (purchase_id, quantity) = license_purchase(object)?;
-            let metadata = vec![
-                ("license_purchase_id", purchase_id.to_string()),
-                ("purchase_type", PurchaseType::Quantity.as_str().to_owned()),
-            ];
+            let metadata = seats_item_metadata(purchase_id);
             let item = new_item(object, subscription_id, u64::from(quantity), metadata)?;
             items.push((format!("add-seats-{purchase}"), item));
         } else {
-            for site in field("sites")?.split(',').filter(|s| !s.is_empty()) {
-                let item = new_item(object, subscription_id, 1, vec![("site", site.to_owned())])?;
+            for site in field(key::SITES)?.split(',').filter(|s| !s.is_empty()) {
+                let item = new_item(object, subscription_id, 1, site_item_metadata(site))?;
                 items.push((format!("add-site-{purchase}-{site}"), item));
             }
         }
@@ -83,7 +81,7 @@ impl Translator {
         metadata: &EventMetadata,
     ) -> anyhow::Result<Outcome> {
         let purchase = purchase_key(session).context("the session has no id")?;
-        let subscription_id = metadata_field(session, "existing_subscription_id")?;
+        let subscription_id = metadata_field(session, key::EXISTING_SUBSCRIPTION_ID)?;
         let at = DateTime::from_timestamp(created, 0).unwrap_or_default();
         if purchase_metadata::is_license_purchase(session) {
             let (purchase_id, quantity) = license_purchase(session)?;

@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::stripe::purchase_metadata::key;
+
 #[cfg(test)]
 mod tests;
 
@@ -45,7 +47,7 @@ pub(super) fn session_contact(session: &Value) -> Contact<'_> {
         email: text(&session["customer_details"]["email"])
             .or_else(|| text(&session["customer_email"])),
         name: text(&session["customer_details"]["name"]),
-        member_id: text(&session["metadata"]["member_id"])
+        member_id: text(&session["metadata"][key::MEMBER_ID])
             .or_else(|| text(&session["client_reference_id"])),
     }
 }
@@ -55,7 +57,7 @@ pub(super) fn subscription_contact(subscription: &Value) -> Contact<'_> {
     Contact {
         email: None,
         name: None,
-        member_id: text(&subscription["metadata"]["member_id"]),
+        member_id: text(&subscription["metadata"][key::MEMBER_ID]),
     }
 }
 
@@ -209,7 +211,8 @@ pub fn subscription_state(
     // A checkout from `POST /v1/checkout/sessions` names its (first) site in the
     // subscription's metadata; the price's item, the only one Stripe knows no site of, is the
     // site's. Later sites carry their own `metadata.site`; license purchases their id.
-    if let Some(site) = text(&object["metadata"]["site"]).and_then(|s| SiteDomain::parse(s).ok()) {
+    if let Some(site) = text(&object["metadata"][key::SITE]).and_then(|s| SiteDomain::parse(s).ok())
+    {
         let mut unnamed = items
             .iter_mut()
             .filter(|i| i.site.is_none() && i.license_purchase_id.is_none());
@@ -254,7 +257,7 @@ fn subscription_item(item: &Value) -> anyhow::Result<SubscriptionItem> {
             text(&price["unit_amount_decimal"]).and_then(|d| d.split('.').next()?.parse().ok())
         })
         .unwrap_or(0);
-    let license_purchase_id = text(&item["metadata"]["license_purchase_id"])
+    let license_purchase_id = text(&item["metadata"][key::LICENSE_PURCHASE_ID])
         .and_then(|raw| match raw.parse::<Uuid>() {
             Ok(id) => Some(id),
             Err(err) => {
@@ -262,7 +265,7 @@ fn subscription_item(item: &Value) -> anyhow::Result<SubscriptionItem> {
                 None
             }
         });
-    let site = text(&item["metadata"]["site"]).and_then(|raw| match SiteDomain::parse(raw) {
+    let site = text(&item["metadata"][key::SITE]).and_then(|raw| match SiteDomain::parse(raw) {
         Ok(site) => Some(site.to_string()),
         Err(err) => {
             tracing::warn!(item_id, site = raw, error = %err, "ignoring an invalid site in item metadata");

@@ -81,7 +81,7 @@ fn session_contact_prefers_the_entered_details_and_the_member_our_checkout_named
     let mut session = fixture("checkout.session");
     session["customer_details"]["name"] = json!("Ada Lovelace");
     session["customer_email"] = json!("created-with@example.com");
-    session["metadata"] = json!({ "member_id": "m-1" });
+    session["metadata"] = json!({ key::MEMBER_ID: "m-1" });
     session["client_reference_id"] = json!("ref-1");
     assert_eq!(
         session_contact(&session),
@@ -113,7 +113,7 @@ fn session_contact_falls_back_to_the_session_email_and_the_client_reference() {
 fn subscription_contact_is_the_member_in_the_metadata() {
     let mut subscription = fixture("subscription");
     assert_eq!(subscription_contact(&subscription), Contact::default());
-    subscription["metadata"] = json!({ "member_id": "m-1" });
+    subscription["metadata"] = json!({ key::MEMBER_ID: "m-1" });
     assert_eq!(
         subscription_contact(&subscription),
         Contact {
@@ -462,7 +462,7 @@ fn subscription_state_without_items_or_optional_fields() {
 #[test]
 fn subscription_state_gives_the_metadata_site_to_the_only_item_without_one() {
     let mut subscription = fixture("subscription");
-    subscription["metadata"] = json!({ "site": "Example.com" });
+    subscription["metadata"] = json!({ key::SITE: "Example.com" });
     let state = subscription_state(&subscription, member()).expect("a state");
     assert_eq!(state.items[0].site.as_deref(), Some("example.com"));
     assert_eq!(state.items[0].purchase_type, PurchaseType::Site);
@@ -520,20 +520,20 @@ fn subscription_item_reads_the_example_item() {
 #[test]
 fn subscription_item_reads_its_site_or_license_purchase_from_its_metadata() {
     let mut object = fixture("subscription_item");
-    object["metadata"] = json!({ "site": "Shop.Example.com" });
+    object["metadata"] = json!({ key::SITE: "Shop.Example.com" });
     let item = subscription_item(&object).expect("an item");
     assert_eq!(item.site.as_deref(), Some("shop.example.com"));
     assert_eq!(item.purchase_type, PurchaseType::Site);
 
     let purchase_id = Uuid::from_u128(42);
     object["metadata"] =
-        json!({ "license_purchase_id": purchase_id.to_string(), "site": "not a domain" });
+        json!({ key::LICENSE_PURCHASE_ID: purchase_id.to_string(), key::SITE: "not a domain" });
     let item = subscription_item(&object).expect("an item");
     assert_eq!(item.license_purchase_id, Some(purchase_id));
     assert_eq!(item.site, None, "an invalid site is ignored");
     assert_eq!(item.purchase_type, PurchaseType::Quantity);
 
-    object["metadata"] = json!({ "license_purchase_id": "not a uuid" });
+    object["metadata"] = json!({ key::LICENSE_PURCHASE_ID: "not a uuid" });
     assert_eq!(
         subscription_item(&object)
             .expect("an item")
