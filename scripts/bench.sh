@@ -69,7 +69,7 @@ step() {
     printf '\n==> bench: %s (at %ss)\n' "$1" "$((SECONDS - STARTED_AT))"
 }
 
-# Directory holding initdb/pg_ctl/pgbench, as src/localpg.rs looks for them.
+# Directory holding initdb/pg_ctl/pgbench, as src/localpg/ looks for them.
 pg_bindir() {
     local dir
     # PATH often holds symlinks (e.g. /usr/local/bin/pg_ctl): the real directory has pgbench.
