@@ -6,6 +6,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use sha2::{Digest, Sha256};
 
+use super::declared::{EmailString, SiteString};
 use super::problem::db_error;
 use super::problem::{FieldError, Problem};
 use super::sessions::UrlHistoryItem;
@@ -21,24 +22,28 @@ pub struct CheckoutApi {
 #[derive(Debug, Clone, Object)]
 #[oai(example)]
 pub struct CreateCheckoutRequest {
+    /// The buyer; a member with this email (ignoring case) is reused.
     #[oai(validator(min_length = 3, max_length = 254))]
-    pub email: String,
+    pub email: EmailString,
     /// The Stripe price of the subscription (`price_...`).
     #[oai(validator(pattern = "^price_[A-Za-z0-9_]{1,250}$"))]
     pub price_id: String,
     /// A site purchase: the sites (domains) the subscription licenses, each its own
     /// subscription item with its own license. The first is the price's item; each further one
     /// is charged its first period at checkout and added as an item once paid. More are added
-    /// later with `POST /v1/me/sites`.
+    /// later with `POST /v1/me/sites`. Each a domain name (a scheme, port or path given is
+    /// dropped; repeats are ignored); comma-separated, they may not exceed 500 characters.
     #[oai(validator(min_items = 1, max_items = 20))]
-    pub sites: Option<Vec<String>>,
+    pub sites: Option<Vec<SiteString>>,
     /// A seat purchase: how many license keys (default 1). Not with `sites`.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
     pub quantity: Option<u32>,
-    /// Where Checkout sends the buyer after paying; must be on an allowed origin.
+    /// Where Checkout sends the buyer after paying: an absolute URL whose origin is one of the
+    /// server's allowed origins (`CHECKOUT_ALLOWED_ORIGINS`), else 422.
     #[oai(validator(max_length = 2048))]
     pub success_url: String,
-    /// Where Checkout sends the buyer who gives up; must be on an allowed origin.
+    /// Where Checkout sends the buyer who gives up: an absolute URL on an allowed origin, as
+    /// `success_url`.
     #[oai(validator(max_length = 2048))]
     pub cancel_url: String,
     /// Pages seen before buying, for attribution of a new member.

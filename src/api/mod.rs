@@ -12,6 +12,7 @@ pub mod auth;
 pub mod checkout;
 pub mod cursor;
 pub mod dashboard;
+pub mod declared;
 pub mod events;
 pub mod health;
 pub mod license_purchases;

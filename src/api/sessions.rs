@@ -6,6 +6,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, SecurityScheme};
 use uuid::Uuid;
 
+use super::declared::{EmailString, EpochMillis, PathString, TextString};
 use super::members::MemberView;
 use super::problem::db_error;
 use super::problem::{FieldError, Problem};
@@ -48,11 +49,11 @@ async fn check_member(req: &Request, bearer: Bearer) -> poem::Result<MemberSessi
 /// One page the visitor saw before signing up, as the site's script records it.
 #[derive(Debug, Clone, Object)]
 pub struct UrlHistoryItem {
-    /// The page's path, starting with `/`.
+    /// The page's path, starting with a single `/` (query and fragment are ignored).
     #[oai(validator(min_length = 1, max_length = 2048))]
-    pub path: String,
-    /// When, in milliseconds since the Unix epoch.
-    pub time: i64,
+    pub path: PathString,
+    /// When, in milliseconds since the Unix epoch; entries older than 24 hours are ignored.
+    pub time: EpochMillis,
     #[oai(validator(max_length = 191))]
     pub referrer_source: Option<String>,
     #[oai(validator(max_length = 191))]
@@ -75,13 +76,13 @@ pub struct UrlHistoryItem {
 #[oai(example)]
 pub struct CodeRequest {
     #[oai(validator(min_length = 3, max_length = 254))]
-    pub email: String,
+    pub email: EmailString,
     /// Create the member when the email is verified, if it is not a member yet.
     #[oai(default)]
     pub signup: bool,
-    /// For a signup: the member's name.
+    /// For a signup: the member's name (no control characters but tab and newline).
     #[oai(validator(max_length = 191))]
-    pub name: Option<String>,
+    pub name: Option<TextString>,
     /// For a signup: the pages seen before signing up, for attribution (at most 100 sent; the
     /// newest 15 within 24 hours are used).
     #[oai(validator(max_items = 100))]
@@ -91,16 +92,18 @@ pub struct CodeRequest {
     pub newsletters: Option<Vec<Uuid>>,
 }
 
-/// Either `email` and `code`, or `token` (from the magic link).
+/// Either `email` and `code`, or `token` (from the magic link); any other combination is
+/// refused (422, field `token`).
 #[derive(Debug, Clone, Object)]
 #[oai(example)]
 pub struct VerifyRequest {
+    /// With `code`: the address the code was sent to.
     #[oai(validator(min_length = 3, max_length = 254))]
-    pub email: Option<String>,
-    /// The 6-digit code from the email.
+    pub email: Option<EmailString>,
+    /// With `email`: the 6-digit code from the email.
     #[oai(validator(pattern = r"^\s*[0-9]{6}\s*$"))]
     pub code: Option<String>,
-    /// The token of the magic link.
+    /// Alone: the token of the magic link.
     #[oai(validator(min_length = 1, max_length = 128))]
     pub token: Option<String>,
 }
@@ -367,8 +370,8 @@ impl SessionsApi {
 
 pub(crate) fn history_entry(item: UrlHistoryItem) -> aggregates::attribution::UrlHistoryEntry {
     aggregates::attribution::UrlHistoryEntry {
-        path: item.path,
-        time: item.time,
+        path: item.path.into(),
+        time: item.time.0,
         referrer_source: item.referrer_source,
         referrer_medium: item.referrer_medium,
         referrer_url: item.referrer_url,
@@ -404,7 +407,7 @@ impl poem_openapi::types::Example for CodeRequest {
             name: Some("Ada Lovelace".into()),
             url_history: Some(vec![UrlHistoryItem {
                 path: "/welcome/".into(),
-                time: 1_764_000_000_000,
+                time: EpochMillis(1_764_000_000_000),
                 referrer_source: None,
                 referrer_medium: None,
                 referrer_url: Some("https://www.google.com/".into()),

@@ -5,6 +5,8 @@ use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Enum, Object};
 use uuid::Uuid;
 
+use crate::api::declared::{EmailString, LabelString, TextString};
+
 /// A member.
 #[derive(Debug, Clone, Object)]
 #[oai(rename = "Member")]
@@ -144,14 +146,18 @@ pub enum CreateSourceDto {
 #[derive(Debug, Clone, Object)]
 #[oai(example, skip_serializing_if_is_none)]
 pub struct CreateMemberRequest {
+    /// Unique among members, ignoring case.
     #[oai(validator(min_length = 3, max_length = 254))]
-    pub email: String,
+    pub email: EmailString,
+    /// Blank means no name; no control characters but tab and newline.
     #[oai(validator(max_length = 191))]
-    pub name: Option<String>,
+    pub name: Option<TextString>,
+    /// The admin's private note; blank means none; no control characters but tab and newline.
     #[oai(validator(max_length = 2000))]
-    pub note: Option<String>,
+    pub note: Option<TextString>,
+    /// Each not blank; duplicates (ignoring case) are dropped, the first spelling kept.
     #[oai(validator(max_items = 100))]
-    pub labels: Option<Vec<String>>,
+    pub labels: Option<Vec<LabelString>>,
     // No doc comment here: on an enum-typed property it makes the spec wrap the `$ref` in an
     // `allOf`, which client generators (openapi-python-client) reject; the enum documents it.
     pub source: Option<CreateSourceDto>,
