@@ -150,11 +150,9 @@ impl MembersApi {
             .map_err(create_error)?
             .or(position);
         }
-        if let Some(position) = position {
-            self.state
-                .read_your_writes(MEMBER_READ_MODELS, Some(position))
-                .await;
-        }
+        self.state
+            .read_your_writes(MEMBER_READ_MODELS, position)
+            .await;
         find_member(&self.state, member_id)
             .await?
             .ok_or_else(|| Problem::not_found("no member has this id"))
