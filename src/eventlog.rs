@@ -6,7 +6,7 @@
 //! insert, commits happen later. So the log is read by `(transaction_id, global_position)`,
 //! only from transactions below the oldest one still in progress (`pg_snapshot_xmin`).
 
-use projections::StoredEvent;
+use projections::{Handles, StoredEvent};
 use sqlx::{PgConnection, PgPool};
 
 /// A point in the log, in the order readers see it.
@@ -26,26 +26,82 @@ pub const EVENT_COLUMNS: &str = "global_position, transaction_id::text::bigint A
      aggregate_type, aggregate_id, sequence, event_type, event_version, payload::jsonb AS payload, \
      metadata::jsonb AS metadata, recorded_at";
 
-/// Up to `limit` events after `after`, in log order, only from transactions that can no longer
-/// be followed by an earlier-positioned commit (below the snapshot xmin), upcast to their
-/// current versions.
+/// How far the log can be read: every transaction below this id has finished, so no event
+/// positioned before a readable one can still commit (the snapshot's xmin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Horizon {
+    /// Events of transactions below this id.
+    Below(i64),
+    /// Every committed event: the caller holds [`lock_appends`], so none is in flight.
+    Unbounded,
+}
+
+impl Horizon {
+    /// The horizon now. Taken once and passed to several reads, they all see the same events.
+    pub async fn now(conn: &mut PgConnection) -> Result<Self, sqlx::Error> {
+        let xmin: i64 =
+            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+                .fetch_one(conn)
+                .await?;
+        Ok(Self::Below(xmin))
+    }
+
+    fn bound(self) -> i64 {
+        match self {
+            Self::Below(xmin) => xmin,
+            Self::Unbounded => i64::MAX,
+        }
+    }
+}
+
+/// Which events a reader wants: those some of `handles` match (every event when `None`).
+fn filter_arrays(handles: Option<&[Handles]>) -> (Option<Vec<String>>, Option<Vec<String>>) {
+    let Some(handles) = handles else {
+        return (None, None);
+    };
+    let all = handles
+        .iter()
+        .filter(|h| h.event_types.is_empty())
+        .map(|h| h.aggregate_type.to_owned())
+        .collect();
+    let some = handles
+        .iter()
+        .flat_map(|h| {
+            h.event_types
+                .iter()
+                .map(move |t| format!("{}/{t}", h.aggregate_type))
+        })
+        .collect();
+    (Some(all), Some(some))
+}
+
+/// Up to `limit` events after `after` that `handles` match (all when `None`), in log order,
+/// below `horizon`, upcast to their current versions.
 pub async fn read_after(
     conn: &mut PgConnection,
     after: LogPosition,
     limit: i64,
+    handles: Option<&[Handles]>,
+    horizon: Horizon,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let (all_of, some_of) = filter_arrays(handles);
     let mut events: Vec<StoredEvent> = sqlx::query_as(&format!(
         // Qualified: a bare `transaction_id` in ORDER BY would name the bigint output column,
         // and the sort would not use the (transaction_id, global_position) index.
         "SELECT {EVENT_COLUMNS} FROM events e
          WHERE (e.transaction_id, e.global_position) > ($1::text::xid8, $2)
-           AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+           AND e.transaction_id < $3::text::xid8
+           AND ($5::text[] IS NULL OR e.aggregate_type = ANY($5)
+                OR e.aggregate_type || '/' || e.event_type = ANY($6))
          ORDER BY e.transaction_id, e.global_position
-         LIMIT $3"
+         LIMIT $4"
     ))
     .bind(after.transaction_id.to_string())
     .bind(after.global_position)
+    .bind(horizon.bound().to_string())
     .bind(limit)
+    .bind(all_of)
+    .bind(some_of)
     .fetch_all(conn)
     .await?;
     for event in &mut events {
@@ -57,6 +113,37 @@ pub async fn read_after(
         );
     }
     Ok(events)
+}
+
+/// The newest event below `horizon` (whatever its type): how far a reader that found nothing
+/// more to apply below it has read.
+pub async fn last_below(
+    conn: &mut PgConnection,
+    horizon: Horizon,
+) -> Result<Option<LogPosition>, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT e.transaction_id::text::bigint, e.global_position FROM events e
+         WHERE e.transaction_id < $1::text::xid8
+         ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1",
+    )
+    .bind(horizon.bound().to_string())
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(transaction_id, global_position)| LogPosition {
+        transaction_id,
+        global_position,
+    }))
+}
+
+/// Blocks appends until the end of the caller's transaction, after waiting for the appends in
+/// flight to finish: then every event is committed and can be read with
+/// [`Horizon::Unbounded`]. Commands wait meanwhile; they do not fail. Inline projections are
+/// caught up and swapped in under it.
+pub async fn lock_appends(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// The lock a runner holds (per transaction) while it applies a batch, and a rebuild while it

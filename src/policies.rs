@@ -12,7 +12,7 @@ use aggregates::{
     Subscription, SubscriptionEvent, SubscriptionStatus,
 };
 use async_trait::async_trait;
-use projections::{Projection, ProjectionError, StoredEvent};
+use projections::{Handles, Projection, ProjectionError, StoredEvent};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -51,6 +51,17 @@ impl Projection for MemberStatusPolicy {
 
     fn tables(&self) -> &'static [&'static str] {
         &["policy_member_subscriptions"]
+    }
+
+    fn handles(&self) -> &'static [Handles] {
+        const HANDLES: &[Handles] = &[Handles::only(
+            Subscription::TYPE,
+            &[
+                SubscriptionEvent::CREATED,
+                SubscriptionEvent::STATUS_CHANGED,
+            ],
+        )];
+        HANDLES
     }
 
     fn rebuildable(&self) -> bool {
@@ -156,6 +167,21 @@ impl Projection for LicensePolicy {
             "policy_license_items",
             "policy_licenses",
         ]
+    }
+
+    fn handles(&self) -> &'static [Handles] {
+        const HANDLES: &[Handles] = &[Handles::only(
+            Subscription::TYPE,
+            &[
+                SubscriptionEvent::CREATED,
+                SubscriptionEvent::STATUS_CHANGED,
+                SubscriptionEvent::ITEM_ADDED,
+                SubscriptionEvent::ITEM_REMOVED,
+                SubscriptionEvent::ITEM_SITE_ASSIGNED,
+                SubscriptionEvent::ITEM_QUANTITY_CHANGED,
+            ],
+        )];
+        HANDLES
     }
 
     fn rebuildable(&self) -> bool {

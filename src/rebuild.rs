@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use projections::{Projection, StoredEvent};
+use projections::{Mode, Projection, StoredEvent};
 use sqlx::{PgConnection, PgPool};
 
-use crate::eventlog::{apply_lock_key, read_after, LogPosition};
+use crate::eventlog::{apply_lock_key, last_below, lock_appends, read_after, Horizon, LogPosition};
 
 const REBUILD_BATCH: i64 = 5000;
 
@@ -146,7 +146,8 @@ async fn run(
         sqlx::query(&format!("SET LOCAL search_path TO {schema}, public"))
             .execute(&mut *tx)
             .await?;
-        let n = apply_after(&mut tx, projection, &mut position).await?;
+        let horizon = Horizon::now(&mut tx).await?;
+        let n = apply_after(&mut tx, projection, &mut position, horizon).await?;
         tx.commit().await?;
         applied += n;
         record(pool, name, applied).await?;
@@ -156,21 +157,37 @@ async fn run(
         }
     }
 
-    // Swap: the runner waits on the apply lock while the last events go in and tables move.
+    // Swap. An asynchronous projection's runner waits on the apply lock while the last events
+    // go in and the tables move; an inline projection's writers are the appending transactions,
+    // so appends wait (commands pause for the swap, they do not fail).
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-        .bind(apply_lock_key(name))
-        .execute(&mut *tx)
-        .await?;
+    let horizon = match projection.mode() {
+        Mode::Async => {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind(apply_lock_key(name))
+                .execute(&mut *tx)
+                .await?;
+            Horizon::now(&mut tx).await?
+        }
+        Mode::Inline => {
+            lock_appends(&mut tx).await?;
+            Horizon::Unbounded
+        }
+    };
     sqlx::query(&format!("SET LOCAL search_path TO {schema}, public"))
         .execute(&mut *tx)
         .await?;
     loop {
-        let n = apply_after(&mut tx, projection, &mut position).await?;
+        let n = apply_after(&mut tx, projection, &mut position, horizon).await?;
         applied += n;
         if i64::try_from(n).unwrap_or(i64::MAX) < REBUILD_BATCH {
             break;
         }
+    }
+    // Everything the projection handles below the horizon is in: its checkpoint goes to the
+    // horizon, past the events it ignores.
+    if let Some(end) = last_below(&mut tx, horizon).await? {
+        position = position.max(end);
     }
     sqlx::query("SET LOCAL search_path TO public")
         .execute(&mut *tx)
@@ -187,17 +204,18 @@ async fn run(
         .execute(&mut *tx)
         .await?;
     sqlx::query(
-        "INSERT INTO projection_checkpoints (name, version, transaction_id, global_position, events_applied)
-         VALUES ($1, $2, $3::text::xid8, $4, $5)
+        "INSERT INTO projection_checkpoints (name, version, transaction_id, global_position, events_applied, mode)
+         VALUES ($1, $2, $3::text::xid8, $4, $5, $6)
          ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version, transaction_id = EXCLUDED.transaction_id,
              global_position = EXCLUDED.global_position, events_applied = EXCLUDED.events_applied,
-             updated_at = now(), last_error = NULL",
+             mode = EXCLUDED.mode, updated_at = now(), last_error = NULL",
     )
     .bind(name)
     .bind(projection.version())
     .bind(position.transaction_id.to_string())
     .bind(position.global_position)
     .bind(i64::try_from(applied).unwrap_or(i64::MAX))
+    .bind(mode_name(projection.mode()))
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -219,22 +237,34 @@ async fn run(
     Ok(applied)
 }
 
-/// Applies the next batch after `position` on `conn` (whose search path picks the tables).
+/// How `projection_checkpoints.mode` names a mode.
+pub fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Inline => "inline",
+        Mode::Async => "async",
+    }
+}
+
+/// Applies the next batch of the projection's events after `position`, below `horizon`, on
+/// `conn` (whose search path picks the tables).
 async fn apply_after(
     conn: &mut PgConnection,
     projection: &dyn Projection,
     position: &mut LogPosition,
+    horizon: Horizon,
 ) -> anyhow::Result<u64> {
-    let events: Vec<StoredEvent> = read_after(conn, *position, REBUILD_BATCH).await?;
-    for event in &events {
-        projection.apply(conn, event).await.with_context(|| {
-            format!(
-                "applying event {} to {}",
-                event.global_position,
-                projection.name()
-            )
-        })?;
-    }
+    let events: Vec<StoredEvent> = read_after(
+        conn,
+        *position,
+        REBUILD_BATCH,
+        Some(projection.handles()),
+        horizon,
+    )
+    .await?;
+    projection
+        .apply_batch(conn, &events)
+        .await
+        .with_context(|| format!("applying a batch of events to {}", projection.name()))?;
     if let Some(last) = events.last() {
         *position = LogPosition {
             transaction_id: last.transaction_id,

@@ -1,12 +1,15 @@
-//! Read models. Each projection owns plain SQL tables an analyst can query and says how each
-//! event changes them; the runner in the server applies events in log order and advances the
-//! projection's checkpoint in the same transaction.
+//! Read models. Each projection owns plain SQL tables an analyst can query, declares which
+//! events it handles and says how they change its tables. An inline projection is written in
+//! the transaction that appends the events (the command's answer and its next request read
+//! it); an asynchronous one is applied by the server's runner in log order, its checkpoint in
+//! the same transaction as the batch.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
 
+pub mod member_emails;
 pub mod member_licenses;
 pub mod member_list;
 pub mod member_status;
@@ -17,6 +20,7 @@ pub mod newsletters;
 pub mod paid_subscriptions;
 pub mod payments;
 
+pub use member_emails::MemberEmails;
 pub use member_licenses::MemberLicenses;
 pub use member_list::MemberList;
 pub use member_status::MembersStatusEvents;
@@ -69,6 +73,53 @@ pub enum ProjectionError {
     /// A policy's command failed (it is retried; commands are idempotent).
     #[error("command failed: {0}")]
     Command(String),
+    /// An inline read model refuses the events (a rule it enforces, such as one member per
+    /// email): the command's transaction rolls back, events included.
+    #[error("{projection} refuses the events: {reason}")]
+    Refused {
+        projection: &'static str,
+        reason: &'static str,
+    },
+}
+
+/// Events a projection handles: those of `aggregate_type` whose type is one of `event_types`,
+/// or every event of that aggregate type when `event_types` is empty.
+#[derive(Debug, Clone, Copy)]
+pub struct Handles {
+    pub aggregate_type: &'static str,
+    pub event_types: &'static [&'static str],
+}
+
+impl Handles {
+    /// Every event of `aggregate_type`.
+    pub const fn all(aggregate_type: &'static str) -> Self {
+        Self {
+            aggregate_type,
+            event_types: &[],
+        }
+    }
+
+    /// Only these events of `aggregate_type`.
+    pub const fn only(aggregate_type: &'static str, event_types: &'static [&'static str]) -> Self {
+        Self {
+            aggregate_type,
+            event_types,
+        }
+    }
+
+    pub fn matches(&self, aggregate_type: &str, event_type: &str) -> bool {
+        self.aggregate_type == aggregate_type
+            && (self.event_types.is_empty() || self.event_types.contains(&event_type))
+    }
+}
+
+/// Where a projection is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// In the appending transaction: a command's events and these rows commit together.
+    Inline,
+    /// By the runner, after the append, in log order.
+    Async,
 }
 
 #[async_trait]
@@ -86,19 +137,45 @@ pub trait Projection: Send + Sync {
     fn rebuildable(&self) -> bool {
         true
     }
-    /// Applies one event inside the runner's transaction. Events the projection does not care
-    /// about are ignored.
+    /// The events this projection handles; it is given no others.
+    fn handles(&self) -> &'static [Handles];
+    /// Inline or asynchronous (see [`Mode`]).
+    fn mode(&self) -> Mode {
+        Mode::Async
+    }
+    /// Applies one event (one it handles) inside the caller's transaction.
     async fn apply(
         &self,
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError>;
+    /// Applies a batch of events (each one it handles), in order. Projections whose tables allow
+    /// it apply a batch with a few multi-row statements; the default applies one by one.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(conn, event).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `projection` handles events of this aggregate and event type.
+pub fn handles(projection: &dyn Projection, aggregate_type: &str, event_type: &str) -> bool {
+    projection
+        .handles()
+        .iter()
+        .any(|h| h.matches(aggregate_type, event_type))
 }
 
 /// Every projection the server runs.
 pub fn all() -> Vec<Box<dyn Projection>> {
     vec![
         Box::new(MemberList),
+        Box::new(MemberEmails),
         Box::new(MembersCreatedEvents),
         Box::new(MembersStatusEvents),
         Box::new(MembersPaymentEvents),

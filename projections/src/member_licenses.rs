@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sqlx::PgConnection;
 
 use crate::member_subscriptions::to_i32;
-use crate::{member_id as license_id, Projection, ProjectionError, StoredEvent};
+use crate::{member_id as license_id, Handles, Mode, Projection, ProjectionError, StoredEvent};
 
 pub struct MemberLicenses;
 
@@ -27,6 +27,15 @@ impl Projection for MemberLicenses {
 
     fn tables(&self) -> &'static [&'static str] {
         &["licenses"]
+    }
+
+    fn handles(&self) -> &'static [Handles] {
+        const HANDLES: &[Handles] = &[Handles::all(License::TYPE)];
+        HANDLES
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::Inline
     }
 
     async fn apply(

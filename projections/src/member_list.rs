@@ -5,7 +5,7 @@ use aggregates::{Member, MemberEvent, MemberStatus};
 use async_trait::async_trait;
 use sqlx::PgConnection;
 
-use crate::{member_id, Projection, ProjectionError, StoredEvent};
+use crate::{member_id, Handles, Mode, Projection, ProjectionError, StoredEvent};
 
 pub struct MemberList;
 
@@ -21,6 +21,23 @@ impl Projection for MemberList {
 
     fn tables(&self) -> &'static [&'static str] {
         &["member_list"]
+    }
+
+    fn handles(&self) -> &'static [Handles] {
+        const HANDLES: &[Handles] = &[Handles::only(
+            Member::TYPE,
+            &[
+                MemberEvent::CREATED,
+                MemberEvent::UPDATED,
+                MemberEvent::EMAIL_CHANGED,
+                MemberEvent::STATUS_CHANGED,
+            ],
+        )];
+        HANDLES
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::Inline
     }
 
     async fn apply(

@@ -6,7 +6,7 @@ use aggregates::{Member, MemberEvent};
 use async_trait::async_trait;
 use sqlx::PgConnection;
 
-use crate::{member_id, Projection, ProjectionError, StoredEvent};
+use crate::{member_id, Handles, Projection, ProjectionError, StoredEvent};
 
 pub struct MembersStatusEvents;
 
@@ -22,6 +22,11 @@ impl Projection for MembersStatusEvents {
 
     fn tables(&self) -> &'static [&'static str] {
         &["members_status_events"]
+    }
+
+    fn handles(&self) -> &'static [Handles] {
+        const HANDLES: &[Handles] = &[Handles::only(Member::TYPE, &[MemberEvent::STATUS_CHANGED])];
+        HANDLES
     }
 
     async fn apply(

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
 
-use crate::{Projection, ProjectionError, StoredEvent};
+use crate::{Handles, Mode, Projection, ProjectionError, StoredEvent};
 
 pub struct MemberSubscriptions;
 
@@ -69,6 +69,15 @@ impl Projection for MemberSubscriptions {
             "pending_sites",
             "license_purchases",
         ]
+    }
+
+    fn handles(&self) -> &'static [Handles] {
+        const HANDLES: &[Handles] = &[Handles::all(Subscription::TYPE)];
+        HANDLES
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::Inline
     }
 
     async fn apply(

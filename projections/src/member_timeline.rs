@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{member_id as aggregate_uuid, Projection, ProjectionError, StoredEvent};
+use crate::{member_id as aggregate_uuid, Handles, Projection, ProjectionError, StoredEvent};
 
 pub struct MemberTimeline;
 
@@ -41,6 +41,15 @@ impl Projection for MemberTimeline {
             "timeline_subscription_members",
             "timeline_license_members",
         ]
+    }
+
+    fn handles(&self) -> &'static [Handles] {
+        const HANDLES: &[Handles] = &[
+            Handles::all(Member::TYPE),
+            Handles::all(Subscription::TYPE),
+            Handles::all(License::TYPE),
+        ];
+        HANDLES
     }
 
     async fn apply(

@@ -6,7 +6,7 @@ use aggregates::{Member, MemberEvent};
 use async_trait::async_trait;
 use sqlx::PgConnection;
 
-use crate::{member_id, Projection, ProjectionError, StoredEvent};
+use crate::{member_id, Handles, Mode, Projection, ProjectionError, StoredEvent};
 
 pub struct MembersCreatedEvents;
 
@@ -22,6 +22,15 @@ impl Projection for MembersCreatedEvents {
 
     fn tables(&self) -> &'static [&'static str] {
         &["members_created_events"]
+    }
+
+    fn handles(&self) -> &'static [Handles] {
+        const HANDLES: &[Handles] = &[Handles::only(Member::TYPE, &[MemberEvent::CREATED])];
+        HANDLES
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::Inline
     }
 
     async fn apply(

@@ -5,7 +5,7 @@ use aggregates::{Member, MemberEvent, Newsletter, NewsletterEvent};
 use async_trait::async_trait;
 use sqlx::PgConnection;
 
-use crate::{member_id, Projection, ProjectionError, StoredEvent};
+use crate::{member_id, Handles, Mode, Projection, ProjectionError, StoredEvent};
 
 pub struct Newsletters;
 
@@ -21,6 +21,24 @@ impl Projection for Newsletters {
 
     fn tables(&self) -> &'static [&'static str] {
         &["newsletters", "member_newsletters"]
+    }
+
+    fn handles(&self) -> &'static [Handles] {
+        const HANDLES: &[Handles] = &[
+            Handles::all(Newsletter::TYPE),
+            Handles::only(
+                Member::TYPE,
+                &[
+                    MemberEvent::NEWSLETTER_SUBSCRIBED,
+                    MemberEvent::NEWSLETTER_UNSUBSCRIBED,
+                ],
+            ),
+        ];
+        HANDLES
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::Inline
     }
 
     async fn apply(
@@ -119,6 +137,11 @@ impl Projection for MembersLoginEvents {
 
     fn tables(&self) -> &'static [&'static str] {
         &["members_login_events"]
+    }
+
+    fn handles(&self) -> &'static [Handles] {
+        const HANDLES: &[Handles] = &[Handles::only(Member::TYPE, &[MemberEvent::LOGGED_IN])];
+        HANDLES
     }
 
     async fn apply(

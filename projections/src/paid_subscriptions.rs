@@ -33,7 +33,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::member_subscriptions::{observed_at, parse_name};
-use crate::{Projection, ProjectionError, StoredEvent};
+use crate::{Handles, Projection, ProjectionError, StoredEvent};
 
 pub struct MembersPaidSubscriptionEvents;
 
@@ -92,6 +92,11 @@ impl Projection for MembersPaidSubscriptionEvents {
             "members_paid_subscription_events",
             "paid_subscription_state",
         ]
+    }
+
+    fn handles(&self) -> &'static [Handles] {
+        const HANDLES: &[Handles] = &[Handles::all(Subscription::TYPE)];
+        HANDLES
     }
 
     async fn apply(

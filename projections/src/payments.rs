@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{Projection, ProjectionError, StoredEvent};
+use crate::{Handles, Projection, ProjectionError, StoredEvent};
 
 pub struct MembersPaymentEvents;
 
@@ -38,6 +38,18 @@ impl Projection for MembersPaymentEvents {
 
     fn tables(&self) -> &'static [&'static str] {
         &["members_payment_events"]
+    }
+
+    fn handles(&self) -> &'static [Handles] {
+        const HANDLES: &[Handles] = &[Handles::only(
+            Subscription::TYPE,
+            &[
+                SubscriptionEvent::PAYMENT_RECORDED,
+                SubscriptionEvent::PAYMENT_REFUNDED,
+                SubscriptionEvent::PAYMENT_FAILED,
+            ],
+        )];
+        HANDLES
     }
 
     async fn apply(
