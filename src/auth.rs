@@ -356,7 +356,7 @@ async fn sign_up(
         attribution: signup.attribution,
         newsletters,
     };
-    match members::create(&sign_in.pool, &sign_in.members, new, metadata.clone()).await {
+    match members::create(&sign_in.members, new, metadata.clone()).await {
         Ok((member_id, _)) => Ok(member_id),
         Err(CreateMemberError::EmailTaken) => members::find_by_email(&sign_in.pool, &email)
             .await?

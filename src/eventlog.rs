@@ -115,6 +115,26 @@ pub async fn read_after(
     Ok(events)
 }
 
+/// How many events after `after` that `handles` match, and the age of the oldest, in ms.
+pub async fn backlog(
+    pool: &PgPool,
+    after: LogPosition,
+    handles: &[Handles],
+) -> Result<(i64, Option<f64>), sqlx::Error> {
+    let (all_of, some_of) = filter_arrays(Some(handles));
+    sqlx::query_as(
+        "SELECT count(*), (extract(epoch FROM now() - min(recorded_at)) * 1000)::float8
+         FROM events e WHERE (e.transaction_id, e.global_position) > ($1::text::xid8, $2)
+           AND (e.aggregate_type = ANY($3) OR e.aggregate_type || '/' || e.event_type = ANY($4))",
+    )
+    .bind(after.transaction_id.to_string())
+    .bind(after.global_position)
+    .bind(all_of)
+    .bind(some_of)
+    .fetch_one(pool)
+    .await
+}
+
 /// The newest event below `horizon` (whatever its type): how far a reader that found nothing
 /// more to apply below it has read.
 pub async fn last_below(
@@ -156,12 +176,36 @@ pub fn apply_lock_key(name: &str) -> String {
 /// own that does not wait for its WAL flush (losing a wake-up is harmless: listeners also
 /// poll). A failure is logged, not returned: the change itself is done.
 pub async fn notify(pool: &PgPool, channel: &str) {
+    notify_with(pool, channel, "").await;
+}
+
+/// [`notify`] with a payload.
+pub async fn notify_with(pool: &PgPool, channel: &str, payload: &str) {
     let sent =
-        sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
+        sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)")
             .bind(channel)
+            .bind(payload)
             .execute(pool)
             .await;
     if let Err(err) = sent {
         tracing::warn!(channel, error = %err, "could not send a wake-up; listeners will poll");
     }
+}
+
+/// The payload of an [`EVENTS_APPENDED`] wake-up: `Aggregate:EventType,EventType`.
+pub fn appended_payload(aggregate_type: &str, event_types: &[String]) -> String {
+    format!("{aggregate_type}:{}", event_types.join(","))
+}
+
+/// Whether a runner whose projection handles `handles` should wake for this
+/// [`EVENTS_APPENDED`] payload. A payload it cannot read wakes it.
+pub fn wakes(handles: &[Handles], payload: &str) -> bool {
+    let Some((aggregate_type, event_types)) = payload.split_once(':') else {
+        return true;
+    };
+    event_types.split(',').any(|event_type| {
+        handles
+            .iter()
+            .any(|h| h.matches(aggregate_type, event_type))
+    })
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod eventlog;
 pub mod export;
+pub mod inline;
 pub mod license_keys;
 pub mod localpg;
 pub mod mail;

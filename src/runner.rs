@@ -1,22 +1,29 @@
-//! The projection runner: applies the event log to each read model in log order, exactly once.
+//! The projection runner: applies the event log to each asynchronous read model in log order,
+//! exactly once. (Inline read models are written by the appending transactions; see
+//! `crate::inline`.)
 //!
 //! The log is read by `(transaction_id, global_position)`, only below the oldest transaction
 //! still in progress (`pg_snapshot_xmin`), so an event whose transaction commits after a later
-//! one is never skipped. Each batch and the checkpoint that follows it commit together. A
-//! session advisory lock per projection keeps one active runner across server instances.
+//! one is never skipped. A runner reads only the events its projection handles, and is woken
+//! only by appends of such events. Each batch and the checkpoint that follows it commit
+//! together; past events it ignores, the checkpoint moves in memory and is written at most
+//! once a second. A session advisory lock per projection keeps one active runner across
+//! server instances.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use projections::Projection;
+use projections::{Mode, Projection};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgListener;
 use sqlx::{Acquire, PgConnection, PgPool, Postgres};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::eventlog::{apply_lock_key, read_after, LogPosition, EVENTS_APPENDED};
+use crate::eventlog::{
+    apply_lock_key, last_below, read_after, wakes, Horizon, LogPosition, EVENTS_APPENDED,
+};
 
 const BATCH_SIZE: i64 = 500;
 /// Fallback when a notification is lost (or the listener is reconnecting).
@@ -25,6 +32,8 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const BLOCKED_RETRY: Duration = Duration::from_millis(5);
 const MAX_BLOCKED_RETRY: Duration = Duration::from_millis(200);
 const LOCK_RETRY: Duration = Duration::from_secs(2);
+/// How often a checkpoint that only moved past ignored events is written.
+const IGNORED_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Shared between the runners and the code that waits for them.
 #[derive(Clone)]
 pub struct Projections {
@@ -48,42 +57,59 @@ impl Projections {
         &self.list
     }
 
-    /// Starts the notification listener and one runner per projection. Each runner keeps one
-    /// connection of `background` (it holds the projection's advisory lock), so that pool
-    /// needs `list().len() + 1` connections.
+    /// Starts the notification listener and one runner per asynchronous projection. Each
+    /// runner keeps one connection of `background` (it holds the projection's advisory lock),
+    /// so that pool needs `list().len() + 1` connections.
     pub fn spawn(
         &self,
         background: &PgPool,
         shutdown: CancellationToken,
     ) -> Vec<tokio::task::JoinHandle<()>> {
-        let (wake_tx, wake_rx) = watch::channel(0u64);
-        let mut tasks = vec![tokio::spawn(listen(
-            background.clone(),
-            wake_tx,
-            shutdown.clone(),
-        ))];
-        for projection in &self.list {
+        let mut wake_ups = Vec::new();
+        let mut runners = Vec::new();
+        for projection in self.list.iter().filter(|p| p.mode() == Mode::Async) {
+            let (wake_tx, wake_rx) = watch::channel(0u64);
+            wake_ups.push((projection.clone(), wake_tx));
             let runner = Runner {
                 pool: background.clone(),
                 projection: projection.clone(),
-                wake: wake_rx.clone(),
+                wake: wake_rx,
                 progress: self.progress.clone(),
                 shutdown: shutdown.clone(),
             };
-            tasks.push(tokio::spawn(runner.run()));
+            runners.push(tokio::spawn(runner.run()));
         }
+        let mut tasks = vec![tokio::spawn(listen(
+            background.clone(),
+            wake_ups,
+            shutdown.clone(),
+        ))];
+        tasks.extend(runners);
         tasks
     }
 
-    /// Waits (at most `timeout`) until every named projection has applied the log up to
-    /// `position`. Works whichever server instance runs the projections: it reads the stored
-    /// checkpoints, and is woken early by this instance's runners. Returns whether they caught up.
+    /// Waits (at most `timeout`) until every named asynchronous projection has applied the log
+    /// up to `position` (an inline one always has). Works whichever server instance runs the
+    /// projections: it reads the stored checkpoints, and is woken early by this instance's
+    /// runners. Returns whether they caught up.
     pub async fn wait_for(
         &self,
         names: &[&str],
         position: LogPosition,
         timeout: Duration,
     ) -> Result<bool, sqlx::Error> {
+        let names: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|name| {
+                self.list
+                    .iter()
+                    .any(|p| p.name() == *name && p.mode() == Mode::Async)
+            })
+            .collect();
+        if names.is_empty() {
+            return Ok(true);
+        }
         let mut progress = self.progress.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -93,7 +119,7 @@ impl Projections {
                  WHERE c.name IS NULL
                     OR (c.transaction_id, c.global_position) < ($2::text::xid8, $3)",
             )
-            .bind(names)
+            .bind(&names)
             .bind(position.transaction_id.to_string())
             .bind(position.global_position)
             .fetch_one(&self.pool)
@@ -111,20 +137,34 @@ impl Projections {
     }
 }
 
-/// Relays `NOTIFY events_appended` to the runners; reconnects after errors.
-async fn listen(pool: PgPool, wake: watch::Sender<u64>, shutdown: CancellationToken) {
+/// Relays `NOTIFY events_appended` to the runners whose projections handle the appended
+/// events; reconnects after errors.
+async fn listen(
+    pool: PgPool,
+    runners: Vec<(Arc<dyn Projection>, watch::Sender<u64>)>,
+    shutdown: CancellationToken,
+) {
+    let wake_all = || {
+        for (_, wake) in &runners {
+            wake.send_modify(|n| *n += 1);
+        }
+    };
     loop {
         let result: anyhow::Result<()> = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen(EVENTS_APPENDED).await?;
             // Events appended while we were not listening.
-            wake.send_modify(|n| *n += 1);
+            wake_all();
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     notification = listener.recv() => {
-                        notification?;
-                        wake.send_modify(|n| *n += 1);
+                        let notification = notification?;
+                        for (projection, wake) in &runners {
+                            if wakes(projection.handles(), notification.payload()) {
+                                wake.send_modify(|n| *n += 1);
+                            }
+                        }
                     }
                 }
             }
@@ -246,13 +286,14 @@ impl Runner {
             });
         }
         let mut blocked_wait = BLOCKED_RETRY;
+        let mut cursor = Cursor::default();
         loop {
             if self.shutdown.is_cancelled() {
                 return Ok(());
             }
             // Mark the wake-ups seen before reading, so one arriving mid-batch is not lost.
             self.wake.borrow_and_update();
-            match apply_batch(conn, self.projection.as_ref()).await? {
+            match apply_batch(conn, self.projection.as_ref(), &mut cursor).await? {
                 Step::Applied => {
                     blocked_wait = BLOCKED_RETRY;
                     self.progress.send_modify(|n| *n += 1);
@@ -309,7 +350,23 @@ async fn ensure_version(
     Ok(stored != version)
 }
 
-async fn apply_batch(conn: &mut PgConnection, projection: &dyn Projection) -> anyhow::Result<Step> {
+/// How far a runner has read, and what it last read or wrote as the stored checkpoint.
+#[derive(Debug, Default)]
+struct Cursor {
+    /// Every event the projection handles up to here is applied (possibly not written yet:
+    /// past ignored events the checkpoint moves here first).
+    read: LogPosition,
+    /// The stored checkpoint as this runner last saw or wrote it; `None` before the first batch.
+    stored: Option<LogPosition>,
+    /// When the checkpoint was last written because of ignored events only.
+    written_at: Option<tokio::time::Instant>,
+}
+
+async fn apply_batch(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    cursor: &mut Cursor,
+) -> anyhow::Result<Step> {
     let name = projection.name();
     let mut tx = conn.begin().await?;
     // The batch commits with its checkpoint without waiting for the WAL flush: a crash can
@@ -328,38 +385,88 @@ async fn apply_batch(conn: &mut PgConnection, projection: &dyn Projection) -> an
     .fetch_one(&mut *tx)
     .await
     .context("reading the checkpoint")?;
-    let checkpoint = LogPosition {
+    let stored = LogPosition {
         transaction_id,
         global_position,
     };
-    let events = read_after(&mut tx, checkpoint, BATCH_SIZE)
+    // Someone else moved the checkpoint (a rebuild swapped its tables in): go on from there.
+    if cursor.stored != Some(stored) {
+        cursor.read = stored;
+        cursor.stored = Some(stored);
+    }
+    let horizon = Horizon::now(&mut tx).await?;
+    let handles = projection.handles();
+    let events = read_after(&mut tx, cursor.read, BATCH_SIZE, Some(handles), horizon)
         .await
         .context("reading events")?;
+    // Below the horizon, everything after the last event read was ignored: read up to there.
+    let full = i64::try_from(events.len()).unwrap_or(i64::MAX) >= BATCH_SIZE;
+    let mut read_to = events
+        .last()
+        .map(|e| LogPosition {
+            transaction_id: e.transaction_id,
+            global_position: e.global_position,
+        })
+        .unwrap_or(cursor.read);
+    if !full {
+        if let Some(end) = last_below(&mut tx, horizon).await? {
+            read_to = read_to.max(end);
+        }
+    }
 
-    let Some(last) = events.last() else {
+    if events.is_empty() {
+        cursor.read = read_to;
+        let due = cursor
+            .written_at
+            .is_none_or(|at| at.elapsed() >= IGNORED_CHECKPOINT_EVERY);
+        if cursor.read > stored && due {
+            write_checkpoint(&mut tx, name, cursor.read, 0).await?;
+            tx.commit().await?;
+            cursor.stored = Some(cursor.read);
+            cursor.written_at = Some(tokio::time::Instant::now());
+        } else {
+            tx.rollback().await?;
+        }
         // Not `EXISTS (...)`: PostgreSQL drops the ORDER BY and LIMIT inside an EXISTS, and the
         // generic plan then scans the whole log. Ordered and limited, it walks the log-order
-        // index from the checkpoint.
-        let pending = sqlx::query_scalar::<_, i32>(
-            "SELECT 1 FROM events e
-             WHERE (e.transaction_id, e.global_position) > ($1::text::xid8, $2)
-             ORDER BY e.transaction_id, e.global_position LIMIT 1",
+        // index from the checkpoint. Only handled events count: others never block.
+        let pending = read_after(
+            &mut *conn,
+            cursor.read,
+            1,
+            Some(handles),
+            Horizon::Unbounded,
         )
-        .bind(transaction_id.to_string())
-        .bind(global_position)
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some();
-        tx.rollback().await?;
-        return Ok(if pending { Step::Blocked } else { Step::Idle });
-    };
-    let last_position = (last.transaction_id, last.global_position);
-    for event in &events {
-        projection
-            .apply(&mut tx, event)
-            .await
-            .with_context(|| format!("applying event {} to {name}", event.global_position))?;
+        .await?;
+        return Ok(if pending.is_empty() {
+            Step::Idle
+        } else {
+            Step::Blocked
+        });
     }
+    projection
+        .apply_batch(&mut tx, &events)
+        .await
+        .with_context(|| {
+            format!(
+                "applying events {}..={} to {name}",
+                events[0].global_position,
+                events[events.len() - 1].global_position
+            )
+        })?;
+    write_checkpoint(&mut tx, name, read_to, events.len()).await?;
+    tx.commit().await?;
+    cursor.read = read_to;
+    cursor.stored = Some(read_to);
+    Ok(Step::Applied)
+}
+
+async fn write_checkpoint(
+    conn: &mut PgConnection,
+    name: &str,
+    position: LogPosition,
+    applied: usize,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE projection_checkpoints
          SET transaction_id = $2::text::xid8, global_position = $3,
@@ -367,13 +474,12 @@ async fn apply_batch(conn: &mut PgConnection, projection: &dyn Projection) -> an
          WHERE name = $1",
     )
     .bind(name)
-    .bind(last_position.0.to_string())
-    .bind(last_position.1)
-    .bind(i64::try_from(events.len()).unwrap_or(i64::MAX))
-    .execute(&mut *tx)
+    .bind(position.transaction_id.to_string())
+    .bind(position.global_position)
+    .bind(i64::try_from(applied).unwrap_or(i64::MAX))
+    .execute(conn)
     .await?;
-    tx.commit().await?;
-    Ok(Step::Applied)
+    Ok(())
 }
 
 async fn record_error(pool: &PgPool, name: &str, error: &str) {
@@ -396,7 +502,9 @@ pub struct ProjectionStatus {
     pub global_position: i64,
     pub transaction_id: i64,
     pub events_applied: i64,
-    /// Events in the log the projection has not applied yet.
+    /// `inline` (written with its events: never behind) or `async` (applied by a runner).
+    pub mode: String,
+    /// Events in the log the projection handles and has not applied yet.
     pub lag_events: i64,
     /// Age of the oldest event not applied yet, in milliseconds (0 when caught up).
     pub lag_ms: i64,
@@ -418,14 +526,17 @@ pub async fn status(
         .await?;
         let (version, transaction_id, global_position, events_applied, last_error) =
             row.unwrap_or((0, 0, 0, 0, None));
-        let (lag_events, lag_ms): (i64, Option<f64>) = sqlx::query_as(
-            "SELECT count(*), (extract(epoch FROM now() - min(recorded_at)) * 1000)::float8
-             FROM events WHERE (transaction_id, global_position) > ($1::text::xid8, $2)",
-        )
-        .bind(transaction_id.to_string())
-        .bind(global_position)
-        .fetch_one(pool)
-        .await?;
+        let mode = projection.mode();
+        let (lag_events, lag_ms) = match mode {
+            Mode::Inline => (0, None),
+            Mode::Async => {
+                let checkpoint = LogPosition {
+                    transaction_id,
+                    global_position,
+                };
+                crate::eventlog::backlog(pool, checkpoint, projection.handles()).await?
+            }
+        };
         out.push(ProjectionStatus {
             name: projection.name().to_owned(),
             version,
@@ -433,6 +544,7 @@ pub async fn status(
             global_position,
             transaction_id,
             events_applied,
+            mode: crate::rebuild::mode_name(mode).to_owned(),
             lag_events,
             #[expect(clippy::cast_possible_truncation, reason = "milliseconds fit in i64")]
             lag_ms: lag_ms.map_or(0, |ms| ms.max(0.0) as i64),

@@ -47,6 +47,8 @@ impl Application {
         let stripe_api = StripeApi::from_settings(&settings.stripe)?;
         let mailer = Mailer::new(pool.clone(), &settings.mail)?;
         let state = AppState::new(pool, &settings);
+        // Before any command: from here on the appending transactions keep them.
+        crate::inline::prepare(&state.pool, state.projections.list()).await?;
         let translator = Arc::new(Translator {
             pool: state.pool.clone(),
             members: state.members.clone(),

@@ -90,7 +90,6 @@ api_response! {
 }
 
 /// The read models a member looks at after a purchase step.
-const READ_MODELS: &[&str] = &["member_licenses", "member_subscriptions"];
 
 #[OpenApi(prefix_path = "/v1/me/license-purchases", tag = "ApiTags::Me")]
 impl LicensePurchasesApi {
@@ -155,7 +154,6 @@ impl LicensePurchasesApi {
             .await?
             .unwrap_or_else(Uuid::now_v7);
         let mut keys = Vec::new();
-        let mut reserved_at = None;
         for seat in 1..=quantity {
             let license_id = License::id_for_purchase(purchase_id, seat);
             let key = crate::license_keys::reserve(&state.pool, license_id)
@@ -174,7 +172,7 @@ impl LicensePurchasesApi {
                 seat,
                 at: chrono::Utc::now(),
             };
-            reserved_at = state
+            state
                 .licenses
                 .execute(&license_id.to_string(), command, metadata.clone())
                 .await
@@ -203,7 +201,6 @@ impl LicensePurchasesApi {
         let session = match stripe.create_payment_checkout(&checkout, &key).await {
             Ok(session) => session,
             Err(err) => {
-                self.state.read_your_writes(READ_MODELS, reserved_at).await;
                 return Err(stripe_problem(
                     err,
                     &format!("the {quantity} key(s) stay pending, and asking again for {quantity} reuses them"),
@@ -220,7 +217,7 @@ impl LicensePurchasesApi {
             currency: plan.currency.clone(),
             at: chrono::Utc::now(),
         };
-        let position = state
+        state
             .subscriptions
             .execute(&plan.subscription_id, command, metadata)
             .await
@@ -229,9 +226,6 @@ impl LicensePurchasesApi {
                     "the payment page was created but the purchase could not be recorded; retry",
                 )
             })?;
-        self.state
-            .read_your_writes(READ_MODELS, position.or(reserved_at))
-            .await;
         Ok(LicensePurchaseView {
             purchase_id,
             id: session.id,

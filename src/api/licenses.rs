@@ -33,7 +33,6 @@ use crate::rate_limit;
 use crate::store::{Actor, EventMetadata};
 
 /// Read models an activation change is visible in once it returns.
-const LICENSE_READ_MODELS: &[&str] = &["member_licenses"];
 
 pub struct LicensesApi {
     pub state: State,
@@ -319,12 +318,11 @@ impl LicensesApi {
     ) -> Result<(), Problem> {
         let state = &self.state;
         let metadata = EventMetadata::for_request(&request_id.0, Actor::Member(member_id));
-        let position = state
+        state
             .licenses
             .execute(&license_id.to_string(), command, metadata)
             .await
             .map_err(command_error)?;
-        state.read_your_writes(LICENSE_READ_MODELS, position).await;
         Ok(())
     }
 }

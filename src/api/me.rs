@@ -17,7 +17,6 @@ use super::problem::{FieldError, Problem};
 use super::sessions::MemberAuth;
 use super::state::{ApiTags, RequestId, State};
 use crate::api::problem::api_response;
-use crate::eventlog::LogPosition;
 use crate::store::{Actor, EventMetadata};
 
 pub struct MeApi {
@@ -25,7 +24,6 @@ pub struct MeApi {
 }
 
 /// Read models a member's own change is visible in once it returns.
-const ME_READ_MODELS: &[&str] = &["member_list", "newsletters"];
 
 /// The signed-in member.
 #[derive(Debug, Clone, Object)]
@@ -247,19 +245,16 @@ impl MeApi {
                 });
             }
         }
-        let mut position: Option<LogPosition> = None;
         for command in commands {
             let metadata = EventMetadata::for_request(&request_id.0, Actor::Member(member_id));
-            position = state
+            state
                 .members
                 .execute(&member_id.to_string(), command, metadata)
                 .await
                 .map_err(|e| {
                     command_error(e).when_unavailable("the change could not be saved; retry")
-                })?
-                .or(position);
+                })?;
         }
-        state.read_your_writes(ME_READ_MODELS, position).await;
         me(state, member_id).await
     }
 }

@@ -14,14 +14,11 @@ use super::problem::api_response;
 use super::problem::{command_error, db_error};
 use super::problem::{FieldError, Problem};
 use super::state::{ApiTags, RequestId, State};
-use crate::eventlog::LogPosition;
 use crate::store::{Actor, EventMetadata};
 
 pub struct NewslettersApi {
     pub state: State,
 }
-
-const NEWSLETTER_READ_MODELS: &[&str] = &["newsletters"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename = "NewsletterStatus", rename_all = "snake_case")]
@@ -267,15 +264,11 @@ impl NewslettersApi {
         request_id: &RequestId,
     ) -> Result<(), Problem> {
         let metadata = EventMetadata::for_request(&request_id.0, Actor::Admin);
-        let position: Option<LogPosition> = self
-            .state
+        self.state
             .newsletters
             .execute(&id.to_string(), command, metadata)
             .await
             .map_err(command_error)?;
-        self.state
-            .read_your_writes(NEWSLETTER_READ_MODELS, position)
-            .await;
         Ok(())
     }
 }

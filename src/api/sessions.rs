@@ -286,15 +286,6 @@ impl SessionsApi {
                 }
                 Err(err) => return auth_problem(err).into(),
             };
-        let read_models = &[
-            "member_list",
-            "members_created_events",
-            "newsletters",
-            "members_login_events",
-        ];
-        self.state
-            .read_your_writes(read_models, signed_in.position)
-            .await;
         match super::members::find_member(&self.state, signed_in.member_id).await {
             Ok(Some(member)) => VerifyResponse::Ok(Json(SessionView {
                 session_token: signed_in.session_token,

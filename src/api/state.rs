@@ -40,16 +40,21 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(pool: PgPool, settings: &Settings) -> State {
-        let members = CommandBus::new(pool.clone(), ());
-        let subscriptions = CommandBus::new(pool.clone(), ());
-        let licenses = CommandBus::new(pool.clone(), ());
         let mut list: Vec<Arc<dyn projections::Projection>> =
             projections::all().into_iter().map(Arc::from).collect();
+        let inline: Arc<[Arc<dyn projections::Projection>]> = list
+            .iter()
+            .filter(|p| p.mode() == projections::Mode::Inline)
+            .cloned()
+            .collect();
+        let members = CommandBus::new(pool.clone(), inline.clone(), ());
+        let subscriptions = CommandBus::new(pool.clone(), inline.clone(), ());
+        let licenses = CommandBus::new(pool.clone(), inline.clone(), ());
         list.extend(policies::all(&pool, members.clone(), licenses.clone()));
         Arc::new(Self {
             projections: Projections::new(pool.clone(), list),
             admin_tokens: AdminTokens::new(pool.clone(), settings.admin_token.as_deref()),
-            newsletters: CommandBus::new(pool.clone(), ()),
+            newsletters: CommandBus::new(pool.clone(), inline, ()),
             sign_in: SignIn {
                 pool: pool.clone(),
                 members: members.clone(),

@@ -71,23 +71,21 @@ impl TestApp {
         self.settle().await;
     }
 
-    /// Waits until every projection and policy has applied the whole log (policies append
-    /// events, so this loops until nothing moves).
+    /// Waits until every asynchronous projection and policy has applied every event it
+    /// handles (policies append events, so this loops until nothing moves; inline projections
+    /// are written with their events and never lag).
     pub async fn settle(&self) {
         crate::helpers::eventually("the projections to catch up", || async {
-            let behind: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM projection_checkpoints c
-                 WHERE EXISTS (SELECT 1 FROM events e
-                               WHERE (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position))",
-            )
-            .fetch_one(&self.pool)
-            .await
-            .expect("count");
-            let checkpoints: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_checkpoints")
-                .fetch_one(&self.pool)
+            let status = memberledger::runner::status(&self.pool, projection_list())
                 .await
-                .expect("count");
-            behind == 0 && checkpoints >= projection_count()
+                .expect("projection status");
+            let checkpoints: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM projection_checkpoints")
+                    .fetch_one(&self.pool)
+                    .await
+                    .expect("count");
+            status.iter().all(|p| p.lag_events == 0)
+                && checkpoints >= i64::try_from(status.len()).expect("a small count")
         })
         .await;
     }
@@ -339,16 +337,16 @@ impl FakeStripe {
     }
 }
 
-/// How many projections and policies the server runs (each gets a checkpoint when it starts).
-fn projection_count() -> i64 {
-    static COUNT: OnceLock<i64> = OnceLock::new();
-    *COUNT.get_or_init(|| {
+/// The projections and policies the server runs (each gets a checkpoint when it starts).
+fn projection_list() -> &'static [Arc<dyn projections::Projection>] {
+    static LIST: OnceLock<Vec<Arc<dyn projections::Projection>>> = OnceLock::new();
+    LIST.get_or_init(|| {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy_with(sqlx::postgres::PgConnectOptions::new());
         let state = memberledger::api::state::AppState::new(
             pool,
             &memberledger::config::Settings::default(),
         );
-        i64::try_from(state.projections.list().len()).expect("a small count")
+        state.projections.list().to_vec()
     })
 }

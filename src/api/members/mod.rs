@@ -24,7 +24,6 @@ use queries::{list_members, member_detail, timeline, ListFilter};
 pub use responses::*;
 
 /// Read models a member write is visible in once it returns.
-const MEMBER_READ_MODELS: &[&str] = &["member_list", "members_created_events"];
 
 pub struct MembersApi {
     pub state: State,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::json::{CreateMemberRequest, CreateSourceDto, MemberView, UpdateMemberRequest};
 use super::queries::find_member;
-use super::{MembersApi, MEMBER_READ_MODELS};
+use super::MembersApi;
 use crate::api::problem::{command_error, db_error, FieldError, Problem};
 use crate::api::state::RequestId;
 use crate::members::{self, CreateMemberError, NewMember};
@@ -79,17 +79,9 @@ impl MembersApi {
             attribution: Some(aggregates::attribution::for_context(context)),
             newsletters: Vec::new(),
         };
-        let (member_id, position) = members::create(
-            &self.state.pool,
-            &self.state.members,
-            new,
-            metadata(request_id),
-        )
-        .await
-        .map_err(create_error)?;
-        self.state
-            .read_your_writes(MEMBER_READ_MODELS, position)
-            .await;
+        let (member_id, _) = members::create(&self.state.members, new, metadata(request_id))
+            .await
+            .map_err(create_error)?;
         find_member(&self.state, member_id).await?.ok_or_else(|| {
             Problem::unavailable("the member was created but is not readable yet; retry the GET")
         })
@@ -123,7 +115,6 @@ impl MembersApi {
         v.finish()?;
 
         let aggregate_id = member_id.to_string();
-        let mut position = None;
         if name.is_some() || note.is_some() || labels.is_some() {
             let command = MemberCommand::UpdateMember {
                 name,
@@ -131,28 +122,17 @@ impl MembersApi {
                 labels,
                 at: Utc::now(),
             };
-            position = self
-                .state
+            self.state
                 .members
                 .execute(&aggregate_id, command, metadata(request_id))
                 .await
                 .map_err(command_error)?;
         }
         if let Some(email) = email {
-            position = members::change_email(
-                &self.state.pool,
-                &self.state.members,
-                member_id,
-                email,
-                metadata(request_id),
-            )
-            .await
-            .map_err(create_error)?
-            .or(position);
+            members::change_email(&self.state.members, member_id, email, metadata(request_id))
+                .await
+                .map_err(create_error)?;
         }
-        self.state
-            .read_your_writes(MEMBER_READ_MODELS, position)
-            .await;
         find_member(&self.state, member_id)
             .await?
             .ok_or_else(|| Problem::not_found("no member has this id"))

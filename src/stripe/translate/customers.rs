@@ -99,7 +99,7 @@ impl Translator {
             )),
             newsletters: Vec::new(),
         };
-        match members::create(&self.pool, &self.members, new, metadata.clone()).await {
+        match members::create(&self.members, new, metadata.clone()).await {
             Ok((member_id, _)) => Ok(member_id),
             // Created concurrently (by the API, or another customer's event): use that member.
             Err(CreateMemberError::EmailTaken) => members::find_by_email(&self.pool, &email)

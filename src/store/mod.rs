@@ -3,13 +3,22 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::cell::Cell;
+
 use aggregates::cqrs_es::persist::{EventUpcaster, PersistedEventStore, SerializedEvent};
-use aggregates::cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventEnvelope, Query};
-use postgres_es::PostgresEventRepository;
+use aggregates::cqrs_es::{
+    Aggregate, AggregateError, CqrsFramework, DomainEvent, EventEnvelope, Query,
+};
+use projections::Projection;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::eventlog::LogPosition;
+
+mod repository;
+
+pub use repository::InlineRefusal;
+use repository::{EventRepository, APPENDED};
 
 /// Who or what caused a command.
 #[derive(Debug, Clone)]
@@ -60,14 +69,14 @@ impl EventMetadata {
     }
 }
 
-type Framework<A> = CqrsFramework<A, PersistedEventStore<PostgresEventRepository, A>>;
+type Framework<A> = CqrsFramework<A, PersistedEventStore<EventRepository, A>>;
 
-/// Runs commands against aggregates stored in PostgreSQL.
+/// Runs commands against aggregates stored in PostgreSQL; each command's events and the inline
+/// read models they change commit in one transaction.
 pub struct CommandBus<A: Aggregate> {
     framework: Framework<A>,
     /// A second handle on the same store, for reading an aggregate's state.
-    store: PersistedEventStore<PostgresEventRepository, A>,
-    pool: PgPool,
+    store: PersistedEventStore<EventRepository, A>,
 }
 
 /// How often a command is retried when another writer appended to the same aggregate first.
@@ -78,9 +87,14 @@ where
     A: Aggregate + 'static,
     A::Command: Clone,
 {
-    pub fn new(pool: PgPool, services: A::Services) -> Arc<Self> {
+    /// `inline`: every inline projection (each append applies those handling its events).
+    pub fn new(
+        pool: PgPool,
+        inline: Arc<[Arc<dyn Projection>]>,
+        services: A::Services,
+    ) -> Arc<Self> {
         let store = || {
-            PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()))
+            PersistedEventStore::new_event_store(EventRepository::new(pool.clone(), inline.clone()))
                 .with_upcasters(vec![Box::new(Upcaster)])
         };
         Arc::new(Self {
@@ -90,7 +104,6 @@ where
                 services,
             ),
             store: store(),
-            pool,
         })
     }
 
@@ -101,7 +114,8 @@ where
     }
 
     /// Executes `command`, retrying on optimistic-lock conflicts (the command is re-run
-    /// against the newer state), and returns the log position of the aggregate's newest event.
+    /// against the newer state), and returns the log position of the last event it appended
+    /// (`None` when it appended none). When it returns, the inline read models show the events.
     pub async fn execute(
         &self,
         aggregate_id: &str,
@@ -109,47 +123,38 @@ where
         metadata: EventMetadata,
     ) -> Result<Option<LogPosition>, AggregateError<A::Error>> {
         let metadata = metadata.into_map();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self
-                .framework
-                .execute_with_metadata(aggregate_id, command.clone(), metadata.clone())
-                .await
-            {
-                Err(AggregateError::AggregateConflict) if attempt <= CONFLICT_RETRIES => continue,
-                Err(err) => return Err(err),
-                Ok(()) => break,
-            }
-        }
-        self.latest_position(aggregate_id)
+        APPENDED
+            .scope(Cell::new(None), async {
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    match self
+                        .framework
+                        .execute_with_metadata(aggregate_id, command.clone(), metadata.clone())
+                        .await
+                    {
+                        Err(AggregateError::AggregateConflict) if attempt <= CONFLICT_RETRIES => {}
+                        Err(err) => return Err(err),
+                        Ok(()) => return Ok(APPENDED.with(Cell::get)),
+                    }
+                }
+            })
             .await
-            .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))
-    }
-
-    async fn latest_position(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Option<LogPosition>, sqlx::Error> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT transaction_id::text::bigint, global_position FROM events
-             WHERE aggregate_type = $1 AND aggregate_id = $2
-             ORDER BY sequence DESC LIMIT 1",
-        )
-        .bind(A::TYPE)
-        .bind(aggregate_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|(transaction_id, global_position)| LogPosition {
-            transaction_id,
-            global_position,
-        }))
     }
 }
 
-/// Wakes the projection runners (of every instance) once a command's events are committed.
-/// Not a trigger on `events`: a NOTIFY inside the appending transaction would serialise all
-/// appends (see migration 20261124000011).
+/// The inline refusal behind a failed command, if that is why it failed.
+pub fn inline_refusal<E: std::error::Error>(err: &AggregateError<E>) -> Option<&InlineRefusal> {
+    match err {
+        AggregateError::UnexpectedError(source) => source.downcast_ref::<InlineRefusal>(),
+        _ => None,
+    }
+}
+
+/// Wakes the projection runners (of every instance) once a command's events are committed,
+/// naming the event types, so that a runner whose projection handles none of them stays
+/// asleep. Not a trigger on `events`: a NOTIFY inside the appending transaction would
+/// serialise all appends (see migration 20261124000011).
 struct WakeRunners {
     pool: PgPool,
 }
@@ -157,9 +162,14 @@ struct WakeRunners {
 #[async_trait::async_trait]
 impl<A: Aggregate> Query<A> for WakeRunners {
     async fn dispatch(&self, _aggregate_id: &str, events: &[EventEnvelope<A>]) {
-        if !events.is_empty() {
-            crate::eventlog::notify(&self.pool, crate::eventlog::EVENTS_APPENDED).await;
+        if events.is_empty() {
+            return;
         }
+        let mut types: Vec<String> = events.iter().map(|e| e.payload.event_type()).collect();
+        types.sort();
+        types.dedup();
+        let payload = crate::eventlog::appended_payload(A::TYPE, &types);
+        crate::eventlog::notify_with(&self.pool, crate::eventlog::EVENTS_APPENDED, &payload).await;
     }
 }
 

@@ -1,0 +1,220 @@
+//! The event repository: cqrs-es's `PersistedEventRepository` on postgres-es's `events` and
+//! `snapshots` tables, with inline projections written in the appending transaction.
+//!
+//! Reads are postgres-es's own. Appends are ours because postgres-es opens and commits its own
+//! transaction in `persist` and cannot take part in a wider one: an inline read model written
+//! after it would commit apart from its events (an event without its row, or a row refused
+//! after the event was in). Here one transaction inserts the command's events (one multi-row
+//! statement, which also returns their log positions), applies the inline projections that
+//! handle them, and commits: both or neither.
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use aggregates::cqrs_es::persist::{
+    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
+};
+use aggregates::cqrs_es::Aggregate;
+use chrono::{DateTime, Utc};
+use postgres_es::PostgresEventRepository;
+use projections::{Projection, ProjectionError, StoredEvent};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+
+use crate::eventlog::LogPosition;
+
+tokio::task_local! {
+    /// Where the command being executed on this task appended its last event.
+    pub(super) static APPENDED: Cell<Option<LogPosition>>;
+}
+
+/// An inline projection refused a command's events; nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[error("{projection} refuses the events: {reason}")]
+pub struct InlineRefusal {
+    pub projection: &'static str,
+    pub reason: &'static str,
+}
+
+pub struct EventRepository {
+    pool: PgPool,
+    reads: PostgresEventRepository,
+    /// Every inline projection; each append applies those that handle its events.
+    inline: Arc<[Arc<dyn Projection>]>,
+}
+
+impl EventRepository {
+    pub fn new(pool: PgPool, inline: Arc<[Arc<dyn Projection>]>) -> Self {
+        Self {
+            reads: PostgresEventRepository::new(pool.clone()),
+            pool,
+            inline,
+        }
+    }
+
+    async fn append(
+        &self,
+        events: &[SerializedEvent],
+    ) -> Result<Option<LogPosition>, PersistenceError> {
+        let mut tx = self.pool.begin().await.map_err(connection)?;
+        let stored = insert_events(&mut tx, events).await?;
+        for projection in self.inline.iter() {
+            let handled: Vec<StoredEvent> = stored
+                .iter()
+                .filter(|e| {
+                    projections::handles(projection.as_ref(), &e.aggregate_type, &e.event_type)
+                })
+                .cloned()
+                .collect();
+            if handled.is_empty() {
+                continue;
+            }
+            projection
+                .apply_batch(&mut tx, &handled)
+                .await
+                .map_err(|err| match err {
+                    ProjectionError::Refused { projection, reason } => {
+                        PersistenceError::UnknownError(Box::new(InlineRefusal {
+                            projection,
+                            reason,
+                        }))
+                    }
+                    ProjectionError::Database(err) => database(err),
+                    other => PersistenceError::UnknownError(Box::new(other)),
+                })?;
+        }
+        tx.commit().await.map_err(database)?;
+        Ok(stored.last().map(|e| LogPosition {
+            transaction_id: e.transaction_id,
+            global_position: e.global_position,
+        }))
+    }
+}
+
+/// Inserts the events in one statement; a duplicate `(aggregate_type, aggregate_id, sequence)`
+/// is the optimistic-lock conflict (another writer appended first).
+async fn insert_events(
+    conn: &mut PgConnection,
+    events: &[SerializedEvent],
+) -> Result<Vec<StoredEvent>, PersistenceError> {
+    let column = |f: fn(&SerializedEvent) -> String| events.iter().map(f).collect::<Vec<_>>();
+    let sequences: Vec<i64> = events
+        .iter()
+        .map(|e| i64::try_from(e.sequence).unwrap_or(i64::MAX))
+        .collect();
+    let positions: Vec<(i64, i64, DateTime<Utc>)> = sqlx::query_as(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT t, i, s, et, ev, p::json, m::json
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
+              WITH ORDINALITY AS e(t, i, s, et, ev, p, m, n)
+         ORDER BY n
+         RETURNING global_position, transaction_id::text::bigint, recorded_at",
+    )
+    .bind(column(|e| e.aggregate_type.clone()))
+    .bind(column(|e| e.aggregate_id.clone()))
+    .bind(&sequences)
+    .bind(column(|e| e.event_type.clone()))
+    .bind(column(|e| e.event_version.clone()))
+    .bind(column(|e| e.payload.to_string()))
+    .bind(column(|e| e.metadata.to_string()))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|err| match &err {
+        sqlx::Error::Database(db) if db.constraint() == Some("events_pkey") => {
+            PersistenceError::OptimisticLockError
+        }
+        _ => database(err),
+    })?;
+    // RETURNING gives no order guarantee: global positions are taken in insert order, so
+    // sorting them pairs them with the events in order.
+    let mut positions = positions;
+    positions.sort_by_key(|(global_position, ..)| *global_position);
+    Ok(events
+        .iter()
+        .zip(positions)
+        .zip(sequences)
+        .map(
+            |((event, (global_position, transaction_id, recorded_at)), sequence)| StoredEvent {
+                global_position,
+                transaction_id,
+                aggregate_type: event.aggregate_type.clone(),
+                aggregate_id: event.aggregate_id.clone(),
+                sequence,
+                event_type: event.event_type.clone(),
+                event_version: event.event_version.clone(),
+                payload: event.payload.clone(),
+                metadata: event.metadata.clone(),
+                recorded_at,
+            },
+        )
+        .collect())
+}
+
+fn connection(err: sqlx::Error) -> PersistenceError {
+    PersistenceError::ConnectionError(Box::new(err))
+}
+
+fn database(err: sqlx::Error) -> PersistenceError {
+    match err {
+        sqlx::Error::Database(_) => PersistenceError::UnknownError(Box::new(err)),
+        other => connection(other),
+    }
+}
+
+impl PersistedEventRepository for EventRepository {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.reads.get_events::<A>(aggregate_id).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.reads
+            .get_last_events::<A>(aggregate_id, last_sequence)
+            .await
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        self.reads.get_snapshot::<A>(aggregate_id).await
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        // The command buses are event-sourced (`PersistedEventStore::new_event_store`): cqrs-es
+        // asks for no snapshot.
+        if snapshot_update.is_some() {
+            return Err(PersistenceError::UnknownError(
+                "this repository keeps no snapshots".into(),
+            ));
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let position = self.append(events).await?;
+        // Outside `CommandBus::execute` (no scope) nobody asked for the position.
+        let _ = APPENDED.try_with(|cell| cell.set(position.or(cell.get())));
+        Ok(())
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        self.reads.stream_events::<A>(aggregate_id).await
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        self.reads.stream_all_events::<A>().await
+    }
+}
