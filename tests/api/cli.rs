@@ -156,11 +156,17 @@ async fn projections_status_prints_each_projection() {
     );
     let status: Value = serde_json::from_slice(&out.stdout).expect("json");
     let rows = status.as_array().expect("array");
+    let timeline = rows
+        .iter()
+        .find(|r| r["name"] == "member_timeline")
+        .expect("member_timeline row");
+    assert_eq!(timeline["events_applied"], 1, "{timeline}");
+    assert_eq!(timeline["mode"], "async", "{timeline}");
     let member_list = rows
         .iter()
         .find(|r| r["name"] == "member_list")
         .expect("member_list row");
-    assert_eq!(member_list["events_applied"], 1, "{member_list}");
+    assert_eq!(member_list["mode"], "inline", "{member_list}");
     for row in rows {
         assert_eq!(row["lag_events"], 0, "{row}");
         assert_eq!(row["version"], row["code_version"], "{row}");

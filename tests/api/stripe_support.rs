@@ -338,7 +338,7 @@ impl FakeStripe {
 }
 
 /// The projections and policies the server runs (each gets a checkpoint when it starts).
-fn projection_list() -> &'static [Arc<dyn projections::Projection>] {
+pub fn projection_list() -> &'static [Arc<dyn projections::Projection>] {
     static LIST: OnceLock<Vec<Arc<dyn projections::Projection>>> = OnceLock::new();
     LIST.get_or_init(|| {
         let pool = sqlx::postgres::PgPoolOptions::new()

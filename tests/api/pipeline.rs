@@ -1,0 +1,164 @@
+//! The write pipeline: inline read models commit or roll back with their events, and an
+//! asynchronous projection pays nothing for the events it does not handle.
+
+use serde_json::json;
+
+use crate::helpers::{assert_problem, eventually, TestApp};
+
+async fn events_of(app: &TestApp, aggregate_type: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = $1")
+        .bind(aggregate_type)
+        .fetch_one(&app.pool)
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn a_failing_inline_write_leaves_no_event_and_answers_a_problem() {
+    let app = TestApp::spawn().await;
+    app.member("before@example.com").await;
+    // The inline `member_list` write fails for one address, as a full disk or a broken
+    // constraint would.
+    sqlx::query(
+        "CREATE FUNCTION refuse_doomed() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.email = 'doomed@example.com' THEN
+                 RAISE EXCEPTION 'member_list is broken for this row';
+             END IF;
+             RETURN NEW;
+         END $$",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("function");
+    sqlx::query(
+        "CREATE TRIGGER refuse_doomed BEFORE INSERT OR UPDATE ON member_list
+         FOR EACH ROW EXECUTE FUNCTION refuse_doomed()",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("trigger");
+
+    let resp = app
+        .create_member(json!({ "email": "doomed@example.com", "name": "Doomed" }))
+        .await;
+    let problem = assert_problem(resp, 500).await;
+    assert_eq!(problem["status"], 500, "{problem}");
+
+    // Neither the event nor any inline row of the refused command was written.
+    assert_eq!(events_of(&app, "Member").await, 1);
+    let claimed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM member_emails WHERE email = 'doomed@example.com'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(claimed, 0, "the email lookup rolled back with the event");
+    let created: i64 = sqlx::query_scalar("SELECT count(*) FROM members_created_events")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(created, 1, "only the first member's attribution row");
+
+    // The address is free: once the read model works again, the same request succeeds.
+    sqlx::query("DROP TRIGGER refuse_doomed ON member_list")
+        .execute(&app.pool)
+        .await
+        .expect("drop");
+    let member = app.member("doomed@example.com").await;
+    assert_eq!(member["email"], "doomed@example.com");
+    assert_eq!(events_of(&app, "Member").await, 2);
+}
+
+#[tokio::test]
+async fn a_refused_inline_write_leaves_no_event_and_answers_409() {
+    let app = TestApp::spawn().await;
+    app.member("taken@example.com").await;
+    let resp = app
+        .create_member(json!({ "email": "TAKEN@example.com" }))
+        .await;
+    let problem = assert_problem(resp, 409).await;
+    assert_eq!(problem["type"], "/problems/email-taken", "{problem}");
+    assert_eq!(events_of(&app, "Member").await, 1);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM member_list")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(rows, 1);
+}
+
+#[tokio::test]
+async fn a_projection_commits_nothing_for_events_it_does_not_handle() {
+    let app = TestApp::spawn().await;
+    app.settle().await;
+    // Counts every write of a checkpoint: a runner commits a transaction only together with
+    // its checkpoint (a batch, or the position moved past ignored events).
+    sqlx::raw_sql(
+        "CREATE TABLE checkpoint_writes (name text PRIMARY KEY, writes bigint NOT NULL);
+         CREATE FUNCTION count_checkpoint_write() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO checkpoint_writes VALUES (NEW.name, 1)
+             ON CONFLICT (name) DO UPDATE SET writes = checkpoint_writes.writes + 1;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER count_checkpoint_write AFTER UPDATE ON projection_checkpoints
+         FOR EACH ROW EXECUTE FUNCTION count_checkpoint_write();",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("instrumentation");
+
+    let started = std::time::Instant::now();
+    const MEMBERS: i64 = 40;
+    for i in 0..MEMBERS {
+        app.member(&format!("ignored{i}@example.com")).await;
+    }
+    // `member_timeline` handles member creations; `members_status_events` only status changes.
+    eventually("the timeline has every creation", || async {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM member_timeline")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+        rows == MEMBERS
+    })
+    .await;
+    app.settle().await;
+    let elapsed_secs = i64::try_from(started.elapsed().as_secs()).expect("seconds");
+
+    let writes = |name: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT writes FROM checkpoint_writes WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&pool)
+                .await
+                .expect("writes")
+                .unwrap_or(0)
+        }
+    };
+    let (applied, status_events_writes): (i64, i64) = (
+        sqlx::query_scalar(
+            "SELECT events_applied FROM projection_checkpoints WHERE name = 'members_status_events'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .expect("checkpoint"),
+        writes("members_status_events").await,
+    );
+    assert_eq!(applied, 0, "it was given none of the creations");
+    // Its position follows the log at most once a second, never once per append.
+    assert!(
+        status_events_writes <= elapsed_secs + 2,
+        "{status_events_writes} checkpoint writes in {elapsed_secs} s for {MEMBERS} ignored events"
+    );
+    assert!(status_events_writes < MEMBERS / 4, "{status_events_writes}");
+    // Inline read models have no runner: nothing writes their checkpoints.
+    assert_eq!(writes("member_list").await, 0);
+    // The timeline applied every creation exactly once.
+    let timeline: i64 = sqlx::query_scalar(
+        "SELECT events_applied FROM projection_checkpoints WHERE name = 'member_timeline'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("checkpoint");
+    assert_eq!(timeline, MEMBERS);
+}
