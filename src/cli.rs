@@ -181,9 +181,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     names.join(", ")
                 );
             }
-            for projection in chosen {
-                rebuild_with_progress(&db.pool, projection).await?;
-            }
+            rebuild_with_progress(&db.pool, &chosen).await?;
             db.close().await
         }
         Command::Stripe {
@@ -250,12 +248,13 @@ async fn serve_command(database: DatabaseConfig, serve: ServeConfig) -> anyhow::
     result
 }
 
+/// Rebuilds `chosen` from one pass over the log, with a progress bar on a terminal; prints
+/// what each applied.
 async fn rebuild_with_progress(
     pool: &sqlx::PgPool,
-    projection: std::sync::Arc<dyn projections::Projection>,
+    chosen: &[std::sync::Arc<dyn projections::Projection>],
 ) -> anyhow::Result<()> {
     use std::io::IsTerminal;
-    let name = projection.name();
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
@@ -264,13 +263,16 @@ async fn rebuild_with_progress(
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        bar.set_prefix(name);
+        bar.set_prefix(match chosen {
+            [one] => one.name().to_owned(),
+            many => format!("{} projections", many.len()),
+        });
         Some(bar)
     } else {
         None
     };
     let started = std::time::Instant::now();
-    let applied = crate::rebuild::rebuild(pool, projection.clone(), |p| {
+    let done = crate::rebuild::rebuild_many(pool, chosen, |p| {
         if let Some(bar) = &bar {
             bar.set_length(p.total);
             bar.set_position(p.applied);
@@ -281,8 +283,17 @@ async fn rebuild_with_progress(
         bar.finish_and_clear();
     }
     let secs = started.elapsed().as_secs_f64();
+    for (name, applied) in done {
+        println!("{name}: {applied} events, swapped in");
+    }
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await?;
     #[expect(clippy::cast_precision_loss, reason = "a rate for display")]
-    let rate = applied as f64 / secs.max(0.001);
-    println!("{name}: {applied} events in {secs:.1} s ({rate:.0} events/s), swapped in");
+    let rate = events as f64 / secs.max(0.001);
+    println!(
+        "rebuilt {} projection(s) from {events} events in {secs:.1} s ({rate:.0} events/s)",
+        chosen.len()
+    );
     Ok(())
 }

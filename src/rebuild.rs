@@ -1,21 +1,28 @@
-//! Blue/green projection rebuilds: replay the whole log into shadow copies of a projection's
-//! tables (a schema of their own, so the projection's SQL, which names its tables unqualified,
-//! writes there through `search_path`) while the live tables keep serving reads and the runner
-//! keeps applying new events to them; then, in one transaction that holds the projection's
-//! apply lock (so the runner waits between two batches), apply the last events, swap the
-//! tables in and move the checkpoint to where the shadow got. Replay is batched: thousands of
-//! events per transaction.
+//! Blue/green projection rebuilds: replay the log into shadow copies of projections' tables (a
+//! schema per projection, so its SQL, which names its tables unqualified, writes there through
+//! `search_path`) while the live tables keep serving reads and keep being written (by the
+//! runner, or by the appending transactions for an inline projection); then swap each in.
+//!
+//! Set-based: the log is read once for every projection being rebuilt (batches of
+//! [`REBUILD_BATCH`] events, each projection given those it handles and applying them with its
+//! multi-row `apply_batch`), into shadow tables that carry only their constraints and unique
+//! indexes (and the indexes a projection's own statements look rows up by); the other
+//! secondary indexes are built once the rows are in. The swap of a projection happens in one
+//! transaction that holds its apply lock (an asynchronous projection: the runner waits between
+//! two batches) or the lock on appends (an inline one: commands wait, they do not fail): it
+//! applies the last events, moves the tables in and the checkpoint to where the shadow got.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use projections::{Mode, Projection, StoredEvent};
+use projections::{Handles, Mode, Projection, StoredEvent};
 use sqlx::{PgConnection, PgPool};
 
 use crate::eventlog::{apply_lock_key, last_below, lock_appends, read_after, Horizon, LogPosition};
 
-const REBUILD_BATCH: i64 = 5000;
+/// Events read and applied per transaction.
+const REBUILD_BATCH: i64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
@@ -27,7 +34,8 @@ pub enum RebuildError {
     Failed(#[from] anyhow::Error),
 }
 
-/// How far a rebuild got, reported after every batch.
+/// How far a rebuild got, reported after every batch: `applied` counts the log's events read
+/// so far (of those some projection being rebuilt handles), `total` the log's size.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
     pub applied: u64,
@@ -43,79 +51,188 @@ fn rebuild_lock_key(name: &str) -> String {
     format!("memberledger.rebuild.{name}")
 }
 
-/// Rebuilds `projection` blue/green. `report` is called after each batch.
+/// Rebuilds `projection` blue/green; returns how many events it applied. `report` is called
+/// after each batch.
 pub async fn rebuild(
     pool: &PgPool,
     projection: Arc<dyn Projection>,
     report: impl Fn(Progress) + Send,
 ) -> Result<u64, RebuildError> {
-    let name = projection.name();
-    if !projection.rebuildable() {
-        return Err(RebuildError::NotRebuildable(name.to_owned()));
+    let applied = rebuild_many(pool, &[projection], report).await?;
+    Ok(applied.first().map_or(0, |(_, n)| *n))
+}
+
+/// Rebuilds every projection of `list` blue/green from one pass over the log; returns each
+/// one's name and the events it applied.
+pub async fn rebuild_many(
+    pool: &PgPool,
+    list: &[Arc<dyn Projection>],
+    report: impl Fn(Progress) + Send,
+) -> Result<Vec<(&'static str, u64)>, RebuildError> {
+    if let Some(policy) = list.iter().find(|p| !p.rebuildable()) {
+        return Err(RebuildError::NotRebuildable(policy.name().to_owned()));
     }
-    // One rebuild per projection at a time, across instances; the lock dies with the session.
+    // One rebuild per projection at a time, across instances; the locks die with the session.
     let mut lock = pool
         .acquire()
         .await
         .context("acquiring a connection")
         .map_err(RebuildError::Failed)?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
-        .bind(rebuild_lock_key(name))
-        .fetch_one(&mut *lock)
-        .await
-        .context("taking the rebuild lock")
-        .map_err(RebuildError::Failed)?;
-    if !locked {
-        return Err(RebuildError::AlreadyRunning(name.to_owned()));
+    let mut held = Vec::new();
+    for projection in list {
+        let name = projection.name();
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+            .bind(rebuild_lock_key(name))
+            .fetch_one(&mut *lock)
+            .await
+            .context("taking the rebuild lock")
+            .map_err(RebuildError::Failed)?;
+        if !locked {
+            unlock(&mut lock, &held).await;
+            return Err(RebuildError::AlreadyRunning(name.to_owned()));
+        }
+        held.push(name);
     }
-    let result = run(pool, projection.as_ref(), &report).await;
-    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
-        .bind(rebuild_lock_key(name))
-        .execute(&mut *lock)
-        .await;
+    let result = run(pool, list, &report).await;
+    unlock(&mut lock, &held).await;
     if let Err(err) = &result {
-        let _ = sqlx::query(
-            "UPDATE projection_rebuilds SET state = 'failed', error = $2, finished_at = now(), updated_at = now()
-             WHERE name = $1",
-        )
-        .bind(name)
-        .bind(format!("{err:#}"))
-        .execute(pool)
-        .await;
-        let _ = sqlx::query(&format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            shadow_schema(name)
-        ))
-        .execute(pool)
-        .await;
+        for name in held {
+            let _ = sqlx::query(
+                "UPDATE projection_rebuilds SET state = 'failed', error = $2, finished_at = now(), updated_at = now()
+                 WHERE name = $1 AND state = 'running'",
+            )
+            .bind(name)
+            .bind(format!("{err:#}"))
+            .execute(pool)
+            .await;
+            let _ = sqlx::query(&format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                shadow_schema(name)
+            ))
+            .execute(pool)
+            .await;
+        }
     }
     result.map_err(RebuildError::Failed)
 }
 
+async fn unlock(conn: &mut PgConnection, names: &[&str]) {
+    for name in names {
+        let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+            .bind(rebuild_lock_key(name))
+            .execute(&mut *conn)
+            .await;
+    }
+}
+
+/// A projection being rebuilt: where its shadow got, and how many events it applied.
+struct Shadow<'a> {
+    projection: &'a dyn Projection,
+    schema: String,
+    /// Secondary indexes built once the rows are in (`CREATE INDEX` statements).
+    deferred_indexes: Vec<String>,
+    position: LogPosition,
+    applied: u64,
+}
+
 async fn run(
     pool: &PgPool,
-    projection: &dyn Projection,
+    list: &[Arc<dyn Projection>],
     report: &(impl Fn(Progress) + Send),
-) -> anyhow::Result<u64> {
-    let name = projection.name();
-    let schema = shadow_schema(name);
+) -> anyhow::Result<Vec<(&'static str, u64)>> {
     let started = Instant::now();
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(pool)
         .await?;
-    sqlx::query(
-        "INSERT INTO projection_rebuilds (name, state, version, events_total)
-         VALUES ($1, 'running', $2, $3)
-         ON CONFLICT (name) DO UPDATE SET state = 'running', version = EXCLUDED.version, events_applied = 0,
-             events_total = EXCLUDED.events_total, started_at = now(), updated_at = now(),
-             finished_at = NULL, error = NULL",
-    )
-    .bind(name)
-    .bind(projection.version())
-    .bind(total)
-    .execute(pool)
-    .await?;
+    let mut shadows = Vec::new();
+    for projection in list {
+        let projection = projection.as_ref();
+        sqlx::query(
+            "INSERT INTO projection_rebuilds (name, state, version, events_total)
+             VALUES ($1, 'running', $2, $3)
+             ON CONFLICT (name) DO UPDATE SET state = 'running', version = EXCLUDED.version, events_applied = 0,
+                 events_total = EXCLUDED.events_total, started_at = now(), updated_at = now(),
+                 finished_at = NULL, error = NULL",
+        )
+        .bind(projection.name())
+        .bind(projection.version())
+        .bind(total)
+        .execute(pool)
+        .await?;
+        shadows.push(create_shadow(pool, projection).await?);
+    }
 
+    // Every event some projection handles, read once.
+    let handles: Vec<Handles> = list
+        .iter()
+        .flat_map(|p| p.handles().iter().copied())
+        .collect();
+    let mut position = LogPosition::default();
+    let mut read: u64 = 0;
+    let progress = |read: u64| Progress {
+        applied: read,
+        total: u64::try_from(total).unwrap_or(0).max(read),
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    };
+    // Replay while the live tables serve.
+    loop {
+        let mut tx = pool.begin().await?;
+        // A crash loses the shadow, which is rebuilt from scratch: no batch needs a WAL flush.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        let horizon = Horizon::now(&mut tx).await?;
+        let events = read_after(&mut tx, position, REBUILD_BATCH, Some(&handles), horizon).await?;
+        for shadow in &mut shadows {
+            shadow.apply(&mut tx, &events).await?;
+        }
+        if let Some(last) = events.last() {
+            position = LogPosition {
+                transaction_id: last.transaction_id,
+                global_position: last.global_position,
+            };
+            for shadow in &mut shadows {
+                shadow.position = position;
+            }
+        }
+        tx.commit().await?;
+        read += u64::try_from(events.len()).unwrap_or(0);
+        for shadow in &shadows {
+            record(pool, shadow.projection.name(), shadow.applied).await?;
+        }
+        report(progress(read));
+        if i64::try_from(events.len()).unwrap_or(i64::MAX) < REBUILD_BATCH {
+            break;
+        }
+    }
+
+    let mut done = Vec::new();
+    for shadow in shadows {
+        let name = shadow.projection.name();
+        let applied = shadow
+            .build_indexes_and_swap(pool)
+            .await
+            .with_context(|| format!("swapping in the rebuilt {name}"))?;
+        tracing::info!(
+            projection = name,
+            events = applied,
+            secs = started.elapsed().as_secs_f64(),
+            "projection rebuilt and swapped in"
+        );
+        done.push((name, applied));
+    }
+    report(progress(read));
+    Ok(done)
+}
+
+/// Creates the projection's shadow schema: its tables with their columns, defaults, checks,
+/// primary keys, unique constraints and unique indexes, and the indexes its own statements
+/// look rows up by; the other indexes are returned, to be built after loading.
+async fn create_shadow<'a>(
+    pool: &PgPool,
+    projection: &'a dyn Projection,
+) -> anyhow::Result<Shadow<'a>> {
+    let schema = shadow_schema(projection.name());
     let mut tx = pool.begin().await?;
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .execute(&mut *tx)
@@ -123,118 +240,187 @@ async fn run(
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&mut *tx)
         .await?;
+    let mut deferred_indexes = Vec::new();
     for table in projection.tables() {
         sqlx::query(&format!(
-            "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)"
+            "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL EXCLUDING INDEXES)"
         ))
         .execute(&mut *tx)
         .await
         .with_context(|| format!("creating the shadow of {table}"))?;
-    }
-    tx.commit().await?;
-
-    let mut position = LogPosition::default();
-    let mut applied: u64 = 0;
-    let progress = |applied: u64| Progress {
-        applied,
-        total: u64::try_from(total).unwrap_or(0).max(applied),
-        elapsed_secs: started.elapsed().as_secs_f64(),
-    };
-    // Replay while the live tables serve.
-    loop {
-        let mut tx = pool.begin().await?;
-        sqlx::query(&format!("SET LOCAL search_path TO {schema}, public"))
+        // Constraints backed by an index (primary keys, unique, exclusion), under their names.
+        let constraints: Vec<(String, String)> = sqlx::query_as(
+            "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint
+             WHERE conrelid = ('public.' || $1)::regclass AND contype IN ('p', 'u', 'x')",
+        )
+        .bind(table)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (name, definition) in constraints {
+            sqlx::query(&format!(
+                "ALTER TABLE {schema}.{table} ADD CONSTRAINT {name} {definition}"
+            ))
             .execute(&mut *tx)
-            .await?;
-        let horizon = Horizon::now(&mut tx).await?;
-        let n = apply_after(&mut tx, projection, &mut position, horizon).await?;
-        tx.commit().await?;
-        applied += n;
-        record(pool, name, applied).await?;
-        report(progress(applied));
-        if i64::try_from(n).unwrap_or(i64::MAX) < REBUILD_BATCH {
-            break;
+            .await
+            .with_context(|| format!("adding {name} to the shadow of {table}"))?;
+        }
+        // The other indexes, under their names (they follow the table into `public`).
+        let indexes: Vec<(String, String, bool)> = sqlx::query_as(
+            "SELECT i.relname::text, pg_get_indexdef(x.indexrelid), x.indisunique
+             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+             WHERE x.indrelid = ('public.' || $1)::regclass
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)",
+        )
+        .bind(table)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (name, definition, unique) in indexes {
+            let definition = definition.replacen(
+                &format!(" ON public.{table} "),
+                &format!(" ON {schema}.{table} "),
+                1,
+            );
+            if unique || projection.looked_up_by().contains(&name.as_str()) {
+                sqlx::query(&definition)
+                    .execute(&mut *tx)
+                    .await
+                    .with_context(|| format!("creating {name} on the shadow of {table}"))?;
+            } else {
+                deferred_indexes.push(definition);
+            }
         }
     }
+    tx.commit().await?;
+    Ok(Shadow {
+        projection,
+        schema,
+        deferred_indexes,
+        position: LogPosition::default(),
+        applied: 0,
+    })
+}
 
-    // Swap. An asynchronous projection's runner waits on the apply lock while the last events
-    // go in and the tables move; an inline projection's writers are the appending transactions,
-    // so appends wait (commands pause for the swap, they do not fail).
-    let mut tx = pool.begin().await?;
-    let horizon = match projection.mode() {
-        Mode::Async => {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-                .bind(apply_lock_key(name))
+impl Shadow<'_> {
+    /// Applies the events of `events` the projection handles to its shadow tables.
+    async fn apply(
+        &mut self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> anyhow::Result<()> {
+        let handles = self.projection.handles();
+        let mine: Vec<StoredEvent> = events
+            .iter()
+            .filter(|e| {
+                handles
+                    .iter()
+                    .any(|h| h.matches(&e.aggregate_type, &e.event_type))
+            })
+            .cloned()
+            .collect();
+        if mine.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(&format!("SET LOCAL search_path TO {}, public", self.schema))
+            .execute(&mut *conn)
+            .await?;
+        self.projection
+            .apply_batch(conn, &mine)
+            .await
+            .with_context(|| format!("applying a batch of events to {}", self.projection.name()))?;
+        self.applied += u64::try_from(mine.len()).unwrap_or(0);
+        sqlx::query("SET LOCAL search_path TO public")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Builds the deferred indexes, then swaps the shadow in (see the module docs); returns
+    /// how many events the projection applied in all.
+    async fn build_indexes_and_swap(mut self, pool: &PgPool) -> anyhow::Result<u64> {
+        let name = self.projection.name();
+        for definition in &self.deferred_indexes {
+            sqlx::query(definition)
+                .execute(pool)
+                .await
+                .with_context(|| format!("building an index after loading: {definition}"))?;
+        }
+        let mut tx = pool.begin().await?;
+        let horizon = match self.projection.mode() {
+            Mode::Async => {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(apply_lock_key(name))
+                    .execute(&mut *tx)
+                    .await?;
+                Horizon::now(&mut tx).await?
+            }
+            Mode::Inline => {
+                lock_appends(&mut tx).await?;
+                Horizon::Unbounded
+            }
+        };
+        // The events appended since the replay's last batch.
+        loop {
+            let events = read_after(
+                &mut tx,
+                self.position,
+                REBUILD_BATCH,
+                Some(self.projection.handles()),
+                horizon,
+            )
+            .await?;
+            self.apply(&mut tx, &events).await?;
+            let Some(last) = events.last() else { break };
+            self.position = LogPosition {
+                transaction_id: last.transaction_id,
+                global_position: last.global_position,
+            };
+        }
+        // Everything the projection handles below the horizon is in: its checkpoint goes to the
+        // horizon, past the events it ignores.
+        if let Some(end) = last_below(&mut tx, horizon).await? {
+            self.position = self.position.max(end);
+        }
+        for table in self.projection.tables() {
+            sqlx::query(&format!("DROP TABLE public.{table}"))
                 .execute(&mut *tx)
                 .await?;
-            Horizon::now(&mut tx).await?
-        }
-        Mode::Inline => {
-            lock_appends(&mut tx).await?;
-            Horizon::Unbounded
-        }
-    };
-    sqlx::query(&format!("SET LOCAL search_path TO {schema}, public"))
-        .execute(&mut *tx)
-        .await?;
-    loop {
-        let n = apply_after(&mut tx, projection, &mut position, horizon).await?;
-        applied += n;
-        if i64::try_from(n).unwrap_or(i64::MAX) < REBUILD_BATCH {
-            break;
-        }
-    }
-    // Everything the projection handles below the horizon is in: its checkpoint goes to the
-    // horizon, past the events it ignores.
-    if let Some(end) = last_below(&mut tx, horizon).await? {
-        position = position.max(end);
-    }
-    sqlx::query("SET LOCAL search_path TO public")
-        .execute(&mut *tx)
-        .await?;
-    for table in projection.tables() {
-        sqlx::query(&format!("DROP TABLE public.{table}"))
+            sqlx::query(&format!(
+                "ALTER TABLE {}.{table} SET SCHEMA public",
+                self.schema
+            ))
             .execute(&mut *tx)
             .await?;
-        sqlx::query(&format!("ALTER TABLE {schema}.{table} SET SCHEMA public"))
+        }
+        sqlx::query(&format!("DROP SCHEMA {}", self.schema))
             .execute(&mut *tx)
             .await?;
-    }
-    sqlx::query(&format!("DROP SCHEMA {schema}"))
+        let applied = i64::try_from(self.applied).unwrap_or(i64::MAX);
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (name, version, transaction_id, global_position, events_applied, mode)
+             VALUES ($1, $2, $3::text::xid8, $4, $5, $6)
+             ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version, transaction_id = EXCLUDED.transaction_id,
+                 global_position = EXCLUDED.global_position, events_applied = EXCLUDED.events_applied,
+                 mode = EXCLUDED.mode, updated_at = now(), last_error = NULL",
+        )
+        .bind(name)
+        .bind(self.projection.version())
+        .bind(self.position.transaction_id.to_string())
+        .bind(self.position.global_position)
+        .bind(applied)
+        .bind(mode_name(self.projection.mode()))
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (name, version, transaction_id, global_position, events_applied, mode)
-         VALUES ($1, $2, $3::text::xid8, $4, $5, $6)
-         ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version, transaction_id = EXCLUDED.transaction_id,
-             global_position = EXCLUDED.global_position, events_applied = EXCLUDED.events_applied,
-             mode = EXCLUDED.mode, updated_at = now(), last_error = NULL",
-    )
-    .bind(name)
-    .bind(projection.version())
-    .bind(position.transaction_id.to_string())
-    .bind(position.global_position)
-    .bind(i64::try_from(applied).unwrap_or(i64::MAX))
-    .bind(mode_name(projection.mode()))
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE projection_rebuilds SET state = 'done', events_applied = $2, finished_at = now(), updated_at = now()
-         WHERE name = $1",
-    )
-    .bind(name)
-    .bind(i64::try_from(applied).unwrap_or(i64::MAX))
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    report(progress(applied));
-    tracing::info!(
-        projection = name,
-        events = applied,
-        secs = started.elapsed().as_secs_f64(),
-        "projection rebuilt and swapped in"
-    );
-    Ok(applied)
+        sqlx::query(
+            "UPDATE projection_rebuilds SET state = 'done', events_applied = $2, finished_at = now(), updated_at = now()
+             WHERE name = $1",
+        )
+        .bind(name)
+        .bind(applied)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(self.applied)
+    }
 }
 
 /// How `projection_checkpoints.mode` names a mode.
@@ -243,35 +429,6 @@ pub fn mode_name(mode: Mode) -> &'static str {
         Mode::Inline => "inline",
         Mode::Async => "async",
     }
-}
-
-/// Applies the next batch of the projection's events after `position`, below `horizon`, on
-/// `conn` (whose search path picks the tables).
-async fn apply_after(
-    conn: &mut PgConnection,
-    projection: &dyn Projection,
-    position: &mut LogPosition,
-    horizon: Horizon,
-) -> anyhow::Result<u64> {
-    let events: Vec<StoredEvent> = read_after(
-        conn,
-        *position,
-        REBUILD_BATCH,
-        Some(projection.handles()),
-        horizon,
-    )
-    .await?;
-    projection
-        .apply_batch(conn, &events)
-        .await
-        .with_context(|| format!("applying a batch of events to {}", projection.name()))?;
-    if let Some(last) = events.last() {
-        *position = LogPosition {
-            transaction_id: last.transaction_id,
-            global_position: last.global_position,
-        };
-    }
-    Ok(u64::try_from(events.len()).unwrap_or(0))
 }
 
 async fn record(pool: &PgPool, name: &str, applied: u64) -> Result<(), sqlx::Error> {

@@ -131,6 +131,11 @@ pub trait Projection: Send + Sync {
     fn version(&self) -> i32;
     /// The tables this projection owns, emptied when it is rebuilt.
     fn tables(&self) -> &'static [&'static str];
+    /// Secondary (non-unique) indexes of its tables that its own statements look rows up by.
+    /// A rebuild keeps these while it loads; it builds the others once the rows are in.
+    fn looked_up_by(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Whether replaying the whole log into shadow tables is safe. Policies answer no: their
     /// reactions are commands that already happened, and replaying history would issue them
     /// again against today's aggregates.

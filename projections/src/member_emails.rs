@@ -26,6 +26,10 @@ impl Projection for MemberEmails {
         1
     }
 
+    fn looked_up_by(&self) -> &'static [&'static str] {
+        &["member_emails_member"]
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &["member_emails"]
     }

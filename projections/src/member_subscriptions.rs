@@ -62,6 +62,10 @@ impl Projection for MemberSubscriptions {
         3
     }
 
+    fn looked_up_by(&self) -> &'static [&'static str] {
+        &["subscription_items_subscription"]
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &[
             "subscriptions",

@@ -87,6 +87,10 @@ impl Projection for MembersPaidSubscriptionEvents {
         1
     }
 
+    fn looked_up_by(&self) -> &'static [&'static str] {
+        &["members_paid_subscription_events_subscription"]
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &[
             "members_paid_subscription_events",
