@@ -32,8 +32,6 @@ use crate::api::problem::api_response;
 use crate::rate_limit;
 use crate::store::{Actor, EventMetadata};
 
-/// Read models an activation change is visible in once it returns.
-
 pub struct LicensesApi {
     pub state: State,
 }
