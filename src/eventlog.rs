@@ -6,8 +6,13 @@
 //! insert, commits happen later. So the log is read by `(transaction_id, global_position)`,
 //! only from transactions below the oldest one still in progress (`pg_snapshot_xmin`).
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
 use projections::{Handles, StoredEvent};
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::broadcast;
 
 /// A point in the log, in the order readers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -192,20 +197,158 @@ pub async fn notify_with(pool: &PgPool, channel: &str, payload: &str) {
     }
 }
 
-/// The payload of an [`EVENTS_APPENDED`] wake-up: `Aggregate:EventType,EventType`.
-pub fn appended_payload(aggregate_type: &str, event_types: &[String]) -> String {
-    format!("{aggregate_type}:{}", event_types.join(","))
+/// The payload of an [`EVENTS_APPENDED`] wake-up: groups `Aggregate:EventType,EventType`
+/// joined by `;`.
+pub fn appended_payload<'a>(
+    groups: impl IntoIterator<Item = (&'a str, &'a BTreeSet<String>)>,
+) -> String {
+    groups
+        .into_iter()
+        .map(|(aggregate_type, event_types)| {
+            let types: Vec<&str> = event_types.iter().map(String::as_str).collect();
+            format!("{aggregate_type}:{}", types.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 /// Whether a runner whose projection handles `handles` should wake for this
 /// [`EVENTS_APPENDED`] payload. A payload it cannot read wakes it.
 pub fn wakes(handles: &[Handles], payload: &str) -> bool {
-    let Some((aggregate_type, event_types)) = payload.split_once(':') else {
-        return true;
-    };
-    event_types.split(',').any(|event_type| {
-        handles
-            .iter()
-            .any(|h| h.matches(aggregate_type, event_type))
+    payload.split(';').any(|group| {
+        let Some((aggregate_type, event_types)) = group.split_once(':') else {
+            return true;
+        };
+        event_types.split(',').any(|event_type| {
+            handles
+                .iter()
+                .any(|h| h.matches(aggregate_type, event_type))
+        })
     })
+}
+
+/// The wake-ups of committed appends, coalesced. Each command that appended says which event
+/// types it appended ([`AppendWakeups::appended`]); this instance's runners hear of them at
+/// once (in process), other instances through one `NOTIFY events_appended` for whatever
+/// accumulated while the previous one was being sent. Under load many appends share one
+/// notifying transaction instead of paying one each.
+pub struct AppendWakeups {
+    pool: PgPool,
+    /// Event types appended and not announced yet, by aggregate type.
+    pending: Mutex<BTreeMap<String, BTreeSet<String>>>,
+    /// Whether a caller is sending (it sends what others add meanwhile).
+    sending: AtomicBool,
+    local: broadcast::Sender<String>,
+}
+
+/// How many rounds one caller sends before handing what is left to a task of its own.
+const WAKEUP_ROUNDS: usize = 4;
+
+impl AppendWakeups {
+    pub fn new(pool: PgPool) -> Arc<Self> {
+        Arc::new(Self {
+            pool,
+            pending: Mutex::new(BTreeMap::new()),
+            sending: AtomicBool::new(false),
+            local: broadcast::channel(256).0,
+        })
+    }
+
+    /// Payloads as this instance's appends are announced (see [`wakes`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.local.subscribe()
+    }
+
+    /// Announces committed events of these types.
+    pub async fn appended(
+        self: &Arc<Self>,
+        aggregate_type: &str,
+        event_types: impl IntoIterator<Item = String>,
+    ) {
+        {
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            pending
+                .entry(aggregate_type.to_owned())
+                .or_default()
+                .extend(event_types);
+        }
+        if self.send_pending(WAKEUP_ROUNDS).await {
+            // Still more, added while we sent: a task sends it, so this command answers now.
+            let this = self.clone();
+            tokio::spawn(async move { this.send_pending(usize::MAX).await });
+        }
+    }
+
+    /// Sends what is pending, in up to `rounds` notifications, unless another caller is
+    /// sending already (it sends ours in its next round). Returns whether some was left.
+    async fn send_pending(&self, mut rounds: usize) -> bool {
+        loop {
+            if self
+                .sending
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return false;
+            }
+            while rounds > 0 {
+                let batch = std::mem::take(
+                    &mut *self
+                        .pending
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                );
+                if batch.is_empty() {
+                    break;
+                }
+                rounds -= 1;
+                let payload = appended_payload(batch.iter().map(|(a, t)| (a.as_str(), t)));
+                // No receiver (no runner in this process) is fine.
+                let _ = self.local.send(payload.clone());
+                notify_with(&self.pool, EVENTS_APPENDED, &payload).await;
+            }
+            self.sending.store(false, Ordering::Release);
+            let left = !self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_empty();
+            // Added between our last round and letting go: send it unless out of rounds.
+            if !left || rounds == 0 {
+                return left;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMELINE: &[Handles] = &[Handles::all("Member"), Handles::all("Subscription")];
+    const STATUS: &[Handles] = &[Handles::only("Member", &["MemberStatusChanged"])];
+
+    #[test]
+    fn a_payload_names_each_aggregate_type_and_its_event_types() {
+        let member: BTreeSet<String> = ["MemberUpdated".into(), "MemberCreated".into()].into();
+        let license: BTreeSet<String> = ["LicenseIssued".into()].into();
+        let payload = appended_payload([("Member", &member), ("License", &license)]);
+        assert_eq!(
+            payload,
+            "Member:MemberCreated,MemberUpdated;License:LicenseIssued"
+        );
+    }
+
+    #[test]
+    fn a_runner_wakes_only_for_the_events_its_projection_handles() {
+        let payload = "License:LicenseIssued;Member:MemberCreated";
+        assert!(wakes(TIMELINE, payload));
+        assert!(!wakes(STATUS, payload));
+        assert!(wakes(STATUS, "Member:MemberCreated,MemberStatusChanged"));
+        assert!(!wakes(TIMELINE, "License:LicenseIssued"));
+        // A payload it cannot read (an older or newer instance) wakes it.
+        assert!(wakes(STATUS, "garbled"));
+    }
 }

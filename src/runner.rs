@@ -18,11 +18,12 @@ use projections::{Mode, Projection};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgListener;
 use sqlx::{Acquire, PgConnection, PgPool, Postgres};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::eventlog::{
-    apply_lock_key, last_below, read_after, wakes, Horizon, LogPosition, EVENTS_APPENDED,
+    apply_lock_key, last_below, read_after, wakes, AppendWakeups, Horizon, LogPosition,
+    EVENTS_APPENDED,
 };
 
 const BATCH_SIZE: i64 = 500;
@@ -42,14 +43,17 @@ pub struct Projections {
     list: Vec<Arc<dyn Projection>>,
     /// Bumped whenever a runner here commits a batch.
     progress: watch::Sender<u64>,
+    /// This instance's appends, announced at once.
+    wakeups: Arc<AppendWakeups>,
 }
 
 impl Projections {
-    pub fn new(pool: PgPool, list: Vec<Arc<dyn Projection>>) -> Self {
+    pub fn new(pool: PgPool, list: Vec<Arc<dyn Projection>>, wakeups: Arc<AppendWakeups>) -> Self {
         Self {
             pool,
             list,
             progress: watch::Sender::new(0),
+            wakeups,
         }
     }
 
@@ -81,6 +85,7 @@ impl Projections {
         }
         let mut tasks = vec![tokio::spawn(listen(
             background.clone(),
+            self.wakeups.subscribe(),
             wake_ups,
             shutdown.clone(),
         ))];
@@ -137,13 +142,21 @@ impl Projections {
     }
 }
 
-/// Relays `NOTIFY events_appended` to the runners whose projections handle the appended
-/// events; reconnects after errors.
+/// Relays this instance's appends and `NOTIFY events_appended` (every instance's) to the
+/// runners whose projections handle the appended events; reconnects after errors.
 async fn listen(
     pool: PgPool,
+    mut local: broadcast::Receiver<String>,
     runners: Vec<(Arc<dyn Projection>, watch::Sender<u64>)>,
     shutdown: CancellationToken,
 ) {
+    let wake = |payload: &str| {
+        for (projection, wake) in &runners {
+            if wakes(projection.handles(), payload) {
+                wake.send_modify(|n| *n += 1);
+            }
+        }
+    };
     let wake_all = || {
         for (_, wake) in &runners {
             wake.send_modify(|n| *n += 1);
@@ -158,14 +171,13 @@ async fn listen(
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
-                    notification = listener.recv() => {
-                        let notification = notification?;
-                        for (projection, wake) in &runners {
-                            if wakes(projection.handles(), notification.payload()) {
-                                wake.send_modify(|n| *n += 1);
-                            }
-                        }
-                    }
+                    notification = listener.recv() => wake(notification?.payload()),
+                    payload = local.recv() => match payload {
+                        Ok(payload) => wake(&payload),
+                        // Fell behind: wake everyone rather than guess.
+                        Err(broadcast::error::RecvError::Lagged(_)) => wake_all(),
+                        Err(broadcast::error::RecvError::Closed) => {}
+                    },
                 }
             }
         }

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use super::auth::AdminTokens;
 use crate::auth::SignIn;
 use crate::config::{LicenseSettings, Settings, StripeSettings};
+use crate::eventlog::AppendWakeups;
 use crate::eventlog::LogPosition;
 use crate::policies;
 use crate::runner::Projections;
@@ -47,14 +48,16 @@ impl AppState {
             .filter(|p| p.mode() == projections::Mode::Inline)
             .cloned()
             .collect();
-        let members = CommandBus::new(pool.clone(), inline.clone(), ());
-        let subscriptions = CommandBus::new(pool.clone(), inline.clone(), ());
-        let licenses = CommandBus::new(pool.clone(), inline.clone(), ());
+        let wakeups = AppendWakeups::new(pool.clone());
+        let members = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
+        let subscriptions = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
+        let licenses = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
+        let newsletters = CommandBus::new(pool.clone(), inline, wakeups.clone(), ());
         list.extend(policies::all(&pool, members.clone(), licenses.clone()));
         Arc::new(Self {
-            projections: Projections::new(pool.clone(), list),
+            projections: Projections::new(pool.clone(), list, wakeups),
             admin_tokens: AdminTokens::new(pool.clone(), settings.admin_token.as_deref()),
-            newsletters: CommandBus::new(pool.clone(), inline, ()),
+            newsletters,
             sign_in: SignIn {
                 pool: pool.clone(),
                 members: members.clone(),

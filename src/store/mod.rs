@@ -13,7 +13,7 @@ use projections::Projection;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::eventlog::LogPosition;
+use crate::eventlog::{AppendWakeups, LogPosition};
 
 mod repository;
 
@@ -87,10 +87,12 @@ where
     A: Aggregate + 'static,
     A::Command: Clone,
 {
-    /// `inline`: every inline projection (each append applies those handling its events).
+    /// `inline`: every inline projection (each append applies those handling its events);
+    /// `wakeups`: where committed appends are announced to the runners.
     pub fn new(
         pool: PgPool,
         inline: Arc<[Arc<dyn Projection>]>,
+        wakeups: Arc<AppendWakeups>,
         services: A::Services,
     ) -> Arc<Self> {
         let store = || {
@@ -100,7 +102,7 @@ where
         Arc::new(Self {
             framework: CqrsFramework::new(
                 store(),
-                vec![Box::new(WakeRunners { pool: pool.clone() })],
+                vec![Box::new(WakeRunners { wakeups })],
                 services,
             ),
             store: store(),
@@ -154,9 +156,10 @@ pub fn inline_refusal<E: std::error::Error>(err: &AggregateError<E>) -> Option<&
 /// Wakes the projection runners (of every instance) once a command's events are committed,
 /// naming the event types, so that a runner whose projection handles none of them stays
 /// asleep. Not a trigger on `events`: a NOTIFY inside the appending transaction would
-/// serialise all appends (see migration 20261124000011).
+/// serialise all appends (see migration 20261124000011); the wake-ups of concurrent commands
+/// are coalesced (see `AppendWakeups`).
 struct WakeRunners {
-    pool: PgPool,
+    wakeups: Arc<AppendWakeups>,
 }
 
 #[async_trait::async_trait]
@@ -165,11 +168,9 @@ impl<A: Aggregate> Query<A> for WakeRunners {
         if events.is_empty() {
             return;
         }
-        let mut types: Vec<String> = events.iter().map(|e| e.payload.event_type()).collect();
-        types.sort();
-        types.dedup();
-        let payload = crate::eventlog::appended_payload(A::TYPE, &types);
-        crate::eventlog::notify_with(&self.pool, crate::eventlog::EVENTS_APPENDED, &payload).await;
+        self.wakeups
+            .appended(A::TYPE, events.iter().map(|e| e.payload.event_type()))
+            .await;
     }
 }
 
