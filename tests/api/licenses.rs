@@ -343,6 +343,8 @@ async fn a_quantity_key_is_activated_by_its_owner_on_one_domain_at_a_time() {
     );
 
     let member_id = licenses_member(&app, &key).await;
+    // The timeline is asynchronous: it shows the changes once its runner applied them.
+    app.settle().await;
     let timeline: Value = app
         .get(&format!("/v1/members/{member_id}/timeline?limit=100"))
         .await
