@@ -307,16 +307,7 @@ impl Shadow<'_> {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> anyhow::Result<()> {
-        let handles = self.projection.handles();
-        let mine: Vec<StoredEvent> = events
-            .iter()
-            .filter(|e| {
-                handles
-                    .iter()
-                    .any(|h| h.matches(&e.aggregate_type, &e.event_type))
-            })
-            .cloned()
-            .collect();
+        let mine = projections::handled(self.projection, events);
         if mine.is_empty() {
             return Ok(());
         }

@@ -176,6 +176,20 @@ pub fn handles(projection: &dyn Projection, aggregate_type: &str, event_type: &s
         .any(|h| h.matches(aggregate_type, event_type))
 }
 
+/// The events of `events` that `projection` handles, in order; borrowed when it handles them
+/// all (the usual case), copied otherwise.
+pub fn handled<'a>(
+    projection: &dyn Projection,
+    events: &'a [StoredEvent],
+) -> std::borrow::Cow<'a, [StoredEvent]> {
+    let wanted = |e: &StoredEvent| handles(projection, &e.aggregate_type, &e.event_type);
+    if events.iter().all(wanted) {
+        std::borrow::Cow::Borrowed(events)
+    } else {
+        std::borrow::Cow::Owned(events.iter().filter(|e| wanted(e)).cloned().collect())
+    }
+}
+
 /// Every projection the server runs.
 pub fn all() -> Vec<Box<dyn Projection>> {
     vec![

@@ -59,13 +59,7 @@ impl EventRepository {
         let mut tx = self.pool.begin().await.map_err(connection)?;
         let stored = insert_events(&mut tx, events).await?;
         for projection in self.inline.iter() {
-            let handled: Vec<StoredEvent> = stored
-                .iter()
-                .filter(|e| {
-                    projections::handles(projection.as_ref(), &e.aggregate_type, &e.event_type)
-                })
-                .cloned()
-                .collect();
+            let handled = projections::handled(projection.as_ref(), &stored);
             if handled.is_empty() {
                 continue;
             }
