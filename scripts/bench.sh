@@ -8,14 +8,18 @@
 #             both held by `loadgen infra` until this script stops it
 #   e         pgbench: one events-shaped INSERT per transaction at 1, 4 and 16 clients, without
 #             and with the events table's NOTIFY trigger
+#   stock     the peer: the stock cqrs-es + postgres-es pipeline (one aggregate, one GenericQuery
+#             view) executing commands in-process at 1, 4 and 16 tasks, then
+#             QueryReplay::replay_all of its view, in a database `stock` of the same cluster
 #   serve     the real server: memberledger serve on a free loopback port
 #   b         POST /v1/members at 1, 4 and 16 clients
+#   lag       projection lag at rest: 20 member creations/s, each until member_timeline shows it
 #   a         signed Stripe lifecycles, then the time until the inbox and every projection are done
 #             (then the server's peak RSS, and the server is stopped)
 #   c         1,000,000 MemberCreated/MemberUpdated events appended with SQL, then
 #             `memberledger projections rebuild --all` timed (a note instead when the build has
 #             no such command)
-#   d         the server again: dashboard and license-validation reads at 1 and 64 clients,
+#   d         the server again: dashboard and license-validation reads at 1, 16 and 64 clients,
 #             then member creation again, now with the large log
 #   report    the server's peak RSS, then docs/benchmarks.md (its analysis section is kept)
 #
@@ -238,6 +242,9 @@ step "e. pgbench: one events-shaped INSERT per transaction, without and with NOT
 "$LOADGEN" pgbench --results "$RESULTS" --pgbench "$PG_BINDIR/pgbench" \
     --clients 1,4,16 --seconds "$RUN_SECONDS"
 
+step "e, again. the stock pipeline: cqrs-es + postgres-es Create commands in-process at 1/4/16 tasks and Update at 16, ${RUN_SECONDS} s each, then QueryReplay::replay_all"
+"$LOADGEN" stock --results "$RESULTS" --tasks 1,4,16 --seconds "$RUN_SECONDS"
+
 BENCH_ADMIN_TOKEN="mlat_bench_$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
 BENCH_WEBHOOK_SECRET="whsec_bench_$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
 export BENCH_ADMIN_TOKEN BENCH_WEBHOOK_SECRET
@@ -303,6 +310,9 @@ start_server server-writes.log
 step "b. member creation: POST /v1/members at 1/4/16 clients, ${RUN_SECONDS} s each"
 "$LOADGEN" members --results "$RESULTS" --concurrency 1,4,16 --seconds "$RUN_SECONDS"
 
+step "lag: projection lag at rest, 20 member creations/s for ${RUN_SECONDS} s until member_timeline shows each"
+"$LOADGEN" lag --results "$RESULTS" --rate 20 --seconds "$RUN_SECONDS"
+
 step "a. webhook ingestion: $LIFECYCLES signed Stripe lifecycles, 16 at once, until processed and projected"
 "$LOADGEN" webhooks --results "$RESULTS" --fixtures "$FIXTURES" \
     --lifecycles "$LIFECYCLES" --concurrency 16
@@ -324,8 +334,8 @@ step "c. rebuild: memberledger projections rebuild --all"
 step "serve again, on the rebuilt read models"
 start_server server-reads.log
 
-step "d. reads with the large log: dashboard and license validation at 1 and 64 clients"
-"$LOADGEN" reads --results "$RESULTS" --concurrency 64 --seconds "$RUN_SECONDS"
+step "d. reads with the large log: dashboard and license validation at 1, 16 and 64 clients"
+"$LOADGEN" reads --results "$RESULTS" --concurrency 1,16,64 --seconds "$RUN_SECONDS"
 
 step "b, again: POST /v1/members at 1/16 clients with the large log, ${RUN_SECONDS} s each"
 "$LOADGEN" members --results "$RESULTS" --concurrency 1,16 --seconds "$RUN_SECONDS" \

@@ -21,8 +21,13 @@ pub enum Command {
     Infra(InfraArgs),
     /// Run pgbench with one events-shaped INSERT per transaction.
     Pgbench(PgbenchArgs),
+    /// The stock cqrs-es + postgres-es pipeline in-process: commands, then the view's replay.
+    Stock(StockArgs),
     /// Create members over HTTP (`POST /v1/members`).
     Members(MembersArgs),
+    /// Projection lag at rest: member creations at a low rate until `member_timeline` shows
+    /// each one.
+    Lag(LagArgs),
     /// Deliver signed Stripe lifecycles over HTTP and wait for everything to be processed.
     Webhooks(WebhooksArgs),
     /// Append MemberCreated/MemberUpdated events with SQL and time the projections' catch-up.
@@ -89,6 +94,44 @@ pub struct PgbenchArgs {
     /// Seconds per run.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct StockArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The server's database: the stock pipeline uses a database of its own (`stock`) in the
+    /// same cluster.
+    #[command(flatten)]
+    pub db: Db,
+    /// Tasks executing commands at once, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    pub tasks: Vec<usize>,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LagArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub server: Server,
+    #[command(flatten)]
+    pub db: Db,
+    /// Member creations per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Seconds of creations.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Milliseconds between the poller's queries while a creation is outstanding.
+    #[arg(long, default_value_t = 1)]
+    pub poll_interval_ms: u64,
+    /// Give up waiting for the read model after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -159,9 +202,9 @@ pub struct ReadsArgs {
     pub server: Server,
     #[command(flatten)]
     pub db: Db,
-    /// Concurrent clients of the main runs (a 1-client run shows the service time).
-    #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
+    /// Concurrent clients, one run each (a 1-client run shows the service time).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub concurrency: Vec<usize>,
     /// Seconds per run.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,

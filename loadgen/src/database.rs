@@ -66,10 +66,15 @@ pub async fn connect(db: &Db, max: u32) -> Result<PgPool> {
 
 /// Projections behind the end of the log. Cheap (an index probe per projection), unlike
 /// `/readyz`, which counts every unapplied event per projection.
+///
+/// Inline projections are written with their events, and their checkpoint stays where they
+/// turned inline: they are never behind. (`mode` is read through `to_jsonb` so that a build
+/// from before inline projections, without the column, is measured too.)
 pub async fn projections_behind(pool: &PgPool) -> Result<i64> {
     let behind: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM projection_checkpoints c
-         WHERE EXISTS (SELECT 1 FROM events e
+         WHERE coalesce(to_jsonb(c)->>'mode', 'async') <> 'inline'
+           AND EXISTS (SELECT 1 FROM events e
                        WHERE (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position))",
     )
     .fetch_one(pool)

@@ -8,7 +8,9 @@
 //! ```text
 //! loadgen infra      a dedicated PostgreSQL (durable settings) and a fake Stripe API, until SIGTERM
 //! loadgen pgbench    the physical limit: pgbench inserting one events-shaped row per transaction
+//! loadgen stock      the peer: stock cqrs-es + postgres-es commands in-process, and its replay
 //! loadgen members    POST /v1/members at several concurrencies
+//! loadgen lag        projection lag at rest: append until member_timeline shows it
 //! loadgen webhooks   signed Stripe lifecycles, then the time until the inbox and projections are done
 //! loadgen seed       a log of N MemberCreated/MemberUpdated events inserted with SQL, and the catch-up
 //! loadgen reads      GET /v1/members/{id}/dashboard and POST /v1/licenses/validate
@@ -21,6 +23,7 @@ mod cli;
 mod database;
 mod http;
 mod infra;
+mod lag;
 mod machine;
 mod measure;
 mod members;
@@ -30,8 +33,13 @@ mod pgbench;
 mod reads;
 mod rebuild;
 mod report;
+#[cfg(test)]
+mod report_tests;
 mod results;
+mod sections;
 mod seed;
+mod stock;
+mod targets;
 mod webhooks;
 
 use anyhow::Result;
@@ -42,11 +50,14 @@ use cli::{Cli, Command};
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // One thread: the load generator shares the machine's cores with the server and
-    // PostgreSQL, so it is kept to one of them.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // PostgreSQL, so it is kept to one of them. The stock pipeline is the exception: it is the
+    // peer of the server, so it gets the runtime the server has (a worker per core).
+    let mut builder = if matches!(cli.command, Command::Stock(_)) {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("loadgen: cannot start the runtime: {err}");
@@ -66,7 +77,9 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Infra(args) => infra::infra(args).await,
         Command::Pgbench(args) => pgbench::pgbench(args).await,
+        Command::Stock(args) => stock::stock(args).await,
         Command::Members(args) => members::members(args).await,
+        Command::Lag(args) => lag::lag(args).await,
         Command::Webhooks(args) => webhooks::webhooks(args).await,
         Command::Seed(args) => seed::seed(args).await,
         Command::Reads(args) => reads::reads(args).await,

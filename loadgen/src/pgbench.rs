@@ -204,6 +204,8 @@ pub async fn pgbench(args: PgbenchArgs) -> Result<()> {
     }
     let dir = args.common.results.join("pgbench");
     std::fs::create_dir_all(&dir)?;
+    // pgbench runs in `dir`: a relative `--results` would not name the script from there.
+    let dir = std::fs::canonicalize(&dir)?;
     let target = PgTarget::from_url(&args.db.database_url)?;
 
     let mut runs = Vec::new();

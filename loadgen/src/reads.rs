@@ -31,7 +31,7 @@ pub struct ReadsResult {
 pub async fn reads(args: ReadsArgs) -> Result<()> {
     check_loopback(&args.server.url)?;
     let pool = connect(&args.db, 2).await?;
-    let client = http_client(args.concurrency)?;
+    let client = http_client(args.concurrency.iter().copied().max().unwrap_or(1))?;
     // The read models must hold the whole log (the server may have just started).
     wait_caught_up(&pool, Duration::from_secs(120)).await?;
     let log_events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
@@ -60,7 +60,7 @@ pub async fn reads(args: ReadsArgs) -> Result<()> {
             continue;
         }
         let ids = Arc::new(ids);
-        for concurrency in [1, args.concurrency] {
+        for &concurrency in &args.concurrency {
             let client = client.clone();
             let ids = ids.clone();
             let base = args.server.url.clone();
@@ -106,7 +106,7 @@ pub async fn reads(args: ReadsArgs) -> Result<()> {
             } else {
                 let keys = Arc::new(keys);
                 let shape = Arc::new(shape);
-                for concurrency in [1, args.concurrency] {
+                for &concurrency in &args.concurrency {
                     let client = client.clone();
                     let keys = keys.clone();
                     let shape = shape.clone();

@@ -7,6 +7,7 @@ use chrono::Utc;
 
 use crate::cli::ReportArgs;
 use crate::database::DbCost;
+use crate::lag::LagResult;
 use crate::machine::machine;
 use crate::members::MembersResult;
 use crate::memory::RssResult;
@@ -14,7 +15,10 @@ use crate::pgbench::PgbenchResult;
 use crate::reads::ReadsResult;
 use crate::rebuild::RebuildResult;
 use crate::results::read_result;
+use crate::sections::{lag_section, stock_section};
 use crate::seed::SeedResult;
+use crate::stock::StockResult;
+use crate::targets::{targets, write_targets, Figures};
 use crate::webhooks::WebhooksResult;
 
 pub const ANALYSIS_START: &str = "<!-- analysis:start (kept when the page is regenerated) -->";
@@ -50,26 +54,34 @@ pub fn db_cells(db: Option<&DbCost>) -> String {
     )
 }
 
+/// A figure as a share of a baseline ("–" without one).
+pub fn share(v: f64, base: Option<f64>) -> String {
+    base.filter(|b| *b > 0.0)
+        .map_or_else(|| "–".to_owned(), |b| format!("{:.0}%", 100.0 * v / b))
+}
+
 pub fn members_table(
     w: &mut String,
     mr: &MembersResult,
     ratio: &dyn Fn(f64, usize) -> String,
+    stock_ratio: &dyn Fn(f64, usize) -> String,
 ) -> std::fmt::Result {
     writeln!(
             w,
-            "| clients | commands/s | vs pgbench | p50 ms | p99 ms | max ms | errors | write txns/command | WAL kB/command | loadavg |"
+            "| clients | commands/s | vs pgbench | vs stock | p50 ms | p99 ms | max ms | errors | write txns/command | WAL kB/command | loadavg |"
         )?;
     writeln!(
         w,
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     )?;
     for r in &mr.runs {
         writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.concurrency,
             rate(r.per_second),
             ratio(r.per_second, r.concurrency),
+            stock_ratio(r.per_second, r.concurrency),
             ms(r.latency.p50_ms),
             ms(r.latency.p99_ms),
             ms(r.latency.max_ms),
@@ -81,14 +93,6 @@ pub fn members_table(
     Ok(())
 }
 
-pub fn verdict(met: Option<bool>) -> &'static str {
-    match met {
-        Some(true) => "**met**",
-        Some(false) => "**missed**",
-        None => "not measured",
-    }
-}
-
 pub fn report(args: &ReportArgs) -> Result<()> {
     let dir = &args.common.results;
     let pg: Option<PgbenchResult> = read_result(dir, "pgbench")?;
@@ -97,6 +101,8 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     let seeded: Option<SeedResult> = read_result(dir, "seed")?;
     let reads: Option<ReadsResult> = read_result(dir, "reads")?;
     let rebuilt: Option<RebuildResult> = read_result(dir, "rebuild")?;
+    let stock: Option<StockResult> = read_result(dir, "stock")?;
+    let lag: Option<LagResult> = read_result(dir, "lag")?;
     // One server process for the write scenarios, one (restarted after the seed and the
     // rebuild) for the reads.
     let mut server_rss: Vec<(&str, RssResult)> = Vec::new();
@@ -124,12 +130,11 @@ pub fn report(args: &ReportArgs) -> Result<()> {
             })
             .map(|r| r.tps)
     };
-    let ratio = |v: f64, clients: usize| {
-        pg_at(clients).map_or_else(
-            || "–".to_owned(),
-            |base| format!("{:.0}%", 100.0 * v / base),
-        )
-    };
+    let ratio = |v: f64, clients: usize| share(v, pg_at(clients));
+    // The stock pipeline's `Create` commands/s with as many tasks as clients.
+    let stock_at = |tasks: usize| stock.as_ref().and_then(|s| s.creates_at(tasks));
+    let stock_ratio = |v: f64, clients: usize| share(v, stock_at(clients));
+    let replay_eps = stock.as_ref().map(|s| s.replay.events_per_s);
 
     let mut o = String::new();
     let w = &mut o;
@@ -141,7 +146,9 @@ pub fn report(args: &ReportArgs) -> Result<()> {
          dedicated PostgreSQL under `target/bench/pg` with normal durability settings, the real \
          server (`memberledger serve`) and the load generator on one machine, talking HTTP over \
          loopback. Regenerate with `bash scripts/bench.sh`; the figures below are replaced, the \
-         analysis section is kept."
+         analysis section is kept. Figures are shown as a share of pgbench's single-insert \
+         rate (\"vs pgbench\") and of the stock cqrs-es + postgres-es pipeline (\"vs stock\"), \
+         both measured in the same run."
     )?;
     writeln!(w)?;
     writeln!(w, "## Machine and run")?;
@@ -188,103 +195,26 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     // Targets.
     writeln!(w, "## Targets")?;
     writeln!(w)?;
-    writeln!(w, "| target | measured | verdict |")?;
-    writeln!(w, "| --- | --- | --- |")?;
-    match rebuilt.as_ref().filter(|r| r.available) {
-        Some(r) => {
-            let eps = r.events_per_s.unwrap_or_default();
-            writeln!(
-                w,
-                "| rebuild of all projections ≥ 50,000 events/s | {} events/s ({} events in {:.1} s) | {} |",
-                rate(eps),
-                r.log_events,
-                r.wall_s.unwrap_or_default(),
-                verdict(Some(eps >= 50_000.0))
-            )?;
-        }
-        None => {
-            let catchup = seeded
-                .as_ref()
-                .and_then(|s| s.catchup_events_per_s)
-                .map(|v| {
-                    format!(
-                        "; the live runners' catch-up on the same log: {} events/s",
-                        rate(v)
-                    )
-                })
-                .unwrap_or_default();
-            writeln!(
-                w,
-                "| rebuild of all projections ≥ 50,000 events/s | `projections rebuild` not available in the measured build{catchup} | {} |",
-                verdict(None)
-            )?;
-        }
-    }
-    match (&hooks, pg_at(16)) {
-        (Some(h), Some(base)) => {
-            let share = h.accept.per_second / base;
-            writeln!(
-                w,
-                "| webhook acceptance ≥ 50% of pgbench single-insert rate at 16 clients | {} events/s = {:.0}% of {} inserts/s | {} |",
-                rate(h.accept.per_second),
-                100.0 * share,
-                rate(base),
-                verdict(Some(share >= 0.5))
-            )?;
-        }
-        _ => writeln!(
-            w,
-            "| webhook acceptance ≥ 50% of pgbench single-insert rate at 16 clients | – | {} |",
-            verdict(None)
-        )?,
-    }
-    match members
-        .as_ref()
-        .and_then(|m| m.runs.iter().find(|r| r.concurrency == 16))
-    {
-        Some(r) => writeln!(
-            w,
-            "| member creation ≥ 3,000 commands/s at 16 clients | {} commands/s | {} |",
-            rate(r.per_second),
-            verdict(Some(r.per_second >= 3000.0 && r.errors == 0))
-        )?,
-        None => writeln!(
-            w,
-            "| member creation ≥ 3,000 commands/s at 16 clients | – | {} |",
-            verdict(None)
-        )?,
-    }
-    match reads.as_ref().and_then(|r| {
-        r.runs
-            .iter()
-            .filter(|x| x.name.contains("dashboard") && x.run.concurrency > 1)
-            .max_by(|a, b| a.run.latency.p99_ms.total_cmp(&b.run.latency.p99_ms))
-            .map(|x| (x.clone(), r.log_events))
-    }) {
-        Some((x, events)) => writeln!(
-            w,
-            "| dashboard read p99 ≤ 5 ms at 1M events | p99 {} ms at {} clients ({}; {} events in the log) | {} |",
-            ms(x.run.latency.p99_ms),
-            x.run.concurrency,
-            x.name.trim_start_matches("GET dashboard ").trim_matches(['(', ')']),
-            events,
-            verdict(Some(x.run.latency.p99_ms <= 5.0 && x.run.errors == 0))
-        )?,
-        None => writeln!(
-            w,
-            "| dashboard read p99 ≤ 5 ms at 1M events | – | {} |",
-            verdict(None)
-        )?,
-    }
-    match peak_rss_kb {
-        Some(kb) => writeln!(
-            w,
-            "| server RSS ≤ 150 MB | peak {:.1} MB (VmHWM, the larger of the two server processes) | {} |",
-            kb as f64 / 1024.0,
-            verdict(Some(kb as f64 / 1024.0 <= 150.0))
-        )?,
-        None => writeln!(w, "| server RSS ≤ 150 MB | – | {} |", verdict(None))?,
-    }
+    writeln!(
+        w,
+        "The targets of issue #12, judged on this run's figures. \"Stock\" is the stock \
+         cqrs-es + postgres-es pipeline measured in the same run (section e, again)."
+    )?;
+    writeln!(w)?;
+    write_targets(
+        w,
+        &targets(&Figures {
+            pgbench_16: pg_at(16),
+            stock: stock.as_ref(),
+            members: members.as_ref(),
+            hooks: hooks.as_ref(),
+            seeded: seeded.as_ref(),
+            rebuilt: rebuilt.as_ref(),
+            reads: reads.as_ref(),
+            lag: lag.as_ref(),
+            server_peak_rss_kb: peak_rss_kb,
+        }),
+    )?;
     writeln!(w)?;
 
     // e. pgbench.
@@ -326,6 +256,8 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     }
     writeln!(w)?;
 
+    stock_section(w, stock.as_ref(), &ratio)?;
+
     // a. webhooks.
     writeln!(w, "## a. Stripe webhook ingestion")?;
     writeln!(w)?;
@@ -344,17 +276,18 @@ pub fn report(args: &ReportArgs) -> Result<()> {
         writeln!(w)?;
         writeln!(
             w,
-            "| | events/s | vs pgbench | p50 ms | p99 ms | max ms | errors | write txns/event | WAL kB/event | loadavg |"
+            "| | events/s | vs pgbench | vs stock | p50 ms | p99 ms | max ms | errors | write txns/event | WAL kB/event | loadavg |"
         )?;
         writeln!(
             w,
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
         )?;
         writeln!(
             w,
-            "| accepted (`POST /webhooks/stripe` answered 200) | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| accepted (`POST /webhooks/stripe` answered 200) | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             rate(h.accept.per_second),
             ratio(h.accept.per_second, h.accept.concurrency),
+            stock_ratio(h.accept.per_second, h.accept.concurrency),
             ms(h.accept.latency.p50_ms),
             ms(h.accept.latency.p99_ms),
             ms(h.accept.latency.max_ms),
@@ -365,16 +298,17 @@ pub fn report(args: &ReportArgs) -> Result<()> {
         match (h.end_to_end_s, h.processed_per_s) {
             (Some(s), Some(eps)) => writeln!(
                 w,
-                "| processed end to end (inbox empty, every projection caught up; {} log events appended) | {} | {} | | | | | {} | {:.1} s from the first POST |",
+                "| processed end to end (inbox empty, every projection caught up; {} log events appended) | {} | {} | {} | | | | | {} | {:.1} s from the first POST |",
                 h.log_events,
                 rate(eps),
                 ratio(eps, h.accept.concurrency),
+                stock_ratio(eps, h.accept.concurrency),
                 db_cells(h.processing_db.as_ref()),
                 s
             )?,
             _ => writeln!(
                 w,
-                "| processed end to end | not drained: {} | | | | | | | | |",
+                "| processed end to end | not drained: {} | | | | | | | | | |",
                 h.drain_note.as_deref().unwrap_or("?")
             )?,
         }
@@ -384,7 +318,9 @@ pub fn report(args: &ReportArgs) -> Result<()> {
             "End to end is from the first POST until `GET /v1/stripe-events?status=pending|processing|failed` \
              is empty and `GET /readyz` shows `lag_events = 0` for every projection, twice in a row \
              (polled every 100 ms). The fake Stripe API the server fetches customers from runs on \
-             loopback in the benchmark's helper process (`STRIPE_API_BASE`)."
+             loopback in the benchmark's helper process (`STRIPE_API_BASE`). \"vs stock\": the \
+             share of the stock pipeline's `Create` commands/s at as many tasks as lifecycles \
+             in flight."
         )?;
     } else {
         writeln!(w, "Not measured in this run.")?;
@@ -403,11 +339,13 @@ pub fn report(args: &ReportArgs) -> Result<()> {
             mr.runs.first().map_or(0.0, |r| r.elapsed_s.round())
         )?;
         writeln!(w)?;
-        members_table(w, mr, &ratio)?;
+        members_table(w, mr, &ratio, &stock_ratio)?;
     } else {
         writeln!(w, "Not measured in this run.")?;
     }
     writeln!(w)?;
+
+    lag_section(w, lag.as_ref())?;
 
     // c. seed, catch-up, rebuild.
     writeln!(
@@ -437,9 +375,11 @@ pub fn report(args: &ReportArgs) -> Result<()> {
                 w,
                 "- **Catch-up by the running server** (its projection runners applying the new \
                  events, from the commit until every checkpoint was at the end of the log): \
-                 {t:.1} s, **{} events/s** ({} vs pgbench at 16 clients; loadavg {}).",
+                 {t:.1} s, **{} events/s** ({} vs pgbench at 16 clients, {} vs the stock \
+                 replay; loadavg {}).",
                 rate(eps),
                 ratio(eps, 16),
+                share(eps, replay_eps),
                 s.loadavg
             )?,
             _ if s.waited => {
@@ -453,12 +393,13 @@ pub fn report(args: &ReportArgs) -> Result<()> {
             writeln!(
             w,
             "- **`memberledger projections rebuild --all`** (the server stopped): {} events in \
-             {:.1} s, **{} events/s** ({} vs pgbench at 16 clients), peak RSS of the command {}; \
-             loadavg {}. {}",
+             {:.1} s, **{} events/s** ({} vs pgbench at 16 clients, {} vs the stock pipeline's \
+             `QueryReplay::replay_all`), peak RSS of the command {}; loadavg {}. {}",
             r.log_events,
             r.wall_s.unwrap_or_default(),
             rate(r.events_per_s.unwrap_or_default()),
             ratio(r.events_per_s.unwrap_or_default(), 16),
+            share(r.events_per_s.unwrap_or_default(), replay_eps),
             r.peak_rss_kb
                 .map_or_else(|| "–".to_owned(), |kb| format!("{:.1} MB", kb as f64 / 1024.0)),
             r.loadavg,
@@ -505,7 +446,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
                     .map_or_else(|| "?".to_owned(), |n| n.to_string())
             )?;
             writeln!(w)?;
-            members_table(w, &mr, &ratio)?;
+            members_table(w, &mr, &ratio, &stock_ratio)?;
         }
         None => writeln!(w, "Not measured in this run.")?,
     }
