@@ -208,7 +208,7 @@ impl Owners {
             let (ids, members): (Vec<&str>, Vec<Uuid>) = self
                 .changed_subscriptions
                 .iter()
-                .map(|sub| (sub.as_str(), self.subscriptions[sub]))
+                .filter_map(|sub| Some((sub.as_str(), *self.subscriptions.get(sub)?)))
                 .unzip();
             sqlx::query(
                 "INSERT INTO timeline_subscription_members (subscription_id, member_id)
@@ -224,7 +224,7 @@ impl Owners {
             let (ids, members): (Vec<Uuid>, Vec<Uuid>) = self
                 .changed_licenses
                 .iter()
-                .map(|license| (*license, self.licenses[license]))
+                .filter_map(|license| Some((*license, *self.licenses.get(license)?)))
                 .unzip();
             sqlx::query(
                 "INSERT INTO timeline_license_members (license_id, member_id)

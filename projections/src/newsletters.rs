@@ -96,7 +96,10 @@ impl Projection for Newsletters {
         }
         newsletters.write(conn).await?;
 
-        let gone: Vec<&(Uuid, Uuid)> = order.iter().filter(|k| subscriptions[*k].0).collect();
+        let gone: Vec<&(Uuid, Uuid)> = order
+            .iter()
+            .filter(|k| subscriptions.get(*k).is_some_and(|s| s.0))
+            .collect();
         if !gone.is_empty() {
             sqlx::query(
                 "DELETE FROM member_newsletters t
@@ -110,7 +113,7 @@ impl Projection for Newsletters {
         }
         let kept: Vec<(&(Uuid, Uuid), DateTime<Utc>)> = order
             .iter()
-            .filter_map(|k| subscriptions[k].1.map(|at| (k, at)))
+            .filter_map(|k| Some((k, subscriptions.get(k)?.1?)))
             .collect();
         if !kept.is_empty() {
             sqlx::query(

@@ -16,6 +16,7 @@ mod openapi;
 mod projections;
 mod rebuild;
 mod refusals;
+mod set_apply;
 mod signin;
 mod stripe_support;
 mod stripe_webhooks;
