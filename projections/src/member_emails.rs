@@ -6,8 +6,11 @@
 
 use aggregates::cqrs_es::Aggregate;
 use aggregates::{Member, MemberEvent};
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::{member_id, Handles, Mode, Projection, ProjectionError, StoredEvent};
 
@@ -51,31 +54,110 @@ impl Projection for MemberEmails {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        let id = member_id(event)?;
-        let email = match event.decode::<MemberEvent>()? {
-            MemberEvent::MemberCreated { email, .. } => email,
-            MemberEvent::MemberEmailChanged { new_email, .. } => new_email,
-            _ => return Ok(()),
-        };
-        // Compared as `EmailAddress::normalized` does. The member's old address (if any) is
-        // given up in the same statement.
-        let held: Option<uuid::Uuid> = sqlx::query_scalar(
-            "WITH released AS (DELETE FROM member_emails WHERE member_id = $2 AND email <> $1)
-             INSERT INTO member_emails (email, member_id) VALUES ($1, $2)
+        self.apply_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    /// Replays the batch in memory over the rows it concerns (the holders of its addresses,
+    /// the addresses of its members), refusing as one event at a time would (an address
+    /// another member holds at that point of the batch), then writes the difference: one
+    /// `DELETE` of the addresses given up, one `INSERT` of those taken. Addresses compare as
+    /// `EmailAddress::normalized` does.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut claims = Vec::with_capacity(events.len());
+        for event in events {
+            let email = match event.decode::<MemberEvent>()? {
+                MemberEvent::MemberCreated { email, .. } => email,
+                MemberEvent::MemberEmailChanged { new_email, .. } => new_email,
+                _ => continue,
+            };
+            claims.push((email.to_lowercase(), member_id(event)?));
+        }
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let emails: Vec<&str> = claims.iter().map(|(e, _)| e.as_str()).collect();
+        let members: Vec<Uuid> = claims.iter().map(|(_, m)| *m).collect();
+        let before: Vec<(String, Uuid)> = sqlx::query_as(
+            "SELECT email, member_id FROM member_emails
+             WHERE email = ANY($1::text[]) OR member_id = ANY($2::uuid[])",
+        )
+        .bind(&emails)
+        .bind(&members)
+        .fetch_all(&mut *conn)
+        .await?;
+
+        let mut holder: HashMap<String, Uuid> = HashMap::with_capacity(before.len());
+        let mut held: HashMap<Uuid, Vec<String>> = HashMap::new();
+        for (email, member) in &before {
+            holder.insert(email.clone(), *member);
+            held.entry(*member).or_default().push(email.clone());
+        }
+        for (email, member) in claims {
+            if holder.get(&email).is_some_and(|held_by| *held_by != member) {
+                return Err(refused());
+            }
+            // The member's old address is given up.
+            for old in held
+                .insert(member, vec![email.clone()])
+                .into_iter()
+                .flatten()
+            {
+                if old != email {
+                    holder.remove(&old);
+                }
+            }
+            holder.insert(email, member);
+        }
+
+        let before: HashSet<(String, Uuid)> = before.into_iter().collect();
+        let released: Vec<&(String, Uuid)> = before
+            .iter()
+            .filter(|(e, m)| holder.get(e) != Some(m))
+            .collect();
+        if !released.is_empty() {
+            sqlx::query(
+                "DELETE FROM member_emails t USING unnest($1::text[], $2::uuid[]) AS r(email, member_id)
+                 WHERE t.email = r.email AND t.member_id = r.member_id",
+            )
+            .bind(released.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>())
+            .bind(released.iter().map(|(_, m)| *m).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        let claimed: Vec<(&String, &Uuid)> = holder
+            .iter()
+            .filter(|(e, m)| !before.contains(&((*e).clone(), **m)))
+            .collect();
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        // An address another transaction took since the read above is decided by the key: the
+        // insert waits for it and then returns no row for that address.
+        let taken: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO member_emails (email, member_id)
+             SELECT * FROM unnest($1::text[], $2::uuid[])
              ON CONFLICT (email) DO UPDATE SET member_id = EXCLUDED.member_id
              WHERE member_emails.member_id = EXCLUDED.member_id
-             RETURNING member_id",
+             RETURNING email",
         )
-        .bind(email.to_lowercase())
-        .bind(id)
-        .fetch_optional(&mut *conn)
+        .bind(claimed.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>())
+        .bind(claimed.iter().map(|(_, m)| **m).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
         .await?;
-        if held.is_none() {
-            return Err(ProjectionError::Refused {
-                projection: "member_emails",
-                reason: EMAIL_TAKEN,
-            });
+        if taken.len() != claimed.len() {
+            return Err(refused());
         }
         Ok(())
+    }
+}
+
+fn refused() -> ProjectionError {
+    ProjectionError::Refused {
+        projection: "member_emails",
+        reason: EMAIL_TAKEN,
     }
 }

@@ -34,31 +34,54 @@ impl Projection for MembersStatusEvents {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        if event.aggregate_type != Member::TYPE {
+        self.apply_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    /// Rows keyed by log position, whatever the order: one multi-row `INSERT`.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        let (mut ids, mut members, mut froms, mut tos, mut reasons, mut ats) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for event in events {
+            if event.aggregate_type != Member::TYPE {
+                continue;
+            }
+            if let MemberEvent::MemberStatusChanged {
+                from,
+                to,
+                reason,
+                changed_at,
+            } = event.decode::<MemberEvent>()?
+            {
+                ids.push(event.global_position);
+                members.push(member_id(event)?);
+                froms.push(from.as_str());
+                tos.push(to.as_str());
+                reasons.push(reason);
+                ats.push(changed_at);
+            }
+        }
+        if ids.is_empty() {
             return Ok(());
         }
-        if let MemberEvent::MemberStatusChanged {
-            from,
-            to,
-            reason,
-            changed_at,
-        } = event.decode::<MemberEvent>()?
-        {
-            sqlx::query(
-                "INSERT INTO members_status_events
-                     (id, member_id, from_status, to_status, reason, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(event.global_position)
-            .bind(member_id(event)?)
-            .bind(from.as_str())
-            .bind(to.as_str())
-            .bind(reason)
-            .bind(changed_at)
-            .execute(&mut *conn)
-            .await?;
-        }
+        sqlx::query(
+            "INSERT INTO members_status_events
+                 (id, member_id, from_status, to_status, reason, created_at)
+             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                                  $6::timestamptz[])
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(ids)
+        .bind(members)
+        .bind(froms)
+        .bind(tos)
+        .bind(reasons)
+        .bind(ats)
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 }

@@ -16,6 +16,8 @@ use aggregates::cqrs_es::Aggregate;
 use aggregates::{
     License, LicenseEvent, Member, MemberEvent, Price, Subscription, SubscriptionEvent,
 };
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -57,19 +59,202 @@ impl Projection for MemberTimeline {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        let entry = if event.aggregate_type == Member::TYPE {
-            let member_id = aggregate_uuid(event)?;
-            Some((member_id, member_summary(event.decode::<MemberEvent>()?)))
-        } else if event.aggregate_type == Subscription::TYPE {
-            subscription_entry(conn, event).await?
-        } else if event.aggregate_type == License::TYPE {
-            license_entry(conn, event).await?
+        self.apply_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    /// Decodes the batch, reads the helper rows of the subscriptions and licenses it names,
+    /// follows them through the batch in memory (in log order, so an event sees the member its
+    /// predecessors named), then writes each changed helper row once and every timeline row
+    /// with one `INSERT`.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut decoded = Vec::with_capacity(events.len());
+        let mut subscription_ids: Vec<&str> = Vec::new();
+        let mut license_ids: Vec<Uuid> = Vec::new();
+        for event in events {
+            let d = if event.aggregate_type == Member::TYPE {
+                Decoded::Member(aggregate_uuid(event)?, event.decode()?)
+            } else if event.aggregate_type == Subscription::TYPE {
+                subscription_ids.push(&event.aggregate_id);
+                Decoded::Subscription(event.decode()?)
+            } else if event.aggregate_type == License::TYPE {
+                let license_id = aggregate_uuid(event)?;
+                license_ids.push(license_id);
+                Decoded::License(license_id, event.decode()?)
+            } else {
+                continue;
+            };
+            decoded.push((event, d));
+        }
+        let mut owners = Owners::load(conn, &subscription_ids, &license_ids).await?;
+
+        let mut rows = TimelineRows::default();
+        for (event, d) in decoded {
+            let entry = match d {
+                Decoded::Member(member_id, e) => Some((member_id, member_summary(e))),
+                Decoded::Subscription(e) => owners.subscription_entry(&event.aggregate_id, e),
+                Decoded::License(license_id, e) => owners.license_entry(license_id, e),
+            };
+            if let Some((member_id, summary)) = entry {
+                rows.push(event, member_id, summary);
+            }
+        }
+        owners.write(conn).await?;
+        rows.write(conn).await
+    }
+}
+
+enum Decoded {
+    Member(Uuid, MemberEvent),
+    Subscription(SubscriptionEvent),
+    License(Uuid, LicenseEvent),
+}
+
+/// The helper tables' rows a batch concerns, as the batch changes them.
+struct Owners {
+    subscriptions: HashMap<String, Uuid>,
+    licenses: HashMap<Uuid, Uuid>,
+    changed_subscriptions: HashSet<String>,
+    changed_licenses: HashSet<Uuid>,
+}
+
+impl Owners {
+    async fn load(
+        conn: &mut PgConnection,
+        subscription_ids: &[&str],
+        license_ids: &[Uuid],
+    ) -> Result<Self, ProjectionError> {
+        let subscriptions: Vec<(String, Uuid)> = if subscription_ids.is_empty() {
+            Vec::new()
         } else {
-            None
+            sqlx::query_as(
+                "SELECT subscription_id, member_id FROM timeline_subscription_members
+                 WHERE subscription_id = ANY($1::text[])",
+            )
+            .bind(subscription_ids)
+            .fetch_all(&mut *conn)
+            .await?
         };
-        let Some((member_id, summary)) = entry else {
-            return Ok(());
+        let licenses: Vec<(Uuid, Uuid)> = if license_ids.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                "SELECT license_id, member_id FROM timeline_license_members
+                 WHERE license_id = ANY($1::uuid[])",
+            )
+            .bind(license_ids)
+            .fetch_all(&mut *conn)
+            .await?
         };
+        Ok(Self {
+            subscriptions: subscriptions.into_iter().collect(),
+            licenses: licenses.into_iter().collect(),
+            changed_subscriptions: HashSet::new(),
+            changed_licenses: HashSet::new(),
+        })
+    }
+
+    fn subscription_entry(
+        &mut self,
+        sub: &str,
+        event: SubscriptionEvent,
+    ) -> Option<(Uuid, String)> {
+        // Members named by the event itself: the subscription's own creation names its member;
+        // a payment or purchase only fills the gap until then.
+        let named = match &event {
+            SubscriptionEvent::SubscriptionCreated { member_id, .. } => {
+                self.subscriptions.insert(sub.to_owned(), *member_id);
+                self.changed_subscriptions.insert(sub.to_owned());
+                Some(*member_id)
+            }
+            SubscriptionEvent::PaymentRecorded { payment } => Some(payment.member_id),
+            SubscriptionEvent::PaymentFailed { member_id, .. }
+            | SubscriptionEvent::PaymentRefunded { member_id, .. }
+            | SubscriptionEvent::SitePurchaseStarted { member_id, .. }
+            | SubscriptionEvent::LicensePurchaseStarted { member_id, .. } => Some(*member_id),
+            _ => None,
+        };
+        let member_id = match named {
+            Some(member_id) => {
+                if !self.subscriptions.contains_key(sub) {
+                    self.subscriptions.insert(sub.to_owned(), member_id);
+                    self.changed_subscriptions.insert(sub.to_owned());
+                }
+                member_id
+            }
+            None => *self.subscriptions.get(sub)?,
+        };
+        Some((member_id, subscription_summary(sub, event)))
+    }
+
+    fn license_entry(&mut self, license_id: Uuid, event: LicenseEvent) -> Option<(Uuid, String)> {
+        let member_id = if let LicenseEvent::LicenseIssued { member_id, .. }
+        | LicenseEvent::LicenseReserved { member_id, .. } = &event
+        {
+            self.licenses.insert(license_id, *member_id);
+            self.changed_licenses.insert(license_id);
+            *member_id
+        } else {
+            *self.licenses.get(&license_id)?
+        };
+        Some((member_id, license_summary(event)))
+    }
+
+    async fn write(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        if !self.changed_subscriptions.is_empty() {
+            let (ids, members): (Vec<&str>, Vec<Uuid>) = self
+                .changed_subscriptions
+                .iter()
+                .filter_map(|sub| Some((sub.as_str(), *self.subscriptions.get(sub)?)))
+                .unzip();
+            sqlx::query(
+                "INSERT INTO timeline_subscription_members (subscription_id, member_id)
+                 SELECT * FROM unnest($1::text[], $2::uuid[])
+                 ON CONFLICT (subscription_id) DO UPDATE SET member_id = EXCLUDED.member_id",
+            )
+            .bind(ids)
+            .bind(members)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !self.changed_licenses.is_empty() {
+            let (ids, members): (Vec<Uuid>, Vec<Uuid>) = self
+                .changed_licenses
+                .iter()
+                .filter_map(|license| Some((*license, *self.licenses.get(license)?)))
+                .unzip();
+            sqlx::query(
+                "INSERT INTO timeline_license_members (license_id, member_id)
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[])
+                 ON CONFLICT (license_id) DO UPDATE SET member_id = EXCLUDED.member_id",
+            )
+            .bind(ids)
+            .bind(members)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The batch's timeline rows, column by column.
+#[derive(Default)]
+struct TimelineRows<'a> {
+    id: Vec<i64>,
+    member_id: Vec<Uuid>,
+    aggregate_type: Vec<&'a str>,
+    aggregate_id: Vec<&'a str>,
+    event_type: Vec<&'a str>,
+    summary: Vec<String>,
+    data: Vec<serde_json::Value>,
+    created_at: Vec<DateTime<Utc>>,
+}
+
+impl<'a> TimelineRows<'a> {
+    fn push(&mut self, event: &'a StoredEvent, member_id: Uuid, summary: String) {
         // `{"Variant": {...}}` → `{...}`.
         let data = event
             .payload
@@ -78,124 +263,40 @@ impl Projection for MemberTimeline {
             .filter(|inner| inner.is_object())
             .cloned()
             .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()));
+        self.id.push(event.global_position);
+        self.member_id.push(member_id);
+        self.aggregate_type.push(&event.aggregate_type);
+        self.aggregate_id.push(&event.aggregate_id);
+        self.event_type.push(&event.event_type);
+        self.summary.push(summary);
+        self.data.push(data);
+        self.created_at.push(event.recorded_at);
+    }
+
+    async fn write(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        if self.id.is_empty() {
+            return Ok(());
+        }
         sqlx::query(
             "INSERT INTO member_timeline
                  (id, member_id, aggregate_type, aggregate_id, event_type, summary, data,
                   created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[], $7::jsonb[], $8::timestamptz[])
              ON CONFLICT (id) DO NOTHING",
         )
-        .bind(event.global_position)
-        .bind(member_id)
-        .bind(&event.aggregate_type)
-        .bind(&event.aggregate_id)
-        .bind(&event.event_type)
-        .bind(summary)
-        .bind(data)
-        .bind(event.recorded_at)
+        .bind(self.id)
+        .bind(self.member_id)
+        .bind(self.aggregate_type)
+        .bind(self.aggregate_id)
+        .bind(self.event_type)
+        .bind(self.summary)
+        .bind(self.data)
+        .bind(self.created_at)
         .execute(&mut *conn)
         .await?;
         Ok(())
     }
-}
-
-async fn subscription_entry(
-    conn: &mut PgConnection,
-    event: &StoredEvent,
-) -> Result<Option<(Uuid, String)>, ProjectionError> {
-    let sub = event.aggregate_id.as_str();
-    let decoded = event.decode::<SubscriptionEvent>()?;
-    // Members named by the event itself.
-    let named = match &decoded {
-        SubscriptionEvent::SubscriptionCreated { member_id, .. } => {
-            remember_subscription(conn, sub, *member_id, true).await?;
-            Some(*member_id)
-        }
-        SubscriptionEvent::PaymentRecorded { payment } => {
-            remember_subscription(conn, sub, payment.member_id, false).await?;
-            Some(payment.member_id)
-        }
-        SubscriptionEvent::PaymentFailed { member_id, .. }
-        | SubscriptionEvent::PaymentRefunded { member_id, .. }
-        | SubscriptionEvent::SitePurchaseStarted { member_id, .. }
-        | SubscriptionEvent::LicensePurchaseStarted { member_id, .. } => {
-            remember_subscription(conn, sub, *member_id, false).await?;
-            Some(*member_id)
-        }
-        _ => None,
-    };
-    let member_id = match named {
-        Some(member_id) => member_id,
-        None => {
-            let known: Option<Uuid> = sqlx::query_scalar(
-                "SELECT member_id FROM timeline_subscription_members WHERE subscription_id = $1",
-            )
-            .bind(sub)
-            .fetch_optional(&mut *conn)
-            .await?;
-            let Some(member_id) = known else {
-                return Ok(None);
-            };
-            member_id
-        }
-    };
-    Ok(Some((member_id, subscription_summary(sub, decoded))))
-}
-
-/// `authoritative`: the subscription's own creation names its member; a payment only fills
-/// the gap until then.
-async fn remember_subscription(
-    conn: &mut PgConnection,
-    subscription_id: &str,
-    member_id: Uuid,
-    authoritative: bool,
-) -> Result<(), ProjectionError> {
-    let sql = if authoritative {
-        "INSERT INTO timeline_subscription_members (subscription_id, member_id) VALUES ($1, $2)
-         ON CONFLICT (subscription_id) DO UPDATE SET member_id = EXCLUDED.member_id"
-    } else {
-        "INSERT INTO timeline_subscription_members (subscription_id, member_id) VALUES ($1, $2)
-         ON CONFLICT (subscription_id) DO NOTHING"
-    };
-    sqlx::query(sql)
-        .bind(subscription_id)
-        .bind(member_id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-async fn license_entry(
-    conn: &mut PgConnection,
-    event: &StoredEvent,
-) -> Result<Option<(Uuid, String)>, ProjectionError> {
-    let license_id = aggregate_uuid(event)?;
-    let decoded = event.decode::<LicenseEvent>()?;
-    let member_id = if let LicenseEvent::LicenseIssued { member_id, .. }
-    | LicenseEvent::LicenseReserved { member_id, .. } = &decoded
-    {
-        sqlx::query(
-            "INSERT INTO timeline_license_members (license_id, member_id) VALUES ($1, $2)
-             ON CONFLICT (license_id) DO UPDATE SET member_id = EXCLUDED.member_id",
-        )
-        .bind(license_id)
-        .bind(*member_id)
-        .execute(&mut *conn)
-        .await?;
-        *member_id
-    } else {
-        let known: Option<Uuid> = sqlx::query_scalar(
-            "SELECT member_id FROM timeline_license_members WHERE license_id = $1",
-        )
-        .bind(license_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some(member_id) = known else {
-            return Ok(None);
-        };
-        member_id
-    };
-    Ok(Some((member_id, license_summary(decoded))))
 }
 
 fn member_summary(event: MemberEvent) -> String {

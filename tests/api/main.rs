@@ -17,6 +17,7 @@ mod pipeline;
 mod projections;
 mod rebuild;
 mod refusals;
+mod set_apply;
 mod signin;
 mod stripe_support;
 mod stripe_webhooks;
