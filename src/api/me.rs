@@ -23,8 +23,6 @@ pub struct MeApi {
     pub state: State,
 }
 
-/// Read models a member's own change is visible in once it returns.
-
 /// The signed-in member.
 #[derive(Debug, Clone, Object)]
 pub struct Me {

@@ -23,8 +23,6 @@ pub(crate) use queries::find_member;
 use queries::{list_members, member_detail, timeline, ListFilter};
 pub use responses::*;
 
-/// Read models a member write is visible in once it returns.
-
 pub struct MembersApi {
     pub state: State,
 }
