@@ -206,7 +206,8 @@ impl AuthConfig {
 
 #[derive(Debug, Clone, Args)]
 pub struct LicenseConfig {
-    /// License validations (`POST /v1/licenses/validate`) one IP address may make per minute.
+    /// License validations (`POST /v1/licenses/validate`) one IP address may make per minute,
+    /// counted by each instance in its memory.
     #[arg(long, env = "LICENSE_VALIDATE_LIMIT_PER_MINUTE", default_value_t = 600)]
     pub license_validate_limit_per_minute: u32,
 }
@@ -393,7 +394,8 @@ impl Default for MailSettings {
 /// Limits of the license endpoints.
 #[derive(Debug, Clone)]
 pub struct LicenseSettings {
-    /// Validations one IP address may make per window.
+    /// Validations one IP address may make per window, in each instance's memory: a burst of
+    /// `max`, then one more every `window / max` (`rate_limit::PerInstance`).
     pub validate_per_ip: Limit,
 }
 

@@ -1,13 +1,21 @@
 //! The customer dashboard: one member's subscriptions, sites, payments and license keys, read
 //! from the read models. Members see their own at `/v1/me/dashboard`; admins anyone's at
 //! `/v1/members/{id}/dashboard`.
+//!
+//! It is read in one round trip: one statement builds the whole document as JSON
+//! (`json_build_object`, `json_agg` with each list's order), and serde reads it into these
+//! types. PostgreSQL writes a `timestamptz` in JSON with its offset and microseconds, which
+//! reads into the same `DateTime<Utc>` the columns decode to, so the answer is the one the
+//! columns would give.
 
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
+use serde::Deserialize;
+use sqlx::types::Json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Deserialize)]
 pub struct Dashboard {
     pub member_id: Uuid,
     pub email: String,
@@ -29,7 +37,7 @@ pub struct Dashboard {
     pub licenses: Vec<DashboardLicense>,
 }
 
-#[derive(Debug, Clone, Object, sqlx::FromRow)]
+#[derive(Debug, Clone, Object, Deserialize)]
 pub struct DashboardSubscription {
     pub id: String,
     pub status: String,
@@ -45,15 +53,12 @@ pub struct DashboardSubscription {
     pub currency: Option<String>,
     /// Active site items.
     pub site_count: i64,
-    #[sqlx(skip)]
     pub items: Vec<DashboardItem>,
 }
 
-#[derive(Debug, Clone, Object, sqlx::FromRow)]
+#[derive(Debug, Clone, Object, Deserialize)]
 pub struct DashboardItem {
     pub id: String,
-    #[oai(skip)]
-    pub subscription_id: String,
     pub price_id: String,
     /// Per unit, minor units.
     pub unit_amount: i64,
@@ -69,7 +74,7 @@ pub struct DashboardItem {
     pub status: String,
 }
 
-#[derive(Debug, Clone, Object, sqlx::FromRow)]
+#[derive(Debug, Clone, Object, Deserialize)]
 pub struct DashboardSite {
     pub domain: String,
     pub subscription_id: String,
@@ -82,7 +87,7 @@ pub struct DashboardSite {
     pub status: String,
 }
 
-#[derive(Debug, Clone, Object, sqlx::FromRow)]
+#[derive(Debug, Clone, Object, Deserialize)]
 pub struct PendingSite {
     pub domain: String,
     pub subscription_id: String,
@@ -94,7 +99,7 @@ pub struct PendingSite {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Object, sqlx::FromRow)]
+#[derive(Debug, Clone, Object, Deserialize)]
 pub struct PendingLicensePurchase {
     pub purchase_id: Uuid,
     pub subscription_id: String,
@@ -108,7 +113,7 @@ pub struct PendingLicensePurchase {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Object, sqlx::FromRow)]
+#[derive(Debug, Clone, Object, Deserialize)]
 pub struct DashboardPayment {
     /// `payment` (an invoice), `purchase` (sites or license keys added to the subscription),
     /// `refund` or `failure`.
@@ -129,7 +134,7 @@ pub struct DashboardPayment {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Object, sqlx::FromRow)]
+#[derive(Debug, Clone, Object, Deserialize, sqlx::FromRow)]
 pub struct DashboardLicense {
     pub id: Uuid,
     pub key: String,
@@ -165,103 +170,82 @@ pub(crate) const LICENSE_COLUMNS: &str =
 
 /// The member's dashboard, `None` for an unknown member.
 pub async fn load(pool: &PgPool, member_id: Uuid) -> Result<Option<Dashboard>, sqlx::Error> {
-    let member: Option<(String, Option<String>, String)> =
-        sqlx::query_as("SELECT email, name, status FROM member_list WHERE id = $1")
-            .bind(member_id)
-            .fetch_optional(pool)
-            .await?;
-    let Some((email, name, status)) = member else {
-        return Ok(None);
-    };
-    let customer_ids: Vec<String> = sqlx::query_scalar(
-        "SELECT customer_id FROM stripe_customers WHERE member_id = $1 ORDER BY linked_at",
-    )
-    .bind(member_id)
-    .fetch_all(pool)
-    .await?;
-    let mut subscriptions: Vec<DashboardSubscription> = sqlx::query_as(
-        "SELECT s.id, s.status, s.current_period_start, s.current_period_end, s.cancel_at_period_end,
-                s.created_at, s.mrr, s.currency,
-                (SELECT count(*) FROM subscription_items i
-                 WHERE i.subscription_id = s.id AND i.status = 'active' AND i.site IS NOT NULL) AS site_count
-         FROM subscriptions s WHERE s.member_id = $1 ORDER BY s.created_at DESC, s.id",
-    )
-    .bind(member_id)
-    .fetch_all(pool)
-    .await?;
-    let items: Vec<DashboardItem> = sqlx::query_as(
-        "SELECT i.id, i.subscription_id, i.price_id, i.unit_amount, i.currency, i.interval, i.interval_count,
-                i.quantity, i.site, i.purchase_type, i.status
-         FROM subscription_items i JOIN subscriptions s ON s.id = i.subscription_id
-         WHERE s.member_id = $1 ORDER BY i.added_at, i.id",
-    )
-    .bind(member_id)
-    .fetch_all(pool)
-    .await?;
-    for sub in &mut subscriptions {
-        sub.items = items
-            .iter()
-            .filter(|i| i.subscription_id == sub.id)
-            .cloned()
-            .collect();
-    }
-    let sites: Vec<DashboardSite> = sqlx::query_as(
-        "SELECT i.site AS domain, i.subscription_id, i.id AS item_id, i.price_id, i.unit_amount, i.currency,
-                i.quantity, i.status
-         FROM subscription_items i JOIN subscriptions s ON s.id = i.subscription_id
-         WHERE s.member_id = $1 AND i.site IS NOT NULL ORDER BY i.status, i.site",
-    )
-    .bind(member_id)
-    .fetch_all(pool)
-    .await?;
-    // Invoices, refunds and failures, and the one-off payments of purchases adding to a
-    // subscription (no invoice is made for those).
-    let payments: Vec<DashboardPayment> = sqlx::query_as(
-        "SELECT kind, CASE kind WHEN 'payment' THEN 'paid' WHEN 'refund' THEN 'refunded' ELSE 'failed' END AS status,
-                amount, currency, invoice_id, subscription_id, NULL::text AS site, NULL::integer AS quantity,
-                created_at
-         FROM members_payment_events WHERE member_id = $1
-         UNION ALL
-         SELECT 'purchase', 'paid', max(amount), max(currency), NULL, max(subscription_id),
-                string_agg(site, ',' ORDER BY site), NULL, max(updated_at)
-         FROM pending_sites WHERE member_id = $1 AND status = 'paid' GROUP BY session_id
-         UNION ALL
-         SELECT 'purchase', 'paid', amount, currency, NULL, subscription_id, NULL, quantity, updated_at
-         FROM license_purchases WHERE member_id = $1 AND status = 'paid'
-         ORDER BY created_at DESC, kind, subscription_id",
-    )
-    .bind(member_id)
-    .fetch_all(pool)
-    .await?;
-    let licenses = licenses(pool, member_id).await?;
-    let pending_sites: Vec<PendingSite> = sqlx::query_as(
-        "SELECT site AS domain, subscription_id, session_id, amount, currency, created_at FROM pending_sites
-         WHERE member_id = $1 AND status = 'pending' ORDER BY created_at, site",
-    )
-    .bind(member_id)
-    .fetch_all(pool)
-    .await?;
-    let pending_license_purchases: Vec<PendingLicensePurchase> = sqlx::query_as(
-        "SELECT purchase_id, subscription_id, session_id, quantity, amount, currency, created_at
-         FROM license_purchases WHERE member_id = $1 AND status = 'pending' ORDER BY created_at, purchase_id",
-    )
-    .bind(member_id)
-    .fetch_all(pool)
-    .await?;
-    Ok(Some(Dashboard {
-        member_id,
-        email,
-        name,
-        status,
-        customer_ids,
-        subscriptions,
-        sites,
-        pending_sites,
-        pending_license_purchases,
-        payments,
-        licenses,
-    }))
+    let dashboard: Option<Json<Dashboard>> = sqlx::query_scalar(&DASHBOARD_SQL)
+        .bind(member_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(dashboard.map(|Json(dashboard)| dashboard))
 }
+
+/// The dashboard as one JSON document, each list in the order the API gives it.
+static DASHBOARD_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT json_build_object(
+  'member_id', m.id, 'email', m.email, 'name', m.name, 'status', m.status,
+  'customer_ids', coalesce((
+    SELECT json_agg(c.customer_id ORDER BY c.linked_at)
+    FROM stripe_customers c WHERE c.member_id = m.id), '[]'),
+  'subscriptions', coalesce((
+    SELECT json_agg(json_build_object(
+      'id', s.id, 'status', s.status, 'current_period_start', s.current_period_start,
+      'current_period_end', s.current_period_end, 'cancel_at_period_end', s.cancel_at_period_end,
+      'created_at', s.created_at, 'mrr', s.mrr, 'currency', s.currency,
+      'site_count', (SELECT count(*) FROM subscription_items i
+                     WHERE i.subscription_id = s.id AND i.status = 'active' AND i.site IS NOT NULL),
+      'items', coalesce((
+        SELECT json_agg(json_build_object(
+          'id', i.id, 'price_id', i.price_id, 'unit_amount', i.unit_amount,
+          'currency', i.currency, 'interval', i.interval, 'interval_count', i.interval_count,
+          'quantity', i.quantity, 'site', i.site, 'purchase_type', i.purchase_type,
+          'status', i.status) ORDER BY i.added_at, i.id)
+        FROM subscription_items i WHERE i.subscription_id = s.id), '[]')
+    ) ORDER BY s.created_at DESC, s.id)
+    FROM subscriptions s WHERE s.member_id = m.id), '[]'),
+  'sites', coalesce((
+    SELECT json_agg(json_build_object(
+      'domain', i.site, 'subscription_id', i.subscription_id, 'item_id', i.id,
+      'price_id', i.price_id, 'unit_amount', i.unit_amount, 'currency', i.currency,
+      'quantity', i.quantity, 'status', i.status) ORDER BY i.status, i.site)
+    FROM subscription_items i JOIN subscriptions s ON s.id = i.subscription_id
+    WHERE s.member_id = m.id AND i.site IS NOT NULL), '[]'),
+  'pending_sites', coalesce((
+    SELECT json_agg(json_build_object(
+      'domain', p.site, 'subscription_id', p.subscription_id, 'session_id', p.session_id,
+      'amount', p.amount, 'currency', p.currency, 'created_at', p.created_at)
+      ORDER BY p.created_at, p.site)
+    FROM pending_sites p WHERE p.member_id = m.id AND p.status = 'pending'), '[]'),
+  'pending_license_purchases', coalesce((
+    SELECT json_agg(json_build_object(
+      'purchase_id', p.purchase_id, 'subscription_id', p.subscription_id,
+      'session_id', p.session_id, 'quantity', p.quantity, 'amount', p.amount,
+      'currency', p.currency, 'created_at', p.created_at)
+      ORDER BY p.created_at, p.purchase_id)
+    FROM license_purchases p WHERE p.member_id = m.id AND p.status = 'pending'), '[]'),
+  -- Invoices, refunds and failures, and the one-off payments of purchases adding to a
+  -- subscription (no invoice is made for those).
+  'payments', coalesce((
+    SELECT json_agg(p ORDER BY p.created_at DESC, p.kind, p.subscription_id) FROM (
+      SELECT kind,
+             CASE kind WHEN 'payment' THEN 'paid' WHEN 'refund' THEN 'refunded' ELSE 'failed' END
+               AS status,
+             amount, currency, invoice_id, subscription_id, NULL::text AS site,
+             NULL::integer AS quantity, created_at
+      FROM members_payment_events WHERE member_id = m.id
+      UNION ALL
+      SELECT 'purchase', 'paid', max(amount), max(currency), NULL, max(subscription_id),
+             string_agg(site, ',' ORDER BY site), NULL, max(updated_at)
+      FROM pending_sites WHERE member_id = m.id AND status = 'paid' GROUP BY session_id
+      UNION ALL
+      SELECT 'purchase', 'paid', amount, currency, NULL, subscription_id, NULL, quantity,
+             updated_at
+      FROM license_purchases WHERE member_id = m.id AND status = 'paid') p), '[]'),
+  'licenses', coalesce((
+    SELECT json_agg(l ORDER BY l.created_at DESC, l.seat, l.id)
+    FROM (SELECT {LICENSE_COLUMNS} FROM licenses WHERE member_id = m.id) l), '[]')
+)
+FROM member_list m WHERE m.id = $1"
+    )
+});
 
 /// The member's license keys, newest first.
 pub async fn licenses(

@@ -1,6 +1,7 @@
 //! License keys: a member activates a quantity key on the domain it is used on
 //! (`/v1/me/licenses/{key}/activation`), and the licensed software checks a key for a domain
-//! (`POST /v1/licenses/validate`, no authentication, rate-limited per IP address).
+//! (`POST /v1/licenses/validate`, no authentication, rate-limited per IP address in each
+//! instance's memory, so a validation writes nothing).
 //!
 //! Domains are compared as [`License::same_site`] does: normalised by [`SiteDomain`] (lower
 //! case, no scheme, port, path or trailing dot) and with one leading `www.` ignored, so a site
@@ -29,7 +30,6 @@ use super::problem::{FieldError, Problem};
 use super::sessions::MemberAuth;
 use super::state::{ApiTags, RequestId, State};
 use crate::api::problem::api_response;
-use crate::rate_limit;
 use crate::store::{Actor, EventMetadata};
 
 pub struct LicensesApi {
@@ -239,27 +239,14 @@ impl LicensesApi {
             .remote_addr()
             .as_socket_addr()
             .map(std::net::SocketAddr::ip);
-        if let Some(ip) = ip {
-            let limit = self.state.license_settings.validate_per_ip;
-            match rate_limit::hit(
-                &self.state.pool,
-                &format!("license-validate:ip:{ip}"),
-                limit,
-            )
-            .await
-            {
-                Ok(None) => {}
-                Ok(Some(wait)) => {
-                    let secs = wait.as_secs().max(1);
-                    let problem = Problem::new(
-                        poem::http::StatusCode::TOO_MANY_REQUESTS,
-                        "rate-limited",
-                        format!("too many validations; retry in {secs} s"),
-                    );
-                    return ValidateLicenseResponse::TooManyRequests(Json(problem), secs);
-                }
-                Err(err) => return db_error(err).into(),
-            }
+        if let Some(wait) = ip.and_then(|ip| self.state.validation_limit.hit(&ip)) {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let problem = Problem::new(
+                poem::http::StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                format!("too many validations; retry in {secs} s"),
+            );
+            return ValidateLicenseResponse::TooManyRequests(Json(problem), secs);
         }
         match validate(&self.state.pool, &body.0.key, &body.0.domain).await {
             Ok(validation) => ValidateLicenseResponse::Ok(Json(validation)),
@@ -362,7 +349,7 @@ async fn own_license(pool: &PgPool, member_id: Uuid, key: &str) -> Result<Uuid, 
     }
 }
 
-/// Answers a validation from the `licenses` read model with one query (by the unique
+/// Answers a validation from the `licenses` read model with one read-only query (by the unique
 /// `key_sha256` index, joined to the subscription by its primary key).
 async fn validate(pool: &PgPool, key: &str, domain: &str) -> Result<LicenseValidation, Problem> {
     let domain = parse_domain(domain)?;

@@ -1,5 +1,6 @@
 //! What every handler shares: the application state, the request id, the spec's tags.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::config::{LicenseSettings, Settings, StripeSettings};
 use crate::eventlog::AppendWakeups;
 use crate::eventlog::LogPosition;
 use crate::policies;
+use crate::rate_limit::PerInstance;
 use crate::runner::Projections;
 use crate::store::CommandBus;
 use crate::stripe::client::StripeApi;
@@ -34,6 +36,9 @@ pub struct AppState {
     /// The member site's host, so its own pages are not counted as referrers.
     pub site_host: Option<String>,
     pub license_settings: LicenseSettings,
+    /// The per-IP limit of license validations, in this instance's memory (a validation
+    /// writes nothing).
+    pub validation_limit: PerInstance<IpAddr>,
     /// The Stripe API client, when `STRIPE_SECRET_KEY` is set.
     pub stripe_api: Option<StripeApi>,
     pub checkout_allowed_origins: Vec<String>,
@@ -71,6 +76,7 @@ impl AppState {
             attribution_routes: settings.attribution_routes.clone(),
             site_host: settings.site_host.clone(),
             license_settings: settings.licenses.clone(),
+            validation_limit: PerInstance::new(settings.licenses.validate_per_ip),
             stripe_api: StripeApi::from_settings(&settings.stripe).unwrap_or_else(|err| {
                 tracing::error!(
                     error = format!("{err:#}"),

@@ -427,3 +427,239 @@ async fn stripe_failing_to_add_the_item_is_retried_with_the_same_key_until_it_is
     let keys = purchase_keys(&app, &purchase_id).await;
     assert!(keys.iter().all(|(_, s, _)| s == "pending"), "{keys:?}");
 }
+
+/// What [`rich_member`] bought.
+struct Rich {
+    l: Lifecycle,
+    token: String,
+    /// The paid purchase of two keys, then the unpaid one of one key.
+    purchases: [Value; 2],
+    /// The unpaid purchase of a site.
+    site_purchase: Value,
+}
+
+/// A member with every part of a dashboard: a site subscription paid by an invoice, two keys
+/// bought and paid (an item of seats), one key and one site bought and not paid yet.
+async fn rich_member(app: &TestApp, stripe: &FakeStripe) -> Rich {
+    let (l, token, created) = subscribed(app, "rich").await;
+    app.send_webhook(&l.invoice_paid(&format!("in_{}_1", l.tag), 2))
+        .await;
+    let paid: Value = app.buy_keys(&token, 2).await.json().await.expect("json");
+    let session = paid_session(stripe, 0, paid["id"].as_str().expect("id"));
+    let mut intent = crate::stripe_support::fixture("payment_intent");
+    intent["id"] = json!(format!("pi_{}", l.tag));
+    intent["status"] = json!("succeeded");
+    intent["customer"] = json!(l.customer);
+    intent["metadata"] = session["metadata"].clone();
+    let now = chrono::Utc::now().timestamp();
+    for e in [
+        event(
+            &format!("evt_{}_paid", l.tag),
+            "checkout.session.completed",
+            now,
+            session,
+        ),
+        event(
+            &format!("evt_{}_pi", l.tag),
+            "payment_intent.succeeded",
+            now,
+            intent,
+        ),
+    ] {
+        app.send_webhook(&e).await;
+    }
+    app.drain_stripe().await;
+    let mut updated = created;
+    updated["id"] = json!(format!("evt_{}_with_seats", l.tag));
+    updated["type"] = json!("customer.subscription.updated");
+    updated["created"] = json!(now + 1);
+    let mut seats = updated["data"]["object"]["items"]["data"][0].clone();
+    seats["id"] = json!(format!("si_seats_{}", l.tag));
+    seats["quantity"] = json!(2);
+    seats["metadata"] =
+        json!({ "license_purchase_id": paid["purchase_id"], "purchase_type": "quantity" });
+    updated["data"]["object"]["items"]["data"]
+        .as_array_mut()
+        .expect("items")
+        .push(seats);
+    app.send_webhook(&updated).await;
+    app.drain_stripe().await;
+    let unpaid: Value = app.buy_keys(&token, 1).await.json().await.expect("json");
+    let resp = app
+        .client
+        .post(app.url("/v1/me/sites"))
+        .bearer_auth(&token)
+        .json(&json!({
+            "sites": ["https://New.Example.com/"],
+            "success_url": "https://shop.test/ok",
+            "cancel_url": "https://shop.test/no"
+        }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 201);
+    let site_purchase: Value = resp.json().await.expect("json");
+    app.settle().await;
+    Rich {
+        l,
+        token,
+        purchases: [paid, unpaid],
+        site_purchase,
+    }
+}
+
+/// `value`, asserted to be a timestamp as the API writes one (`DateTime<Utc>::to_rfc3339`).
+fn stamp(value: &Value) -> Value {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("a timestamp: {value}"));
+    let parsed: chrono::DateTime<chrono::Utc> = text.parse().expect("RFC 3339");
+    assert_eq!(parsed.to_rfc3339(), text, "written as poem writes it");
+    value.clone()
+}
+
+/// The Unix time `secs` as the API writes it.
+fn at(secs: i64) -> Value {
+    json!(chrono::DateTime::from_timestamp(secs, 0)
+        .expect("a time")
+        .to_rfc3339())
+}
+
+#[tokio::test]
+async fn a_dashboard_answers_every_section_in_order_and_alike_for_member_and_admin() {
+    let stripe = FakeStripe::start(&[]).await;
+    let app = app_with_stripe(&stripe).await;
+    let Rich {
+        l,
+        token,
+        purchases: [paid, unpaid],
+        site_purchase,
+    } = rich_member(&app, &stripe).await;
+    let mine = app.get_as(&token, "/v1/me/dashboard").await;
+    assert_eq!(mine.status(), 200);
+    let text = mine.text().await.expect("body");
+    let d: Value = serde_json::from_str(&text).expect("json");
+    let member_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM member_list WHERE email = $1")
+        .bind(&l.email)
+        .fetch_one(&app.pool)
+        .await
+        .expect("member");
+    // The same bytes for the admin.
+    let admin = app
+        .get(&format!("/v1/members/{member_id}/dashboard"))
+        .await
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(admin, text);
+
+    // Keys, newest first, as `/v1/me/licenses` lists them: the unpaid purchase's, the paid
+    // purchase's (seat 2, then 1: issued in that order), the site's.
+    let keys = app.my_licenses(&token).await;
+    assert_eq!(d["licenses"], json!(keys));
+    let shape: Vec<(Value, Value, Value, Value)> = keys
+        .iter()
+        .map(|k| {
+            stamp(&k["created_at"]);
+            (
+                k["status"].clone(),
+                k["purchase_type"].clone(),
+                k["seat"].clone(),
+                k["purchase_id"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            (
+                json!("pending"),
+                json!("quantity"),
+                json!(1),
+                unpaid["purchase_id"].clone()
+            ),
+            (
+                json!("active"),
+                json!("quantity"),
+                json!(2),
+                paid["purchase_id"].clone()
+            ),
+            (
+                json!("active"),
+                json!("quantity"),
+                json!(1),
+                paid["purchase_id"].clone()
+            ),
+            (json!("active"), json!("site"), json!(null), json!(null)),
+        ]
+    );
+    let item = |id: &str, quantity: i64, site: Value, purchase_type: &str| {
+        json!({
+            "id": id, "price_id": "price_1PgafmB7WZ01zgkW6dKueIc5", "unit_amount": 2000,
+            "currency": "usd", "interval": "month", "interval_count": 1, "quantity": quantity,
+            "site": site, "purchase_type": purchase_type, "status": "active",
+        })
+    };
+    let period = &d["subscriptions"][0];
+    let expected = json!({
+        "member_id": member_id,
+        "email": l.email,
+        "name": l.customer_name,
+        "status": "paid",
+        "customer_ids": [l.customer],
+        "subscriptions": [{
+            "id": l.subscription,
+            "status": "active",
+            "current_period_start": stamp(&period["current_period_start"]),
+            "current_period_end": stamp(&period["current_period_end"]),
+            "cancel_at_period_end": false,
+            "created_at": at(l.start),
+            "mrr": 6000,
+            "currency": "usd",
+            "site_count": 1,
+            "items": [
+                item(&l.item, 1, json!(l.site), "site"),
+                item(&format!("si_seats_{}", l.tag), 2, json!(null), "quantity"),
+            ],
+        }],
+        "sites": [{
+            "domain": l.site, "subscription_id": l.subscription, "item_id": l.item,
+            "price_id": "price_1PgafmB7WZ01zgkW6dKueIc5", "unit_amount": 2000,
+            "currency": "usd", "quantity": 1, "status": "active",
+        }],
+        "pending_sites": [{
+            "domain": "new.example.com",
+            "subscription_id": l.subscription,
+            "session_id": site_purchase["id"],
+            "amount": site_purchase["amount"],
+            "currency": "usd",
+            "created_at": stamp(&d["pending_sites"][0]["created_at"]),
+        }],
+        "pending_license_purchases": [{
+            "purchase_id": unpaid["purchase_id"],
+            "subscription_id": l.subscription,
+            "session_id": unpaid["id"],
+            "quantity": 1,
+            "amount": unpaid["amount"],
+            "currency": "usd",
+            "created_at": stamp(&d["pending_license_purchases"][0]["created_at"]),
+        }],
+        "payments": [
+            {
+                "kind": "purchase", "status": "paid", "amount": paid["amount"],
+                "currency": "usd", "invoice_id": null, "subscription_id": l.subscription,
+                "site": null, "quantity": 2,
+                "created_at": stamp(&d["payments"][0]["created_at"]),
+            },
+            {
+                "kind": "payment", "status": "paid", "amount": 2000, "currency": "usd",
+                "invoice_id": format!("in_{}_1", l.tag), "subscription_id": l.subscription,
+                "site": null, "quantity": null, "created_at": at(l.start + 2),
+            },
+        ],
+        "licenses": keys,
+    });
+    assert_eq!(d, expected);
+    // Byte for byte: the server writes its JSON as `serde_json` writes a `Value`.
+    assert_eq!(text, serde_json::to_string(&expected).expect("json"));
+}

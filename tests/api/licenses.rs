@@ -426,3 +426,70 @@ async fn validation_is_rate_limited_per_ip_address() {
     let problem = assert_problem(resp, 429).await;
     assert_eq!(problem["type"], "/problems/rate-limited");
 }
+
+#[tokio::test]
+async fn a_validation_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let l = lifecycle("readonly");
+    app.deliver_all(&[
+        l.checkout_completed(1),
+        l.subscription_event("created", "customer.subscription.created", "active", 0),
+    ])
+    .await;
+    let token = app.sign_in(&l.email).await;
+    let key = app.my_licenses(&token).await[0]["key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    app.settle().await;
+    let counters = || async {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM rate_limits")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+        count
+    };
+    let before = counters().await;
+    // From here on, a row written to any table of ours fails its statement (and with it the
+    // request that wrote it). Workers at rest write nothing, so they do not trip it.
+    sqlx::query(
+        "CREATE FUNCTION refuse_writes() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'a write to % during validations', TG_TABLE_NAME; END $$",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("function");
+    sqlx::query(
+        "DO $$ DECLARE t regclass; BEGIN
+           FOR t IN SELECT c.oid::regclass FROM pg_class c
+                    WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
+                      AND NOT c.relispartition LOOP
+             EXECUTE format('CREATE TRIGGER refuse_writes AFTER INSERT OR UPDATE OR DELETE
+                             ON %s FOR EACH ROW EXECUTE FUNCTION refuse_writes()', t);
+           END LOOP;
+         END $$",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("triggers");
+    // The trap works: the shared limits' table refuses a counter row.
+    let trapped = sqlx::query(
+        "INSERT INTO rate_limits (key, window_start, count) VALUES ('probe', now(), 1)",
+    )
+    .execute(&app.pool)
+    .await;
+    assert!(trapped.is_err(), "the trigger refuses writes");
+
+    for _ in 0..50 {
+        assert_code(&app.validate_license(&key, &l.site).await, "VALID");
+    }
+    assert_code(
+        &app.validate_license("KEY-2222-3333-4444", &l.site).await,
+        "NOT_FOUND",
+    );
+    assert_eq!(
+        counters().await,
+        before,
+        "no counter row (sign-in's are there)"
+    );
+}
