@@ -48,13 +48,13 @@ impl TestApp {
         req.send().await.expect("webhook sent")
     }
 
-    /// Waits until no stored Stripe event is pending, processing or failed, then until every
-    /// projection has applied the whole log.
+    /// Waits until no stored Stripe event is pending, processing, deferred or failed, then
+    /// until every projection has applied the whole log.
     pub async fn drain_stripe(&self) {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let open: Vec<(String, String, Option<String>)> = sqlx::query_as(
-                "SELECT id, status, last_error FROM stripe_events WHERE status IN ('pending', 'processing', 'failed')",
+                "SELECT id, status, last_error FROM stripe_events WHERE status IN ('pending', 'processing', 'deferred', 'failed')",
             )
             .fetch_all(&self.pool)
             .await

@@ -2,13 +2,13 @@
 //! created.
 
 use aggregates::{EmailAddress, Labels, MemberCommand, MemberName, MemberSource, Note};
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use chrono::Utc;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::read::Contact;
-use super::Translator;
+use super::{Translator, Waiting};
 use crate::members::{self, CreateMemberError, NewMember};
 use crate::store::EventMetadata;
 
@@ -69,7 +69,7 @@ impl Translator {
             Some(email) => (email.to_owned(), contact.name.map(str::to_owned)),
             None => {
                 let Some(api) = &self.stripe else {
-                    bail!("customer {customer_id} has no member yet and its email is unknown (set STRIPE_SECRET_KEY to fetch it); will retry");
+                    return Err(Waiting(format!("customer {customer_id} has no member yet and its email is unknown: waiting for an event of the customer that names them (or set STRIPE_SECRET_KEY to fetch it)")).into());
                 };
                 let contact = api
                     .customer_contact(customer_id)
