@@ -1,6 +1,8 @@
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 
+use memberledger::config::StripeSettings;
+
 use crate::helpers::{assert_problem, eventually, test_stripe_settings, TestApp, WEBHOOK_SECRET};
 use crate::stripe_support::{event, fixture, signature, FakeStripe, Lifecycle};
 
@@ -519,21 +521,29 @@ async fn a_subscription_before_its_checkout_is_deferred_and_runs_right_after_it(
 
 #[tokio::test]
 async fn a_customers_events_claimed_together_run_the_deferred_one_after_its_checkout() {
+    let l = Lifecycle::new("together");
+    let stripe = FakeStripe::start(&[(&l.customer, &l.email)]).await;
     let mut store_only = test_stripe_settings();
     store_only.workers = 0;
     store_only.retry_base = std::time::Duration::from_secs(3600);
     store_only.max_retry_delay = std::time::Duration::from_secs(3600);
-    let first = TestApp::spawn_with(store_only).await;
-    let l = Lifecycle::new("together");
-    // Stripe's order: the subscription (created first) cannot find its member, the checkout
-    // names it.
+    store_only.secret_key = Some("sk_test_fake".into());
+    store_only.api_base = Some(stripe.base.clone());
+    let first = TestApp::spawn_with(store_only.clone()).await;
+    // Stripe's order: the subscription (created first) has no member yet; the checkout, in
+    // the inbox already, names it, so the subscription waits for it rather than ask Stripe.
     for event in [
         l.subscription_event("created", "customer.subscription.created", "active", 0),
         l.checkout_completed(1),
     ] {
         assert_eq!(first.send_webhook(&event).await.status(), 200);
     }
-    let second = TestApp::spawn_on(&first.database_url).await;
+    let mut settings = crate::helpers::test_settings().await;
+    settings.stripe = StripeSettings {
+        workers: 2,
+        ..store_only
+    };
+    let second = TestApp::spawn_settings(&first.database_url, settings).await;
     second.drain_stripe().await;
     let rows: Vec<(String, String, i32)> =
         sqlx::query_as("SELECT id, status, attempts FROM stripe_events ORDER BY id")
@@ -555,6 +565,8 @@ async fn a_customers_events_claimed_together_run_the_deferred_one_after_its_chec
         .await
         .expect("json");
     assert_eq!(detail["status"], "paid");
+    assert_eq!(detail["name"], l.customer_name.as_str());
+    assert_eq!(stripe.requested(), Vec::<String>::new());
 }
 
 #[tokio::test]
