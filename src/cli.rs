@@ -69,10 +69,10 @@ pub enum StripeCommand {
     Replay {
         #[command(flatten)]
         database: DatabaseConfig,
-        /// Every failed event.
+        /// Every failed event (deferred ones are left to wait for their customer's next event).
         #[arg(long, conflicts_with = "id", required_unless_present = "id")]
         failed: bool,
-        /// One event by its Stripe id (`evt_...`).
+        /// One event by its Stripe id (`evt_...`): failed, deferred, ignored or pending.
         #[arg(long)]
         id: Vec<String>,
     },

@@ -239,8 +239,9 @@ pub struct StripeConfig {
     /// Stripe API base URL; set to a fake Stripe in tests.
     #[arg(long, env = "STRIPE_API_BASE")]
     pub stripe_api_base: Option<String>,
-    /// Stripe inbox workers in this process.
-    #[arg(long, env = "STRIPE_WORKERS", default_value_t = 2)]
+    /// Stripe customers whose events this process handles at once (its inbox tasks; only as
+    /// many run as customers have due events). 0: only store events.
+    #[arg(long, env = "STRIPE_WORKERS", default_value_t = 8)]
     pub stripe_workers: usize,
     /// First retry delay of a failed Stripe event, in milliseconds (doubles per attempt, at most an hour).
     #[arg(long, env = "STRIPE_RETRY_BASE_MS", default_value_t = 1000)]
@@ -248,6 +249,10 @@ pub struct StripeConfig {
     /// How long a claimed Stripe event stays claimed before another worker may take it, in seconds.
     #[arg(long, env = "STRIPE_LEASE_SECS", default_value_t = 60)]
     pub stripe_lease_secs: u64,
+    /// How long a Stripe event may wait for another event of its customer (`deferred`) before
+    /// it is marked failed, in seconds.
+    #[arg(long, env = "STRIPE_DEFER_LIMIT_SECS", default_value_t = 86_400)]
+    pub stripe_defer_limit_secs: u64,
 }
 
 impl StripeConfig {
@@ -266,6 +271,7 @@ impl StripeConfig {
             workers: self.stripe_workers,
             lease: Duration::from_secs(self.stripe_lease_secs.max(1)),
             retry_base: Duration::from_millis(self.stripe_retry_base_ms.max(1)),
+            defer_limit: Duration::from_secs(self.stripe_defer_limit_secs),
             ..StripeSettings::default()
         }
     }
@@ -320,13 +326,16 @@ pub struct StripeSettings {
     pub secret_key: Option<String>,
     /// Stripe API base URL (a fake Stripe in tests).
     pub api_base: Option<String>,
-    /// Inbox workers in this process (0: only store events).
+    /// Customers whose events the inbox handles at once in this process (0: only store events).
     pub workers: usize,
     /// How long a claimed event stays claimed before another worker may retry it.
     pub lease: Duration,
     /// First retry delay after a failure; doubles per attempt up to `max_retry_delay`.
     pub retry_base: Duration,
     pub max_retry_delay: Duration,
+    /// How long an event may wait for another event of its customer (`deferred`) before it is
+    /// marked failed.
+    pub defer_limit: Duration,
 }
 
 impl Default for StripeSettings {
@@ -335,10 +344,11 @@ impl Default for StripeSettings {
             webhook_secrets: Vec::new(),
             secret_key: None,
             api_base: None,
-            workers: 2,
+            workers: 8,
             lease: Duration::from_secs(60),
             retry_base: Duration::from_secs(1),
             max_retry_delay: Duration::from_secs(3600),
+            defer_limit: Duration::from_secs(86_400),
         }
     }
 }

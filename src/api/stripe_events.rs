@@ -27,8 +27,13 @@ pub enum StripeEventStatus {
     Processed,
     /// Stored, but nothing to do (a type we do not handle).
     Ignored,
-    /// Failed; retried automatically with backoff, or now with `retry`.
+    /// Failed: an operator should look. Retried automatically with backoff, or now with
+    /// `retry`.
     Failed,
+    /// Waiting for another event of its customer (e.g. a subscription for the checkout that
+    /// names its member); processed right after an event of the customer is, and failed if
+    /// none comes within `STRIPE_DEFER_LIMIT_SECS`.
+    Deferred,
 }
 
 impl StripeEventStatus {
@@ -39,6 +44,7 @@ impl StripeEventStatus {
             Self::Processed => "processed",
             Self::Ignored => "ignored",
             Self::Failed => "failed",
+            Self::Deferred => "deferred",
         }
     }
 
@@ -48,6 +54,7 @@ impl StripeEventStatus {
             "processed" => Self::Processed,
             "ignored" => Self::Ignored,
             "failed" => Self::Failed,
+            "deferred" => Self::Deferred,
             _ => Self::Pending,
         }
     }
@@ -74,9 +81,9 @@ pub struct StripeEventView {
     pub received_at: DateTime<Utc>,
     pub status: StripeEventStatus,
     pub attempts: i32,
-    /// When a failed event is tried again.
+    /// When a failed event is tried again; for a deferred one, when it stops waiting.
     pub next_attempt_at: DateTime<Utc>,
-    /// Why it failed, or why it was ignored.
+    /// Why it failed, what it waits for, or why it was ignored.
     #[oai(nullable)]
     pub last_error: Option<String>,
     #[oai(nullable)]
@@ -220,8 +227,8 @@ impl StripeEventsApi {
 
     /// Retry a Stripe event
     ///
-    /// Makes a failed or ignored event due for processing now. A processed event is not
-    /// processed again (409).
+    /// Makes a failed, deferred or ignored event due for processing now (a deferred one may
+    /// then wait its full time again). A processed event is not processed again (409).
     #[oai(
         path = "/:id/retry",
         method = "post",

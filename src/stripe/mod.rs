@@ -1,4 +1,4 @@
-//! Stripe: verified webhooks into an inbox, inbox workers translating events into commands,
+//! Stripe: verified webhooks into an inbox, inbox tasks translating events into commands,
 //! and the outbound API client.
 
 pub mod client;

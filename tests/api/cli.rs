@@ -239,6 +239,8 @@ async fn stripe_replay_requeues_failed_events() {
     let mut slow_retries = crate::helpers::test_stripe_settings();
     slow_retries.retry_base = Duration::from_secs(3600);
     slow_retries.max_retry_delay = Duration::from_secs(3600);
+    // No waiting for another event: a subscription without its member fails at once.
+    slow_retries.defer_limit = Duration::ZERO;
     let app = TestApp::spawn_with(slow_retries).await;
     let l = crate::stripe_support::Lifecycle::new("replay");
     app.send_webhook(&l.subscription_event(

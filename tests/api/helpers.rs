@@ -46,6 +46,7 @@ pub fn test_stripe_settings() -> StripeSettings {
         lease: Duration::from_secs(2),
         retry_base: Duration::from_millis(50),
         max_retry_delay: Duration::from_millis(400),
+        ..StripeSettings::default()
     }
 }
 

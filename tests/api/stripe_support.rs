@@ -1,7 +1,7 @@
 //! Stripe payloads (the shared `stripe_fixtures` builders over the repository's fixtures file),
 //! their delivery to a test server, and a fake Stripe API.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use poem::listener::{Acceptor, Listener, TcpListener};
@@ -48,13 +48,13 @@ impl TestApp {
         req.send().await.expect("webhook sent")
     }
 
-    /// Waits until no stored Stripe event is pending, processing or failed, then until every
-    /// projection has applied the whole log.
+    /// Waits until no stored Stripe event is pending, processing, deferred or failed, then
+    /// until every projection has applied the whole log.
     pub async fn drain_stripe(&self) {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let open: Vec<(String, String, Option<String>)> = sqlx::query_as(
-                "SELECT id, status, last_error FROM stripe_events WHERE status IN ('pending', 'processing', 'failed')",
+                "SELECT id, status, last_error FROM stripe_events WHERE status IN ('pending', 'processing', 'deferred', 'failed')",
             )
             .fetch_all(&self.pool)
             .await
@@ -97,11 +97,14 @@ pub struct FakeStripe {
     pub requests: Arc<Mutex<Vec<String>>>,
     pub checkouts: Arc<Mutex<Vec<(String, String)>>>,
     pub fail_next: Arc<std::sync::atomic::AtomicUsize>,
+    held: Arc<tokio::sync::watch::Sender<HashSet<String>>>,
 }
 
 #[derive(Clone)]
 struct FakeState {
     customers: Arc<HashMap<String, String>>,
+    /// Customers whose retrieval stalls until they are released.
+    held: Arc<tokio::sync::watch::Sender<HashSet<String>>>,
     requests: Arc<Mutex<Vec<String>>>,
     /// Checkout requests: (idempotency key, form body).
     checkouts: Arc<Mutex<Vec<(String, String)>>>,
@@ -255,10 +258,15 @@ fn retrieve_price(Path(id): Path<String>, state: Data<&FakeState>) -> Response {
 }
 
 #[handler]
-fn retrieve_customer(Path(id): Path<String>, state: Data<&FakeState>) -> Response {
+async fn retrieve_customer(Path(id): Path<String>, state: Data<&FakeState>) -> Response {
     if let Ok(mut requests) = state.requests.lock() {
         requests.push(format!("GET /v1/customers/{id}"));
     }
+    let _ = state
+        .held
+        .subscribe()
+        .wait_for(|held| !held.contains(&id))
+        .await;
     let Some(email) = state.customers.get(&id) else {
         return Response::builder()
             .status(poem::http::StatusCode::NOT_FOUND)
@@ -283,7 +291,9 @@ impl FakeStripe {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let checkouts = Arc::new(Mutex::new(Vec::new()));
         let fail_next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let held = Arc::new(tokio::sync::watch::Sender::new(HashSet::new()));
         let state = FakeState {
+            held: held.clone(),
             customers: Arc::new(
                 customers
                     .iter()
@@ -321,7 +331,21 @@ impl FakeStripe {
             requests,
             checkouts,
             fail_next,
+            held,
         }
+    }
+
+    /// Makes retrieving `customer` stall until [`Self::release`].
+    pub fn hold(&self, customer: &str) {
+        self.held.send_modify(|held| {
+            held.insert(customer.to_owned());
+        });
+    }
+
+    pub fn release(&self, customer: &str) {
+        self.held.send_modify(|held| {
+            held.remove(customer);
+        });
     }
 
     pub fn requested(&self) -> Vec<String> {

@@ -1,6 +1,8 @@
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 
+use memberledger::config::StripeSettings;
+
 use crate::helpers::{assert_problem, eventually, test_stripe_settings, TestApp, WEBHOOK_SECRET};
 use crate::stripe_support::{event, fixture, signature, FakeStripe, Lifecycle};
 
@@ -311,7 +313,7 @@ async fn a_subscription_before_its_checkout_waits_for_the_member_without_an_api_
         .status(),
         200
     );
-    eventually("the event to fail for lack of a member", || async {
+    eventually("the event to wait for its member", || async {
         let error: Option<String> =
             sqlx::query_scalar("SELECT last_error FROM stripe_events WHERE id = $1")
                 .bind(format!("evt_{}_created", l.tag))
@@ -321,14 +323,14 @@ async fn a_subscription_before_its_checkout_waits_for_the_member_without_an_api_
         error.is_some_and(|e| e.contains("STRIPE_SECRET_KEY"))
     })
     .await;
-    let failed: Value = app
-        .get("/v1/stripe-events?status=failed")
+    let deferred: Value = app
+        .get("/v1/stripe-events?status=deferred")
         .await
         .json()
         .await
         .expect("json");
-    assert_eq!(failed["items"][0]["id"], format!("evt_{}_created", l.tag));
-    assert!(failed["items"][0]["last_error"]
+    assert_eq!(deferred["items"][0]["id"], format!("evt_{}_created", l.tag));
+    assert!(deferred["items"][0]["last_error"]
         .as_str()
         .is_some_and(|e| e.contains("no member yet")));
 
@@ -347,6 +349,256 @@ async fn a_subscription_before_its_checkout_waits_for_the_member_without_an_api_
         .await
         .expect("row");
     assert!(attempts >= 2, "retried: {attempts}");
+}
+
+/// An inbox row: status, attempts, and whether its lease has run out.
+async fn inbox_row(app: &TestApp, id: &str) -> (String, i32, bool) {
+    sqlx::query_as(
+        "SELECT status, attempts, coalesce(lease_until < now(), false) FROM stripe_events WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("the event is stored")
+}
+
+#[tokio::test]
+async fn the_inbox_runs_two_customers_at_once_and_one_customers_events_in_order() {
+    let a = Lifecycle::new("stalled");
+    let b = Lifecycle::new("meanwhile");
+    let stripe = FakeStripe::start(&[(&a.customer, &a.email), (&b.customer, &b.email)]).await;
+    stripe.hold(&a.customer);
+    let mut settings = test_stripe_settings();
+    settings.secret_key = Some("sk_test_fake".into());
+    settings.api_base = Some(stripe.base.clone());
+    let app = TestApp::spawn_with(settings.clone()).await;
+
+    // A's subscription names no email: its member is fetched from Stripe, which stalls.
+    let a_first = format!("evt_{}_created", a.tag);
+    let a_second = format!("evt_{}_checkout", a.tag);
+    let a_subscription =
+        a.subscription_event("created", "customer.subscription.created", "active", 0);
+    assert_eq!(app.send_webhook(&a_subscription).await.status(), 200);
+    let fetch = format!("GET /v1/customers/{}", a.customer);
+    eventually("A's customer to be fetched", || async {
+        stripe.requested().contains(&fetch)
+    })
+    .await;
+    assert_eq!(
+        app.send_webhook(&a.checkout_completed(1)).await.status(),
+        200
+    );
+
+    // B's whole lifecycle goes through while A's first event is stuck.
+    for event in b.events() {
+        assert_eq!(app.send_webhook(&event).await.status(), 200);
+    }
+    eventually("B's events to be processed", || async {
+        let processed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM stripe_events WHERE customer_id = $1 AND status = 'processed'",
+        )
+        .bind(&b.customer)
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+        processed == 7
+    })
+    .await;
+    // A second instance on the same database, and the first event's lease run out: a claim
+    // by either instance still leaves A alone, as the worker holding it is alive.
+    let mut other_settings = crate::helpers::test_settings().await;
+    other_settings.stripe = settings;
+    let _other = TestApp::spawn_settings(&app.database_url, other_settings).await;
+    eventually("A's first lease to run out", || async {
+        inbox_row(&app, &a_first).await.2
+    })
+    .await;
+    let plan = event("evt_after_lease", "plan.created", a.start, fixture("plan"));
+    assert_eq!(app.send_webhook(&plan).await.status(), 200);
+    eventually("an event after the lease to be handled", || async {
+        inbox_row(&app, "evt_after_lease").await.0 == "ignored"
+    })
+    .await;
+    assert_eq!(
+        inbox_row(&app, &a_first).await,
+        ("processing".to_owned(), 1, true)
+    );
+    assert_eq!(inbox_row(&app, &a_second).await.0, "pending");
+    let a_members: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM member_list WHERE lower(email) = lower($1)")
+            .bind(&a.email)
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(a_members, 0, "A's checkout waited for A's subscription");
+
+    stripe.release(&a.customer);
+    app.drain_stripe().await;
+    // In order: the subscription created A's member from the fetched customer, then the
+    // checkout (whose own name for them is another) found that member.
+    let member_id = member_id_for(&app, &a.email).await;
+    let member: Value = app.get_member(&member_id).await.json().await.expect("json");
+    assert_eq!(member["name"], "Fetched Customer");
+    assert_eq!(member["status"], "paid");
+    let done: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT id, attempts FROM stripe_events WHERE customer_id = $1 ORDER BY processed_at",
+    )
+    .bind(&a.customer)
+    .fetch_all(&app.pool)
+    .await
+    .expect("rows");
+    assert_eq!(done, [(a_first, 1), (a_second, 1)]);
+    assert_eq!(
+        stripe.requested().iter().filter(|r| **r == fetch).count(),
+        1,
+        "one worker ran A's first event"
+    );
+}
+
+#[tokio::test]
+async fn a_subscription_before_its_checkout_is_deferred_and_runs_right_after_it() {
+    // A failure would be retried in an hour: only the deferral gets this done in time.
+    let mut slow_retries = test_stripe_settings();
+    slow_retries.retry_base = std::time::Duration::from_secs(3600);
+    slow_retries.max_retry_delay = std::time::Duration::from_secs(3600);
+    let app = TestApp::spawn_with(slow_retries).await;
+    let l = Lifecycle::new("deferred");
+    let id = format!("evt_{}_created", l.tag);
+    app.send_webhook(&l.subscription_event(
+        "created",
+        "customer.subscription.created",
+        "active",
+        0,
+    ))
+    .await;
+    eventually("the subscription to be deferred", || async {
+        inbox_row(&app, &id).await.0 == "deferred"
+    })
+    .await;
+    let stored: Value = app
+        .get(&format!("/v1/stripe-events/{id}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(stored["status"], "deferred");
+    assert!(stored["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("no member yet")));
+    let failed: Value = app
+        .get("/v1/stripe-events?status=failed")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(failed["items"], json!([]));
+
+    app.send_webhook(&l.checkout_completed(1)).await;
+    app.drain_stripe().await;
+    let statuses: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, status FROM stripe_events ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .expect("rows");
+    assert_eq!(
+        statuses,
+        [
+            (format!("evt_{}_checkout", l.tag), "processed".to_owned()),
+            (id, "processed".to_owned()),
+        ]
+    );
+    let member_id = member_id_for(&app, &l.email).await;
+    let detail: Value = app.get_member(&member_id).await.json().await.expect("json");
+    assert_eq!(detail["status"], "paid");
+    assert_eq!(detail["active_license_count"], 1);
+    let subscription: String = sqlx::query_scalar("SELECT status FROM subscriptions WHERE id = $1")
+        .bind(&l.subscription)
+        .fetch_one(&app.pool)
+        .await
+        .expect("subscription");
+    assert_eq!(subscription, "active");
+}
+
+#[tokio::test]
+async fn a_customers_events_claimed_together_run_the_deferred_one_after_its_checkout() {
+    let l = Lifecycle::new("together");
+    let stripe = FakeStripe::start(&[(&l.customer, &l.email)]).await;
+    let mut store_only = test_stripe_settings();
+    store_only.workers = 0;
+    store_only.retry_base = std::time::Duration::from_secs(3600);
+    store_only.max_retry_delay = std::time::Duration::from_secs(3600);
+    store_only.secret_key = Some("sk_test_fake".into());
+    store_only.api_base = Some(stripe.base.clone());
+    let first = TestApp::spawn_with(store_only.clone()).await;
+    // Stripe's order: the subscription (created first) has no member yet; the checkout, in
+    // the inbox already, names it, so the subscription waits for it rather than ask Stripe.
+    for event in [
+        l.subscription_event("created", "customer.subscription.created", "active", 0),
+        l.checkout_completed(1),
+    ] {
+        assert_eq!(first.send_webhook(&event).await.status(), 200);
+    }
+    let mut settings = crate::helpers::test_settings().await;
+    settings.stripe = StripeSettings {
+        workers: 2,
+        ..store_only
+    };
+    let second = TestApp::spawn_settings(&first.database_url, settings).await;
+    second.drain_stripe().await;
+    let rows: Vec<(String, String, i32)> =
+        sqlx::query_as("SELECT id, status, attempts FROM stripe_events ORDER BY id")
+            .fetch_all(&second.pool)
+            .await
+            .expect("rows");
+    assert_eq!(
+        rows,
+        [
+            (format!("evt_{}_checkout", l.tag), "processed".to_owned(), 1),
+            (format!("evt_{}_created", l.tag), "processed".to_owned(), 2),
+        ]
+    );
+    let member_id = member_id_for(&second, &l.email).await;
+    let detail: Value = second
+        .get_member(&member_id)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(detail["status"], "paid");
+    assert_eq!(detail["name"], l.customer_name.as_str());
+    assert_eq!(stripe.requested(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_deferred_event_whose_event_never_comes_fails_with_why() {
+    let mut no_waiting = test_stripe_settings();
+    no_waiting.defer_limit = std::time::Duration::ZERO;
+    let app = TestApp::spawn_with(no_waiting).await;
+    let l = Lifecycle::new("nevercomes");
+    let id = format!("evt_{}_created", l.tag);
+    app.send_webhook(&l.subscription_event(
+        "created",
+        "customer.subscription.created",
+        "active",
+        0,
+    ))
+    .await;
+    eventually("the subscription to fail", || async {
+        inbox_row(&app, &id).await.0 == "failed"
+    })
+    .await;
+    let stored: Value = app
+        .get(&format!("/v1/stripe-events/{id}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let error = stored["last_error"].as_str().expect("an error");
+    assert!(
+        error.starts_with("gave up waiting after 0s for another event of the customer: ")
+            && error.contains("no member yet"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -573,6 +825,8 @@ async fn failed_events_can_be_retried_by_the_operator() {
     let mut slow_retries = test_stripe_settings();
     slow_retries.retry_base = std::time::Duration::from_secs(3600);
     slow_retries.max_retry_delay = std::time::Duration::from_secs(3600);
+    // No waiting for another event: a subscription without its member fails at once.
+    slow_retries.defer_limit = std::time::Duration::ZERO;
     let app = TestApp::spawn_with(slow_retries).await;
     let l = Lifecycle::new("operator");
     let id = format!("evt_{}_created", l.tag);

@@ -2,13 +2,13 @@
 //! created.
 
 use aggregates::{EmailAddress, Labels, MemberCommand, MemberName, MemberSource, Note};
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use chrono::Utc;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::read::Contact;
-use super::Translator;
+use super::{Translator, Waiting};
 use crate::members::{self, CreateMemberError, NewMember};
 use crate::store::EventMetadata;
 
@@ -68,8 +68,18 @@ impl Translator {
         let (email, name) = match contact.email {
             Some(email) => (email.to_owned(), contact.name.map(str::to_owned)),
             None => {
+                // The customer's checkout names them and is in the inbox already (in Stripe's
+                // order it comes after the subscription): wait for it rather than ask Stripe.
+                if let Some(checkout) =
+                    checkout_in_inbox(&self.pool, customer_id, &metadata.correlation_id).await?
+                {
+                    return Err(Waiting(format!(
+                        "customer {customer_id} has no member yet: waiting for their checkout {checkout}"
+                    ))
+                    .into());
+                }
                 let Some(api) = &self.stripe else {
-                    bail!("customer {customer_id} has no member yet and its email is unknown (set STRIPE_SECRET_KEY to fetch it); will retry");
+                    return Err(Waiting(format!("customer {customer_id} has no member yet and its email is unknown: waiting for an event of the customer that names them (or set STRIPE_SECRET_KEY to fetch it)")).into());
                 };
                 let contact = api
                     .customer_contact(customer_id)
@@ -117,4 +127,25 @@ async fn linked_member(pool: &PgPool, customer_id: &str) -> Result<Option<Uuid>,
         .bind(customer_id)
         .fetch_optional(pool)
         .await
+}
+
+/// A checkout of the customer that carries their email, stored and not yet done (pending,
+/// being processed, or itself waiting), other than `event_id`: it will name their member.
+async fn checkout_in_inbox(
+    pool: &PgPool,
+    customer_id: &str,
+    event_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM stripe_events
+         WHERE customer_id = $1 AND id <> $2
+           AND type IN ('checkout.session.completed', 'checkout.session.async_payment_succeeded')
+           AND status IN ('pending', 'processing', 'deferred')
+           AND payload->'data'->'object'->'customer_details'->>'email' IS NOT NULL
+         LIMIT 1",
+    )
+    .bind(customer_id)
+    .bind(event_id)
+    .fetch_optional(pool)
+    .await
 }

@@ -1,14 +1,14 @@
 //! Invoices of a subscription paid or failing, and refunds of their charges.
 
 use aggregates::SubscriptionCommand;
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::read::{
     self, id_of, invoice_contact, invoice_payment_intent, invoice_subscription, text, Contact,
 };
-use super::{Outcome, Translator};
+use super::{Outcome, Translator, Waiting};
 use crate::store::EventMetadata;
 
 struct InvoiceParties<'a> {
@@ -122,9 +122,12 @@ impl Translator {
         .bind(invoice_id)
         .fetch_optional(&self.pool)
         .await?;
-        // The invoice's own event may still be on its way: fail, and retry later.
+        // The invoice's own event (of the same customer) may still be on its way.
         let Some((invoice_id, subscription_id)) = found else {
-            bail!("no paid invoice is known yet for charge {charge_id}; will retry");
+            return Err(Waiting(format!(
+                "no paid invoice is known yet for charge {charge_id}: waiting for the invoice's event"
+            ))
+            .into());
         };
         let customer = id_of(&charge["customer"]).context("the charge has no customer")?;
         let member_id = self

@@ -27,7 +27,18 @@ pub enum Outcome {
     Processed,
     /// Stored, but nothing to do (a type we do not handle, or an object that is not ours).
     Ignored(String),
+    /// Not yet: it needs another event of its customer first (the reason says which). The inbox
+    /// runs it again as soon as an event of the customer is processed.
+    Deferred(String),
 }
+
+/// A handler's way of saying [`Outcome::Deferred`] from deep inside (e.g. the customer has no
+/// member yet): returned as an error, so `?` carries it up, and turned into the outcome by
+/// [`Translator::handle`]. Only for what another event of the same customer supplies; anything
+/// else is a failure for an operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Waiting(pub String);
 
 pub struct Translator {
     pub pool: PgPool,
@@ -39,6 +50,15 @@ pub struct Translator {
 
 impl Translator {
     pub async fn handle(&self, event: &ClaimedEvent) -> anyhow::Result<Outcome> {
+        match self.dispatch(event).await {
+            Err(err) if err.chain().any(|cause| cause.is::<Waiting>()) => {
+                Ok(Outcome::Deferred(format!("{err:#}")))
+            }
+            result => result,
+        }
+    }
+
+    async fn dispatch(&self, event: &ClaimedEvent) -> anyhow::Result<Outcome> {
         let raw = &event.payload;
         let object = &raw["data"]["object"];
         let created = raw["created"]
