@@ -227,13 +227,30 @@ pub fn wakes(handles: &[Handles], payload: &str) -> bool {
     })
 }
 
-/// The wake-ups of committed appends, coalesced. Each command that appended says which event
-/// types it appended ([`AppendWakeups::appended`]); this instance's runners hear of them at
-/// once (in process), other instances through one `NOTIFY events_appended` for whatever
-/// accumulated while the previous one was being sent. Under load many appends share one
-/// notifying transaction instead of paying one each.
-pub struct AppendWakeups {
+/// The next payload announced in this process on `local` (see [`Wakeups::subscribe`]);
+/// `None` when some were missed (the receiver lagged behind: wake everyone). Pends forever
+/// once no sender is left.
+pub async fn next_local(local: &mut Option<broadcast::Receiver<String>>) -> Option<String> {
+    loop {
+        let Some(receiver) = local.as_mut() else {
+            return std::future::pending().await;
+        };
+        match receiver.recv().await {
+            Ok(payload) => return Some(payload),
+            Err(broadcast::error::RecvError::Lagged(_)) => return None,
+            Err(broadcast::error::RecvError::Closed) => *local = None,
+        }
+    }
+}
+
+/// Wake-ups on one channel, coalesced. Each change says what it concerns
+/// ([`Wakeups::announce`]: for `events_appended`, an aggregate type and the event types
+/// appended); listeners in this process hear of it at once, other instances through one
+/// `NOTIFY` for whatever accumulated while the previous one was being sent. Under load many
+/// changes share one notifying transaction instead of paying one each.
+pub struct Wakeups {
     pool: PgPool,
+    channel: &'static str,
     /// Event types appended and not announced yet, by aggregate type.
     pending: Mutex<BTreeMap<String, BTreeSet<String>>>,
     /// Whether a caller is sending (it sends what others add meanwhile).
@@ -244,25 +261,27 @@ pub struct AppendWakeups {
 /// How many rounds one caller sends before handing what is left to a task of its own.
 const WAKEUP_ROUNDS: usize = 4;
 
-impl AppendWakeups {
-    pub fn new(pool: PgPool) -> Arc<Self> {
+impl Wakeups {
+    pub fn new(pool: PgPool, channel: &'static str) -> Arc<Self> {
         Arc::new(Self {
             pool,
+            channel,
             pending: Mutex::new(BTreeMap::new()),
             sending: AtomicBool::new(false),
             local: broadcast::channel(256).0,
         })
     }
 
-    /// Payloads as this instance's appends are announced (see [`wakes`]).
+    /// Payloads as this instance's changes are announced (see [`wakes`]).
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
         self.local.subscribe()
     }
 
-    /// Announces committed events of these types.
-    pub async fn appended(
+    /// Announces a committed change of `group` (for appends: events of these types of the
+    /// aggregate type `group`).
+    pub async fn announce(
         self: &Arc<Self>,
-        aggregate_type: &str,
+        group: &str,
         event_types: impl IntoIterator<Item = String>,
     ) {
         {
@@ -271,12 +290,12 @@ impl AppendWakeups {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             pending
-                .entry(aggregate_type.to_owned())
+                .entry(group.to_owned())
                 .or_default()
                 .extend(event_types);
         }
         if self.send_pending(WAKEUP_ROUNDS).await {
-            // Still more, added while we sent: a task sends it, so this command answers now.
+            // Still more, added while we sent: a task sends it, so this caller goes on now.
             let this = self.clone();
             tokio::spawn(async move { this.send_pending(usize::MAX).await });
         }
@@ -307,7 +326,7 @@ impl AppendWakeups {
                 let payload = appended_payload(batch.iter().map(|(a, t)| (a.as_str(), t)));
                 // No receiver (no runner in this process) is fine.
                 let _ = self.local.send(payload.clone());
-                notify_with(&self.pool, EVENTS_APPENDED, &payload).await;
+                notify_with(&self.pool, self.channel, &payload).await;
             }
             self.sending.store(false, Ordering::Release);
             let left = !self

@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::eventlog::{
-    apply_lock_key, last_below, read_after, wakes, AppendWakeups, Horizon, LogPosition,
+    apply_lock_key, last_below, next_local, read_after, wakes, Horizon, LogPosition, Wakeups,
     EVENTS_APPENDED,
 };
 
@@ -44,11 +44,11 @@ pub struct Projections {
     /// Bumped whenever a runner here commits a batch.
     progress: watch::Sender<u64>,
     /// This instance's appends, announced at once.
-    wakeups: Arc<AppendWakeups>,
+    wakeups: Arc<Wakeups>,
 }
 
 impl Projections {
-    pub fn new(pool: PgPool, list: Vec<Arc<dyn Projection>>, wakeups: Arc<AppendWakeups>) -> Self {
+    pub fn new(pool: PgPool, list: Vec<Arc<dyn Projection>>, wakeups: Arc<Wakeups>) -> Self {
         Self {
             pool,
             list,
@@ -146,10 +146,11 @@ impl Projections {
 /// runners whose projections handle the appended events; reconnects after errors.
 async fn listen(
     pool: PgPool,
-    mut local: broadcast::Receiver<String>,
+    local: broadcast::Receiver<String>,
     runners: Vec<(Arc<dyn Projection>, watch::Sender<u64>)>,
     shutdown: CancellationToken,
 ) {
+    let mut local = Some(local);
     let wake = |payload: &str| {
         for (projection, wake) in &runners {
             if wakes(projection.handles(), payload) {
@@ -172,11 +173,9 @@ async fn listen(
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     notification = listener.recv() => wake(notification?.payload()),
-                    payload = local.recv() => match payload {
-                        Ok(payload) => wake(&payload),
-                        // Fell behind: wake everyone rather than guess.
-                        Err(broadcast::error::RecvError::Lagged(_)) => wake_all(),
-                        Err(broadcast::error::RecvError::Closed) => {}
+                    payload = next_local(&mut local) => match payload {
+                        Some(payload) => wake(&payload),
+                        None => wake_all(),
                     },
                 }
             }

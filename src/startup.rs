@@ -88,6 +88,7 @@ impl Application {
             background.clone(),
             self.translator.clone(),
             self.state.stripe.clone(),
+            self.state.stripe_received.subscribe(),
             shutdown.clone(),
         ));
         runners.push(tokio::spawn(self.mailer.run(shutdown.clone())));

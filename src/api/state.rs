@@ -12,8 +12,8 @@ use sqlx::PgPool;
 use super::auth::AdminTokens;
 use crate::auth::SignIn;
 use crate::config::{LicenseSettings, Settings, StripeSettings};
-use crate::eventlog::AppendWakeups;
 use crate::eventlog::LogPosition;
+use crate::eventlog::{Wakeups, EVENTS_APPENDED, STRIPE_EVENT_RECEIVED};
 use crate::policies;
 use crate::rate_limit::PerInstance;
 use crate::runner::Projections;
@@ -42,6 +42,9 @@ pub struct AppState {
     /// The Stripe API client, when `STRIPE_SECRET_KEY` is set.
     pub stripe_api: Option<StripeApi>,
     pub checkout_allowed_origins: Vec<String>,
+    /// Announces stored Stripe events to the inbox (this instance's at once, others' by
+    /// `NOTIFY`, coalesced).
+    pub stripe_received: Arc<Wakeups>,
 }
 
 impl AppState {
@@ -53,7 +56,7 @@ impl AppState {
             .filter(|p| p.mode() == projections::Mode::Inline)
             .cloned()
             .collect();
-        let wakeups = AppendWakeups::new(pool.clone());
+        let wakeups = Wakeups::new(pool.clone(), EVENTS_APPENDED);
         let members = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
         let subscriptions = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
         let licenses = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
@@ -62,6 +65,7 @@ impl AppState {
         Arc::new(Self {
             projections: Projections::new(pool.clone(), list, wakeups),
             admin_tokens: AdminTokens::new(pool.clone(), settings.admin_token.as_deref()),
+            stripe_received: Wakeups::new(pool.clone(), STRIPE_EVENT_RECEIVED),
             newsletters,
             sign_in: SignIn {
                 pool: pool.clone(),

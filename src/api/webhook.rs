@@ -52,7 +52,7 @@ pub async fn receive(req: &Request, body: Body, state: Data<&State>) -> Response
     if !parsed {
         tracing::warn!(event_id = %head.id, event_type = %head.event_type, "async-stripe could not parse the event; stored for processing from its raw JSON");
     }
-    match inbox::store(&state.pool, &head, &raw, parsed).await {
+    match inbox::store(&state.pool, &state.stripe_received, &head, &raw, parsed).await {
         Ok(inserted) => {
             tracing::info!(event_id = %head.id, event_type = %head.event_type, duplicate = !inserted, "stripe event stored");
             let body = serde_json::json!({ "received": true, "duplicate": !inserted });

@@ -13,7 +13,7 @@ use projections::Projection;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::eventlog::{AppendWakeups, LogPosition};
+use crate::eventlog::{LogPosition, Wakeups};
 
 mod repository;
 
@@ -92,7 +92,7 @@ where
     pub fn new(
         pool: PgPool,
         inline: Arc<[Arc<dyn Projection>]>,
-        wakeups: Arc<AppendWakeups>,
+        wakeups: Arc<Wakeups>,
         services: A::Services,
     ) -> Arc<Self> {
         let store = || {
@@ -157,9 +157,9 @@ pub fn inline_refusal<E: std::error::Error>(err: &AggregateError<E>) -> Option<&
 /// naming the event types, so that a runner whose projection handles none of them stays
 /// asleep. Not a trigger on `events`: a NOTIFY inside the appending transaction would
 /// serialise all appends (see migration 20261124000011); the wake-ups of concurrent commands
-/// are coalesced (see `AppendWakeups`).
+/// are coalesced (see `Wakeups`).
 struct WakeRunners {
-    wakeups: Arc<AppendWakeups>,
+    wakeups: Arc<Wakeups>,
 }
 
 #[async_trait::async_trait]
@@ -169,7 +169,7 @@ impl<A: Aggregate> Query<A> for WakeRunners {
             return;
         }
         self.wakeups
-            .appended(A::TYPE, events.iter().map(|e| e.payload.event_type()))
+            .announce(A::TYPE, events.iter().map(|e| e.payload.event_type()))
             .await;
     }
 }

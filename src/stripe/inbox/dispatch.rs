@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::claim::{claim_groups, finish, unlock, Finished, Group};
 use super::ClaimedEvent;
 use crate::config::StripeSettings;
-use crate::eventlog::STRIPE_EVENT_RECEIVED;
+use crate::eventlog::{next_local, STRIPE_EVENT_RECEIVED};
 use crate::stripe::translate::{Outcome, Translator};
 
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -29,6 +29,7 @@ pub fn spawn(
     pool: PgPool,
     translator: Arc<Translator>,
     settings: StripeSettings,
+    local: broadcast::Receiver<String>,
     shutdown: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     if settings.workers == 0 {
@@ -49,12 +50,20 @@ pub fn spawn(
         finished: Vec::new(),
     };
     vec![
-        tokio::spawn(listen(pool, wake_tx, shutdown)),
+        tokio::spawn(listen(pool, local, wake_tx, shutdown)),
         tokio::spawn(dispatcher.run()),
     ]
 }
 
-async fn listen(pool: PgPool, wake: watch::Sender<u64>, shutdown: CancellationToken) {
+/// Wakes the dispatcher for events stored by this instance (at once) and by any instance
+/// (`NOTIFY`); reconnects after errors.
+async fn listen(
+    pool: PgPool,
+    local: broadcast::Receiver<String>,
+    wake: watch::Sender<u64>,
+    shutdown: CancellationToken,
+) {
+    let mut local = Some(local);
     while !shutdown.is_cancelled() {
         let result: Result<(), sqlx::Error> = async {
             let mut listener = PgListener::connect_with(&pool).await?;
@@ -64,6 +73,7 @@ async fn listen(pool: PgPool, wake: watch::Sender<u64>, shutdown: CancellationTo
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     n = listener.recv() => { n?; wake.send_modify(|n| *n += 1); }
+                    _ = next_local(&mut local) => wake.send_modify(|n| *n += 1),
                 }
             }
         }

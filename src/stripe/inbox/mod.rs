@@ -37,6 +37,8 @@
 mod claim;
 mod dispatch;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -45,11 +47,12 @@ pub use claim::{claim, claim_groups, finish, retry_delay, unlock, Finished, Grou
 pub use dispatch::spawn;
 
 use super::webhook::EventHead;
-use crate::eventlog::STRIPE_EVENT_RECEIVED;
+use crate::eventlog::{Wakeups, STRIPE_EVENT_RECEIVED};
 
 /// Stores a verified event; false when it was stored before (a duplicate delivery).
 pub async fn store(
     pool: &PgPool,
+    received: &Arc<Wakeups>,
     head: &EventHead,
     raw: &Value,
     parsed: bool,
@@ -71,7 +74,7 @@ pub async fn store(
     .await?;
     let inserted = result.rows_affected() == 1;
     if inserted {
-        crate::eventlog::notify(pool, STRIPE_EVENT_RECEIVED).await;
+        received.announce("stripe", std::iter::empty()).await;
     }
     Ok(inserted)
 }
