@@ -175,7 +175,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     }
     writeln!(
         w,
-        "| server | `DATABASE_MAX_CONNECTIONS=20`, `STRIPE_WORKERS=2`, `LOG_FORMAT=json` at `info` to a file (the defaults otherwise) |"
+        "| server | `DATABASE_MAX_CONNECTIONS=20`, `STRIPE_WORKERS=8` (the default), `LOG_FORMAT=json` at `info` to a file (the defaults otherwise) |"
     )?;
     if !args.note.is_empty() {
         writeln!(w, "| conditions | {} |", args.note)?;
@@ -315,7 +315,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
         writeln!(w)?;
         writeln!(
             w,
-            "End to end is from the first POST until `GET /v1/stripe-events?status=pending|processing|failed` \
+            "End to end is from the first POST until `GET /v1/stripe-events?status=pending|processing|deferred|failed` \
              is empty and `GET /readyz` shows `lag_events = 0` for every projection, twice in a row \
              (polled every 100 ms). The fake Stripe API the server fetches customers from runs on \
              loopback in the benchmark's helper process (`STRIPE_API_BASE`). \"vs stock\": the \

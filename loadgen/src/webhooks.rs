@@ -143,14 +143,14 @@ pub async fn webhooks(args: WebhooksArgs) -> Result<()> {
     Ok(())
 }
 
-/// Polls until no Stripe event is pending, processing or failed and `/readyz` shows every
+/// Polls until no Stripe event is pending, processing, deferred or failed and `/readyz` shows every
 /// projection at lag 0, twice in a row (a policy's commands append events after its batch).
 pub async fn drain(client: &reqwest::Client, server: &Server, deadline: Instant) -> Result<()> {
     let mut clean = 0;
     let mut last = String::new();
     while Instant::now() < deadline {
         let mut open = 0usize;
-        for status in ["pending", "processing", "failed"] {
+        for status in ["pending", "processing", "deferred", "failed"] {
             let page: Value = client
                 .get(format!(
                     "{}/v1/stripe-events?status={status}&limit=1",
