@@ -218,7 +218,7 @@ impl LogReader {
         let batch: Vec<ExportedEvent> = sqlx::query_as(
             "SELECT global_position AS position, transaction_id::text::bigint AS transaction_id,
                     recorded_at, aggregate_type, aggregate_id, sequence, event_type, event_version,
-                    payload::jsonb AS payload, metadata::jsonb AS metadata
+                    payload, metadata
              FROM events e
              WHERE (e.transaction_id, e.global_position) > ($1::text::xid8, $2)
                AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())

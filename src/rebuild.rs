@@ -18,11 +18,12 @@ use std::time::Instant;
 use anyhow::Context;
 use projections::{Handles, Mode, Projection, StoredEvent};
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::mpsc;
 
 use crate::eventlog::{apply_lock_key, last_below, lock_appends, read_after, Horizon, LogPosition};
 
 /// Events read and applied per transaction.
-const REBUILD_BATCH: i64 = 10_000;
+const REBUILD_BATCH: i64 = 5_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
@@ -126,8 +127,8 @@ async fn unlock(conn: &mut PgConnection, names: &[&str]) {
 }
 
 /// A projection being rebuilt: where its shadow got, and how many events it applied.
-struct Shadow<'a> {
-    projection: &'a dyn Projection,
+struct Shadow {
+    projection: Arc<dyn Projection>,
     schema: String,
     /// Secondary indexes built once the rows are in (`CREATE INDEX` statements).
     deferred_indexes: Vec<String>,
@@ -146,7 +147,6 @@ async fn run(
         .await?;
     let mut shadows = Vec::new();
     for projection in list {
-        let projection = projection.as_ref();
         sqlx::query(
             "INSERT INTO projection_rebuilds (name, state, version, events_total)
              VALUES ($1, 'running', $2, $3)
@@ -159,14 +159,23 @@ async fn run(
         .bind(total)
         .execute(pool)
         .await?;
-        shadows.push(create_shadow(pool, projection).await?);
+        shadows.push(create_shadow(pool, projection.clone()).await?);
     }
 
-    // Every event some projection handles, read once.
+    // Every event some projection handles, read once by this task, while each projection
+    // applies the previous batch on a connection of its own: reading, decoding and the
+    // projections' writes overlap, on both sides of the connection.
     let handles: Vec<Handles> = list
         .iter()
         .flat_map(|p| p.handles().iter().copied())
         .collect();
+    let mut feeds = Vec::new();
+    let mut workers = Vec::new();
+    for shadow in shadows {
+        let (feed, batches) = mpsc::channel::<Arc<Vec<StoredEvent>>>(1);
+        feeds.push(feed);
+        workers.push(tokio::spawn(shadow.load(pool.clone(), batches)));
+    }
     let mut position = LogPosition::default();
     let mut read: u64 = 0;
     let progress = |read: u64| Progress {
@@ -174,37 +183,42 @@ async fn run(
         total: u64::try_from(total).unwrap_or(0).max(read),
         elapsed_secs: started.elapsed().as_secs_f64(),
     };
-    // Replay while the live tables serve.
-    loop {
-        let mut tx = pool.begin().await?;
-        // A crash loses the shadow, which is rebuilt from scratch: no batch needs a WAL flush.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-        let horizon = Horizon::now(&mut tx).await?;
-        let events = read_after(&mut tx, position, REBUILD_BATCH, Some(&handles), horizon).await?;
-        for shadow in &mut shadows {
-            shadow.apply(&mut tx, &events).await?;
-        }
-        if let Some(last) = events.last() {
+    let mut conn = pool.acquire().await?;
+    let reading: anyhow::Result<()> = async {
+        loop {
+            let horizon = Horizon::now(&mut conn).await?;
+            let events =
+                read_after(&mut conn, position, REBUILD_BATCH, Some(&handles), horizon).await?;
+            let Some(last) = events.last() else {
+                return Ok(());
+            };
             position = LogPosition {
                 transaction_id: last.transaction_id,
                 global_position: last.global_position,
             };
-            for shadow in &mut shadows {
-                shadow.position = position;
+            let n = events.len();
+            let batch = Arc::new(events);
+            for feed in &feeds {
+                // A worker that stopped has an error to report: collected below.
+                if feed.send(batch.clone()).await.is_err() {
+                    return Ok(());
+                }
+            }
+            read += u64::try_from(n).unwrap_or(0);
+            report(progress(read));
+            if i64::try_from(n).unwrap_or(i64::MAX) < REBUILD_BATCH {
+                return Ok(());
             }
         }
-        tx.commit().await?;
-        read += u64::try_from(events.len()).unwrap_or(0);
-        for shadow in &shadows {
-            record(pool, shadow.projection.name(), shadow.applied).await?;
-        }
-        report(progress(read));
-        if i64::try_from(events.len()).unwrap_or(i64::MAX) < REBUILD_BATCH {
-            break;
-        }
     }
+    .await;
+    drop(conn);
+    drop(feeds);
+    let mut shadows = Vec::new();
+    for worker in workers {
+        shadows.push(worker.await.context("a projection's loader panicked")??);
+    }
+    reading?;
 
     let mut done = Vec::new();
     for shadow in shadows {
@@ -228,10 +242,7 @@ async fn run(
 /// Creates the projection's shadow schema: its tables with their columns, defaults, checks,
 /// primary keys, unique constraints and unique indexes, and the indexes its own statements
 /// look rows up by; the other indexes are returned, to be built after loading.
-async fn create_shadow<'a>(
-    pool: &PgPool,
-    projection: &'a dyn Projection,
-) -> anyhow::Result<Shadow<'a>> {
+async fn create_shadow(pool: &PgPool, projection: Arc<dyn Projection>) -> anyhow::Result<Shadow> {
     let schema = shadow_schema(projection.name());
     let mut tx = pool.begin().await?;
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
@@ -300,14 +311,40 @@ async fn create_shadow<'a>(
     })
 }
 
-impl Shadow<'_> {
+impl Shadow {
+    /// Applies each batch it is fed to the shadow tables, one transaction a batch (without a
+    /// WAL flush: a crash loses only the shadow, which a rebuild starts again); returns the
+    /// shadow once the feed ends.
+    async fn load(
+        mut self,
+        pool: PgPool,
+        mut batches: mpsc::Receiver<Arc<Vec<StoredEvent>>>,
+    ) -> anyhow::Result<Self> {
+        while let Some(batch) = batches.recv().await {
+            let mut tx = pool.begin().await?;
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await?;
+            self.apply(&mut tx, &batch).await?;
+            tx.commit().await?;
+            if let Some(last) = batch.last() {
+                self.position = LogPosition {
+                    transaction_id: last.transaction_id,
+                    global_position: last.global_position,
+                };
+            }
+            record(&pool, self.projection.name(), self.applied).await?;
+        }
+        Ok(self)
+    }
+
     /// Applies the events of `events` the projection handles to its shadow tables.
     async fn apply(
         &mut self,
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> anyhow::Result<()> {
-        let mine = projections::handled(self.projection, events);
+        let mine = projections::handled(self.projection.as_ref(), events);
         if mine.is_empty() {
             return Ok(());
         }
