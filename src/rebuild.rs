@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use crate::eventlog::{apply_lock_key, last_below, lock_appends, read_after, Horizon, LogPosition};
 
 /// Events read and applied per transaction.
-const REBUILD_BATCH: i64 = 5_000;
+const REBUILD_BATCH: i64 = 2_500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
