@@ -68,7 +68,21 @@ impl Projection for MemberStatusPolicy {
         false
     }
 
-    async fn apply(
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply_event(conn, event).await?;
+        }
+        Ok(())
+    }
+}
+
+impl MemberStatusPolicy {
+    /// Applies one event, in the batch's transaction.
+    async fn apply_event(
         &self,
         conn: &mut PgConnection,
         event: &StoredEvent,
@@ -188,7 +202,21 @@ impl Projection for LicensePolicy {
         false
     }
 
-    async fn apply(
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply_event(conn, event).await?;
+        }
+        Ok(())
+    }
+}
+
+impl LicensePolicy {
+    /// Applies one event, in the batch's transaction.
+    async fn apply_event(
         &self,
         conn: &mut PgConnection,
         event: &StoredEvent,

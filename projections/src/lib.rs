@@ -149,23 +149,22 @@ pub trait Projection: Send + Sync {
     fn mode(&self) -> Mode {
         Mode::Async
     }
-    /// Applies one event (one it handles) inside the caller's transaction.
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        event: &StoredEvent,
-    ) -> Result<(), ProjectionError>;
-    /// Applies a batch of events (each one it handles), in order. Projections whose tables allow
-    /// it apply a batch with a few multi-row statements; the default applies one by one.
+    /// Applies a batch of events (each one it handles), in order, inside the caller's
+    /// transaction: a command's events, a runner's batch, a rebuild's. Projections whose tables
+    /// allow it write a batch with a few multi-row statements; the result must equal applying
+    /// the events one at a time.
     async fn apply_batch(
         &self,
         conn: &mut PgConnection,
         events: &[StoredEvent],
+    ) -> Result<(), ProjectionError>;
+    /// Applies one event: a batch of one.
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        for event in events {
-            self.apply(conn, event).await?;
-        }
-        Ok(())
+        self.apply_batch(conn, std::slice::from_ref(event)).await
     }
 }
 

@@ -49,14 +49,6 @@ impl Projection for MemberEmails {
         Mode::Inline
     }
 
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        event: &StoredEvent,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(event)).await
-    }
-
     /// Replays the batch in memory over the rows it concerns (the holders of its addresses,
     /// the addresses of its members), refusing as one event at a time would (an address
     /// another member holds at that point of the batch), then writes the difference: one

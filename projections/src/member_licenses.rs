@@ -38,7 +38,21 @@ impl Projection for MemberLicenses {
         Mode::Inline
     }
 
-    async fn apply(
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply_event(conn, event).await?;
+        }
+        Ok(())
+    }
+}
+
+impl MemberLicenses {
+    /// Applies one event, in the batch's transaction.
+    async fn apply_event(
         &self,
         conn: &mut PgConnection,
         event: &StoredEvent,

@@ -46,14 +46,6 @@ impl Projection for MemberList {
         Mode::Inline
     }
 
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        event: &StoredEvent,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(event)).await
-    }
-
     /// Folds the batch per member in Rust (a member created, updated and suspended in one
     /// batch is one row), then writes with one `INSERT` and one `UPDATE` over `unnest`.
     async fn apply_batch(

@@ -29,14 +29,6 @@ impl Projection for MembersStatusEvents {
         HANDLES
     }
 
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        event: &StoredEvent,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(event)).await
-    }
-
     /// Rows keyed by log position, whatever the order: one multi-row `INSERT`.
     async fn apply_batch(
         &self,

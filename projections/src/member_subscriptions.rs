@@ -84,7 +84,21 @@ impl Projection for MemberSubscriptions {
         Mode::Inline
     }
 
-    async fn apply(
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply_event(conn, event).await?;
+        }
+        Ok(())
+    }
+}
+
+impl MemberSubscriptions {
+    /// Applies one event, in the batch's transaction.
+    async fn apply_event(
         &self,
         conn: &mut PgConnection,
         event: &StoredEvent,

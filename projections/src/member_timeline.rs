@@ -54,14 +54,6 @@ impl Projection for MemberTimeline {
         HANDLES
     }
 
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        event: &StoredEvent,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(event)).await
-    }
-
     /// Decodes the batch, reads the helper rows of the subscriptions and licenses it names,
     /// follows them through the batch in memory (in log order, so an event sees the member its
     /// predecessors named), then writes each changed helper row once and every timeline row

@@ -35,14 +35,6 @@ impl Projection for MembersCreatedEvents {
         Mode::Inline
     }
 
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        event: &StoredEvent,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(event)).await
-    }
-
     /// One row per creation, whatever the order: one multi-row `INSERT`.
     async fn apply_batch(
         &self,

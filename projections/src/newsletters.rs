@@ -45,14 +45,6 @@ impl Projection for Newsletters {
         Mode::Inline
     }
 
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        event: &StoredEvent,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(event)).await
-    }
-
     /// Folds the batch per newsletter and per (member, newsletter) in Rust, then writes each
     /// row once: `newsletters` with one `INSERT` and one `UPDATE`, `member_newsletters` with
     /// one `DELETE` and one `INSERT`.
@@ -269,14 +261,6 @@ impl Projection for MembersLoginEvents {
     fn handles(&self) -> &'static [Handles] {
         const HANDLES: &[Handles] = &[Handles::only(Member::TYPE, &[MemberEvent::LOGGED_IN])];
         HANDLES
-    }
-
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        event: &StoredEvent,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(event)).await
     }
 
     /// Rows keyed by log position, whatever the order: one multi-row `INSERT`.

@@ -103,7 +103,21 @@ impl Projection for MembersPaidSubscriptionEvents {
         HANDLES
     }
 
-    async fn apply(
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply_event(conn, event).await?;
+        }
+        Ok(())
+    }
+}
+
+impl MembersPaidSubscriptionEvents {
+    /// Applies one event, in the batch's transaction.
+    async fn apply_event(
         &self,
         conn: &mut PgConnection,
         event: &StoredEvent,

@@ -52,14 +52,6 @@ impl Projection for MembersPaymentEvents {
         HANDLES
     }
 
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        event: &StoredEvent,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(event)).await
-    }
-
     /// One multi-row `INSERT` in log order (`WITH ORDINALITY`), so that of two payments of one
     /// invoice in a batch the first is kept, as one by one.
     async fn apply_batch(
