@@ -1,9 +1,9 @@
-//! The write side: cqrs-es frameworks over the postgres-es event store, and event metadata.
-
-use std::collections::HashMap;
-use std::sync::Arc;
+//! The write side: cqrs-es frameworks over our event repository (postgres-es's tables, inline
+//! read models written in the appending transaction), and event metadata.
 
 use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use aggregates::cqrs_es::persist::{EventUpcaster, PersistedEventStore, SerializedEvent};
 use aggregates::cqrs_es::{
