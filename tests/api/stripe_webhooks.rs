@@ -455,14 +455,10 @@ async fn the_inbox_runs_two_customers_at_once_and_one_customers_events_in_order(
     );
 }
 
-#[tokio::test]
-async fn a_subscription_before_its_checkout_is_deferred_and_runs_right_after_it() {
-    // A failure would be retried in an hour: only the deferral gets this done in time.
-    let mut slow_retries = test_stripe_settings();
-    slow_retries.retry_base = std::time::Duration::from_secs(3600);
-    slow_retries.max_retry_delay = std::time::Duration::from_secs(3600);
-    let app = TestApp::spawn_with(slow_retries).await;
-    let l = Lifecycle::new("deferred");
+/// Delivers a new customer's `customer.subscription.created` with no checkout before it (and no
+/// member to find): it has to wait. Returns the lifecycle and the event's id.
+async fn subscription_before_its_checkout(app: &TestApp, tag: &str) -> (Lifecycle, String) {
+    let l = Lifecycle::new(tag);
     let id = format!("evt_{}_created", l.tag);
     app.send_webhook(&l.subscription_event(
         "created",
@@ -471,16 +467,31 @@ async fn a_subscription_before_its_checkout_is_deferred_and_runs_right_after_it(
         0,
     ))
     .await;
+    (l, id)
+}
+
+/// The admin API's view of a stored Stripe event.
+async fn stored_event(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/v1/stripe-events/{id}"))
+        .await
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test]
+async fn a_subscription_before_its_checkout_is_deferred_and_runs_right_after_it() {
+    // A failure would be retried in an hour: only the deferral gets this done in time.
+    let mut slow_retries = test_stripe_settings();
+    slow_retries.retry_base = std::time::Duration::from_secs(3600);
+    slow_retries.max_retry_delay = std::time::Duration::from_secs(3600);
+    let app = TestApp::spawn_with(slow_retries).await;
+    let (l, id) = subscription_before_its_checkout(&app, "deferred").await;
     eventually("the subscription to be deferred", || async {
         inbox_row(&app, &id).await.0 == "deferred"
     })
     .await;
-    let stored: Value = app
-        .get(&format!("/v1/stripe-events/{id}"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let stored = stored_event(&app, &id).await;
     assert_eq!(stored["status"], "deferred");
     assert!(stored["last_error"]
         .as_str()
@@ -574,25 +585,12 @@ async fn a_deferred_event_whose_event_never_comes_fails_with_why() {
     let mut no_waiting = test_stripe_settings();
     no_waiting.defer_limit = std::time::Duration::ZERO;
     let app = TestApp::spawn_with(no_waiting).await;
-    let l = Lifecycle::new("nevercomes");
-    let id = format!("evt_{}_created", l.tag);
-    app.send_webhook(&l.subscription_event(
-        "created",
-        "customer.subscription.created",
-        "active",
-        0,
-    ))
-    .await;
+    let (_, id) = subscription_before_its_checkout(&app, "nevercomes").await;
     eventually("the subscription to fail", || async {
         inbox_row(&app, &id).await.0 == "failed"
     })
     .await;
-    let stored: Value = app
-        .get(&format!("/v1/stripe-events/{id}"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let stored = stored_event(&app, &id).await;
     let error = stored["last_error"].as_str().expect("an error");
     assert!(
         error.starts_with("gave up waiting after 0s for another event of the customer: ")
