@@ -2,11 +2,19 @@
 //! license purchase is paid, `active`, `inactive`, or `canceled` when the purchase was not paid)
 //! and, while inactive or canceled, why; for a quantity key the domain it is activated on
 //! (`used_site`, kept while inactive). Times are the events' own.
+//!
+//! A batch is applied set-based: the rows of the licenses it touches are read in one statement,
+//! the events are folded into them in memory, in order, and the changed rows are written back
+//! in one multi-row upsert.
+
+use std::collections::HashMap;
 
 use aggregates::cqrs_es::Aggregate;
 use aggregates::{License, LicenseEvent, LicenseStatus, PurchaseType};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::member_subscriptions::to_i32;
 use crate::{member_id as license_id, Handles, Mode, Projection, ProjectionError, StoredEvent};
@@ -43,170 +51,231 @@ impl Projection for MemberLicenses {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), ProjectionError> {
-        for event in events {
-            self.apply_event(conn, event).await?;
+        let mut ids = Vec::with_capacity(events.len());
+        let mut decoded = Vec::with_capacity(events.len());
+        for event in events.iter().filter(|e| e.aggregate_type == License::TYPE) {
+            // The aggregate id is the license's UUID.
+            let id = license_id(event)?;
+            ids.push(id);
+            decoded.push((id, event.decode::<LicenseEvent>()?));
         }
-        Ok(())
+        if decoded.is_empty() {
+            return Ok(());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut rows: HashMap<Uuid, LicenseRow> = sqlx::query_as::<_, LicenseRow>(&format!(
+            "SELECT {COLUMNS} FROM licenses WHERE id = ANY($1)"
+        ))
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|row| (row.id, row))
+        .collect();
+        let mut changed = Vec::new();
+        for (id, event) in decoded {
+            if fold(&mut rows, id, event) && !changed.contains(&id) {
+                changed.push(id);
+            }
+        }
+        let changed: Vec<&LicenseRow> = changed.iter().filter_map(|id| rows.get(id)).collect();
+        store(conn, &changed).await
     }
 }
 
-impl MemberLicenses {
-    /// Applies one event, in the batch's transaction.
-    async fn apply_event(
-        &self,
-        conn: &mut PgConnection,
-        event: &StoredEvent,
-    ) -> Result<(), ProjectionError> {
-        if event.aggregate_type != License::TYPE {
-            return Ok(());
-        }
-        // The aggregate id is the license's UUID.
-        let id = license_id(event)?;
-        match event.decode::<LicenseEvent>()? {
-            LicenseEvent::LicenseIssued {
+const COLUMNS: &str = "id, key, member_id, subscription_id, item_id, purchase_type, site, seat, \
+     status, deactivation_reason, issued_at, updated_at, purchase_id, used_site, activated_at";
+
+/// A row of `licenses` (but its generated `key_sha256`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct LicenseRow {
+    id: Uuid,
+    key: String,
+    member_id: Uuid,
+    subscription_id: String,
+    item_id: Option<String>,
+    purchase_type: String,
+    site: Option<String>,
+    seat: Option<i32>,
+    status: String,
+    deactivation_reason: Option<String>,
+    issued_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    purchase_id: Option<Uuid>,
+    used_site: Option<String>,
+    activated_at: Option<DateTime<Utc>>,
+}
+
+/// Applies one event to the rows in memory; returns whether a row changed. A key issued again
+/// (a replayed event) leaves its row as it is; a change of a license without a row does nothing.
+fn fold(rows: &mut HashMap<Uuid, LicenseRow>, id: Uuid, event: LicenseEvent) -> bool {
+    match event {
+        LicenseEvent::LicenseIssued {
+            key,
+            member_id,
+            subscription_id,
+            item_id,
+            purchase_type,
+            site,
+            seat,
+            issued_at,
+            ..
+        } => insert(
+            rows,
+            LicenseRow {
+                id,
                 key,
                 member_id,
                 subscription_id,
-                item_id,
-                purchase_type,
+                item_id: Some(item_id),
+                purchase_type: purchase_type.as_str().to_owned(),
                 site,
-                seat,
+                seat: seat.map(to_i32),
+                status: LicenseStatus::Active.as_str().to_owned(),
+                deactivation_reason: None,
                 issued_at,
-                ..
-            } => {
-                // Conflicts on the id only: a key reused by another license is an error.
-                sqlx::query(
-                    "INSERT INTO licenses
-                         (id, key, member_id, subscription_id, item_id, purchase_type, site, seat,
-                          status, deactivation_reason, issued_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $10)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(key)
-                .bind(member_id)
-                .bind(subscription_id)
-                .bind(item_id)
-                .bind(purchase_type.as_str())
-                .bind(site)
-                .bind(seat.map(to_i32))
-                .bind(LicenseStatus::Active.as_str())
-                .bind(issued_at)
-                .execute(&mut *conn)
-                .await?;
-            }
-            LicenseEvent::LicenseReserved {
+                updated_at: issued_at,
+                purchase_id: None,
+                used_site: None,
+                activated_at: None,
+            },
+        ),
+        LicenseEvent::LicenseReserved {
+            key,
+            member_id,
+            subscription_id,
+            purchase_id,
+            seat,
+            reserved_at,
+            ..
+        } => insert(
+            rows,
+            LicenseRow {
+                id,
                 key,
                 member_id,
                 subscription_id,
-                purchase_id,
-                seat,
-                reserved_at,
-                ..
-            } => {
-                sqlx::query(
-                    "INSERT INTO licenses
-                         (id, key, member_id, subscription_id, item_id, purchase_type, site, seat,
-                          status, deactivation_reason, issued_at, updated_at, purchase_id)
-                     VALUES ($1, $2, $3, $4, NULL, $5, NULL, $6, $7, NULL, $8, $8, $9)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(key)
-                .bind(member_id)
-                .bind(subscription_id)
-                .bind(PurchaseType::Quantity.as_str())
-                .bind(to_i32(seat))
-                .bind(LicenseStatus::Pending.as_str())
-                .bind(reserved_at)
-                .bind(purchase_id)
-                .execute(&mut *conn)
-                .await?;
+                item_id: None,
+                purchase_type: PurchaseType::Quantity.as_str().to_owned(),
+                site: None,
+                seat: Some(to_i32(seat)),
+                status: LicenseStatus::Pending.as_str().to_owned(),
+                deactivation_reason: None,
+                issued_at: reserved_at,
+                updated_at: reserved_at,
+                purchase_id: Some(purchase_id),
+                used_site: None,
+                activated_at: None,
+            },
+        ),
+        other => {
+            let Some(row) = rows.get_mut(&id) else {
+                return false;
+            };
+            match other {
+                LicenseEvent::PendingLicenseActivated {
+                    subscription_id,
+                    item_id,
+                    activated_at,
+                } => {
+                    row.status = LicenseStatus::Active.as_str().to_owned();
+                    row.subscription_id = subscription_id;
+                    row.item_id = Some(item_id);
+                    row.deactivation_reason = None;
+                    row.updated_at = activated_at;
+                }
+                LicenseEvent::LicenseCanceled {
+                    reason,
+                    canceled_at,
+                } => {
+                    row.status = LicenseStatus::Canceled.as_str().to_owned();
+                    row.deactivation_reason = Some(reason.as_str().to_owned());
+                    row.updated_at = canceled_at;
+                }
+                LicenseEvent::LicenseDeactivated {
+                    reason,
+                    deactivated_at,
+                } => {
+                    row.status = LicenseStatus::Inactive.as_str().to_owned();
+                    row.deactivation_reason = Some(reason.as_str().to_owned());
+                    row.updated_at = deactivated_at;
+                }
+                LicenseEvent::LicenseReactivated { reactivated_at } => {
+                    row.status = LicenseStatus::Active.as_str().to_owned();
+                    row.deactivation_reason = None;
+                    row.updated_at = reactivated_at;
+                }
+                LicenseEvent::LicenseActivatedOnDomain {
+                    domain,
+                    activated_at,
+                } => {
+                    row.used_site = Some(domain);
+                    row.activated_at = Some(activated_at);
+                    row.updated_at = activated_at;
+                }
+                LicenseEvent::LicenseDomainReleased { released_at, .. } => {
+                    row.used_site = None;
+                    row.activated_at = None;
+                    row.updated_at = released_at;
+                }
+                LicenseEvent::LicenseIssued { .. } | LicenseEvent::LicenseReserved { .. } => {
+                    return false
+                }
             }
-            LicenseEvent::PendingLicenseActivated {
-                subscription_id,
-                item_id,
-                activated_at,
-            } => {
-                sqlx::query(
-                    "UPDATE licenses SET status = $2, subscription_id = $3, item_id = $4,
-                            deactivation_reason = NULL, updated_at = $5
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(LicenseStatus::Active.as_str())
-                .bind(subscription_id)
-                .bind(item_id)
-                .bind(activated_at)
-                .execute(&mut *conn)
-                .await?;
-            }
-            LicenseEvent::LicenseCanceled {
-                reason,
-                canceled_at,
-            } => {
-                sqlx::query(
-                    "UPDATE licenses SET status = $2, deactivation_reason = $3, updated_at = $4
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(LicenseStatus::Canceled.as_str())
-                .bind(reason.as_str())
-                .bind(canceled_at)
-                .execute(&mut *conn)
-                .await?;
-            }
-            LicenseEvent::LicenseDeactivated {
-                reason,
-                deactivated_at,
-            } => {
-                sqlx::query(
-                    "UPDATE licenses SET status = $2, deactivation_reason = $3, updated_at = $4
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(LicenseStatus::Inactive.as_str())
-                .bind(reason.as_str())
-                .bind(deactivated_at)
-                .execute(&mut *conn)
-                .await?;
-            }
-            LicenseEvent::LicenseReactivated { reactivated_at } => {
-                sqlx::query(
-                    "UPDATE licenses SET status = $2, deactivation_reason = NULL, updated_at = $3
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(LicenseStatus::Active.as_str())
-                .bind(reactivated_at)
-                .execute(&mut *conn)
-                .await?;
-            }
-            LicenseEvent::LicenseActivatedOnDomain {
-                domain,
-                activated_at,
-            } => {
-                sqlx::query(
-                    "UPDATE licenses SET used_site = $2, activated_at = $3, updated_at = $3
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(domain)
-                .bind(activated_at)
-                .execute(&mut *conn)
-                .await?;
-            }
-            LicenseEvent::LicenseDomainReleased { released_at, .. } => {
-                sqlx::query(
-                    "UPDATE licenses SET used_site = NULL, activated_at = NULL, updated_at = $2
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(released_at)
-                .execute(&mut *conn)
-                .await?;
-            }
+            true
         }
-        Ok(())
     }
+}
+
+/// A new row, unless the license has one.
+fn insert(rows: &mut HashMap<Uuid, LicenseRow>, row: LicenseRow) -> bool {
+    if rows.contains_key(&row.id) {
+        return false;
+    }
+    rows.insert(row.id, row);
+    true
+}
+
+/// Writes the rows in one statement. A key that another license already has is refused by the
+/// unique index, as it should be.
+async fn store(conn: &mut PgConnection, rows: &[&LicenseRow]) -> Result<(), ProjectionError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    macro_rules! column {
+        ($field:ident) => {
+            rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
+        };
+    }
+    sqlx::query(&format!(
+        "INSERT INTO licenses ({COLUMNS})
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
+                              $6::text[], $7::text[], $8::int[], $9::text[], $10::text[],
+                              $11::timestamptz[], $12::timestamptz[], $13::uuid[], $14::text[],
+                              $15::timestamptz[])
+         ON CONFLICT (id) DO UPDATE
+         SET subscription_id = EXCLUDED.subscription_id, item_id = EXCLUDED.item_id,
+             status = EXCLUDED.status, deactivation_reason = EXCLUDED.deactivation_reason,
+             updated_at = EXCLUDED.updated_at, used_site = EXCLUDED.used_site,
+             activated_at = EXCLUDED.activated_at"
+    ))
+    .bind(column!(id))
+    .bind(column!(key))
+    .bind(column!(member_id))
+    .bind(column!(subscription_id))
+    .bind(column!(item_id))
+    .bind(column!(purchase_type))
+    .bind(column!(site))
+    .bind(column!(seat))
+    .bind(column!(status))
+    .bind(column!(deactivation_reason))
+    .bind(column!(issued_at))
+    .bind(column!(updated_at))
+    .bind(column!(purchase_id))
+    .bind(column!(used_site))
+    .bind(column!(activated_at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

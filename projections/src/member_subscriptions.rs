@@ -8,6 +8,13 @@
 //! own. Payments are not shown here (see `members_payment_events`), so a payment recorded
 //! before its subscription's `SubscriptionCreated` is ignored, as are changes of a subscription
 //! not created yet.
+//!
+//! A batch is applied set-based: one statement reads the rows its events touch (subscriptions,
+//! items, pending sites, license purchases), the events are folded into them in memory, in
+//! order, and each table's changed rows are written back with one multi-row upsert. A status
+//! change is thus one read and one write, whatever the batch's size.
+
+use std::collections::{BTreeSet, HashMap};
 
 use aggregates::cqrs_es::Aggregate;
 use aggregates::mrr::subscription_mrr;
@@ -17,7 +24,9 @@ use aggregates::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::{Handles, Mode, Projection, ProjectionError, StoredEvent};
 
@@ -89,25 +98,225 @@ impl Projection for MemberSubscriptions {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), ProjectionError> {
-        for event in events {
-            self.apply_event(conn, event).await?;
+        let mut decoded = Vec::with_capacity(events.len());
+        for event in events
+            .iter()
+            .filter(|e| e.aggregate_type == Subscription::TYPE)
+        {
+            decoded.push((event, event.decode::<SubscriptionEvent>()?));
         }
-        Ok(())
+        if decoded.is_empty() {
+            return Ok(());
+        }
+        let mut rows = Rows::load(conn, &decoded).await?;
+        for (event, change) in decoded {
+            rows.fold(event, change)?;
+        }
+        rows.store(conn).await
     }
 }
 
-impl MemberSubscriptions {
-    /// Applies one event, in the batch's transaction.
-    async fn apply_event(
-        &self,
+/// A row of `subscriptions`.
+#[derive(Debug, Clone, Deserialize)]
+struct SubscriptionRow {
+    id: String,
+    member_id: Uuid,
+    customer_id: String,
+    status: String,
+    cancel_at_period_end: bool,
+    cancel_at: Option<DateTime<Utc>>,
+    current_period_start: Option<DateTime<Utc>>,
+    current_period_end: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    canceled_at: Option<DateTime<Utc>>,
+    mrr: i64,
+    currency: Option<String>,
+    updated_at: DateTime<Utc>,
+}
+
+/// A row of `subscription_items`.
+#[derive(Debug, Clone, Deserialize)]
+struct ItemRow {
+    id: String,
+    subscription_id: String,
+    price_id: String,
+    product_id: Option<String>,
+    unit_amount: i64,
+    currency: String,
+    interval: String,
+    interval_count: i32,
+    quantity: i32,
+    site: Option<String>,
+    purchase_type: String,
+    status: String,
+    added_at: DateTime<Utc>,
+    removed_at: Option<DateTime<Utc>>,
+}
+
+/// A row of `pending_sites`.
+#[derive(Debug, Clone, Deserialize)]
+struct SiteRow {
+    session_id: String,
+    site: String,
+    subscription_id: String,
+    member_id: Uuid,
+    amount: i64,
+    currency: String,
+    status: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// A row of `license_purchases`.
+#[derive(Debug, Clone, Deserialize)]
+struct PurchaseRow {
+    purchase_id: Uuid,
+    session_id: String,
+    subscription_id: String,
+    member_id: Uuid,
+    quantity: i32,
+    amount: i64,
+    currency: String,
+    status: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// The rows a batch touches, as one statement reads them.
+#[derive(Debug, Default, Deserialize)]
+struct Loaded {
+    subscriptions: Vec<SubscriptionRow>,
+    items: Vec<ItemRow>,
+    sites: Vec<SiteRow>,
+    purchases: Vec<PurchaseRow>,
+}
+
+/// The rows of a batch in memory, and which of them changed.
+#[derive(Debug, Default)]
+struct Rows {
+    subscriptions: HashMap<String, SubscriptionRow>,
+    items: HashMap<String, ItemRow>,
+    sites: HashMap<(String, String), SiteRow>,
+    purchases: HashMap<Uuid, PurchaseRow>,
+    changed_subscriptions: BTreeSet<String>,
+    changed_items: BTreeSet<String>,
+    changed_sites: BTreeSet<(String, String)>,
+    changed_purchases: BTreeSet<Uuid>,
+}
+
+impl Rows {
+    /// Reads, in one statement, every row the events can touch: their subscriptions and those
+    /// subscriptions' items, items they name, and the pending sites and license purchases of
+    /// the sessions and purchases they name.
+    async fn load(
         conn: &mut PgConnection,
-        event: &StoredEvent,
-    ) -> Result<(), ProjectionError> {
-        if event.aggregate_type != Subscription::TYPE {
-            return Ok(());
+        events: &[(&StoredEvent, SubscriptionEvent)],
+    ) -> Result<Self, ProjectionError> {
+        let mut subscriptions = BTreeSet::new();
+        let mut items = BTreeSet::new();
+        let mut sessions = BTreeSet::new();
+        let mut purchases = BTreeSet::new();
+        for (event, change) in events {
+            subscriptions.insert(event.aggregate_id.clone());
+            match change {
+                SubscriptionEvent::SubscriptionItemAdded { item, .. } => {
+                    items.insert(item.item_id.clone());
+                }
+                SubscriptionEvent::SitePurchaseStarted { session_id, .. }
+                | SubscriptionEvent::SitePurchaseCompleted { session_id, .. }
+                | SubscriptionEvent::SitePurchaseExpired { session_id, .. } => {
+                    sessions.insert(session_id.clone());
+                }
+                SubscriptionEvent::LicensePurchaseStarted { purchase_id, .. }
+                | SubscriptionEvent::LicensePurchaseCompleted { purchase_id, .. }
+                | SubscriptionEvent::LicensePurchaseExpired { purchase_id, .. } => {
+                    purchases.insert(*purchase_id);
+                }
+                _ => {}
+            }
         }
+        let subscriptions: Vec<String> = subscriptions.into_iter().collect();
+        let items: Vec<String> = items.into_iter().collect();
+        let sessions: Vec<String> = sessions.into_iter().collect();
+        let purchases: Vec<Uuid> = purchases.into_iter().collect();
+        let sqlx::types::Json(loaded): sqlx::types::Json<Loaded> = sqlx::query_scalar(
+            "SELECT json_build_object(
+                 'subscriptions', (SELECT coalesce(json_agg(s), '[]') FROM subscriptions s
+                                   WHERE s.id = ANY($1)),
+                 'items', (SELECT coalesce(json_agg(i), '[]') FROM subscription_items i
+                           WHERE i.subscription_id = ANY($1) OR i.id = ANY($2)),
+                 'sites', (SELECT coalesce(json_agg(p), '[]') FROM pending_sites p
+                           WHERE p.session_id = ANY($3)),
+                 'purchases', (SELECT coalesce(json_agg(l), '[]') FROM license_purchases l
+                               WHERE l.purchase_id = ANY($4)))",
+        )
+        .bind(&subscriptions)
+        .bind(&items)
+        .bind(&sessions)
+        .bind(&purchases)
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(Self {
+            subscriptions: loaded
+                .subscriptions
+                .into_iter()
+                .map(|r| (r.id.clone(), r))
+                .collect(),
+            items: loaded
+                .items
+                .into_iter()
+                .map(|r| (r.id.clone(), r))
+                .collect(),
+            sites: loaded
+                .sites
+                .into_iter()
+                .map(|r| ((r.session_id.clone(), r.site.clone()), r))
+                .collect(),
+            purchases: loaded
+                .purchases
+                .into_iter()
+                .map(|r| (r.purchase_id, r))
+                .collect(),
+            ..Self::default()
+        })
+    }
+
+    /// The subscription's row, to change, if it exists.
+    fn subscription(&mut self, id: &str) -> Option<&mut SubscriptionRow> {
+        let row = self.subscriptions.get_mut(id)?;
+        self.changed_subscriptions.insert(id.to_owned());
+        Some(row)
+    }
+
+    /// Moves `updated_at` forward; returns whether the subscription exists.
+    fn touch(&mut self, id: &str, at: DateTime<Utc>) -> bool {
+        match self.subscription(id) {
+            Some(row) => {
+                row.updated_at = row.updated_at.max(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The subscription's item `item_id`, to change, if it exists.
+    fn item(&mut self, subscription_id: &str, item_id: &str) -> Option<&mut ItemRow> {
+        let row = self
+            .items
+            .get_mut(item_id)
+            .filter(|row| row.subscription_id == subscription_id)?;
+        self.changed_items.insert(item_id.to_owned());
+        Some(row)
+    }
+
+    /// Applies one event to the rows, as the statements of one event at a time did.
+    fn fold(
+        &mut self,
+        event: &StoredEvent,
+        change: SubscriptionEvent,
+    ) -> Result<(), ProjectionError> {
         let id = event.aggregate_id.as_str();
-        match event.decode::<SubscriptionEvent>()? {
+        match change {
             SubscriptionEvent::SubscriptionCreated {
                 member_id,
                 customer_id,
@@ -121,149 +330,126 @@ impl MemberSubscriptions {
             } => {
                 // `cancel_at` comes with the `SubscriptionCancellationScheduled` that follows
                 // when the subscription starts with a cancellation scheduled.
-                sqlx::query(
-                    "INSERT INTO subscriptions
-                         (id, member_id, customer_id, status, cancel_at_period_end, cancel_at,
-                          current_period_start, current_period_end, created_at, canceled_at, mrr,
-                          currency, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, NULL, 0, NULL, $9)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(member_id)
-                .bind(customer_id)
-                .bind(status.as_str())
-                .bind(cancel_at_period_end)
-                .bind(current_period_start)
-                .bind(current_period_end)
-                .bind(created)
-                .bind(observed_at(&observed, event))
-                .execute(&mut *conn)
-                .await?;
-                refresh_mrr(conn, event, id).await?;
+                if !self.subscriptions.contains_key(id) {
+                    self.subscriptions.insert(
+                        id.to_owned(),
+                        SubscriptionRow {
+                            id: id.to_owned(),
+                            member_id,
+                            customer_id,
+                            status: status.as_str().to_owned(),
+                            cancel_at_period_end,
+                            cancel_at: None,
+                            current_period_start,
+                            current_period_end,
+                            created_at: created,
+                            canceled_at: None,
+                            mrr: 0,
+                            currency: None,
+                            updated_at: observed_at(&observed, event),
+                        },
+                    );
+                    self.changed_subscriptions.insert(id.to_owned());
+                }
+                self.refresh_mrr(event, id)?;
             }
-            SubscriptionEvent::SubscriptionActivated { status, observed } => {
-                set_status(conn, event, id, status, &observed).await?;
-            }
-            SubscriptionEvent::SubscriptionStatusChanged { to, observed, .. } => {
-                set_status(conn, event, id, to, &observed).await?;
+            SubscriptionEvent::SubscriptionActivated { status, observed }
+            | SubscriptionEvent::SubscriptionStatusChanged {
+                to: status,
+                observed,
+                ..
+            } => {
+                if let Some(row) = self.subscription(id) {
+                    row.status = status.as_str().to_owned();
+                    row.updated_at = row.updated_at.max(observed_at(&observed, event));
+                }
+                self.refresh_mrr(event, id)?;
             }
             SubscriptionEvent::SubscriptionCanceled {
                 canceled_at,
                 observed,
             } => {
-                sqlx::query(
-                    "UPDATE subscriptions
-                     SET status = $2, canceled_at = $3, updated_at = GREATEST(updated_at, $4)
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(SubscriptionStatus::Canceled.as_str())
-                .bind(canceled_at)
-                .bind(observed_at(&observed, event))
-                .execute(&mut *conn)
-                .await?;
-                refresh_mrr(conn, event, id).await?;
+                if let Some(row) = self.subscription(id) {
+                    row.status = SubscriptionStatus::Canceled.as_str().to_owned();
+                    row.canceled_at = Some(canceled_at);
+                    row.updated_at = row.updated_at.max(observed_at(&observed, event));
+                }
+                self.refresh_mrr(event, id)?;
             }
             SubscriptionEvent::SubscriptionPeriodChanged {
                 current_period_start,
                 current_period_end,
                 observed,
             } => {
-                sqlx::query(
-                    "UPDATE subscriptions
-                     SET current_period_start = $2, current_period_end = $3,
-                         updated_at = GREATEST(updated_at, $4)
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(current_period_start)
-                .bind(current_period_end)
-                .bind(observed_at(&observed, event))
-                .execute(&mut *conn)
-                .await?;
+                if let Some(row) = self.subscription(id) {
+                    row.current_period_start = current_period_start;
+                    row.current_period_end = current_period_end;
+                    row.updated_at = row.updated_at.max(observed_at(&observed, event));
+                }
             }
             SubscriptionEvent::SubscriptionCancellationScheduled {
                 cancel_at,
                 observed,
             } => {
-                sqlx::query(
-                    "UPDATE subscriptions
-                     SET cancel_at_period_end = TRUE,
-                         cancel_at = $2,
-                         updated_at = GREATEST(updated_at, $3)
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(cancel_at)
-                .bind(observed_at(&observed, event))
-                .execute(&mut *conn)
-                .await?;
-                refresh_mrr(conn, event, id).await?;
+                if let Some(row) = self.subscription(id) {
+                    row.cancel_at_period_end = true;
+                    row.cancel_at = cancel_at;
+                    row.updated_at = row.updated_at.max(observed_at(&observed, event));
+                }
+                self.refresh_mrr(event, id)?;
             }
             SubscriptionEvent::SubscriptionCancellationUnscheduled { observed } => {
-                sqlx::query(
-                    "UPDATE subscriptions
-                     SET cancel_at_period_end = FALSE, cancel_at = NULL,
-                         updated_at = GREATEST(updated_at, $2)
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(observed_at(&observed, event))
-                .execute(&mut *conn)
-                .await?;
-                refresh_mrr(conn, event, id).await?;
+                if let Some(row) = self.subscription(id) {
+                    row.cancel_at_period_end = false;
+                    row.cancel_at = None;
+                    row.updated_at = row.updated_at.max(observed_at(&observed, event));
+                }
+                self.refresh_mrr(event, id)?;
             }
             SubscriptionEvent::SubscriptionItemAdded { item, observed } => {
                 let at = observed_at(&observed, event);
-                if !touch(conn, id, at).await? {
+                if !self.touch(id, at) {
                     return Ok(());
                 }
-                sqlx::query(
-                    "INSERT INTO subscription_items
-                         (id, subscription_id, price_id, product_id, unit_amount, currency,
-                          interval, interval_count, quantity, site, purchase_type, status,
-                          added_at, removed_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'active', $12, NULL)
-                     ON CONFLICT (id) DO UPDATE
-                     SET price_id = EXCLUDED.price_id, product_id = EXCLUDED.product_id,
-                         unit_amount = EXCLUDED.unit_amount, currency = EXCLUDED.currency,
-                         interval = EXCLUDED.interval, interval_count = EXCLUDED.interval_count,
-                         quantity = EXCLUDED.quantity, site = EXCLUDED.site,
-                         purchase_type = EXCLUDED.purchase_type, status = 'active',
-                         removed_at = NULL",
-                )
-                .bind(&item.item_id)
-                .bind(id)
-                .bind(&item.price.price_id)
-                .bind(&item.price.product_id)
-                .bind(item.price.unit_amount)
-                .bind(&item.price.currency)
-                .bind(item.price.interval.as_str())
-                .bind(to_i32(item.price.interval_count))
-                .bind(to_i32(item.quantity))
-                .bind(&item.site)
-                .bind(item.purchase_type.as_str())
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-                refresh_mrr(conn, event, id).await?;
+                let fields = ItemRow {
+                    id: item.item_id.clone(),
+                    subscription_id: id.to_owned(),
+                    price_id: item.price.price_id,
+                    product_id: item.price.product_id,
+                    unit_amount: item.price.unit_amount,
+                    currency: item.price.currency,
+                    interval: item.price.interval.as_str().to_owned(),
+                    interval_count: to_i32(item.price.interval_count),
+                    quantity: to_i32(item.quantity),
+                    site: item.site,
+                    purchase_type: item.purchase_type.as_str().to_owned(),
+                    status: "active".to_owned(),
+                    added_at: at,
+                    removed_at: None,
+                };
+                // An item added again keeps its subscription and when it was first added.
+                let row = match self.items.remove(&item.item_id) {
+                    Some(old) => ItemRow {
+                        subscription_id: old.subscription_id,
+                        added_at: old.added_at,
+                        ..fields
+                    },
+                    None => fields,
+                };
+                self.changed_items.insert(row.id.clone());
+                self.items.insert(row.id.clone(), row);
+                self.refresh_mrr(event, id)?;
             }
             SubscriptionEvent::SubscriptionItemRemoved {
                 item_id, observed, ..
             } => {
                 let at = observed_at(&observed, event);
-                sqlx::query(
-                    "UPDATE subscription_items SET status = 'removed', removed_at = $3
-                     WHERE id = $1 AND subscription_id = $2 AND status = 'active'",
-                )
-                .bind(item_id)
-                .bind(id)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-                touch(conn, id, at).await?;
-                refresh_mrr(conn, event, id).await?;
+                if let Some(row) = self.item(id, &item_id).filter(|r| r.status == "active") {
+                    row.status = "removed".to_owned();
+                    row.removed_at = Some(at);
+                }
+                self.touch(id, at);
+                self.refresh_mrr(event, id)?;
             }
             SubscriptionEvent::SubscriptionItemQuantityChanged {
                 item_id,
@@ -271,28 +457,17 @@ impl MemberSubscriptions {
                 observed,
                 ..
             } => {
-                sqlx::query(
-                    "UPDATE subscription_items SET quantity = $3
-                     WHERE id = $1 AND subscription_id = $2",
-                )
-                .bind(item_id)
-                .bind(id)
-                .bind(to_i32(to))
-                .execute(&mut *conn)
-                .await?;
-                touch(conn, id, observed_at(&observed, event)).await?;
-                refresh_mrr(conn, event, id).await?;
+                if let Some(row) = self.item(id, &item_id) {
+                    row.quantity = to_i32(to);
+                }
+                self.touch(id, observed_at(&observed, event));
+                self.refresh_mrr(event, id)?;
             }
             SubscriptionEvent::SubscriptionItemSiteAssigned { item_id, site, .. } => {
-                sqlx::query(
-                    "UPDATE subscription_items SET site = $3, purchase_type = 'site'
-                     WHERE id = $1 AND subscription_id = $2",
-                )
-                .bind(item_id)
-                .bind(id)
-                .bind(site)
-                .execute(&mut *conn)
-                .await?;
+                if let Some(row) = self.item(id, &item_id) {
+                    row.site = Some(site);
+                    row.purchase_type = "site".to_owned();
+                }
             }
             SubscriptionEvent::SubscriptionPlanChanged {
                 item_id,
@@ -300,24 +475,16 @@ impl MemberSubscriptions {
                 observed,
                 ..
             } => {
-                sqlx::query(
-                    "UPDATE subscription_items
-                     SET price_id = $3, product_id = $4, unit_amount = $5, currency = $6,
-                         interval = $7, interval_count = $8
-                     WHERE id = $1 AND subscription_id = $2",
-                )
-                .bind(item_id)
-                .bind(id)
-                .bind(&to.price_id)
-                .bind(&to.product_id)
-                .bind(to.unit_amount)
-                .bind(&to.currency)
-                .bind(to.interval.as_str())
-                .bind(to_i32(to.interval_count))
-                .execute(&mut *conn)
-                .await?;
-                touch(conn, id, observed_at(&observed, event)).await?;
-                refresh_mrr(conn, event, id).await?;
+                if let Some(row) = self.item(id, &item_id) {
+                    row.price_id = to.price_id;
+                    row.product_id = to.product_id;
+                    row.unit_amount = to.unit_amount;
+                    row.currency = to.currency;
+                    row.interval = to.interval.as_str().to_owned();
+                    row.interval_count = to_i32(to.interval_count);
+                }
+                self.touch(id, observed_at(&observed, event));
+                self.refresh_mrr(event, id)?;
             }
             SubscriptionEvent::SitePurchaseStarted {
                 session_id,
@@ -329,41 +496,35 @@ impl MemberSubscriptions {
                 ..
             } => {
                 for site in sites {
-                    sqlx::query(
-                        "INSERT INTO pending_sites (session_id, site, subscription_id, member_id, amount, currency, status, created_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(&session_id)
-                    .bind(site)
-                    .bind(id)
-                    .bind(member_id)
-                    .bind(amount)
-                    .bind(&currency)
-                    .bind(started_at)
-                    .execute(&mut *conn)
-                    .await?;
+                    let key = (session_id.clone(), site.clone());
+                    if self.sites.contains_key(&key) {
+                        continue;
+                    }
+                    self.sites.insert(
+                        key.clone(),
+                        SiteRow {
+                            session_id: session_id.clone(),
+                            site,
+                            subscription_id: id.to_owned(),
+                            member_id,
+                            amount,
+                            currency: currency.clone(),
+                            status: "pending".to_owned(),
+                            created_at: started_at,
+                            updated_at: started_at,
+                        },
+                    );
+                    self.changed_sites.insert(key);
                 }
             }
             SubscriptionEvent::SitePurchaseCompleted {
                 session_id,
-                completed_at,
-            } => {
-                sqlx::query("UPDATE pending_sites SET status = 'paid', updated_at = $2 WHERE session_id = $1")
-                    .bind(session_id)
-                    .bind(completed_at)
-                    .execute(&mut *conn)
-                    .await?;
-            }
+                completed_at: at,
+            } => self.set_sites(&session_id, "paid", at),
             SubscriptionEvent::SitePurchaseExpired {
                 session_id,
-                expired_at,
-            } => {
-                sqlx::query("UPDATE pending_sites SET status = 'expired', updated_at = $2 WHERE session_id = $1")
-                    .bind(session_id)
-                    .bind(expired_at)
-                    .execute(&mut *conn)
-                    .await?;
-            }
+                expired_at: at,
+            } => self.set_sites(&session_id, "expired", at),
             SubscriptionEvent::LicensePurchaseStarted {
                 purchase_id,
                 session_id,
@@ -374,43 +535,35 @@ impl MemberSubscriptions {
                 started_at,
                 ..
             } => {
-                sqlx::query(
-                    "INSERT INTO license_purchases (purchase_id, session_id, subscription_id, member_id, quantity, amount, currency, status, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8) ON CONFLICT DO NOTHING",
-                )
-                .bind(purchase_id)
-                .bind(session_id)
-                .bind(id)
-                .bind(member_id)
-                .bind(to_i32(quantity))
-                .bind(amount)
-                .bind(currency)
-                .bind(started_at)
-                .execute(&mut *conn)
-                .await?;
+                if !self.purchases.contains_key(&purchase_id) {
+                    self.purchases.insert(
+                        purchase_id,
+                        PurchaseRow {
+                            purchase_id,
+                            session_id,
+                            subscription_id: id.to_owned(),
+                            member_id,
+                            quantity: to_i32(quantity),
+                            amount,
+                            currency,
+                            status: "pending".to_owned(),
+                            created_at: started_at,
+                            updated_at: started_at,
+                        },
+                    );
+                    self.changed_purchases.insert(purchase_id);
+                }
             }
             SubscriptionEvent::LicensePurchaseCompleted {
                 purchase_id,
                 completed_at: at,
                 ..
-            }
-            | SubscriptionEvent::LicensePurchaseExpired {
+            } => self.set_purchase(purchase_id, "paid", at),
+            SubscriptionEvent::LicensePurchaseExpired {
                 purchase_id,
                 expired_at: at,
                 ..
-            } => {
-                let status = if event.event_type == SubscriptionEvent::LICENSE_PURCHASE_COMPLETED {
-                    "paid"
-                } else {
-                    "expired"
-                };
-                sqlx::query("UPDATE license_purchases SET status = $2, updated_at = $3 WHERE purchase_id = $1")
-                    .bind(purchase_id)
-                    .bind(status)
-                    .bind(at)
-                    .execute(&mut *conn)
-                    .await?;
-            }
+            } => self.set_purchase(purchase_id, "expired", at),
             // Nothing tracked here changed; payments are in `members_payment_events`.
             SubscriptionEvent::SubscriptionStateObserved { .. }
             | SubscriptionEvent::PaymentRecorded { .. }
@@ -419,118 +572,212 @@ impl MemberSubscriptions {
         }
         Ok(())
     }
-}
 
-/// Moves `updated_at` forward; returns whether the subscription exists.
-async fn touch(
-    conn: &mut PgConnection,
-    id: &str,
-    at: DateTime<Utc>,
-) -> Result<bool, ProjectionError> {
-    let result =
-        sqlx::query("UPDATE subscriptions SET updated_at = GREATEST(updated_at, $2) WHERE id = $1")
-            .bind(id)
-            .bind(at)
+    fn set_sites(&mut self, session_id: &str, status: &str, at: DateTime<Utc>) {
+        for (key, row) in self.sites.iter_mut().filter(|(k, _)| k.0 == session_id) {
+            row.status = status.to_owned();
+            row.updated_at = at;
+            self.changed_sites.insert(key.clone());
+        }
+    }
+
+    fn set_purchase(&mut self, purchase_id: Uuid, status: &str, at: DateTime<Utc>) {
+        if let Some(row) = self.purchases.get_mut(&purchase_id) {
+            row.status = status.to_owned();
+            row.updated_at = at;
+            self.changed_purchases.insert(purchase_id);
+        }
+    }
+
+    /// Recomputes the subscription's MRR and currency from its status and active items.
+    fn refresh_mrr(&mut self, event: &StoredEvent, id: &str) -> Result<(), ProjectionError> {
+        let Some(subscription) = self.subscriptions.get(id) else {
+            return Ok(());
+        };
+        let status: SubscriptionStatus = parse_name(&subscription.status, event)?;
+        let cancel_at_period_end = subscription.cancel_at_period_end;
+        let mut active: Vec<&ItemRow> = self
+            .items
+            .values()
+            .filter(|i| i.subscription_id == id && i.status == "active")
+            .collect();
+        active.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut items = Vec::with_capacity(active.len());
+        for row in active {
+            items.push(SubscriptionItem {
+                item_id: row.id.clone(),
+                price: Price {
+                    price_id: row.price_id.clone(),
+                    product_id: row.product_id.clone(),
+                    unit_amount: row.unit_amount,
+                    currency: row.currency.clone(),
+                    interval: parse_name(&row.interval, event)?,
+                    interval_count: to_u32(row.interval_count),
+                },
+                quantity: to_u32(row.quantity),
+                site: row.site.clone(),
+                purchase_type: parse_name(&row.purchase_type, event)?,
+                license_purchase_id: None,
+            });
+        }
+        let mrr = subscription_mrr(status, cancel_at_period_end, &items);
+        let currency = items.first().map(|item| item.price.currency.clone());
+        if let Some(row) = self.subscription(id) {
+            row.mrr = mrr;
+            if currency.is_some() {
+                row.currency = currency;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes each table's changed rows with one statement.
+    async fn store(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        macro_rules! column {
+            ($rows:ident . $field:ident) => {
+                $rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
+            };
+        }
+        let subscriptions: Vec<&SubscriptionRow> = self
+            .changed_subscriptions
+            .iter()
+            .filter_map(|id| self.subscriptions.get(id))
+            .collect();
+        if !subscriptions.is_empty() {
+            let rows = &subscriptions;
+            sqlx::query(
+                "INSERT INTO subscriptions
+                     (id, member_id, customer_id, status, cancel_at_period_end, cancel_at,
+                      current_period_start, current_period_end, created_at, canceled_at, mrr,
+                      currency, updated_at)
+                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::bool[],
+                                      $6::timestamptz[], $7::timestamptz[], $8::timestamptz[],
+                                      $9::timestamptz[], $10::timestamptz[], $11::bigint[],
+                                      $12::text[], $13::timestamptz[])
+                 ON CONFLICT (id) DO UPDATE
+                 SET status = EXCLUDED.status,
+                     cancel_at_period_end = EXCLUDED.cancel_at_period_end,
+                     cancel_at = EXCLUDED.cancel_at,
+                     current_period_start = EXCLUDED.current_period_start,
+                     current_period_end = EXCLUDED.current_period_end,
+                     canceled_at = EXCLUDED.canceled_at, mrr = EXCLUDED.mrr,
+                     currency = EXCLUDED.currency, updated_at = EXCLUDED.updated_at",
+            )
+            .bind(column!(rows.id))
+            .bind(column!(rows.member_id))
+            .bind(column!(rows.customer_id))
+            .bind(column!(rows.status))
+            .bind(column!(rows.cancel_at_period_end))
+            .bind(column!(rows.cancel_at))
+            .bind(column!(rows.current_period_start))
+            .bind(column!(rows.current_period_end))
+            .bind(column!(rows.created_at))
+            .bind(column!(rows.canceled_at))
+            .bind(column!(rows.mrr))
+            .bind(column!(rows.currency))
+            .bind(column!(rows.updated_at))
             .execute(&mut *conn)
             .await?;
-    Ok(result.rows_affected() > 0)
-}
-
-async fn set_status(
-    conn: &mut PgConnection,
-    event: &StoredEvent,
-    id: &str,
-    status: SubscriptionStatus,
-    observed: &StripeObservation,
-) -> Result<(), ProjectionError> {
-    sqlx::query(
-        "UPDATE subscriptions SET status = $2, updated_at = GREATEST(updated_at, $3)
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(status.as_str())
-    .bind(observed_at(observed, event))
-    .execute(&mut *conn)
-    .await?;
-    refresh_mrr(conn, event, id).await
-}
-
-type ItemRow = (
-    String,
-    String,
-    Option<String>,
-    i64,
-    String,
-    String,
-    i32,
-    i32,
-    Option<String>,
-    String,
-);
-
-/// Recomputes the subscription's MRR and currency from its status and active items.
-async fn refresh_mrr(
-    conn: &mut PgConnection,
-    event: &StoredEvent,
-    id: &str,
-) -> Result<(), ProjectionError> {
-    let subscription: Option<(String, bool)> =
-        sqlx::query_as("SELECT status, cancel_at_period_end FROM subscriptions WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *conn)
+        }
+        let items: Vec<&ItemRow> = self
+            .changed_items
+            .iter()
+            .filter_map(|id| self.items.get(id))
+            .collect();
+        if !items.is_empty() {
+            let rows = &items;
+            sqlx::query(
+                "INSERT INTO subscription_items
+                     (id, subscription_id, price_id, product_id, unit_amount, currency, interval,
+                      interval_count, quantity, site, purchase_type, status, added_at, removed_at)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                      $5::bigint[], $6::text[], $7::text[], $8::int[], $9::int[],
+                                      $10::text[], $11::text[], $12::text[], $13::timestamptz[],
+                                      $14::timestamptz[])
+                 ON CONFLICT (id) DO UPDATE
+                 SET price_id = EXCLUDED.price_id, product_id = EXCLUDED.product_id,
+                     unit_amount = EXCLUDED.unit_amount, currency = EXCLUDED.currency,
+                     interval = EXCLUDED.interval, interval_count = EXCLUDED.interval_count,
+                     quantity = EXCLUDED.quantity, site = EXCLUDED.site,
+                     purchase_type = EXCLUDED.purchase_type, status = EXCLUDED.status,
+                     removed_at = EXCLUDED.removed_at",
+            )
+            .bind(column!(rows.id))
+            .bind(column!(rows.subscription_id))
+            .bind(column!(rows.price_id))
+            .bind(column!(rows.product_id))
+            .bind(column!(rows.unit_amount))
+            .bind(column!(rows.currency))
+            .bind(column!(rows.interval))
+            .bind(column!(rows.interval_count))
+            .bind(column!(rows.quantity))
+            .bind(column!(rows.site))
+            .bind(column!(rows.purchase_type))
+            .bind(column!(rows.status))
+            .bind(column!(rows.added_at))
+            .bind(column!(rows.removed_at))
+            .execute(&mut *conn)
             .await?;
-    let Some((status, cancel_at_period_end)) = subscription else {
-        return Ok(());
-    };
-    let status: SubscriptionStatus = parse_name(&status, event)?;
-    let rows: Vec<ItemRow> = sqlx::query_as(
-        "SELECT id, price_id, product_id, unit_amount, currency, interval, interval_count,
-                quantity, site, purchase_type
-         FROM subscription_items WHERE subscription_id = $1 AND status = 'active'
-         ORDER BY id",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut items = Vec::with_capacity(rows.len());
-    for (
-        item_id,
-        price_id,
-        product_id,
-        unit_amount,
-        currency,
-        interval,
-        interval_count,
-        quantity,
-        site,
-        purchase_type,
-    ) in rows
-    {
-        items.push(SubscriptionItem {
-            item_id,
-            price: Price {
-                price_id,
-                product_id,
-                unit_amount,
-                currency,
-                interval: parse_name(&interval, event)?,
-                interval_count: to_u32(interval_count),
-            },
-            quantity: to_u32(quantity),
-            site,
-            purchase_type: parse_name(&purchase_type, event)?,
-            license_purchase_id: None,
-        });
+        }
+        let sites: Vec<&SiteRow> = self
+            .changed_sites
+            .iter()
+            .filter_map(|key| self.sites.get(key))
+            .collect();
+        if !sites.is_empty() {
+            let rows = &sites;
+            sqlx::query(
+                "INSERT INTO pending_sites
+                     (session_id, site, subscription_id, member_id, amount, currency, status,
+                      created_at, updated_at)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[],
+                                      $5::bigint[], $6::text[], $7::text[], $8::timestamptz[],
+                                      $9::timestamptz[])
+                 ON CONFLICT (session_id, site) DO UPDATE
+                 SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at",
+            )
+            .bind(column!(rows.session_id))
+            .bind(column!(rows.site))
+            .bind(column!(rows.subscription_id))
+            .bind(column!(rows.member_id))
+            .bind(column!(rows.amount))
+            .bind(column!(rows.currency))
+            .bind(column!(rows.status))
+            .bind(column!(rows.created_at))
+            .bind(column!(rows.updated_at))
+            .execute(&mut *conn)
+            .await?;
+        }
+        let purchases: Vec<&PurchaseRow> = self
+            .changed_purchases
+            .iter()
+            .filter_map(|id| self.purchases.get(id))
+            .collect();
+        if !purchases.is_empty() {
+            let rows = &purchases;
+            sqlx::query(
+                "INSERT INTO license_purchases
+                     (purchase_id, session_id, subscription_id, member_id, quantity, amount,
+                      currency, status, created_at, updated_at)
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::int[],
+                                      $6::bigint[], $7::text[], $8::text[], $9::timestamptz[],
+                                      $10::timestamptz[])
+                 ON CONFLICT (purchase_id) DO UPDATE
+                 SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at",
+            )
+            .bind(column!(rows.purchase_id))
+            .bind(column!(rows.session_id))
+            .bind(column!(rows.subscription_id))
+            .bind(column!(rows.member_id))
+            .bind(column!(rows.quantity))
+            .bind(column!(rows.amount))
+            .bind(column!(rows.currency))
+            .bind(column!(rows.status))
+            .bind(column!(rows.created_at))
+            .bind(column!(rows.updated_at))
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
     }
-    let mrr = subscription_mrr(status, cancel_at_period_end, &items);
-    let currency = items.first().map(|item| item.price.currency.clone());
-    sqlx::query(
-        "UPDATE subscriptions SET mrr = $2, currency = COALESCE($3, currency) WHERE id = $1",
-    )
-    .bind(id)
-    .bind(mrr)
-    .bind(currency)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }

@@ -24,6 +24,8 @@
 //!   time the event was recorded if that is out of range.
 //! - Events of a subscription not created yet (only payments can come first) are ignored.
 
+use std::collections::HashMap;
+
 use aggregates::cqrs_es::Aggregate;
 use aggregates::mrr::subscription_mrr;
 use aggregates::{Subscription, SubscriptionEvent, SubscriptionItem, SubscriptionStatus};
@@ -32,7 +34,7 @@ use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::member_subscriptions::{observed_at, parse_name};
+use crate::member_subscriptions::observed_at;
 use crate::{Handles, Projection, ProjectionError, StoredEvent};
 
 pub struct MembersPaidSubscriptionEvents;
@@ -108,27 +110,85 @@ impl Projection for MembersPaidSubscriptionEvents {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), ProjectionError> {
-        for event in events {
-            self.apply_event(conn, event).await?;
+        let mut decoded = Vec::with_capacity(events.len());
+        for event in events
+            .iter()
+            .filter(|e| e.aggregate_type == Subscription::TYPE)
+        {
+            decoded.push((event, event.decode::<SubscriptionEvent>()?));
         }
-        Ok(())
+        if decoded.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<String> = decoded
+            .iter()
+            .map(|(e, _)| e.aggregate_id.clone())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut batch = Batch {
+            states: load(conn, events[0].global_position, &ids).await?,
+            histories: histories(conn, &ids).await?,
+            ..Batch::default()
+        };
+        for (event, change) in decoded {
+            batch.fold(event, change);
+        }
+        batch.store(conn).await
     }
 }
 
-impl MembersPaidSubscriptionEvents {
-    /// Applies one event, in the batch's transaction.
-    async fn apply_event(
-        &self,
-        conn: &mut PgConnection,
-        event: &StoredEvent,
-    ) -> Result<(), ProjectionError> {
-        if event.aggregate_type != Subscription::TYPE {
-            return Ok(());
-        }
-        let subscription_id = event.aggregate_id.as_str();
-        let decoded = event.decode::<SubscriptionEvent>()?;
-        let old = load(conn, event, subscription_id).await?;
+/// What the projection's rows say of a subscription's past, as far as the next row's `type`
+/// goes.
+#[derive(Debug, Clone, Copy, Default)]
+struct History {
+    /// It has rows (its next row is not its `created` one).
+    has_rows: bool,
+    /// The `mrr_delta` of its `created` row, which later events of the creation still change.
+    created_delta: Option<i64>,
+    /// Its other rows that raised MRR.
+    other_raises: i64,
+}
 
+impl History {
+    /// Whether it paid before: a row that raised MRR.
+    fn paid_before(&self) -> bool {
+        self.created_delta.is_some_and(|d| d > 0) || self.other_raises > 0
+    }
+}
+
+/// A row of `members_paid_subscription_events` to insert.
+#[derive(Debug, Clone)]
+struct Row {
+    id: i64,
+    member_id: Uuid,
+    subscription_id: String,
+    kind: &'static str,
+    from_plan: Option<String>,
+    to_plan: Option<String>,
+    currency: Option<String>,
+    mrr_delta: i64,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A batch folded in memory: the states and histories of the subscriptions it touches, read in
+/// two statements, then written back in three (states, new rows, changes to `created` rows
+/// written before the batch). Event by event, this is exactly what one event at a time did.
+#[derive(Debug, Default)]
+struct Batch {
+    states: HashMap<String, PaidState>,
+    histories: HashMap<String, History>,
+    changed_states: Vec<String>,
+    rows: Vec<Row>,
+    /// Changes to a `created` row from before the batch: its plan and currency, and what to
+    /// add to its `mrr_delta`.
+    created_changes: HashMap<String, (Option<String>, Option<String>, i64)>,
+}
+
+impl Batch {
+    fn fold(&mut self, event: &StoredEvent, decoded: SubscriptionEvent) {
+        let subscription_id = event.aggregate_id.as_str();
+        let old = self.states.get(subscription_id).cloned();
         let (new, change, observed) = match (decoded, old.clone()) {
             (
                 SubscriptionEvent::SubscriptionCreated {
@@ -225,46 +285,52 @@ impl MembersPaidSubscriptionEvents {
             }
             // Payments, periods, observations; a repeated creation; a change of a subscription
             // never created.
-            _ => return Ok(()),
+            _ => return,
         };
         let mut new = new;
         new.refresh();
         if old.as_ref() == Some(&new) {
-            return Ok(());
+            return;
         }
-        save(conn, subscription_id, &new).await?;
-
         let (old_mrr, old_plan, old_status) = match &old {
             Some(state) => (state.mrr, state.plan.clone(), Some(state.status)),
             None => (0, None, None),
         };
+        if !self.changed_states.iter().any(|id| id == subscription_id) {
+            self.changed_states.push(subscription_id.to_owned());
+        }
+        self.states.insert(subscription_id.to_owned(), new.clone());
         if new.mrr == old_mrr && new.plan == old_plan {
-            return Ok(());
+            return;
         }
-
-        let has_rows: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM members_paid_subscription_events
-                            WHERE subscription_id = $1)",
-        )
-        .bind(subscription_id)
-        .fetch_one(&mut *conn)
-        .await?;
-        if has_rows && observed.event_id == new.created_event_id {
+        let delta = new.mrr - old_mrr;
+        let history = self
+            .histories
+            .entry(subscription_id.to_owned())
+            .or_default();
+        if history.has_rows && observed.event_id == new.created_event_id {
             // Still the creation: its only row is the `created` one.
-            sqlx::query(
-                "UPDATE members_paid_subscription_events
-                 SET to_plan = $2, currency = $3, mrr_delta = mrr_delta + $4
-                 WHERE subscription_id = $1 AND type = 'created'",
-            )
-            .bind(subscription_id)
-            .bind(&new.plan)
-            .bind(&new.currency)
-            .bind(new.mrr - old_mrr)
-            .execute(&mut *conn)
-            .await?;
-            return Ok(());
+            history.created_delta = Some(history.created_delta.unwrap_or(0) + delta);
+            let in_batch = self
+                .rows
+                .iter_mut()
+                .find(|r| r.subscription_id == subscription_id && r.kind == "created");
+            if let Some(row) = in_batch {
+                row.to_plan.clone_from(&new.plan);
+                row.currency.clone_from(&new.currency);
+                row.mrr_delta += delta;
+            } else {
+                let change = self
+                    .created_changes
+                    .entry(subscription_id.to_owned())
+                    .or_insert((None, None, 0));
+                change.0.clone_from(&new.plan);
+                change.1.clone_from(&new.currency);
+                change.2 += delta;
+            }
+            return;
         }
-        let kind = if !has_rows {
+        let kind = if !history.has_rows {
             "created"
         } else if change == Change::Canceled
             || change == Change::CancellationScheduled
@@ -276,14 +342,7 @@ impl MembersPaidSubscriptionEvents {
             "reactivated"
         } else if change == Change::Status && old_mrr == 0 && new.mrr > 0 {
             // Back to paying: a reactivation only if it paid before (not a trial converting).
-            let paid_before: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM members_paid_subscription_events
-                                WHERE subscription_id = $1 AND mrr_delta > 0)",
-            )
-            .bind(subscription_id)
-            .fetch_one(&mut *conn)
-            .await?;
-            if paid_before {
+            if history.paid_before() {
                 "reactivated"
             } else {
                 "updated"
@@ -291,30 +350,93 @@ impl MembersPaidSubscriptionEvents {
         } else {
             "updated"
         };
+        if kind == "created" {
+            history.created_delta = Some(delta);
+        } else if delta > 0 {
+            history.other_raises += 1;
+        }
+        history.has_rows = true;
+        self.rows.push(Row {
+            id: event.global_position,
+            member_id: new.member_id,
+            subscription_id: subscription_id.to_owned(),
+            kind,
+            from_plan: old_plan,
+            to_plan: new.plan.clone(),
+            currency: new.currency.clone(),
+            mrr_delta: delta,
+            created_at: observed_at(&observed, event),
+        });
+    }
 
-        sqlx::query(
-            "INSERT INTO members_paid_subscription_events
-                 (id, member_id, subscription_id, type, from_plan, to_plan, currency, mrr_delta,
-                  created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(event.global_position)
-        .bind(new.member_id)
-        .bind(subscription_id)
-        .bind(kind)
-        .bind(old_plan)
-        .bind(&new.plan)
-        .bind(&new.currency)
-        .bind(new.mrr - old_mrr)
-        .bind(observed_at(&observed, event))
-        .execute(&mut *conn)
-        .await?;
+    async fn store(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        let states: Vec<(&String, &PaidState)> = self
+            .changed_states
+            .iter()
+            .filter_map(|id| self.states.get(id).map(|s| (id, s)))
+            .collect();
+        save(conn, &states).await?;
+        if !self.rows.is_empty() {
+            macro_rules! column {
+                ($field:ident) => {
+                    self.rows
+                        .iter()
+                        .map(|r| r.$field.clone())
+                        .collect::<Vec<_>>()
+                };
+            }
+            sqlx::query(
+                "INSERT INTO members_paid_subscription_events
+                     (id, member_id, subscription_id, type, from_plan, to_plan, currency,
+                      mrr_delta, created_at)
+                 SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[],
+                                      $5::text[], $6::text[], $7::text[], $8::bigint[],
+                                      $9::timestamptz[])
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(column!(id))
+            .bind(column!(member_id))
+            .bind(column!(subscription_id))
+            .bind(column!(kind))
+            .bind(column!(from_plan))
+            .bind(column!(to_plan))
+            .bind(column!(currency))
+            .bind(column!(mrr_delta))
+            .bind(column!(created_at))
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !self.created_changes.is_empty() {
+            let mut ids = Vec::new();
+            let mut plans = Vec::new();
+            let mut currencies = Vec::new();
+            let mut deltas = Vec::new();
+            for (id, (plan, currency, delta)) in self.created_changes {
+                ids.push(id);
+                plans.push(plan);
+                currencies.push(currency);
+                deltas.push(delta);
+            }
+            sqlx::query(
+                "UPDATE members_paid_subscription_events e
+                 SET to_plan = c.plan, currency = c.currency, mrr_delta = e.mrr_delta + c.delta
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+                     AS c(subscription_id, plan, currency, delta)
+                 WHERE e.subscription_id = c.subscription_id AND e.type = 'created'",
+            )
+            .bind(ids)
+            .bind(plans)
+            .bind(currencies)
+            .bind(deltas)
+            .execute(&mut *conn)
+            .await?;
+        }
         Ok(())
     }
 }
 
 type StateRow = (
+    String,
     Uuid,
     String,
     bool,
@@ -325,20 +447,24 @@ type StateRow = (
     String,
 );
 
+/// The states of these subscriptions (`position`: the batch's first event, named if a stored
+/// status cannot be read back).
 async fn load(
     conn: &mut PgConnection,
-    event: &StoredEvent,
-    subscription_id: &str,
-) -> Result<Option<PaidState>, ProjectionError> {
-    let row: Option<StateRow> = sqlx::query_as(
-        "SELECT member_id, status, cancel_at_period_end, items, mrr, plan, currency,
-                created_event_id
-         FROM paid_subscription_state WHERE subscription_id = $1",
+    position: i64,
+    ids: &[String],
+) -> Result<HashMap<String, PaidState>, ProjectionError> {
+    let rows: Vec<StateRow> = sqlx::query_as(
+        "SELECT subscription_id, member_id, status, cancel_at_period_end, items, mrr, plan,
+                currency, created_event_id
+         FROM paid_subscription_state WHERE subscription_id = ANY($1)",
     )
-    .bind(subscription_id)
-    .fetch_optional(&mut *conn)
+    .bind(ids)
+    .fetch_all(&mut *conn)
     .await?;
-    let Some((
+    let mut states = HashMap::with_capacity(rows.len());
+    for (
+        subscription_id,
         member_id,
         status,
         cancel_at_period_end,
@@ -347,46 +473,108 @@ async fn load(
         plan,
         currency,
         created_event_id,
-    )) = row
-    else {
-        return Ok(None);
-    };
-    Ok(Some(PaidState {
-        member_id,
-        status: parse_name(&status, event)?,
-        cancel_at_period_end,
-        items,
-        mrr,
-        plan,
-        currency,
-        created_event_id,
-    }))
+    ) in rows
+    {
+        let status =
+            serde_json::from_value(serde_json::Value::String(status)).map_err(|source| {
+                ProjectionError::Decode {
+                    position,
+                    event_type: "paid_subscription_state.status".to_owned(),
+                    source,
+                }
+            })?;
+        states.insert(
+            subscription_id,
+            PaidState {
+                member_id,
+                status,
+                cancel_at_period_end,
+                items,
+                mrr,
+                plan,
+                currency,
+                created_event_id,
+            },
+        );
+    }
+    Ok(states)
+}
+
+/// What the rows of these subscriptions say (see [`History`]).
+async fn histories(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> Result<HashMap<String, History>, ProjectionError> {
+    let rows: Vec<(String, Option<i64>, i64)> = sqlx::query_as(
+        "SELECT subscription_id,
+                max(mrr_delta) FILTER (WHERE type = 'created'),
+                count(*) FILTER (WHERE type <> 'created' AND mrr_delta > 0)
+         FROM members_paid_subscription_events WHERE subscription_id = ANY($1)
+         GROUP BY subscription_id",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, created_delta, other_raises)| {
+            let history = History {
+                has_rows: true,
+                created_delta,
+                other_raises,
+            };
+            (id, history)
+        })
+        .collect())
 }
 
 async fn save(
     conn: &mut PgConnection,
-    subscription_id: &str,
-    state: &PaidState,
+    states: &[(&String, &PaidState)],
 ) -> Result<(), ProjectionError> {
+    if states.is_empty() {
+        return Ok(());
+    }
+    macro_rules! column {
+        ($state:ident => $value:expr) => {
+            states.iter().map(|(_, $state)| $value).collect::<Vec<_>>()
+        };
+    }
+    let ids: Vec<&String> = states.iter().map(|(id, _)| *id).collect();
+    // The items as JSON text per row: Postgres has no arrays of differently sized arrays.
+    let items: Vec<String> = states
+        .iter()
+        .map(|(_, s)| serde_json::to_string(&s.items))
+        .collect::<Result<_, _>>()
+        .map_err(|source| ProjectionError::Decode {
+            position: 0,
+            event_type: "paid_subscription_state.items".to_owned(),
+            source,
+        })?;
     sqlx::query(
         "INSERT INTO paid_subscription_state
              (subscription_id, member_id, status, cancel_at_period_end, items, mrr, plan, currency,
               created_event_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         SELECT id, member_id, status, cancel_at_period_end, items::jsonb, mrr, plan, currency,
+                created_event_id
+         FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bool[], $5::text[], $6::bigint[],
+                     $7::text[], $8::text[], $9::text[])
+             AS s(id, member_id, status, cancel_at_period_end, items, mrr, plan, currency,
+                  created_event_id)
          ON CONFLICT (subscription_id) DO UPDATE
          SET status = EXCLUDED.status, cancel_at_period_end = EXCLUDED.cancel_at_period_end,
              items = EXCLUDED.items, mrr = EXCLUDED.mrr, plan = EXCLUDED.plan,
              currency = EXCLUDED.currency",
     )
-    .bind(subscription_id)
-    .bind(state.member_id)
-    .bind(state.status.as_str())
-    .bind(state.cancel_at_period_end)
-    .bind(Json(&state.items))
-    .bind(state.mrr)
-    .bind(&state.plan)
-    .bind(&state.currency)
-    .bind(&state.created_event_id)
+    .bind(ids)
+    .bind(column!(s => s.member_id))
+    .bind(column!(s => s.status.as_str()))
+    .bind(column!(s => s.cancel_at_period_end))
+    .bind(items)
+    .bind(column!(s => s.mrr))
+    .bind(column!(s => s.plan.clone()))
+    .bind(column!(s => s.currency.clone()))
+    .bind(column!(s => s.created_event_id.clone()))
     .execute(&mut *conn)
     .await?;
     Ok(())

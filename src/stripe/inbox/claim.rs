@@ -104,12 +104,17 @@ pub async fn claim_groups(
                    SELECT 1 FROM stripe_events p
                    WHERE p.customer_id = e.customer_id AND p.status = 'processing'
                      AND p.lease_until >= now())
+         ), targets AS (
+             SELECT id FROM ordered WHERE nth <= $3
+             UNION ALL
+             SELECT l.id FROM stripe_events l WHERE l.id = ANY($2) AND l.customer_id IS NULL
          )
+         -- Joined on the primary key: the table keeps every event ever received, and a
+         -- condition with an OR here made PostgreSQL scan all of it on every claim.
          UPDATE stripe_events e
          SET status = 'processing', lease_until = now() + $4, attempts = e.attempts + 1
-         WHERE (e.id IN (SELECT id FROM ordered WHERE nth <= $3)
-                OR (e.id = ANY($2) AND e.customer_id IS NULL))
-           AND {DUE}
+         FROM targets t
+         WHERE e.id = t.id AND {DUE}
          RETURNING e.id, e.type, e.customer_id, e.payload, e.attempts, e.created, e.received_at"
     ))
     .bind(&customers)
