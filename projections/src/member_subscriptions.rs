@@ -14,6 +14,7 @@
 //! order, and each table's changed rows are written back with one multi-row upsert. A status
 //! change is thus one read and one write, whatever the batch's size.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 
 use aggregates::cqrs_es::Aggregate;
@@ -535,22 +536,19 @@ impl Rows {
                 started_at,
                 ..
             } => {
-                if !self.purchases.contains_key(&purchase_id) {
-                    self.purchases.insert(
+                if let Entry::Vacant(vacant) = self.purchases.entry(purchase_id) {
+                    vacant.insert(PurchaseRow {
                         purchase_id,
-                        PurchaseRow {
-                            purchase_id,
-                            session_id,
-                            subscription_id: id.to_owned(),
-                            member_id,
-                            quantity: to_i32(quantity),
-                            amount,
-                            currency,
-                            status: "pending".to_owned(),
-                            created_at: started_at,
-                            updated_at: started_at,
-                        },
-                    );
+                        session_id,
+                        subscription_id: id.to_owned(),
+                        member_id,
+                        quantity: to_i32(quantity),
+                        amount,
+                        currency,
+                        status: "pending".to_owned(),
+                        created_at: started_at,
+                        updated_at: started_at,
+                    });
                     self.changed_purchases.insert(purchase_id);
                 }
             }

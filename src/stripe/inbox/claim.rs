@@ -164,6 +164,23 @@ pub async fn claim(
     Ok(groups.into_iter().flat_map(|g| g.events).next())
 }
 
+/// Makes claimed events that were not run due again at once, their attempt uncounted (a
+/// stopping dispatcher's queue). The caller then releases their customers ([`unlock`]).
+pub async fn release(conn: &mut PgConnection, ids: &[String]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE stripe_events
+         SET status = 'pending', lease_until = NULL, attempts = greatest(attempts - 1, 0)
+         WHERE id = ANY($1) AND status = 'processing'",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Releases the customers' advisory locks held on `conn`.
 pub async fn unlock(conn: &mut PgConnection, customers: &[String]) -> Result<(), sqlx::Error> {
     if customers.is_empty() {

@@ -1,7 +1,8 @@
-//! The dispatcher: claims groups for free slots, runs each in a task, writes their outcomes.
+//! The dispatcher: claims groups ahead of its free slots, runs each in a task, writes their
+//! outcomes.
 //! The protocol and why it is safe: the module docs of [`super`].
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::claim::{claim_groups, finish, unlock, Finished, Group};
+use super::claim::{claim_groups, finish, release, unlock, Finished, Group};
 use super::ClaimedEvent;
 use crate::config::StripeSettings;
 use crate::eventlog::{next_local, STRIPE_EVENT_RECEIVED};
@@ -44,6 +45,7 @@ pub fn spawn(
         wake: wake_rx,
         shutdown: shutdown.clone(),
         in_flight: HashSet::new(),
+        queued: VecDeque::new(),
         running: 0,
         done_tx,
         done_rx,
@@ -101,8 +103,11 @@ struct Dispatcher {
     settings: StripeSettings,
     wake: watch::Receiver<u64>,
     shutdown: CancellationToken,
-    /// Customers whose group is running (their locks are held on the claiming connection).
+    /// Customers whose group is running or queued (their locks are held on the claiming
+    /// connection).
     in_flight: HashSet<String>,
+    /// Groups claimed and not started yet, oldest first.
+    queued: VecDeque<Group>,
     /// Groups running.
     running: usize,
     done_tx: mpsc::UnboundedSender<GroupDone>,
@@ -118,6 +123,12 @@ impl Dispatcher {
                 Ok(()) => return,
                 Err(err) => {
                     tracing::warn!(error = %err, "stripe inbox dispatcher failed; reconnecting");
+                    // Their locks went with the connection; their leases bring them back.
+                    for group in self.queued.drain(..) {
+                        if let Some(customer) = group.customer_id {
+                            self.in_flight.remove(&customer);
+                        }
+                    }
                     tokio::select! {
                         () = self.shutdown.cancelled() => return,
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -138,6 +149,7 @@ impl Dispatcher {
             }
             self.write_finished(&mut conn).await?;
             if self.shutdown.is_cancelled() {
+                self.release_queued(&mut conn).await?;
                 if self.running == 0 {
                     return Ok(());
                 }
@@ -152,20 +164,34 @@ impl Dispatcher {
                 }
                 continue;
             }
-            let free = self.settings.workers.saturating_sub(self.running);
-            if free > 0 {
+            // Claims only once at most `workers` groups are held, and then enough for two
+            // rounds: a claim's cost is its scan of the due events, so each one should fetch
+            // many groups, not the one a finished group freed.
+            let workers = self.settings.workers;
+            let held = self.running + self.queued.len();
+            if held <= workers {
                 self.wake.borrow_and_update();
                 let busy: Vec<String> = self.in_flight.iter().cloned().collect();
-                let groups =
-                    claim_groups(&mut conn, &busy, free, PER_GROUP, self.settings.lease).await?;
-                let claimed = groups.len();
+                let groups = claim_groups(
+                    &mut conn,
+                    &busy,
+                    2 * workers - held,
+                    PER_GROUP,
+                    self.settings.lease,
+                )
+                .await?;
                 for group in groups {
-                    self.start(group);
+                    if let Some(customer) = &group.customer_id {
+                        self.in_flight.insert(customer.clone());
+                    }
+                    self.queued.push_back(group);
                 }
-                if claimed == free {
-                    // Perhaps more is due: claim again as soon as a slot frees.
-                    continue;
-                }
+            }
+            while self.running < workers {
+                let Some(group) = self.queued.pop_front() else {
+                    break;
+                };
+                self.start(group);
             }
             tokio::select! {
                 () = self.shutdown.cancelled() => {}
@@ -204,11 +230,27 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Gives the claimed groups not started back: due again at once, the attempt uncounted.
+    async fn release_queued(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        let groups: Vec<Group> = self.queued.drain(..).collect();
+        let ids: Vec<String> = groups
+            .iter()
+            .flat_map(|g| g.events.iter().map(|e| e.id.clone()))
+            .collect();
+        let customers: Vec<String> = groups.into_iter().filter_map(|g| g.customer_id).collect();
+        release(conn, &ids).await?;
+        unlock(conn, &customers).await?;
+        for customer in &customers {
+            self.in_flight.remove(customer);
+        }
+        Ok(())
+    }
+
     fn start(&mut self, group: Group) {
         self.running += 1;
-        if let Some(customer) = &group.customer_id {
-            self.in_flight.insert(customer.clone());
-        }
         let translator = self.translator.clone();
         let done = self.done_tx.clone();
         tokio::spawn(async move {

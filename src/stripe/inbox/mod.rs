@@ -30,9 +30,13 @@
 //! operator should look; failures are retried with exponential backoff.
 //!
 //! **Workers**: the dispatcher runs up to `workers` groups at once, each in a task of its own,
-//! and claims only for free slots, so the number of running tasks follows the number of
-//! customers with due events; when nothing is due it waits for a wake-up (`NOTIFY
-//! stripe_event_received`, sent after an event is stored) or a 1 s poll.
+//! so the number of running tasks follows the number of customers with due events. It claims
+//! once at most `workers` groups are running or queued, and then up to `2 × workers` less
+//! those: a claim costs a scan of the due events, so one claim feeds many groups rather than
+//! the one slot a finished group freed. Queued groups hold their customers' locks like running
+//! ones; a stopping dispatcher gives them back ([`claim::release`]). When nothing is due it
+//! waits for a wake-up (`NOTIFY stripe_event_received`, sent after an event is stored) or a
+//! 1 s poll.
 
 mod claim;
 mod dispatch;
