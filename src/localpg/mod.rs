@@ -247,6 +247,20 @@ impl LocalPostgres {
         self.pg_ctl_stop().await
     }
 
+    /// `pg_ctl stop -m immediate`: the server processes exit at once, without a checkpoint,
+    /// as in a crash; the next [`LocalPostgres::start`] on the directory runs crash recovery
+    /// (on the same port, if it is still free). For tests of what survives a database crash.
+    pub async fn crash(mut self) -> Result<()> {
+        self.done = true;
+        let mut args = self.stop_args();
+        if let Some(mode) = args.iter_mut().find(|a| *a == "fast") {
+            *mode = "immediate".into();
+        }
+        tracing::info!(port = self.port, data_dir = %self.data_dir.display(), "pg_ctl stop -m immediate");
+        run_checked(&self.run_as, &self.pg_ctl, &args).await?;
+        Ok(())
+    }
+
     /// Leave the cluster running when dropped (the test helper shares one
     /// cluster between test processes).
     pub fn detach(mut self) {

@@ -3,11 +3,14 @@
 
 mod checkout;
 mod cli;
+mod crash;
+mod crash_support;
 mod errors;
 mod events;
 mod export;
 mod health;
 mod helpers;
+mod instances;
 mod license_purchases;
 mod licenses;
 mod mail_support;
