@@ -819,6 +819,70 @@ async fn an_event_claimed_by_a_worker_that_dies_is_retried_not_lost() {
 }
 
 #[tokio::test]
+async fn a_claimed_group_given_back_is_due_at_once_for_another_worker() {
+    let mut store_only = test_stripe_settings();
+    store_only.workers = 0;
+    let app = TestApp::spawn_with(store_only).await;
+    let l = Lifecycle::new("giveback");
+    for body in [
+        l.checkout_completed(1),
+        l.subscription_event("created", "customer.subscription.created", "active", 2),
+    ] {
+        assert_eq!(app.send_webhook(&body).await.status(), 200);
+    }
+    let lease = std::time::Duration::from_secs(3600);
+
+    // A stopping dispatcher's queue: claimed, locked, never run.
+    let mut stopping = PgConnection::connect(&app.database_url)
+        .await
+        .expect("connect");
+    let groups = memberledger::stripe::inbox::claim_groups(&mut stopping, &[], 4, 32, lease)
+        .await
+        .expect("claim");
+    assert_eq!(groups.len(), 1, "one customer, one group");
+    let ids: Vec<String> = groups[0].events.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids.len(), 2);
+    let mut other = PgConnection::connect(&app.database_url)
+        .await
+        .expect("connect");
+    let none = memberledger::stripe::inbox::claim_groups(&mut other, &[], 4, 32, lease)
+        .await
+        .expect("claim");
+    assert!(none.is_empty(), "the claimed group is held: {none:?}");
+
+    memberledger::stripe::inbox::release(&mut stopping, &ids)
+        .await
+        .expect("release");
+    let customers: Vec<String> = groups.into_iter().filter_map(|g| g.customer_id).collect();
+    memberledger::stripe::inbox::unlock(&mut stopping, &customers)
+        .await
+        .expect("unlock");
+    let rows: Vec<(String, i32)> =
+        sqlx::query_as("SELECT status, attempts FROM stripe_events WHERE id = ANY($1) ORDER BY id")
+            .bind(&ids)
+            .fetch_all(&app.pool)
+            .await
+            .expect("rows");
+    assert_eq!(
+        rows,
+        vec![("pending".to_owned(), 0), ("pending".to_owned(), 0)]
+    );
+
+    // Not an hour later, when the lease would have run out: now.
+    let again = memberledger::stripe::inbox::claim_groups(&mut other, &[], 4, 32, lease)
+        .await
+        .expect("claim");
+    let mut reclaimed: Vec<String> = again
+        .iter()
+        .flat_map(|g| g.events.iter().map(|e| e.id.clone()))
+        .collect();
+    reclaimed.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(reclaimed, expected);
+}
+
+#[tokio::test]
 async fn failed_events_can_be_retried_by_the_operator() {
     let mut slow_retries = test_stripe_settings();
     slow_retries.retry_base = std::time::Duration::from_secs(3600);

@@ -47,7 +47,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 
-pub use claim::{claim, claim_groups, finish, retry_delay, unlock, Finished, Group};
+pub use claim::{claim, claim_groups, finish, release, retry_delay, unlock, Finished, Group};
 pub use dispatch::spawn;
 
 use super::webhook::EventHead;
