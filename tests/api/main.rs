@@ -3,6 +3,7 @@
 
 mod checkout;
 mod cli;
+mod edge;
 mod errors;
 mod events;
 mod export;
