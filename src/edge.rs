@@ -31,10 +31,10 @@ pub struct EdgeConfig {
     /// CORS headers at all.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
-    /// Checkout sessions one IP address may start per hour (counted by every instance together).
+    /// Checkout requests one IP address may make per hour (counted by every instance together).
     #[arg(long, env = "CHECKOUT_LIMIT_PER_IP", default_value_t = 60)]
     pub checkout_limit_per_ip: u32,
-    /// Checkout sessions one email may start per hour (counted by every instance together).
+    /// Checkout requests for one email per hour (counted by every instance together).
     #[arg(long, env = "CHECKOUT_LIMIT_PER_EMAIL", default_value_t = 10)]
     pub checkout_limit_per_email: u32,
     /// Seconds a connection may stay without reading or writing a byte before it is closed.
