@@ -1,6 +1,6 @@
 //! Configuration: what the environment (and the matching command-line flags) says, and the
 //! settings the server runs with, built from it. The lowest floor of the server: it imports
-//! nothing of the crate but the rate-limit shape.
+//! nothing of the crate but the rate-limit shape and the edge's settings (`edge`).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use aggregates::attribution::RoutePatterns;
 use clap::{Args, ValueEnum};
 
+use crate::edge::{EdgeConfig, EdgeSettings};
 use crate::rate_limit::Limit;
 
 /// A secret that does not print.
@@ -84,6 +85,8 @@ pub struct ServeConfig {
     pub auth: AuthConfig,
     #[command(flatten)]
     pub licenses: LicenseConfig,
+    #[command(flatten)]
+    pub edge: EdgeConfig,
 }
 
 impl ServeConfig {
@@ -129,6 +132,7 @@ impl ServeConfig {
             attribution_routes: routes,
             site_host,
             licenses: self.licenses.settings(),
+            edge: self.edge.settings(&public_url)?,
             checkout_allowed_origins: {
                 let mut origins: Vec<String> = self.checkout_allowed_origins.clone();
                 if origins.is_empty() {
@@ -296,6 +300,7 @@ pub struct Settings {
     /// The member site's host (from `SITE_URL`), so its own pages are not referrers.
     pub site_host: Option<String>,
     pub licenses: LicenseSettings,
+    pub edge: EdgeSettings,
     /// Origins (`https://example.com`) checkout success and cancel URLs must belong to.
     pub checkout_allowed_origins: Vec<String>,
 }
@@ -312,6 +317,7 @@ impl Default for Settings {
             attribution_routes: RoutePatterns::default(),
             site_host: None,
             licenses: LicenseSettings::default(),
+            edge: EdgeSettings::default(),
             checkout_allowed_origins: Vec::new(),
         }
     }

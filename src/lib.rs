@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod edge;
 pub mod eventlog;
 pub mod export;
 pub mod inline;

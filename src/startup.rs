@@ -94,7 +94,12 @@ impl Application {
         runners.push(tokio::spawn(self.mailer.run(shutdown.clone())));
         let app = api::routes(&self.state);
         let signal = shutdown.clone();
-        let served = poem::Server::new_with_acceptor(self.acceptor)
+        let mut server = poem::Server::new_with_acceptor(self.acceptor);
+        if let Some(idle) = self.state.edge.idle_timeout {
+            // A client that stops sending or reading is dropped (`HTTP_IDLE_TIMEOUT_SECS`).
+            server = server.idle_timeout(idle);
+        }
+        let served = server
             .run_with_graceful_shutdown(app, async move { signal.cancelled().await }, Some(GRACE))
             .await;
         shutdown.cancel();

@@ -1,17 +1,22 @@
 //! `/v1/checkout/sessions`: start a new subscription through Stripe Checkout.
 
+use std::net::IpAddr;
+
 use aggregates::{EmailAddress, SiteDomain};
 use poem::web::Data;
+use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use sha2::{Digest, Sha256};
 
 use super::declared::{EmailString, SiteString};
+use super::edge;
 use super::problem::db_error;
 use super::problem::{FieldError, Problem};
 use super::sessions::UrlHistoryItem;
 use super::state::{ApiTags, RequestId, State};
 use crate::api::problem::api_response;
+use crate::rate_limit;
 use crate::stripe::client::{CallError, CheckoutLine, OneTimeLines, SubscriptionCheckout};
 use crate::stripe::purchase_metadata::{item_price_metadata, NewSubscription};
 
@@ -65,6 +70,10 @@ api_response! {
         /// The session was created (the same request repeated gets the same session).
         #[oai(status = 201)]
         Created(Json<CheckoutSessionView>),
+        /// Too many checkouts from this address or for this email (`CHECKOUT_LIMIT_PER_IP`,
+        /// `CHECKOUT_LIMIT_PER_EMAIL`); retry after `Retry-After` seconds.
+        #[oai(status = 429, content_type = "application/problem+json")]
+        TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
     }
     problems {
         /// The body is not valid JSON of the expected shape.
@@ -89,6 +98,7 @@ impl CheckoutApi {
     /// member's Stripe customer when the email has one. Its metadata (and the subscription's)
     /// carry the member id, the purchase type, the site and the attribution, which the
     /// webhooks use when the payment completes. A member with an active subscription gets 409.
+    /// Limited per IP address and per email (429 with `Retry-After`).
     #[oai(
         path = "/sessions",
         method = "post",
@@ -96,9 +106,14 @@ impl CheckoutApi {
     )]
     async fn create(
         &self,
+        req: &Request,
         request_id: Data<&RequestId>,
         body: Json<CreateCheckoutRequest>,
     ) -> CreateCheckoutResponse {
+        let email = EmailAddress::parse(&body.email).ok();
+        if let Err(refused) = self.limit(edge::client_ip(req), email.as_ref()).await {
+            return refused;
+        }
         match self.create_session(&request_id, body.0).await {
             Ok(session) => CreateCheckoutResponse::Created(Json(session)),
             Err(problem) => problem.into(),
@@ -107,6 +122,41 @@ impl CheckoutApi {
 }
 
 impl CheckoutApi {
+    /// Counts the checkout against its address's and its email's limits, shared by every
+    /// instance (a session costs a Stripe call and may email the buyer), before any of it runs.
+    async fn limit(
+        &self,
+        ip: Option<IpAddr>,
+        email: Option<&EmailAddress>,
+    ) -> Result<(), CreateCheckoutResponse> {
+        let limits = &self.state.edge;
+        let by_ip = ip.map(|ip| {
+            (
+                "checkout_ip",
+                format!("checkout:ip:{ip}"),
+                limits.checkout_per_ip,
+            )
+        });
+        let by_email = email.map(|email| {
+            (
+                "checkout_email",
+                format!("checkout:email:{}", email.normalized()),
+                limits.checkout_per_email,
+            )
+        });
+        for (name, key, limit) in by_ip.into_iter().chain(by_email) {
+            match rate_limit::hit(&self.state.pool, &key, limit).await {
+                Ok(None) => {}
+                Ok(Some(wait)) => {
+                    let (problem, secs) = edge::too_many_requests(name, wait, "checkouts");
+                    return Err(CreateCheckoutResponse::TooManyRequests(Json(problem), secs));
+                }
+                Err(err) => return Err(db_error(err).into()),
+            }
+        }
+        Ok(())
+    }
+
     async fn create_session(
         &self,
         request_id: &RequestId,

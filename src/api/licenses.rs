@@ -235,17 +235,10 @@ impl LicensesApi {
         req: &Request,
         body: Json<ValidateLicenseRequest>,
     ) -> ValidateLicenseResponse {
-        let ip = req
-            .remote_addr()
-            .as_socket_addr()
-            .map(std::net::SocketAddr::ip);
+        let ip = super::edge::client_ip(req);
         if let Some(wait) = ip.and_then(|ip| self.state.validation_limit.hit(&ip)) {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let problem = Problem::new(
-                poem::http::StatusCode::TOO_MANY_REQUESTS,
-                "rate-limited",
-                format!("too many validations; retry in {secs} s"),
-            );
+            let (problem, secs) =
+                super::edge::too_many_requests("license_validation", wait, "validations");
             return ValidateLicenseResponse::TooManyRequests(Json(problem), secs);
         }
         match validate(&self.state.pool, &body.0.key, &body.0.domain).await {

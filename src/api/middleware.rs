@@ -1,46 +1,14 @@
 //! What wraps every request: a request id (taken or made, echoed, in every log line of the
-//! request) and the body size limit.
+//! request, with the client's address). The edge's limits are `edge.rs`.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use poem::http::{HeaderValue, StatusCode};
+use poem::http::HeaderValue;
 use poem::{Endpoint, IntoResponse, Request, Response};
 use tracing::Instrument;
 
 use super::state::{RequestId, REQUEST_ID_HEADER};
-
-/// Largest request body the API accepts.
-pub const MAX_BODY: usize = 1024 * 1024;
-
-/// Refuses bodies over [`MAX_BODY`] with 413, whether or not they declare their length.
-pub async fn limit_body<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Response> {
-    let too_large = || {
-        poem::Error::from_string(
-            "the request body is larger than 1 MiB",
-            StatusCode::PAYLOAD_TOO_LARGE,
-        )
-    };
-    let declared = req
-        .headers()
-        .get(poem::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    match declared {
-        Some(len) if len > MAX_BODY => return Err(too_large()),
-        Some(_) => {}
-        None => {
-            // A chunked body: read it up to the limit.
-            let body = req
-                .take_body()
-                .into_bytes_limit(MAX_BODY)
-                .await
-                .map_err(|_| too_large())?;
-            req.set_body(body);
-        }
-    }
-    next.call(req).await.map(IntoResponse::into_response)
-}
 
 /// Gives every request an id (echoed in `X-Request-Id`), runs it inside a span carrying that
 /// id so every log line of the request names it, and logs its outcome.
@@ -55,7 +23,8 @@ pub async fn with_request_id<E: Endpoint>(
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     req.set_data(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let client_ip = super::edge::client_ip(&req).map(|ip| ip.to_string());
+    let span = tracing::info_span!("request", request_id = %id, client_ip = client_ip.as_deref(), method = %req.method(), path = %req.uri().path());
     async move {
         let started = Instant::now();
         let mut resp = next

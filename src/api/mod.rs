@@ -13,6 +13,7 @@ pub mod checkout;
 pub mod cursor;
 pub mod dashboard;
 pub mod declared;
+pub mod edge;
 pub mod events;
 pub mod health;
 pub mod license_purchases;
@@ -114,10 +115,15 @@ pub fn routes(state: &State) -> impl Endpoint {
         .nest("/docs", docs)
         .at("/webhooks/stripe", poem::post(webhook::receive))
         .nest("/", api)
-        .around(middleware::limit_body)
+        .around(edge::bounded_request)
         .catch_all_error(|err: poem::Error| async move { Problem::from_poem(&err).into_response() })
-        .data(state.clone())
+        .with(edge::BrowserCors::new(&state.edge.cors_allowed_origins))
         .around(middleware::with_request_id)
+        .around(edge::client_address)
+        .around(edge::harden)
+        .around(edge::compress)
+        // Outermost, so every layer reads the settings.
+        .data(state.clone())
 }
 
 /// The spec without a running server: the handlers never run, so the state behind them

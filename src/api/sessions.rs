@@ -176,18 +176,6 @@ api_response! {
     }
 }
 
-fn retry_after_secs(wait: std::time::Duration) -> u64 {
-    wait.as_secs().max(1)
-}
-
-fn too_many(wait: std::time::Duration) -> Problem {
-    Problem::new(
-        poem::http::StatusCode::TOO_MANY_REQUESTS,
-        "rate-limited",
-        format!("too many attempts; retry in {} s", retry_after_secs(wait)),
-    )
-}
-
 pub struct SessionsApi {
     pub state: State,
 }
@@ -223,14 +211,13 @@ impl SessionsApi {
         } else {
             None
         };
-        let ip = req
-            .remote_addr()
-            .as_socket_addr()
-            .map(std::net::SocketAddr::ip);
+        let ip = super::edge::client_ip(req);
         match auth::request_code(&self.state.sign_in, &email, signup, ip).await {
             Ok(()) => CodeResponse::Accepted(Json(Accepted { accepted: true })),
             Err(AuthError::RateLimited(wait)) => {
-                CodeResponse::TooManyRequests(Json(too_many(wait)), retry_after_secs(wait))
+                let (problem, secs) =
+                    super::edge::too_many_requests("sign_in_code", wait, "attempts");
+                CodeResponse::TooManyRequests(Json(problem), secs)
             }
             Err(err) => auth_problem(err).into(),
         }
@@ -271,18 +258,14 @@ impl SessionsApi {
                 .into()
             }
         };
-        let ip = req
-            .remote_addr()
-            .as_socket_addr()
-            .map(std::net::SocketAddr::ip);
+        let ip = super::edge::client_ip(req);
         let signed_in =
             match auth::verify(&self.state.sign_in, credentials, ip, &request_id.0 .0).await {
                 Ok(signed_in) => signed_in,
                 Err(AuthError::RateLimited(wait)) => {
-                    return VerifyResponse::TooManyRequests(
-                        Json(too_many(wait)),
-                        retry_after_secs(wait),
-                    )
+                    let (problem, secs) =
+                        super::edge::too_many_requests("sign_in_verify", wait, "attempts");
+                    return VerifyResponse::TooManyRequests(Json(problem), secs);
                 }
                 Err(err) => return auth_problem(err).into(),
             };
@@ -381,7 +364,9 @@ fn auth_problem(err: AuthError) -> Problem {
             "invalid-code",
             "the code or link is wrong, expired or already used",
         ),
-        AuthError::RateLimited(wait) => too_many(wait),
+        AuthError::RateLimited(wait) => {
+            super::edge::too_many_requests("sign_in", wait, "attempts").0
+        }
         AuthError::Database(err) => db_error(err),
         AuthError::Command(msg) => {
             tracing::error!(error = %msg, "sign-in failed");

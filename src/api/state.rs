@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use super::auth::AdminTokens;
 use crate::auth::SignIn;
 use crate::config::{LicenseSettings, Settings, StripeSettings};
+use crate::edge::EdgeSettings;
 use crate::eventlog::LogPosition;
 use crate::eventlog::{Wakeups, EVENTS_APPENDED, STRIPE_EVENT_RECEIVED};
 use crate::policies;
@@ -42,6 +43,8 @@ pub struct AppState {
     /// The Stripe API client, when `STRIPE_SECRET_KEY` is set.
     pub stripe_api: Option<StripeApi>,
     pub checkout_allowed_origins: Vec<String>,
+    /// Trusted proxies, CORS origins, checkout limits, timeouts.
+    pub edge: EdgeSettings,
     /// Announces stored Stripe events to the inbox (this instance's at once, others' by
     /// `NOTIFY`, coalesced).
     pub stripe_received: Arc<Wakeups>,
@@ -89,6 +92,7 @@ impl AppState {
                 None
             }),
             checkout_allowed_origins: settings.checkout_allowed_origins.clone(),
+            edge: settings.edge.clone(),
             pool,
         })
     }

@@ -5,6 +5,7 @@ mod checkout;
 mod cli;
 mod crash;
 mod crash_support;
+mod edge;
 mod errors;
 mod events;
 mod export;
