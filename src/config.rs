@@ -1,6 +1,7 @@
 //! Configuration: what the environment (and the matching command-line flags) says, and the
 //! settings the server runs with, built from it. The lowest floor of the server: it imports
-//! nothing of the crate but the rate-limit shape.
+//! nothing of the crate but the rate-limit shape and the
+//! timeouts' own settings (`bounds`).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -57,6 +58,8 @@ pub struct DatabaseConfig {
     /// Maximum connections in the pool.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub database_max_connections: u32,
+    #[command(flatten)]
+    pub bounds: crate::bounds::DatabaseBoundsConfig,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -84,6 +87,8 @@ pub struct ServeConfig {
     pub auth: AuthConfig,
     #[command(flatten)]
     pub licenses: LicenseConfig,
+    #[command(flatten)]
+    pub shutdown: crate::bounds::ShutdownConfig,
 }
 
 impl ServeConfig {
@@ -129,6 +134,7 @@ impl ServeConfig {
             attribution_routes: routes,
             site_host,
             licenses: self.licenses.settings(),
+            shutdown_grace: self.shutdown.grace(),
             checkout_allowed_origins: {
                 let mut origins: Vec<String> = self.checkout_allowed_origins.clone();
                 if origins.is_empty() {
@@ -298,6 +304,8 @@ pub struct Settings {
     pub licenses: LicenseSettings,
     /// Origins (`https://example.com`) checkout success and cancel URLs must belong to.
     pub checkout_allowed_origins: Vec<String>,
+    /// How long a stop waits for in-flight requests, then for background work (`bounds`).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Settings {
@@ -313,6 +321,7 @@ impl Default for Settings {
             site_host: None,
             licenses: LicenseSettings::default(),
             checkout_allowed_origins: Vec::new(),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod newsletters;
 pub mod problem;
 pub mod projections_api;
 pub mod purchases;
+pub mod retry_after;
 pub mod sessions;
 pub mod sites;
 pub mod state;
@@ -117,6 +118,7 @@ pub fn routes(state: &State) -> impl Endpoint {
         .around(middleware::limit_body)
         .catch_all_error(|err: poem::Error| async move { Problem::from_poem(&err).into_response() })
         .data(state.clone())
+        .around(retry_after::on_unavailable)
         .around(middleware::with_request_id)
 }
 

@@ -3,6 +3,7 @@
 
 mod checkout;
 mod cli;
+mod dead_letters;
 mod errors;
 mod events;
 mod export;
@@ -21,3 +22,4 @@ mod set_apply;
 mod signin;
 mod stripe_support;
 mod stripe_webhooks;
+mod timeouts;
