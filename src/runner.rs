@@ -326,6 +326,9 @@ impl Runner {
         }
         let mut blocked_wait = BLOCKED_RETRY;
         let mut stuck_wait = STUCK_RETRY;
+        // Whether an error may still be reported (by an earlier run, or a stuck event): the
+        // first step that goes through clears it.
+        let mut failed = true;
         let mut cursor = Cursor::default();
         loop {
             if self.shutdown.is_cancelled() {
@@ -333,17 +336,21 @@ impl Runner {
             }
             // Mark the wake-ups seen before reading, so one arriving mid-batch is not lost.
             self.wake.borrow_and_update();
-            match apply_batch(conn, self.projection.as_ref(), &mut cursor).await? {
+            let step = apply_batch(conn, self.projection.as_ref(), &mut cursor).await?;
+            if failed && matches!(step, Step::Applied | Step::Idle | Step::Blocked) {
+                failed = false;
+                stuck_wait = STUCK_RETRY;
+                clear_error(conn, self.projection.name()).await?;
+                stuck_gauge(self.projection.name(), false);
+            }
+            match step {
                 Step::Applied => {
                     blocked_wait = BLOCKED_RETRY;
-                    if stuck_wait != STUCK_RETRY {
-                        stuck_wait = STUCK_RETRY;
-                        stuck_gauge(self.projection.name(), false);
-                    }
                     self.progress.send_modify(|n| *n += 1);
                 }
                 Step::Narrowing => {}
                 Step::Stuck { position } => {
+                    failed = true;
                     stuck_gauge(self.projection.name(), true);
                     if !self.wait_to_retry(conn, &cursor, stuck_wait).await? {
                         return Ok(());
@@ -640,6 +647,19 @@ async fn record_stuck(
     .bind(name)
     .bind(position)
     .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Clears an error a step that went through has outlived (one not tied to an event, or an
+/// event skipped meanwhile); a written batch clears it anyway.
+async fn clear_error(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE projection_checkpoints SET last_error = NULL, stuck_position = NULL, stuck_since = NULL
+         WHERE name = $1 AND (last_error IS NOT NULL OR stuck_position IS NOT NULL)",
+    )
+    .bind(name)
     .execute(conn)
     .await?;
     Ok(())
