@@ -92,6 +92,27 @@ pub enum ProjectionsCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Skip the event an asynchronous projection or policy is stuck on (see `status`): it is
+    /// recorded in `projection_dead_letters` with its error, stays in the log, and the
+    /// projection goes on from the next event.
+    Skip {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// The stuck projection.
+        name: String,
+        /// The global position of the event it is stuck on, as `status` shows it.
+        position: i64,
+    },
+    /// The events skipped so far, newest first.
+    DeadLetters {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// Only this projection's.
+        name: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Each projection's version, position and lag.
     Status {
         #[command(flatten)]
@@ -126,8 +147,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 println!(
-                    "{:<28} {:>7} {:>12} {:>14} {:>10} {:>10}  error",
-                    "projection", "version", "position", "applied", "lag", "lag_ms"
+                    "{:<28} {:>7} {:>12} {:>14} {:>10} {:>10} {:>12}  error",
+                    "projection", "version", "position", "applied", "lag", "lag_ms", "stuck_at"
                 );
                 for p in status {
                     let version = if p.version == p.code_version {
@@ -136,14 +157,72 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         format!("{}→{}", p.version, p.code_version)
                     };
                     println!(
-                        "{:<28} {:>7} {:>12} {:>14} {:>10} {:>10}  {}",
+                        "{:<28} {:>7} {:>12} {:>14} {:>10} {:>10} {:>12}  {}",
                         p.name,
                         version,
                         p.global_position,
                         p.events_applied,
                         p.lag_events,
                         p.lag_ms,
+                        p.stuck_position.map(|p| p.to_string()).unwrap_or_default(),
                         p.last_error.unwrap_or_default()
+                    );
+                }
+            }
+            db.close().await
+        }
+        Command::Projections {
+            command:
+                ProjectionsCommand::Skip {
+                    database,
+                    name,
+                    position,
+                },
+        } => {
+            let db = Database::connect(&database).await?;
+            db::migrate(&db.pool).await?;
+            let state = AppState::new(db.pool.clone(), &Settings::default());
+            let Some(projection) = state.projections.list().iter().find(|p| p.name() == name)
+            else {
+                let names: Vec<&str> = state.projections.list().iter().map(|p| p.name()).collect();
+                anyhow::bail!("no projection {name:?}; there are: {}", names.join(", "));
+            };
+            let letter =
+                crate::dead_letters::skip(&db.pool, projection.as_ref(), position, "cli").await?;
+            println!(
+                "{name}: skipped event {} ({}/{} {}) into projection_dead_letters; it failed with: {}",
+                letter.global_position,
+                letter.aggregate_type,
+                letter.event_type,
+                letter.aggregate_id,
+                letter.error
+            );
+            db.close().await
+        }
+        Command::Projections {
+            command:
+                ProjectionsCommand::DeadLetters {
+                    database,
+                    name,
+                    json,
+                },
+        } => {
+            let db = Database::connect(&database).await?;
+            let letters = crate::dead_letters::list(&db.pool, name.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&letters)?);
+            } else {
+                for l in letters {
+                    println!(
+                        "{}  {:<28} {:>12}  {}/{} {}  by {}: {}",
+                        l.skipped_at.to_rfc3339(),
+                        l.projection,
+                        l.global_position,
+                        l.aggregate_type,
+                        l.event_type,
+                        l.aggregate_id,
+                        l.skipped_by,
+                        l.error
                     );
                 }
             }
@@ -240,9 +319,13 @@ async fn serve_command(database: DatabaseConfig, serve: ServeConfig) -> anyhow::
         );
     }
     let shutdown = startup::shutdown_on_signal();
-    let app = Application::build(db.pool.clone(), serve.settings()?).await?;
+    // The API's requests are bounded (statement and acquire timeouts); `db.pool` is not, for
+    // the migrations above and the catch-ups at start.
+    let api_pool = crate::bounds::api_pool(&db.pool, database.bounds.bounds());
+    let app = Application::build(api_pool.clone(), serve.settings()?).await?;
     tracing::info!(addr = %app.addr(), "listening; OpenAPI at /openapi.json, Swagger UI at /docs");
     let result = app.run_until_stopped(shutdown).await;
+    api_pool.close().await;
     db.close().await?;
     tracing::info!("stopped");
     result

@@ -1,6 +1,7 @@
 //! Configuration: what the environment (and the matching command-line flags) says, and the
 //! settings the server runs with, built from it. The lowest floor of the server: it imports
-//! nothing of the crate but the rate-limit shape and the edge's settings (`edge`).
+//! nothing of the crate but the rate-limit shape, the edge's settings (`edge`) and the
+//! timeouts' own settings (`bounds`).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -58,6 +59,8 @@ pub struct DatabaseConfig {
     /// Maximum connections in the pool.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub database_max_connections: u32,
+    #[command(flatten)]
+    pub bounds: crate::bounds::DatabaseBoundsConfig,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -87,6 +90,7 @@ pub struct ServeConfig {
     pub licenses: LicenseConfig,
     #[command(flatten)]
     pub edge: EdgeConfig,
+    pub shutdown: crate::bounds::ShutdownConfig,
 }
 
 impl ServeConfig {
@@ -133,6 +137,7 @@ impl ServeConfig {
             site_host,
             licenses: self.licenses.settings(),
             edge: self.edge.settings(&public_url)?,
+            shutdown_grace: self.shutdown.grace(),
             checkout_allowed_origins: {
                 let mut origins: Vec<String> = self.checkout_allowed_origins.clone();
                 if origins.is_empty() {
@@ -303,6 +308,8 @@ pub struct Settings {
     pub edge: EdgeSettings,
     /// Origins (`https://example.com`) checkout success and cancel URLs must belong to.
     pub checkout_allowed_origins: Vec<String>,
+    /// How long a stop waits for in-flight requests, then for background work (`bounds`).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Settings {
@@ -319,6 +326,7 @@ impl Default for Settings {
             licenses: LicenseSettings::default(),
             edge: EdgeSettings::default(),
             checkout_allowed_origins: Vec::new(),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }

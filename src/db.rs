@@ -34,7 +34,14 @@ impl Database {
                 (local.url_for(LOCAL_DATABASE), Some(local))
             }
         };
-        let pool = pool(&url, config.database_max_connections).await?;
+        // No statement timeout: commands and migrations may run long; `serve` bounds the API's
+        // own pool (`bounds::api_pool`).
+        let pool = pool_with(
+            &url,
+            config.database_max_connections,
+            config.bounds.bounds().acquire_timeout,
+        )
+        .await?;
         Ok(Self { pool, local })
     }
 
@@ -49,6 +56,15 @@ impl Database {
 }
 
 pub async fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    pool_with(url, max_connections, Duration::from_secs(5)).await
+}
+
+/// A pool whose requests wait at most `acquire_timeout` for a connection.
+pub async fn pool_with(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = url
         .parse::<PgConnectOptions>()
         .context("DATABASE_URL is not a valid PostgreSQL URL")?
@@ -56,7 +72,7 @@ pub async fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(acquire_timeout)
         .connect_with(options)
         .await
         .context("connecting to PostgreSQL")

@@ -5,9 +5,11 @@
 
 pub mod api;
 pub mod auth;
+pub mod bounds;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod dead_letters;
 pub mod edge;
 pub mod eventlog;
 pub mod export;

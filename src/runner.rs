@@ -9,12 +9,20 @@
 //! together; past events it ignores, the checkpoint moves in memory and is written at most
 //! once a second. A session advisory lock per projection keeps one active runner across
 //! server instances.
+//!
+//! A batch the projection cannot apply is narrowed down to its first failing event: the
+//! runner applies the batch's events one at a time, so those before the culprit are applied,
+//! and stops at it. That event's position and error are stored in the checkpoint row (shown by
+//! `projections status`, `/readyz`, `GET /v1/projections` and the
+//! `memberledger_projection_stuck` gauge) and it is retried with backoff, so a transient
+//! failure heals by itself. The runner never skips it: an operator does
+//! (`crate::dead_letters`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use projections::{Mode, Projection};
+use projections::{Mode, Projection, ProjectionError};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgListener;
 use sqlx::{Acquire, PgConnection, PgPool, Postgres};
@@ -33,6 +41,11 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const BLOCKED_RETRY: Duration = Duration::from_millis(5);
 const MAX_BLOCKED_RETRY: Duration = Duration::from_millis(200);
 const LOCK_RETRY: Duration = Duration::from_secs(2);
+/// Retrying an event the projection cannot apply: first after this, doubling up to the max.
+const STUCK_RETRY: Duration = Duration::from_millis(500);
+const MAX_STUCK_RETRY: Duration = Duration::from_secs(30);
+/// While waiting to retry a stuck event, how often to look whether an operator skipped it.
+const STUCK_POLL: Duration = Duration::from_secs(1);
 /// How often a checkpoint that only moved past ignored events is written.
 const IGNORED_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Shared between the runners and the code that waits for them.
@@ -208,15 +221,29 @@ struct Runner {
 enum Step {
     /// A batch was applied; maybe more are waiting.
     Applied,
+    /// The projection failed on a batch of several events: it is applied again one event at a
+    /// time, up to its last event, to find the one at fault.
+    Narrowing,
+    /// The projection failed on this one event; recorded, retried after a backoff.
+    Stuck { position: i64 },
     /// Committed events exist past the checkpoint but an older transaction is still open.
     Blocked,
     /// Nothing to do.
     Idle,
 }
 
+fn stuck_gauge(name: &'static str, stuck: bool) {
+    metrics::gauge!("memberledger_projection_stuck", "projection" => name).set(if stuck {
+        1.0
+    } else {
+        0.0
+    });
+}
+
 impl Runner {
     async fn run(mut self) {
         let name = self.projection.name();
+        stuck_gauge(name, false);
         let mut backoff = Duration::from_millis(500);
         while !self.shutdown.is_cancelled() {
             match self.run_while_locked().await {
@@ -227,6 +254,7 @@ impl Runner {
                         error = format!("{err:#}"),
                         "projection stalled; retrying"
                     );
+                    stuck_gauge(name, true);
                     record_error(&self.pool, name, &format!("{err:#}")).await;
                     tokio::select! {
                         () = self.shutdown.cancelled() => return,
@@ -297,6 +325,10 @@ impl Runner {
             });
         }
         let mut blocked_wait = BLOCKED_RETRY;
+        let mut stuck_wait = STUCK_RETRY;
+        // Whether an error may still be reported (by an earlier run, or a stuck event): the
+        // first step that goes through clears it.
+        let mut failed = true;
         let mut cursor = Cursor::default();
         loop {
             if self.shutdown.is_cancelled() {
@@ -304,10 +336,31 @@ impl Runner {
             }
             // Mark the wake-ups seen before reading, so one arriving mid-batch is not lost.
             self.wake.borrow_and_update();
-            match apply_batch(conn, self.projection.as_ref(), &mut cursor).await? {
+            let step = apply_batch(conn, self.projection.as_ref(), &mut cursor).await?;
+            if failed && matches!(step, Step::Applied | Step::Idle | Step::Blocked) {
+                failed = false;
+                stuck_wait = STUCK_RETRY;
+                clear_error(conn, self.projection.name()).await?;
+                stuck_gauge(self.projection.name(), false);
+            }
+            match step {
                 Step::Applied => {
                     blocked_wait = BLOCKED_RETRY;
                     self.progress.send_modify(|n| *n += 1);
+                }
+                Step::Narrowing => {}
+                Step::Stuck { position } => {
+                    failed = true;
+                    stuck_gauge(self.projection.name(), true);
+                    if !self.wait_to_retry(conn, &cursor, stuck_wait).await? {
+                        return Ok(());
+                    }
+                    tracing::info!(
+                        projection = self.projection.name(),
+                        position,
+                        "retrying the event the projection is stuck on"
+                    );
+                    stuck_wait = (stuck_wait * 2).min(MAX_STUCK_RETRY);
                 }
                 // Back off while a long transaction holds the horizon back.
                 Step::Blocked => {
@@ -324,6 +377,39 @@ impl Runner {
                 }
             }
         }
+    }
+}
+
+impl Runner {
+    /// Waits `wait` before retrying a stuck event, or less if the stored checkpoint moves (an
+    /// operator skipped the event, or a rebuild swapped in). Returns false on shutdown.
+    async fn wait_to_retry(
+        &self,
+        conn: &mut PgConnection,
+        cursor: &Cursor,
+        wait: Duration,
+    ) -> anyhow::Result<bool> {
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Ok(false),
+                () = tokio::time::sleep(STUCK_POLL.min(wait)) => {}
+            }
+            let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
+                "SELECT transaction_id::text::bigint, global_position FROM projection_checkpoints WHERE name = $1",
+            )
+            .bind(self.projection.name())
+            .fetch_one(&mut *conn)
+            .await?;
+            let stored = LogPosition {
+                transaction_id,
+                global_position,
+            };
+            if cursor.stored != Some(stored) {
+                break;
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -371,6 +457,21 @@ struct Cursor {
     stored: Option<LogPosition>,
     /// When the checkpoint was last written because of ignored events only.
     written_at: Option<tokio::time::Instant>,
+    /// After a batch failed: its last event. Up to it, events are applied one at a time.
+    narrow_until: Option<LogPosition>,
+}
+
+impl Cursor {
+    fn batch_size(&mut self) -> i64 {
+        match self.narrow_until {
+            Some(until) if self.read < until => 1,
+            Some(_) => {
+                self.narrow_until = None;
+                BATCH_SIZE
+            }
+            None => BATCH_SIZE,
+        }
+    }
 }
 
 async fn apply_batch(
@@ -407,11 +508,12 @@ async fn apply_batch(
     }
     let horizon = Horizon::now(&mut tx).await?;
     let handles = projection.handles();
-    let events = read_after(&mut tx, cursor.read, BATCH_SIZE, Some(handles), horizon)
+    let limit = cursor.batch_size();
+    let events = read_after(&mut tx, cursor.read, limit, Some(handles), horizon)
         .await
         .context("reading events")?;
     // Below the horizon, everything after the last event read was ignored: read up to there.
-    let full = i64::try_from(events.len()).unwrap_or(i64::MAX) >= BATCH_SIZE;
+    let full = i64::try_from(events.len()).unwrap_or(i64::MAX) >= limit;
     let mut read_to = events
         .last()
         .map(|e| LogPosition {
@@ -455,16 +557,51 @@ async fn apply_batch(
             Step::Blocked
         });
     }
-    projection
-        .apply_batch(&mut tx, &events)
-        .await
-        .with_context(|| {
-            format!(
-                "applying events {}..={} to {name}",
-                events[0].global_position,
-                events[events.len() - 1].global_position
-            )
-        })?;
+    if let Err(err) = projection.apply_batch(&mut tx, &events).await {
+        // The database being unavailable is no event's fault: retried as a whole.
+        if matches!(&err, ProjectionError::Database(e) if crate::bounds::is_unavailable(e)) {
+            return Err(err).context(format!("applying events to {name}"));
+        }
+        tx.rollback().await?;
+        let (first, last) = (&events[0], &events[events.len() - 1]);
+        if events.len() > 1 {
+            tracing::warn!(
+                projection = name,
+                error = format!("{err:#}"),
+                from = first.global_position,
+                to = last.global_position,
+                "a batch failed; applying its events one at a time to find the one at fault"
+            );
+            cursor.narrow_until = Some(LogPosition {
+                transaction_id: last.transaction_id,
+                global_position: last.global_position,
+            });
+            return Ok(Step::Narrowing);
+        }
+        let error = format!(
+            "applying event {} ({}/{} {}) to {name}: {:#}",
+            first.global_position,
+            first.aggregate_type,
+            first.event_type,
+            first.aggregate_id,
+            anyhow::Error::from(err)
+        );
+        tracing::error!(
+            projection = name,
+            position = first.global_position,
+            error,
+            "projection stuck on an event it cannot apply; retrying with backoff (an operator may skip it: `memberledger projections skip`)"
+        );
+        record_stuck(conn, name, first.global_position, &error).await?;
+        // Up to here the events are applied; the culprit is retried alone.
+        cursor.narrow_until = Some(LogPosition {
+            transaction_id: first.transaction_id,
+            global_position: first.global_position,
+        });
+        return Ok(Step::Stuck {
+            position: first.global_position,
+        });
+    }
     write_checkpoint(&mut tx, name, read_to, events.len()).await?;
     tx.commit().await?;
     cursor.read = read_to;
@@ -481,7 +618,8 @@ async fn write_checkpoint(
     sqlx::query(
         "UPDATE projection_checkpoints
          SET transaction_id = $2::text::xid8, global_position = $3,
-             events_applied = events_applied + $4, updated_at = now(), last_error = NULL
+             events_applied = events_applied + $4, updated_at = now(), last_error = NULL,
+             stuck_position = NULL, stuck_since = NULL
          WHERE name = $1",
     )
     .bind(name)
@@ -493,6 +631,41 @@ async fn write_checkpoint(
     Ok(())
 }
 
+/// Records the event `name` cannot apply; `stuck_since` keeps the time it first failed.
+async fn record_stuck(
+    conn: &mut PgConnection,
+    name: &str,
+    position: i64,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE projection_checkpoints
+         SET last_error = $3, stuck_position = $2,
+             stuck_since = CASE WHEN stuck_position = $2 THEN stuck_since ELSE now() END
+         WHERE name = $1",
+    )
+    .bind(name)
+    .bind(position)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Clears an error a step that went through has outlived (one not tied to an event, or an
+/// event skipped meanwhile); a written batch clears it anyway.
+async fn clear_error(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE projection_checkpoints SET last_error = NULL, stuck_position = NULL, stuck_since = NULL
+         WHERE name = $1 AND (last_error IS NOT NULL OR stuck_position IS NOT NULL)",
+    )
+    .bind(name)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a failure that is not tied to one event (the database unavailable, say).
 async fn record_error(pool: &PgPool, name: &str, error: &str) {
     let result = sqlx::query("UPDATE projection_checkpoints SET last_error = $2 WHERE name = $1")
         .bind(name)
@@ -520,6 +693,10 @@ pub struct ProjectionStatus {
     /// Age of the oldest event not applied yet, in milliseconds (0 when caught up).
     pub lag_ms: i64,
     pub last_error: Option<String>,
+    /// The global position of the event it is stuck on (cannot apply), if it is: retried
+    /// with backoff until it applies or an operator skips it.
+    pub stuck_position: Option<i64>,
+    pub stuck_since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub async fn status(
@@ -528,15 +705,32 @@ pub async fn status(
 ) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
     let mut out = Vec::new();
     for projection in list {
-        let row: Option<(i32, i64, i64, i64, Option<String>)> = sqlx::query_as(
-            "SELECT version, transaction_id::text::bigint, global_position, events_applied, last_error
+        type Row = (
+            i32,
+            i64,
+            i64,
+            i64,
+            Option<String>,
+            Option<i64>,
+            Option<chrono::DateTime<chrono::Utc>>,
+        );
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT version, transaction_id::text::bigint, global_position, events_applied, last_error,
+                    stuck_position, stuck_since
              FROM projection_checkpoints WHERE name = $1",
         )
         .bind(projection.name())
         .fetch_optional(pool)
         .await?;
-        let (version, transaction_id, global_position, events_applied, last_error) =
-            row.unwrap_or((0, 0, 0, 0, None));
+        let (
+            version,
+            transaction_id,
+            global_position,
+            events_applied,
+            last_error,
+            stuck_position,
+            stuck_since,
+        ) = row.unwrap_or((0, 0, 0, 0, None, None, None));
         let mode = projection.mode();
         let (lag_events, lag_ms) = match mode {
             Mode::Inline => (0, None),
@@ -560,6 +754,8 @@ pub async fn status(
             #[expect(clippy::cast_possible_truncation, reason = "milliseconds fit in i64")]
             lag_ms: lag_ms.map_or(0, |ms| ms.max(0.0) as i64),
             last_error,
+            stuck_position,
+            stuck_since,
         });
     }
     Ok(out)

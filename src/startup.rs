@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use poem::listener::{Acceptor, Listener, TcpListener};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -27,13 +26,15 @@ pub struct Application {
     state: State,
     translator: Arc<Translator>,
     mailer: Mailer,
+    /// Runners, the inbox dispatcher and start-up catch-ups: no statement timeout (`bounds`).
+    background: PgPool,
+    /// How long in-flight requests, then background work, get to finish after a stop signal.
+    grace: Duration,
 }
 
-/// How long in-flight requests get to finish after a stop signal.
-const GRACE: Duration = Duration::from_secs(10);
-
 impl Application {
-    /// Binds the listener; the database must be migrated already.
+    /// Binds the listener; the database must be migrated already. `pool` serves the API (with
+    /// the bounds `serve` gives it, `bounds::api_pool`); background work gets a pool of its own.
     pub async fn build(pool: PgPool, settings: Settings) -> anyhow::Result<Self> {
         let acceptor = TcpListener::bind(settings.bind.to_string())
             .into_acceptor()
@@ -47,8 +48,13 @@ impl Application {
         let stripe_api = StripeApi::from_settings(&settings.stripe)?;
         let mailer = Mailer::new(pool.clone(), &settings.mail)?;
         let state = AppState::new(pool, &settings);
+        // Runners and inbox workers each keep a connection (advisory locks live in sessions):
+        // a pool of their own, so they never starve the API's.
+        let needed = state.projections.list().len() + state.stripe.workers + 4;
+        let background =
+            crate::bounds::unbounded_pool(&state.pool, u32::try_from(needed).unwrap_or(u32::MAX));
         // Before any command: from here on the appending transactions keep them.
-        crate::inline::prepare(&state.pool, state.projections.list()).await?;
+        crate::inline::prepare(&background, state.projections.list()).await?;
         let translator = Arc::new(Translator {
             pool: state.pool.clone(),
             members: state.members.clone(),
@@ -62,6 +68,8 @@ impl Application {
             state,
             translator,
             mailer,
+            background,
+            grace: settings.shutdown_grace,
         })
     }
 
@@ -74,15 +82,11 @@ impl Application {
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests
-    /// finish (up to a grace period) and stops the projection runners after their batch.
+    /// finish (up to the grace period) and gives the projection runners, the inbox and the
+    /// mailer as long again to finish their current work; what still runs then is abandoned
+    /// (uncommitted, so done again after the next start).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        // Runners and inbox workers each keep a connection (advisory locks live in sessions):
-        // a pool of their own, so they never starve the API's.
-        let needed = self.state.projections.list().len() + self.state.stripe.workers + 4;
-        let background = PgPoolOptions::new()
-            .max_connections(u32::try_from(needed).unwrap_or(u32::MAX))
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with((*self.state.pool.connect_options()).clone());
+        let background = self.background;
         let mut runners = self.state.projections.spawn(&background, shutdown.clone());
         runners.extend(inbox::spawn(
             background.clone(),
@@ -100,11 +104,28 @@ impl Application {
             server = server.idle_timeout(idle);
         }
         let served = server
-            .run_with_graceful_shutdown(app, async move { signal.cancelled().await }, Some(GRACE))
+            .run_with_graceful_shutdown(
+                app,
+                async move { signal.cancelled().await },
+                Some(self.grace),
+            )
             .await;
         shutdown.cancel();
-        for runner in runners {
-            let _ = runner.await;
+        let aborts: Vec<_> = runners.iter().map(|r| r.abort_handle()).collect();
+        let finished = tokio::time::timeout(self.grace, async {
+            for runner in runners {
+                let _ = runner.await;
+            }
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(
+                grace_secs = self.grace.as_secs(),
+                "background work did not finish within the grace period; abandoning it"
+            );
+            for abort in aborts {
+                abort.abort();
+            }
         }
         background.close().await;
         served.context("serving HTTP")

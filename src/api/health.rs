@@ -28,14 +28,29 @@ pub struct ProjectionLag {
     /// Why it is stuck, if it is.
     #[oai(nullable)]
     pub last_error: Option<String>,
+    /// The global position of the event it cannot apply, if it is stuck on one.
+    #[oai(nullable)]
+    pub stuck_position: Option<i64>,
+}
+
+/// A dependency that fails, and how.
+#[derive(Debug, Clone, Object)]
+pub struct FailingDependency {
+    /// `database`, `migrations`, or `projection:<name>` (a projection or policy that is stuck).
+    pub dependency: String,
+    /// What fails: the database error, the migrations missing, the stuck event and its error.
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Object)]
 pub struct Readiness {
-    /// `ready` or `not_ready`
+    /// `ready`; `degraded` (serving, but a projection or policy is stuck: see `failing`); or
+    /// `not_ready` (the database is unreachable or not migrated).
     pub status: String,
     pub database: bool,
     pub migrations_applied: bool,
+    /// Every dependency that fails, by name; empty when all is well.
+    pub failing: Vec<FailingDependency>,
     pub projections: Vec<ProjectionLag>,
 }
 
@@ -48,7 +63,7 @@ pub enum HealthResponse {
 
 #[derive(ApiResponse)]
 pub enum ReadyResponse {
-    /// Ready to serve.
+    /// Ready to serve (`ready`, or `degraded` when a projection is stuck).
     #[oai(status = 200)]
     Ready(Json<Readiness>),
     /// Not ready: the database is unreachable or not migrated.
@@ -68,34 +83,73 @@ impl HealthApi {
 
     /// Readiness
     ///
-    /// The database is reachable, every migration is applied; reports each projection's lag.
+    /// The database is reachable, every migration is applied; reports each projection's lag,
+    /// and names every failing dependency (a stuck projection too, which does not stop the
+    /// instance from serving).
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self) -> ReadyResponse {
         let pool = &self.state.pool;
+        let expected = MIGRATOR.iter().count();
         let applied: Result<i64, _> =
             sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
                 .fetch_one(pool)
                 .await;
+        let mut failing = Vec::new();
+        let mut fail = |dependency: &str, detail: String| {
+            failing.push(FailingDependency {
+                dependency: dependency.to_owned(),
+                detail,
+            });
+        };
         let (database, migrations_applied) = match applied {
-            Ok(n) => (
-                true,
-                usize::try_from(n).is_ok_and(|n| n >= MIGRATOR.iter().count()),
-            ),
-            Err(sqlx::Error::Database(_)) => (true, false),
-            Err(_) => (false, false),
+            Ok(n) if usize::try_from(n).is_ok_and(|n| n >= expected) => (true, true),
+            Ok(n) => {
+                fail(
+                    "migrations",
+                    format!("{n} of {expected} migrations applied; run `memberledger migrate`"),
+                );
+                (true, false)
+            }
+            Err(err) if !crate::bounds::is_unavailable(&err) => {
+                fail("migrations", format!("cannot read the migrations: {err}"));
+                (true, false)
+            }
+            Err(err) => {
+                fail("database", err.to_string());
+                (false, false)
+            }
         };
         let projections = if database && migrations_applied {
-            runner::status(pool, self.state.projections.list())
-                .await
-                .unwrap_or_default()
+            match runner::status(pool, self.state.projections.list()).await {
+                Ok(projections) => projections,
+                Err(err) => {
+                    fail("database", format!("reading the projections: {err}"));
+                    Vec::new()
+                }
+            }
         } else {
             Vec::new()
         };
         let ready = database && migrations_applied;
+        for p in &projections {
+            if let Some(error) = &p.last_error {
+                let at = p
+                    .stuck_position
+                    .map(|pos| format!("stuck at event {pos}: "))
+                    .unwrap_or_default();
+                fail(&format!("projection:{}", p.name), format!("{at}{error}"));
+            }
+        }
+        let status = match (ready, failing.is_empty()) {
+            (false, _) => "not_ready",
+            (true, true) => "ready",
+            (true, false) => "degraded",
+        };
         let body = Readiness {
-            status: if ready { "ready" } else { "not_ready" }.into(),
+            status: status.into(),
             database,
             migrations_applied,
+            failing,
             projections: projections
                 .into_iter()
                 .map(|p| ProjectionLag {
@@ -103,6 +157,7 @@ impl HealthApi {
                     lag_events: p.lag_events,
                     lag_ms: p.lag_ms,
                     last_error: p.last_error,
+                    stuck_position: p.stuck_position,
                 })
                 .collect(),
         };

@@ -25,6 +25,7 @@ pub mod newsletters;
 pub mod problem;
 pub mod projections_api;
 pub mod purchases;
+pub mod retry_after;
 pub mod sessions;
 pub mod sites;
 pub mod state;
@@ -118,6 +119,7 @@ pub fn routes(state: &State) -> impl Endpoint {
         .around(edge::bounded_request)
         .catch_all_error(|err: poem::Error| async move { Problem::from_poem(&err).into_response() })
         .with(edge::BrowserCors::new(&state.edge.cors_allowed_origins))
+        .around(retry_after::on_unavailable)
         .around(middleware::with_request_id)
         .around(edge::client_address)
         .around(edge::harden)

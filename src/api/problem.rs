@@ -215,10 +215,17 @@ impl IntoResponse for Problem {
     }
 }
 
-/// A database failure: logged with its cause, answered 503 so the client retries.
+/// A database failure, logged with its cause. The database down or busy (no connection in
+/// time, a statement past its timeout, a lock not granted; `bounds::is_unavailable`) is a 503
+/// the client retries (`Retry-After` is added to every 503); any other failure is a bug, 500.
 pub fn db_error(err: sqlx::Error) -> Problem {
-    tracing::error!(error = %err, "database error");
-    Problem::unavailable("the database is unavailable; retry later")
+    if crate::bounds::is_unavailable(&err) {
+        tracing::error!(error = %err, "database unavailable");
+        Problem::unavailable("the database is unavailable; retry later")
+    } else {
+        tracing::error!(error = %err, "database error");
+        Problem::internal()
+    }
 }
 
 /// How the API answers an aggregate's refusal of a command: a 4xx problem naming why.
@@ -236,6 +243,11 @@ pub fn command_error<E: Refusal>(err: AggregateError<E>) -> Problem {
             Problem::unavailable("the resource is being changed concurrently; retry")
         }
         AggregateError::DatabaseConnectionError(e) => {
+            tracing::error!(error = %e, "event store unavailable");
+            Problem::unavailable("the database is unavailable; retry later")
+        }
+        // postgres-es reports a timed-out pool or statement while loading as unexpected.
+        AggregateError::UnexpectedError(e) if crate::bounds::caused_by_unavailable(&*e) => {
             tracing::error!(error = %e, "event store unavailable");
             Problem::unavailable("the database is unavailable; retry later")
         }

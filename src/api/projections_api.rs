@@ -1,4 +1,5 @@
-//! `/v1/projections`: read models and policies, their lag, and blue/green rebuilds.
+//! `/v1/projections`: read models and policies, their lag, blue/green rebuilds, and skipping
+//! the event a stuck one cannot apply (`crate::dead_letters`).
 
 use chrono::{DateTime, Utc};
 use poem_openapi::param::Path;
@@ -10,6 +11,7 @@ use super::problem::db_error;
 use super::problem::Problem;
 use super::state::{ApiTags, State};
 use crate::api::problem::api_response;
+use crate::dead_letters::{self, DeadLetter, SkipError};
 use crate::rebuild::{self, RebuildError, RebuildStatus};
 use crate::runner;
 
@@ -36,6 +38,13 @@ pub struct ProjectionView {
     /// Why it is stuck, if it is.
     #[oai(nullable)]
     pub last_error: Option<String>,
+    /// The global position of the event it cannot apply, if it is stuck on one; after
+    /// inspecting it, `POST /v1/projections/{name}/skip` moves past it.
+    #[oai(nullable)]
+    pub stuck_position: Option<i64>,
+    /// Since when it has failed on that event.
+    #[oai(nullable)]
+    pub stuck_since: Option<DateTime<Utc>>,
     /// The latest rebuild, if any.
     #[oai(nullable)]
     pub rebuild: Option<RebuildView>,
@@ -140,8 +149,70 @@ async fn views(state: &State) -> Result<Vec<ProjectionView>, sqlx::Error> {
             lag_events: s.lag_events,
             lag_ms: s.lag_ms,
             last_error: s.last_error,
+            stuck_position: s.stuck_position,
+            stuck_since: s.stuck_since,
         })
         .collect())
+}
+
+/// Which event to skip.
+#[derive(Debug, Clone, Object)]
+pub struct SkipRequest {
+    /// The global position of the event the projection is stuck on (`stuck_position`).
+    #[oai(validator(minimum(value = "1")))]
+    pub position: i64,
+}
+
+/// An event skipped for a projection: recorded with the error it failed with. The event
+/// itself stays in the log.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "DeadLetter")]
+pub struct DeadLetterView {
+    pub projection: String,
+    pub global_position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub event_type: String,
+    /// The error the projection failed with.
+    pub error: String,
+    /// `cli` or `api`.
+    pub skipped_by: String,
+    pub skipped_at: DateTime<Utc>,
+}
+
+impl From<DeadLetter> for DeadLetterView {
+    fn from(l: DeadLetter) -> Self {
+        Self {
+            projection: l.projection,
+            global_position: l.global_position,
+            aggregate_type: l.aggregate_type,
+            aggregate_id: l.aggregate_id,
+            event_type: l.event_type,
+            error: l.error,
+            skipped_by: l.skipped_by,
+            skipped_at: l.skipped_at,
+        }
+    }
+}
+
+api_response! {
+    pub enum SkipResponse {
+        /// Skipped: recorded in the dead letters; the projection goes on from the next event.
+        #[oai(status = 200)]
+        Skipped(Json<DeadLetterView>),
+    }
+    problems {
+        /// The body or name is malformed.
+        400 => BadRequest,
+        /// No valid admin token.
+        401 => Unauthorized,
+        /// No projection has this name.
+        404 => NotFound,
+        /// The projection is not stuck at this position (or is inline, never stuck).
+        409 => Conflict,
+        /// The position is not positive, or the name is longer than 100 characters.
+        422 => Invalid,
+    }
 }
 
 #[OpenApi(prefix_path = "/v1/projections", tag = "ApiTags::Operations")]
@@ -220,9 +291,12 @@ impl ProjectionsApi {
         {
             return db_error(err).into();
         }
-        let pool = self.state.pool.clone();
+        // Not on the API's pool: its statement timeout would cut index builds and lock waits.
+        let pool = crate::bounds::unbounded_pool(&self.state.pool, 8);
         tokio::spawn(async move {
-            match rebuild::rebuild(&pool, projection.clone(), |_| {}).await {
+            let result = rebuild::rebuild(&pool, projection.clone(), |_| {}).await;
+            pool.close().await;
+            match result {
                 Ok(_) => {}
                 Err(RebuildError::AlreadyRunning(name)) => {
                     tracing::info!(projection = %name, "a rebuild is already running")
@@ -240,6 +314,53 @@ impl ProjectionsApi {
                 None => Problem::internal().into(),
             },
             Err(err) => db_error(err).into(),
+        }
+    }
+
+    /// Skip the event a projection is stuck on
+    ///
+    /// After inspecting it (`stuck_position`, `last_error`): records the event in the dead
+    /// letters with its error, and the projection (or policy) goes on from the next event.
+    /// The event stays in the log; a fixed projection can be rebuilt with it.
+    #[oai(
+        path = "/:name/skip",
+        method = "post",
+        operation_id = "skipProjectionEvent"
+    )]
+    async fn skip(
+        &self,
+        _auth: AdminAuth,
+        #[oai(validator(max_length = 100))] name: Path<String>,
+        body: Json<SkipRequest>,
+    ) -> SkipResponse {
+        let Some(projection) = self
+            .state
+            .projections
+            .list()
+            .iter()
+            .find(|p| p.name() == name.0)
+            .cloned()
+        else {
+            return Problem::not_found("no projection has this name").into();
+        };
+        match dead_letters::skip(
+            &self.state.pool,
+            projection.as_ref(),
+            body.0.position,
+            "api",
+        )
+        .await
+        {
+            Ok(letter) => SkipResponse::Skipped(Json(letter.into())),
+            Err(SkipError::Database(err)) => db_error(err).into(),
+            Err(err @ SkipError::Inline(_)) => {
+                Problem::conflict("inline-projection", err.to_string()).into()
+            }
+            Err(err @ SkipError::NotStuckThere { .. }) => {
+                Problem::conflict("not-stuck-there", err.to_string())
+                    .with_field("position", "is not the event the projection is stuck on")
+                    .into()
+            }
         }
     }
 }

@@ -148,9 +148,14 @@ fn connection(err: sqlx::Error) -> PersistenceError {
     PersistenceError::ConnectionError(Box::new(err))
 }
 
+/// A database error that says the database is unavailable for now (a statement timeout, a
+/// lock not granted, a shutdown: `bounds::is_unavailable`) is a connection error, answered 503;
+/// any other error from the database is unexpected.
 fn database(err: sqlx::Error) -> PersistenceError {
     match err {
-        sqlx::Error::Database(_) => PersistenceError::UnknownError(Box::new(err)),
+        sqlx::Error::Database(_) if !crate::bounds::is_unavailable(&err) => {
+            PersistenceError::UnknownError(Box::new(err))
+        }
         other => connection(other),
     }
 }

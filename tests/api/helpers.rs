@@ -162,6 +162,11 @@ impl TestApp {
         let pool = memberledger::db::pool(database_url, 10)
             .await
             .expect("connecting");
+        Self::spawn_with_pool(database_url, pool, settings).await
+    }
+
+    /// A server whose API runs on `pool` (built with bounds, say); `pool` is also `self.pool`.
+    pub async fn spawn_with_pool(database_url: &str, pool: PgPool, settings: Settings) -> Self {
         let app = Application::build(pool.clone(), settings)
             .await
             .expect("building the app");
