@@ -90,6 +90,7 @@ pub struct ServeConfig {
     pub licenses: LicenseConfig,
     #[command(flatten)]
     pub edge: EdgeConfig,
+    #[command(flatten)]
     pub shutdown: crate::bounds::ShutdownConfig,
 }
 
