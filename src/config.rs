@@ -84,6 +84,8 @@ pub struct ServeConfig {
     pub auth: AuthConfig,
     #[command(flatten)]
     pub licenses: LicenseConfig,
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 impl ServeConfig {
@@ -129,6 +131,7 @@ impl ServeConfig {
             attribution_routes: routes,
             site_host,
             licenses: self.licenses.settings(),
+            metrics: self.metrics.settings(),
             checkout_allowed_origins: {
                 let mut origins: Vec<String> = self.checkout_allowed_origins.clone();
                 if origins.is_empty() {
@@ -298,6 +301,7 @@ pub struct Settings {
     pub licenses: LicenseSettings,
     /// Origins (`https://example.com`) checkout success and cancel URLs must belong to.
     pub checkout_allowed_origins: Vec<String>,
+    pub metrics: crate::metrics::MetricsSettings,
 }
 
 impl Default for Settings {
@@ -313,6 +317,7 @@ impl Default for Settings {
             site_host: None,
             licenses: LicenseSettings::default(),
             checkout_allowed_origins: Vec::new(),
+            metrics: crate::metrics::MetricsSettings::default(),
         }
     }
 }

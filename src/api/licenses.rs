@@ -240,6 +240,7 @@ impl LicensesApi {
             .as_socket_addr()
             .map(std::net::SocketAddr::ip);
         if let Some(wait) = ip.and_then(|ip| self.state.validation_limit.hit(&ip)) {
+            crate::metrics::rate_limited("license_validate_per_ip");
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let problem = Problem::new(
                 poem::http::StatusCode::TOO_MANY_REQUESTS,

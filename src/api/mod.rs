@@ -1,5 +1,5 @@
 //! The HTTP API: poem-openapi operations under `/v1`, the spec at `/openapi.json`, Swagger UI
-//! at `/docs`; every error is `application/problem+json`.
+//! at `/docs`, Prometheus metrics at `/metrics`; every error is `application/problem+json`.
 
 use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route};
 use poem_openapi::OpenApiService;
@@ -19,6 +19,7 @@ pub mod license_purchases;
 pub mod licenses;
 pub mod me;
 pub mod members;
+pub mod metrics;
 pub mod middleware;
 pub mod newsletters;
 pub mod problem;
@@ -112,9 +113,11 @@ pub fn routes(state: &State) -> impl Endpoint {
             }),
         )
         .nest("/docs", docs)
+        .at("/metrics", poem::get(metrics::scrape))
         .at("/webhooks/stripe", poem::post(webhook::receive))
         .nest("/", api)
         .around(middleware::limit_body)
+        .around(metrics::track)
         .catch_all_error(|err: poem::Error| async move { Problem::from_poem(&err).into_response() })
         .data(state.clone())
         .around(middleware::with_request_id)

@@ -217,6 +217,9 @@ impl IntoResponse for Problem {
 
 /// A database failure: logged with its cause, answered 503 so the client retries.
 pub fn db_error(err: sqlx::Error) -> Problem {
+    if matches!(err, sqlx::Error::PoolTimedOut) {
+        crate::metrics::pool_timed_out();
+    }
     tracing::error!(error = %err, "database error");
     Problem::unavailable("the database is unavailable; retry later")
 }

@@ -125,7 +125,8 @@ where
         metadata: EventMetadata,
     ) -> Result<Option<LogPosition>, AggregateError<A::Error>> {
         let metadata = metadata.into_map();
-        APPENDED
+        let started = std::time::Instant::now();
+        let result = APPENDED
             .scope(Cell::new(None), async {
                 let mut attempt = 0;
                 loop {
@@ -135,13 +136,32 @@ where
                         .execute_with_metadata(aggregate_id, command.clone(), metadata.clone())
                         .await
                     {
-                        Err(AggregateError::AggregateConflict) if attempt <= CONFLICT_RETRIES => {}
+                        Err(AggregateError::AggregateConflict) if attempt <= CONFLICT_RETRIES => {
+                            crate::metrics::command_retry(A::TYPE);
+                        }
                         Err(err) => return Err(err),
                         Ok(()) => return Ok(APPENDED.with(Cell::get)),
                     }
                 }
             })
-            .await
+            .await;
+        crate::metrics::command(A::TYPE, outcome(&result), started.elapsed());
+        result
+    }
+}
+
+/// How a command ended, for the metrics: a domain error or an inline refusal (a taken email)
+/// is the aggregate saying no; a conflict is one that outlasted the retries.
+fn outcome<T, E: std::error::Error>(
+    result: &Result<T, AggregateError<E>>,
+) -> crate::metrics::CommandOutcome {
+    use crate::metrics::CommandOutcome;
+    match result {
+        Ok(_) => CommandOutcome::Ok,
+        Err(AggregateError::UserError(_)) => CommandOutcome::Rejected,
+        Err(AggregateError::AggregateConflict) => CommandOutcome::Conflict,
+        Err(err) if inline_refusal(err).is_some() => CommandOutcome::Rejected,
+        Err(_) => CommandOutcome::Error,
     }
 }
 
