@@ -214,3 +214,41 @@ impl EventUpcaster for Upcaster {
         event
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::CommandOutcome;
+
+    type Result = std::result::Result<(), AggregateError<std::io::Error>>;
+
+    #[test]
+    fn a_command_outcome_names_refusals_conflicts_and_errors_apart() {
+        let refused = std::io::Error::other("no");
+        assert_eq!(outcome(&Result::Ok(())), CommandOutcome::Ok);
+        assert_eq!(
+            outcome(&Result::Err(AggregateError::UserError(refused))),
+            CommandOutcome::Rejected
+        );
+        let taken = InlineRefusal {
+            projection: "member_emails",
+            reason: "email-taken",
+        };
+        assert_eq!(
+            outcome(&Result::Err(AggregateError::UnexpectedError(Box::new(
+                taken
+            )))),
+            CommandOutcome::Rejected
+        );
+        assert_eq!(
+            outcome(&Result::Err(AggregateError::AggregateConflict)),
+            CommandOutcome::Conflict
+        );
+        assert_eq!(
+            outcome(&Result::Err(AggregateError::UnexpectedError(Box::new(
+                std::io::Error::other("bug")
+            )))),
+            CommandOutcome::Error
+        );
+    }
+}
