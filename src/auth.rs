@@ -92,10 +92,19 @@ fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-async fn limit(pool: &PgPool, key: String, limit: Limit) -> Result<(), AuthError> {
+/// Counts a hit on the limit `name` (as the metrics label it) for `key`.
+async fn limit(
+    pool: &PgPool,
+    name: &'static str,
+    key: String,
+    limit: Limit,
+) -> Result<(), AuthError> {
     match rate_limit::hit(pool, &key, limit).await? {
         None => Ok(()),
-        Some(wait) => Err(AuthError::RateLimited(wait)),
+        Some(wait) => {
+            crate::metrics::rate_limited(name);
+            Err(AuthError::RateLimited(wait))
+        }
     }
 }
 
@@ -110,10 +119,17 @@ pub async fn request_code(
     let settings = &sign_in.settings;
     let normalized = email.normalized();
     if let Some(ip) = ip {
-        limit(&sign_in.pool, format!("code:ip:{ip}"), settings.code_per_ip).await?;
+        limit(
+            &sign_in.pool,
+            "sign_in_code_per_ip",
+            format!("code:ip:{ip}"),
+            settings.code_per_ip,
+        )
+        .await?;
     }
     limit(
         &sign_in.pool,
+        "sign_in_code_per_email",
         format!("code:email:{normalized}"),
         settings.code_per_email,
     )
@@ -223,6 +239,7 @@ pub async fn verify(
     if let Some(ip) = ip {
         limit(
             &sign_in.pool,
+            "sign_in_verify_per_ip",
             format!("verify:ip:{ip}"),
             settings.verify_per_ip,
         )
@@ -233,6 +250,7 @@ pub async fn verify(
         Credentials::Code { email, code } => {
             limit(
                 &sign_in.pool,
+                "sign_in_verify_per_email",
                 format!("verify:email:{}", email.normalized()),
                 settings.verify_per_email,
             )

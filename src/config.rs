@@ -92,6 +92,8 @@ pub struct ServeConfig {
     pub edge: EdgeConfig,
     #[command(flatten)]
     pub shutdown: crate::bounds::ShutdownConfig,
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 impl ServeConfig {
@@ -139,6 +141,7 @@ impl ServeConfig {
             licenses: self.licenses.settings(),
             edge: self.edge.settings(&public_url)?,
             shutdown_grace: self.shutdown.grace(),
+            metrics: self.metrics.settings(),
             checkout_allowed_origins: {
                 let mut origins: Vec<String> = self.checkout_allowed_origins.clone();
                 if origins.is_empty() {
@@ -311,6 +314,7 @@ pub struct Settings {
     pub checkout_allowed_origins: Vec<String>,
     /// How long a stop waits for in-flight requests, then for background work (`bounds`).
     pub shutdown_grace: Duration,
+    pub metrics: crate::metrics::MetricsSettings,
 }
 
 impl Default for Settings {
@@ -328,6 +332,7 @@ impl Default for Settings {
             edge: EdgeSettings::default(),
             checkout_allowed_origins: Vec::new(),
             shutdown_grace: Duration::from_secs(10),
+            metrics: crate::metrics::MetricsSettings::default(),
         }
     }
 }

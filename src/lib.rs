@@ -18,6 +18,7 @@ pub mod license_keys;
 pub mod localpg;
 pub mod mail;
 pub mod members;
+pub mod metrics;
 pub mod policies;
 pub mod rate_limit;
 pub mod rebuild;

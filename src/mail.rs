@@ -16,7 +16,8 @@ use uuid::Uuid;
 use crate::config::MailSettings;
 
 const NOTIFY_CHANNEL: &str = "outbox_email";
-const MAX_ATTEMPTS: i32 = 10;
+/// Delivery attempts before a message is given up.
+pub const MAX_ATTEMPTS: i32 = 10;
 
 /// A message to send.
 pub struct Email {
@@ -126,6 +127,7 @@ impl Mailer {
         };
         match self.send(&email).await {
             Ok(()) => {
+                crate::metrics::email_delivery("sent");
                 sqlx::query("UPDATE outbox_emails SET sent_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1")
                     .bind(id)
                     .execute(&mut *tx)
@@ -133,6 +135,7 @@ impl Mailer {
                 tracing::info!(email_id = %id, "email sent");
             }
             Err(err) => {
+                crate::metrics::email_delivery("failed");
                 let delay = Duration::from_secs(
                     2u64.saturating_pow(u32::try_from(attempts).unwrap_or(0).min(12)),
                 );

@@ -604,6 +604,7 @@ async fn apply_batch(
     }
     write_checkpoint(&mut tx, name, read_to, events.len()).await?;
     tx.commit().await?;
+    crate::metrics::projection_batch(name, events.len());
     cursor.read = read_to;
     cursor.stored = Some(read_to);
     Ok(Step::Applied)

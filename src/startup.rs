@@ -45,6 +45,7 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .context("the listener has no socket address")?;
+        crate::metrics::install();
         let stripe_api = StripeApi::from_settings(&settings.stripe)?;
         let mailer = Mailer::new(pool.clone(), &settings.mail)?;
         let state = AppState::new(pool, &settings);
@@ -96,6 +97,7 @@ impl Application {
             shutdown.clone(),
         ));
         runners.push(tokio::spawn(self.mailer.run(shutdown.clone())));
+        runners.push(tokio::spawn(crate::metrics::upkeep(shutdown.clone())));
         let app = api::routes(&self.state);
         let signal = shutdown.clone();
         let mut server = poem::Server::new_with_acceptor(self.acceptor);

@@ -132,14 +132,14 @@ impl CheckoutApi {
         let limits = &self.state.edge;
         let by_ip = ip.map(|ip| {
             (
-                "checkout_ip",
+                "checkout_per_ip",
                 format!("checkout:ip:{ip}"),
                 limits.checkout_per_ip,
             )
         });
         let by_email = email.map(|email| {
             (
-                "checkout_email",
+                "checkout_per_email",
                 format!("checkout:email:{}", email.normalized()),
                 limits.checkout_per_email,
             )
@@ -148,7 +148,8 @@ impl CheckoutApi {
             match rate_limit::hit(&self.state.pool, &key, limit).await {
                 Ok(None) => {}
                 Ok(Some(wait)) => {
-                    let (problem, secs) = edge::too_many_requests(name, wait, "checkouts");
+                    crate::metrics::rate_limited(name);
+                    let (problem, secs) = edge::too_many_requests(wait, "checkouts");
                     return Err(CreateCheckoutResponse::TooManyRequests(Json(problem), secs));
                 }
                 Err(err) => return Err(db_error(err).into()),

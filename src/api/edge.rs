@@ -334,10 +334,9 @@ impl<E: Endpoint> Endpoint for BrowserCorsEndpoint<E> {
     }
 }
 
-/// A 429 for a rate limit named `limit` (as the metrics label it), counted in
-/// `memberledger_rate_limit_rejections_total`; with the whole seconds to put in `Retry-After`.
-pub fn too_many_requests(limit: &'static str, wait: Duration, what: &str) -> (Problem, u64) {
-    metrics::counter!("memberledger_rate_limit_rejections_total", "limit" => limit).increment(1);
+/// A 429 for a rate limit that refused `what`, with the whole seconds to put in
+/// `Retry-After`. (Whoever applied the limit counts the refusal: `crate::metrics::rate_limited`.)
+pub fn too_many_requests(wait: Duration, what: &str) -> (Problem, u64) {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let secs = secs.max(1);
     (

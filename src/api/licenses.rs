@@ -237,8 +237,8 @@ impl LicensesApi {
     ) -> ValidateLicenseResponse {
         let ip = super::edge::client_ip(req);
         if let Some(wait) = ip.and_then(|ip| self.state.validation_limit.hit(&ip)) {
-            let (problem, secs) =
-                super::edge::too_many_requests("license_validation", wait, "validations");
+            crate::metrics::rate_limited("license_validate_per_ip");
+            let (problem, secs) = super::edge::too_many_requests(wait, "validations");
             return ValidateLicenseResponse::TooManyRequests(Json(problem), secs);
         }
         match validate(&self.state.pool, &body.0.key, &body.0.domain).await {

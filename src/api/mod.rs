@@ -1,5 +1,5 @@
 //! The HTTP API: poem-openapi operations under `/v1`, the spec at `/openapi.json`, Swagger UI
-//! at `/docs`; every error is `application/problem+json`.
+//! at `/docs`, Prometheus metrics at `/metrics`; every error is `application/problem+json`.
 
 use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route};
 use poem_openapi::OpenApiService;
@@ -20,6 +20,7 @@ pub mod license_purchases;
 pub mod licenses;
 pub mod me;
 pub mod members;
+pub mod metrics;
 pub mod middleware;
 pub mod newsletters;
 pub mod problem;
@@ -114,9 +115,11 @@ pub fn routes(state: &State) -> impl Endpoint {
             }),
         )
         .nest("/docs", docs)
+        .at("/metrics", poem::get(metrics::scrape))
         .at("/webhooks/stripe", poem::post(webhook::receive))
         .nest("/", api)
         .around(edge::bounded_request)
+        .around(metrics::track)
         .catch_all_error(|err: poem::Error| async move { Problem::from_poem(&err).into_response() })
         .with(edge::BrowserCors::new(&state.edge.cors_allowed_origins))
         .around(retry_after::on_unavailable)

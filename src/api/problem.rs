@@ -219,6 +219,9 @@ impl IntoResponse for Problem {
 /// time, a statement past its timeout, a lock not granted; `bounds::is_unavailable`) is a 503
 /// the client retries (`Retry-After` is added to every 503); any other failure is a bug, 500.
 pub fn db_error(err: sqlx::Error) -> Problem {
+    if matches!(err, sqlx::Error::PoolTimedOut) {
+        crate::metrics::pool_timed_out();
+    }
     if crate::bounds::is_unavailable(&err) {
         tracing::error!(error = %err, "database unavailable");
         Problem::unavailable("the database is unavailable; retry later")

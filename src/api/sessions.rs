@@ -215,8 +215,7 @@ impl SessionsApi {
         match auth::request_code(&self.state.sign_in, &email, signup, ip).await {
             Ok(()) => CodeResponse::Accepted(Json(Accepted { accepted: true })),
             Err(AuthError::RateLimited(wait)) => {
-                let (problem, secs) =
-                    super::edge::too_many_requests("sign_in_code", wait, "attempts");
+                let (problem, secs) = super::edge::too_many_requests(wait, "attempts");
                 CodeResponse::TooManyRequests(Json(problem), secs)
             }
             Err(err) => auth_problem(err).into(),
@@ -263,8 +262,7 @@ impl SessionsApi {
             match auth::verify(&self.state.sign_in, credentials, ip, &request_id.0 .0).await {
                 Ok(signed_in) => signed_in,
                 Err(AuthError::RateLimited(wait)) => {
-                    let (problem, secs) =
-                        super::edge::too_many_requests("sign_in_verify", wait, "attempts");
+                    let (problem, secs) = super::edge::too_many_requests(wait, "attempts");
                     return VerifyResponse::TooManyRequests(Json(problem), secs);
                 }
                 Err(err) => return auth_problem(err).into(),
@@ -364,9 +362,7 @@ fn auth_problem(err: AuthError) -> Problem {
             "invalid-code",
             "the code or link is wrong, expired or already used",
         ),
-        AuthError::RateLimited(wait) => {
-            super::edge::too_many_requests("sign_in", wait, "attempts").0
-        }
+        AuthError::RateLimited(wait) => super::edge::too_many_requests(wait, "attempts").0,
         AuthError::Database(err) => db_error(err),
         AuthError::Command(msg) => {
             tracing::error!(error = %msg, "sign-in failed");

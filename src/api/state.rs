@@ -48,6 +48,8 @@ pub struct AppState {
     /// Announces stored Stripe events to the inbox (this instance's at once, others' by
     /// `NOTIFY`, coalesced).
     pub stripe_received: Arc<Wakeups>,
+    /// SHA-256 of `METRICS_TOKEN`, when `/metrics` requires it.
+    pub metrics_token: Option<[u8; 32]>,
 }
 
 impl AppState {
@@ -93,6 +95,11 @@ impl AppState {
             }),
             checkout_allowed_origins: settings.checkout_allowed_origins.clone(),
             edge: settings.edge.clone(),
+            metrics_token: settings
+                .metrics
+                .token
+                .as_deref()
+                .map(super::metrics::token_hash),
             pool,
         })
     }

@@ -125,7 +125,8 @@ where
         metadata: EventMetadata,
     ) -> Result<Option<LogPosition>, AggregateError<A::Error>> {
         let metadata = metadata.into_map();
-        APPENDED
+        let started = std::time::Instant::now();
+        let result = APPENDED
             .scope(Cell::new(None), async {
                 let mut attempt = 0;
                 loop {
@@ -135,13 +136,32 @@ where
                         .execute_with_metadata(aggregate_id, command.clone(), metadata.clone())
                         .await
                     {
-                        Err(AggregateError::AggregateConflict) if attempt <= CONFLICT_RETRIES => {}
+                        Err(AggregateError::AggregateConflict) if attempt <= CONFLICT_RETRIES => {
+                            crate::metrics::command_retry(A::TYPE);
+                        }
                         Err(err) => return Err(err),
                         Ok(()) => return Ok(APPENDED.with(Cell::get)),
                     }
                 }
             })
-            .await
+            .await;
+        crate::metrics::command(A::TYPE, outcome(&result), started.elapsed());
+        result
+    }
+}
+
+/// How a command ended, for the metrics: a domain error or an inline refusal (a taken email)
+/// is the aggregate saying no; a conflict is one that outlasted the retries.
+fn outcome<T, E: std::error::Error>(
+    result: &Result<T, AggregateError<E>>,
+) -> crate::metrics::CommandOutcome {
+    use crate::metrics::CommandOutcome;
+    match result {
+        Ok(_) => CommandOutcome::Ok,
+        Err(AggregateError::UserError(_)) => CommandOutcome::Rejected,
+        Err(AggregateError::AggregateConflict) => CommandOutcome::Conflict,
+        Err(err) if inline_refusal(err).is_some() => CommandOutcome::Rejected,
+        Err(_) => CommandOutcome::Error,
     }
 }
 
@@ -192,5 +212,43 @@ impl EventUpcaster for Upcaster {
             &mut event.payload,
         );
         event
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::CommandOutcome;
+
+    type Result = std::result::Result<(), AggregateError<std::io::Error>>;
+
+    #[test]
+    fn a_command_outcome_names_refusals_conflicts_and_errors_apart() {
+        let refused = std::io::Error::other("no");
+        assert_eq!(outcome(&Result::Ok(())), CommandOutcome::Ok);
+        assert_eq!(
+            outcome(&Result::Err(AggregateError::UserError(refused))),
+            CommandOutcome::Rejected
+        );
+        let taken = InlineRefusal {
+            projection: "member_emails",
+            reason: "email-taken",
+        };
+        assert_eq!(
+            outcome(&Result::Err(AggregateError::UnexpectedError(Box::new(
+                taken
+            )))),
+            CommandOutcome::Rejected
+        );
+        assert_eq!(
+            outcome(&Result::Err(AggregateError::AggregateConflict)),
+            CommandOutcome::Conflict
+        );
+        assert_eq!(
+            outcome(&Result::Err(AggregateError::UnexpectedError(Box::new(
+                std::io::Error::other("bug")
+            )))),
+            CommandOutcome::Error
+        );
     }
 }

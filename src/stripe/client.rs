@@ -54,9 +54,15 @@ impl StripeApi {
         &self,
         customer_id: &str,
     ) -> anyhow::Result<Option<CustomerContact>> {
-        let returned = RetrieveCustomer::new(customer_id)
-            .send(&self.client)
-            .await
+        let started = std::time::Instant::now();
+        let returned = RetrieveCustomer::new(customer_id).send(&self.client).await;
+        let outcome = match &returned {
+            Ok(_) => "ok",
+            Err(StripeError::Stripe(_, status)) if *status < 500 => "refused",
+            Err(_) => "unavailable",
+        };
+        crate::metrics::stripe_call("retrieve_customer", outcome, started.elapsed());
+        let returned = returned
             .map_err(|e| anyhow::anyhow!("fetching customer {customer_id} from Stripe: {e}"))?;
         Ok(match returned {
             RetrieveCustomerReturned::Customer(c) => Some(CustomerContact {
@@ -127,8 +133,30 @@ fn fit_idempotency_key(key: &str) -> String {
 }
 
 impl StripeApi {
-    /// Runs `call` with one idempotency key, retrying network errors and 5xx with backoff.
+    /// Runs `call` with one idempotency key, retrying network errors and 5xx with backoff;
+    /// counts it (all attempts as one call) as the operation `what`.
     async fn with_retries<T, F, Fut>(
+        &self,
+        idempotency_key: &str,
+        what: &'static str,
+        call: F,
+    ) -> Result<T, CallError>
+    where
+        F: Fn(RequestStrategy) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StripeError>>,
+    {
+        let started = std::time::Instant::now();
+        let result = self.attempts(idempotency_key, what, call).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(CallError::Refused { .. }) => "refused",
+            Err(CallError::Unavailable(_)) => "unavailable",
+        };
+        crate::metrics::stripe_call(what, outcome, started.elapsed());
+        result
+    }
+
+    async fn attempts<T, F, Fut>(
         &self,
         idempotency_key: &str,
         what: &str,
@@ -166,7 +194,7 @@ impl StripeApi {
         let result = self
             .with_retries(
                 &format!("delete-item-{item_id}"),
-                "delete subscription item",
+                "delete_subscription_item",
                 |strategy| {
                     request
                         .customize()
@@ -211,7 +239,7 @@ impl StripeApi {
             (None, None) => request,
         };
         let session = self
-            .with_retries(idempotency_key, "create checkout session", |strategy| {
+            .with_retries(idempotency_key, "create_checkout_session", |strategy| {
                 request
                     .customize()
                     .request_strategy(strategy)
@@ -244,7 +272,7 @@ impl StripeApi {
         use stripe_client_core::{RequestBuilder, StripeMethod};
         use stripe_shared::RecurringInterval;
         let price = self
-            .with_retries(&format!("price-{price_id}"), "retrieve price", |strategy| {
+            .with_retries(&format!("price-{price_id}"), "retrieve_price", |strategy| {
                 RequestBuilder::new(StripeMethod::Get, format!("/prices/{price_id}"))
                     .customize::<stripe_shared::Price>()
                     .request_strategy(strategy)
@@ -359,7 +387,7 @@ impl StripeApi {
             .success_url(checkout.success_url.clone())
             .cancel_url(checkout.cancel_url.clone());
         let session = self
-            .with_retries(idempotency_key, "create payment checkout", |strategy| {
+            .with_retries(idempotency_key, "create_payment_checkout", |strategy| {
                 request
                     .customize()
                     .request_strategy(strategy)
@@ -405,7 +433,7 @@ impl StripeApi {
             .proration_behavior(CreateSubscriptionItemProrationBehavior::None)
             .metadata(item.metadata.clone());
         let created = self
-            .with_retries(idempotency_key, "add subscription item", |strategy| {
+            .with_retries(idempotency_key, "add_subscription_item", |strategy| {
                 request
                     .customize()
                     .request_strategy(strategy)

@@ -328,15 +328,26 @@ async fn run_group(translator: Arc<Translator>, group: Group) -> Vec<Finished> {
         .collect()
 }
 
+fn outcome_label(result: &Result<Outcome, String>) -> &'static str {
+    match result {
+        Ok(Outcome::Processed) => "processed",
+        Ok(Outcome::Ignored(_)) => "ignored",
+        Ok(Outcome::Deferred(_)) => "deferred",
+        Err(_) => "failed",
+    }
+}
+
 async fn run_one(
     translator: &Translator,
     event: &ClaimedEvent,
     attempt: i32,
 ) -> Result<Outcome, String> {
     let span = tracing::info_span!("stripe_event", event_id = %event.id, event_type = %event.event_type, attempt);
+    let started = std::time::Instant::now();
     let result = tracing::Instrument::instrument(translator.handle(event), span.clone())
         .await
         .map_err(|err| format!("{err:#}"));
+    crate::metrics::stripe_event(outcome_label(&result), started.elapsed());
     span.in_scope(|| match &result {
         Ok(Outcome::Processed) => tracing::info!("stripe event processed"),
         Ok(Outcome::Ignored(reason)) => tracing::info!(reason = %reason, "stripe event ignored"),
