@@ -121,9 +121,14 @@ pub fn routes(state: &State) -> impl Endpoint {
         .around(edge::bounded_request)
         .around(metrics::track)
         .catch_all_error(|err: poem::Error| async move { Problem::from_poem(&err).into_response() })
+        // Boxed every few layers: each `around` names the endpoint it wraps in its future's
+        // type, so an unboxed stack grows past the compiler's depth limit.
+        .boxed()
         .with(edge::BrowserCors::new(&state.edge.cors_allowed_origins))
         .around(retry_after::on_unavailable)
         .around(middleware::with_request_id)
+        .map_to_response()
+        .boxed()
         .around(edge::client_address)
         .around(edge::harden)
         .around(edge::compress)
