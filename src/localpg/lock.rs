@@ -60,6 +60,24 @@ impl StartLock {
     }
 }
 
+impl StartLock {
+    /// Like [`StartLock::acquire`], waiting without a runtime (for `Drop`).
+    pub(super) fn acquire_blocking(data_dir: &Path) -> Result<StartLock> {
+        let path = lock_path(data_dir)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening the lock file {}", path.display()))?;
+        match Flock::lock(file, FlockArg::LockExclusive) {
+            Ok(lock) => Ok(StartLock { _lock: lock }),
+            Err((_, errno)) => Err(errno).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+}
+
 fn lock_path(data_dir: &Path) -> Result<PathBuf> {
     let file_name = data_dir
         .file_name()
