@@ -227,6 +227,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve_command(database: DatabaseConfig, serve: ServeConfig) -> anyhow::Result<()> {
+    // Before connecting: the summary is what an operator reads when the database is not there.
+    let settings = serve.settings()?;
+    crate::startup_report::log(&crate::startup_report::report(&settings));
     let db = Database::connect(&database).await?;
     db::migrate(&db.pool).await?;
     if serve.admin_token.is_none() && api::auth::stored_token_count(&db.pool).await? == 0 {
@@ -240,7 +243,7 @@ async fn serve_command(database: DatabaseConfig, serve: ServeConfig) -> anyhow::
         );
     }
     let shutdown = startup::shutdown_on_signal();
-    let app = Application::build(db.pool.clone(), serve.settings()?).await?;
+    let app = Application::build(db.pool.clone(), settings).await?;
     tracing::info!(addr = %app.addr(), "listening; OpenAPI at /openapi.json, Swagger UI at /docs");
     let result = app.run_until_stopped(shutdown).await;
     db.close().await?;
