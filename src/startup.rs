@@ -45,7 +45,7 @@ impl Application {
             .and_then(|a| a.as_socket_addr().copied())
             .context("the listener has no socket address")?;
         let stripe_api = StripeApi::from_settings(&settings.stripe)?;
-        let mailer = Mailer::new(pool.clone(), &settings.mail)?;
+        let mailer = Mailer::new(pool.clone(), &settings)?;
         let state = AppState::new(pool, &settings);
         // Before any command: from here on the appending transactions keep them.
         crate::inline::prepare(&state.pool, state.projections.list()).await?;
