@@ -13,6 +13,7 @@ mod licenses;
 mod mail_support;
 mod members;
 mod openapi;
+mod operator;
 mod pipeline;
 mod projections;
 mod rebuild;
