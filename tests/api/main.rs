@@ -21,4 +21,5 @@ mod refusals;
 mod set_apply;
 mod signin;
 mod stripe_support;
+mod stripe_versions;
 mod stripe_webhooks;
