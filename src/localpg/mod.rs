@@ -60,6 +60,8 @@ const LOG_FILE: &str = "server.log";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for another process that is starting the same cluster.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a drop waits for the start lock before leaving the cluster running.
+const DROP_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest data directory path used as unix socket directory
 /// (`<dir>/.s.PGSQL.<port>` must fit in `sun_path`, 108 bytes).
 const MAX_SOCKET_DIR_LEN: usize = 90;
@@ -226,7 +228,15 @@ impl LocalPostgres {
             let _ = pg.pg_ctl_stop().await;
             return Err(err);
         }
-        pg.lease = Some(UserLease::take(&pg.data_dir)?);
+        // Not with `?`: dropping `pg` here would wait for the start lock this call holds.
+        match UserLease::take(&pg.data_dir) {
+            Ok(lease) => pg.lease = Some(lease),
+            Err(err) => {
+                pg.done = true;
+                let _ = pg.pg_ctl_stop().await;
+                return Err(err);
+            }
+        }
         tracing::info!(port, data_dir = %pg.data_dir.display(), "started local PostgreSQL");
         Ok(pg)
     }
@@ -440,8 +450,9 @@ impl Drop for LocalPostgres {
             return;
         }
         self.done = true;
-        // Blocking is acceptable here: a drop without `stop()` is the unusual path.
-        let others = StartLock::acquire_blocking(&self.data_dir).and_then(|lock| {
+        // Blocking briefly is acceptable: a drop without `stop()` is the unusual path. When the
+        // lock stays taken, the cluster is left running (the next one out stops it).
+        let others = StartLock::acquire_sync(&self.data_dir, DROP_LOCK_TIMEOUT).and_then(|lock| {
             let others = users::others_remain(&self.data_dir, self.lease.take());
             drop(lock);
             others
