@@ -184,8 +184,19 @@ async fn piped_logs_are_plain_and_start_with_the_summary() {
             .env("STRIPE_WEBHOOK_SECRET", "whsec_");
     });
     serve.wait_healthy().await;
+    // A delivery no secret verifies: refused, and the log says why.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/webhooks/stripe", serve.base))
+        .header("stripe-signature", "t=1700000000,v1=00")
+        .body("{}")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 400);
     let (ok, log) = serve.stop("-TERM");
     assert!(ok, "{log}");
+    assert!(log.contains("stripe webhook refused"), "{log}");
+    assert!(log.contains("does not match any webhook secret"), "{log}");
     assert!(
         !log.contains('\u{1b}'),
         "ANSI escape codes in piped logs:\n{log}"
