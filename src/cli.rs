@@ -306,6 +306,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve_command(database: DatabaseConfig, serve: ServeConfig) -> anyhow::Result<()> {
+    // Before connecting: the summary is what an operator reads when the database is not there.
+    let settings = serve.settings()?;
+    crate::startup_report::log(&crate::startup_report::report(&settings));
     let db = Database::connect(&database).await?;
     db::migrate(&db.pool).await?;
     if serve.admin_token.is_none() && api::auth::stored_token_count(&db.pool).await? == 0 {
@@ -322,7 +325,7 @@ async fn serve_command(database: DatabaseConfig, serve: ServeConfig) -> anyhow::
     // The API's requests are bounded (statement and acquire timeouts); `db.pool` is not, for
     // the migrations above and the catch-ups at start.
     let api_pool = crate::bounds::api_pool(&db.pool, database.bounds.bounds());
-    let app = Application::build(api_pool.clone(), serve.settings()?).await?;
+    let app = Application::build(api_pool.clone(), settings).await?;
     tracing::info!(addr = %app.addr(), "listening; OpenAPI at /openapi.json, Swagger UI at /docs");
     let result = app.run_until_stopped(shutdown).await;
     api_pool.close().await;

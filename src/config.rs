@@ -128,6 +128,7 @@ impl ServeConfig {
         };
         Ok(Settings {
             bind: self.bind,
+            public_url: public_url.clone(),
             admin_token: self.admin_token.as_ref().map(|t| t.expose().to_owned()),
             read_your_writes_timeout: Duration::from_millis(self.read_your_writes_timeout_ms),
             stripe: self.stripe.settings(),
@@ -300,6 +301,8 @@ pub struct LogConfig {
 /// Everything `serve` runs with.
 pub struct Settings {
     pub bind: SocketAddr,
+    /// `PUBLIC_URL` without a trailing slash (default `http://` + the bind address).
+    pub public_url: String,
     pub admin_token: Option<String>,
     pub read_your_writes_timeout: Duration,
     pub stripe: StripeSettings,
@@ -321,6 +324,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: "http://127.0.0.1:8080".to_owned(),
             admin_token: None,
             read_your_writes_timeout: Duration::from_secs(5),
             stripe: StripeSettings::default(),

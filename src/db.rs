@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 use crate::config::DatabaseConfig;
 use crate::localpg::LocalPostgres;
@@ -70,12 +70,51 @@ pub async fn pool_with(
         .context("DATABASE_URL is not a valid PostgreSQL URL")?
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+    check_reachable(&options).await?;
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
         .connect_with(options)
         .await
         .context("connecting to PostgreSQL")
+}
+
+/// How long the first connection may take before the server is reported unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects once, outside the pool: the pool retries until its timeout and then reports only
+/// "pool timed out", while an operator needs the cause (refused, unknown host, bad password)
+/// and where it tried.
+async fn check_reachable(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let target = describe(options);
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            tracing::debug!("PostgreSQL at {target} answers");
+            Ok(())
+        }
+        // sqlx's own message already names the cause; its source would repeat it.
+        Ok(Err(err)) => Err(anyhow::anyhow!(
+            "cannot connect to PostgreSQL at {target}: {err}"
+        )),
+        Err(_) => anyhow::bail!(
+            "cannot connect to PostgreSQL at {target}: no answer within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ),
+    }
+}
+
+/// `host:port, database NAME as USER` (or the socket), for messages; never the password.
+fn describe(options: &PgConnectOptions) -> String {
+    let place = match options.get_socket() {
+        Some(socket) => format!("socket {}", socket.display()),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    };
+    format!(
+        "{place}, database {} as {}",
+        options.get_database().unwrap_or("(default)"),
+        options.get_username()
+    )
 }
 
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {

@@ -24,6 +24,7 @@ pub mod rate_limit;
 pub mod rebuild;
 pub mod runner;
 pub mod startup;
+pub mod startup_report;
 pub mod store;
 pub mod stripe;
 pub mod telemetry;

@@ -1,6 +1,8 @@
 //! Email: messages are written to the `outbox_emails` table together with what caused them,
 //! and a mailer delivers them over SMTP (lettre), retrying failures with backoff. Without
-//! `SMTP_URL` (development) each message is written to the log instead, clearly marked.
+//! `SMTP_URL` (development) each message is written to the log instead, clearly marked; but
+//! not when `PUBLIC_URL` is https (a deployment), where a logged code or magic link would hand
+//! sign-ins to whoever reads the logs: then only the recipient and subject are logged.
 //! Delivery problems never reach the API's responses.
 
 use std::time::Duration;
@@ -13,7 +15,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::MailSettings;
+use crate::config::Settings;
 
 const NOTIFY_CHANNEL: &str = "outbox_email";
 /// Delivery attempts before a message is given up.
@@ -45,7 +47,16 @@ pub async fn enqueue(conn: &mut PgConnection, email: &Email) -> Result<Uuid, sql
 
 enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    Log,
+    /// No SMTP: the message goes to the log, its body only when `reveal`.
+    Log {
+        reveal: bool,
+    },
+}
+
+/// Whether, without SMTP, messages (sign-in codes, magic links) may be written to the log:
+/// only outside a deployment, i.e. when `PUBLIC_URL` is not https.
+pub fn may_log_contents(settings: &Settings) -> bool {
+    settings.mail.smtp_url.is_none() && !settings.public_url.starts_with("https://")
 }
 
 pub struct Mailer {
@@ -55,7 +66,8 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    pub fn new(pool: PgPool, settings: &MailSettings) -> anyhow::Result<Self> {
+    pub fn new(pool: PgPool, all: &Settings) -> anyhow::Result<Self> {
+        let settings = &all.mail;
         let from: Mailbox = settings
             .from
             .parse()
@@ -67,7 +79,9 @@ impl Mailer {
                     .timeout(Some(Duration::from_secs(15)))
                     .build(),
             ),
-            None => Transport::Log,
+            None => Transport::Log {
+                reveal: may_log_contents(all),
+            },
         };
         Ok(Self {
             pool,
@@ -181,7 +195,15 @@ impl Mailer {
             Transport::Smtp(smtp) => {
                 smtp.send(message).await.context("sending over SMTP")?;
             }
-            Transport::Log => {
+            Transport::Log { reveal: false } => {
+                // Not even the subject: it carries the code.
+                tracing::warn!(
+                    to = %email.to,
+                    "EMAIL NOT SENT: no SMTP_URL is configured, and PUBLIC_URL is https so its \
+                     contents are not logged; configure SMTP_URL"
+                );
+            }
+            Transport::Log { reveal: true } => {
                 tracing::warn!(
                     to = %email.to,
                     subject = %email.subject,

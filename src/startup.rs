@@ -47,7 +47,7 @@ impl Application {
             .context("the listener has no socket address")?;
         crate::metrics::install();
         let stripe_api = StripeApi::from_settings(&settings.stripe)?;
-        let mailer = Mailer::new(pool.clone(), &settings.mail)?;
+        let mailer = Mailer::new(pool.clone(), &settings)?;
         let state = AppState::new(pool, &settings);
         // Runners and inbox workers each keep a connection (advisory locks live in sessions):
         // a pool of their own, so they never starve the API's.

@@ -1,4 +1,8 @@
 //! Logging through tracing-subscriber: `RUST_LOG` filters, `LOG_FORMAT` picks pretty or JSON.
+//! Pretty lines are coloured only on a terminal: piped into a file or a log collector, ANSI
+//! escape codes would be noise in every line.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -13,7 +17,11 @@ pub fn init(format: LogFormat) {
     // `try_init`: tests initialise once per process and may call this again.
     let _ = match format {
         LogFormat::Pretty => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(

@@ -14,6 +14,7 @@ use crate::stripe::{inbox, webhook};
 pub async fn receive(req: &Request, body: Body, state: Data<&State>) -> Response {
     let secrets = &state.stripe.webhook_secrets;
     if secrets.is_empty() {
+        tracing::warn!("stripe webhook refused: STRIPE_WEBHOOK_SECRET is not configured");
         return Problem::unavailable("STRIPE_WEBHOOK_SECRET is not configured").into_response();
     }
     let Some(signature) = req
@@ -21,33 +22,30 @@ pub async fn receive(req: &Request, body: Body, state: Data<&State>) -> Response
         .get(webhook::SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
     else {
-        return Problem::bad_request("the Stripe-Signature header is missing").into_response();
+        return refuse("the Stripe-Signature header is missing");
     };
     // The body limit middleware already refused anything over 1 MiB.
     let Ok(bytes) = body.into_bytes().await else {
-        return Problem::bad_request("the body could not be read").into_response();
+        return refuse("the body could not be read");
     };
     let Ok(payload) = std::str::from_utf8(&bytes) else {
-        return Problem::bad_request("the body is not UTF-8").into_response();
+        return refuse("the body is not UTF-8");
     };
     let parsed = match webhook::verify(payload, signature, secrets) {
         webhook::Verified::Yes { parsed } => parsed,
         webhook::Verified::Stale => {
-            return Problem::bad_request("the signature's timestamp is outside the 300 s tolerance")
-                .into_response()
+            return refuse("the signature's timestamp is outside the 300 s tolerance (a replay, or a clock out of step)")
         }
         webhook::Verified::No => {
-            return Problem::bad_request("the signature does not match any webhook secret")
-                .into_response()
+            return refuse("the signature does not match any webhook secret (a wrong STRIPE_WEBHOOK_SECRET, or not from Stripe)")
         }
     };
     let raw: Value = match serde_json::from_str(payload) {
         Ok(raw) => raw,
-        Err(_) => return Problem::bad_request("the body is not JSON").into_response(),
+        Err(_) => return refuse("the body is not JSON"),
     };
     let Some(head) = webhook::event_head(&raw) else {
-        return Problem::bad_request("the body is not a Stripe event (id, type, created)")
-            .into_response();
+        return refuse("the body is not a Stripe event (id, type, created)");
     };
     if !parsed {
         tracing::warn!(event_id = %head.id, event_type = %head.event_type, "async-stripe could not parse the event; stored for processing from its raw JSON");
@@ -70,4 +68,11 @@ pub async fn receive(req: &Request, body: Body, state: Data<&State>) -> Response
             resp
         }
     }
+}
+
+/// A 400 whose reason is also logged: Stripe's dashboard shows only the status, and an
+/// operator looking for lost events needs to see why deliveries are turned away.
+fn refuse(reason: &str) -> Response {
+    tracing::warn!(reason, "stripe webhook refused");
+    Problem::bad_request(reason).into_response()
 }

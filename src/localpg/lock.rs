@@ -60,6 +60,42 @@ impl StartLock {
     }
 }
 
+impl StartLock {
+    /// Like [`StartLock::acquire`], waiting without a runtime (for `Drop`, which may run
+    /// while this very process holds the lock: a start cancelled midway), so it gives up
+    /// after `timeout` instead of waiting for ever.
+    pub(super) fn acquire_sync(data_dir: &Path, timeout: Duration) -> Result<StartLock> {
+        let path = lock_path(data_dir)?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening the lock file {}", path.display()))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(StartLock { _lock: lock }),
+                Err((unlocked, errno)) if errno == Errno::EWOULDBLOCK || errno == Errno::EINTR => {
+                    file = unlocked;
+                }
+                Err((_, errno)) => {
+                    return Err(errno).with_context(|| format!("locking {}", path.display()))
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} stayed locked for {}s",
+                    path.display(),
+                    timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 fn lock_path(data_dir: &Path) -> Result<PathBuf> {
     let file_name = data_dir
         .file_name()

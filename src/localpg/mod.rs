@@ -19,6 +19,9 @@
 //!   reused on the next start when it is still free.
 //! * Concurrent callers (threads of one test binary, or several test
 //!   binaries) are serialized per data directory, see [`StartLock`].
+//! * Several processes may use one cluster (two `serve`s on one `DATA_DIR`):
+//!   each holds a lease while it uses it, and [`LocalPostgres::stop`] stops
+//!   the cluster only when no other lease remains, see [`users`].
 
 mod bins;
 mod data_dir;
@@ -28,6 +31,7 @@ mod ready;
 mod run_as;
 #[cfg(test)]
 mod temp_dir;
+mod users;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -46,6 +50,7 @@ use lock::StartLock;
 use ports::{choose_port, pick_free_port, read_port_file};
 use ready::{url_for_port, wait_ready};
 use run_as::{command_error, run, run_checked, RunAs};
+use users::UserLease;
 
 /// Name of the file (inside the data directory) remembering the port.
 const PORT_FILE: &str = "memberledger.port";
@@ -55,6 +60,8 @@ const LOG_FILE: &str = "server.log";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for another process that is starting the same cluster.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a drop waits for the start lock before leaving the cluster running.
+const DROP_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest data directory path used as unix socket directory
 /// (`<dir>/.s.PGSQL.<port>` must fit in `sun_path`, 108 bytes).
 const MAX_SOCKET_DIR_LEN: usize = 90;
@@ -73,8 +80,8 @@ pub struct StartOptions {
 /// A local PostgreSQL cluster started (or found running) by
 /// [`LocalPostgres::start`].
 ///
-/// Dropping it stops the cluster if this value started it, unless
-/// [`LocalPostgres::detach`] was called.
+/// Dropping it stops the cluster if this value started it and no other
+/// process uses it, unless [`LocalPostgres::detach`] was called.
 pub struct LocalPostgres {
     data_dir: PathBuf,
     port: u16,
@@ -85,6 +92,8 @@ pub struct LocalPostgres {
     started_here: bool,
     /// `stop()` ran, or `detach()` was called: nothing to do on drop.
     done: bool,
+    /// This value uses the cluster (see [`users`]); given up on stop, detach or drop.
+    lease: Option<UserLease>,
 }
 
 impl fmt::Debug for LocalPostgres {
@@ -126,6 +135,7 @@ impl LocalPostgres {
             run_as,
             started_here: false,
             done: true,
+            lease: None,
         };
         let has_cluster = pg.data_dir.join("PG_VERSION").is_file();
 
@@ -146,6 +156,8 @@ impl LocalPostgres {
                     0,
                 ));
             }
+            pg.lease = Some(UserLease::take(&pg.data_dir)?);
+            pg.done = false;
             return Ok(pg);
         }
 
@@ -216,6 +228,15 @@ impl LocalPostgres {
             let _ = pg.pg_ctl_stop().await;
             return Err(err);
         }
+        // Not with `?`: dropping `pg` here would wait for the start lock this call holds.
+        match UserLease::take(&pg.data_dir) {
+            Ok(lease) => pg.lease = Some(lease),
+            Err(err) => {
+                pg.done = true;
+                let _ = pg.pg_ctl_stop().await;
+                return Err(err);
+            }
+        }
         tracing::info!(port, data_dir = %pg.data_dir.display(), "started local PostgreSQL");
         Ok(pg)
     }
@@ -236,14 +257,22 @@ impl LocalPostgres {
         self.port
     }
 
-    /// `pg_ctl stop -m fast`, if this value started the cluster; a cluster
-    /// that was found running is left alone.
+    /// Stops using the cluster, and stops it (`pg_ctl stop -m fast`) when no
+    /// other process uses it any more, whoever started it: the last one out
+    /// stops it, also after the one that started it was killed.
     pub async fn stop(mut self) -> Result<()> {
-        if self.done || !self.started_here {
-            self.done = true;
+        if self.done {
             return Ok(());
         }
         self.done = true;
+        let _lock = StartLock::acquire(&self.data_dir, LOCK_TIMEOUT).await?;
+        if users::others_remain(&self.data_dir, self.lease.take())? {
+            tracing::info!(port = self.port, data_dir = %self.data_dir.display(), "leaving local PostgreSQL running: another process still uses it");
+            return Ok(());
+        }
+        if !self.is_running().await? {
+            return Ok(());
+        }
         self.pg_ctl_stop().await
     }
 
@@ -261,10 +290,11 @@ impl LocalPostgres {
         Ok(())
     }
 
-    /// Leave the cluster running when dropped (the test helper shares one
-    /// cluster between test processes).
+    /// Leave the cluster running when dropped, and stop counting as one of
+    /// its users (the test helper shares one cluster between test processes).
     pub fn detach(mut self) {
         self.done = true;
+        self.lease = None;
     }
 
     // ----- internals -------------------------------------------------------
@@ -434,6 +464,21 @@ impl Drop for LocalPostgres {
             return;
         }
         self.done = true;
+        // Blocking briefly is acceptable: a drop without `stop()` is the unusual path. When the
+        // lock stays taken, the cluster is left running (the next one out stops it).
+        let others = StartLock::acquire_sync(&self.data_dir, DROP_LOCK_TIMEOUT).and_then(|lock| {
+            let others = users::others_remain(&self.data_dir, self.lease.take());
+            drop(lock);
+            others
+        });
+        match others {
+            Ok(false) => {}
+            Ok(true) => return,
+            Err(err) => {
+                tracing::warn!("leaving local PostgreSQL running: {err:#}");
+                return;
+            }
+        }
         let (program, args) = self.run_as.argv(&self.pg_ctl, &self.stop_args());
         let result = std::process::Command::new(&program)
             .args(&args)
@@ -592,6 +637,7 @@ mod tests {
             run_as,
             started_here: true,
             done: false,
+            lease: None,
         };
         pg.stop().await?;
         assert!(select_one(&url).await.is_err());

@@ -7,6 +7,9 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::{json, Value};
 
+mod old_shapes;
+pub use old_shapes::ApiVersion;
+
 /// Stripe's example objects, by resource name.
 #[derive(Debug, Clone)]
 pub struct Fixtures(Arc<Value>);

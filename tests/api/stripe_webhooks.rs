@@ -18,7 +18,7 @@ async fn member_id_for(app: &TestApp, email: &str) -> String {
 
 /// What a lifecycle left in the read models, in a form that does not depend on delivery order.
 #[derive(Debug, PartialEq)]
-struct Converged {
+pub(crate) struct Converged {
     members_with_email: i64,
     member_status: String,
     member_source: String,
@@ -31,7 +31,7 @@ struct Converged {
     unprocessed_stripe_events: i64,
 }
 
-async fn converged(app: &TestApp, l: &Lifecycle) -> Converged {
+pub(crate) async fn converged(app: &TestApp, l: &Lifecycle) -> Converged {
     let pool = &app.pool;
     let members_with_email: i64 =
         sqlx::query_scalar("SELECT count(*) FROM member_list WHERE lower(email) = lower($1)")

@@ -25,6 +25,14 @@ impl Translator {
         metadata: &EventMetadata,
     ) -> anyhow::Result<Option<InvoiceParties<'a>>> {
         let Some(subscription_id) = invoice_subscription(invoice) else {
+            if read::invoice_is_for_subscription(invoice) {
+                anyhow::bail!(
+                    "the invoice's billing_reason is {:?} but it names no subscription \
+                     (looked in `subscription`, `parent.subscription_details.subscription` and \
+                     `lines.data[].subscription`)",
+                    text(&invoice["billing_reason"]).unwrap_or_default()
+                );
+            }
             return Ok(None);
         };
         let invoice_id = text(&invoice["id"]).context("the invoice has no id")?;

@@ -1,5 +1,18 @@
 //! Pure readers of Stripe's JSON objects: ids, amounts, periods and customer details, from
 //! wherever the API version at hand keeps them. No I/O.
+//!
+//! Webhooks arrive in the account's default API version, which can be years old, so every
+//! shape since 2019 is read (examples in `stripe-fixtures/old_shapes/`):
+//! - a subscription item's price is its `price`, else its `plan` (items carried only a plan
+//!   before prices; a plan keeps `amount` and `interval` where a price has `unit_amount` and
+//!   `recurring.interval`);
+//! - the period is on the subscription, else on its items (2025-03-31.basil moved it);
+//! - an invoice's subscription is `subscription`, else `parent.subscription_details` (basil),
+//!   else its subscription lines' (`lines.data[].subscription`, or their `parent`);
+//! - an invoice's payment intent is `payment_intent`, else the first of `payments` (basil);
+//! - a session's buyer is `customer_details.email`, else `customer_email` (before 2020).
+//!
+//! What cannot be read fails with the field it looked for, never as an empty result.
 
 use aggregates::{
     BillingInterval, Payment, Price, PurchaseType, SiteDomain, StripeSubscriptionState,
@@ -100,10 +113,35 @@ pub(super) fn is_paid(object: &Value) -> bool {
 }
 
 /// The subscription an invoice bills: `subscription` in older API versions,
-/// `parent.subscription_details.subscription` in newer ones.
+/// `parent.subscription_details.subscription` in newer ones, else the one its subscription
+/// lines name.
 pub(super) fn invoice_subscription(invoice: &Value) -> Option<&str> {
     id_of(&invoice["subscription"])
         .or_else(|| id_of(&invoice["parent"]["subscription_details"]["subscription"]))
+        .or_else(|| {
+            invoice["lines"]["data"]
+                .as_array()?
+                .iter()
+                .find_map(line_subscription)
+        })
+}
+
+/// The subscription an invoice line bills: `subscription` (before basil) or, on a line whose
+/// parent is a subscription item, `parent.subscription_item_details.subscription`.
+fn line_subscription(line: &Value) -> Option<&str> {
+    id_of(&line["subscription"]).or_else(|| {
+        let parent = &line["parent"];
+        (parent["type"] == "subscription_item_details")
+            .then(|| id_of(&parent["subscription_item_details"]["subscription"]))
+            .flatten()
+    })
+}
+
+/// Whether an invoice says it bills a subscription (`billing_reason` `subscription_create`,
+/// `subscription_cycle`, ...): one whose subscription cannot be found is an event we failed to
+/// understand, not an invoice to ignore.
+pub(super) fn invoice_is_for_subscription(invoice: &Value) -> bool {
+    text(&invoice["billing_reason"]).is_some_and(|r| r.starts_with("subscription"))
 }
 
 /// The payment intent that paid an invoice: `payment_intent` in older API versions, the
@@ -200,10 +238,12 @@ pub fn subscription_state(
     let status_text = text(&object["status"]).context("the subscription has no status")?;
     let status = SubscriptionStatus::parse(status_text)
         .with_context(|| format!("unknown subscription status {status_text:?}"))?;
+    // Every version lists the items; none means a shape we do not know, not a subscription
+    // without items.
     let items_json = object["items"]["data"]
         .as_array()
         .map(Vec::as_slice)
-        .unwrap_or_default();
+        .context("the subscription has no `items.data`")?;
     let mut items = items_json
         .iter()
         .map(subscription_item)
@@ -246,17 +286,7 @@ pub fn subscription_state(
 
 fn subscription_item(item: &Value) -> anyhow::Result<SubscriptionItem> {
     let item_id = text(&item["id"]).context("a subscription item has no id")?;
-    let price = &item["price"];
-    let recurring = &price["recurring"];
-    let interval_text = text(&recurring["interval"]).unwrap_or("month");
-    let interval = BillingInterval::parse(interval_text)
-        .with_context(|| format!("item {item_id}: unknown interval {interval_text:?}"))?;
-    let unit_amount = price["unit_amount"]
-        .as_i64()
-        .or_else(|| {
-            text(&price["unit_amount_decimal"]).and_then(|d| d.split('.').next()?.parse().ok())
-        })
-        .unwrap_or(0);
+    let price = item_price(item, item_id)?;
     let license_purchase_id = text(&item["metadata"][key::LICENSE_PURCHASE_ID])
         .and_then(|raw| match raw.parse::<Uuid>() {
             Ok(id) => Some(id),
@@ -274,20 +304,7 @@ fn subscription_item(item: &Value) -> anyhow::Result<SubscriptionItem> {
     });
     Ok(SubscriptionItem {
         item_id: item_id.to_owned(),
-        price: Price {
-            price_id: text(&price["id"])
-                .context("a subscription item has no price")?
-                .to_owned(),
-            product_id: id_of(&price["product"]).map(str::to_owned),
-            unit_amount,
-            currency: text(&price["currency"]).unwrap_or("usd").to_owned(),
-            interval,
-            interval_count: recurring["interval_count"]
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(1)
-                .max(1),
-        },
+        price,
         quantity: item["quantity"]
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
@@ -299,5 +316,42 @@ fn subscription_item(item: &Value) -> anyhow::Result<SubscriptionItem> {
         },
         site,
         license_purchase_id,
+    })
+}
+
+/// An item's price: its `price` (since prices), else its `plan` (before them, and beside
+/// `price` until 2022 shapes). A plan has `amount`/`amount_decimal` and `interval`/
+/// `interval_count` at its top; a price `unit_amount`/`unit_amount_decimal` and `recurring`.
+fn item_price(item: &Value, item_id: &str) -> anyhow::Result<Price> {
+    let (price, amount_key, recurring) = if text(&item["price"]["id"]).is_some() {
+        let price = &item["price"];
+        (price, "unit_amount", &price["recurring"])
+    } else if text(&item["plan"]["id"]).is_some() {
+        let plan = &item["plan"];
+        (plan, "amount", plan)
+    } else {
+        anyhow::bail!("subscription item {item_id} has neither `price.id` nor `plan.id`");
+    };
+    let interval_text = text(&recurring["interval"]).unwrap_or("month");
+    let interval = BillingInterval::parse(interval_text)
+        .with_context(|| format!("item {item_id}: unknown interval {interval_text:?}"))?;
+    let unit_amount = price[amount_key]
+        .as_i64()
+        .or_else(|| {
+            text(&price[format!("{amount_key}_decimal")])
+                .and_then(|d| d.split('.').next()?.parse().ok())
+        })
+        .unwrap_or(0);
+    Ok(Price {
+        price_id: text(&price["id"]).unwrap_or_default().to_owned(),
+        product_id: id_of(&price["product"]).map(str::to_owned),
+        unit_amount,
+        currency: text(&price["currency"]).unwrap_or("usd").to_owned(),
+        interval,
+        interval_count: recurring["interval_count"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(1)
+            .max(1),
     })
 }
