@@ -13,8 +13,8 @@
 //! A batch the projection cannot apply is narrowed down to its first failing event: the
 //! runner applies the batch's events one at a time, so those before the culprit are applied,
 //! and stops at it. That event's position and error are stored in the checkpoint row (shown by
-//! `projections status`, `/readyz`, `GET /v1/projections` and the
-//! `memberledger_projection_stuck` gauge) and it is retried with backoff, so a transient
+//! `projections status`, `/readyz`, `GET /v1/projections` and, read from that row at
+//! each scrape, the `memberledger_projection_stalled` gauge) and it is retried with backoff, so a transient
 //! failure heals by itself. The runner never skips it: an operator does
 //! (`crate::dead_letters`).
 
@@ -232,18 +232,9 @@ enum Step {
     Idle,
 }
 
-fn stuck_gauge(name: &'static str, stuck: bool) {
-    metrics::gauge!("memberledger_projection_stuck", "projection" => name).set(if stuck {
-        1.0
-    } else {
-        0.0
-    });
-}
-
 impl Runner {
     async fn run(mut self) {
         let name = self.projection.name();
-        stuck_gauge(name, false);
         let mut backoff = Duration::from_millis(500);
         while !self.shutdown.is_cancelled() {
             match self.run_while_locked().await {
@@ -254,7 +245,6 @@ impl Runner {
                         error = format!("{err:#}"),
                         "projection stalled; retrying"
                     );
-                    stuck_gauge(name, true);
                     record_error(&self.pool, name, &format!("{err:#}")).await;
                     tokio::select! {
                         () = self.shutdown.cancelled() => return,
@@ -341,7 +331,6 @@ impl Runner {
                 failed = false;
                 stuck_wait = STUCK_RETRY;
                 clear_error(conn, self.projection.name()).await?;
-                stuck_gauge(self.projection.name(), false);
             }
             match step {
                 Step::Applied => {
@@ -351,7 +340,6 @@ impl Runner {
                 Step::Narrowing => {}
                 Step::Stuck { position } => {
                     failed = true;
-                    stuck_gauge(self.projection.name(), true);
                     if !self.wait_to_retry(conn, &cursor, stuck_wait).await? {
                         return Ok(());
                     }
