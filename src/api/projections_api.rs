@@ -210,6 +210,8 @@ api_response! {
         404 => NotFound,
         /// The projection is not stuck at this position (or is inline, never stuck).
         409 => Conflict,
+        /// The body is not `application/json`.
+        415 => UnsupportedMediaType,
         /// The position is not positive, or the name is longer than 100 characters.
         422 => Invalid,
     }

@@ -18,6 +18,12 @@
 //! failure heals by itself. The runner never skips it: an operator does
 //! (`crate::dead_letters`).
 
+mod status;
+mod stuck;
+
+pub use status::{status, ProjectionStatus};
+use stuck::{clear_error, record_error, record_stuck};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -368,39 +374,6 @@ impl Runner {
     }
 }
 
-impl Runner {
-    /// Waits `wait` before retrying a stuck event, or less if the stored checkpoint moves (an
-    /// operator skipped the event, or a rebuild swapped in). Returns false on shutdown.
-    async fn wait_to_retry(
-        &self,
-        conn: &mut PgConnection,
-        cursor: &Cursor,
-        wait: Duration,
-    ) -> anyhow::Result<bool> {
-        let deadline = tokio::time::Instant::now() + wait;
-        while tokio::time::Instant::now() < deadline {
-            tokio::select! {
-                () = self.shutdown.cancelled() => return Ok(false),
-                () = tokio::time::sleep(STUCK_POLL.min(wait)) => {}
-            }
-            let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
-                "SELECT transaction_id::text::bigint, global_position FROM projection_checkpoints WHERE name = $1",
-            )
-            .bind(self.projection.name())
-            .fetch_one(&mut *conn)
-            .await?;
-            let stored = LogPosition {
-                transaction_id,
-                global_position,
-            };
-            if cursor.stored != Some(stored) {
-                break;
-            }
-        }
-        Ok(true)
-    }
-}
-
 fn lock_key(name: &str) -> String {
     format!("memberledger.projection.{name}")
 }
@@ -618,134 +591,4 @@ async fn write_checkpoint(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// Records the event `name` cannot apply; `stuck_since` keeps the time it first failed.
-async fn record_stuck(
-    conn: &mut PgConnection,
-    name: &str,
-    position: i64,
-    error: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE projection_checkpoints
-         SET last_error = $3, stuck_position = $2,
-             stuck_since = CASE WHEN stuck_position = $2 THEN stuck_since ELSE now() END
-         WHERE name = $1",
-    )
-    .bind(name)
-    .bind(position)
-    .bind(error)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Clears an error a step that went through has outlived (one not tied to an event, or an
-/// event skipped meanwhile); a written batch clears it anyway.
-async fn clear_error(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE projection_checkpoints SET last_error = NULL, stuck_position = NULL, stuck_since = NULL
-         WHERE name = $1 AND (last_error IS NOT NULL OR stuck_position IS NOT NULL)",
-    )
-    .bind(name)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Records a failure that is not tied to one event (the database unavailable, say).
-async fn record_error(pool: &PgPool, name: &str, error: &str) {
-    let result = sqlx::query("UPDATE projection_checkpoints SET last_error = $2 WHERE name = $1")
-        .bind(name)
-        .bind(error)
-        .execute(pool)
-        .await;
-    if let Err(err) = result {
-        tracing::warn!(projection = name, error = %err, "could not record the projection error");
-    }
-}
-
-/// One projection's state, for `projections status` and `/readyz`.
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
-pub struct ProjectionStatus {
-    pub name: String,
-    pub version: i32,
-    pub code_version: i32,
-    pub global_position: i64,
-    pub transaction_id: i64,
-    pub events_applied: i64,
-    /// `inline` (written with its events: never behind) or `async` (applied by a runner).
-    pub mode: String,
-    /// Events in the log the projection handles and has not applied yet.
-    pub lag_events: i64,
-    /// Age of the oldest event not applied yet, in milliseconds (0 when caught up).
-    pub lag_ms: i64,
-    pub last_error: Option<String>,
-    /// The global position of the event it is stuck on (cannot apply), if it is: retried
-    /// with backoff until it applies or an operator skips it.
-    pub stuck_position: Option<i64>,
-    pub stuck_since: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-pub async fn status(
-    pool: &PgPool,
-    list: &[Arc<dyn Projection>],
-) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
-    let mut out = Vec::new();
-    for projection in list {
-        type Row = (
-            i32,
-            i64,
-            i64,
-            i64,
-            Option<String>,
-            Option<i64>,
-            Option<chrono::DateTime<chrono::Utc>>,
-        );
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT version, transaction_id::text::bigint, global_position, events_applied, last_error,
-                    stuck_position, stuck_since
-             FROM projection_checkpoints WHERE name = $1",
-        )
-        .bind(projection.name())
-        .fetch_optional(pool)
-        .await?;
-        let (
-            version,
-            transaction_id,
-            global_position,
-            events_applied,
-            last_error,
-            stuck_position,
-            stuck_since,
-        ) = row.unwrap_or((0, 0, 0, 0, None, None, None));
-        let mode = projection.mode();
-        let (lag_events, lag_ms) = match mode {
-            Mode::Inline => (0, None),
-            Mode::Async => {
-                let checkpoint = LogPosition {
-                    transaction_id,
-                    global_position,
-                };
-                crate::eventlog::backlog(pool, checkpoint, projection.handles()).await?
-            }
-        };
-        out.push(ProjectionStatus {
-            name: projection.name().to_owned(),
-            version,
-            code_version: projection.version(),
-            global_position,
-            transaction_id,
-            events_applied,
-            mode: crate::rebuild::mode_name(mode).to_owned(),
-            lag_events,
-            #[expect(clippy::cast_possible_truncation, reason = "milliseconds fit in i64")]
-            lag_ms: lag_ms.map_or(0, |ms| ms.max(0.0) as i64),
-            last_error,
-            stuck_position,
-            stuck_since,
-        });
-    }
-    Ok(out)
 }
