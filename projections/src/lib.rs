@@ -9,6 +9,14 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
 
+/// One field of every row, as the array a multi-row statement binds for `unnest`.
+macro_rules! column {
+    ($rows:expr, $field:ident) => {
+        $rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
+    };
+}
+pub(crate) use column;
+
 pub mod member_emails;
 pub mod member_licenses;
 pub mod member_list;

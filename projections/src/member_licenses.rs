@@ -243,11 +243,6 @@ async fn store(conn: &mut PgConnection, rows: &[&LicenseRow]) -> Result<(), Proj
     if rows.is_empty() {
         return Ok(());
     }
-    macro_rules! column {
-        ($field:ident) => {
-            rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
-        };
-    }
     sqlx::query(&format!(
         "INSERT INTO licenses ({COLUMNS})
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
@@ -260,21 +255,21 @@ async fn store(conn: &mut PgConnection, rows: &[&LicenseRow]) -> Result<(), Proj
              updated_at = EXCLUDED.updated_at, used_site = EXCLUDED.used_site,
              activated_at = EXCLUDED.activated_at"
     ))
-    .bind(column!(id))
-    .bind(column!(key))
-    .bind(column!(member_id))
-    .bind(column!(subscription_id))
-    .bind(column!(item_id))
-    .bind(column!(purchase_type))
-    .bind(column!(site))
-    .bind(column!(seat))
-    .bind(column!(status))
-    .bind(column!(deactivation_reason))
-    .bind(column!(issued_at))
-    .bind(column!(updated_at))
-    .bind(column!(purchase_id))
-    .bind(column!(used_site))
-    .bind(column!(activated_at))
+    .bind(crate::column!(rows, id))
+    .bind(crate::column!(rows, key))
+    .bind(crate::column!(rows, member_id))
+    .bind(crate::column!(rows, subscription_id))
+    .bind(crate::column!(rows, item_id))
+    .bind(crate::column!(rows, purchase_type))
+    .bind(crate::column!(rows, site))
+    .bind(crate::column!(rows, seat))
+    .bind(crate::column!(rows, status))
+    .bind(crate::column!(rows, deactivation_reason))
+    .bind(crate::column!(rows, issued_at))
+    .bind(crate::column!(rows, updated_at))
+    .bind(crate::column!(rows, purchase_id))
+    .bind(crate::column!(rows, used_site))
+    .bind(crate::column!(rows, activated_at))
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -631,11 +631,6 @@ impl Rows {
 
     /// Writes each table's changed rows with one statement.
     async fn store(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        macro_rules! column {
-            ($rows:ident . $field:ident) => {
-                $rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
-            };
-        }
         let subscriptions: Vec<&SubscriptionRow> = self
             .changed_subscriptions
             .iter()
@@ -661,19 +656,19 @@ impl Rows {
                      canceled_at = EXCLUDED.canceled_at, mrr = EXCLUDED.mrr,
                      currency = EXCLUDED.currency, updated_at = EXCLUDED.updated_at",
             )
-            .bind(column!(rows.id))
-            .bind(column!(rows.member_id))
-            .bind(column!(rows.customer_id))
-            .bind(column!(rows.status))
-            .bind(column!(rows.cancel_at_period_end))
-            .bind(column!(rows.cancel_at))
-            .bind(column!(rows.current_period_start))
-            .bind(column!(rows.current_period_end))
-            .bind(column!(rows.created_at))
-            .bind(column!(rows.canceled_at))
-            .bind(column!(rows.mrr))
-            .bind(column!(rows.currency))
-            .bind(column!(rows.updated_at))
+            .bind(crate::column!(rows, id))
+            .bind(crate::column!(rows, member_id))
+            .bind(crate::column!(rows, customer_id))
+            .bind(crate::column!(rows, status))
+            .bind(crate::column!(rows, cancel_at_period_end))
+            .bind(crate::column!(rows, cancel_at))
+            .bind(crate::column!(rows, current_period_start))
+            .bind(crate::column!(rows, current_period_end))
+            .bind(crate::column!(rows, created_at))
+            .bind(crate::column!(rows, canceled_at))
+            .bind(crate::column!(rows, mrr))
+            .bind(crate::column!(rows, currency))
+            .bind(crate::column!(rows, updated_at))
             .execute(&mut *conn)
             .await?;
         }
@@ -700,20 +695,20 @@ impl Rows {
                      purchase_type = EXCLUDED.purchase_type, status = EXCLUDED.status,
                      removed_at = EXCLUDED.removed_at",
             )
-            .bind(column!(rows.id))
-            .bind(column!(rows.subscription_id))
-            .bind(column!(rows.price_id))
-            .bind(column!(rows.product_id))
-            .bind(column!(rows.unit_amount))
-            .bind(column!(rows.currency))
-            .bind(column!(rows.interval))
-            .bind(column!(rows.interval_count))
-            .bind(column!(rows.quantity))
-            .bind(column!(rows.site))
-            .bind(column!(rows.purchase_type))
-            .bind(column!(rows.status))
-            .bind(column!(rows.added_at))
-            .bind(column!(rows.removed_at))
+            .bind(crate::column!(rows, id))
+            .bind(crate::column!(rows, subscription_id))
+            .bind(crate::column!(rows, price_id))
+            .bind(crate::column!(rows, product_id))
+            .bind(crate::column!(rows, unit_amount))
+            .bind(crate::column!(rows, currency))
+            .bind(crate::column!(rows, interval))
+            .bind(crate::column!(rows, interval_count))
+            .bind(crate::column!(rows, quantity))
+            .bind(crate::column!(rows, site))
+            .bind(crate::column!(rows, purchase_type))
+            .bind(crate::column!(rows, status))
+            .bind(crate::column!(rows, added_at))
+            .bind(crate::column!(rows, removed_at))
             .execute(&mut *conn)
             .await?;
         }
@@ -734,15 +729,15 @@ impl Rows {
                  ON CONFLICT (session_id, site) DO UPDATE
                  SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at",
             )
-            .bind(column!(rows.session_id))
-            .bind(column!(rows.site))
-            .bind(column!(rows.subscription_id))
-            .bind(column!(rows.member_id))
-            .bind(column!(rows.amount))
-            .bind(column!(rows.currency))
-            .bind(column!(rows.status))
-            .bind(column!(rows.created_at))
-            .bind(column!(rows.updated_at))
+            .bind(crate::column!(rows, session_id))
+            .bind(crate::column!(rows, site))
+            .bind(crate::column!(rows, subscription_id))
+            .bind(crate::column!(rows, member_id))
+            .bind(crate::column!(rows, amount))
+            .bind(crate::column!(rows, currency))
+            .bind(crate::column!(rows, status))
+            .bind(crate::column!(rows, created_at))
+            .bind(crate::column!(rows, updated_at))
             .execute(&mut *conn)
             .await?;
         }
@@ -763,16 +758,16 @@ impl Rows {
                  ON CONFLICT (purchase_id) DO UPDATE
                  SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at",
             )
-            .bind(column!(rows.purchase_id))
-            .bind(column!(rows.session_id))
-            .bind(column!(rows.subscription_id))
-            .bind(column!(rows.member_id))
-            .bind(column!(rows.quantity))
-            .bind(column!(rows.amount))
-            .bind(column!(rows.currency))
-            .bind(column!(rows.status))
-            .bind(column!(rows.created_at))
-            .bind(column!(rows.updated_at))
+            .bind(crate::column!(rows, purchase_id))
+            .bind(crate::column!(rows, session_id))
+            .bind(crate::column!(rows, subscription_id))
+            .bind(crate::column!(rows, member_id))
+            .bind(crate::column!(rows, quantity))
+            .bind(crate::column!(rows, amount))
+            .bind(crate::column!(rows, currency))
+            .bind(crate::column!(rows, status))
+            .bind(crate::column!(rows, created_at))
+            .bind(crate::column!(rows, updated_at))
             .execute(&mut *conn)
             .await?;
         }

@@ -377,14 +377,6 @@ impl Batch {
             .collect();
         save(conn, &states).await?;
         if !self.rows.is_empty() {
-            macro_rules! column {
-                ($field:ident) => {
-                    self.rows
-                        .iter()
-                        .map(|r| r.$field.clone())
-                        .collect::<Vec<_>>()
-                };
-            }
             sqlx::query(
                 "INSERT INTO members_paid_subscription_events
                      (id, member_id, subscription_id, type, from_plan, to_plan, currency,
@@ -394,15 +386,15 @@ impl Batch {
                                       $9::timestamptz[])
                  ON CONFLICT (id) DO NOTHING",
             )
-            .bind(column!(id))
-            .bind(column!(member_id))
-            .bind(column!(subscription_id))
-            .bind(column!(kind))
-            .bind(column!(from_plan))
-            .bind(column!(to_plan))
-            .bind(column!(currency))
-            .bind(column!(mrr_delta))
-            .bind(column!(created_at))
+            .bind(crate::column!(self.rows, id))
+            .bind(crate::column!(self.rows, member_id))
+            .bind(crate::column!(self.rows, subscription_id))
+            .bind(crate::column!(self.rows, kind))
+            .bind(crate::column!(self.rows, from_plan))
+            .bind(crate::column!(self.rows, to_plan))
+            .bind(crate::column!(self.rows, currency))
+            .bind(crate::column!(self.rows, mrr_delta))
+            .bind(crate::column!(self.rows, created_at))
             .execute(&mut *conn)
             .await?;
         }
