@@ -51,6 +51,23 @@ pub enum Credentials {
     Token { token: String },
 }
 
+/// Who holds a session: an API client (a bearer token) or a browser (the portal's HttpOnly
+/// cookie). Each is accepted only the way it was handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    Api,
+    Browser,
+}
+
+impl SessionKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Browser => "browser",
+        }
+    }
+}
+
 /// A new session.
 pub struct SignedIn {
     pub session_token: String,
@@ -232,6 +249,7 @@ struct CodeRow {
 pub async fn verify(
     sign_in: &SignIn,
     credentials: Credentials,
+    kind: SessionKind,
     ip: Option<IpAddr>,
     request_id: &str,
 ) -> Result<SignedIn, AuthError> {
@@ -329,11 +347,12 @@ pub async fn verify(
     let expires_at =
         Utc::now() + chrono::Duration::from_std(settings.session_ttl).unwrap_or_default();
     sqlx::query(
-        "INSERT INTO member_sessions (token_hash, member_id, expires_at) VALUES ($1, $2, $3)",
+        "INSERT INTO member_sessions (token_hash, member_id, expires_at, kind) VALUES ($1, $2, $3, $4)",
     )
     .bind(token_hash(&session_token))
     .bind(member_id)
     .bind(expires_at)
+    .bind(kind.as_str())
     .execute(&sign_in.pool)
     .await?;
     Ok(SignedIn {
@@ -388,15 +407,20 @@ async fn sign_up(
     }
 }
 
-/// The member a session token belongs to, sliding its expiry forward.
-pub async fn authenticate(sign_in: &SignIn, token: &str) -> Result<Option<Uuid>, sqlx::Error> {
+/// The member a session token of `kind` belongs to, sliding its expiry forward.
+pub async fn authenticate(
+    sign_in: &SignIn,
+    token: &str,
+    kind: SessionKind,
+) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
         "UPDATE member_sessions SET last_seen_at = now(), expires_at = now() + $2
-         WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()
+         WHERE token_hash = $1 AND kind = $3 AND revoked_at IS NULL AND expires_at > now()
          RETURNING member_id",
     )
     .bind(token_hash(token))
     .bind(sign_in.settings.session_ttl)
+    .bind(kind.as_str())
     .fetch_optional(&sign_in.pool)
     .await
 }

@@ -147,8 +147,9 @@ impl ServeConfig {
                 let mut origins: Vec<String> = self.checkout_allowed_origins.clone();
                 if origins.is_empty() {
                     origins.extend(self.auth.site_url.iter().cloned());
-                    origins.push(public_url.clone());
                 }
+                // The portal's own purchases come back to it.
+                origins.push(public_url.clone());
                 origins
                     .iter()
                     .map(|o| {
@@ -177,7 +178,7 @@ pub struct AuthConfig {
         default_value = "memberledger <noreply@localhost>"
     )]
     pub mail_from: String,
-    /// The page magic links open (`?token=` is appended). Default: PUBLIC_URL + /signin.
+    /// The page magic links open (`?token=` is appended). Default: the portal, PUBLIC_URL + /account/signin.
     #[arg(long, env = "MAGIC_LINK_URL")]
     pub magic_link_url: Option<String>,
     /// The member site, for signup attribution (its own pages are not referrers).
@@ -212,7 +213,7 @@ impl AuthConfig {
             link_base: self
                 .magic_link_url
                 .clone()
-                .unwrap_or_else(|| format!("{public_url}/signin")),
+                .unwrap_or_else(|| format!("{public_url}/account/signin")),
             ..AuthSettings::default()
         }
     }
@@ -388,7 +389,7 @@ pub struct AuthSettings {
     pub code_per_ip: Limit,
     pub verify_per_email: Limit,
     pub verify_per_ip: Limit,
-    /// The page the magic link opens, e.g. `https://example.com/signin`; `?token=` is appended.
+    /// The page the magic link opens, e.g. `https://example.com/account/signin`; `?token=` is appended.
     pub link_base: String,
 }
 
@@ -404,7 +405,7 @@ impl Default for AuthSettings {
             code_per_ip: per_hour(50),
             verify_per_email: per_hour(20),
             verify_per_ip: per_hour(100),
-            link_base: "http://127.0.0.1:8080/signin".to_owned(),
+            link_base: "http://127.0.0.1:8080/account/signin".to_owned(),
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct Application {
     mailer: Mailer,
     /// Runners, the inbox dispatcher and start-up catch-ups: no statement timeout (`bounds`).
     background: PgPool,
+    /// Keys the pages share with the other instances.
+    web: crate::web::WebKeys,
     /// How long in-flight requests, then background work, get to finish after a stop signal.
     grace: Duration,
 }
@@ -48,6 +50,9 @@ impl Application {
         crate::metrics::install();
         let stripe_api = StripeApi::from_settings(&settings.stripe)?;
         let mailer = Mailer::new(pool.clone(), &settings)?;
+        let web = crate::web::WebKeys::load(&pool)
+            .await
+            .context("reading the pages' shared keys (server_secrets)")?;
         let state = AppState::new(pool, &settings);
         // Runners and inbox workers each keep a connection (advisory locks live in sessions):
         // a pool of their own, so they never starve the API's.
@@ -70,6 +75,7 @@ impl Application {
             translator,
             mailer,
             background,
+            web,
             grace: settings.shutdown_grace,
         })
     }
@@ -98,7 +104,7 @@ impl Application {
         ));
         runners.push(tokio::spawn(self.mailer.run(shutdown.clone())));
         runners.push(tokio::spawn(crate::metrics::upkeep(shutdown.clone())));
-        let app = api::routes(&self.state);
+        let app = api::routes(&self.state, &self.web);
         let signal = shutdown.clone();
         let mut server = poem::Server::new_with_acceptor(self.acceptor);
         if let Some(idle) = self.state.edge.idle_timeout {

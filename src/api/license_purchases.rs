@@ -118,7 +118,7 @@ impl LicensePurchasesApi {
 }
 
 impl LicensePurchasesApi {
-    async fn purchase(
+    pub(crate) async fn purchase(
         &self,
         member_id: Uuid,
         request_id: &RequestId,

@@ -249,7 +249,7 @@ impl LicensesApi {
 }
 
 impl LicensesApi {
-    async fn activate_on_domain(
+    pub(crate) async fn activate_on_domain(
         &self,
         member_id: Uuid,
         request_id: &RequestId,
@@ -274,7 +274,7 @@ impl LicensesApi {
         license.ok_or_else(|| Problem::unavailable("the license is not readable yet; retry"))
     }
 
-    async fn release_domain(
+    pub(crate) async fn release_domain(
         &self,
         member_id: Uuid,
         request_id: &RequestId,

@@ -1,5 +1,7 @@
 //! The HTTP API: poem-openapi operations under `/v1`, the spec at `/openapi.json`, Swagger UI
 //! at `/docs`, Prometheus metrics at `/metrics`; every error is `application/problem+json`.
+//! The member portal (`/account`) and admin console (`/admin`) are mounted here too; they are
+//! `crate::web`'s.
 
 use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route};
 use poem_openapi::OpenApiService;
@@ -101,7 +103,7 @@ pub fn spec_json(state: &State) -> String {
     openapi_service(state).spec()
 }
 
-pub fn routes(state: &State) -> impl Endpoint {
+pub fn routes(state: &State, web: &crate::web::WebKeys) -> impl Endpoint {
     let api = openapi_service(state);
     let spec = api.spec();
     let docs = api.swagger_ui();
@@ -115,6 +117,17 @@ pub fn routes(state: &State) -> impl Endpoint {
             }),
         )
         .nest("/docs", docs)
+        // The pages people use in a browser (src/web/).
+        .nest("/assets", crate::web::assets::routes())
+        .at("/signin", poem::get(crate::web::old_signin_link))
+        .nest(
+            "/account",
+            crate::web::pages(crate::web::portal::routes(), state, web),
+        )
+        .nest(
+            "/admin",
+            crate::web::pages(crate::web::admin::routes(), state, web),
+        )
         .at("/metrics", poem::get(metrics::scrape))
         .at("/webhooks/stripe", poem::post(webhook::receive))
         .nest("/", api)

@@ -12,7 +12,7 @@ use super::problem::db_error;
 use super::problem::{FieldError, Problem};
 use super::state::{ApiTags, RequestId, State};
 use crate::api::problem::api_response;
-use crate::auth::{self, AuthError, Credentials, Signup};
+use crate::auth::{self, AuthError, Credentials, SessionKind, Signup};
 
 /// A member session token (`Authorization: Bearer <session_token>` from `POST /v1/auth/verify`).
 #[derive(SecurityScheme)]
@@ -28,7 +28,7 @@ async fn check_member(req: &Request, bearer: Bearer) -> poem::Result<MemberSessi
     let state = req
         .data::<State>()
         .ok_or_else(|| poem::Error::from_status(poem::http::StatusCode::INTERNAL_SERVER_ERROR))?;
-    match auth::authenticate(&state.sign_in, &bearer.token).await {
+    match auth::authenticate(&state.sign_in, &bearer.token, SessionKind::Api).await {
         Ok(Some(member_id)) => Ok(MemberSession {
             member_id,
             token: bearer.token,
@@ -258,15 +258,22 @@ impl SessionsApi {
             }
         };
         let ip = super::edge::client_ip(req);
-        let signed_in =
-            match auth::verify(&self.state.sign_in, credentials, ip, &request_id.0 .0).await {
-                Ok(signed_in) => signed_in,
-                Err(AuthError::RateLimited(wait)) => {
-                    let (problem, secs) = super::edge::too_many_requests(wait, "attempts");
-                    return VerifyResponse::TooManyRequests(Json(problem), secs);
-                }
-                Err(err) => return auth_problem(err).into(),
-            };
+        let signed_in = match auth::verify(
+            &self.state.sign_in,
+            credentials,
+            SessionKind::Api,
+            ip,
+            &request_id.0 .0,
+        )
+        .await
+        {
+            Ok(signed_in) => signed_in,
+            Err(AuthError::RateLimited(wait)) => {
+                let (problem, secs) = super::edge::too_many_requests(wait, "attempts");
+                return VerifyResponse::TooManyRequests(Json(problem), secs);
+            }
+            Err(err) => return auth_problem(err).into(),
+        };
         match super::members::find_member(&self.state, signed_in.member_id).await {
             Ok(Some(member)) => VerifyResponse::Ok(Json(SessionView {
                 session_token: signed_in.session_token,
@@ -295,49 +302,61 @@ impl SessionsApi {
 
 impl SessionsApi {
     fn signup(&self, body: &CodeRequest) -> Result<Signup, Problem> {
-        let mut errors = Vec::new();
-        let name = match body
-            .name
-            .as_deref()
-            .map(aggregates::MemberName::parse)
-            .transpose()
-        {
-            Ok(name) => name.flatten().map(aggregates::MemberName::into_inner),
-            Err(e) => {
-                errors.push(FieldError::new("name", e.reason()));
-                None
-            }
-        };
-        let attribution = match &body.url_history {
-            None => None,
-            Some(items) => {
-                let entries = items.iter().cloned().map(history_entry).collect();
-                match aggregates::attribution::UrlHistory::parse(entries, chrono::Utc::now()) {
-                    Ok(history) => Some(aggregates::attribution::attribute(
-                        &history,
-                        &self.state.attribution_routes,
-                        self.state.site_host.as_deref(),
-                    )),
-                    Err(history_errors) => {
-                        errors.extend(
-                            history_errors
-                                .into_iter()
-                                .map(|e| FieldError::new(e.field, e.reason)),
-                        );
-                        None
-                    }
+        signup(
+            &self.state,
+            body.name.as_deref(),
+            body.url_history
+                .as_ref()
+                .map(|items| items.iter().cloned().map(history_entry).collect()),
+            body.newsletters.clone(),
+        )
+    }
+}
+
+/// What a signup asks for, checked: the name, and the attribution of the visitor's URL history
+/// (the API's `url_history`, the portal's hidden field), or every field at fault.
+pub(crate) fn signup(
+    state: &State,
+    name: Option<&str>,
+    history: Option<Vec<aggregates::attribution::UrlHistoryEntry>>,
+    newsletters: Option<Vec<Uuid>>,
+) -> Result<Signup, Problem> {
+    let mut errors = Vec::new();
+    let name = match name.map(aggregates::MemberName::parse).transpose() {
+        Ok(name) => name.flatten().map(aggregates::MemberName::into_inner),
+        Err(e) => {
+            errors.push(FieldError::new("name", e.reason()));
+            None
+        }
+    };
+    let attribution = match history {
+        None => None,
+        Some(entries) => {
+            match aggregates::attribution::UrlHistory::parse(entries, chrono::Utc::now()) {
+                Ok(history) => Some(aggregates::attribution::attribute(
+                    &history,
+                    &state.attribution_routes,
+                    state.site_host.as_deref(),
+                )),
+                Err(history_errors) => {
+                    errors.extend(
+                        history_errors
+                            .into_iter()
+                            .map(|e| FieldError::new(e.field, e.reason)),
+                    );
+                    None
                 }
             }
-        };
-        if !errors.is_empty() {
-            return Err(Problem::validation(errors));
         }
-        Ok(Signup {
-            name,
-            attribution,
-            newsletters: body.newsletters.clone(),
-        })
+    };
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors));
     }
+    Ok(Signup {
+        name,
+        attribution,
+        newsletters,
+    })
 }
 
 pub(crate) fn history_entry(item: UrlHistoryItem) -> aggregates::attribution::UrlHistoryEntry {
@@ -355,7 +374,7 @@ pub(crate) fn history_entry(item: UrlHistoryItem) -> aggregates::attribution::Ur
     }
 }
 
-fn auth_problem(err: AuthError) -> Problem {
+pub(crate) fn auth_problem(err: AuthError) -> Problem {
     match err {
         AuthError::InvalidCredentials => Problem::new(
             poem::http::StatusCode::UNAUTHORIZED,

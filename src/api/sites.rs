@@ -139,7 +139,7 @@ impl SitesApi {
 }
 
 impl SitesApi {
-    async fn add_sites(
+    pub(crate) async fn add_sites(
         &self,
         member_id: uuid::Uuid,
         request_id: &RequestId,
@@ -254,7 +254,7 @@ impl SitesApi {
         })
     }
 
-    async fn remove_site(
+    pub(crate) async fn remove_site(
         &self,
         member_id: uuid::Uuid,
         request_id: &RequestId,

@@ -43,6 +43,9 @@ pub struct AppState {
     /// The Stripe API client, when `STRIPE_SECRET_KEY` is set.
     pub stripe_api: Option<StripeApi>,
     pub checkout_allowed_origins: Vec<String>,
+    /// `PUBLIC_URL` without a trailing slash: links to the portal, and whether cookies are
+    /// `Secure`.
+    pub public_url: String,
     /// Trusted proxies, CORS origins, checkout limits, timeouts.
     pub edge: EdgeSettings,
     /// Announces stored Stripe events to the inbox (this instance's at once, others' by
@@ -94,6 +97,7 @@ impl AppState {
                 None
             }),
             checkout_allowed_origins: settings.checkout_allowed_origins.clone(),
+            public_url: settings.public_url.clone(),
             edge: settings.edge.clone(),
             metrics_token: settings
                 .metrics
