@@ -147,9 +147,8 @@ impl ServeConfig {
                 let mut origins: Vec<String> = self.checkout_allowed_origins.clone();
                 if origins.is_empty() {
                     origins.extend(self.auth.site_url.iter().cloned());
+                    origins.push(public_url.clone());
                 }
-                // The portal's own purchases come back to it.
-                origins.push(public_url.clone());
                 origins
                     .iter()
                     .map(|o| {

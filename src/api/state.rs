@@ -96,7 +96,14 @@ impl AppState {
                 );
                 None
             }),
-            checkout_allowed_origins: settings.checkout_allowed_origins.clone(),
+            checkout_allowed_origins: {
+                // The portal's own purchases come back to it, whatever the list says.
+                let mut origins = settings.checkout_allowed_origins.clone();
+                if let Ok(portal) = url::Url::parse(&settings.public_url) {
+                    origins.push(portal.origin().ascii_serialization());
+                }
+                origins
+            },
             public_url: settings.public_url.clone(),
             edge: settings.edge.clone(),
             metrics_token: settings

@@ -228,13 +228,27 @@ fn create_checkout_session(req: &poem::Request, body: String, state: Data<&FakeS
     let first = checkouts.iter().position(|(k, _)| *k == key).unwrap_or(0);
     let mut session = fixture("checkout.session");
     session["id"] = json!(format!("cs_test_fake_{first}"));
-    session["url"] = json!(format!(
-        "https://checkout.stripe.test/c/pay/cs_test_fake_{first}"
-    ));
+    // Checkout's page, served by this fake (`checkout_page`) so a browser can arrive there.
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("checkout.stripe.test");
+    session["url"] = json!(format!("http://{host}/c/pay/cs_test_fake_{first}"));
     session["mode"] = json!("subscription");
     Response::builder()
         .content_type("application/json")
         .body(session.to_string())
+}
+
+/// The page a Checkout Session's `url` opens: where a buyer would pay.
+#[handler]
+fn checkout_page(Path(id): Path<String>) -> Response {
+    Response::builder()
+        .content_type("text/html; charset=utf-8")
+        .body(format!(
+            "<!doctype html><title>Fake Stripe Checkout</title><h1>Fake Stripe Checkout</h1><p id=session>{id}</p>"
+        ))
 }
 
 /// Any price is a monthly 2000 usd one of `prod_fake`, except ids with `onetime` in them.
@@ -308,6 +322,7 @@ impl FakeStripe {
             .at("/v1/customers/:id", get(retrieve_customer))
             .at("/v1/prices/:id", get(retrieve_price))
             .at("/v1/checkout/sessions", poem::post(create_checkout_session))
+            .at("/c/pay/:id", get(checkout_page))
             .at(
                 "/v1/subscription_items/:id",
                 poem::delete(delete_subscription_item),

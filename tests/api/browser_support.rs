@@ -1,0 +1,201 @@
+//! A real browser for the pages' tests: Debian's chromium, headless, driven through
+//! chromedriver (WebDriver) by fantoccini. `.ci/run` installs both packages; `CHROMIUM` and
+//! `CHROMEDRIVER` name other binaries. Each test gets its own chromedriver and profile.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::helpers::{free_port, test_settings, TestApp};
+
+pub struct Browser {
+    pub client: Client,
+    /// The server the browser talks to.
+    pub base: String,
+    _driver: tokio::process::Child,
+    _profile: tempdir::Profile,
+}
+
+mod tempdir {
+    /// A fresh, empty Chromium profile directory, removed afterwards.
+    pub struct Profile(pub std::path::PathBuf);
+
+    impl Profile {
+        pub fn new() -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "memberledger-chromium-{}",
+                uuid::Uuid::new_v4().simple()
+            ));
+            std::fs::create_dir_all(&dir).expect("a profile directory");
+            Self(dir)
+        }
+    }
+
+    impl Drop for Profile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn binary(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
+
+/// A server whose `PUBLIC_URL` is its real address (links in emails and Checkout's return URLs
+/// lead back to it), with `change` applied to the test settings.
+pub async fn app_for_browser(change: impl FnOnce(&mut memberledger::config::Settings)) -> TestApp {
+    let port = free_port();
+    let mut settings = test_settings().await;
+    settings.bind = format!("127.0.0.1:{port}").parse().expect("address");
+    settings.public_url = format!("http://127.0.0.1:{port}");
+    settings.auth.link_base = format!("http://127.0.0.1:{port}/account/signin");
+    change(&mut settings);
+    TestApp::spawn_settings(&crate::helpers::fresh_database().await, settings).await
+}
+
+impl Browser {
+    /// Headless chromium on a fresh profile, pointed at `app`.
+    pub async fn start(app: &TestApp) -> Self {
+        let port = free_port();
+        let driver = tokio::process::Command::new(binary("CHROMEDRIVER", "/usr/bin/chromedriver"))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver runs (Debian's chromium-driver package; .ci/run installs it)");
+        let profile = tempdir::Profile::new();
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".to_owned(),
+            json!({
+                "binary": binary("CHROMIUM", "/usr/bin/chromium"),
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1200,1000",
+                    format!("--user-data-dir={}", profile.0.display()),
+                ],
+            }),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let mut last_error = String::new();
+        for _ in 0..100 {
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => {
+                    return Self {
+                        client,
+                        base: app.base.clone(),
+                        _driver: driver,
+                        _profile: profile,
+                    }
+                }
+                Err(err) => last_error = err.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("chromedriver did not start a browser: {last_error}");
+    }
+
+    /// Opens `path` on the server.
+    pub async fn open(&self, path: &str) {
+        self.client
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .expect("navigating");
+    }
+
+    /// The path (and query) the browser is on.
+    pub async fn path(&self) -> String {
+        let url = self.client.current_url().await.expect("current url");
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        }
+    }
+
+    pub async fn fill(&self, css: &str, text: &str) {
+        let field = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no field {css}: {e}"));
+        field.clear().await.expect("clearing");
+        field.send_keys(text).await.expect("typing");
+    }
+
+    /// Clicks the element `css`, then waits for the page that follows, if any.
+    pub async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("nothing to click at {css}: {e}"))
+            .click()
+            .await
+            .expect("clicking");
+        self.settle().await;
+    }
+
+    /// Waits until the document has loaded.
+    pub async fn settle(&self) {
+        for _ in 0..100 {
+            let ready = self
+                .client
+                .execute("return document.readyState", vec![])
+                .await
+                .ok();
+            if ready.as_ref().and_then(|v| v.as_str()) == Some("complete") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The visible text of the element `css`.
+    pub async fn text(&self, css: &str) -> String {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Whether the page has an element `css`.
+    pub async fn has(&self, css: &str) -> bool {
+        !self
+            .client
+            .find_all(Locator::Css(css))
+            .await
+            .expect("finding")
+            .is_empty()
+    }
+
+    /// The page's whole visible text.
+    pub async fn page_text(&self) -> String {
+        self.text("body").await
+    }
+
+    /// Saves a screenshot of the page as `target/screenshots/<name>.png`, for a person to look
+    /// at.
+    pub async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("screenshot");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshot directory");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("writing the screenshot");
+    }
+
+    /// Ends the browser session (chromedriver and chromium stop with it).
+    pub async fn close(self) {
+        let _ = self.client.close().await;
+    }
+}
