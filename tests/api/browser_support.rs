@@ -188,6 +188,21 @@ impl Browser {
     /// Saves a screenshot of the page as `target/screenshots/<name>.png`, for a person to look
     /// at.
     pub async fn screenshot(&self, name: &str) {
+        // The whole page: the window grows to the document's height first.
+        let height = self
+            .client
+            .execute("return document.documentElement.scrollHeight", vec![])
+            .await
+            .ok()
+            .and_then(|h| h.as_u64())
+            .unwrap_or(1000);
+        let _ = self
+            .client
+            .set_window_size(
+                1200,
+                u32::try_from(height.clamp(600, 4000)).unwrap_or(1000) + 140,
+            )
+            .await;
         let png = self.client.screenshot().await.expect("screenshot");
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
         std::fs::create_dir_all(&dir).expect("screenshot directory");
