@@ -185,7 +185,7 @@ impl Browser {
         self.text("body").await
     }
 
-    /// Saves a screenshot of the page as `target/screenshots/<name>.png`, for a person to look
+    /// Saves a screenshot of the whole page (at the window's width) as `target/screenshots/<name>.png`, for a person to look
     /// at.
     pub async fn screenshot(&self, name: &str) {
         // The whole page: the window grows to the document's height first.
@@ -196,17 +196,62 @@ impl Browser {
             .ok()
             .and_then(|h| h.as_u64())
             .unwrap_or(1000);
-        let _ = self
+        let width = self
             .client
-            .set_window_size(
-                1200,
-                u32::try_from(height.clamp(600, 4000)).unwrap_or(1000) + 140,
-            )
-            .await;
+            .execute("return window.outerWidth", vec![])
+            .await
+            .ok()
+            .and_then(|w| w.as_u64())
+            .and_then(|w| u32::try_from(w).ok())
+            .unwrap_or(1200);
+        let height = u32::try_from(height.clamp(600, 4000)).unwrap_or(1000) + 140;
+        let _ = self.client.set_window_size(width, height).await;
         let png = self.client.screenshot().await.expect("screenshot");
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
         std::fs::create_dir_all(&dir).expect("screenshot directory");
         std::fs::write(dir.join(format!("{name}.png")), png).expect("writing the screenshot");
+    }
+
+    /// Checks what a machine can check of a page's accessibility: every visible form control
+    /// has a label (a `<label for>`, a wrapping label or `aria-label`), every image and chart
+    /// has a text alternative, the page has one `h1` and a `main`, and at the window's width
+    /// nothing is wider than the screen (readable on a phone without scrolling sideways).
+    pub async fn assert_accessible(&self) {
+        let problems = self
+            .client
+            .execute(
+                r#"
+                const problems = [];
+                for (const el of document.querySelectorAll('input, select, textarea, button')) {
+                  if (el.type === 'hidden') continue;
+                  const labelled = el.getAttribute('aria-label')
+                    || (el.id && document.querySelector(`label[for="${el.id}"]`))
+                    || el.closest('label')
+                    || (el.tagName === 'BUTTON' && el.textContent.trim());
+                  if (!labelled) problems.push('unlabelled ' + el.outerHTML.slice(0, 80));
+                }
+                for (const el of document.querySelectorAll('img, svg')) {
+                  if (!el.getAttribute('alt') && !el.getAttribute('aria-label') && !el.querySelector('title'))
+                    problems.push('no text alternative ' + el.outerHTML.slice(0, 80));
+                }
+                if (document.querySelectorAll('h1').length !== 1) problems.push('not one h1');
+                if (!document.querySelector('main')) problems.push('no main');
+                if (document.documentElement.scrollWidth > window.innerWidth + 1) {
+                  const wide = [...document.querySelectorAll('body *')]
+                    .filter(el => el.getBoundingClientRect().right > window.innerWidth + 1)
+                    .filter(el => !el.parentElement.closest('.scroll'))
+                    .map(el => el.outerHTML.slice(0, 60));
+                  problems.push('wider than the window (' + document.documentElement.scrollWidth + ' > '
+                    + window.innerWidth + '): ' + wide.slice(-3).join(' | '));
+                }
+                return problems;
+                "#,
+                vec![],
+            )
+            .await
+            .expect("checking the page");
+        let problems: Vec<String> = serde_json::from_value(problems).expect("a list");
+        assert!(problems.is_empty(), "{}: {problems:#?}", self.path().await);
     }
 
     /// Ends the browser session (chromedriver and chromium stop with it).

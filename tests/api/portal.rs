@@ -550,3 +550,60 @@ async fn a_visitor_signs_up_from_the_member_site_with_newsletters_and_is_attribu
     assert_eq!(subscribed, [weekly["id"].as_str().expect("id")]);
     browser.close().await;
 }
+
+#[tokio::test]
+async fn on_a_phone_a_member_signs_in_with_the_keyboard_alone_and_every_page_is_labelled() {
+    let (app, _stripe, l, _, _) = member_with_site_and_keys().await;
+    let browser = Browser::start(&app).await;
+    browser
+        .client
+        .set_window_size(390, 844)
+        .await
+        .expect("a phone's window");
+
+    // Keyboard only: from the top of the page, Tab reaches the email field, Enter submits.
+    browser.open("/account/signin").await;
+    browser.assert_accessible().await;
+    let before = maildev().await.messages_to(&l.email).await.len();
+    let keys = |text: &str| {
+        let text = text.to_owned();
+        let client = browser.client.clone();
+        async move {
+            client
+                .active_element()
+                .await
+                .expect("the focused element")
+                .send_keys(&text)
+                .await
+                .expect("typing");
+        }
+    };
+    // The skip link, the email field.
+    keys("\u{E004}").await;
+    keys("\u{E004}").await;
+    keys(&format!("{}\u{E007}", l.email)).await;
+    browser.settle().await;
+    assert!(browser.page_text().await.contains("6-digit code"));
+    browser.assert_accessible().await;
+    let message = maildev().await.nth_message_to(&l.email, before + 1).await;
+    let (code, _) = code_and_token(&message);
+    // The code field is the first field after the skip link.
+    keys("\u{E004}").await;
+    keys("\u{E004}").await;
+    keys(&format!("{code}\u{E007}")).await;
+    browser.settle().await;
+    assert_eq!(browser.path().await, "/account");
+
+    // The dashboard and the pages behind it fit the phone and label every control.
+    browser.assert_accessible().await;
+    browser.screenshot("portal-dashboard-phone").await;
+    browser
+        .open(&format!("/account/sites/remove?domain={}", l.site))
+        .await;
+    browser.assert_accessible().await;
+    browser.open("/account/signup").await;
+    browser.assert_accessible().await;
+    browser.open("/account/no-such-page").await;
+    assert_eq!(browser.text("h1").await, "Page not found");
+    browser.close().await;
+}

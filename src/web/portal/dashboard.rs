@@ -182,10 +182,14 @@ fn view(req: &Request, d: Dashboard, notice: Option<Notice>) -> DashboardPage {
             active: l.status == "active",
         })
         .collect();
-    let seat_keys = d
+    let mut seat_licenses: Vec<&DashboardLicense> = d
         .licenses
         .iter()
         .filter(|l| l.purchase_type == "quantity" && l.status != "pending")
+        .collect();
+    seat_licenses.sort_by_key(|l| (l.subscription_id.clone(), l.seat));
+    let seat_keys = seat_licenses
+        .into_iter()
         .map(|l| SeatKeyRow {
             seat: l.seat.map(|s| format!("Seat {s}")).unwrap_or_default(),
             key: l.key.clone(),
