@@ -132,8 +132,14 @@ impl Browser {
         field.send_keys(text).await.expect("typing");
     }
 
-    /// Clicks the element `css`, then waits for the page that follows, if any.
+    /// Clicks the element `css`, then waits for the page that follows, if any: chromedriver
+    /// waits for a navigation the click starts, and this waits on for the new document to load
+    /// (a click that loads nothing returns once the old document is still there after 500 ms).
     pub async fn click(&self, css: &str) {
+        let _ = self
+            .client
+            .execute("window.__mlBeforeClick = true", vec![])
+            .await;
         self.client
             .find(Locator::Css(css))
             .await
@@ -141,12 +147,38 @@ impl Browser {
             .click()
             .await
             .expect("clicking");
-        self.settle().await;
+        let started = tokio::time::Instant::now();
+        loop {
+            let state = self
+                .client
+                .execute(
+                    "return [document.readyState, window.__mlBeforeClick === true]",
+                    vec![],
+                )
+                .await
+                .ok();
+            let (ready, same_document) = match state.as_ref().and_then(|v| v.as_array()) {
+                Some(v) => (
+                    v.first().and_then(|r| r.as_str()) == Some("complete"),
+                    v.get(1).and_then(serde_json::Value::as_bool) == Some(true),
+                ),
+                None => (false, false),
+            };
+            let waited = started.elapsed();
+            if ready && (!same_document || waited > Duration::from_millis(500)) {
+                return;
+            }
+            assert!(
+                waited < Duration::from_secs(20),
+                "the page after clicking {css} did not load"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until the document has loaded.
     pub async fn settle(&self) {
-        for _ in 0..100 {
+        for _ in 0..200 {
             let ready = self
                 .client
                 .execute("return document.readyState", vec![])

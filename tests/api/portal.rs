@@ -582,8 +582,10 @@ async fn on_a_phone_a_member_signs_in_with_the_keyboard_alone_and_every_page_is_
     keys("\u{E004}").await;
     keys("\u{E004}").await;
     keys(&format!("{}\u{E007}", l.email)).await;
-    browser.settle().await;
-    assert!(browser.page_text().await.contains("6-digit code"));
+    crate::helpers::eventually("the code page", || async {
+        browser.page_text().await.contains("6-digit code")
+    })
+    .await;
     browser.assert_accessible().await;
     let message = maildev().await.nth_message_to(&l.email, before + 1).await;
     let (code, _) = code_and_token(&message);
@@ -591,8 +593,11 @@ async fn on_a_phone_a_member_signs_in_with_the_keyboard_alone_and_every_page_is_
     keys("\u{E004}").await;
     keys("\u{E004}").await;
     keys(&format!("{code}\u{E007}")).await;
+    crate::helpers::eventually("the dashboard", || async {
+        browser.path().await == "/account"
+    })
+    .await;
     browser.settle().await;
-    assert_eq!(browser.path().await, "/account");
 
     // The dashboard and the pages behind it fit the phone and label every control.
     browser.assert_accessible().await;
