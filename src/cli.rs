@@ -53,6 +53,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::export::EventsCommand,
     },
+    /// License files: the keys that sign them.
+    Licenses {
+        #[command(subcommand)]
+        command: LicensesCommand,
+    },
     /// Create a new admin token (printed once; only its hash is stored).
     AdminToken {
         #[command(flatten)]
@@ -60,6 +65,21 @@ pub enum Command {
         /// Revoke every stored token first (`ADMIN_TOKEN` is not affected).
         #[arg(long)]
         revoke_others: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LicensesCommand {
+    /// Print the keys that verify license files (the active one first), as JSON.
+    PublicKey {
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Retire the active signing key and make a new one; prints the new key's id. Files
+    /// signed before verify only with the retired key, which stays published.
+    RotateSigningKey {
+        #[command(flatten)]
+        database: DatabaseConfig,
     },
 }
 
@@ -288,6 +308,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await
         }
         Command::Events { command } => crate::export::run(command).await,
+        Command::Licenses { command } => match command {
+            LicensesCommand::PublicKey { database } => {
+                let db = Database::connect(&database).await?;
+                db::migrate(&db.pool).await?;
+                let keys = crate::license_files::public_keys(&db.pool).await?;
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+                db.close().await
+            }
+            LicensesCommand::RotateSigningKey { database } => {
+                let db = Database::connect(&database).await?;
+                db::migrate(&db.pool).await?;
+                let kid = crate::license_files::rotate(&db.pool).await?;
+                println!("{kid}");
+                db.close().await
+            }
+        },
         Command::AdminToken {
             database,
             revoke_others,

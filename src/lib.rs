@@ -14,6 +14,7 @@ pub mod edge;
 pub mod eventlog;
 pub mod export;
 pub mod inline;
+pub mod license_files;
 pub mod license_keys;
 pub mod localpg;
 pub mod mail;

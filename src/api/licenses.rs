@@ -312,11 +312,11 @@ fn parse_domain(raw: &str) -> Result<SiteDomain, Problem> {
 }
 
 /// A key as typed: trimmed and upper-cased; `None` when it cannot be a key.
-fn normalise_key(raw: &str) -> Option<LicenseKey> {
+pub(crate) fn normalise_key(raw: &str) -> Option<LicenseKey> {
     LicenseKey::parse(&raw.trim().to_ascii_uppercase()).ok()
 }
 
-fn key_sha256(key: &LicenseKey) -> [u8; 32] {
+pub(crate) fn key_sha256(key: &LicenseKey) -> [u8; 32] {
     Sha256::digest(key.as_str().as_bytes()).into()
 }
 

@@ -18,6 +18,7 @@ pub mod declared;
 pub mod edge;
 pub mod events;
 pub mod health;
+pub mod license_files;
 pub mod license_purchases;
 pub mod licenses;
 pub mod me;
@@ -49,6 +50,7 @@ type Apis = (
     sites::SitesApi,
     license_purchases::LicensePurchasesApi,
     licenses::LicensesApi,
+    license_files::LicenseFilesApi,
     projections_api::ProjectionsApi,
 );
 
@@ -86,6 +88,9 @@ pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             licenses::LicensesApi {
+                state: state.clone(),
+            },
+            license_files::LicenseFilesApi {
                 state: state.clone(),
             },
             projections_api::ProjectionsApi {

@@ -14,6 +14,7 @@ mod export;
 mod health;
 mod helpers;
 mod instances;
+mod license_files;
 mod license_purchases;
 mod licenses;
 mod mail_support;
