@@ -54,6 +54,7 @@ impl Application {
         let needed = state.projections.list().len() + state.stripe.workers + 4;
         let background =
             crate::bounds::unbounded_pool(&state.pool, u32::try_from(needed).unwrap_or(u32::MAX));
+        let _ = state.background_pool.set(background.clone());
         // Before any command: from here on the appending transactions keep them.
         crate::inline::prepare(&background, state.projections.list()).await?;
         let translator = Arc::new(Translator {
