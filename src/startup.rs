@@ -101,7 +101,11 @@ impl Application {
         runners.push(tokio::spawn(crate::metrics::upkeep(shutdown.clone())));
         let app = api::routes(&self.state);
         let signal = shutdown.clone();
-        let mut server = poem::Server::new_with_acceptor(self.acceptor);
+        // Headers sent a byte at a time, more often than the idle timeout, are cut here
+        // (`HTTP_HEADER_TIMEOUT_SECS`): poem has no header-read timeout of its own.
+        let acceptor =
+            api::slow_headers::HeaderDeadline::new(self.acceptor, self.state.edge.header_timeout);
+        let mut server = poem::Server::new_with_acceptor(acceptor);
         if let Some(idle) = self.state.edge.idle_timeout {
             // A client that stops sending or reading is dropped (`HTTP_IDLE_TIMEOUT_SECS`).
             server = server.idle_timeout(idle);
