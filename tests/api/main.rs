@@ -13,6 +13,7 @@ mod export;
 mod health;
 mod helpers;
 mod instances;
+mod license_order;
 mod license_purchases;
 mod licenses;
 mod mail_support;
