@@ -6,8 +6,9 @@
 //! the connection. The clock starts again with the first byte after a response, so a keep-alive
 //! connection waiting between requests is the idle timeout's business, not this one's.
 //!
-//! HTTP/2 with prior knowledge (a connection starting with its preface, `PRI`) is left alone:
-//! its frames have no header block to wait for.
+//! HTTP/2 with prior knowledge (a connection starting with its whole 24-byte preface) is left
+//! alone: its frames have no header block to wait for. Until the preface is complete the
+//! deadline runs as for HTTP/1 (`PRI` is a valid HTTP/1 method too).
 
 use std::future::Future;
 use std::io;
@@ -24,7 +25,7 @@ use tokio::time::{Instant, Sleep};
 /// The end of a header block.
 const BLANK_LINE: &[u8; 4] = b"\r\n\r\n";
 /// How an HTTP/2 connection with prior knowledge starts.
-const HTTP2_PREFACE: &[u8; 3] = b"PRI";
+const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How an interim (1xx) response starts: the request's body is still to come after it.
 const INTERIM: &[u8] = b"HTTP/1.1 1";
 
@@ -61,10 +62,10 @@ impl<A: Acceptor> Acceptor for HeaderDeadline<A> {
                         timeout,
                         matched: 0,
                         deadline: None,
-                        first: true,
                     },
                     None => State::Off,
                 },
+                preface: Some(0),
                 peer: remote.to_string(),
             };
             Ok((io, local, remote, scheme))
@@ -80,8 +81,6 @@ enum State {
         timeout: Duration,
         matched: usize,
         deadline: Option<Pin<Box<Sleep>>>,
-        /// No byte of the connection read yet.
-        first: bool,
     },
     /// The header block is in: the body (bounded by `REQUEST_BODY_TIMEOUT_SECS`) and the
     /// response, until the response is written.
@@ -94,29 +93,34 @@ enum State {
 pub struct DeadlineIo<T> {
     inner: T,
     state: State,
+    /// Bytes of [`HTTP2_PREFACE`] the connection started with so far; `None` once it differs.
+    preface: Option<usize>,
     peer: String,
 }
 
 impl<T> DeadlineIo<T> {
     /// Follows the bytes just read.
     fn saw(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if let Some(seen) = self.preface {
+            let rest = HTTP2_PREFACE.get(seen..).unwrap_or_default();
+            let common = rest.len().min(bytes.len());
+            self.preface = (bytes.get(..common) == rest.get(..common)).then_some(seen + common);
+            if self.preface == Some(HTTP2_PREFACE.len()) {
+                self.state = State::Off;
+                return;
+            }
+        }
         let State::Head {
             timeout,
             matched,
             deadline,
-            first,
         } = &mut self.state
         else {
             return;
         };
-        if bytes.is_empty() {
-            return;
-        }
-        if *first && bytes.starts_with(HTTP2_PREFACE) {
-            self.state = State::Off;
-            return;
-        }
-        *first = false;
         if deadline.is_none() {
             *deadline = Some(Box::pin(tokio::time::sleep_until(
                 Instant::now() + *timeout,
@@ -145,7 +149,6 @@ impl<T> DeadlineIo<T> {
                     timeout,
                     matched: 0,
                     deadline: None,
-                    first: false,
                 };
             }
         }
@@ -250,8 +253,8 @@ mod tests {
                 timeout: Duration::from_secs(10),
                 matched: 0,
                 deadline: None,
-                first: true,
             },
+            preface: Some(0),
             peer: "test".into(),
         }
     }
@@ -299,5 +302,19 @@ mod tests {
         let mut io = io();
         io.saw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
         assert!(matches!(io.state, State::Off));
+        // Its preface split across reads.
+        let mut io = self::io();
+        io.saw(b"PRI * HTTP/2.0\r\n");
+        assert_eq!(reading_head(&io), Some(true));
+        io.saw(b"\r\nSM\r\n\r\n\0\0");
+        assert!(matches!(io.state, State::Off));
+    }
+
+    #[tokio::test]
+    async fn an_http1_request_with_the_method_pri_keeps_its_deadline() {
+        let mut io = io();
+        io.saw(b"PRI / HTTP/1.1\r\nx-slow: a");
+        assert_eq!(reading_head(&io), Some(true));
+        assert_eq!(io.preface, None);
     }
 }
