@@ -163,7 +163,7 @@ pub async fn request_code(
     let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
     let token = random_token();
     let expires_at = Utc::now() + chrono::Duration::from_std(settings.code_ttl).unwrap_or_default();
-    let mut tx = sign_in.pool.begin().await?;
+    let mut tx = crate::db::begin(&sign_in.pool, crate::db::PoolName::Main).await?;
     // A new request invalidates the older ones.
     sqlx::query(
         "UPDATE login_codes SET invalidated_at = now()
@@ -263,7 +263,7 @@ pub async fn verify(
         )
         .await?;
     }
-    let mut tx = sign_in.pool.begin().await?;
+    let mut tx = crate::db::begin(&sign_in.pool, crate::db::PoolName::Main).await?;
     let (row, method) = match &credentials {
         Credentials::Code { email, code } => {
             limit(

@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use crate::config::DatabaseConfig;
 use crate::localpg::LocalPostgres;
@@ -15,6 +16,48 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct Database {
     pub pool: PgPool,
     pub local: Option<LocalPostgres>,
+}
+
+/// Which of the server's pools a connection is taken from: the `pool` label of the pool
+/// metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolName {
+    /// The API's pool (bounded, `bounds::api_pool`), which the commands, the sign-in and the
+    /// mailer use too.
+    Main,
+    /// The projection runners', the Stripe inbox's and the start-up catch-ups' pool.
+    Background,
+}
+
+impl PoolName {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Main => "main",
+            Self::Background => "background",
+        }
+    }
+}
+
+/// A connection from `pool`, counted: sqlx does not say how many tasks wait for one, so our
+/// explicit acquisitions go through here and through [`begin`], which count the waiting tasks
+/// and how long each waited (`crate::metrics::PoolWait`). Executor-style queries on `&pool`
+/// are not counted.
+pub async fn acquire(
+    pool: &PgPool,
+    name: PoolName,
+) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+    let _wait = crate::metrics::pool_wait(name.label());
+    pool.acquire().await
+}
+
+/// A transaction on a connection from `pool`, counted like [`acquire`] (the wait includes the
+/// `BEGIN`'s round trip).
+pub async fn begin(
+    pool: &PgPool,
+    name: PoolName,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let _wait = crate::metrics::pool_wait(name.label());
+    pool.begin().await
 }
 
 /// Name of the database created in the local cluster.

@@ -59,7 +59,7 @@ pub async fn skip(
         position,
         stuck,
     };
-    let mut conn = pool.acquire().await?;
+    let mut conn = crate::db::acquire(pool, crate::db::PoolName::Main).await?;
     let mut tx = conn.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
         .bind(apply_lock_key(name))

@@ -41,6 +41,10 @@ pub struct EdgeConfig {
     /// 0: never.
     #[arg(long, env = "HTTP_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub http_idle_timeout_secs: u64,
+    /// Seconds a client has, from a request's first byte, to send all its headers; a slower
+    /// one (headers a byte at a time) is disconnected. 0: never.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub http_header_timeout_secs: u64,
     /// Seconds a client has to send a request's whole body; a slower one gets 408.
     #[arg(long, env = "REQUEST_BODY_TIMEOUT_SECS", default_value_t = 30)]
     pub request_body_timeout_secs: u64,
@@ -101,6 +105,8 @@ impl EdgeConfig {
             },
             idle_timeout: (self.http_idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(self.http_idle_timeout_secs)),
+            header_timeout: (self.http_header_timeout_secs > 0)
+                .then(|| Duration::from_secs(self.http_header_timeout_secs)),
             body_timeout: Duration::from_secs(self.request_body_timeout_secs.max(1)),
             hsts: public_url.starts_with("https://"),
         })
@@ -117,6 +123,8 @@ pub struct EdgeSettings {
     pub checkout_per_email: Limit,
     /// How long a connection may do nothing before it is closed.
     pub idle_timeout: Option<Duration>,
+    /// How long a request's header block may take to arrive, from its first byte.
+    pub header_timeout: Option<Duration>,
     /// How long a client has to send a request's body.
     pub body_timeout: Duration,
     /// Whether responses carry `Strict-Transport-Security` (`PUBLIC_URL` is https).
@@ -138,6 +146,7 @@ impl Default for EdgeSettings {
                 window: hour,
             },
             idle_timeout: Some(Duration::from_secs(60)),
+            header_timeout: Some(Duration::from_secs(10)),
             body_timeout: Duration::from_secs(30),
             hsts: false,
         }
@@ -318,6 +327,7 @@ mod tests {
             checkout_limit_per_ip: 1,
             checkout_limit_per_email: 1,
             http_idle_timeout_secs: 0,
+            http_header_timeout_secs: 0,
             request_body_timeout_secs: 1,
         }
     }

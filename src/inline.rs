@@ -64,7 +64,7 @@ async fn catch_up(pool: &PgPool, projection: &dyn Projection) -> anyhow::Result<
             return Ok(version != projection.version());
         }
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool, crate::db::PoolName::Background).await?;
     lock_appends(&mut tx).await?;
     let row: Option<(i32, String, i64, i64)> = sqlx::query_as(
         "SELECT version, mode, transaction_id::text::bigint, global_position

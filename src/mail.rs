@@ -121,7 +121,7 @@ impl Mailer {
 
     /// Sends the oldest due message; returns whether there was one.
     async fn deliver_due(&self) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool, crate::db::PoolName::Main).await?;
         let row: Option<(Uuid, String, String, String, String, i32)> = sqlx::query_as(
             "SELECT id, to_address, subject, text_body, html_body, attempts FROM outbox_emails
              WHERE sent_at IS NULL AND next_attempt_at <= now() AND attempts < $1

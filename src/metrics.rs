@@ -8,7 +8,7 @@
 //! one process (the tests) share it.
 
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
@@ -39,6 +39,8 @@ pub const RATE_LIMIT_REJECTIONS: &str = "memberledger_rate_limit_rejections_tota
 pub const DB_POOL_CONNECTIONS: &str = "memberledger_db_pool_connections";
 pub const DB_POOL_MAX: &str = "memberledger_db_pool_max_connections";
 pub const DB_POOL_TIMEOUTS: &str = "memberledger_db_pool_timeouts_total";
+pub const DB_POOL_WAITERS: &str = "memberledger_db_pool_waiters";
+pub const DB_POOL_ACQUIRE: &str = "memberledger_db_pool_acquire_seconds";
 
 /// Histogram buckets, in seconds: from a fast request (1 ms) to a Stripe call that timed out.
 const BUCKETS: &[f64] = &[
@@ -192,9 +194,17 @@ fn describe() {
     );
     describe_gauge!(
         DB_POOL_CONNECTIONS,
-        "The API's database pool connections by state (idle, in_use)."
+        "Database pool connections by pool (main, background) and state (idle, in_use)."
     );
-    describe_gauge!(DB_POOL_MAX, "The API's database pool size limit.");
+    describe_gauge!(DB_POOL_MAX, "Database pool size limit by pool.");
+    describe_gauge!(
+        DB_POOL_WAITERS,
+        "Tasks waiting now for a connection of the pool (explicit acquisitions only)."
+    );
+    describe_histogram!(
+        DB_POOL_ACQUIRE,
+        "Time explicit acquisitions waited for a connection of the pool (timeouts included)."
+    );
     describe_counter!(
         DB_POOL_TIMEOUTS,
         "Requests that waited for a pooled connection until the acquire timeout."
@@ -297,6 +307,30 @@ pub fn pool_timed_out() {
     counter!(DB_POOL_TIMEOUTS).increment(1);
 }
 
+/// A task waiting for a connection of `pool`: counted in the waiters gauge while it lives, and
+/// its wait recorded when it ends (given a connection, timed out or cancelled alike).
+#[must_use = "the wait is counted while the guard lives"]
+pub struct PoolWait {
+    pool: &'static str,
+    started: Instant,
+}
+
+pub fn pool_wait(pool: &'static str) -> PoolWait {
+    gauge!(DB_POOL_WAITERS, "pool" => pool).increment(1.0);
+    PoolWait {
+        pool,
+        started: Instant::now(),
+    }
+}
+
+impl Drop for PoolWait {
+    fn drop(&mut self) {
+        gauge!(DB_POOL_WAITERS, "pool" => self.pool).decrement(1.0);
+        histogram!(DB_POOL_ACQUIRE, "pool" => self.pool)
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
 /// What the database says at scrape time.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -306,9 +340,16 @@ pub struct Snapshot {
     /// Unsent emails: (still tried, out of attempts).
     pub outbox: (i64, i64),
     pub projections: Vec<ProjectionGauge>,
-    pub pool_size: u32,
-    pub pool_idle: usize,
-    pub pool_max: u32,
+}
+
+/// A pool's connections at scrape time (read from the pool, not the database).
+#[derive(Debug, Clone)]
+pub struct PoolGauge {
+    /// `main` or `background` (`db::PoolName`).
+    pub name: &'static str,
+    pub size: u32,
+    pub idle: usize,
+    pub max: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -335,8 +376,19 @@ pub fn set_gauges(snapshot: &Snapshot) {
         gauge!(PROJECTION_LAG_SECONDS, "projection" => p.name.clone()).set(p.lag_secs);
         gauge!(PROJECTION_STALLED, "projection" => p.name.clone()).set(u8::from(p.stalled));
     }
-    let in_use = f64::from(snapshot.pool_size) - snapshot.pool_idle as f64;
-    gauge!(DB_POOL_CONNECTIONS, "state" => "idle").set(snapshot.pool_idle as f64);
-    gauge!(DB_POOL_CONNECTIONS, "state" => "in_use").set(in_use.max(0.0));
-    gauge!(DB_POOL_MAX).set(snapshot.pool_max);
+}
+
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "gauges are f64; pool sizes are small"
+)]
+pub fn set_pool_gauges(pools: &[PoolGauge]) {
+    for p in pools {
+        let in_use = f64::from(p.size) - p.idle as f64;
+        gauge!(DB_POOL_CONNECTIONS, "pool" => p.name, "state" => "idle").set(p.idle as f64);
+        gauge!(DB_POOL_CONNECTIONS, "pool" => p.name, "state" => "in_use").set(in_use.max(0.0));
+        gauge!(DB_POOL_MAX, "pool" => p.name).set(p.max);
+        // Present (at 0) before the first wait, so an alert on it has a series.
+        gauge!(DB_POOL_WAITERS, "pool" => p.name).increment(0.0);
+    }
 }

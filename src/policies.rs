@@ -242,6 +242,7 @@ impl Projection for LicensePolicy {
             "policy_license_subscriptions",
             "policy_license_items",
             "policy_licenses",
+            "policy_license_paid_subscriptions",
         ]
     }
 
@@ -255,6 +256,7 @@ impl Projection for LicensePolicy {
                 SubscriptionEvent::ITEM_REMOVED,
                 SubscriptionEvent::ITEM_SITE_ASSIGNED,
                 SubscriptionEvent::ITEM_QUANTITY_CHANGED,
+                SubscriptionEvent::PAYMENT_RECORDED,
             ],
         )];
         HANDLES
@@ -349,6 +351,16 @@ impl LicensePolicy {
                     .execute(&mut *conn)
                     .await?;
             }
+            // May come before the subscription itself (`RecordPayment` works before it is known).
+            SubscriptionEvent::PaymentRecorded { .. } => {
+                sqlx::query(
+                    "INSERT INTO policy_license_paid_subscriptions (subscription_id) VALUES ($1)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(subscription_id)
+                .execute(&mut *conn)
+                .await?;
+            }
             _ => return Ok(()),
         }
         self.reconcile(conn, subscription_id, event, commands).await
@@ -364,6 +376,9 @@ struct Wanted {
     seat: Option<u32>,
     active: bool,
     reason: DeactivationReason,
+    /// Not issued yet and not active, but issued (then deactivated) in order: see
+    /// `ended_after_paying`.
+    issue_inactive: bool,
 }
 
 impl LicensePolicy {
@@ -390,6 +405,21 @@ impl LicensePolicy {
         } else {
             DeactivationReason::SubscriptionInactive
         };
+        // Canceled or unpaid is only reached after paying. Seen so, with a payment recorded,
+        // but never paying here (its deletion was processed before its activation, which is
+        // then stale): in order its licenses were issued and later deactivated, so they are
+        // issued now, deactivated, and end where in-order delivery leaves them.
+        let ended = matches!(
+            status,
+            Some(SubscriptionStatus::Canceled | SubscriptionStatus::Unpaid)
+        );
+        let ended_after_paying = ended
+            && sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM policy_license_paid_subscriptions WHERE subscription_id = $1)",
+            )
+            .bind(subscription_id)
+            .fetch_one(&mut *conn)
+            .await?;
         let items: Vec<PolicyItem> = sqlx::query_as(
             "SELECT item_id, purchase_type, site, quantity, removed, license_purchase_id FROM policy_license_items
              WHERE subscription_id = $1 ORDER BY item_id",
@@ -433,6 +463,7 @@ impl LicensePolicy {
                     seat: None,
                     active: paying && !item.removed,
                     reason: item_reason,
+                    issue_inactive: ended_after_paying,
                 });
                 continue;
             }
@@ -456,6 +487,7 @@ impl LicensePolicy {
                     } else {
                         item_reason
                     },
+                    issue_inactive: ended_after_paying && !beyond,
                 });
             }
         }
@@ -481,9 +513,10 @@ impl LicensePolicy {
         for want in wanted {
             let aggregate_id = want.license_id.to_string();
             match current.get(&want.license_id) {
-                // Issued only once it should be active: no license without payment. A key a
+                // Issued only once it should be active (no license without payment), or, for a
+                // subscription that ended after paying, issued and deactivated at once. A key a
                 // license purchase reserved is activated (see `LicenseCommand::IssueLicense`).
-                None if want.active => {
+                None if want.active || want.issue_inactive => {
                     let key = crate::license_keys::reserve(&self.pool, want.license_id).await?;
                     let command = LicenseCommand::IssueLicense {
                         license_id: want.license_id,
@@ -497,6 +530,13 @@ impl LicensePolicy {
                         at: event.recorded_at,
                     };
                     commands.push(aggregate_id.clone(), command, metadata.clone());
+                    if !want.active {
+                        let command = LicenseCommand::DeactivateLicense {
+                            reason: want.reason,
+                            at: event.recorded_at,
+                        };
+                        commands.push(aggregate_id.clone(), command, metadata.clone());
+                    }
                 }
                 None => continue,
                 Some(&active) if active == want.active => continue,

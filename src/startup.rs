@@ -59,6 +59,7 @@ impl Application {
         let needed = state.projections.list().len() + state.stripe.workers + 4;
         let background =
             crate::bounds::unbounded_pool(&state.pool, u32::try_from(needed).unwrap_or(u32::MAX));
+        let _ = state.background_pool.set(background.clone());
         // Before any command: from here on the appending transactions keep them.
         crate::inline::prepare(&background, state.projections.list()).await?;
         let translator = Arc::new(Translator {
@@ -106,7 +107,11 @@ impl Application {
         runners.push(tokio::spawn(crate::metrics::upkeep(shutdown.clone())));
         let app = api::routes(&self.state, &self.web);
         let signal = shutdown.clone();
-        let mut server = poem::Server::new_with_acceptor(self.acceptor);
+        // Headers sent a byte at a time, more often than the idle timeout, are cut here
+        // (`HTTP_HEADER_TIMEOUT_SECS`): poem has no header-read timeout of its own.
+        let acceptor =
+            api::slow_headers::HeaderDeadline::new(self.acceptor, self.state.edge.header_timeout);
+        let mut server = poem::Server::new_with_acceptor(acceptor);
         if let Some(idle) = self.state.edge.idle_timeout {
             // A client that stops sending or reading is dropped (`HTTP_IDLE_TIMEOUT_SECS`).
             server = server.idle_timeout(idle);

@@ -2,7 +2,7 @@
 //! spec) and the middleware counting every request by its route template.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use poem::http::StatusCode;
 use poem::web::Data;
@@ -13,8 +13,14 @@ use subtle::ConstantTimeEq;
 
 use super::problem::Problem;
 use super::state::State;
-use crate::metrics::{self, ProjectionGauge, Snapshot, UNMATCHED_ROUTE};
+use sqlx::PgPool;
+
+use crate::db::PoolName;
+use crate::metrics::{self, PoolGauge, ProjectionGauge, Snapshot, UNMATCHED_ROUTE};
 use crate::runner;
+
+/// How long a scrape waits for the gauges it reads from the database.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 
 /// The Prometheus text exposition format's content type.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -32,14 +38,27 @@ pub async fn scrape(req: &Request, state: Data<&State>) -> Response {
             .into_response();
         }
     }
-    let snapshot = read_snapshot(&state)
-        .await
-        .map_err(|err| {
-            // The counters are still worth having; the database gauges keep their last values.
+    // The counters are still worth having without the database: its gauges keep their last
+    // values then. Bounded, so an exhausted pool (when the waiters gauge matters most) does not
+    // hang the scrape.
+    let snapshot = match tokio::time::timeout(SNAPSHOT_WAIT, read_snapshot(&state)).await {
+        Ok(Ok(snapshot)) => Some(snapshot),
+        Ok(Err(err)) => {
             tracing::warn!(error = %err, "reading the metrics' gauges from the database");
-        })
-        .ok();
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                wait_secs = SNAPSHOT_WAIT.as_secs(),
+                "reading the metrics' gauges from the database took too long; skipped"
+            );
+            None
+        }
+    };
+    // The pools' gauges come from the pools themselves: there even when the database is not.
+    let pools = pool_gauges(&state);
     let body = metrics::render(|| {
+        metrics::set_pool_gauges(&pools);
         if let Some(snapshot) = &snapshot {
             metrics::set_gauges(snapshot);
         }
@@ -106,10 +125,21 @@ async fn read_snapshot(state: &State) -> Result<Snapshot, sqlx::Error> {
         inbox_oldest_due_age_secs: oldest.unwrap_or(0.0).max(0.0),
         outbox,
         projections,
-        pool_size: pool.size(),
-        pool_idle: pool.num_idle(),
-        pool_max: pool.options().get_max_connections(),
     })
+}
+
+fn pool_gauges(state: &State) -> Vec<PoolGauge> {
+    let gauge = |name: PoolName, pool: &PgPool| PoolGauge {
+        name: name.label(),
+        size: pool.size(),
+        idle: pool.num_idle(),
+        max: pool.options().get_max_connections(),
+    };
+    let mut pools = vec![gauge(PoolName::Main, &state.pool)];
+    if let Some(background) = state.background_pool.get() {
+        pools.push(gauge(PoolName::Background, background));
+    }
+    pools
 }
 
 /// Counts every request by method, route template (poem's matched `PathPattern`: poem-openapi

@@ -32,6 +32,7 @@ pub mod purchases;
 pub mod retry_after;
 pub mod sessions;
 pub mod sites;
+pub mod slow_headers;
 pub mod state;
 pub mod stripe_events;
 pub mod webhook;

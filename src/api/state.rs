@@ -53,6 +53,8 @@ pub struct AppState {
     pub stripe_received: Arc<Wakeups>,
     /// SHA-256 of `METRICS_TOKEN`, when `/metrics` requires it.
     pub metrics_token: Option<[u8; 32]>,
+    /// The background work's pool, once `Application::build` made it (for its metrics).
+    pub background_pool: std::sync::OnceLock<PgPool>,
 }
 
 impl AppState {
@@ -111,6 +113,7 @@ impl AppState {
                 .token
                 .as_deref()
                 .map(super::metrics::token_hash),
+            background_pool: std::sync::OnceLock::new(),
             pool,
         })
     }

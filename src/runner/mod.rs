@@ -265,9 +265,7 @@ impl Runner {
     /// Takes the projection's lock, then applies batches until shutdown or an error.
     async fn run_while_locked(&mut self) -> anyhow::Result<()> {
         let name = self.projection.name();
-        let mut conn = self
-            .pool
-            .acquire()
+        let mut conn = crate::db::acquire(&self.pool, crate::db::PoolName::Background)
             .await
             .context("acquiring a connection")?;
         while !try_lock(&mut conn, name).await? {

@@ -56,7 +56,9 @@ impl EventRepository {
         &self,
         events: &[SerializedEvent],
     ) -> Result<Option<LogPosition>, PersistenceError> {
-        let mut tx = self.pool.begin().await.map_err(connection)?;
+        let mut tx = crate::db::begin(&self.pool, crate::db::PoolName::Main)
+            .await
+            .map_err(connection)?;
         let stored = insert_events(&mut tx, events).await?;
         for projection in self.inline.iter() {
             let handled = projections::handled(projection.as_ref(), &stored);

@@ -220,4 +220,55 @@ impl Lifecycle {
         ));
         events
     }
+
+    /// [`Self::subscribed_events`] with the invoice paid through a payment intent, as today's
+    /// shape names it (`payments`, no top-level `payment_intent`), so a refund of its charge
+    /// finds it.
+    pub fn subscribed_events_paid_by_intent(&self) -> Vec<Value> {
+        let mut events = self.subscribed_events();
+        let invoice = format!("in_{}_1", self.tag);
+        for event in &mut events {
+            if event["data"]["object"]["id"] == invoice.as_str() {
+                event["data"]["object"]["payments"] = json!({
+                    "object": "list",
+                    "data": [{
+                        "id": format!("inpay_{invoice}"),
+                        "object": "invoice_payment",
+                        "amount_paid": 2000,
+                        "currency": "usd",
+                        "invoice": invoice,
+                        "is_default": true,
+                        "payment": { "type": "payment_intent", "payment_intent": format!("pi_{invoice}") },
+                        "status": "paid"
+                    }],
+                    "has_more": false,
+                    "url": format!("/v1/invoice_payments?invoice={invoice}")
+                });
+            }
+        }
+        events
+    }
+
+    /// `charge.refunded` in today's shape for the charge of
+    /// [`Self::subscribed_events_paid_by_intent`]'s invoice, refunded `amount_refunded` of 2000
+    /// in all so far: the charge names the payment intent, not the invoice.
+    pub fn refund(&self, amount_refunded: i64, offset: i64) -> Value {
+        let invoice = format!("in_{}_1", self.tag);
+        let mut charge = self.fixtures.resource("charge");
+        charge["id"] = json!(format!("ch_{invoice}"));
+        charge["customer"] = json!(self.customer);
+        charge["payment_intent"] = json!(format!("pi_{invoice}"));
+        charge["amount"] = json!(2000);
+        charge["amount_captured"] = json!(2000);
+        charge["captured"] = json!(true);
+        charge["amount_refunded"] = json!(amount_refunded);
+        charge["currency"] = json!("usd");
+        charge["refunded"] = json!(amount_refunded >= 2000);
+        self.fixtures.event(
+            &format!("evt_{}_refund_{amount_refunded}", self.tag),
+            "charge.refunded",
+            self.start + offset,
+            charge,
+        )
+    }
 }

@@ -24,7 +24,8 @@ impl ApiVersion {
         }
     }
 
-    /// The example object of `resource` (`subscription`, `invoice`, `checkout.session`), its
+    /// The example object of `resource` (`subscription`, `invoice`, `checkout.session`,
+    /// `charge`), its
     /// placeholders as written.
     pub fn template(self, resource: &str) -> &'static str {
         match (self, resource) {
@@ -36,6 +37,12 @@ impl ApiVersion {
             }
             (ApiVersion::V2019_12_03, "checkout.session") => {
                 include_str!("../old_shapes/2019-12-03/checkout.session.json")
+            }
+            (ApiVersion::V2019_12_03, "charge") => {
+                include_str!("../old_shapes/2019-12-03/charge.json")
+            }
+            (ApiVersion::V2022_11_15, "charge") => {
+                include_str!("../old_shapes/2022-11-15/charge.json")
             }
             (ApiVersion::V2022_11_15, "subscription") => {
                 include_str!("../old_shapes/2022-11-15/subscription.json")
@@ -173,4 +180,52 @@ impl Lifecycle {
             ),
         ]
     }
+
+    /// `charge.refunded` for the charge of [`Self::events_in`]'s invoice, refunded
+    /// `amount_refunded` of 2000 in all so far, in `version`'s shape: the charge names its
+    /// invoice; 2019-12-03 lists the refunds on it, 2022-11-15 no longer includes them.
+    pub fn old_refund(&self, version: ApiVersion, amount_refunded: i64, offset: i64) -> Value {
+        let invoice_id = format!("in_{}_1", self.tag);
+        let mut charge = self.old_object(version, "charge", &invoice_id);
+        charge["created"] = json!(self.start + 2);
+        charge["amount_refunded"] = json!(amount_refunded);
+        charge["refunded"] = json!(amount_refunded >= 2000);
+        if charge["refunds"].is_object() {
+            charge["refunds"]["data"] = json!([refund_object(
+                &format!("re_{}_{amount_refunded}", self.tag),
+                &format!("ch_{invoice_id}"),
+                &format!("pi_{invoice_id}"),
+                amount_refunded,
+                self.start + offset,
+            )]);
+            charge["refunds"]["total_count"] = json!(1);
+        }
+        self.old_event(
+            version,
+            &format!("refund_{amount_refunded}"),
+            "charge.refunded",
+            offset,
+            charge,
+        )
+    }
+}
+
+/// A refund object as the 2019-12-03 charge lists it.
+fn refund_object(id: &str, charge: &str, intent: &str, amount: i64, created: i64) -> Value {
+    json!({
+        "id": id,
+        "object": "refund",
+        "amount": amount,
+        "balance_transaction": format!("txn_{id}"),
+        "charge": charge,
+        "created": created,
+        "currency": "usd",
+        "metadata": {},
+        "payment_intent": intent,
+        "reason": "requested_by_customer",
+        "receipt_number": null,
+        "source_transfer_reversal": null,
+        "status": "succeeded",
+        "transfer_reversal": null
+    })
 }

@@ -391,6 +391,9 @@ pub async fn settle(pool: &PgPool) {
     }
 }
 
+/// A license's (site, seat, status, deactivation reason).
+pub type LicenseRow = (Option<String>, Option<i32>, String, Option<String>);
+
 /// One customer's final state, without generated ids (member ids, license keys, positions),
 /// so two databases can be compared.
 #[derive(Debug, PartialEq, Eq)]
@@ -405,10 +408,10 @@ pub struct CustomerState {
     pub payments_in_log: i64,
     /// Sum of the MRR deltas of the subscription.
     pub mrr_sum: i64,
-    /// (site, seat) of the member's active licenses, sorted. Only active ones: a license issued
-    /// and deactivated again is history an out-of-order delivery may never see (a deletion
-    /// processed before the activation it follows; see docs/architecture.md, Stripe ordering).
-    pub active_licenses: Vec<(Option<String>, Option<i32>)>,
+    /// (site, seat, status, deactivation reason) of every license of the member, sorted: a
+    /// deletion processed before the activation it follows still leaves the licenses in-order
+    /// delivery issued and deactivated (see `policies::LicensePolicy`).
+    pub licenses: Vec<LicenseRow>,
     /// Licenses beyond one per subscription item and seat (issued twice).
     pub duplicate_licenses: i64,
     /// The status history starts at free, changes at every step, and ends at the status.
@@ -471,8 +474,9 @@ async fn customer_state(pool: &PgPool, l: &Lifecycle) -> CustomerState {
     .fetch_one(pool)
     .await
     .expect("mrr");
-    let active_licenses = sqlx::query_as(
-        "SELECT site, seat FROM licenses WHERE member_id = ANY($1) AND status = 'active' ORDER BY site, seat",
+    let licenses = sqlx::query_as(
+        "SELECT site, seat, status, deactivation_reason FROM licenses WHERE member_id = ANY($1)
+         ORDER BY site, seat, status, deactivation_reason",
     )
     .bind(&ids)
     .fetch_all(pool)
@@ -514,7 +518,7 @@ async fn customer_state(pool: &PgPool, l: &Lifecycle) -> CustomerState {
         payments,
         payments_in_log,
         mrr_sum,
-        active_licenses,
+        licenses,
         duplicate_licenses,
         status_history_consistent,
         inbox,
@@ -549,8 +553,8 @@ pub async fn in_order_state(
 }
 
 /// Asserts the final state equals the reference for every customer, and that the reference
-/// is the lifecycles' known end (one member, one payment, and one active license while
-/// subscribed, none once canceled).
+/// is the lifecycles' known end (one member, one payment, and one license: active while
+/// subscribed, deactivated as canceled once canceled).
 pub fn assert_same_state(
     customers: &[Customer],
     got: &(i64, BTreeMap<String, CustomerState>),
@@ -567,12 +571,17 @@ pub fn assert_same_state(
         );
         assert_eq!(state.payments.len(), 1, "reference {tag}: {state:?}");
         assert_eq!(state.payments_in_log, 1, "reference {tag}: {state:?}");
-        let active = usize::from(!c.cancels);
-        assert_eq!(
-            state.active_licenses.len(),
-            active,
-            "reference {tag}: {state:?}"
-        );
+        let license: Vec<(&str, Option<&str>)> = state
+            .licenses
+            .iter()
+            .map(|l| (l.2.as_str(), l.3.as_deref()))
+            .collect();
+        let expected = if c.cancels {
+            ("inactive", Some("subscription_canceled"))
+        } else {
+            ("active", None)
+        };
+        assert_eq!(license, [expected], "reference {tag}: {state:?}");
         assert_eq!(state.duplicate_licenses, 0, "reference {tag}: {state:?}");
         assert!(
             state.status_history_consistent,

@@ -437,3 +437,102 @@ async fn a_body_that_never_arrives_gets_a_408_problem() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("/problems/request-timeout"), "{text}");
 }
+
+/// Reads one response from `stream`: its head and a body of its `content-length`; `None` when
+/// the server closed first.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().expect("a length"))
+                })
+                .unwrap_or(0);
+            if answer.len() >= end + 4 + length {
+                return Some(text);
+            }
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn headers_sent_a_byte_at_a_time_are_cut_at_the_header_deadline_while_keep_alive_goes_on() {
+    // The idle timeout alone never cuts a client that sends a byte every second.
+    let app = TestApp::spawn_custom(|s| {
+        s.edge.idle_timeout = Some(Duration::from_secs(5));
+        s.edge.header_timeout = Some(Duration::from_secs(2));
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+
+    let slow = async {
+        let stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let (mut read, mut write) = stream.into_split();
+        write
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\nx-slow: ")
+            .await
+            .expect("write");
+        let value = b"abcdefghijklmnopqrstuvwxyz0123";
+        let dribble = async {
+            for byte in value {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if write.write_all(&[*byte]).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        let closed = async {
+            let mut received = Vec::new();
+            let mut buf = [0u8; 1024];
+            loop {
+                match read.read(&mut buf).await {
+                    Ok(0) | Err(_) => return received,
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                }
+            }
+        };
+        tokio::select! {
+            received = closed => {
+                assert!(received.is_empty(), "cut, not answered: {}", String::from_utf8_lossy(&received));
+            }
+            sent_all = dribble => {
+                panic!("the server still listened after {} bytes of one header (sent: {sent_all})", value.len());
+            }
+        }
+    };
+
+    // Meanwhile a keep-alive client asks on one connection, a second apart, for longer than
+    // the header deadline: each request's deadline starts with its own first byte.
+    let keep_alive = async {
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        for i in 0..4 {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n")
+                .await
+                .expect("write");
+            let answer = read_response(&mut stream)
+                .await
+                .unwrap_or_else(|| panic!("request {i} on the kept-alive connection unanswered"));
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
+    };
+    futures::future::join(slow, keep_alive).await;
+}

@@ -15,6 +15,7 @@ mod health;
 mod helpers;
 mod instances;
 mod license_files;
+mod license_order;
 mod license_purchases;
 mod licenses;
 mod mail_support;

@@ -7,7 +7,7 @@ use stripe_fixtures::ApiVersion;
 
 use crate::helpers::{eventually, TestApp};
 use crate::stripe_support::Lifecycle;
-use crate::stripe_webhooks::converged;
+use crate::stripe_webhooks::{converged, Converged};
 
 async fn deliver(app: &TestApp, events: &[Value]) {
     for event in events {
@@ -147,4 +147,62 @@ async fn a_subscription_without_items_or_an_invoice_without_its_subscription_fai
         "{error}"
     );
     assert!(error.contains("`lines.data[].subscription`"), "{error}");
+}
+
+/// A refunded lifecycle's payment state, without ids: the lifecycle's converged state and the
+/// member's payment rows (kind, whether of the lifecycle's invoice, amount) in order.
+async fn refunded(app: &TestApp, l: &Lifecycle) -> (Converged, Vec<(String, bool, i64)>) {
+    let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+        "SELECT p.kind, p.invoice_id, p.amount FROM members_payment_events p
+         JOIN member_list m ON m.id = p.member_id WHERE lower(m.email) = lower($1) ORDER BY p.id",
+    )
+    .bind(&l.email)
+    .fetch_all(&app.pool)
+    .await
+    .expect("payment rows");
+    let own = format!("in_{}_1", l.tag);
+    let rows = rows
+        .into_iter()
+        .map(|(kind, invoice, amount)| (kind, invoice.as_deref() == Some(own.as_str()), amount))
+        .collect();
+    (converged(app, l).await, rows)
+}
+
+#[tokio::test]
+async fn a_refund_in_each_old_api_version_ends_as_todays_shape_does() {
+    let app = TestApp::spawn().await;
+    // A partial refund, then the rest: `amount_refunded` is the charge's total so far.
+    let today = Lifecycle::new("refund_today");
+    deliver(&app, &today.subscribed_events_paid_by_intent()).await;
+    deliver(&app, &[today.refund(500, 50), today.refund(2000, 60)]).await;
+    let expected = refunded(&app, &today).await;
+    assert_eq!(
+        expected.1,
+        [
+            ("payment".to_owned(), true, 2000),
+            ("refund".to_owned(), true, 500),
+            ("refund".to_owned(), true, 1500),
+        ],
+        "today's shape, so the comparisons below say something"
+    );
+
+    for version in ApiVersion::ALL {
+        let l = Lifecycle::new(&format!("refund_{}", version.name().replace('-', "_")));
+        let events = l.events_in(version);
+        // Subscribed: every event but the deletion.
+        deliver(&app, &events[..events.len() - 1]).await;
+        let refunds = [
+            l.old_refund(version, 500, 50),
+            l.old_refund(version, 2000, 60),
+        ];
+        assert!(refunds.iter().all(|e| e["api_version"] == version.name()));
+        assert!(
+            refunds
+                .iter()
+                .all(|e| e["data"]["object"]["invoice"] == format!("in_{}_1", l.tag).as_str()),
+            "old charges name their invoice"
+        );
+        deliver(&app, &refunds).await;
+        assert_eq!(refunded(&app, &l).await, expected, "{}", version.name());
+    }
 }

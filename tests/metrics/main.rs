@@ -23,4 +23,10 @@ mod mail_support;
 )]
 mod stripe_support;
 
+mod conflicts;
+mod pool;
 mod scrape;
+
+/// The tests of this binary compare counts of one process-wide recorder: one at a time, so
+/// that one test's requests never count into another's.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -9,10 +9,10 @@ use crate::stripe_support::{event, FakeStripe, Lifecycle};
 
 /// A scrape, parsed: series (name and sorted labels) → value.
 #[derive(Debug, Clone, Default)]
-struct Scrape(BTreeMap<String, f64>);
+pub(crate) struct Scrape(BTreeMap<String, f64>);
 
 /// `name{a="x",b="y"}` with the labels sorted, as [`Scrape`] keys its series.
-fn series(name: &str, labels: &[(&str, &str)]) -> String {
+pub(crate) fn series(name: &str, labels: &[(&str, &str)]) -> String {
     let mut labels: Vec<(&str, &str)> = labels.to_vec();
     labels.sort_unstable();
     let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
@@ -20,7 +20,7 @@ fn series(name: &str, labels: &[(&str, &str)]) -> String {
 }
 
 impl Scrape {
-    fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         let mut out = BTreeMap::new();
         for line in text
             .lines()
@@ -45,16 +45,16 @@ impl Scrape {
     }
 
     /// The value of a series; 0 when absent (a counter not counted yet).
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.0.get(&series(name, labels)).copied().unwrap_or(0.0)
     }
 
-    fn has(&self, name: &str, labels: &[(&str, &str)]) -> bool {
+    pub(crate) fn has(&self, name: &str, labels: &[(&str, &str)]) -> bool {
         self.0.contains_key(&series(name, labels))
     }
 
     /// How much a series grew since `before`.
-    fn delta(&self, before: &Self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn delta(&self, before: &Self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.get(name, labels) - before.get(name, labels)
     }
 }
@@ -82,7 +82,7 @@ fn split_labels(labels: &str) -> Vec<&str> {
 }
 
 impl TestApp {
-    async fn get_metrics(&self, token: Option<&str>) -> Response {
+    pub(crate) async fn get_metrics(&self, token: Option<&str>) -> Response {
         let mut req = self.client.get(self.url("/metrics"));
         if let Some(token) = token {
             req = req.bearer_auth(token);
@@ -90,7 +90,7 @@ impl TestApp {
         req.send().await.expect("scrape sent")
     }
 
-    async fn scrape(&self) -> Scrape {
+    pub(crate) async fn scrape(&self) -> Scrape {
         let resp = self.get_metrics(None).await;
         assert_eq!(resp.status(), 200);
         Scrape::parse(&resp.text().await.expect("scrape body"))
@@ -118,6 +118,7 @@ fn http(
 
 #[tokio::test]
 async fn a_scrape_after_a_small_workload_has_its_series_with_the_right_counts() {
+    let _serial = crate::SERIAL.lock().await;
     let l = Lifecycle::new(&format!("metrics{}", uuid::Uuid::new_v4().simple()));
     let stripe = FakeStripe::start(&[(&l.customer, &l.email)]).await;
     let app = TestApp::spawn_custom(|s| {
@@ -361,10 +362,26 @@ async fn a_scrape_after_a_small_workload_has_its_series_with_the_right_counts() 
         }
     }
 
-    // The pool, as the test server has it (10 connections at most).
-    assert_eq!(after.get("memberledger_db_pool_max_connections", &[]), 10.0);
-    assert!(after.has("memberledger_db_pool_connections", &[("state", "idle")]));
-    assert!(after.has("memberledger_db_pool_connections", &[("state", "in_use")]));
+    // The pools, as the test server has them (10 connections at most in the API's).
+    let main = [("pool", "main")];
+    assert_eq!(
+        after.get("memberledger_db_pool_max_connections", &main),
+        10.0
+    );
+    for state in ["idle", "in_use"] {
+        for pool in ["main", "background"] {
+            let labels = [("pool", pool), ("state", state)];
+            assert!(
+                after.has("memberledger_db_pool_connections", &labels),
+                "{labels:?}"
+            );
+        }
+    }
+    // The commands' appending transactions went through the counted acquisitions.
+    assert!(
+        after.delta(&before, "memberledger_db_pool_acquire_seconds_count", &main) >= 5.0,
+        "{after:?}"
+    );
 
     // Gauges read from the database: a failed event not due yet, an email out of attempts.
     sqlx::query(
@@ -407,6 +424,7 @@ async fn a_scrape_after_a_small_workload_has_its_series_with_the_right_counts() 
 
 #[tokio::test]
 async fn metrics_token_guards_the_scrape() {
+    let _serial = crate::SERIAL.lock().await;
     let app = TestApp::spawn_custom(|s| {
         s.metrics.token = Some("metrics-secret".into());
         // Stored events are not processed: one stays pending.

@@ -142,7 +142,10 @@ impl Dispatcher {
     /// error. The connection is detached from the pool: it holds advisory locks, and after an
     /// error it is closed (releasing them) rather than handed to someone else.
     async fn work(&mut self) -> Result<(), sqlx::Error> {
-        let mut conn: PgConnection = self.pool.acquire().await?.detach();
+        let mut conn: PgConnection =
+            crate::db::acquire(&self.pool, crate::db::PoolName::Background)
+                .await?
+                .detach();
         loop {
             while let Ok(done) = self.done_rx.try_recv() {
                 self.finished.push(done);
