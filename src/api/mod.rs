@@ -11,6 +11,7 @@ use problem::Problem;
 use state::{AppState, State};
 
 pub mod auth;
+pub mod billing_portal;
 pub mod checkout;
 pub mod cursor;
 pub mod dashboard;
@@ -50,6 +51,7 @@ type Apis = (
     license_purchases::LicensePurchasesApi,
     licenses::LicensesApi,
     projections_api::ProjectionsApi,
+    billing_portal::BillingPortalApi,
 );
 
 pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
@@ -89,6 +91,9 @@ pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             projections_api::ProjectionsApi {
+                state: state.clone(),
+            },
+            billing_portal::BillingPortalApi {
                 state: state.clone(),
             },
         ),
@@ -145,8 +150,10 @@ pub fn routes(state: &State, web: &crate::web::WebKeys) -> impl Endpoint {
         .around(edge::client_address)
         .around(edge::harden)
         .around(edge::compress)
-        // Outermost, so every layer reads the settings.
+        // Outermost, so every layer reads the settings (and the admin API, the unsubscribe
+        // links' key).
         .data(state.clone())
+        .data(web.clone())
 }
 
 /// The spec without a running server: the handlers never run, so the state behind them
