@@ -27,12 +27,45 @@ async fn sign_in(browser: &Browser, email: &str) {
     let before = maildev().await.messages_to(email).await.len();
     browser.open("/account/signin").await;
     browser.fill("#email", email).await;
-    browser.click("form[action='/account/signin'] button").await;
+    submit(browser, "form[action='/account/signin'] button").await;
     let message = maildev().await.nth_message_to(email, before + 1).await;
     let (code, _) = code_and_token(&message);
     browser.fill("#code", &code).await;
-    browser.click("form[action='/account/verify'] button").await;
+    submit(browser, "form[action='/account/verify'] button").await;
     assert_eq!(browser.path().await, "/account", "signed in as {email}");
+}
+
+/// Clicks `css` (a form's button) and waits until the next page has loaded: the old document
+/// is marked first, so its own "complete" state is not taken for the new page's.
+async fn submit(browser: &Browser, css: &str) {
+    browser
+        .client
+        .execute("window.__before_submit = true;", vec![])
+        .await
+        .expect("marking the page");
+    browser
+        .client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("nothing to click at {css}: {e}"))
+        .click()
+        .await
+        .expect("clicking");
+    for _ in 0..200 {
+        let loaded = browser
+            .client
+            .execute(
+                "return window.__before_submit === undefined && document.readyState === 'complete';",
+                vec![],
+            )
+            .await
+            .ok();
+        if loaded.as_ref().and_then(Value::as_bool) == Some(true) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no page loaded after clicking {css}");
 }
 
 /// A new active newsletter; returns its id.
@@ -88,12 +121,12 @@ async fn a_member_chooses_newsletters_and_they_are_saved() {
     let browser = Browser::start(&app).await;
     sign_in(&browser, &email).await;
 
-    browser.click("nav a[href='/account/newsletters']").await;
+    submit(&browser, "nav a[href='/account/newsletters']").await;
     assert_eq!(browser.path().await, "/account/newsletters");
     assert!(!checked(&browser, &daily).await && !checked(&browser, &weekly).await);
     browser.click(&format!("label[for='nl-{daily}']")).await;
     browser.screenshot("portal-newsletters").await;
-    browser.click("#save-newsletters").await;
+    submit(&browser, "#save-newsletters").await;
     assert_eq!(browser.path().await, "/account?done=newsletters");
     assert!(browser
         .page_text()
@@ -106,7 +139,7 @@ async fn a_member_chooses_newsletters_and_they_are_saved() {
     assert!(checked(&browser, &daily).await && !checked(&browser, &weekly).await);
     browser.click(&format!("label[for='nl-{daily}']")).await;
     browser.click(&format!("label[for='nl-{weekly}']")).await;
-    browser.click("#save-newsletters").await;
+    submit(&browser, "#save-newsletters").await;
     assert_eq!(browser.path().await, "/account?done=newsletters");
     assert_eq!(subscribed_to(&app, &member_id).await, vec![weekly.clone()]);
     // The API sees the same.
@@ -197,14 +230,12 @@ async fn the_unsubscribe_link_works_without_a_session_and_only_with_its_key() {
     assert_eq!(browser.text("#unsubscribe-email").await, email);
     assert!(browser.has(&format!("li[data-newsletter='{daily}']")).await);
     browser.screenshot("portal-unsubscribe").await;
-    browser
-        .click(&format!("li[data-newsletter='{daily}'] button"))
-        .await;
+    submit(&browser, &format!("li[data-newsletter='{daily}'] button")).await;
     assert!(browser.path().await.ends_with("&done=one"));
     assert_eq!(subscribed_to(&app, &member_id).await, vec![weekly.clone()]);
     browser.open(&link[app.base.len()..]).await;
     assert!(!browser.has(&format!("li[data-newsletter='{daily}']")).await);
-    browser.click("#unsubscribe-all button").await;
+    submit(&browser, "#unsubscribe-all button").await;
     assert!(browser.path().await.ends_with("&done=all"));
     assert!(browser
         .page_text()
@@ -250,13 +281,13 @@ async fn the_email_changes_only_when_the_link_sent_to_the_new_address_is_used() 
     sign_in(&browser, &old).await;
 
     // An address another member holds: the link arrives, and using it changes nothing.
-    browser.click("nav a[href='/account/email']").await;
+    submit(&browser, "nav a[href='/account/email']").await;
     assert_eq!(browser.text("#current-email").await, old);
     browser.fill("#new_email", &taken).await;
-    browser.click("#change-email button").await;
+    submit(&browser, "#change-email button").await;
     let link = confirmation_link(&taken, 1).await;
     browser.client.goto(&link).await.expect("navigating");
-    browser.click("#confirm-email").await;
+    submit(&browser, "#confirm-email").await;
     assert!(
         browser
             .page_text()
@@ -268,7 +299,7 @@ async fn the_email_changes_only_when_the_link_sent_to_the_new_address_is_used() 
 
     browser.open("/account/email").await;
     browser.fill("#new_email", &new).await;
-    browser.click("#change-email button").await;
+    submit(&browser, "#change-email button").await;
     assert!(browser
         .page_text()
         .await
@@ -290,7 +321,7 @@ async fn the_email_changes_only_when_the_link_sent_to_the_new_address_is_used() 
     browser.screenshot("portal-email-confirm").await;
     let detail: Value = app.get_member(&member_id).await.json().await.expect("json");
     assert_eq!(detail["email"], old.as_str());
-    browser.click("#confirm-email").await;
+    submit(&browser, "#confirm-email").await;
     assert_eq!(browser.path().await, "/account?done=email-changed");
     assert!(browser
         .page_text()
@@ -305,7 +336,7 @@ async fn the_email_changes_only_when_the_link_sent_to_the_new_address_is_used() 
 
     // The link works once.
     browser.client.goto(&link).await.expect("navigating");
-    browser.click("#confirm-email").await;
+    submit(&browser, "#confirm-email").await;
     assert!(browser
         .page_text()
         .await
@@ -345,6 +376,42 @@ async fn the_email_changes_only_when_the_link_sent_to_the_new_address_is_used() 
 }
 
 #[tokio::test]
+async fn email_change_requests_are_limited_like_sign_in_codes() {
+    let app = app_for_browser(|_| {}).await;
+    let email = unique("limited");
+    app.member(&email).await;
+    let browser = Browser::start(&app).await;
+    sign_in(&browser, &email).await;
+    let target = unique("target");
+    // Five an hour per member (as sign-in codes per address), then refused in words.
+    for n in 1..=5 {
+        browser.open("/account/email").await;
+        browser.fill("#new_email", &target).await;
+        submit(&browser, "#change-email button").await;
+        assert!(
+            browser.page_text().await.contains("We sent a link"),
+            "request {n}"
+        );
+    }
+    browser.open("/account/email").await;
+    browser.fill("#new_email", &target).await;
+    submit(&browser, "#change-email button").await;
+    assert!(browser.page_text().await.contains("Too many tries."));
+    browser.screenshot("portal-email-limited").await;
+    browser.close().await;
+    assert_eq!(maildev().await.messages_to(&target).await.len(), 5);
+    // Only the newest link works: the older ones were replaced.
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM email_change_requests WHERE new_email = $1 AND expires_at > now()",
+    )
+    .bind(&target)
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(live, 1);
+}
+
+#[tokio::test]
 async fn the_billing_button_opens_the_stripe_billing_portal() {
     let stripe = FakeStripe::start(&[]).await;
     let base = stripe.base.clone();
@@ -357,9 +424,7 @@ async fn the_billing_button_opens_the_stripe_billing_portal() {
     let browser = Browser::start(&app).await;
     sign_in(&browser, &l.email).await;
     browser.screenshot("portal-billing-button").await;
-    browser
-        .click("form[action='/account/billing'] button")
-        .await;
+    submit(&browser, "form[action='/account/billing'] button").await;
     let url = browser.client.current_url().await.expect("url");
     assert_eq!(
         format!(
