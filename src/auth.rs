@@ -103,14 +103,14 @@ pub struct SignIn {
 }
 
 /// 256 bits from the OS-seeded CSPRNG, base64url.
-fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Counts a hit on the limit `name` (as the metrics label it) for `key`.
-async fn limit(
+pub(crate) async fn limit(
     pool: &PgPool,
     name: &'static str,
     key: String,

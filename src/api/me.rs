@@ -163,7 +163,7 @@ impl MeApi {
     }
 }
 
-async fn me(state: &State, member_id: Uuid) -> Result<Me, Problem> {
+pub(crate) async fn me(state: &State, member_id: Uuid) -> Result<Me, Problem> {
     let member = find_member(state, member_id)
         .await?
         .ok_or_else(|| Problem::unavailable("the member is not readable yet; retry"))?;
@@ -187,7 +187,8 @@ async fn me(state: &State, member_id: Uuid) -> Result<Me, Problem> {
 }
 
 impl MeApi {
-    async fn update_me(
+    /// Applies `body` (also what the portal's newsletters page saves through).
+    pub(crate) async fn update_me(
         &self,
         member_id: Uuid,
         request_id: &RequestId,

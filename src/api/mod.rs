@@ -11,6 +11,7 @@ use problem::Problem;
 use state::{AppState, State};
 
 pub mod auth;
+pub mod billing_portal;
 pub mod checkout;
 pub mod cursor;
 pub mod dashboard;
@@ -53,6 +54,7 @@ type Apis = (
     licenses::LicensesApi,
     license_files::LicenseFilesApi,
     projections_api::ProjectionsApi,
+    billing_portal::BillingPortalApi,
 );
 
 pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
@@ -95,6 +97,9 @@ pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             projections_api::ProjectionsApi {
+                state: state.clone(),
+            },
+            billing_portal::BillingPortalApi {
                 state: state.clone(),
             },
         ),
@@ -151,8 +156,10 @@ pub fn routes(state: &State, web: &crate::web::WebKeys) -> impl Endpoint {
         .around(edge::client_address)
         .around(edge::harden)
         .around(edge::compress)
-        // Outermost, so every layer reads the settings.
+        // Outermost, so every layer reads the settings (and the admin API, the unsubscribe
+        // links' key).
         .data(state.clone())
+        .data(web.clone())
 }
 
 /// The spec without a running server: the handlers never run, so the state behind them

@@ -124,9 +124,9 @@ pub(crate) fn prorate(
 }
 
 /// Checks that Checkout's return URLs are on an allowed origin; adds an error per bad one.
-pub(crate) fn check_return_urls(
+pub(crate) fn check_return_urls<const N: usize>(
     state: &State,
-    urls: [(&str, &str); 2],
+    urls: [(&str, &str); N],
     errors: &mut Vec<FieldError>,
 ) {
     for (field, url) in urls {

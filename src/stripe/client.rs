@@ -253,6 +253,37 @@ impl StripeApi {
     }
 }
 
+impl StripeApi {
+    /// A Billing Portal session for `customer` (update the payment method, cancel at period
+    /// end or resume, as the account's portal configuration allows), returning to
+    /// `return_url`; answers the session's short-lived URL. Each call is a new session (they
+    /// expire within minutes); `idempotency_key` covers this call's own retries.
+    pub async fn create_billing_portal_session(
+        &self,
+        customer: &str,
+        return_url: &str,
+        idempotency_key: &str,
+    ) -> Result<String, CallError> {
+        use stripe_billing::billing_portal_session::CreateBillingPortalSession;
+        let request = CreateBillingPortalSession::new()
+            .customer(customer)
+            .return_url(return_url);
+        let session = self
+            .with_retries(
+                idempotency_key,
+                "create_billing_portal_session",
+                |strategy| {
+                    request
+                        .customize()
+                        .request_strategy(strategy)
+                        .send(&self.client)
+                },
+            )
+            .await?;
+        Ok(session.url)
+    }
+}
+
 /// A recurring price, as Stripe has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecurringPrice {

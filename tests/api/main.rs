@@ -24,6 +24,7 @@ mod openapi;
 mod operator;
 mod pipeline;
 mod portal;
+mod portal_settings;
 mod projections;
 mod rebuild;
 mod refusals;

@@ -10,6 +10,7 @@ fn member_fields(mut detail: Value) -> Value {
             "license_count",
             "active_license_count",
             "attribution",
+            "unsubscribe_url",
         ] {
             object.remove(key);
         }

@@ -251,6 +251,62 @@ fn checkout_page(Path(id): Path<String>) -> Response {
         ))
 }
 
+/// A Billing Portal session for the form's customer; its `url` opens `billing_portal_page`
+/// on this fake. Recorded as `POST /v1/billing_portal/sessions customer=.. return_url=..`.
+#[handler]
+fn create_billing_portal_session(
+    req: &poem::Request,
+    body: String,
+    state: Data<&FakeState>,
+) -> Response {
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let get = |k: &str| {
+        form.iter()
+            .find(|(f, _)| f == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let id = {
+        let mut requests = state.requests.lock().expect("lock");
+        requests.push(format!(
+            "POST /v1/billing_portal/sessions customer={} return_url={}",
+            get("customer"),
+            get("return_url")
+        ));
+        format!("bps_fake_{}", requests.len())
+    };
+    if let Some(failure) = state.fail() {
+        return failure;
+    }
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("billing.stripe.test");
+    let mut session = fixture("billing_portal.session");
+    session["id"] = json!(id);
+    session["customer"] = json!(get("customer"));
+    session["return_url"] = json!(get("return_url"));
+    session["flow"] = Value::Null;
+    session["livemode"] = json!(false);
+    session["url"] = json!(format!("http://{host}/p/session/{id}"));
+    Response::builder()
+        .content_type("application/json")
+        .body(session.to_string())
+}
+
+/// The page a Billing Portal session's `url` opens.
+#[handler]
+fn billing_portal_page(Path(id): Path<String>) -> Response {
+    Response::builder()
+        .content_type("text/html; charset=utf-8")
+        .body(format!(
+            "<!doctype html><title>Fake Stripe Billing Portal</title><h1>Fake Stripe Billing Portal</h1><p id=session>{id}</p>"
+        ))
+}
+
 /// Any price is a monthly 2000 usd one of `prod_fake`, except ids with `onetime` in them.
 #[handler]
 fn retrieve_price(Path(id): Path<String>, state: Data<&FakeState>) -> Response {
@@ -323,6 +379,11 @@ impl FakeStripe {
             .at("/v1/prices/:id", get(retrieve_price))
             .at("/v1/checkout/sessions", poem::post(create_checkout_session))
             .at("/c/pay/:id", get(checkout_page))
+            .at(
+                "/v1/billing_portal/sessions",
+                poem::post(create_billing_portal_session),
+            )
+            .at("/p/session/:id", get(billing_portal_page))
             .at(
                 "/v1/subscription_items/:id",
                 poem::delete(delete_subscription_item),

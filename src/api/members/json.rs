@@ -57,6 +57,9 @@ pub struct MemberDetail {
     pub active_license_count: i64,
     /// Where the member came from.
     pub attribution: Option<MemberAttribution>,
+    /// The page where the member unsubscribes from newsletters without signing in, for the
+    /// emails sent to them (signed with a server key; it works until the key is changed).
+    pub unsubscribe_url: String,
 }
 
 /// Where a member came from: the page that led to the signup and the referrer.

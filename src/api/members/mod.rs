@@ -98,8 +98,13 @@ impl MembersApi {
 
     /// Get a member
     #[oai(path = "/:id", method = "get", operation_id = "getMember")]
-    async fn get(&self, _auth: AdminAuth, id: Path<Uuid>) -> GetMemberResponse {
-        match member_detail(&self.state, id.0).await {
+    async fn get(
+        &self,
+        _auth: AdminAuth,
+        keys: Data<&crate::web::WebKeys>,
+        id: Path<Uuid>,
+    ) -> GetMemberResponse {
+        match member_detail(&self.state, &keys.links, id.0).await {
             Ok(Some(member)) => GetMemberResponse::Ok(Json(member)),
             Ok(None) => Problem::not_found("no member has this id").into(),
             Err(problem) => problem.into(),

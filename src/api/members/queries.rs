@@ -73,8 +73,11 @@ pub(crate) async fn find_member(state: &State, id: Uuid) -> Result<Option<Member
     Ok(row.map(MemberView::from))
 }
 
+/// The member with subscriptions, license counts, attribution and unsubscribe link (signed
+/// with `links_key`).
 pub(super) async fn member_detail(
     state: &State,
+    links_key: &[u8; 32],
     id: Uuid,
 ) -> Result<Option<MemberDetail>, Problem> {
     let Some(member) = find_member(state, id).await? else {
@@ -110,6 +113,7 @@ pub(super) async fn member_detail(
         license_count,
         active_license_count,
         attribution,
+        unsubscribe_url: crate::links::unsubscribe_url(&state.public_url, links_key, id),
     }))
 }
 
