@@ -565,4 +565,16 @@ async fn without_a_session_pages_redirect_and_the_session_cookie_is_http_only_an
     let resp = post(ADMIN_TOKEN).await.expect("sent");
     assert_eq!(resp.status(), 429);
     assert!(resp.text().await.expect("html").contains("Too many tries"));
+
+    // Revoking the stored admin tokens (`admin-token --revoke-others`) ends open sessions too.
+    memberledger::api::auth::revoke_stored_tokens(&app.pool)
+        .await
+        .expect("revoking");
+    let resp = http
+        .get(app.url("/admin"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 303, "the session ended with the tokens");
 }
