@@ -205,6 +205,44 @@ async fn the_overview_charts_mrr_from_webhooks_and_members_by_status() {
         "bars as tall as their counts: {free_height} {paid_height}"
     );
     browser.screenshot("admin-overview-charts").await;
+    browser
+        .client
+        .execute(
+            "document.getElementById('status-h').scrollIntoView()",
+            vec![],
+        )
+        .await
+        .expect("scrolling");
+    browser.screenshot("admin-overview-members-by-status").await;
+
+    // On a phone's width nothing runs off the side of the page.
+    browser
+        .client
+        .set_window_size(390, 844)
+        .await
+        .expect("a phone's window");
+    for page in [
+        "/admin",
+        "/admin/members",
+        "/admin/stripe-events",
+        "/admin/projections",
+    ] {
+        browser.open(page).await;
+        let overflow = browser
+            .client
+            .execute(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+                vec![],
+            )
+            .await
+            .expect("measuring");
+        assert!(
+            overflow.as_i64().is_some_and(|o| o <= 0),
+            "{page} is {overflow} px wider than the screen"
+        );
+    }
+    browser.open("/admin").await;
+    browser.screenshot("admin-overview-phone").await;
     browser.close().await;
 }
 
@@ -283,6 +321,21 @@ async fn members_are_listed_searched_filtered_and_shown_with_their_timeline() {
         .await
         .contains(&paid.subscription));
     browser.screenshot("admin-member-detail").await;
+
+    // 26 members: a page of 25 and a second of one.
+    for n in 0..22 {
+        app.member(&format!("more{n}-{t}@example.com")).await;
+    }
+    browser.open("/admin/members").await;
+    assert_eq!(count(&browser, "#members tbody tr").await, 25);
+    browser.click("#next-page").await;
+    assert_eq!(count(&browser, "#members tbody tr").await, 1);
+    assert_eq!(
+        browser.text("#members tbody tr td a").await,
+        alice,
+        "the oldest"
+    );
+    assert!(!browser.has("#next-page").await, "the last page");
 
     browser.open("/admin/members/not-a-member").await;
     assert!(browser.page_text().await.contains("Page not found"));

@@ -89,12 +89,9 @@ fn y_of(value: i64, low: i64, high: i64) -> f64 {
 }
 
 fn y_ticks(low: i64, high: i64, label: &impl Fn(i64) -> String) -> Vec<Tick> {
-    let mut values = vec![low, high];
-    if low == 0 {
-        values.insert(1, high / 2);
-    } else {
-        values.insert(1, 0);
-    }
+    let middle = if low == 0 { high / 2 } else { 0 };
+    let mut values = vec![low, middle, high];
+    values.dedup();
     values
         .into_iter()
         .map(|v| Tick {
@@ -235,5 +232,8 @@ mod tests {
         ]);
         let heights: Vec<&str> = chart.bars.iter().map(|b| b.height.as_str()).collect();
         assert_eq!(heights, ["192.0", "96.0", "0.0"]);
+        let one = bar_chart(&[("Free".into(), 1)]);
+        let labels: Vec<&str> = one.y_ticks.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(labels, ["0", "1"], "no tick twice");
     }
 }
