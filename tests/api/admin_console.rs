@@ -481,6 +481,51 @@ async fn projections_show_their_status_and_a_rebuild_runs_to_completion() {
     // The rebuilt list still has every member.
     let listed: Value = app.get("/v1/members").await.json().await.expect("json");
     assert_eq!(listed["items"].as_array().expect("items").len(), 3);
+
+    // An event the timeline cannot apply stalls it, and the page says so with the error.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('Member', $1, 1, 'MemberCreated', '1.0', '{\"MemberCreated\": {\"unexpected\": true}}', '{}')",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .execute(&app.pool)
+    .await
+    .expect("a broken event appended");
+    eventually("the timeline to stall", || async {
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT last_error FROM projection_checkpoints WHERE name = 'member_timeline'",
+        )
+        .fetch_optional(&app.pool)
+        .await
+        .expect("reading")
+        .flatten()
+        .is_some()
+    })
+    .await;
+    browser.open("/admin/projections").await;
+    let stalled = "tr.stalled[data-projection='member_timeline'] td.status";
+    assert!(browser.has(stalled).await, "{}", browser.page_text().await);
+    let status = browser.text(stalled).await;
+    assert!(
+        status.starts_with("Stalled") && status.contains("could not be decoded"),
+        "{status}"
+    );
+    browser
+        .client
+        .execute(
+            "document.querySelector(\"tr[data-projection='member_timeline']\").scrollIntoView()",
+            vec![],
+        )
+        .await
+        .expect("scrolling");
+    browser.screenshot("admin-projections-stalled").await;
+    browser.open("/admin").await;
+    let count: u32 = browser
+        .text("#count-stalled")
+        .await
+        .parse()
+        .expect("a count");
+    assert!(count >= 1, "the overview counts it");
     browser.close().await;
 }
 

@@ -36,6 +36,7 @@ struct Row {
     lag: String,
     stalled: bool,
     status: String,
+    stuck_position: Option<i64>,
     rebuildable: bool,
     rebuild_running: bool,
     rebuild: Option<RebuildRow>,
@@ -125,6 +126,7 @@ fn row(view: ProjectionView, rebuildable: bool, inline: bool) -> Row {
         position: view.global_position,
         lag,
         stalled,
+        stuck_position: view.stuck_position,
         status,
         rebuildable,
     }
