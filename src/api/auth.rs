@@ -96,11 +96,19 @@ pub async fn stored_token_count(pool: &PgPool) -> Result<i64, sqlx::Error> {
         .await
 }
 
+/// Deletes the stored tokens, and ends the admin console's sessions with them: a session does
+/// not record which token opened it, and one opened with a revoked token must not outlive it.
 pub async fn revoke_stored_tokens(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query("DELETE FROM admin_tokens")
-        .execute(pool)
+    let mut tx = pool.begin().await?;
+    let revoked = sqlx::query("DELETE FROM admin_tokens")
+        .execute(&mut *tx)
         .await?
-        .rows_affected())
+        .rows_affected();
+    sqlx::query("UPDATE admin_sessions SET revoked_at = now() WHERE revoked_at IS NULL")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(revoked)
 }
 
 #[cfg(test)]

@@ -130,7 +130,7 @@ api_response! {
     }
 }
 
-async fn views(state: &State) -> Result<Vec<ProjectionView>, sqlx::Error> {
+pub(crate) async fn views(state: &State) -> Result<Vec<ProjectionView>, sqlx::Error> {
     let statuses = runner::status(&state.pool, state.projections.list()).await?;
     let rebuilds = rebuild::statuses(&state.pool).await?;
     Ok(statuses
@@ -153,6 +153,75 @@ async fn views(state: &State) -> Result<Vec<ProjectionView>, sqlx::Error> {
             stuck_since: s.stuck_since,
         })
         .collect())
+}
+
+/// Starts a blue/green rebuild of `name` in the background (marked running before it returns,
+/// so a status read right after shows it); the API's and the admin console's.
+pub(crate) async fn start_rebuild(state: &State, name: &str) -> Result<(), Problem> {
+    let Some(projection) = state
+        .projections
+        .list()
+        .iter()
+        .find(|p| p.name() == name)
+        .cloned()
+    else {
+        return Err(Problem::not_found("no projection has this name"));
+    };
+    if !projection.rebuildable() {
+        return Err(Problem::conflict(
+            "not-rebuildable",
+            "policies are not rebuilt: replaying them would issue their commands again",
+        ));
+    }
+    // A running rebuild reports after every batch; one silent for minutes died with its process.
+    let running: Result<bool, _> = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM projection_rebuilds
+                        WHERE name = $1 AND state = 'running' AND updated_at > now() - interval '2 minutes')",
+    )
+    .bind(name)
+    .fetch_one(&state.pool)
+    .await;
+    match running {
+        Ok(true) => {
+            return Err(Problem::conflict(
+                "rebuild-running",
+                "a rebuild of this projection is already running",
+            ))
+        }
+        Ok(false) => {}
+        Err(err) => return Err(db_error(err)),
+    }
+    // Marked running before answering, so the 202 is followed by a visible rebuild.
+    if let Err(err) = sqlx::query(
+        "INSERT INTO projection_rebuilds (name, state, version) VALUES ($1, 'running', $2)
+         ON CONFLICT (name) DO UPDATE SET state = 'running', version = EXCLUDED.version, events_applied = 0,
+             started_at = now(), updated_at = now(), finished_at = NULL, error = NULL",
+    )
+    .bind(name)
+    .bind(projection.version())
+    .execute(&state.pool)
+    .await
+    {
+        return Err(db_error(err));
+    }
+    // Not on the API's pool: its statement timeout would cut index builds and lock waits.
+    let pool = crate::bounds::unbounded_pool(&state.pool, 8);
+    tokio::spawn(async move {
+        let result = rebuild::rebuild(&pool, projection.clone(), |_| {}).await;
+        pool.close().await;
+        match result {
+            Ok(_) => {}
+            Err(RebuildError::AlreadyRunning(name)) => {
+                tracing::info!(projection = %name, "a rebuild is already running")
+            }
+            Err(err) => tracing::error!(
+                projection = projection.name(),
+                error = format!("{err:#}"),
+                "rebuild failed"
+            ),
+        }
+    });
+    Ok(())
 }
 
 /// Which event to skip.
@@ -244,72 +313,9 @@ impl ProjectionsApi {
         _auth: AdminAuth,
         #[oai(validator(max_length = 100))] name: Path<String>,
     ) -> RebuildResponse {
-        let Some(projection) = self
-            .state
-            .projections
-            .list()
-            .iter()
-            .find(|p| p.name() == name.0)
-            .cloned()
-        else {
-            return Problem::not_found("no projection has this name").into();
-        };
-        if !projection.rebuildable() {
-            return Problem::conflict(
-                "not-rebuildable",
-                "policies are not rebuilt: replaying them would issue their commands again",
-            )
-            .into();
+        if let Err(problem) = start_rebuild(&self.state, &name.0).await {
+            return problem.into();
         }
-        // A running rebuild reports after every batch; one silent for minutes died with its process.
-        let running: Result<bool, _> = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM projection_rebuilds
-                            WHERE name = $1 AND state = 'running' AND updated_at > now() - interval '2 minutes')",
-        )
-        .bind(&name.0)
-        .fetch_one(&self.state.pool)
-        .await;
-        match running {
-            Ok(true) => {
-                return Problem::conflict(
-                    "rebuild-running",
-                    "a rebuild of this projection is already running",
-                )
-                .into()
-            }
-            Ok(false) => {}
-            Err(err) => return db_error(err).into(),
-        }
-        // Marked running before answering, so the 202 is followed by a visible rebuild.
-        if let Err(err) = sqlx::query(
-            "INSERT INTO projection_rebuilds (name, state, version) VALUES ($1, 'running', $2)
-             ON CONFLICT (name) DO UPDATE SET state = 'running', version = EXCLUDED.version, events_applied = 0,
-                 started_at = now(), updated_at = now(), finished_at = NULL, error = NULL",
-        )
-        .bind(&name.0)
-        .bind(projection.version())
-        .execute(&self.state.pool)
-        .await
-        {
-            return db_error(err).into();
-        }
-        // Not on the API's pool: its statement timeout would cut index builds and lock waits.
-        let pool = crate::bounds::unbounded_pool(&self.state.pool, 8);
-        tokio::spawn(async move {
-            let result = rebuild::rebuild(&pool, projection.clone(), |_| {}).await;
-            pool.close().await;
-            match result {
-                Ok(_) => {}
-                Err(RebuildError::AlreadyRunning(name)) => {
-                    tracing::info!(projection = %name, "a rebuild is already running")
-                }
-                Err(err) => tracing::error!(
-                    projection = projection.name(),
-                    error = format!("{err:#}"),
-                    "rebuild failed"
-                ),
-            }
-        });
         match views(&self.state).await {
             Ok(items) => match items.into_iter().find(|p| p.name == name.0) {
                 Some(view) => RebuildResponse::Accepted(Json(view)),

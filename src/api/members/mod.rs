@@ -20,7 +20,8 @@ use super::state::{ApiTags, RequestId, State};
 
 pub use json::*;
 pub(crate) use queries::find_member;
-use queries::{list_members, member_detail, timeline, ListFilter};
+use queries::member_detail;
+pub(crate) use queries::{list_members, timeline, ListFilter};
 pub use responses::*;
 
 pub struct MembersApi {
@@ -85,6 +86,7 @@ impl MembersApi {
             status: status.0,
             search: search.0,
             newsletter: newsletter.0,
+            label: None,
             created_after: created_after.0,
             created_before: created_before.0,
             limit: limit.0,

@@ -8,14 +8,17 @@ use crate::api::cursor;
 use crate::api::problem::{db_error, FieldError, Problem};
 use crate::api::state::State;
 
-pub(super) struct ListFilter {
-    pub(super) status: Option<MemberStatusDto>,
-    pub(super) search: Option<String>,
-    pub(super) newsletter: Option<Uuid>,
-    pub(super) created_after: Option<DateTime<Utc>>,
-    pub(super) created_before: Option<DateTime<Utc>>,
-    pub(super) limit: i64,
-    pub(super) cursor: Option<String>,
+/// What the member list is narrowed to (the API's query parameters, and the admin console's).
+pub(crate) struct ListFilter {
+    pub(crate) status: Option<MemberStatusDto>,
+    pub(crate) search: Option<String>,
+    pub(crate) newsletter: Option<Uuid>,
+    /// Only members with this label (exact).
+    pub(crate) label: Option<String>,
+    pub(crate) created_after: Option<DateTime<Utc>>,
+    pub(crate) created_before: Option<DateTime<Utc>>,
+    pub(crate) limit: i64,
+    pub(crate) cursor: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -117,7 +120,7 @@ pub(super) async fn member_detail(
     }))
 }
 
-pub(super) async fn timeline(
+pub(crate) async fn timeline(
     state: &State,
     id: Uuid,
     limit: i64,
@@ -154,7 +157,7 @@ pub(super) async fn timeline(
     Ok(TimelinePage { items, next_cursor })
 }
 
-pub(super) async fn list_members(state: &State, filter: ListFilter) -> Result<MemberPage, Problem> {
+pub(crate) async fn list_members(state: &State, filter: ListFilter) -> Result<MemberPage, Problem> {
     let after = match filter.cursor.as_deref() {
         None => None,
         Some(cursor) => Some(cursor::decode::<Uuid>(cursor).ok_or_else(|| {
@@ -197,6 +200,7 @@ pub(super) async fn list_members(state: &State, filter: ListFilter) -> Result<Me
            AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6))
            AND ($8::uuid IS NULL OR EXISTS (SELECT 1 FROM member_newsletters n
                                             WHERE n.member_id = member_list.id AND n.newsletter_id = $8))
+           AND ($9::text IS NULL OR $9 = ANY (labels))
          ORDER BY created_at DESC, id DESC
          LIMIT $7"
     ))
@@ -208,6 +212,7 @@ pub(super) async fn list_members(state: &State, filter: ListFilter) -> Result<Me
     .bind(after.map(|(_, id)| id))
     .bind(filter.limit + 1)
     .bind(filter.newsletter)
+    .bind(filter.label)
     .fetch_all(&state.pool)
     .await
     .map_err(db_error)?;
