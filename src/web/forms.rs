@@ -23,7 +23,8 @@ pub fn token(req: &Request) -> String {
 /// valid token (nothing is done), 400 when the form cannot be read. `T` may take every field
 /// as `Vec<(String, String)>` (repeated names, such as checkboxes).
 pub fn read<T: DeserializeOwned>(req: &Request, raw: &str) -> Result<T, Response> {
-    let unreadable = |detail: String| page::error_page(StatusCode::BAD_REQUEST, &detail);
+    let path = req.original_uri().path();
+    let unreadable = |detail: String| page::error_page_at(path, StatusCode::BAD_REQUEST, &detail);
     let fields: Vec<(String, String)> =
         serde_urlencoded::from_str(raw).map_err(|e| unreadable(e.to_string()))?;
     let token = fields
@@ -40,7 +41,7 @@ pub fn read<T: DeserializeOwned>(req: &Request, raw: &str) -> Result<T, Response
             path = req.uri().path(),
             "a form without a valid integrity token refused"
         );
-        return Err(page::error_page(StatusCode::FORBIDDEN, ""));
+        return Err(page::error_page_at(path, StatusCode::FORBIDDEN, ""));
     }
     serde_urlencoded::from_str(raw).map_err(|e| unreadable(e.to_string()))
 }

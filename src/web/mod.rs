@@ -109,9 +109,10 @@ fn content_security_policy(state: &State) -> String {
 /// path, a method a route does not take).
 async fn page_headers<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
     let policy = req.data::<State>().map(content_security_policy);
+    let path = req.original_uri().path().to_owned();
     let mut resp = match next.call(req).await {
         Ok(resp) => resp.into_response(),
-        Err(err) => page::error_page(err.status(), &err.to_string()),
+        Err(err) => page::error_page_at(&path, err.status(), &err.to_string()),
     };
     let headers = resp.headers_mut();
     if let Some(policy) = policy.and_then(|p| HeaderValue::from_str(&p).ok()) {

@@ -148,15 +148,23 @@ pub fn see_other(location: &str) -> Response {
 struct ErrorPage<'a> {
     title: &'a str,
     message: String,
+    /// Where to start again: the admin console's overview for its pages, else the account.
+    home: &'static str,
+    home_label: &'static str,
 }
 
 /// A page for an error outside a handler's own (unknown page, wrong method, unreadable form,
-/// an integrity token missing), in words.
+/// an integrity token missing), in words, linking back to the member's account.
 pub fn error_page(status: StatusCode, detail: &str) -> Response {
+    error_page_at("/account", status, detail)
+}
+
+/// [`error_page`] for a request to `path`: an admin console page links back to the console.
+pub fn error_page_at(path: &str, status: StatusCode, detail: &str) -> Response {
     let (title, message) = match status {
         StatusCode::NOT_FOUND => (
             "Page not found",
-            "There is no page at this address. Check the link, or go to your account.".to_owned(),
+            "There is no page at this address. Check the link, or start again from the link below.".to_owned(),
         ),
         StatusCode::FORBIDDEN => (
             "This form has expired",
@@ -164,7 +172,7 @@ pub fn error_page(status: StatusCode, detail: &str) -> Response {
         ),
         StatusCode::METHOD_NOT_ALLOWED => (
             "Not available",
-            "This page cannot be opened this way. Go to your account and try again from there.".to_owned(),
+            "This page cannot be opened this way. Start again from the link below.".to_owned(),
         ),
         StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY | StatusCode::UNSUPPORTED_MEDIA_TYPE => (
             "The form could not be read",
@@ -186,7 +194,17 @@ pub fn error_page(status: StatusCode, detail: &str) -> Response {
     if status.is_server_error() && !detail.is_empty() {
         tracing::warn!(%status, detail, "a page answered with an error");
     }
-    let page = ErrorPage { title, message };
+    let (home, home_label) = if path.starts_with("/admin") {
+        ("/admin", "Go to the admin console")
+    } else {
+        ("/account", "Go to your account")
+    };
+    let page = ErrorPage {
+        title,
+        message,
+        home,
+        home_label,
+    };
     match page.render() {
         Ok(body) => Response::builder()
             .status(status)

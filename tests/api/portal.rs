@@ -610,5 +610,9 @@ async fn on_a_phone_a_member_signs_in_with_the_keyboard_alone_and_every_page_is_
     browser.assert_accessible().await;
     browser.open("/account/no-such-page").await;
     assert_eq!(browser.text("h1").await, "Page not found");
+    assert_eq!(browser.text("main a").await, "Go to your account");
+    browser.open("/admin/no-such-page").await;
+    assert_eq!(browser.text("h1").await, "Page not found");
+    assert_eq!(browser.text("main a").await, "Go to the admin console");
     browser.close().await;
 }
