@@ -27,6 +27,59 @@ pub(crate) async fn subscribed(app: &TestApp, prefix: &str) -> (Lifecycle, Strin
     (l, token, created)
 }
 
+/// Pays license purchase `purchase` (the `n`th Checkout Session the fake Stripe was asked for):
+/// its session completes and its payment intent succeeds; then Stripe reports the seats' item
+/// of `quantity` on the subscription (`created`, as updated), so the keys activate. Drained.
+pub(crate) async fn pay_keys(
+    app: &TestApp,
+    stripe: &FakeStripe,
+    l: &Lifecycle,
+    created: Value,
+    n: usize,
+    purchase: &Value,
+    quantity: u32,
+) {
+    let session = paid_session(stripe, n, purchase["id"].as_str().expect("id"));
+    let mut intent = crate::stripe_support::fixture("payment_intent");
+    intent["id"] = json!(format!("pi_{}", l.tag));
+    intent["status"] = json!("succeeded");
+    intent["customer"] = json!(l.customer);
+    intent["metadata"] = session["metadata"].clone();
+    let now = chrono::Utc::now().timestamp();
+    for e in [
+        event(
+            &format!("evt_{}_paid", l.tag),
+            "checkout.session.completed",
+            now,
+            session,
+        ),
+        event(
+            &format!("evt_{}_pi", l.tag),
+            "payment_intent.succeeded",
+            now,
+            intent,
+        ),
+    ] {
+        assert_eq!(app.send_webhook(&e).await.status(), 200);
+    }
+    app.drain_stripe().await;
+    let mut updated = created;
+    updated["id"] = json!(format!("evt_{}_with_seats", l.tag));
+    updated["type"] = json!("customer.subscription.updated");
+    updated["created"] = json!(now + 1);
+    let mut seats = updated["data"]["object"]["items"]["data"][0].clone();
+    seats["id"] = json!(format!("si_seats_{}", l.tag));
+    seats["quantity"] = json!(quantity);
+    seats["metadata"] =
+        json!({ "license_purchase_id": purchase["purchase_id"], "purchase_type": "quantity" });
+    updated["data"]["object"]["items"]["data"]
+        .as_array_mut()
+        .expect("items")
+        .push(seats);
+    assert_eq!(app.send_webhook(&updated).await.status(), 200);
+    app.drain_stripe().await;
+}
+
 impl TestApp {
     async fn buy_keys(&self, token: &str, quantity: u32) -> reqwest::Response {
         self.client
@@ -445,45 +498,7 @@ async fn rich_member(app: &TestApp, stripe: &FakeStripe) -> Rich {
     app.send_webhook(&l.invoice_paid(&format!("in_{}_1", l.tag), 2))
         .await;
     let paid: Value = app.buy_keys(&token, 2).await.json().await.expect("json");
-    let session = paid_session(stripe, 0, paid["id"].as_str().expect("id"));
-    let mut intent = crate::stripe_support::fixture("payment_intent");
-    intent["id"] = json!(format!("pi_{}", l.tag));
-    intent["status"] = json!("succeeded");
-    intent["customer"] = json!(l.customer);
-    intent["metadata"] = session["metadata"].clone();
-    let now = chrono::Utc::now().timestamp();
-    for e in [
-        event(
-            &format!("evt_{}_paid", l.tag),
-            "checkout.session.completed",
-            now,
-            session,
-        ),
-        event(
-            &format!("evt_{}_pi", l.tag),
-            "payment_intent.succeeded",
-            now,
-            intent,
-        ),
-    ] {
-        app.send_webhook(&e).await;
-    }
-    app.drain_stripe().await;
-    let mut updated = created;
-    updated["id"] = json!(format!("evt_{}_with_seats", l.tag));
-    updated["type"] = json!("customer.subscription.updated");
-    updated["created"] = json!(now + 1);
-    let mut seats = updated["data"]["object"]["items"]["data"][0].clone();
-    seats["id"] = json!(format!("si_seats_{}", l.tag));
-    seats["quantity"] = json!(2);
-    seats["metadata"] =
-        json!({ "license_purchase_id": paid["purchase_id"], "purchase_type": "quantity" });
-    updated["data"]["object"]["items"]["data"]
-        .as_array_mut()
-        .expect("items")
-        .push(seats);
-    app.send_webhook(&updated).await;
-    app.drain_stripe().await;
+    pay_keys(app, stripe, &l, created, 0, &paid, 2).await;
     let unpaid: Value = app.buy_keys(&token, 1).await.json().await.expect("json");
     let resp = app
         .client

@@ -5,13 +5,12 @@
 use serde_json::{json, Value};
 
 use crate::browser_support::{app_for_browser, Browser};
-use crate::checkout::paid_session;
 use crate::helpers::TestApp;
-use crate::license_purchases::subscribed;
+use crate::license_purchases::{pay_keys, subscribed};
 use crate::mail_support::{code_and_token, maildev};
-use crate::stripe_support::{event, FakeStripe, Lifecycle};
+use crate::stripe_support::{FakeStripe, Lifecycle};
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!(
         "{prefix}-{}@example.com",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
@@ -144,48 +143,7 @@ async fn member_with_site_and_keys() -> (TestApp, FakeStripe, Lifecycle, String,
         .iter()
         .map(|k| k["key"].as_str().expect("key").to_owned())
         .collect();
-    let now = chrono::Utc::now().timestamp();
-    let session = paid_session(&stripe, 0, purchase["id"].as_str().expect("id"));
-    let mut intent = crate::stripe_support::fixture("payment_intent");
-    intent["id"] = json!(format!("pi_{}", l.tag));
-    intent["status"] = json!("succeeded");
-    intent["customer"] = json!(l.customer);
-    intent["metadata"] = session["metadata"].clone();
-    for e in [
-        event(
-            &format!("evt_{}_paid", l.tag),
-            "checkout.session.completed",
-            now,
-            session,
-        ),
-        event(
-            &format!("evt_{}_pi", l.tag),
-            "payment_intent.succeeded",
-            now,
-            intent,
-        ),
-    ] {
-        assert_eq!(app.send_webhook(&e).await.status(), 200);
-    }
-    app.drain_stripe().await;
-    // Stripe reports the seats' item on the subscription: the keys activate.
-    let mut updated = created;
-    updated["id"] = json!(format!("evt_{}_with_seats", l.tag));
-    updated["type"] = json!("customer.subscription.updated");
-    updated["created"] = json!(now + 1);
-    let mut seats = updated["data"]["object"]["items"]["data"][0].clone();
-    seats["id"] = json!(format!("si_seats_{}", l.tag));
-    seats["quantity"] = json!(2);
-    seats["metadata"] = json!({
-        "license_purchase_id": purchase["purchase_id"],
-        "purchase_type": "quantity"
-    });
-    updated["data"]["object"]["items"]["data"]
-        .as_array_mut()
-        .expect("items")
-        .push(seats);
-    assert_eq!(app.send_webhook(&updated).await.status(), 200);
-    app.drain_stripe().await;
+    pay_keys(&app, &stripe, &l, created, 0, &purchase, 2).await;
     (app, stripe, l, token, keys)
 }
 
@@ -286,6 +244,44 @@ async fn the_dashboard_shows_sites_keys_and_payments_and_a_member_adds_a_site_an
         .text("#pending-sites")
         .await
         .contains("new.example.com"));
+    assert!(browser
+        .page_text()
+        .await
+        .contains("The payment was cancelled; nothing was bought."));
+
+    // Buy three seat keys: on to Checkout, the keys waiting for payment on the dashboard.
+    browser.fill("#quantity", "3").await;
+    browser.click("#buy-keys button").await;
+    assert!(
+        browser.path().await.starts_with("/c/pay/cs_test_fake_"),
+        "{}",
+        browser.path().await
+    );
+    assert_eq!(
+        stripe.checkouts.lock().expect("lock").len(),
+        checkouts_before + 2
+    );
+    browser.open("/account").await;
+    assert!(browser.text("#pending-keys").await.contains("3 keys"));
+    // A quantity out of range is refused in words, and nothing reaches Stripe.
+    browser
+        .client
+        .execute(
+            "document.querySelector('#quantity').removeAttribute('max')",
+            vec![],
+        )
+        .await
+        .expect("lifting the browser's own check");
+    browser.fill("#quantity", "500").await;
+    browser.click("#buy-keys button").await;
+    assert!(browser
+        .text(".notice.error")
+        .await
+        .contains("Give a whole number from 1 to 100."));
+    assert_eq!(
+        stripe.checkouts.lock().expect("lock").len(),
+        checkouts_before + 2
+    );
     browser.close().await;
 }
 

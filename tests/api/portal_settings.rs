@@ -11,62 +11,9 @@ use crate::browser_support::{app_for_browser, Browser};
 use crate::checkout::app_with_stripe;
 use crate::helpers::{assert_problem, problem_fields, TestApp, ADMIN_TOKEN};
 use crate::license_purchases::subscribed;
-use crate::mail_support::{code_and_token, maildev};
+use crate::mail_support::maildev;
+use crate::portal::{sign_in, unique};
 use crate::stripe_support::FakeStripe;
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}@example.com",
-        &Uuid::new_v4().simple().to_string()[..10]
-    )
-}
-
-/// Signs `email` in on `browser` with the emailed code, as a member does; ends on the
-/// dashboard.
-async fn sign_in(browser: &Browser, email: &str) {
-    let before = maildev().await.messages_to(email).await.len();
-    browser.open("/account/signin").await;
-    browser.fill("#email", email).await;
-    submit(browser, "form[action='/account/signin'] button").await;
-    let message = maildev().await.nth_message_to(email, before + 1).await;
-    let (code, _) = code_and_token(&message);
-    browser.fill("#code", &code).await;
-    submit(browser, "form[action='/account/verify'] button").await;
-    assert_eq!(browser.path().await, "/account", "signed in as {email}");
-}
-
-/// Clicks `css` (a form's button) and waits until the next page has loaded: the old document
-/// is marked first, so its own "complete" state is not taken for the new page's.
-async fn submit(browser: &Browser, css: &str) {
-    browser
-        .client
-        .execute("window.__before_submit = true;", vec![])
-        .await
-        .expect("marking the page");
-    browser
-        .client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("nothing to click at {css}: {e}"))
-        .click()
-        .await
-        .expect("clicking");
-    for _ in 0..200 {
-        let loaded = browser
-            .client
-            .execute(
-                "return window.__before_submit === undefined && document.readyState === 'complete';",
-                vec![],
-            )
-            .await
-            .ok();
-        if loaded.as_ref().and_then(Value::as_bool) == Some(true) {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("no page loaded after clicking {css}");
-}
 
 /// A new active newsletter; returns its id.
 async fn newsletter(app: &TestApp, name: &str) -> String {
@@ -121,12 +68,12 @@ async fn a_member_chooses_newsletters_and_they_are_saved() {
     let browser = Browser::start(&app).await;
     sign_in(&browser, &email).await;
 
-    submit(&browser, "nav a[href='/account/newsletters']").await;
+    browser.click("nav a[href='/account/newsletters']").await;
     assert_eq!(browser.path().await, "/account/newsletters");
     assert!(!checked(&browser, &daily).await && !checked(&browser, &weekly).await);
     browser.click(&format!("label[for='nl-{daily}']")).await;
     browser.screenshot("portal-newsletters").await;
-    submit(&browser, "#save-newsletters").await;
+    browser.click("#save-newsletters").await;
     assert_eq!(browser.path().await, "/account?done=newsletters");
     assert!(browser
         .page_text()
@@ -139,7 +86,7 @@ async fn a_member_chooses_newsletters_and_they_are_saved() {
     assert!(checked(&browser, &daily).await && !checked(&browser, &weekly).await);
     browser.click(&format!("label[for='nl-{daily}']")).await;
     browser.click(&format!("label[for='nl-{weekly}']")).await;
-    submit(&browser, "#save-newsletters").await;
+    browser.click("#save-newsletters").await;
     assert_eq!(browser.path().await, "/account?done=newsletters");
     assert_eq!(subscribed_to(&app, &member_id).await, vec![weekly.clone()]);
     // The API sees the same.
@@ -230,12 +177,14 @@ async fn the_unsubscribe_link_works_without_a_session_and_only_with_its_key() {
     assert_eq!(browser.text("#unsubscribe-email").await, email);
     assert!(browser.has(&format!("li[data-newsletter='{daily}']")).await);
     browser.screenshot("portal-unsubscribe").await;
-    submit(&browser, &format!("li[data-newsletter='{daily}'] button")).await;
+    browser
+        .click(&format!("li[data-newsletter='{daily}'] button"))
+        .await;
     assert!(browser.path().await.ends_with("&done=one"));
     assert_eq!(subscribed_to(&app, &member_id).await, vec![weekly.clone()]);
     browser.open(&link[app.base.len()..]).await;
     assert!(!browser.has(&format!("li[data-newsletter='{daily}']")).await);
-    submit(&browser, "#unsubscribe-all button").await;
+    browser.click("#unsubscribe-all button").await;
     assert!(browser.path().await.ends_with("&done=all"));
     assert!(browser
         .page_text()
@@ -281,13 +230,13 @@ async fn the_email_changes_only_when_the_link_sent_to_the_new_address_is_used() 
     sign_in(&browser, &old).await;
 
     // An address another member holds: the link arrives, and using it changes nothing.
-    submit(&browser, "nav a[href='/account/email']").await;
+    browser.click("nav a[href='/account/email']").await;
     assert_eq!(browser.text("#current-email").await, old);
     browser.fill("#new_email", &taken).await;
-    submit(&browser, "#change-email button").await;
+    browser.click("#change-email button").await;
     let link = confirmation_link(&taken, 1).await;
     browser.client.goto(&link).await.expect("navigating");
-    submit(&browser, "#confirm-email").await;
+    browser.click("#confirm-email").await;
     assert!(
         browser
             .page_text()
@@ -299,7 +248,7 @@ async fn the_email_changes_only_when_the_link_sent_to_the_new_address_is_used() 
 
     browser.open("/account/email").await;
     browser.fill("#new_email", &new).await;
-    submit(&browser, "#change-email button").await;
+    browser.click("#change-email button").await;
     assert!(browser
         .page_text()
         .await
@@ -321,7 +270,7 @@ async fn the_email_changes_only_when_the_link_sent_to_the_new_address_is_used() 
     browser.screenshot("portal-email-confirm").await;
     let detail: Value = app.get_member(&member_id).await.json().await.expect("json");
     assert_eq!(detail["email"], old.as_str());
-    submit(&browser, "#confirm-email").await;
+    browser.click("#confirm-email").await;
     assert_eq!(browser.path().await, "/account?done=email-changed");
     assert!(browser
         .page_text()
@@ -336,7 +285,7 @@ async fn the_email_changes_only_when_the_link_sent_to_the_new_address_is_used() 
 
     // The link works once.
     browser.client.goto(&link).await.expect("navigating");
-    submit(&browser, "#confirm-email").await;
+    browser.click("#confirm-email").await;
     assert!(browser
         .page_text()
         .await
@@ -387,7 +336,7 @@ async fn email_change_requests_are_limited_like_sign_in_codes() {
     for n in 1..=5 {
         browser.open("/account/email").await;
         browser.fill("#new_email", &target).await;
-        submit(&browser, "#change-email button").await;
+        browser.click("#change-email button").await;
         assert!(
             browser.page_text().await.contains("We sent a link"),
             "request {n}"
@@ -395,7 +344,7 @@ async fn email_change_requests_are_limited_like_sign_in_codes() {
     }
     browser.open("/account/email").await;
     browser.fill("#new_email", &target).await;
-    submit(&browser, "#change-email button").await;
+    browser.click("#change-email button").await;
     assert!(browser.page_text().await.contains("Too many tries."));
     browser.screenshot("portal-email-limited").await;
     browser.close().await;
@@ -424,7 +373,9 @@ async fn the_billing_button_opens_the_stripe_billing_portal() {
     let browser = Browser::start(&app).await;
     sign_in(&browser, &l.email).await;
     browser.screenshot("portal-billing-button").await;
-    submit(&browser, "form[action='/account/billing'] button").await;
+    browser
+        .click("form[action='/account/billing'] button")
+        .await;
     let url = browser.client.current_url().await.expect("url");
     assert_eq!(
         format!(
