@@ -57,6 +57,9 @@ pub struct LicenseFacts {
     #[serde(skip)]
     pub used_site: Option<String>,
     pub seat: Option<i32>,
+    /// An operator's holds: software refuses a suspended or revoked license.
+    pub suspended: bool,
+    pub revoked: bool,
     /// When the license itself ends (its subscription's scheduled end), if it does.
     #[serde(serialize_with = "optional_seconds")]
     pub license_expires_at: Option<DateTime<Utc>>,
@@ -187,6 +190,7 @@ pub async fn facts(pool: &PgPool, key_sha256: &[u8]) -> Result<Option<LicenseFac
     let facts: Option<LicenseFacts> = sqlx::query_as(
         "SELECT l.id AS license_id, l.key, l.member_id, l.status, l.purchase_type, l.site,
                 l.used_site, l.seat,
+                l.suspension_reason IS NOT NULL AS suspended, l.revoked_at IS NOT NULL AS revoked,
                 CASE WHEN s.status IS DISTINCT FROM 'canceled' THEN s.cancel_at END AS license_expires_at
          FROM licenses l LEFT JOIN subscriptions s ON s.id = l.subscription_id
          WHERE l.key_sha256 = $1",

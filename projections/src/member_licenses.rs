@@ -1,7 +1,8 @@
 //! `member_licenses`: one row per license key, with its current status (`pending` until a
 //! license purchase is paid, `active`, `inactive`, or `canceled` when the purchase was not paid)
 //! and, while inactive or canceled, why; for a quantity key the domain it is activated on
-//! (`used_site`, kept while inactive). Times are the events' own.
+//! (`used_site`, kept while inactive); an operator's holds (`suspension_reason` while
+//! suspended, `revoked_at` and `revocation_reason` once revoked). Times are the events' own.
 //!
 //! A batch is applied set-based: the rows of the licenses it touches are read in one statement,
 //! the events are folded into them in memory, in order, and the changed rows are written back
@@ -85,7 +86,8 @@ impl Projection for MemberLicenses {
 }
 
 const COLUMNS: &str = "id, key, member_id, subscription_id, item_id, purchase_type, site, seat, \
-     status, deactivation_reason, issued_at, updated_at, purchase_id, used_site, activated_at";
+     status, deactivation_reason, issued_at, updated_at, purchase_id, used_site, activated_at, \
+     suspension_reason, revoked_at, revocation_reason";
 
 /// A row of `licenses` (but its generated `key_sha256`).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -105,6 +107,10 @@ struct LicenseRow {
     purchase_id: Option<Uuid>,
     used_site: Option<String>,
     activated_at: Option<DateTime<Utc>>,
+    /// Why an operator holds it, while suspended.
+    suspension_reason: Option<String>,
+    revoked_at: Option<DateTime<Utc>>,
+    revocation_reason: Option<String>,
 }
 
 /// Applies one event to the rows in memory; returns whether a row changed. A key issued again
@@ -139,6 +145,9 @@ fn fold(rows: &mut HashMap<Uuid, LicenseRow>, id: Uuid, event: LicenseEvent) -> 
                 purchase_id: None,
                 used_site: None,
                 activated_at: None,
+                suspension_reason: None,
+                revoked_at: None,
+                revocation_reason: None,
             },
         ),
         LicenseEvent::LicenseReserved {
@@ -167,6 +176,9 @@ fn fold(rows: &mut HashMap<Uuid, LicenseRow>, id: Uuid, event: LicenseEvent) -> 
                 purchase_id: Some(purchase_id),
                 used_site: None,
                 activated_at: None,
+                suspension_reason: None,
+                revoked_at: None,
+                revocation_reason: None,
             },
         ),
         other => {
@@ -219,6 +231,23 @@ fn fold(rows: &mut HashMap<Uuid, LicenseRow>, id: Uuid, event: LicenseEvent) -> 
                     row.activated_at = None;
                     row.updated_at = released_at;
                 }
+                LicenseEvent::LicenseSuspended {
+                    reason,
+                    suspended_at,
+                } => {
+                    row.suspension_reason = Some(reason);
+                    row.updated_at = suspended_at;
+                }
+                LicenseEvent::LicenseUnsuspended { unsuspended_at } => {
+                    row.suspension_reason = None;
+                    row.updated_at = unsuspended_at;
+                }
+                LicenseEvent::LicenseRevoked { reason, revoked_at } => {
+                    row.suspension_reason = None;
+                    row.revoked_at = Some(revoked_at);
+                    row.revocation_reason = Some(reason);
+                    row.updated_at = revoked_at;
+                }
                 LicenseEvent::LicenseIssued { .. } | LicenseEvent::LicenseReserved { .. } => {
                     return false
                 }
@@ -248,12 +277,14 @@ async fn store(conn: &mut PgConnection, rows: &[&LicenseRow]) -> Result<(), Proj
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
                               $6::text[], $7::text[], $8::int[], $9::text[], $10::text[],
                               $11::timestamptz[], $12::timestamptz[], $13::uuid[], $14::text[],
-                              $15::timestamptz[])
+                              $15::timestamptz[], $16::text[], $17::timestamptz[], $18::text[])
          ON CONFLICT (id) DO UPDATE
          SET subscription_id = EXCLUDED.subscription_id, item_id = EXCLUDED.item_id,
              status = EXCLUDED.status, deactivation_reason = EXCLUDED.deactivation_reason,
              updated_at = EXCLUDED.updated_at, used_site = EXCLUDED.used_site,
-             activated_at = EXCLUDED.activated_at"
+             activated_at = EXCLUDED.activated_at,
+             suspension_reason = EXCLUDED.suspension_reason, revoked_at = EXCLUDED.revoked_at,
+             revocation_reason = EXCLUDED.revocation_reason"
     ))
     .bind(crate::column!(rows, id))
     .bind(crate::column!(rows, key))
@@ -270,6 +301,9 @@ async fn store(conn: &mut PgConnection, rows: &[&LicenseRow]) -> Result<(), Proj
     .bind(crate::column!(rows, purchase_id))
     .bind(crate::column!(rows, used_site))
     .bind(crate::column!(rows, activated_at))
+    .bind(crate::column!(rows, suspension_reason))
+    .bind(crate::column!(rows, revoked_at))
+    .bind(crate::column!(rows, revocation_reason))
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -473,6 +473,9 @@ fn license_summary(event: LicenseEvent) -> String {
         LicenseEvent::LicenseDomainReleased { domain, .. } => {
             format!("License released from {domain}")
         }
+        LicenseEvent::LicenseSuspended { reason, .. } => format!("License suspended: {reason}"),
+        LicenseEvent::LicenseUnsuspended { .. } => "License unsuspended".to_owned(),
+        LicenseEvent::LicenseRevoked { reason, .. } => format!("License revoked: {reason}"),
     }
 }
 

@@ -161,12 +161,21 @@ pub struct DashboardLicense {
     /// When it was activated on `used_site`.
     #[oai(nullable)]
     pub activated_at: Option<DateTime<Utc>>,
+    /// Why an operator suspended it, while it is suspended (it does not validate meanwhile).
+    #[oai(nullable)]
+    pub suspension_reason: Option<String>,
+    /// When an operator revoked it for good.
+    #[oai(nullable)]
+    pub revoked_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
+    pub revocation_reason: Option<String>,
 }
 
 /// The `licenses` columns a [`DashboardLicense`] is read from.
 pub(crate) const LICENSE_COLUMNS: &str =
     "id, key, status, purchase_type, site, seat, subscription_id, \
-     deactivation_reason, purchase_id, issued_at AS created_at, used_site, activated_at";
+     deactivation_reason, purchase_id, issued_at AS created_at, used_site, activated_at, \
+     suspension_reason, revoked_at, revocation_reason";
 
 /// The member's dashboard, `None` for an unknown member.
 pub async fn load(pool: &PgPool, member_id: Uuid) -> Result<Option<Dashboard>, sqlx::Error> {

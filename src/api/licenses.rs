@@ -72,6 +72,10 @@ pub enum ValidationCode {
     NotActivated,
     /// The key is licensed for another domain.
     SiteMismatch,
+    /// An operator suspended the key; it validates again once unsuspended.
+    Suspended,
+    /// An operator revoked the key for good.
+    Revoked,
 }
 
 /// What the licensed software learns about a key it holds.
@@ -91,6 +95,10 @@ pub struct ValidatedLicense {
     /// When the license ends because its subscription is set to cancel; null while it renews.
     #[oai(nullable)]
     pub expires_at: Option<DateTime<Utc>>,
+    #[oai(skip)]
+    pub suspended: bool,
+    #[oai(skip)]
+    pub revoked: bool,
 }
 
 #[derive(Debug, Clone, Object)]
@@ -357,7 +365,8 @@ async fn validate(pool: &PgPool, key: &str, domain: &str) -> Result<LicenseValid
     };
     let license: Option<ValidatedLicense> = sqlx::query_as(
         "SELECT l.key, l.status, l.purchase_type, l.site, l.used_site,
-                CASE WHEN s.status IS DISTINCT FROM 'canceled' THEN s.cancel_at END AS expires_at
+                CASE WHEN s.status IS DISTINCT FROM 'canceled' THEN s.cancel_at END AS expires_at,
+                l.suspension_reason IS NOT NULL AS suspended, l.revoked_at IS NOT NULL AS revoked
          FROM licenses l LEFT JOIN subscriptions s ON s.id = l.subscription_id
          WHERE l.key_sha256 = $1",
     )
@@ -378,9 +387,16 @@ async fn validate(pool: &PgPool, key: &str, domain: &str) -> Result<LicenseValid
     })
 }
 
-/// The validation rules, in order: status (pending, anything not active), then the domain:
-/// a site license's site, a quantity key's activation domain.
+/// The validation rules, in order: an operator's hold (revoked, then suspended), the status
+/// (pending, anything not active), then the domain: a site license's site, a quantity key's
+/// activation domain.
 fn decide(license: &ValidatedLicense, domain: &SiteDomain) -> ValidationCode {
+    if license.revoked {
+        return ValidationCode::Revoked;
+    }
+    if license.suspended {
+        return ValidationCode::Suspended;
+    }
     match license.status.as_str() {
         "active" => {}
         "pending" => return ValidationCode::Pending,
@@ -438,7 +454,28 @@ mod tests {
             site: site.map(str::to_owned),
             used_site: used.map(str::to_owned),
             expires_at: None,
+            suspended: false,
+            revoked: false,
         }
+    }
+
+    #[test]
+    fn a_hold_decides_before_status_and_domain_revocation_first() {
+        let mut held = license("inactive", "site", Some("example.com"), None);
+        held.suspended = true;
+        assert_eq!(
+            decide(&held, &domain("example.com")),
+            ValidationCode::Suspended
+        );
+        assert_eq!(
+            decide(&held, &domain("other.com")),
+            ValidationCode::Suspended
+        );
+        held.revoked = true;
+        assert_eq!(
+            decide(&held, &domain("example.com")),
+            ValidationCode::Revoked
+        );
     }
 
     fn domain(raw: &str) -> SiteDomain {

@@ -20,6 +20,7 @@ pub mod edge;
 pub mod events;
 pub mod health;
 pub mod license_files;
+pub mod license_holds;
 pub mod license_purchases;
 pub mod licenses;
 pub mod me;
@@ -53,6 +54,7 @@ type Apis = (
     license_purchases::LicensePurchasesApi,
     licenses::LicensesApi,
     license_files::LicenseFilesApi,
+    license_holds::LicenseHoldsApi,
     projections_api::ProjectionsApi,
     billing_portal::BillingPortalApi,
 );
@@ -94,6 +96,9 @@ pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             license_files::LicenseFilesApi {
+                state: state.clone(),
+            },
+            license_holds::LicenseHoldsApi {
                 state: state.clone(),
             },
             projections_api::ProjectionsApi {

@@ -302,6 +302,13 @@ impl Refusal for LicenseError {
                 format!("the key is already activated on {domain}; release it first"),
             )
             .with_field("domain", format!("the key is activated on {domain}")),
+            Self::Suspended => Problem::conflict(
+                "license-suspended",
+                "the license is suspended; it cannot be activated until it is unsuspended",
+            ),
+            Self::Revoked => {
+                Problem::conflict("license-revoked", "the license is revoked for good")
+            }
         }
     }
 }

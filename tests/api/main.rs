@@ -16,6 +16,7 @@ mod health;
 mod helpers;
 mod instances;
 mod license_files;
+mod license_holds;
 mod license_order;
 mod license_purchases;
 mod licenses;

@@ -225,6 +225,10 @@ fn synthetic(sub: &str, member: Uuid, license: Uuid) -> Vec<(&'static str, Strin
         l(json!({"LicenseDomainReleased": {"domain": "syn.example.com", "released_at": at}})),
         l(json!({"LicenseDeactivated": {"reason": "quantity_reduced", "deactivated_at": at}})),
         l(json!({"LicenseReactivated": {"reactivated_at": at}})),
+        l(json!({"LicenseSuspended": {"reason": "chargeback", "suspended_at": at}})),
+        l(json!({"LicenseUnsuspended": {"unsuspended_at": at}})),
+        l(json!({"LicenseSuspended": {"reason": "again", "suspended_at": at}})),
+        l(json!({"LicenseRevoked": {"reason": "fraud", "revoked_at": at}})),
         l(json!({"LicenseCanceled": {"reason": "checkout_expired", "canceled_at": at}})),
         (
             "License",

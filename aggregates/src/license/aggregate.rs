@@ -34,6 +34,12 @@ struct Issued {
     activated_domain: Option<String>,
     #[serde(default)]
     activated_at: Option<DateTime<Utc>>,
+    /// Why an operator suspended it, while suspended.
+    #[serde(default)]
+    suspension: Option<String>,
+    /// Why it was revoked, once revoked (final).
+    #[serde(default)]
+    revocation: Option<String>,
 }
 
 /// One license key for one cause. The id is [`License::id_for_site`] or
@@ -135,6 +141,16 @@ impl License {
 
     pub fn activated_at(&self) -> Option<DateTime<Utc>> {
         self.issued.as_ref().and_then(|i| i.activated_at)
+    }
+
+    /// Why an operator suspended it, while it is suspended.
+    pub fn suspension(&self) -> Option<&str> {
+        self.issued.as_ref().and_then(|i| i.suspension.as_deref())
+    }
+
+    /// Why it was revoked, once it is.
+    pub fn revocation(&self) -> Option<&str> {
+        self.issued.as_ref().and_then(|i| i.revocation.as_deref())
     }
 
     /// Whether two normalised domains are the same site for licensing: equal ignoring ASCII
@@ -260,6 +276,12 @@ impl Aggregate for License {
                 if issued.purchase_type != PurchaseType::Quantity {
                     return Err(LicenseError::SiteLicense);
                 }
+                if issued.revocation.is_some() {
+                    return Err(LicenseError::Revoked);
+                }
+                if issued.suspension.is_some() {
+                    return Err(LicenseError::Suspended);
+                }
                 match issued.status {
                     LicenseStatus::Active => {}
                     LicenseStatus::Pending => return Err(LicenseError::Pending),
@@ -289,6 +311,39 @@ impl Aggregate for License {
                     let event = LicenseEvent::LicenseDomainReleased {
                         domain,
                         released_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            LicenseCommand::SuspendLicense { reason, at } => {
+                let issued = self.issued.as_ref().ok_or(LicenseError::NotFound)?;
+                if issued.revocation.is_some() {
+                    return Err(LicenseError::Revoked);
+                }
+                if issued.suspension.is_none() {
+                    let event = LicenseEvent::LicenseSuspended {
+                        reason,
+                        suspended_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            LicenseCommand::UnsuspendLicense { at } => {
+                let issued = self.issued.as_ref().ok_or(LicenseError::NotFound)?;
+                if issued.revocation.is_some() {
+                    return Err(LicenseError::Revoked);
+                }
+                if issued.suspension.is_some() {
+                    let event = LicenseEvent::LicenseUnsuspended { unsuspended_at: at };
+                    sink.write(event, self).await;
+                }
+            }
+            LicenseCommand::RevokeLicense { reason, at } => {
+                let issued = self.issued.as_ref().ok_or(LicenseError::NotFound)?;
+                if issued.revocation.is_none() {
+                    let event = LicenseEvent::LicenseRevoked {
+                        reason,
+                        revoked_at: at,
                     };
                     sink.write(event, self).await;
                 }
@@ -324,6 +379,8 @@ impl Aggregate for License {
                     deactivation_reason: None,
                     activated_domain: None,
                     activated_at: None,
+                    suspension: None,
+                    revocation: None,
                 });
             }
             LicenseEvent::LicenseReserved {
@@ -349,6 +406,8 @@ impl Aggregate for License {
                     deactivation_reason: None,
                     activated_domain: None,
                     activated_at: None,
+                    suspension: None,
+                    revocation: None,
                 });
             }
             LicenseEvent::PendingLicenseActivated {
@@ -391,6 +450,22 @@ impl Aggregate for License {
                 if let Some(issued) = &mut self.issued {
                     issued.activated_domain = None;
                     issued.activated_at = None;
+                }
+            }
+            LicenseEvent::LicenseSuspended { reason, .. } => {
+                if let Some(issued) = &mut self.issued {
+                    issued.suspension = Some(reason);
+                }
+            }
+            LicenseEvent::LicenseUnsuspended { .. } => {
+                if let Some(issued) = &mut self.issued {
+                    issued.suspension = None;
+                }
+            }
+            LicenseEvent::LicenseRevoked { reason, .. } => {
+                if let Some(issued) = &mut self.issued {
+                    issued.revocation = Some(reason);
+                    issued.suspension = None;
                 }
             }
         }

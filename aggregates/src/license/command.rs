@@ -56,6 +56,14 @@ pub enum LicenseCommand {
     },
     /// Unbinds the license from its domain. A no-op when it has none; allowed while inactive.
     ReleaseDomain { at: DateTime<Utc> },
+    /// An operator holds the license (abuse, a chargeback, a support case): it stops
+    /// validating whatever its subscription does, until unsuspended. A no-op when suspended;
+    /// refused once revoked.
+    SuspendLicense { reason: String, at: DateTime<Utc> },
+    /// Lifts a suspension. A no-op unless suspended; refused once revoked.
+    UnsuspendLicense { at: DateTime<Utc> },
+    /// Ends the license for good: it never validates again. A no-op when revoked already.
+    RevokeLicense { reason: String, at: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,4 +80,8 @@ pub enum LicenseError {
     Pending,
     #[error("the license is already activated on {domain}")]
     AlreadyActivated { domain: String },
+    #[error("the license is suspended")]
+    Suspended,
+    #[error("the license is revoked")]
+    Revoked,
 }

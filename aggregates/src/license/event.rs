@@ -62,6 +62,19 @@ pub enum LicenseEvent {
         domain: String,
         released_at: DateTime<Utc>,
     },
+    /// An operator held the license: it does not validate until unsuspended.
+    LicenseSuspended {
+        reason: String,
+        suspended_at: DateTime<Utc>,
+    },
+    LicenseUnsuspended {
+        unsuspended_at: DateTime<Utc>,
+    },
+    /// The license ended for good.
+    LicenseRevoked {
+        reason: String,
+        revoked_at: DateTime<Utc>,
+    },
 }
 
 impl LicenseEvent {
@@ -73,6 +86,9 @@ impl LicenseEvent {
     pub const REACTIVATED: &'static str = "LicenseReactivated";
     pub const ACTIVATED_ON_DOMAIN: &'static str = "LicenseActivatedOnDomain";
     pub const DOMAIN_RELEASED: &'static str = "LicenseDomainReleased";
+    pub const SUSPENDED: &'static str = "LicenseSuspended";
+    pub const UNSUSPENDED: &'static str = "LicenseUnsuspended";
+    pub const REVOKED: &'static str = "LicenseRevoked";
 }
 
 impl DomainEvent for LicenseEvent {
@@ -86,6 +102,9 @@ impl DomainEvent for LicenseEvent {
             Self::LicenseReactivated { .. } => Self::REACTIVATED,
             Self::LicenseActivatedOnDomain { .. } => Self::ACTIVATED_ON_DOMAIN,
             Self::LicenseDomainReleased { .. } => Self::DOMAIN_RELEASED,
+            Self::LicenseSuspended { .. } => Self::SUSPENDED,
+            Self::LicenseUnsuspended { .. } => Self::UNSUSPENDED,
+            Self::LicenseRevoked { .. } => Self::REVOKED,
         }
         .to_owned()
     }

@@ -130,6 +130,12 @@ fn member_status(status: &str) -> &'static str {
 }
 
 fn license_status(license: &DashboardLicense) -> String {
+    if license.revoked_at.is_some() {
+        return "Revoked".to_owned();
+    }
+    if let Some(reason) = &license.suspension_reason {
+        return format!("Suspended ({reason})");
+    }
     match license.status.as_str() {
         "active" => "Active".to_owned(),
         "pending" => "Waiting for payment".to_owned(),
@@ -195,7 +201,7 @@ fn view(req: &Request, d: Dashboard, notice: Option<Notice>) -> DashboardPage {
             key: l.key.clone(),
             status: license_status(l),
             domain: l.used_site.clone().unwrap_or_default(),
-            active: l.status == "active",
+            active: l.status == "active" && l.suspension_reason.is_none() && l.revoked_at.is_none(),
         })
         .collect();
     let pending_sites = d

@@ -10,6 +10,7 @@ use crate::billing::PurchaseType;
 use crate::values::SiteDomain;
 
 mod domains;
+mod holds;
 mod ids;
 mod keys;
 mod lifecycle;
