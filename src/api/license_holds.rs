@@ -128,7 +128,7 @@ impl LicenseHoldsApi {
 }
 
 /// A reason as stored: trimmed, not blank, no control characters but tab and newline.
-fn reason(raw: &str) -> Result<String, Problem> {
+pub(crate) fn reason(raw: &str) -> Result<String, Problem> {
     let reason = raw.trim();
     if reason.is_empty()
         || reason
@@ -146,7 +146,7 @@ fn reason(raw: &str) -> Result<String, Problem> {
 impl LicenseHoldsApi {
     /// Runs `command` on license `id` as the admin and answers the license as the inline
     /// read model now has it.
-    async fn hold(
+    pub(crate) async fn hold(
         &self,
         request_id: &RequestId,
         id: Uuid,

@@ -676,3 +676,86 @@ async fn without_a_session_pages_redirect_and_the_session_cookie_is_http_only_an
         .expect("sent");
     assert_eq!(resp.status(), 303, "the session ended with the tokens");
 }
+
+#[tokio::test]
+async fn an_operator_suspends_unsuspends_and_revokes_a_license_from_the_members_page() {
+    let app = app_for_browser(|_| {}).await;
+    let l = paid_member(&app, "holds").await;
+    let id = member_id(&app, &l.email).await;
+    let (license, key): (uuid::Uuid, String) =
+        sqlx::query_as("SELECT id, key FROM licenses WHERE member_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("the site's license");
+    let validate = |key: String, site: String| {
+        let app = &app;
+        async move {
+            let body: serde_json::Value = app
+                .client
+                .post(app.url("/v1/licenses/validate"))
+                .json(&serde_json::json!({ "key": key, "domain": site }))
+                .send()
+                .await
+                .expect("sent")
+                .json()
+                .await
+                .expect("json");
+            body["code"].as_str().expect("code").to_owned()
+        }
+    };
+    let browser = Browser::start(&app).await;
+    sign_in(&browser).await;
+    browser.open(&format!("/admin/members/{id}")).await;
+    let row = format!("#licenses tr[data-license='{license}']");
+
+    // A suspension needs its reason (the browser asks; the server refuses a blank one).
+    browser
+        .fill(&format!("{row} form.suspend input[name='reason']"), "  ")
+        .await;
+    browser.click(&format!("{row} form.suspend button")).await;
+    assert!(browser
+        .text(".notice.error")
+        .await
+        .contains("Give a reason in words."));
+    browser
+        .fill(
+            &format!("{row} form.suspend input[name='reason']"),
+            "chargeback under review",
+        )
+        .await;
+    browser.click(&format!("{row} form.suspend button")).await;
+    assert!(browser
+        .page_text()
+        .await
+        .contains("The license is suspended"));
+    assert!(browser
+        .text(&format!("{row} .status"))
+        .await
+        .contains("suspended (chargeback under review)"));
+    assert_eq!(validate(key.clone(), l.site.clone()).await, "SUSPENDED");
+    browser.screenshot("admin-license-suspended").await;
+
+    browser.click(&format!("{row} form.unsuspend button")).await;
+    assert!(browser
+        .page_text()
+        .await
+        .contains("The suspension is lifted."));
+    assert_eq!(validate(key.clone(), l.site.clone()).await, "VALID");
+
+    browser
+        .fill(&format!("{row} form.revoke input[name='reason']"), "fraud")
+        .await;
+    browser.click(&format!("{row} form.revoke button")).await;
+    assert!(browser
+        .text(&format!("{row} .status"))
+        .await
+        .contains("revoked (fraud)"));
+    assert!(
+        !browser.has(&format!("{row} form")).await,
+        "a revoked license offers no hold"
+    );
+    assert_eq!(validate(key, l.site.clone()).await, "REVOKED");
+    browser.assert_accessible().await;
+    browser.close().await;
+}

@@ -192,7 +192,7 @@ struct DetailPage {
     note: String,
     customer_ids: String,
     subscriptions: Vec<[String; 5]>,
-    licenses: Vec<[String; 4]>,
+    licenses: Vec<LicenseView>,
     payments: Vec<[String; 4]>,
     timeline: Vec<TimelineRow>,
     /// The query string of older entries, if there are any.
@@ -208,6 +208,40 @@ struct TimelineRow {
 #[derive(Deserialize)]
 pub struct DetailQuery {
     before: Option<String>,
+    /// What a license hold did (`licenses::hold` redirects here): fixed messages only.
+    done: Option<String>,
+    refused: Option<String>,
+}
+
+/// The notice of a license hold's redirect.
+fn hold_notice(query: &DetailQuery) -> Option<Notice> {
+    let info = match query.done.as_deref() {
+        Some("suspended") => Some("The license is suspended: it validates as SUSPENDED."),
+        Some("unsuspended") => Some("The suspension is lifted."),
+        Some("revoked") => Some("The license is revoked for good: it validates as REVOKED."),
+        _ => None,
+    };
+    if let Some(text) = info {
+        return Some(Notice::info(text));
+    }
+    let error = match query.refused.as_deref()? {
+        "revoked" => "The license is revoked: it cannot be suspended or unsuspended any more.",
+        "reason" => "Give a reason in words.",
+        "not-found" => "No license has this id.",
+        _ => "The change could not be made now; nothing changed. Try again in a moment.",
+    };
+    Some(Notice::error(error))
+}
+
+/// A license as the member page lists it, with the holds an admin can take.
+struct LicenseView {
+    id: String,
+    key: String,
+    what: String,
+    status: String,
+    used_site: String,
+    suspended: bool,
+    revoked: bool,
 }
 
 fn when(at: DateTime<Utc>) -> String {
@@ -260,7 +294,11 @@ pub async fn detail(
     };
     let note = member.note.clone().unwrap_or_default();
     let page = DetailPage {
-        layout: admin_layout(req, &format!("Member {}", member.email), notice),
+        layout: admin_layout(
+            req,
+            &format!("Member {}", member.email),
+            notice.or_else(|| hold_notice(&query)),
+        ),
         note,
         customer_ids: dashboard.customer_ids.join(", "),
         subscriptions: dashboard
@@ -286,19 +324,25 @@ pub async fn detail(
         licenses: dashboard
             .licenses
             .iter()
-            .map(|l| {
-                [
-                    l.key.clone(),
-                    l.site
-                        .clone()
-                        .or_else(|| l.seat.map(|s| format!("seat {s}")))
-                        .unwrap_or_default(),
-                    match l.deactivation_reason.as_deref() {
+            .map(|l| LicenseView {
+                id: l.id.to_string(),
+                key: l.key.clone(),
+                what: l
+                    .site
+                    .clone()
+                    .or_else(|| l.seat.map(|s| format!("seat {s}")))
+                    .unwrap_or_default(),
+                status: match (&l.revocation_reason, &l.suspension_reason) {
+                    (Some(reason), _) => format!("revoked ({reason})"),
+                    (None, Some(reason)) => format!("{}, suspended ({reason})", l.status),
+                    (None, None) => match l.deactivation_reason.as_deref() {
                         Some(reason) => format!("{} ({})", l.status, reason.replace('_', " ")),
                         None => l.status.clone(),
                     },
-                    l.used_site.clone().unwrap_or_default(),
-                ]
+                },
+                used_site: l.used_site.clone().unwrap_or_default(),
+                suspended: l.suspension_reason.is_some(),
+                revoked: l.revoked_at.is_some(),
             })
             .collect(),
         payments: dashboard

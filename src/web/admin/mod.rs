@@ -10,6 +10,7 @@ use super::page::{self, Layout, Notice};
 use crate::api::state::State;
 
 mod charts;
+mod licenses;
 mod members;
 mod overview;
 mod projections;
@@ -24,6 +25,7 @@ pub fn routes() -> Route {
         .at("/signout", post(signin::sign_out))
         .at("/members", get(members::list))
         .at("/members/:id", get(members::detail))
+        .at("/licenses/hold", post(licenses::hold))
         .at("/stripe-events", get(stripe_events::list))
         .at("/stripe-events/retry", post(stripe_events::retry))
         .at("/projections", get(projections::list))
