@@ -6,7 +6,7 @@ use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
-use super::licenses::{key_sha256, normalise_key};
+use super::licenses::{key_sha256, normalise_key, over_validation_limit};
 use super::problem::{db_error, Problem};
 use super::state::{ApiTags, State};
 use crate::api::problem::api_response;
@@ -125,10 +125,7 @@ impl LicenseFilesApi {
     /// days. No authentication; rate-limited per IP address with license validations.
     #[oai(path = "/file", method = "post", operation_id = "getLicenseFile")]
     async fn file(&self, req: &Request, body: Json<LicenseFileRequest>) -> LicenseFileResponse {
-        let ip = super::edge::client_ip(req);
-        if let Some(wait) = ip.and_then(|ip| self.state.validation_limit.hit(&ip)) {
-            crate::metrics::rate_limited("license_validate_per_ip");
-            let (problem, secs) = super::edge::too_many_requests(wait, "requests");
+        if let Some((problem, secs)) = over_validation_limit(&self.state, req, "requests") {
             return LicenseFileResponse::TooManyRequests(Json(problem), secs);
         }
         let not_found = || Problem::not_found("no license has this key");

@@ -2,7 +2,8 @@
 //! good. Each is a command on the License aggregate: its event shows on the member's timeline
 //! and dashboard, and validation answers `SUSPENDED` or `REVOKED`.
 
-use aggregates::LicenseCommand;
+use aggregates::cqrs_es::AggregateError;
+use aggregates::{LicenseCommand, LicenseError};
 use chrono::Utc;
 use poem::web::Data;
 use poem_openapi::param::Path;
@@ -70,15 +71,9 @@ impl LicenseHoldsApi {
         id: Path<Uuid>,
         body: Json<HoldRequest>,
     ) -> HoldResponse {
-        let reason = match reason(&body.0.reason) {
-            Ok(reason) => reason,
-            Err(problem) => return problem.into(),
-        };
-        let command = LicenseCommand::SuspendLicense {
-            reason,
-            at: Utc::now(),
-        };
-        self.hold(&request_id, id.0, command).await.into()
+        self.hold(&request_id, id.0, Hold::Suspend, &body.0.reason)
+            .await
+            .into()
     }
 
     /// Unsuspend a license
@@ -95,8 +90,9 @@ impl LicenseHoldsApi {
         request_id: Data<&RequestId>,
         id: Path<Uuid>,
     ) -> HoldResponse {
-        let command = LicenseCommand::UnsuspendLicense { at: Utc::now() };
-        self.hold(&request_id, id.0, command).await.into()
+        self.hold(&request_id, id.0, Hold::Unsuspend, "")
+            .await
+            .into()
     }
 
     /// Revoke a license
@@ -115,20 +111,40 @@ impl LicenseHoldsApi {
         id: Path<Uuid>,
         body: Json<HoldRequest>,
     ) -> HoldResponse {
-        let reason = match reason(&body.0.reason) {
-            Ok(reason) => reason,
-            Err(problem) => return problem.into(),
-        };
-        let command = LicenseCommand::RevokeLicense {
-            reason,
-            at: Utc::now(),
-        };
-        self.hold(&request_id, id.0, command).await.into()
+        self.hold(&request_id, id.0, Hold::Revoke, &body.0.reason)
+            .await
+            .into()
+    }
+}
+
+/// What an operator does to a license.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    Suspend,
+    Unsuspend,
+    Revoke,
+}
+
+impl Hold {
+    /// Its command; a suspension and a revocation need a reason in words (422 `reason`).
+    fn command(self, reason: &str) -> Result<LicenseCommand, Problem> {
+        let at = Utc::now();
+        Ok(match self {
+            Self::Suspend => LicenseCommand::SuspendLicense {
+                reason: valid_reason(reason)?,
+                at,
+            },
+            Self::Unsuspend => LicenseCommand::UnsuspendLicense { at },
+            Self::Revoke => LicenseCommand::RevokeLicense {
+                reason: valid_reason(reason)?,
+                at,
+            },
+        })
     }
 }
 
 /// A reason as stored: trimmed, not blank, no control characters but tab and newline.
-pub(crate) fn reason(raw: &str) -> Result<String, Problem> {
+fn valid_reason(raw: &str) -> Result<String, Problem> {
     let reason = raw.trim();
     if reason.is_empty()
         || reason
@@ -144,33 +160,32 @@ pub(crate) fn reason(raw: &str) -> Result<String, Problem> {
 }
 
 impl LicenseHoldsApi {
-    /// Runs `command` on license `id` as the admin and answers the license as the inline
-    /// read model now has it.
+    /// Takes `hold` on license `id` as the admin (`reason`: why, for a suspension or a
+    /// revocation) and answers the license as the inline read model now has it.
     pub(crate) async fn hold(
         &self,
         request_id: &RequestId,
         id: Uuid,
-        command: LicenseCommand,
+        hold: Hold,
+        reason: &str,
     ) -> Result<DashboardLicense, Problem> {
         let state = &self.state;
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM licenses WHERE id = $1)")
-                .bind(id)
-                .fetch_one(&state.pool)
-                .await
-                .map_err(db_error)?;
-        if !exists {
-            return Err(Problem::not_found("no license has this id"));
-        }
         state
             .licenses
             .execute(
                 &id.to_string(),
-                command,
+                hold.command(reason)?,
                 EventMetadata::for_request(&request_id.0, Actor::Admin),
             )
             .await
-            .map_err(command_error)?;
+            .map_err(|err| match err {
+                // The aggregate's own wording is the member's ("you have no license with this
+                // key"); an admin names a license by its id.
+                AggregateError::UserError(LicenseError::NotFound) => {
+                    Problem::not_found("no license has this id")
+                }
+                err => command_error(err),
+            })?;
         let license: Option<DashboardLicense> = sqlx::query_as(&format!(
             "SELECT {LICENSE_COLUMNS} FROM licenses WHERE id = $1"
         ))

@@ -243,10 +243,7 @@ impl LicensesApi {
         req: &Request,
         body: Json<ValidateLicenseRequest>,
     ) -> ValidateLicenseResponse {
-        let ip = super::edge::client_ip(req);
-        if let Some(wait) = ip.and_then(|ip| self.state.validation_limit.hit(&ip)) {
-            crate::metrics::rate_limited("license_validate_per_ip");
-            let (problem, secs) = super::edge::too_many_requests(wait, "validations");
+        if let Some((problem, secs)) = over_validation_limit(&self.state, req, "validations") {
             return ValidateLicenseResponse::TooManyRequests(Json(problem), secs);
         }
         match validate(&self.state.pool, &body.0.key, &body.0.domain).await {
@@ -311,6 +308,19 @@ impl LicensesApi {
             .map_err(command_error)?;
         Ok(())
     }
+}
+
+/// The per-IP limit that license validations and license files share, in this instance's
+/// memory: the 429 problem and its `Retry-After` seconds when the client's address is over it.
+pub(crate) fn over_validation_limit(
+    state: &State,
+    req: &Request,
+    what: &str,
+) -> Option<(Problem, u64)> {
+    let ip = super::edge::client_ip(req)?;
+    let wait = state.validation_limit.hit(&ip)?;
+    crate::metrics::rate_limited("license_validate_per_ip");
+    Some(super::edge::too_many_requests(wait, what))
 }
 
 /// The domain of a request, or a 422 naming `domain`.

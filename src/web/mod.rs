@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use poem::http::{header, HeaderValue, StatusCode};
+use poem::http::{header, HeaderValue};
 use poem::middleware::Csrf;
 use poem::web::cookie::SameSite;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
@@ -54,6 +54,9 @@ pub const CSRF_COOKIE: &str = "ml_csrf";
 /// error pages, and integrity tokens for their forms.
 pub fn pages(routes: Route, state: &State, keys: &WebKeys) -> impl Endpoint {
     let secure = state.public_url.starts_with("https://");
+    // Built once: it depends on the settings only.
+    let policy = HeaderValue::from_str(&content_security_policy(state))
+        .expect("the Content-Security-Policy is ASCII");
     routes
         .with(
             Csrf::new()
@@ -64,7 +67,7 @@ pub fn pages(routes: Route, state: &State, keys: &WebKeys) -> impl Endpoint {
                 .ttl(std::time::Duration::from_secs(24 * 60 * 60)),
         )
         .data(keys.clone())
-        .around(page_headers)
+        .around(move |next, req| page_headers(next, req, policy.clone()))
         .boxed()
 }
 
@@ -107,25 +110,20 @@ fn content_security_policy(state: &State) -> String {
 
 /// Headers of every page, and an HTML page for what went wrong outside a handler (an unknown
 /// path, a method a route does not take).
-async fn page_headers<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
-    let policy = req.data::<State>().map(content_security_policy);
+async fn page_headers<E: Endpoint>(
+    next: Arc<E>,
+    req: Request,
+    policy: HeaderValue,
+) -> poem::Result<Response> {
     let path = req.original_uri().path().to_owned();
     let mut resp = match next.call(req).await {
         Ok(resp) => resp.into_response(),
         Err(err) => page::error_page_at(&path, err.status(), &err.to_string()),
     };
     let headers = resp.headers_mut();
-    if let Some(policy) = policy.and_then(|p| HeaderValue::from_str(&p).ok()) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
-    }
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // Pages show a member's own data: never kept by a cache or the back button's store.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if resp.status() == StatusCode::OK && !resp.headers().contains_key(header::CONTENT_TYPE) {
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
-    }
     Ok(resp)
 }

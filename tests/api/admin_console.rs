@@ -41,7 +41,7 @@ async fn paid_member(app: &TestApp, prefix: &str) -> Lifecycle {
     l
 }
 
-async fn member_id(app: &TestApp, email: &str) -> String {
+pub(crate) async fn member_id(app: &TestApp, email: &str) -> String {
     let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM member_list WHERE email = $1")
         .bind(email)
         .fetch_one(&app.pool)
@@ -688,22 +688,6 @@ async fn an_operator_suspends_unsuspends_and_revokes_a_license_from_the_members_
             .fetch_one(&app.pool)
             .await
             .expect("the site's license");
-    let validate = |key: String, site: String| {
-        let app = &app;
-        async move {
-            let body: serde_json::Value = app
-                .client
-                .post(app.url("/v1/licenses/validate"))
-                .json(&serde_json::json!({ "key": key, "domain": site }))
-                .send()
-                .await
-                .expect("sent")
-                .json()
-                .await
-                .expect("json");
-            body["code"].as_str().expect("code").to_owned()
-        }
-    };
     let browser = Browser::start(&app).await;
     sign_in(&browser).await;
     browser.open(&format!("/admin/members/{id}")).await;
@@ -733,7 +717,10 @@ async fn an_operator_suspends_unsuspends_and_revokes_a_license_from_the_members_
         .text(&format!("{row} .status"))
         .await
         .contains("suspended (chargeback under review)"));
-    assert_eq!(validate(key.clone(), l.site.clone()).await, "SUSPENDED");
+    assert_eq!(
+        app.validate_license(&key, &l.site).await["code"],
+        "SUSPENDED"
+    );
     browser.screenshot("admin-license-suspended").await;
 
     browser.click(&format!("{row} form.unsuspend button")).await;
@@ -741,7 +728,7 @@ async fn an_operator_suspends_unsuspends_and_revokes_a_license_from_the_members_
         .page_text()
         .await
         .contains("The suspension is lifted."));
-    assert_eq!(validate(key.clone(), l.site.clone()).await, "VALID");
+    assert_eq!(app.validate_license(&key, &l.site).await["code"], "VALID");
 
     browser
         .fill(&format!("{row} form.revoke input[name='reason']"), "fraud")
@@ -755,7 +742,7 @@ async fn an_operator_suspends_unsuspends_and_revokes_a_license_from_the_members_
         !browser.has(&format!("{row} form")).await,
         "a revoked license offers no hold"
     );
-    assert_eq!(validate(key, l.site.clone()).await, "REVOKED");
+    assert_eq!(app.validate_license(&key, &l.site).await["code"], "REVOKED");
     browser.assert_accessible().await;
     browser.close().await;
 }

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use crate::checkout::app_with_stripe;
 use crate::helpers::{assert_problem, TestApp, ADMIN_TOKEN};
 use crate::license_purchases::subscribed;
+use crate::licenses::timeline_summaries;
 use crate::stripe_support::FakeStripe;
 
 impl TestApp {
@@ -23,20 +24,6 @@ impl TestApp {
             req = req.json(&body);
         }
         req.send().await.expect("sent")
-    }
-
-    async fn validation_code(&self, key: &str, domain: &str) -> String {
-        let body: Value = self
-            .client
-            .post(self.url("/v1/licenses/validate"))
-            .json(&json!({ "key": key, "domain": domain }))
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("json");
-        body["code"].as_str().expect("code").to_owned()
     }
 }
 
@@ -58,7 +45,7 @@ async fn an_admin_suspends_unsuspends_and_revokes_a_license_and_validation_the_d
         license["key"].as_str().expect("key").to_owned(),
     );
     assert_eq!(license["suspension_reason"], Value::Null);
-    assert_eq!(app.validation_code(&key, &l.site).await, "VALID");
+    assert_eq!(app.validate_license(&key, &l.site).await["code"], "VALID");
     let suspension = format!("/v1/licenses/{id}/suspension");
 
     // Only an admin, and only with a reason.
@@ -98,7 +85,10 @@ async fn an_admin_suspends_unsuspends_and_revokes_a_license_and_validation_the_d
         held["status"], "active",
         "the subscription's status is kept apart"
     );
-    assert_eq!(app.validation_code(&key, &l.site).await, "SUSPENDED");
+    assert_eq!(
+        app.validate_license(&key, &l.site).await["code"],
+        "SUSPENDED"
+    );
     let dashboard: Value = app
         .get_as(&token, "/v1/me/dashboard")
         .await
@@ -132,7 +122,7 @@ async fn an_admin_suspends_unsuspends_and_revokes_a_license_and_validation_the_d
     assert_eq!(resp.status(), 200);
     let lifted: Value = resp.json().await.expect("json");
     assert_eq!(lifted["suspension_reason"], Value::Null);
-    assert_eq!(app.validation_code(&key, &l.site).await, "VALID");
+    assert_eq!(app.validate_license(&key, &l.site).await["code"], "VALID");
 
     // Revoked: REVOKED for good; no further hold is taken.
     let revocation = format!("/v1/licenses/{id}/revocation");
@@ -147,7 +137,7 @@ async fn an_admin_suspends_unsuspends_and_revokes_a_license_and_validation_the_d
     let revoked: Value = resp.json().await.expect("json");
     assert!(revoked["revoked_at"].is_string());
     assert_eq!(revoked["revocation_reason"], "fraud");
-    assert_eq!(app.validation_code(&key, &l.site).await, "REVOKED");
+    assert_eq!(app.validate_license(&key, &l.site).await["code"], "REVOKED");
     let problem = assert_problem(
         app.hold(
             reqwest::Method::POST,
@@ -185,23 +175,15 @@ async fn an_admin_suspends_unsuspends_and_revokes_a_license_and_validation_the_d
     // Each change is on the member's timeline.
     app.settle().await;
     let member = dashboard["member_id"].as_str().expect("member id");
-    let timeline: Value = app
-        .get(&format!("/v1/members/{member}/timeline"))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let summaries: Vec<&str> = timeline["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|e| e["summary"].as_str())
-        .collect();
+    let summaries = timeline_summaries(&app, member).await;
     for expected in [
         "License suspended: chargeback under review",
         "License unsuspended",
         "License revoked: fraud",
     ] {
-        assert!(summaries.contains(&expected), "{expected} in {summaries:?}");
+        assert!(
+            summaries.iter().any(|s| s == expected),
+            "{expected} in {summaries:?}"
+        );
     }
 }

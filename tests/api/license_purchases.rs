@@ -112,18 +112,6 @@ impl TestApp {
             .await
             .expect("sent")
     }
-
-    async fn validate(&self, key: &str, domain: &str) -> Value {
-        self.client
-            .post(self.url("/v1/licenses/validate"))
-            .json(&json!({ "key": key, "domain": domain }))
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("json")
-    }
 }
 
 /// (key, status) of the member's licenses bought by `purchase_id`, by seat.
@@ -204,7 +192,7 @@ async fn bought_keys_are_pending_until_paid_then_exactly_they_activate_once() {
         json!(3)
     );
     assert_eq!(
-        app.validate(&keys[0], "app.example.com").await["code"],
+        app.validate_license(&keys[0], "app.example.com").await["code"],
         "PENDING"
     );
     let resp = app.activate(&token, &keys[0], "app.example.com").await;
@@ -292,7 +280,7 @@ async fn bought_keys_are_pending_until_paid_then_exactly_they_activate_once() {
 
     // An active key is activated on a domain and validates there.
     assert_eq!(
-        app.validate(&keys[1], "app.example.com").await["code"],
+        app.validate_license(&keys[1], "app.example.com").await["code"],
         "NOT_ACTIVATED"
     );
     let resp = app
@@ -300,7 +288,7 @@ async fn bought_keys_are_pending_until_paid_then_exactly_they_activate_once() {
         .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
-        app.validate(&keys[1], "app.example.com").await["code"],
+        app.validate_license(&keys[1], "app.example.com").await["code"],
         "VALID"
     );
 }
@@ -338,7 +326,7 @@ async fn an_expired_purchase_cancels_its_keys() {
         .iter()
         .all(|r| r.as_deref() == Some("checkout_expired")));
     assert_eq!(
-        app.validate(&keys[0].0, "a.example.com").await["code"],
+        app.validate_license(&keys[0].0, "a.example.com").await["code"],
         "INACTIVE"
     );
     let dashboard = app.dashboard(&token).await;

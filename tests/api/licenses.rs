@@ -7,6 +7,22 @@ use serde_json::{json, Value};
 use crate::helpers::{assert_problem, problem_fields, TestApp};
 use crate::stripe_support::{event, Lifecycle};
 
+/// The summaries of the member's newest 100 timeline entries.
+pub(crate) async fn timeline_summaries(app: &TestApp, member_id: &str) -> Vec<String> {
+    let timeline: Value = app
+        .get(&format!("/v1/members/{member_id}/timeline?limit=100"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    timeline["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| e["summary"].as_str().expect("a summary").to_owned())
+        .collect()
+}
+
 impl TestApp {
     pub async fn post_license_validation(&self, body: Value) -> Response {
         self.client
@@ -345,24 +361,16 @@ async fn a_quantity_key_is_activated_by_its_owner_on_one_domain_at_a_time() {
     let member_id = licenses_member(&app, &key).await;
     // The timeline is asynchronous: it shows the changes once its runner applied them.
     app.settle().await;
-    let timeline: Value = app
-        .get(&format!("/v1/members/{member_id}/timeline?limit=100"))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let summaries: Vec<&str> = timeline["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|e| e["summary"].as_str())
-        .collect();
+    let summaries = timeline_summaries(&app, &member_id).await;
     for expected in [
         "License activated on shop.example.com",
         "License released from shop.example.com",
         "License activated on other.example.com",
     ] {
-        assert!(summaries.contains(&expected), "{expected}: {summaries:?}");
+        assert!(
+            summaries.iter().any(|s| s == expected),
+            "{expected}: {summaries:?}"
+        );
     }
 
     // Canceled: inactive, but the key keeps its domain; an inactive key cannot be activated.

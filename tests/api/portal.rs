@@ -4,6 +4,7 @@
 
 use serde_json::{json, Value};
 
+use crate::admin_console::member_id;
 use crate::browser_support::{app_for_browser, Browser};
 use crate::helpers::TestApp;
 use crate::license_purchases::{pay_keys, subscribed};
@@ -201,7 +202,7 @@ async fn the_dashboard_shows_sites_keys_and_payments_and_a_member_adds_a_site_an
         "app.example.com"
     );
     assert_eq!(
-        app.validate_key(&keys[0], "app.example.com").await,
+        app.validate_license(&keys[0], "app.example.com").await["code"],
         "VALID",
         "the key validates on the domain it was activated on"
     );
@@ -413,33 +414,6 @@ async fn a_browser_session_is_not_a_bearer_token_and_its_cookie_is_http_only_and
     assert_eq!(resp.headers()["cache-control"], "no-store");
     assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
     browser.close().await;
-}
-
-async fn member_id(app: &TestApp, email: &str) -> String {
-    let list: Value = app
-        .get(&format!("/v1/members?search={email}"))
-        .await
-        .json()
-        .await
-        .expect("json");
-    list["items"][0]["id"].as_str().expect("id").to_owned()
-}
-
-impl TestApp {
-    /// The `code` a license validation answers.
-    async fn validate_key(&self, key: &str, domain: &str) -> String {
-        let body: Value = self
-            .client
-            .post(self.url("/v1/licenses/validate"))
-            .json(&json!({ "key": key, "domain": domain }))
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("json");
-        body["code"].as_str().expect("code").to_owned()
-    }
 }
 
 /// The member site: one page that includes our attribution script and links to the portal's

@@ -63,6 +63,20 @@ async fn to_checkout(
     }
 }
 
+/// Back to the dashboard saying what was `done`, or the dashboard with why not.
+async fn to_dashboard<T>(
+    req: &Request,
+    state: &State,
+    member_id: uuid::Uuid,
+    outcome: Result<T, Problem>,
+    done: &str,
+) -> Response {
+    match outcome {
+        Ok(_) => page::see_other(&format!("/account?done={done}")),
+        Err(problem) => render(req, state, member_id, Some(Notice::from_problem(&problem))).await,
+    }
+}
+
 #[derive(Deserialize)]
 struct SitesForm {
     #[serde(default)]
@@ -205,10 +219,8 @@ pub async fn remove_site(
     let api = SitesApi {
         state: state.clone(),
     };
-    match api.remove_site(member_id, &request_id, &form.domain).await {
-        Ok(()) => page::see_other("/account?done=site-removed"),
-        Err(problem) => render(req, &state, member_id, Some(Notice::from_problem(&problem))).await,
-    }
+    let removed = api.remove_site(member_id, &request_id, &form.domain).await;
+    to_dashboard(req, &state, member_id, removed, "site-removed").await
 }
 
 #[derive(Deserialize)]
@@ -233,13 +245,10 @@ pub async fn activate_key(
     let api = LicensesApi {
         state: state.clone(),
     };
-    match api
+    let activated = api
         .activate_on_domain(member_id, &request_id, &form.key, &form.domain)
-        .await
-    {
-        Ok(_) => page::see_other("/account?done=key-activated"),
-        Err(problem) => render(req, &state, member_id, Some(Notice::from_problem(&problem))).await,
-    }
+        .await;
+    to_dashboard(req, &state, member_id, activated, "key-activated").await
 }
 
 #[handler]
@@ -256,8 +265,6 @@ pub async fn release_key(
     let api = LicensesApi {
         state: state.clone(),
     };
-    match api.release_domain(member_id, &request_id, &form.key).await {
-        Ok(()) => page::see_other("/account?done=key-released"),
-        Err(problem) => render(req, &state, member_id, Some(Notice::from_problem(&problem))).await,
-    }
+    let released = api.release_domain(member_id, &request_id, &form.key).await;
+    to_dashboard(req, &state, member_id, released, "key-released").await
 }

@@ -2,20 +2,6 @@ use cqrs_es::DomainEvent;
 
 use super::*;
 
-fn seat_issued() -> LicenseEvent {
-    LicenseEvent::LicenseIssued {
-        license_id: License::id_for_seat("si_q", 1),
-        key: "KEY-QQQQ-EFGH-JK23".into(),
-        member_id: member(),
-        subscription_id: "sub_1".into(),
-        item_id: "si_q".into(),
-        purchase_type: PurchaseType::Quantity,
-        site: None,
-        seat: Some(1),
-        issued_at: at(),
-    }
-}
-
 fn released(domain: &str) -> LicenseEvent {
     LicenseEvent::LicenseDomainReleased {
         domain: domain.into(),

@@ -23,20 +23,6 @@ fn revoked(reason: &str) -> LicenseEvent {
     }
 }
 
-fn seat() -> LicenseEvent {
-    LicenseEvent::LicenseIssued {
-        license_id: License::id_for_seat("si_q", 1),
-        key: "KEY-QQQQ-EFGH-JK23".into(),
-        member_id: member(),
-        subscription_id: "sub_1".into(),
-        item_id: "si_q".into(),
-        purchase_type: PurchaseType::Quantity,
-        site: None,
-        seat: Some(1),
-        issued_at: at(),
-    }
-}
-
 #[test]
 fn a_license_is_suspended_once_and_unsuspended_once() {
     LicenseTest::with(())
@@ -84,7 +70,7 @@ fn a_revoked_license_stays_revoked_and_cannot_be_suspended_or_activated() {
         .when(LicenseCommand::UnsuspendLicense { at: at() })
         .then_expect_error(LicenseError::Revoked);
     LicenseTest::with(())
-        .given(vec![seat(), revoked("fraud")])
+        .given(vec![seat_issued(), revoked("fraud")])
         .when(LicenseCommand::ActivateOnDomain {
             domain: SiteDomain::parse("a.example.com").expect("domain"),
             at: at(),
@@ -95,7 +81,7 @@ fn a_revoked_license_stays_revoked_and_cannot_be_suspended_or_activated() {
 #[test]
 fn a_suspended_key_cannot_be_activated_and_keeps_its_hold_through_reactivation() {
     LicenseTest::with(())
-        .given(vec![seat(), suspended("support")])
+        .given(vec![seat_issued(), suspended("support")])
         .when(LicenseCommand::ActivateOnDomain {
             domain: SiteDomain::parse("a.example.com").expect("domain"),
             at: at(),
@@ -103,7 +89,7 @@ fn a_suspended_key_cannot_be_activated_and_keeps_its_hold_through_reactivation()
         .then_expect_error(LicenseError::Suspended);
     let mut license = License::default();
     for event in [
-        seat(),
+        seat_issued(),
         suspended("support"),
         LicenseEvent::LicenseDeactivated {
             reason: DeactivationReason::SubscriptionInactive,

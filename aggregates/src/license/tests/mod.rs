@@ -81,3 +81,18 @@ fn activated(domain: &str) -> LicenseEvent {
 fn purchase() -> Uuid {
     Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_00aa)
 }
+
+/// Seat 1 of quantity item `si_q`, issued.
+fn seat_issued() -> LicenseEvent {
+    LicenseEvent::LicenseIssued {
+        license_id: License::id_for_seat("si_q", 1),
+        key: "KEY-QQQQ-EFGH-JK23".into(),
+        member_id: member(),
+        subscription_id: "sub_1".into(),
+        item_id: "si_q".into(),
+        purchase_type: PurchaseType::Quantity,
+        site: None,
+        seat: Some(1),
+        issued_at: at(),
+    }
+}
