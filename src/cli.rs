@@ -53,7 +53,8 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::export::EventsCommand,
     },
-    /// License files: the keys that sign them.
+    /// Licenses: grant, hold, extend and move keys between policies without Stripe, and the
+    /// keys that sign license files.
     Licenses {
         #[command(subcommand)]
         command: LicensesCommand,
@@ -80,6 +81,70 @@ pub enum LicensesCommand {
     RotateSigningKey {
         #[command(flatten)]
         database: DatabaseConfig,
+    },
+    /// Grant a key to a member without Stripe (the member is created when no member has the
+    /// email); prints the license as JSON.
+    Issue {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[arg(long)]
+        email: String,
+        /// The member's name, when the member is created.
+        #[arg(long)]
+        name: Option<String>,
+        /// A license policy's id (`PUT /v1/license-policies/{id}`).
+        #[arg(long)]
+        policy: Option<String>,
+        /// RFC 3339, such as 2027-12-31T23:59:59Z; default: as the policy says, else never.
+        #[arg(long)]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// Why (a trial, a partner, support).
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Suspend a license with a reason (it validates as SUSPENDED until unsuspended).
+    Suspend {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        id: uuid::Uuid,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a license's suspension.
+    Unsuspend {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        id: uuid::Uuid,
+    },
+    /// Revoke a license for good.
+    Revoke {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        id: uuid::Uuid,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Extend or shorten a license's expiry.
+    Expiry {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        id: uuid::Uuid,
+        /// RFC 3339; a time in the past ends it now.
+        #[arg(long, conflicts_with = "never", required_unless_present = "never")]
+        at: Option<chrono::DateTime<chrono::Utc>>,
+        /// It does not expire on its own.
+        #[arg(long)]
+        never: bool,
+    },
+    /// Put a license under another policy (or none, with --none).
+    SetPolicy {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        id: uuid::Uuid,
+        #[arg(conflicts_with = "none", required_unless_present = "none")]
+        policy: Option<String>,
+        #[arg(long)]
+        none: bool,
     },
 }
 
@@ -323,6 +388,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{kid}");
                 db.close().await
             }
+            other => crate::license_cli::run(other).await,
         },
         Command::AdminToken {
             database,

@@ -224,6 +224,10 @@ pub struct LicenseConfig {
     /// counted by each instance in its memory.
     #[arg(long, env = "LICENSE_VALIDATE_LIMIT_PER_MINUTE", default_value_t = 600)]
     pub license_validate_limit_per_minute: u32,
+    /// How often the server frees activations whose heartbeat stopped for longer than their
+    /// policy's `heartbeat_minutes`, in seconds.
+    #[arg(long, env = "LICENSE_HEARTBEAT_SWEEP_SECS", default_value_t = 60)]
+    pub license_heartbeat_sweep_secs: u64,
 }
 
 impl LicenseConfig {
@@ -233,6 +237,7 @@ impl LicenseConfig {
                 max: self.license_validate_limit_per_minute,
                 window: Duration::from_secs(60),
             },
+            heartbeat_sweep_every: Duration::from_secs(self.license_heartbeat_sweep_secs.max(1)),
         }
     }
 }
@@ -431,6 +436,8 @@ pub struct LicenseSettings {
     /// Validations one IP address may make per window, in each instance's memory: a burst of
     /// `max`, then one more every `window / max` (`rate_limit::PerInstance`).
     pub validate_per_ip: Limit,
+    /// How often activations whose heartbeat stopped are freed (`license_machines::sweep`).
+    pub heartbeat_sweep_every: Duration,
 }
 
 impl Default for LicenseSettings {
@@ -440,6 +447,7 @@ impl Default for LicenseSettings {
                 max: 600,
                 window: Duration::from_secs(60),
             },
+            heartbeat_sweep_every: Duration::from_secs(60),
         }
     }
 }

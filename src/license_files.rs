@@ -49,18 +49,26 @@ pub struct LicenseFacts {
     pub status: String,
     /// `site` or `quantity`.
     pub purchase_type: String,
-    /// The domains the key is good for: a site license's site, a seat key's activation.
+    /// The domains the key is good for: a site license's site, a quantity key's activations
+    /// (`*.example.com` covers example.com and every name under it).
     #[sqlx(skip)]
     pub domains: Vec<String>,
     #[serde(skip)]
     pub site: Option<String>,
     #[serde(skip)]
-    pub used_site: Option<String>,
+    pub machines: sqlx::types::Json<Vec<crate::api::dashboard::LicenseMachine>>,
+    /// How many domains it may be activated on (its policy's limit).
+    pub max_machines: i32,
+    /// Its policy, if it has one.
+    pub policy_id: Option<String>,
+    /// The feature flags its policy grants.
+    pub entitlements: Vec<String>,
     pub seat: Option<i32>,
     /// An operator's holds: software refuses a suspended or revoked license.
     pub suspended: bool,
     pub revoked: bool,
-    /// When the license itself ends (its subscription's scheduled end), if it does.
+    /// When the license itself ends (its own expiry, or its subscription's scheduled end,
+    /// whichever is first), if it does.
     #[serde(serialize_with = "optional_seconds")]
     pub license_expires_at: Option<DateTime<Utc>>,
 }
@@ -189,22 +197,26 @@ pub async fn public_keys(pool: &PgPool) -> Result<Vec<PublicKey>, sqlx::Error> {
 pub async fn facts(pool: &PgPool, key_sha256: &[u8]) -> Result<Option<LicenseFacts>, sqlx::Error> {
     let facts: Option<LicenseFacts> = sqlx::query_as(
         "SELECT l.id AS license_id, l.key, l.member_id, l.status, l.purchase_type, l.site,
-                l.used_site, l.seat,
+                l.machines, l.seat, l.policy_id,
+                coalesce(p.max_machines, 1) AS max_machines,
+                coalesce(p.entitlements, '{}') AS entitlements,
                 l.suspension_reason IS NOT NULL AS suspended, l.revoked_at IS NOT NULL AS revoked,
-                CASE WHEN s.status IS DISTINCT FROM 'canceled' THEN s.cancel_at END AS license_expires_at
+                least(l.expires_at,
+                      CASE WHEN s.status IS DISTINCT FROM 'canceled' THEN s.cancel_at END)
+                    AS license_expires_at
          FROM licenses l LEFT JOIN subscriptions s ON s.id = l.subscription_id
+         LEFT JOIN license_policies p ON p.id = l.policy_id
          WHERE l.key_sha256 = $1",
     )
     .bind(key_sha256)
     .fetch_optional(pool)
     .await?;
     Ok(facts.map(|mut f| {
-        let bound = if f.purchase_type == "site" {
-            f.site.clone()
+        f.domains = if f.purchase_type == "site" {
+            f.site.clone().into_iter().collect()
         } else {
-            f.used_site.clone()
+            f.machines.0.iter().map(|m| m.domain.clone()).collect()
         };
-        f.domains = bound.into_iter().collect();
         f
     }))
 }

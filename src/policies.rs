@@ -225,6 +225,7 @@ struct PolicyItem {
     quantity: i32,
     removed: bool,
     license_purchase_id: Option<Uuid>,
+    product_id: Option<String>,
 }
 
 #[async_trait]
@@ -315,8 +316,8 @@ impl LicensePolicy {
             }
             SubscriptionEvent::SubscriptionItemAdded { item, .. } => {
                 sqlx::query(
-                    "INSERT INTO policy_license_items (item_id, subscription_id, purchase_type, site, quantity, license_purchase_id)
-                     VALUES ($1, $2, $3, $4, $5, $6)
+                    "INSERT INTO policy_license_items (item_id, subscription_id, purchase_type, site, quantity, license_purchase_id, product_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
                      ON CONFLICT (item_id) DO UPDATE SET quantity = EXCLUDED.quantity, removed = false",
                 )
                 .bind(&item.item_id)
@@ -325,6 +326,7 @@ impl LicensePolicy {
                 .bind(&item.site)
                 .bind(i32::try_from(item.quantity).unwrap_or(i32::MAX))
                 .bind(item.license_purchase_id)
+                .bind(&item.price.product_id)
                 .execute(&mut *conn)
                 .await?;
             }
@@ -371,6 +373,8 @@ impl LicensePolicy {
 struct Wanted {
     license_id: Uuid,
     item_id: String,
+    /// The item's Stripe product: its policy, if it has one, is given to a new key.
+    product_id: Option<String>,
     purchase_type: PurchaseType,
     site: Option<String>,
     seat: Option<u32>,
@@ -421,7 +425,7 @@ impl LicensePolicy {
             .fetch_one(&mut *conn)
             .await?;
         let items: Vec<PolicyItem> = sqlx::query_as(
-            "SELECT item_id, purchase_type, site, quantity, removed, license_purchase_id FROM policy_license_items
+            "SELECT item_id, purchase_type, site, quantity, removed, license_purchase_id, product_id FROM policy_license_items
              WHERE subscription_id = $1 ORDER BY item_id",
         )
         .bind(subscription_id)
@@ -458,6 +462,7 @@ impl LicensePolicy {
                 wanted.push(Wanted {
                     license_id: License::id_for_site(&item.item_id),
                     item_id: item.item_id.clone(),
+                    product_id: item.product_id.clone(),
                     purchase_type: PurchaseType::Site,
                     site: item.site.clone(),
                     seat: None,
@@ -478,6 +483,7 @@ impl LicensePolicy {
                 wanted.push(Wanted {
                     license_id,
                     item_id: item.item_id.clone(),
+                    product_id: item.product_id.clone(),
                     purchase_type: PurchaseType::Quantity,
                     site: None,
                     seat: Some(seat_u32),
@@ -530,6 +536,20 @@ impl LicensePolicy {
                         at: event.recorded_at,
                     };
                     commands.push(aggregate_id.clone(), command, metadata.clone());
+                    // A key of a product with a policy is issued under it (at its first
+                    // issue only: an operator's later change is not undone).
+                    if let Some(product) = &want.product_id {
+                        if let Some(policy) =
+                            crate::license_policies::for_product(&mut *conn, product).await?
+                        {
+                            let command = LicenseCommand::ChangePolicy {
+                                expires_at: policy.expiry_from(event.recorded_at),
+                                policy_id: Some(policy.id),
+                                at: event.recorded_at,
+                            };
+                            commands.push(aggregate_id.clone(), command, metadata.clone());
+                        }
+                    }
                     if !want.active {
                         let command = LicenseCommand::DeactivateLicense {
                             reason: want.reason,

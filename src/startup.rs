@@ -105,6 +105,12 @@ impl Application {
         ));
         runners.push(tokio::spawn(self.mailer.run(shutdown.clone())));
         runners.push(tokio::spawn(crate::metrics::upkeep(shutdown.clone())));
+        runners.push(tokio::spawn(crate::license_machines::sweeper(
+            background.clone(),
+            self.state.licenses.clone(),
+            self.state.license_settings.heartbeat_sweep_every,
+            shutdown.clone(),
+        )));
         let app = api::routes(&self.state, &self.web);
         let signal = shutdown.clone();
         // Headers sent a byte at a time, more often than the idle timeout, are cut here

@@ -19,7 +19,7 @@ pub use attribution::{
 pub use cqrs_es;
 pub use license::{
     CancelReason, DeactivationReason, License, LicenseCommand, LicenseError, LicenseEvent,
-    LicenseKey, LicenseKeyError, LicenseStatus,
+    LicenseKey, LicenseKeyError, LicenseStatus, Machine,
 };
 pub use member::{
     LoginMethod, Member, MemberCommand, MemberError, MemberEvent, MemberSource, MemberStatus,

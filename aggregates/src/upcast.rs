@@ -14,33 +14,50 @@ struct Step {
     upgrade: fn(&mut Value),
 }
 
-const STEPS: &[Step] = &[Step {
-    aggregate_type: "Member",
-    event_type: "MemberCreated",
-    from: "1.0",
-    to: "1.1",
-    // 1.1 added `attribution`. A member created before it gets the fixed attribution of the
-    // context it was created in (admin, API, import, Stripe); a 1.0 signup has none recorded.
-    upgrade: |payload| {
-        if let Some(fields) = payload
-            .get_mut("MemberCreated")
-            .and_then(Value::as_object_mut)
-        {
-            let context = match fields.get("source").and_then(Value::as_str) {
-                Some("admin") => Some(AttributionContext::Admin),
-                Some("api") => Some(AttributionContext::Api),
-                Some("import") => Some(AttributionContext::Import),
-                Some("stripe") => Some(AttributionContext::Stripe),
-                _ => None,
-            };
-            let attribution = context
-                .map(for_context)
-                .and_then(|a| serde_json::to_value(a).ok())
-                .unwrap_or(Value::Null);
-            fields.entry("attribution").or_insert(attribution);
-        }
+const STEPS: &[Step] = &[
+    Step {
+        aggregate_type: "Member",
+        event_type: "MemberCreated",
+        from: "1.0",
+        to: "1.1",
+        // 1.1 added `attribution`. A member created before it gets the fixed attribution of the
+        // context it was created in (admin, API, import, Stripe); a 1.0 signup has none recorded.
+        upgrade: |payload| {
+            if let Some(fields) = payload
+                .get_mut("MemberCreated")
+                .and_then(Value::as_object_mut)
+            {
+                let context = match fields.get("source").and_then(Value::as_str) {
+                    Some("admin") => Some(AttributionContext::Admin),
+                    Some("api") => Some(AttributionContext::Api),
+                    Some("import") => Some(AttributionContext::Import),
+                    Some("stripe") => Some(AttributionContext::Stripe),
+                    _ => None,
+                };
+                let attribution = context
+                    .map(for_context)
+                    .and_then(|a| serde_json::to_value(a).ok())
+                    .unwrap_or(Value::Null);
+                fields.entry("attribution").or_insert(attribution);
+            }
+        },
     },
-}];
+    Step {
+        aggregate_type: "License",
+        event_type: "LicenseActivatedOnDomain",
+        from: "1.0",
+        to: "1.1",
+        // 1.1 added `ip`, the address the activation came from; a 1.0 activation has none recorded.
+        upgrade: |payload| {
+            if let Some(fields) = payload
+                .get_mut("LicenseActivatedOnDomain")
+                .and_then(Value::as_object_mut)
+            {
+                fields.entry("ip").or_insert(Value::Null);
+            }
+        },
+    },
+];
 
 /// Whether an event of this type and version has a newer shape.
 pub fn needs_upcast(aggregate_type: &str, event_type: &str, version: &str) -> bool {

@@ -1,8 +1,11 @@
 //! `member_licenses`: one row per license key, with its current status (`pending` until a
 //! license purchase is paid, `active`, `inactive`, or `canceled` when the purchase was not paid)
 //! and, while inactive or canceled, why; for a quantity key the domain it is activated on
-//! (`used_site`, kept while inactive); an operator's holds (`suspension_reason` while
-//! suspended, `revoked_at` and `revocation_reason` once revoked). Times are the events' own.
+//! (`used_site`, kept while inactive) and every domain it is activated on (`machines`, a JSON
+//! array, oldest first); an operator's holds (`suspension_reason` while suspended, `revoked_at`
+//! and `revocation_reason` once revoked); its policy (`policy_id`) and own expiry
+//! (`expires_at`); for a key an operator granted, no subscription and the `grant_note`. Times
+//! are the events' own.
 //!
 //! A batch is applied set-based: the rows of the licenses it touches are read in one statement,
 //! the events are folded into them in memory, in order, and the changed rows are written back
@@ -14,6 +17,8 @@ use aggregates::cqrs_es::Aggregate;
 use aggregates::{License, LicenseEvent, LicenseStatus, PurchaseType};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -87,7 +92,7 @@ impl Projection for MemberLicenses {
 
 const COLUMNS: &str = "id, key, member_id, subscription_id, item_id, purchase_type, site, seat, \
      status, deactivation_reason, issued_at, updated_at, purchase_id, used_site, activated_at, \
-     suspension_reason, revoked_at, revocation_reason";
+     suspension_reason, revoked_at, revocation_reason, policy_id, expires_at, grant_note, machines";
 
 /// A row of `licenses` (but its generated `key_sha256`).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -95,7 +100,7 @@ struct LicenseRow {
     id: Uuid,
     key: String,
     member_id: Uuid,
-    subscription_id: String,
+    subscription_id: Option<String>,
     item_id: Option<String>,
     purchase_type: String,
     site: Option<String>,
@@ -111,6 +116,64 @@ struct LicenseRow {
     suspension_reason: Option<String>,
     revoked_at: Option<DateTime<Utc>>,
     revocation_reason: Option<String>,
+    policy_id: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+    grant_note: Option<String>,
+    machines: Json<Vec<MachineRow>>,
+}
+
+/// One activation, as `licenses.machines` holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MachineRow {
+    pub domain: String,
+    pub activated_at: DateTime<Utc>,
+    pub ip: Option<String>,
+}
+
+impl LicenseRow {
+    /// A new row with no activation, hold, policy or expiry.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        id: Uuid,
+        key: String,
+        member_id: Uuid,
+        subscription_id: Option<String>,
+        purchase_type: PurchaseType,
+        status: LicenseStatus,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            key,
+            member_id,
+            subscription_id,
+            item_id: None,
+            purchase_type: purchase_type.as_str().to_owned(),
+            site: None,
+            seat: None,
+            status: status.as_str().to_owned(),
+            deactivation_reason: None,
+            issued_at: at,
+            updated_at: at,
+            purchase_id: None,
+            used_site: None,
+            activated_at: None,
+            suspension_reason: None,
+            revoked_at: None,
+            revocation_reason: None,
+            policy_id: None,
+            expires_at: None,
+            grant_note: None,
+            machines: Json(Vec::new()),
+        }
+    }
+
+    /// `used_site` and `activated_at` follow the oldest activation.
+    fn machines_changed(&mut self) {
+        let first = self.machines.0.first();
+        self.used_site = first.map(|m| m.domain.clone());
+        self.activated_at = first.map(|m| m.activated_at);
+    }
 }
 
 /// Applies one event to the rows in memory; returns whether a row changed. A key issued again
@@ -130,24 +193,18 @@ fn fold(rows: &mut HashMap<Uuid, LicenseRow>, id: Uuid, event: LicenseEvent) -> 
         } => insert(
             rows,
             LicenseRow {
-                id,
-                key,
-                member_id,
-                subscription_id,
                 item_id: Some(item_id),
-                purchase_type: purchase_type.as_str().to_owned(),
                 site,
                 seat: seat.map(to_i32),
-                status: LicenseStatus::Active.as_str().to_owned(),
-                deactivation_reason: None,
-                issued_at,
-                updated_at: issued_at,
-                purchase_id: None,
-                used_site: None,
-                activated_at: None,
-                suspension_reason: None,
-                revoked_at: None,
-                revocation_reason: None,
+                ..LicenseRow::new(
+                    id,
+                    key,
+                    member_id,
+                    Some(subscription_id),
+                    purchase_type,
+                    LicenseStatus::Active,
+                    issued_at,
+                )
             },
         ),
         LicenseEvent::LicenseReserved {
@@ -161,24 +218,42 @@ fn fold(rows: &mut HashMap<Uuid, LicenseRow>, id: Uuid, event: LicenseEvent) -> 
         } => insert(
             rows,
             LicenseRow {
-                id,
-                key,
-                member_id,
-                subscription_id,
-                item_id: None,
-                purchase_type: PurchaseType::Quantity.as_str().to_owned(),
-                site: None,
                 seat: Some(to_i32(seat)),
-                status: LicenseStatus::Pending.as_str().to_owned(),
-                deactivation_reason: None,
-                issued_at: reserved_at,
-                updated_at: reserved_at,
                 purchase_id: Some(purchase_id),
-                used_site: None,
-                activated_at: None,
-                suspension_reason: None,
-                revoked_at: None,
-                revocation_reason: None,
+                ..LicenseRow::new(
+                    id,
+                    key,
+                    member_id,
+                    Some(subscription_id),
+                    PurchaseType::Quantity,
+                    LicenseStatus::Pending,
+                    reserved_at,
+                )
+            },
+        ),
+        LicenseEvent::LicenseGranted {
+            key,
+            member_id,
+            policy_id,
+            expires_at,
+            note,
+            granted_at,
+            ..
+        } => insert(
+            rows,
+            LicenseRow {
+                policy_id,
+                expires_at,
+                grant_note: note,
+                ..LicenseRow::new(
+                    id,
+                    key,
+                    member_id,
+                    None,
+                    PurchaseType::Quantity,
+                    LicenseStatus::Active,
+                    granted_at,
+                )
             },
         ),
         other => {
@@ -192,7 +267,7 @@ fn fold(rows: &mut HashMap<Uuid, LicenseRow>, id: Uuid, event: LicenseEvent) -> 
                     activated_at,
                 } => {
                     row.status = LicenseStatus::Active.as_str().to_owned();
-                    row.subscription_id = subscription_id;
+                    row.subscription_id = Some(subscription_id);
                     row.item_id = Some(item_id);
                     row.deactivation_reason = None;
                     row.updated_at = activated_at;
@@ -220,16 +295,45 @@ fn fold(rows: &mut HashMap<Uuid, LicenseRow>, id: Uuid, event: LicenseEvent) -> 
                 }
                 LicenseEvent::LicenseActivatedOnDomain {
                     domain,
+                    ip,
                     activated_at,
                 } => {
-                    row.used_site = Some(domain);
-                    row.activated_at = Some(activated_at);
+                    row.machines.0.push(MachineRow {
+                        domain,
+                        activated_at,
+                        ip,
+                    });
+                    row.machines_changed();
                     row.updated_at = activated_at;
                 }
-                LicenseEvent::LicenseDomainReleased { released_at, .. } => {
-                    row.used_site = None;
-                    row.activated_at = None;
-                    row.updated_at = released_at;
+                LicenseEvent::LicenseDomainReleased {
+                    domain,
+                    released_at: at,
+                }
+                | LicenseEvent::LicenseMachineExpired {
+                    domain,
+                    expired_at: at,
+                    ..
+                } => {
+                    row.machines.0.retain(|m| m.domain != domain);
+                    row.machines_changed();
+                    row.updated_at = at;
+                }
+                LicenseEvent::LicensePolicyChanged {
+                    policy_id,
+                    expires_at,
+                    changed_at,
+                } => {
+                    row.policy_id = policy_id;
+                    row.expires_at = expires_at;
+                    row.updated_at = changed_at;
+                }
+                LicenseEvent::LicenseExpiryChanged {
+                    expires_at,
+                    changed_at,
+                } => {
+                    row.expires_at = expires_at;
+                    row.updated_at = changed_at;
                 }
                 LicenseEvent::LicenseSuspended {
                     reason,
@@ -248,9 +352,9 @@ fn fold(rows: &mut HashMap<Uuid, LicenseRow>, id: Uuid, event: LicenseEvent) -> 
                     row.revocation_reason = Some(reason);
                     row.updated_at = revoked_at;
                 }
-                LicenseEvent::LicenseIssued { .. } | LicenseEvent::LicenseReserved { .. } => {
-                    return false
-                }
+                LicenseEvent::LicenseIssued { .. }
+                | LicenseEvent::LicenseReserved { .. }
+                | LicenseEvent::LicenseGranted { .. } => return false,
             }
             true
         }
@@ -277,14 +381,16 @@ async fn store(conn: &mut PgConnection, rows: &[&LicenseRow]) -> Result<(), Proj
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
                               $6::text[], $7::text[], $8::int[], $9::text[], $10::text[],
                               $11::timestamptz[], $12::timestamptz[], $13::uuid[], $14::text[],
-                              $15::timestamptz[], $16::text[], $17::timestamptz[], $18::text[])
+                              $15::timestamptz[], $16::text[], $17::timestamptz[], $18::text[],
+                              $19::text[], $20::timestamptz[], $21::text[], $22::jsonb[])
          ON CONFLICT (id) DO UPDATE
          SET subscription_id = EXCLUDED.subscription_id, item_id = EXCLUDED.item_id,
              status = EXCLUDED.status, deactivation_reason = EXCLUDED.deactivation_reason,
              updated_at = EXCLUDED.updated_at, used_site = EXCLUDED.used_site,
              activated_at = EXCLUDED.activated_at,
              suspension_reason = EXCLUDED.suspension_reason, revoked_at = EXCLUDED.revoked_at,
-             revocation_reason = EXCLUDED.revocation_reason"
+             revocation_reason = EXCLUDED.revocation_reason, policy_id = EXCLUDED.policy_id,
+             expires_at = EXCLUDED.expires_at, machines = EXCLUDED.machines"
     ))
     .bind(crate::column!(rows, id))
     .bind(crate::column!(rows, key))
@@ -304,6 +410,10 @@ async fn store(conn: &mut PgConnection, rows: &[&LicenseRow]) -> Result<(), Proj
     .bind(crate::column!(rows, suspension_reason))
     .bind(crate::column!(rows, revoked_at))
     .bind(crate::column!(rows, revocation_reason))
+    .bind(crate::column!(rows, policy_id))
+    .bind(crate::column!(rows, expires_at))
+    .bind(crate::column!(rows, grant_note))
+    .bind(crate::column!(rows, machines))
     .execute(&mut *conn)
     .await?;
     Ok(())

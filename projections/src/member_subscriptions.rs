@@ -69,7 +69,8 @@ impl Projection for MemberSubscriptions {
 
     fn version(&self) -> i32 {
         // 3: `license_purchases` (migration 20261124000009).
-        3
+        // 4: `subscriptions.past_due_since` (20261206000050).
+        4
     }
 
     fn looked_up_by(&self) -> &'static [&'static str] {
@@ -133,6 +134,10 @@ struct SubscriptionRow {
     mrr: i64,
     currency: Option<String>,
     updated_at: DateTime<Utc>,
+    /// Since when it is past due (a failed payment): a license policy's grace period starts
+    /// here. `None` in any other status.
+    #[serde(default)]
+    past_due_since: Option<DateTime<Utc>>,
 }
 
 /// A row of `subscription_items`.
@@ -348,6 +353,8 @@ impl Rows {
                             mrr: 0,
                             currency: None,
                             updated_at: observed_at(&observed, event),
+                            past_due_since: (status == SubscriptionStatus::PastDue)
+                                .then(|| observed_at(&observed, event)),
                         },
                     );
                     self.changed_subscriptions.insert(id.to_owned());
@@ -363,6 +370,12 @@ impl Rows {
                 if let Some(row) = self.subscription(id) {
                     row.status = status.as_str().to_owned();
                     row.updated_at = row.updated_at.max(observed_at(&observed, event));
+                    row.past_due_since = match status {
+                        SubscriptionStatus::PastDue => row
+                            .past_due_since
+                            .or_else(|| Some(observed_at(&observed, event))),
+                        _ => None,
+                    };
                 }
                 self.refresh_mrr(event, id)?;
             }
@@ -373,6 +386,7 @@ impl Rows {
                 if let Some(row) = self.subscription(id) {
                     row.status = SubscriptionStatus::Canceled.as_str().to_owned();
                     row.canceled_at = Some(canceled_at);
+                    row.past_due_since = None;
                     row.updated_at = row.updated_at.max(observed_at(&observed, event));
                 }
                 self.refresh_mrr(event, id)?;
@@ -642,11 +656,11 @@ impl Rows {
                 "INSERT INTO subscriptions
                      (id, member_id, customer_id, status, cancel_at_period_end, cancel_at,
                       current_period_start, current_period_end, created_at, canceled_at, mrr,
-                      currency, updated_at)
+                      currency, updated_at, past_due_since)
                  SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::bool[],
                                       $6::timestamptz[], $7::timestamptz[], $8::timestamptz[],
                                       $9::timestamptz[], $10::timestamptz[], $11::bigint[],
-                                      $12::text[], $13::timestamptz[])
+                                      $12::text[], $13::timestamptz[], $14::timestamptz[])
                  ON CONFLICT (id) DO UPDATE
                  SET status = EXCLUDED.status,
                      cancel_at_period_end = EXCLUDED.cancel_at_period_end,
@@ -654,7 +668,8 @@ impl Rows {
                      current_period_start = EXCLUDED.current_period_start,
                      current_period_end = EXCLUDED.current_period_end,
                      canceled_at = EXCLUDED.canceled_at, mrr = EXCLUDED.mrr,
-                     currency = EXCLUDED.currency, updated_at = EXCLUDED.updated_at",
+                     currency = EXCLUDED.currency, updated_at = EXCLUDED.updated_at,
+                     past_due_since = EXCLUDED.past_due_since",
             )
             .bind(crate::column!(rows, id))
             .bind(crate::column!(rows, member_id))
@@ -669,6 +684,7 @@ impl Rows {
             .bind(crate::column!(rows, mrr))
             .bind(crate::column!(rows, currency))
             .bind(crate::column!(rows, updated_at))
+            .bind(crate::column!(rows, past_due_since))
             .execute(&mut *conn)
             .await?;
         }

@@ -184,7 +184,8 @@ impl Owners {
 
     fn license_entry(&mut self, license_id: Uuid, event: LicenseEvent) -> Option<(Uuid, String)> {
         let member_id = if let LicenseEvent::LicenseIssued { member_id, .. }
-        | LicenseEvent::LicenseReserved { member_id, .. } = &event
+        | LicenseEvent::LicenseReserved { member_id, .. }
+        | LicenseEvent::LicenseGranted { member_id, .. } = &event
         {
             self.licenses.insert(license_id, *member_id);
             self.changed_licenses.insert(license_id);
@@ -476,6 +477,54 @@ fn license_summary(event: LicenseEvent) -> String {
         LicenseEvent::LicenseSuspended { reason, .. } => format!("License suspended: {reason}"),
         LicenseEvent::LicenseUnsuspended { .. } => "License unsuspended".to_owned(),
         LicenseEvent::LicenseRevoked { reason, .. } => format!("License revoked: {reason}"),
+        LicenseEvent::LicenseGranted {
+            key,
+            policy_id,
+            expires_at,
+            note,
+            ..
+        } => {
+            let mut summary = format!("License {key} granted by an operator");
+            if let Some(policy) = policy_id {
+                summary.push_str(&format!(", policy {policy}"));
+            }
+            if let Some(at) = expires_at {
+                summary.push_str(&format!(", expires {}", at.format("%Y-%m-%d %H:%M UTC")));
+            }
+            if let Some(note) = note {
+                summary.push_str(&format!(": {note}"));
+            }
+            summary
+        }
+        LicenseEvent::LicensePolicyChanged {
+            policy_id,
+            expires_at,
+            ..
+        } => {
+            let policy = match policy_id {
+                Some(policy) => format!("License policy set to {policy}"),
+                None => "License policy removed".to_owned(),
+            };
+            format!("{policy}; {}", expiry_phrase(expires_at))
+        }
+        LicenseEvent::LicenseExpiryChanged { expires_at, .. } => {
+            format!("License expiry changed: {}", expiry_phrase(expires_at))
+        }
+        LicenseEvent::LicenseMachineExpired {
+            domain,
+            last_seen_at,
+            ..
+        } => format!(
+            "License activation on {domain} freed: no heartbeat since {}",
+            last_seen_at.format("%Y-%m-%d %H:%M UTC")
+        ),
+    }
+}
+
+fn expiry_phrase(expires_at: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    match expires_at {
+        Some(at) => format!("expires {}", at.format("%Y-%m-%d %H:%M UTC")),
+        None => "no expiry of its own".to_owned(),
     }
 }
 

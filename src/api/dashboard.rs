@@ -10,10 +10,12 @@
 
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use super::problem::Problem;
 
 #[derive(Debug, Clone, Object, Deserialize)]
 pub struct Dashboard {
@@ -146,7 +148,9 @@ pub struct DashboardLicense {
     pub site: Option<String>,
     #[oai(nullable)]
     pub seat: Option<i32>,
-    pub subscription_id: String,
+    /// Null for a key an operator granted without Stripe.
+    #[oai(nullable)]
+    pub subscription_id: Option<String>,
     /// Why it is inactive or canceled.
     #[oai(nullable)]
     pub deactivation_reason: Option<String>,
@@ -154,8 +158,9 @@ pub struct DashboardLicense {
     #[oai(nullable)]
     pub purchase_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
-    /// The domain a quantity key is activated on (`POST /v1/me/licenses/{key}/activation`);
-    /// kept while the license is inactive. Always null for a site license (see `site`).
+    /// The first domain a quantity key is activated on (`POST
+    /// /v1/me/licenses/{key}/activation`); kept while the license is inactive. Always null for
+    /// a site license (see `site`).
     #[oai(nullable)]
     pub used_site: Option<String>,
     /// When it was activated on `used_site`.
@@ -169,13 +174,52 @@ pub struct DashboardLicense {
     pub revoked_at: Option<DateTime<Utc>>,
     #[oai(nullable)]
     pub revocation_reason: Option<String>,
+    /// Every domain (machine) a quantity key is activated on, oldest first.
+    #[sqlx(json)]
+    pub machines: Vec<LicenseMachine>,
+    /// How many domains it may be activated on at once (its policy's limit; 1 without one).
+    pub max_machines: i32,
+    /// Its license policy (machine limit, expiry, entitlements), if it has one.
+    #[oai(nullable)]
+    pub policy_id: Option<String>,
+    /// When it stops validating on its own (its policy's duration, or an operator's date).
+    #[oai(nullable)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// For a key an operator granted: why.
+    #[oai(nullable)]
+    pub grant_note: Option<String>,
+}
+
+/// One activation of a quantity key.
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
+pub struct LicenseMachine {
+    /// The domain, or a `*.domain` pattern.
+    pub domain: String,
+    pub activated_at: DateTime<Utc>,
+    /// The address the activation came from (null before it was recorded).
+    #[oai(nullable)]
+    pub ip: Option<String>,
+}
+
+/// The license with id `id`, as the inline read model has it.
+pub(crate) async fn license_by_id(pool: &PgPool, id: Uuid) -> Result<DashboardLicense, Problem> {
+    let license: Option<DashboardLicense> = sqlx::query_as(&format!(
+        "SELECT {LICENSE_COLUMNS} FROM licenses WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(super::problem::db_error)?;
+    license.ok_or_else(|| Problem::not_found("no license has this id"))
 }
 
 /// The `licenses` columns a [`DashboardLicense`] is read from.
 pub(crate) const LICENSE_COLUMNS: &str =
     "id, key, status, purchase_type, site, seat, subscription_id, \
      deactivation_reason, purchase_id, issued_at AS created_at, used_site, activated_at, \
-     suspension_reason, revoked_at, revocation_reason";
+     suspension_reason, revoked_at, revocation_reason, machines, policy_id, expires_at, grant_note, \
+     coalesce((SELECT p.max_machines FROM license_policies p WHERE p.id = licenses.policy_id), 1) \
+     AS max_machines";
 
 /// The member's dashboard, `None` for an unknown member.
 pub async fn load(pool: &PgPool, member_id: Uuid) -> Result<Option<Dashboard>, sqlx::Error> {

@@ -12,8 +12,8 @@ use poem_openapi::{Object, OpenApi};
 use uuid::Uuid;
 
 use super::auth::AdminAuth;
-use super::dashboard::{DashboardLicense, LICENSE_COLUMNS};
-use super::problem::{command_error, db_error, FieldError, Problem};
+use super::dashboard::DashboardLicense;
+use super::problem::{command_error, FieldError, Problem};
 use super::state::{ApiTags, RequestId, State};
 use crate::api::problem::api_response;
 use crate::store::{Actor, EventMetadata};
@@ -186,14 +186,7 @@ impl LicenseHoldsApi {
                 }
                 err => command_error(err),
             })?;
-        let license: Option<DashboardLicense> = sqlx::query_as(&format!(
-            "SELECT {LICENSE_COLUMNS} FROM licenses WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&state.pool)
-        .await
-        .map_err(db_error)?;
-        license.ok_or_else(|| Problem::unavailable("the license is not readable yet; retry"))
+        super::dashboard::license_by_id(&state.pool, id).await
     }
 }
 

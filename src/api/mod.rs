@@ -19,9 +19,12 @@ pub mod declared;
 pub mod edge;
 pub mod events;
 pub mod health;
+pub mod license_admin;
 pub mod license_files;
 pub mod license_holds;
+pub mod license_policies;
 pub mod license_purchases;
+pub mod license_validation;
 pub mod licenses;
 pub mod me;
 pub mod members;
@@ -52,9 +55,14 @@ type Apis = (
     checkout::CheckoutApi,
     sites::SitesApi,
     license_purchases::LicensePurchasesApi,
-    licenses::LicensesApi,
-    license_files::LicenseFilesApi,
-    license_holds::LicenseHoldsApi,
+    (
+        licenses::LicensesApi,
+        license_validation::LicenseValidationApi,
+        license_files::LicenseFilesApi,
+        license_holds::LicenseHoldsApi,
+        license_admin::LicenseAdminApi,
+        license_policies::LicensePoliciesApi,
+    ),
     projections_api::ProjectionsApi,
     billing_portal::BillingPortalApi,
 );
@@ -92,15 +100,26 @@ pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
             license_purchases::LicensePurchasesApi {
                 state: state.clone(),
             },
-            licenses::LicensesApi {
-                state: state.clone(),
-            },
-            license_files::LicenseFilesApi {
-                state: state.clone(),
-            },
-            license_holds::LicenseHoldsApi {
-                state: state.clone(),
-            },
+            (
+                licenses::LicensesApi {
+                    state: state.clone(),
+                },
+                license_validation::LicenseValidationApi {
+                    state: state.clone(),
+                },
+                license_files::LicenseFilesApi {
+                    state: state.clone(),
+                },
+                license_holds::LicenseHoldsApi {
+                    state: state.clone(),
+                },
+                license_admin::LicenseAdminApi {
+                    state: state.clone(),
+                },
+                license_policies::LicensePoliciesApi {
+                    state: state.clone(),
+                },
+            ),
             projections_api::ProjectionsApi {
                 state: state.clone(),
             },

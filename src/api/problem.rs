@@ -302,6 +302,17 @@ impl Refusal for LicenseError {
                 format!("the key is already activated on {domain}; release it first"),
             )
             .with_field("domain", format!("the key is activated on {domain}")),
+            Self::TooManyMachines { limit } => Problem::conflict(
+                "license-too-many-machines",
+                format!(
+                    "the key is activated on {limit} domain(s), the limit of its policy; \
+                     release one first"
+                ),
+            )
+            .with_field(
+                "domain",
+                format!("the key's limit of {limit} domain(s) is reached"),
+            ),
             Self::Suspended => Problem::conflict(
                 "license-suspended",
                 "the license is suspended; it cannot be activated until it is unsuspended",

@@ -145,7 +145,12 @@ async fn a_site_license_validates_for_its_site_only_and_is_inactive_once_cancele
                 "purchase_type": "site",
                 "site": l.site,
                 "used_site": null,
+                "machines": [],
+                "max_machines": 1,
+                "policy_id": null,
+                "entitlements": [],
                 "expires_at": null,
+                "grace_ends_at": null,
             }),
             "{domain}"
         );

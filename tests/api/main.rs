@@ -18,6 +18,7 @@ mod instances;
 mod license_files;
 mod license_holds;
 mod license_order;
+mod license_policies;
 mod license_purchases;
 mod licenses;
 mod mail_support;

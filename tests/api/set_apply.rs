@@ -223,6 +223,17 @@ fn synthetic(sub: &str, member: Uuid, license: Uuid) -> Vec<(&'static str, Strin
         ),
         l(json!({"LicenseActivatedOnDomain": {"domain": "syn.example.com", "activated_at": at}})),
         l(json!({"LicenseDomainReleased": {"domain": "syn.example.com", "released_at": at}})),
+        l(
+            json!({"LicenseActivatedOnDomain": {"domain": "*.syn2.example.com", "ip": "192.0.2.1", "activated_at": at}}),
+        ),
+        l(json!({"LicenseActivatedOnDomain": {"domain": "syn3.example.com", "activated_at": at}})),
+        l(
+            json!({"LicenseMachineExpired": {"domain": "*.syn2.example.com", "last_seen_at": at, "expired_at": at}}),
+        ),
+        l(
+            json!({"LicensePolicyChanged": {"policy_id": "syn", "expires_at": at, "changed_at": at}}),
+        ),
+        l(json!({"LicenseExpiryChanged": {"expires_at": null, "changed_at": at}})),
         l(json!({"LicenseDeactivated": {"reason": "quantity_reduced", "deactivated_at": at}})),
         l(json!({"LicenseReactivated": {"reactivated_at": at}})),
         l(json!({"LicenseSuspended": {"reason": "chargeback", "suspended_at": at}})),
@@ -236,6 +247,13 @@ fn synthetic(sub: &str, member: Uuid, license: Uuid) -> Vec<(&'static str, Strin
             json!({"LicenseIssued": {"license_id": issued,
             "key": "SYNB-AAAA-BBBB-CCCC", "member_id": member, "subscription_id": sub, "item_id": "si_syn",
             "purchase_type": "quantity", "site": null, "seat": 1, "issued_at": at}}),
+        ),
+        (
+            "License",
+            Uuid::from_u128(0x5e7a_9920).to_string(),
+            json!({"LicenseGranted": {"license_id": Uuid::from_u128(0x5e7a_9920),
+            "key": "SYNC-AAAA-BBBB-CCCC", "member_id": member, "policy_id": "syn", "expires_at": at,
+            "note": "partner", "granted_at": at}}),
         ),
     ]
 }

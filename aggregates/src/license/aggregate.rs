@@ -16,8 +16,9 @@ struct Issued {
     license_id: Uuid,
     key: String,
     member_id: Uuid,
-    subscription_id: String,
-    /// `None` while a reserved key is not paid for.
+    /// `None` for a license an operator granted without Stripe.
+    subscription_id: Option<String>,
+    /// `None` while a reserved key is not paid for, and for a granted license.
     item_id: Option<String>,
     /// The license purchase that reserved it, if one did.
     #[serde(default)]
@@ -28,18 +29,30 @@ struct Issued {
     status: LicenseStatus,
     /// Why it was deactivated last; `None` while it never was.
     deactivation_reason: Option<DeactivationReason>,
-    /// The domain a quantity license is activated on. Kept while the license is inactive, so
-    /// a reactivation restores it. Defaulted: states stored before activation existed load.
+    /// The domains a quantity license is activated on, oldest first. Kept while the license is
+    /// inactive, so a reactivation restores them. Defaulted: states stored before activation
+    /// existed load.
     #[serde(default)]
-    activated_domain: Option<String>,
-    #[serde(default)]
-    activated_at: Option<DateTime<Utc>>,
+    machines: Vec<Machine>,
     /// Why an operator suspended it, while suspended.
     #[serde(default)]
     suspension: Option<String>,
     /// Why it was revoked, once revoked (final).
     #[serde(default)]
     revocation: Option<String>,
+    /// The license policy it is under; `None`: today's rules (one domain, no expiry of its own).
+    #[serde(default)]
+    policy_id: Option<String>,
+    /// When it stops validating on its own, if ever.
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// One activation of a quantity license: a domain (or `*.domain` pattern) and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Machine {
+    pub domain: String,
+    pub activated_at: DateTime<Utc>,
 }
 
 /// One license key for one cause. The id is [`License::id_for_site`] or
@@ -101,8 +114,11 @@ impl License {
         self.issued.as_ref().map(|i| i.license_id)
     }
 
+    /// `None` for a license an operator granted without Stripe.
     pub fn subscription_id(&self) -> Option<&str> {
-        self.issued.as_ref().map(|i| i.subscription_id.as_str())
+        self.issued
+            .as_ref()
+            .and_then(|i| i.subscription_id.as_deref())
     }
 
     /// The subscription item it belongs to; `None` for a reserved key not paid for yet.
@@ -132,15 +148,18 @@ impl License {
         self.issued.as_ref().and_then(|i| i.deactivation_reason)
     }
 
-    /// The domain a quantity license is activated on (kept while it is inactive).
-    pub fn activated_domain(&self) -> Option<&str> {
-        self.issued
-            .as_ref()
-            .and_then(|i| i.activated_domain.as_deref())
+    /// The domains a quantity license is activated on, oldest first (kept while inactive).
+    pub fn machines(&self) -> &[Machine] {
+        self.issued.as_ref().map_or(&[], |i| i.machines.as_slice())
     }
 
-    pub fn activated_at(&self) -> Option<DateTime<Utc>> {
-        self.issued.as_ref().and_then(|i| i.activated_at)
+    pub fn policy_id(&self) -> Option<&str> {
+        self.issued.as_ref().and_then(|i| i.policy_id.as_deref())
+    }
+
+    /// When it stops validating on its own, if ever.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.issued.as_ref().and_then(|i| i.expires_at)
     }
 
     /// Why an operator suspended it, while it is suspended.
@@ -165,6 +184,30 @@ impl License {
             }
         }
         bare(a).eq_ignore_ascii_case(bare(b))
+    }
+
+    /// Whether an activation on `machine` licenses `domain`: the same site, or for a pattern
+    /// `*.example.com`, `example.com` itself or any name under it.
+    pub fn covers(machine: &str, domain: &str) -> bool {
+        match machine.strip_prefix("*.") {
+            Some(base) => {
+                let domain = domain.to_ascii_lowercase();
+                let base = base.to_ascii_lowercase();
+                domain == base || domain.ends_with(&format!(".{base}"))
+            }
+            None => Self::same_site(machine, domain),
+        }
+    }
+}
+
+impl License {
+    /// The issued license, unless it is revoked (final).
+    fn not_revoked(&self) -> Result<&Issued, LicenseError> {
+        let issued = self.issued.as_ref().ok_or(LicenseError::NotFound)?;
+        if issued.revocation.is_some() {
+            return Err(LicenseError::Revoked);
+        }
+        Ok(issued)
     }
 }
 
@@ -271,7 +314,61 @@ impl Aggregate for License {
                     sink.write(event, self).await;
                 }
             }
-            LicenseCommand::ActivateOnDomain { domain, at } => {
+            LicenseCommand::GrantLicense {
+                license_id,
+                key,
+                member_id,
+                policy_id,
+                expires_at,
+                note,
+                at,
+            } => {
+                if !self.exists() {
+                    let event = LicenseEvent::LicenseGranted {
+                        license_id,
+                        key: key.into(),
+                        member_id,
+                        policy_id,
+                        expires_at,
+                        note,
+                        granted_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            LicenseCommand::ChangePolicy {
+                policy_id,
+                expires_at,
+                at,
+            } => {
+                let issued = self.not_revoked()?;
+                if issued.policy_id != policy_id || issued.expires_at != expires_at {
+                    let event = LicenseEvent::LicensePolicyChanged {
+                        policy_id,
+                        expires_at,
+                        changed_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            LicenseCommand::ChangeExpiry { expires_at, at } => {
+                let issued = self.not_revoked()?;
+                if issued.expires_at != expires_at {
+                    let event = LicenseEvent::LicenseExpiryChanged {
+                        expires_at,
+                        changed_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            LicenseCommand::ActivateOnDomain {
+                domain,
+                wildcard,
+                ip,
+                max_machines,
+                stale,
+                at,
+            } => {
                 let issued = self.issued.as_ref().ok_or(LicenseError::NotFound)?;
                 if issued.purchase_type != PurchaseType::Quantity {
                     return Err(LicenseError::SiteLicense);
@@ -289,28 +386,83 @@ impl Aggregate for License {
                         return Err(LicenseError::Inactive)
                     }
                 }
-                match &issued.activated_domain {
-                    Some(current) if Self::same_site(current, domain.as_str()) => {}
-                    Some(current) => {
-                        return Err(LicenseError::AlreadyActivated {
-                            domain: current.clone(),
-                        })
-                    }
-                    None => {
-                        let event = LicenseEvent::LicenseActivatedOnDomain {
-                            domain: domain.into(),
-                            activated_at: at,
-                        };
-                        sink.write(event, self).await;
-                    }
+                let domain = if wildcard {
+                    format!("*.{}", domain.as_str())
+                } else {
+                    String::from(domain)
+                };
+                let same = |m: &Machine| {
+                    m.domain.starts_with("*.") == domain.starts_with("*.")
+                        && Self::same_site(&m.domain, &domain)
+                };
+                if issued.machines.iter().any(same) {
+                    return Ok(());
                 }
+                let expired: Vec<&(String, DateTime<Utc>)> = stale
+                    .iter()
+                    .filter(|(d, _)| issued.machines.iter().any(|m| &m.domain == d))
+                    .collect();
+                let live = issued.machines.len() - expired.len();
+                if live >= max_machines.max(1) as usize {
+                    return Err(match (max_machines, issued.machines.first()) {
+                        (0 | 1, Some(current)) if expired.is_empty() => {
+                            LicenseError::AlreadyActivated {
+                                domain: current.domain.clone(),
+                            }
+                        }
+                        _ => LicenseError::TooManyMachines {
+                            limit: max_machines.max(1),
+                        },
+                    });
+                }
+                let expired: Vec<(String, DateTime<Utc>)> = expired.into_iter().cloned().collect();
+                for (domain, last_seen_at) in expired {
+                    let event = LicenseEvent::LicenseMachineExpired {
+                        domain,
+                        last_seen_at,
+                        expired_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+                let event = LicenseEvent::LicenseActivatedOnDomain {
+                    domain,
+                    ip,
+                    activated_at: at,
+                };
+                sink.write(event, self).await;
             }
-            LicenseCommand::ReleaseDomain { at } => {
+            LicenseCommand::ReleaseDomain { domain, at } => {
                 let issued = self.issued.as_ref().ok_or(LicenseError::NotFound)?;
-                if let Some(domain) = issued.activated_domain.clone() {
+                let released: Vec<String> = issued
+                    .machines
+                    .iter()
+                    .filter(|m| match &domain {
+                        Some(d) => {
+                            m.domain.eq_ignore_ascii_case(d) || Self::same_site(&m.domain, d)
+                        }
+                        None => true,
+                    })
+                    .map(|m| m.domain.clone())
+                    .collect();
+                for domain in released {
                     let event = LicenseEvent::LicenseDomainReleased {
                         domain,
                         released_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            LicenseCommand::ExpireMachine {
+                domain,
+                last_seen_at,
+                at,
+            } => {
+                let issued = self.issued.as_ref().ok_or(LicenseError::NotFound)?;
+                if issued.machines.iter().any(|m| m.domain == domain) {
+                    let event = LicenseEvent::LicenseMachineExpired {
+                        domain,
+                        last_seen_at,
+                        expired_at: at,
                     };
                     sink.write(event, self).await;
                 }
@@ -369,7 +521,7 @@ impl Aggregate for License {
                     license_id,
                     key,
                     member_id,
-                    subscription_id,
+                    subscription_id: Some(subscription_id),
                     item_id: Some(item_id),
                     purchase_id: None,
                     purchase_type,
@@ -377,10 +529,11 @@ impl Aggregate for License {
                     seat,
                     status: LicenseStatus::Active,
                     deactivation_reason: None,
-                    activated_domain: None,
-                    activated_at: None,
+                    machines: Vec::new(),
                     suspension: None,
                     revocation: None,
+                    policy_id: None,
+                    expires_at: None,
                 });
             }
             LicenseEvent::LicenseReserved {
@@ -396,7 +549,7 @@ impl Aggregate for License {
                     license_id,
                     key,
                     member_id,
-                    subscription_id,
+                    subscription_id: Some(subscription_id),
                     item_id: None,
                     purchase_id: Some(purchase_id),
                     purchase_type: PurchaseType::Quantity,
@@ -404,11 +557,54 @@ impl Aggregate for License {
                     seat: Some(seat),
                     status: LicenseStatus::Pending,
                     deactivation_reason: None,
-                    activated_domain: None,
-                    activated_at: None,
+                    machines: Vec::new(),
                     suspension: None,
                     revocation: None,
+                    policy_id: None,
+                    expires_at: None,
                 });
+            }
+            LicenseEvent::LicenseGranted {
+                license_id,
+                key,
+                member_id,
+                policy_id,
+                expires_at,
+                ..
+            } => {
+                self.issued = Some(Issued {
+                    license_id,
+                    key,
+                    member_id,
+                    subscription_id: None,
+                    item_id: None,
+                    purchase_id: None,
+                    purchase_type: PurchaseType::Quantity,
+                    site: None,
+                    seat: None,
+                    status: LicenseStatus::Active,
+                    deactivation_reason: None,
+                    machines: Vec::new(),
+                    suspension: None,
+                    revocation: None,
+                    policy_id,
+                    expires_at,
+                });
+            }
+            LicenseEvent::LicensePolicyChanged {
+                policy_id,
+                expires_at,
+                ..
+            } => {
+                if let Some(issued) = &mut self.issued {
+                    issued.policy_id = policy_id;
+                    issued.expires_at = expires_at;
+                }
+            }
+            LicenseEvent::LicenseExpiryChanged { expires_at, .. } => {
+                if let Some(issued) = &mut self.issued {
+                    issued.expires_at = expires_at;
+                }
             }
             LicenseEvent::PendingLicenseActivated {
                 subscription_id,
@@ -416,7 +612,7 @@ impl Aggregate for License {
                 ..
             } => {
                 if let Some(issued) = &mut self.issued {
-                    issued.subscription_id = subscription_id;
+                    issued.subscription_id = Some(subscription_id);
                     issued.item_id = Some(item_id);
                     issued.status = LicenseStatus::Active;
                 }
@@ -440,16 +636,19 @@ impl Aggregate for License {
             LicenseEvent::LicenseActivatedOnDomain {
                 domain,
                 activated_at,
+                ..
             } => {
                 if let Some(issued) = &mut self.issued {
-                    issued.activated_domain = Some(domain);
-                    issued.activated_at = Some(activated_at);
+                    issued.machines.push(Machine {
+                        domain,
+                        activated_at,
+                    });
                 }
             }
-            LicenseEvent::LicenseDomainReleased { .. } => {
+            LicenseEvent::LicenseDomainReleased { domain, .. }
+            | LicenseEvent::LicenseMachineExpired { domain, .. } => {
                 if let Some(issued) = &mut self.issued {
-                    issued.activated_domain = None;
-                    issued.activated_at = None;
+                    issued.machines.retain(|m| m.domain != domain);
                 }
             }
             LicenseEvent::LicenseSuspended { reason, .. } => {

@@ -47,15 +47,61 @@ pub enum LicenseCommand {
     },
     /// A no-op when already active.
     ReactivateLicense { at: DateTime<Utc> },
-    /// Binds a quantity license to the domain it is used on (one domain per key). A no-op when
-    /// bound to that domain already (see [`License::same_site`](super::License::same_site));
-    /// refused for a site license, an inactive license, or one bound to another domain.
-    ActivateOnDomain {
-        domain: SiteDomain,
+    /// Issues a license an operator grants without Stripe (a trial, a partner, support): a key
+    /// activated on domains like a seat's, under `policy_id` when given, ending at `expires_at`
+    /// when given. A no-op when the license exists.
+    GrantLicense {
+        license_id: Uuid,
+        key: LicenseKey,
+        member_id: Uuid,
+        policy_id: Option<String>,
+        expires_at: Option<DateTime<Utc>>,
+        /// Why, in words (shown to operators).
+        note: Option<String>,
         at: DateTime<Utc>,
     },
-    /// Unbinds the license from its domain. A no-op when it has none; allowed while inactive.
-    ReleaseDomain { at: DateTime<Utc> },
+    /// Puts the license under another policy (`None`: none, today's rules) with the expiry
+    /// that policy gives it. A no-op when both are unchanged; refused once revoked.
+    ChangePolicy {
+        policy_id: Option<String>,
+        expires_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    /// Extends or shortens the license's own expiry (`None`: it does not expire on its own).
+    /// A no-op when unchanged; refused once revoked.
+    ChangeExpiry {
+        expires_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    /// Activates a quantity license on a domain (a machine), or on every name under one when
+    /// `wildcard` (`*.example.com`; the caller checks that the policy allows patterns). A no-op
+    /// when activated there already (see [`License::same_site`](super::License::same_site));
+    /// refused for a site license, a license that is held or not active, or one activated on
+    /// `max_machines` domains already, counting none of `stale` (activations whose heartbeat
+    /// stopped: they are expired first, as [`LicenseCommand::ExpireMachine`] does).
+    ActivateOnDomain {
+        domain: SiteDomain,
+        wildcard: bool,
+        /// The client's address, recorded with the activation.
+        ip: Option<String>,
+        max_machines: u32,
+        /// Activations whose heartbeat stopped, with when each was last seen.
+        stale: Vec<(String, DateTime<Utc>)>,
+        at: DateTime<Utc>,
+    },
+    /// Releases the activation on `domain` (the same site as [`License::same_site`] says), or
+    /// every activation when `None`. A no-op when there is none; allowed while inactive.
+    ReleaseDomain {
+        domain: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// Frees an activation whose heartbeat stopped (last seen at `last_seen_at`). A no-op when
+    /// the license is not activated on `domain`.
+    ExpireMachine {
+        domain: String,
+        last_seen_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
     /// An operator holds the license (abuse, a chargeback, a support case): it stops
     /// validating whatever its subscription does, until unsuspended. A no-op when suspended;
     /// refused once revoked.
@@ -78,8 +124,12 @@ pub enum LicenseError {
     /// A reserved key whose purchase is not paid yet.
     #[error("the license is not paid for yet")]
     Pending,
+    /// A one-machine key activated elsewhere (today's rule for keys without a policy).
     #[error("the license is already activated on {domain}")]
     AlreadyActivated { domain: String },
+    /// Its policy's machine limit is reached: release one first.
+    #[error("the license is activated on {limit} domain(s), its policy's limit")]
+    TooManyMachines { limit: u32 },
     #[error("the license is suspended")]
     Suspended,
     #[error("the license is revoked")]

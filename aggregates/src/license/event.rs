@@ -1,4 +1,5 @@
-//! What happened to a license, as stored: one variant per event type, all at version 1.0.
+//! What happened to a license, as stored: one variant per event type, at version 1.0 but
+//! `LicenseActivatedOnDomain` (1.1).
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
@@ -52,15 +53,48 @@ pub enum LicenseEvent {
     LicenseReactivated {
         reactivated_at: DateTime<Utc>,
     },
-    /// A quantity license was bound to `domain` (normalised, as [`SiteDomain`] makes it).
+    /// An operator granted the license without Stripe (1.0): a key activated on domains, under
+    /// `policy_id`, ending at `expires_at` (when given).
+    LicenseGranted {
+        license_id: Uuid,
+        key: String,
+        member_id: Uuid,
+        policy_id: Option<String>,
+        expires_at: Option<DateTime<Utc>>,
+        note: Option<String>,
+        granted_at: DateTime<Utc>,
+    },
+    /// The license was put under `policy_id` (`None`: no policy), with the expiry that policy
+    /// gives it: by an operator, or at issue for a Stripe key whose product has a policy.
+    LicensePolicyChanged {
+        policy_id: Option<String>,
+        expires_at: Option<DateTime<Utc>>,
+        changed_at: DateTime<Utc>,
+    },
+    /// An operator extended or shortened the license's own expiry (`None`: never on its own).
+    LicenseExpiryChanged {
+        expires_at: Option<DateTime<Utc>>,
+        changed_at: DateTime<Utc>,
+    },
+    /// A quantity license was activated on `domain` (normalised, as [`SiteDomain`] makes it;
+    /// `*.example.com` for a pattern), from address `ip`. 1.1 added `ip` (1.0: without it).
     LicenseActivatedOnDomain {
         domain: String,
+        #[serde(default)]
+        ip: Option<String>,
         activated_at: DateTime<Utc>,
     },
-    /// The license was unbound from `domain`.
+    /// The license was released from `domain`.
     LicenseDomainReleased {
         domain: String,
         released_at: DateTime<Utc>,
+    },
+    /// The activation on `domain` was freed: no heartbeat since `last_seen_at`, longer than its
+    /// policy allows.
+    LicenseMachineExpired {
+        domain: String,
+        last_seen_at: DateTime<Utc>,
+        expired_at: DateTime<Utc>,
     },
     /// An operator held the license: it does not validate until unsuspended.
     LicenseSuspended {
@@ -89,6 +123,10 @@ impl LicenseEvent {
     pub const SUSPENDED: &'static str = "LicenseSuspended";
     pub const UNSUSPENDED: &'static str = "LicenseUnsuspended";
     pub const REVOKED: &'static str = "LicenseRevoked";
+    pub const GRANTED: &'static str = "LicenseGranted";
+    pub const POLICY_CHANGED: &'static str = "LicensePolicyChanged";
+    pub const EXPIRY_CHANGED: &'static str = "LicenseExpiryChanged";
+    pub const MACHINE_EXPIRED: &'static str = "LicenseMachineExpired";
 }
 
 impl DomainEvent for LicenseEvent {
@@ -105,11 +143,19 @@ impl DomainEvent for LicenseEvent {
             Self::LicenseSuspended { .. } => Self::SUSPENDED,
             Self::LicenseUnsuspended { .. } => Self::UNSUSPENDED,
             Self::LicenseRevoked { .. } => Self::REVOKED,
+            Self::LicenseGranted { .. } => Self::GRANTED,
+            Self::LicensePolicyChanged { .. } => Self::POLICY_CHANGED,
+            Self::LicenseExpiryChanged { .. } => Self::EXPIRY_CHANGED,
+            Self::LicenseMachineExpired { .. } => Self::MACHINE_EXPIRED,
         }
         .to_owned()
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        match self {
+            Self::LicenseActivatedOnDomain { .. } => "1.1",
+            _ => "1.0",
+        }
+        .to_owned()
     }
 }

@@ -14,7 +14,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::License;
+pub use aggregate::{License, Machine};
 pub use command::{LicenseCommand, LicenseError};
 pub use event::LicenseEvent;
 pub use key::{LicenseKey, LicenseKeyError};

@@ -327,11 +327,23 @@ pub async fn detail(
             .map(|l| LicenseView {
                 id: l.id.to_string(),
                 key: l.key.clone(),
-                what: l
-                    .site
-                    .clone()
-                    .or_else(|| l.seat.map(|s| format!("seat {s}")))
-                    .unwrap_or_default(),
+                what: {
+                    let what = l
+                        .site
+                        .clone()
+                        .or_else(|| l.seat.map(|s| format!("seat {s}")))
+                        .unwrap_or_else(|| "granted".to_owned());
+                    let policy = l
+                        .policy_id
+                        .as_ref()
+                        .map(|p| format!(", policy {p}"))
+                        .unwrap_or_default();
+                    let expiry = l
+                        .expires_at
+                        .map(|at| format!(", expires {}", when(at)))
+                        .unwrap_or_default();
+                    format!("{what}{policy}{expiry}")
+                },
                 status: match (&l.revocation_reason, &l.suspension_reason) {
                     (Some(reason), _) => format!("revoked ({reason})"),
                     (None, Some(reason)) => format!("{}, suspended ({reason})", l.status),
@@ -340,7 +352,12 @@ pub async fn detail(
                         None => l.status.clone(),
                     },
                 },
-                used_site: l.used_site.clone().unwrap_or_default(),
+                used_site: l
+                    .machines
+                    .iter()
+                    .map(|m| m.domain.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 suspended: l.suspension_reason.is_some(),
                 revoked: l.revoked_at.is_some(),
             })

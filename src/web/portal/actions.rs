@@ -246,7 +246,13 @@ pub async fn activate_key(
         state: state.clone(),
     };
     let activated = api
-        .activate_on_domain(member_id, &request_id, &form.key, &form.domain)
+        .activate_on_domain(
+            member_id,
+            &request_id,
+            crate::api::edge::client_ip(req),
+            &form.key,
+            &form.domain,
+        )
         .await;
     to_dashboard(req, &state, member_id, activated, "key-activated").await
 }
@@ -265,6 +271,10 @@ pub async fn release_key(
     let api = LicensesApi {
         state: state.clone(),
     };
-    let released = api.release_domain(member_id, &request_id, &form.key).await;
+    // The form names one domain (a machine's release button), or none: every one.
+    let domain = Some(form.domain.trim()).filter(|d| !d.is_empty());
+    let released = api
+        .release_domain(member_id, &request_id, &form.key, domain)
+        .await;
     to_dashboard(req, &state, member_id, released, "key-released").await
 }

@@ -53,8 +53,10 @@ struct SeatKeyRow {
     seat: String,
     key: String,
     status: String,
-    domain: String,
-    active: bool,
+    /// The domains it is activated on, oldest first.
+    domains: Vec<String>,
+    /// Whether it can be activated on one more domain.
+    room: bool,
 }
 
 struct PaymentRow {
@@ -197,11 +199,16 @@ fn view(req: &Request, d: Dashboard, notice: Option<Notice>) -> DashboardPage {
     let seat_keys = seat_licenses
         .into_iter()
         .map(|l| SeatKeyRow {
-            seat: l.seat.map(|s| format!("Seat {s}")).unwrap_or_default(),
+            seat: l
+                .seat
+                .map_or_else(|| "Granted".to_owned(), |s| format!("Seat {s}")),
             key: l.key.clone(),
             status: license_status(l),
-            domain: l.used_site.clone().unwrap_or_default(),
-            active: l.status == "active" && l.suspension_reason.is_none() && l.revoked_at.is_none(),
+            domains: l.machines.iter().map(|m| m.domain.clone()).collect(),
+            room: l.status == "active"
+                && l.suspension_reason.is_none()
+                && l.revoked_at.is_none()
+                && l.machines.len() < usize::try_from(l.max_machines).unwrap_or(1),
         })
         .collect();
     let pending_sites = d

@@ -91,7 +91,10 @@ fn activating_an_unknown_license_is_refused() {
 fn releasing_unbinds_the_domain_so_another_can_be_activated() {
     LicenseTest::with(())
         .given(vec![seat_issued(), activated("shop.example.com")])
-        .when(LicenseCommand::ReleaseDomain { at: at() })
+        .when(LicenseCommand::ReleaseDomain {
+            domain: None,
+            at: at(),
+        })
         .then_expect_events(vec![released("shop.example.com")]);
     LicenseTest::with(())
         .given(vec![
@@ -107,7 +110,10 @@ fn releasing_unbinds_the_domain_so_another_can_be_activated() {
 fn releasing_without_a_domain_is_a_no_op() {
     LicenseTest::with(())
         .given(vec![seat_issued()])
-        .when(LicenseCommand::ReleaseDomain { at: at() })
+        .when(LicenseCommand::ReleaseDomain {
+            domain: None,
+            at: at(),
+        })
         .then_expect_events(vec![]);
     LicenseTest::with(())
         .given(vec![
@@ -115,11 +121,17 @@ fn releasing_without_a_domain_is_a_no_op() {
             activated("shop.example.com"),
             released("shop.example.com"),
         ])
-        .when(LicenseCommand::ReleaseDomain { at: at() })
+        .when(LicenseCommand::ReleaseDomain {
+            domain: None,
+            at: at(),
+        })
         .then_expect_events(vec![]);
     LicenseTest::with(())
         .given(vec![issued()])
-        .when(LicenseCommand::ReleaseDomain { at: at() })
+        .when(LicenseCommand::ReleaseDomain {
+            domain: None,
+            at: at(),
+        })
         .then_expect_events(vec![]);
 }
 
@@ -127,7 +139,10 @@ fn releasing_without_a_domain_is_a_no_op() {
 fn releasing_an_unknown_license_is_refused() {
     LicenseTest::with(())
         .given_no_previous_events()
-        .when(LicenseCommand::ReleaseDomain { at: at() })
+        .when(LicenseCommand::ReleaseDomain {
+            domain: None,
+            at: at(),
+        })
         .then_expect_error(LicenseError::NotFound);
 }
 
@@ -139,7 +154,10 @@ fn an_inactive_license_can_still_release_its_domain() {
             activated("shop.example.com"),
             deactivated(),
         ])
-        .when(LicenseCommand::ReleaseDomain { at: at() })
+        .when(LicenseCommand::ReleaseDomain {
+            domain: None,
+            at: at(),
+        })
         .then_expect_events(vec![released("shop.example.com")]);
 }
 
@@ -150,10 +168,10 @@ fn a_deactivated_license_keeps_its_domain_and_a_reactivation_restores_it() {
     license.apply(activated("shop.example.com"));
     license.apply(deactivated());
     assert_eq!(license.status(), Some(LicenseStatus::Inactive));
-    assert_eq!(license.activated_domain(), Some("shop.example.com"));
+    assert_eq!(domains(&license), ["shop.example.com"]);
     license.apply(reactivated());
-    assert_eq!(license.activated_domain(), Some("shop.example.com"));
-    assert_eq!(license.activated_at(), Some(at()));
+    assert_eq!(domains(&license), ["shop.example.com"]);
+    assert_eq!(license.machines()[0].activated_at, at());
     LicenseTest::with(())
         .given(vec![
             seat_issued(),
@@ -173,11 +191,12 @@ fn a_state_stored_before_activation_existed_still_loads() {
     license.apply(seat_issued());
     let mut json = serde_json::to_value(&license).expect("serialises");
     let issued = json["issued"].as_object_mut().expect("issued state");
-    issued.remove("activated_domain");
-    issued.remove("activated_at");
+    issued.remove("machines");
+    issued.remove("policy_id");
+    issued.remove("expires_at");
     let back: License = serde_json::from_value(json).expect("deserialises");
     assert_eq!(back, license);
-    assert_eq!(back.activated_domain(), None);
+    assert!(back.machines().is_empty());
 
     license.apply(activated("shop.example.com"));
     let json = serde_json::to_string(&license).expect("serialises");
@@ -198,16 +217,40 @@ fn same_site_ignores_case_and_one_leading_www_only() {
 }
 
 #[test]
-fn activation_events_have_their_names_at_version_one() {
+fn activation_events_have_their_names_and_versions() {
     assert_eq!(activated("a.com").event_type(), "LicenseActivatedOnDomain");
     assert_eq!(released("a.com").event_type(), "LicenseDomainReleased");
-    assert_eq!(activated("a.com").event_version(), "1.0");
+    assert_eq!(activated("a.com").event_version(), "1.1");
     assert_eq!(released("a.com").event_version(), "1.0");
     let json = serde_json::to_value(activated("a.com")).expect("serialises");
     assert_eq!(
         json,
         serde_json::json!({"LicenseActivatedOnDomain": {
-            "domain": "a.com", "activated_at": "2026-11-24T12:00:00Z"
+            "domain": "a.com", "ip": null, "activated_at": "2026-11-24T12:00:00Z"
         }})
     );
+}
+
+#[test]
+fn an_activation_stored_at_1_0_is_upcast_to_one_without_an_address() {
+    let mut payload = serde_json::json!({"LicenseActivatedOnDomain": {
+        "domain": "a.com", "activated_at": "2026-11-24T12:00:00Z"
+    }});
+    assert!(crate::upcast::needs_upcast(
+        "License",
+        "LicenseActivatedOnDomain",
+        "1.0"
+    ));
+    let version = crate::upcast::upcast("License", "LicenseActivatedOnDomain", "1.0", &mut payload);
+    assert_eq!(version, "1.1");
+    let event: LicenseEvent = serde_json::from_value(payload).expect("parses");
+    assert_eq!(event, activated("a.com"));
+}
+
+fn domains(license: &License) -> Vec<&str> {
+    license
+        .machines()
+        .iter()
+        .map(|m| m.domain.as_str())
+        .collect()
 }

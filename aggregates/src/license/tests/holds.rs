@@ -71,10 +71,7 @@ fn a_revoked_license_stays_revoked_and_cannot_be_suspended_or_activated() {
         .then_expect_error(LicenseError::Revoked);
     LicenseTest::with(())
         .given(vec![seat_issued(), revoked("fraud")])
-        .when(LicenseCommand::ActivateOnDomain {
-            domain: SiteDomain::parse("a.example.com").expect("domain"),
-            at: at(),
-        })
+        .when(activate("a.example.com"))
         .then_expect_error(LicenseError::Revoked);
 }
 
@@ -82,10 +79,7 @@ fn a_revoked_license_stays_revoked_and_cannot_be_suspended_or_activated() {
 fn a_suspended_key_cannot_be_activated_and_keeps_its_hold_through_reactivation() {
     LicenseTest::with(())
         .given(vec![seat_issued(), suspended("support")])
-        .when(LicenseCommand::ActivateOnDomain {
-            domain: SiteDomain::parse("a.example.com").expect("domain"),
-            at: at(),
-        })
+        .when(activate("a.example.com"))
         .then_expect_error(LicenseError::Suspended);
     let mut license = License::default();
     for event in [

@@ -14,6 +14,7 @@ mod holds;
 mod ids;
 mod keys;
 mod lifecycle;
+mod machines;
 mod purchases;
 
 type LicenseTest = TestFramework<License>;
@@ -67,6 +68,10 @@ fn domain(raw: &str) -> SiteDomain {
 fn activate(raw: &str) -> LicenseCommand {
     LicenseCommand::ActivateOnDomain {
         domain: domain(raw),
+        wildcard: false,
+        ip: None,
+        max_machines: 1,
+        stale: Vec::new(),
         at: at(),
     }
 }
@@ -74,6 +79,7 @@ fn activate(raw: &str) -> LicenseCommand {
 fn activated(domain: &str) -> LicenseEvent {
     LicenseEvent::LicenseActivatedOnDomain {
         domain: domain.into(),
+        ip: None,
         activated_at: at(),
     }
 }
