@@ -59,13 +59,9 @@ pub async fn run(command: LicensesCommand) -> anyhow::Result<()> {
             database, id, at, ..
         } => {
             with_state(&database, |state| async move {
-                let command = aggregates::LicenseCommand::ChangeExpiry {
-                    expires_at: at,
-                    at: chrono::Utc::now(),
-                };
                 answered(
                     LicenseAdminApi { state }
-                        .run(&request_id, id, command)
+                        .set_expiry(&request_id, id, at)
                         .await,
                 )
             })

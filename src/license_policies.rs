@@ -14,6 +14,16 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 
+/// Whether `id` can name a policy: 1 to 63 of a-z, 0-9, `-` and `_`, starting with a letter or
+/// digit (as the table's check says). Anything else names none, and is never sent to the database.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 63
+        && id.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && matches!(b, b'-' | b'_'))
+        })
+}
+
 /// How a key under a policy expires on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, poem_openapi::Enum)]
 #[serde(rename_all = "snake_case")]
@@ -127,6 +137,9 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Policy>, sqlx::Error> {
 }
 
 pub async fn get(conn: &mut PgConnection, id: &str) -> Result<Option<Policy>, sqlx::Error> {
+    if !valid_id(id) {
+        return Ok(None);
+    }
     let row: Option<PolicyRow> = sqlx::query_as(&format!("{SELECT} WHERE p.id = $1"))
         .bind(id)
         .fetch_optional(conn)
@@ -254,6 +267,9 @@ pub enum DeleteError {
 }
 
 pub async fn delete(pool: &PgPool, id: &str) -> Result<(), DeleteError> {
+    if !valid_id(id) {
+        return Err(DeleteError::NotFound);
+    }
     let mut tx = crate::db::begin(pool, crate::db::PoolName::Main).await?;
     // Locks the policy so that no key is given it while it goes.
     let exists: Option<String> =

@@ -140,11 +140,9 @@ impl LicenseAdminApi {
         id: Path<Uuid>,
         body: Json<ChangeExpiryRequest>,
     ) -> LicenseResponse {
-        let command = LicenseCommand::ChangeExpiry {
-            expires_at: body.0.expires_at,
-            at: Utc::now(),
-        };
-        self.run(&request_id, id.0, command).await.into()
+        self.set_expiry(&request_id, id.0, body.0.expires_at)
+            .await
+            .into()
     }
 
     /// Change a license's policy
@@ -203,7 +201,8 @@ impl LicenseAdminApi {
             None => None,
         };
         let now = Utc::now();
-        if body.expires_at.is_some_and(|at| at <= now) {
+        let expires_at = plausible(body.expires_at)?;
+        if expires_at.is_some_and(|at| at <= now) {
             return Err(Problem::validation(vec![FieldError::new(
                 "expires_at",
                 "must be in the future",
@@ -213,6 +212,15 @@ impl LicenseAdminApi {
             .note
             .map(|n| n.trim().to_owned())
             .filter(|n| !n.is_empty());
+        if note
+            .as_deref()
+            .is_some_and(|n| n.chars().any(|c| c.is_control() && c != '\n' && c != '\t'))
+        {
+            return Err(Problem::validation(vec![FieldError::new(
+                "note",
+                "no control characters but tab and newline",
+            )]));
+        }
         let license_id = Uuid::now_v7();
         let key = crate::license_keys::reserve(pool, license_id)
             .await
@@ -221,14 +229,26 @@ impl LicenseAdminApi {
             license_id,
             key,
             member_id,
-            expires_at: body
-                .expires_at
-                .or_else(|| policy.as_ref().and_then(|p| p.expiry_from(now))),
+            expires_at: expires_at.or_else(|| policy.as_ref().and_then(|p| p.expiry_from(now))),
             policy_id: policy.map(|p| p.id),
             note,
             at: now,
         };
         self.run(request_id, license_id, command).await
+    }
+
+    /// Extends or shortens license `id`'s expiry (`None`: never on its own).
+    pub(crate) async fn set_expiry(
+        &self,
+        request_id: &RequestId,
+        id: Uuid,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<DashboardLicense, Problem> {
+        let command = LicenseCommand::ChangeExpiry {
+            expires_at: plausible(expires_at)?,
+            at: Utc::now(),
+        };
+        self.run(request_id, id, command).await
     }
 
     /// Puts license `id` under `policy_id` (`None`: none), with the expiry that policy gives a
@@ -277,7 +297,24 @@ impl LicenseAdminApi {
             })?;
         license_by_id(&self.state.pool, id).await
     }
+}
 
+/// An expiry between the years 1970 and 9999 (what every reader and the database take), or a
+/// 422 naming `expires_at`.
+fn plausible(at: Option<DateTime<Utc>>) -> Result<Option<DateTime<Utc>>, Problem> {
+    use chrono::Datelike;
+    match at {
+        Some(t) if !(1970..=9999).contains(&t.year()) => {
+            Err(Problem::validation(vec![FieldError::new(
+                "expires_at",
+                "must be between the years 1970 and 9999",
+            )]))
+        }
+        _ => Ok(at),
+    }
+}
+
+impl LicenseAdminApi {
     /// The member named by id or by email (exactly one of them), or a 422 naming the field.
     async fn member(&self, id: Option<Uuid>, email: Option<&str>) -> Result<Uuid, Problem> {
         let pool = &self.state.pool;

@@ -264,12 +264,7 @@ impl LicensePoliciesApi {
 /// The body's terms, or a 422 naming each field that breaks a rule.
 fn terms(id: &str, body: PutLicensePolicy) -> Result<policies::PolicyTerms, Problem> {
     let mut errors = Vec::new();
-    let id_ok = !id.is_empty()
-        && id.len() <= 63
-        && id.bytes().enumerate().all(|(i, b)| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && matches!(b, b'-' | b'_'))
-        });
-    if !id_ok {
+    if !policies::valid_id(id) {
         errors.push(FieldError::new(
             "id",
             "1 to 63 of a-z, 0-9, - and _, starting with a letter or digit",
@@ -285,17 +280,18 @@ fn terms(id: &str, body: PutLicensePolicy) -> Result<policies::PolicyTerms, Prob
         ),
         _ => {}
     }
-    if body.name.trim().is_empty() {
-        errors.push(FieldError::new("name", "must not be blank"));
+    if body.name.trim().is_empty() || body.name.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            "name",
+            "must not be blank or hold control characters",
+        ));
     }
     if let Err(problem) = check_entitlements("entitlements", &body.entitlements) {
         errors.extend(problem.errors);
     }
-    if let Some(bad) = body
-        .products
-        .iter()
-        .find(|p| p.is_empty() || p.len() > 255 || p.chars().any(char::is_whitespace))
-    {
+    if let Some(bad) = body.products.iter().find(|p| {
+        p.is_empty() || p.len() > 255 || p.chars().any(|c| c.is_whitespace() || c.is_control())
+    }) {
         errors.push(FieldError::new(
             "products",
             format!("{bad:?} is not a Stripe product id"),

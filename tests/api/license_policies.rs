@@ -277,6 +277,14 @@ async fn an_operator_grants_extends_shortens_suspends_and_revokes_and_each_is_on
             json!({ "member_id": member_id, "expires_at": "2001-01-01T00:00:00Z" }),
             "expires_at",
         ),
+        (
+            json!({ "member_id": member_id, "note": "nul \u{0} inside" }),
+            "note",
+        ),
+        (
+            json!({ "member_id": member_id, "policy_id": "not\u{0}an id" }),
+            "policy_id",
+        ),
     ] {
         let problem = assert_problem(
             app.admin(Method::POST, "/v1/licenses", Some(body)).await,
