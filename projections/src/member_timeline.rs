@@ -622,6 +622,7 @@ mod tests {
         assert_eq!(
             license_summary(LicenseEvent::LicenseActivatedOnDomain {
                 domain: "shop.example.com".into(),
+                ip: Some("203.0.113.9".into()),
                 activated_at: at(),
             }),
             "License activated on shop.example.com"
