@@ -262,7 +262,7 @@ impl LicensePoliciesApi {
 }
 
 /// The body's terms, or a 422 naming each field that breaks a rule.
-fn terms(id: &str, body: PutLicensePolicy) -> Result<policies::PolicyTerms, Problem> {
+pub(crate) fn terms(id: &str, body: PutLicensePolicy) -> Result<policies::PolicyTerms, Problem> {
     let mut errors = Vec::new();
     if !policies::valid_id(id) {
         errors.push(FieldError::new(

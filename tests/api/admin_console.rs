@@ -746,3 +746,109 @@ async fn an_operator_suspends_unsuspends_and_revokes_a_license_from_the_members_
     browser.assert_accessible().await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn an_operator_makes_a_policy_grants_a_key_under_it_and_changes_its_expiry_and_policy() {
+    let app = app_for_browser(|_| {}).await;
+    let member = app.member("granted@example.com").await;
+    let id = member["id"].as_str().expect("id").to_owned();
+    let browser = Browser::start(&app).await;
+    sign_in(&browser).await;
+
+    // A policy, from the policies page; a refusal says which field.
+    browser.open("/admin/policies").await;
+    browser.fill("#policy-id", "trial").await;
+    browser.fill("#policy-name", "Two-week trial").await;
+    browser.set_value("#policy-expiry", "duration").await;
+    browser.click("#save-policy button").await;
+    assert!(
+        browser
+            .text(".notice.error")
+            .await
+            .contains("duration_days: Required when expiry is duration"),
+        "{}",
+        browser.page_text().await
+    );
+    browser.fill("#policy-id", "trial").await;
+    browser.fill("#policy-name", "Two-week trial").await;
+    browser.fill("#policy-machines", "2").await;
+    browser.set_value("#policy-expiry", "duration").await;
+    browser.fill("#policy-duration", "14").await;
+    browser.fill("#policy-entitlements", "updates, sso").await;
+    browser.click("#save-policy button").await;
+    assert!(browser.page_text().await.contains("Policy trial is saved."));
+    let row = browser.text("#policies tr[data-policy='trial']").await;
+    assert!(row.contains("14 days after issue"), "{row}");
+    assert!(row.contains("sso, updates"), "{row}");
+    browser.assert_accessible().await;
+
+    // A key granted under it from the member's page.
+    browser.open(&format!("/admin/members/{id}")).await;
+    browser.set_value("#grant-policy", "trial").await;
+    browser.fill("#grant-note", "conference trial").await;
+    browser.click("#grant-key button").await;
+    assert!(browser.page_text().await.contains("The key is granted"));
+    let (license, key): (uuid::Uuid, String) =
+        sqlx::query_as("SELECT id, key FROM licenses WHERE member_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("the granted key");
+    let row = format!("#licenses tr[data-license='{license}']");
+    assert!(browser.text(&row).await.contains("policy trial"));
+    let token = app.sign_in("granted@example.com").await;
+    assert_eq!(
+        app.activate_license(&token, &key, "app.example.com")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.validate_license(&key, "app.example.com").await["code"],
+        "VALID"
+    );
+
+    // Its expiry moved to a day past: EXPIRED; then to a later day: valid again.
+    browser
+        .set_value(
+            &format!("{row} form.expiry input[name='expires']"),
+            "2020-01-31",
+        )
+        .await;
+    browser.click(&format!("{row} form.expiry button")).await;
+    assert!(browser.page_text().await.contains("expiry is changed"));
+    assert_eq!(
+        app.validate_license(&key, "app.example.com").await["code"],
+        "EXPIRED"
+    );
+    browser
+        .set_value(
+            &format!("{row} form.expiry input[name='expires']"),
+            "2099-12-31",
+        )
+        .await;
+    browser.click(&format!("{row} form.expiry button")).await;
+    assert!(browser
+        .text(&row)
+        .await
+        .contains("expires 31 Dec 2099 23:59 UTC"));
+    assert_eq!(
+        app.validate_license(&key, "app.example.com").await["code"],
+        "VALID"
+    );
+
+    // Out of the policy: no expiry of its own.
+    browser
+        .set_value(&format!("{row} form.policy select"), "")
+        .await;
+    browser.click(&format!("{row} form.policy button")).await;
+    assert!(browser.page_text().await.contains("policy is changed"));
+    let text = browser.text(&row).await;
+    assert!(
+        !text.contains("policy trial") && !text.contains("expires"),
+        "{text}"
+    );
+    browser.assert_accessible().await;
+    browser.screenshot("admin-license-granted").await;
+    browser.close().await;
+}

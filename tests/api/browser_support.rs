@@ -132,6 +132,22 @@ impl Browser {
         field.send_keys(text).await.expect("typing");
     }
 
+    /// Sets the value of a `select` or a date input (what a person picks, without typing in the
+    /// browser's locale-dependent widget).
+    pub async fn set_value(&self, css: &str, value: &str) {
+        let script = "const el = document.querySelector(arguments[0]);
+            if (!el) { return false; }
+            el.value = arguments[1];
+            el.dispatchEvent(new Event('change', { bubbles: true }));
+            return el.value === arguments[1];";
+        let set = self
+            .client
+            .execute(script, vec![css.into(), value.into()])
+            .await
+            .expect("script ran");
+        assert_eq!(set, serde_json::Value::Bool(true), "{css} took {value:?}");
+    }
+
     /// Clicks the element `css`, then waits for the page that follows, if any: chromedriver
     /// waits for a navigation the click starts, and this waits on for the new document to load
     /// (a click that loads nothing returns once the old document is still there after 500 ms).

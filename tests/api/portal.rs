@@ -586,3 +586,75 @@ async fn on_a_phone_a_member_signs_in_with_the_keyboard_alone_and_every_page_is_
     assert_eq!(browser.text("main a").await, "Go to the admin console");
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_member_activates_a_key_on_as_many_domains_as_its_policy_allows_and_releases_one() {
+    let app = app_for_browser(|_| {}).await;
+    let email = unique("machines");
+    let member = app.member(&email).await;
+    let put = app
+        .client
+        .put(app.url("/v1/license-policies/two-sites"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .json(&serde_json::json!({ "name": "Two sites", "max_machines": 2 }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(put.status(), 201);
+    let granted: serde_json::Value = app
+        .client
+        .post(app.url("/v1/licenses"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .json(&serde_json::json!({ "member_id": member["id"], "policy_id": "two-sites" }))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let key = granted["key"].as_str().expect("key").to_owned();
+    let browser = Browser::start(&app).await;
+    sign_in(&browser, &email).await;
+    let row = format!("#seat-keys tr[data-key='{key}']");
+    for domain in ["one.example.com", "two.example.com"] {
+        browser
+            .fill(&format!("{row} form.activate input[name='domain']"), domain)
+            .await;
+        browser.click(&format!("{row} form.activate button")).await;
+        assert_eq!(browser.path().await, "/account?done=key-activated");
+    }
+    let shown = browser.text(&row).await;
+    assert!(
+        shown.contains("one.example.com") && shown.contains("two.example.com"),
+        "{shown}"
+    );
+    assert!(
+        !browser.has(&format!("{row} form.activate")).await,
+        "no room for a third domain"
+    );
+    browser.screenshot("portal-key-two-domains").await;
+
+    // Releasing the first frees its slot only.
+    browser
+        .click(&format!(
+            "{row} form[action='/account/keys/release'] button[aria-label='Release one.example.com']"
+        ))
+        .await;
+    assert_eq!(browser.path().await, "/account?done=key-released");
+    let shown = browser.text(&row).await;
+    assert!(
+        !shown.contains("one.example.com") && shown.contains("two.example.com"),
+        "{shown}"
+    );
+    assert!(browser.has(&format!("{row} form.activate")).await);
+    assert_eq!(
+        app.validate_license(&key, "two.example.com").await["code"],
+        "VALID"
+    );
+    assert_eq!(
+        app.validate_license(&key, "one.example.com").await["code"],
+        "SITE_MISMATCH"
+    );
+    browser.assert_accessible().await;
+    browser.close().await;
+}

@@ -193,6 +193,8 @@ struct DetailPage {
     customer_ids: String,
     subscriptions: Vec<[String; 5]>,
     licenses: Vec<LicenseView>,
+    /// The policy ids a key can be granted under or moved to.
+    policies: Vec<String>,
     payments: Vec<[String; 4]>,
     timeline: Vec<TimelineRow>,
     /// The query string of older entries, if there are any.
@@ -219,14 +221,20 @@ fn hold_notice(query: &DetailQuery) -> Option<Notice> {
         Some("suspended") => Some("The license is suspended: it validates as SUSPENDED."),
         Some("unsuspended") => Some("The suspension is lifted."),
         Some("revoked") => Some("The license is revoked for good: it validates as REVOKED."),
+        Some("granted") => Some("The key is granted: it is on the member's dashboard."),
+        Some("expiry") => Some("The license's expiry is changed."),
+        Some("policy") => Some("The license's policy is changed, and its expiry with it."),
         _ => None,
     };
     if let Some(text) = info {
         return Some(Notice::info(text));
     }
     let error = match query.refused.as_deref()? {
-        "revoked" => "The license is revoked: it cannot be suspended or unsuspended any more.",
+        "revoked" => "The license is revoked: it cannot be changed any more.",
         "reason" => "Give a reason in words.",
+        "expires" => "Give an expiry date in the future, YYYY-MM-DD.",
+        "policy" => "No policy has this id.",
+        "note" => "Write the note without control characters.",
         "not-found" => "No license has this id.",
         _ => "The change could not be made now; nothing changed. Try again in a moment.",
     };
@@ -242,6 +250,9 @@ struct LicenseView {
     used_site: String,
     suspended: bool,
     revoked: bool,
+    /// Its expiry as a date input's value (`YYYY-MM-DD`), blank when none.
+    expires: String,
+    policy: String,
 }
 
 fn when(at: DateTime<Utc>) -> String {
@@ -291,6 +302,10 @@ pub async fn detail(
             Err(problem) => return page::error_page(problem.status_code(), "reading a timeline"),
         },
         Err(problem) => return page::error_page(problem.status_code(), "reading a timeline"),
+    };
+    let policies = match crate::license_policies::list(&state.pool).await {
+        Ok(found) => found.into_iter().map(|p| p.id).collect(),
+        Err(err) => return unavailable(&err),
     };
     let note = member.note.clone().unwrap_or_default();
     let page = DetailPage {
@@ -360,8 +375,14 @@ pub async fn detail(
                     .join(", "),
                 suspended: l.suspension_reason.is_some(),
                 revoked: l.revoked_at.is_some(),
+                expires: l
+                    .expires_at
+                    .map(|at| at.format("%Y-%m-%d").to_string())
+                    .unwrap_or_default(),
+                policy: l.policy_id.clone().unwrap_or_default(),
             })
             .collect(),
+        policies,
         payments: dashboard
             .payments
             .iter()

@@ -13,6 +13,7 @@ mod charts;
 mod licenses;
 mod members;
 mod overview;
+mod policies;
 mod projections;
 mod sessions;
 mod signin;
@@ -26,6 +27,9 @@ pub fn routes() -> Route {
         .at("/members", get(members::list))
         .at("/members/:id", get(members::detail))
         .at("/licenses/hold", post(licenses::hold))
+        .at("/licenses/grant", post(licenses::grant))
+        .at("/licenses/change", post(licenses::change))
+        .at("/policies", get(policies::list).post(policies::save))
         .at("/stripe-events", get(stripe_events::list))
         .at("/stripe-events/retry", post(stripe_events::retry))
         .at("/projections", get(projections::list))
