@@ -807,6 +807,21 @@ async fn an_operator_makes_a_policy_grants_a_key_under_it_and_changes_its_expiry
         app.validate_license(&key, "app.example.com").await["code"],
         "VALID"
     );
+    // The operator sees the domain and can free it; the member activates it again.
+    browser.open(&format!("/admin/members/{id}")).await;
+    assert_eq!(
+        browser.text(&format!("{row} .machines .domain")).await,
+        "app.example.com"
+    );
+    browser.click(&format!("{row} form.release button")).await;
+    assert!(browser.page_text().await.contains("The domain is released"));
+    assert!(!browser.has(&format!("{row} .machines .domain")).await);
+    assert_eq!(
+        app.activate_license(&token, &key, "app.example.com")
+            .await
+            .status(),
+        200
+    );
 
     // Its expiry moved to a day past: EXPIRED; then to a later day: valid again.
     browser

@@ -165,9 +165,13 @@ struct ChangeForm {
     expires: String,
     #[serde(default)]
     policy: String,
+    /// For `release`: the domain.
+    #[serde(default)]
+    domain: String,
 }
 
-/// Changes a license's expiry (blank: never) or policy (blank: none).
+/// Changes a license's expiry (blank: never) or policy (blank: none), or releases one of its
+/// domains.
 #[handler]
 pub async fn change(
     req: &Request,
@@ -201,6 +205,14 @@ pub async fn change(
             let policy = Some(form.policy.trim()).filter(|p| !p.is_empty());
             let result = api.set_policy(&request_id, license, policy).await;
             (result.map(drop), "policy")
+        }
+        "release" => {
+            let command = aggregates::LicenseCommand::ReleaseDomain {
+                domain: Some(form.domain.trim().to_ascii_lowercase()),
+                at: Utc::now(),
+            };
+            let result = api.run(&request_id, license, command).await;
+            (result.map(drop), "released")
         }
         _ => return page::error_page_at("/admin", poem::http::StatusCode::BAD_REQUEST, ""),
     };

@@ -224,6 +224,7 @@ fn hold_notice(query: &DetailQuery) -> Option<Notice> {
         Some("granted") => Some("The key is granted: it is on the member's dashboard."),
         Some("expiry") => Some("The license's expiry is changed."),
         Some("policy") => Some("The license's policy is changed, and its expiry with it."),
+        Some("released") => Some("The domain is released: the member can activate another."),
         _ => None,
     };
     if let Some(text) = info {
@@ -247,7 +248,8 @@ struct LicenseView {
     key: String,
     what: String,
     status: String,
-    used_site: String,
+    /// The domains it is activated on.
+    machines: Vec<String>,
     suspended: bool,
     revoked: bool,
     /// Its expiry as a date input's value (`YYYY-MM-DD`), blank when none.
@@ -367,12 +369,7 @@ pub async fn detail(
                         None => l.status.clone(),
                     },
                 },
-                used_site: l
-                    .machines
-                    .iter()
-                    .map(|m| m.domain.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                machines: l.machines.iter().map(|m| m.domain.clone()).collect(),
                 suspended: l.suspension_reason.is_some(),
                 revoked: l.revoked_at.is_some(),
                 expires: l
