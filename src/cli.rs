@@ -161,6 +161,29 @@ pub enum StripeCommand {
         #[arg(long)]
         id: Vec<String>,
     },
+    /// Register (or update) the webhook endpoint `PUBLIC_URL/webhooks/stripe` at Stripe with
+    /// exactly the event types handled, and store its signing secret. A second run changes
+    /// nothing.
+    Setup {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        stripe: crate::config::StripeConfig,
+        /// Where the server is reached from the internet (https in live mode).
+        #[arg(long, env = "PUBLIC_URL")]
+        public_url: String,
+    },
+    /// Ask Stripe for its events (it keeps them 30 days) and store those of a handled type that
+    /// never arrived; a running server's inbox processes them. Prints what it found.
+    Reconcile {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        stripe: crate::config::StripeConfig,
+        /// From when (RFC 3339); default: 30 days ago, as far back as Stripe keeps events.
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -347,6 +370,58 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             rebuild_with_progress(&db.pool, &chosen).await?;
             db.close().await
+        }
+        Command::Stripe {
+            command:
+                StripeCommand::Setup {
+                    database,
+                    stripe,
+                    public_url,
+                },
+        } => {
+            let Some(api) = stripe::client::StripeApi::from_settings(&stripe.settings())? else {
+                anyhow::bail!("STRIPE_SECRET_KEY (or --stripe-secret-key) is needed to set up the webhook endpoint");
+            };
+            let url = format!("{}/webhooks/stripe", public_url.trim_end_matches('/'));
+            if !url.starts_with("https://") {
+                eprintln!("note: {url} is not https; Stripe accepts it in test mode only");
+            }
+            let db = Database::connect(&database).await?;
+            db::migrate(&db.pool).await?;
+            let outcome = stripe::endpoint::setup(&db.pool, &api, &url).await;
+            db.close().await?;
+            println!("{}", outcome?);
+            Ok(())
+        }
+        Command::Stripe {
+            command:
+                StripeCommand::Reconcile {
+                    database,
+                    stripe,
+                    since,
+                },
+        } => {
+            let settings = stripe.settings();
+            let Some(api) = stripe::client::StripeApi::from_settings(&settings)? else {
+                anyhow::bail!(
+                    "STRIPE_SECRET_KEY (or --stripe-secret-key) is needed to list Stripe's events"
+                );
+            };
+            let db = Database::connect(&database).await?;
+            db::migrate(&db.pool).await?;
+            let received = crate::eventlog::Wakeups::new(
+                db.pool.clone(),
+                crate::eventlog::STRIPE_EVENT_RECEIVED,
+            );
+            let since = since.unwrap_or_else(|| chrono::Utc::now() - chrono::Duration::days(30));
+            let report = stripe::reconcile::reconcile(&db.pool, &received, &api, since).await;
+            db.close().await?;
+            let report = report?;
+            println!("{report}");
+            for id in &report.stored {
+                println!("stored {id}");
+            }
+            Ok(())
         }
         Command::Stripe {
             command:

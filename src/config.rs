@@ -272,6 +272,14 @@ pub struct StripeConfig {
     /// it is marked failed, in seconds.
     #[arg(long, env = "STRIPE_DEFER_LIMIT_SECS", default_value_t = 86_400)]
     pub stripe_defer_limit_secs: u64,
+    /// How often the server asks Stripe for the events of the last
+    /// `STRIPE_RECONCILE_WINDOW_HOURS` and stores those it never received, in seconds; unset:
+    /// never (run `memberledger stripe reconcile` instead). Needs `STRIPE_SECRET_KEY`.
+    #[arg(long, env = "STRIPE_RECONCILE_EVERY_SECS")]
+    pub stripe_reconcile_every_secs: Option<u64>,
+    /// How far back the server's periodic reconciliation looks, in hours (Stripe keeps 720).
+    #[arg(long, env = "STRIPE_RECONCILE_WINDOW_HOURS", default_value_t = 72)]
+    pub stripe_reconcile_window_hours: u64,
 }
 
 impl StripeConfig {
@@ -291,6 +299,12 @@ impl StripeConfig {
             lease: Duration::from_secs(self.stripe_lease_secs.max(1)),
             retry_base: Duration::from_millis(self.stripe_retry_base_ms.max(1)),
             defer_limit: Duration::from_secs(self.stripe_defer_limit_secs),
+            reconcile_every: self
+                .stripe_reconcile_every_secs
+                .map(|s| Duration::from_secs(s.max(1))),
+            reconcile_window: Duration::from_secs(
+                self.stripe_reconcile_window_hours.clamp(1, 720) * 3600,
+            ),
             ..StripeSettings::default()
         }
     }
@@ -365,6 +379,10 @@ pub struct StripeSettings {
     /// How long an event may wait for another event of its customer (`deferred`) before it is
     /// marked failed.
     pub defer_limit: Duration,
+    /// How often to store the events Stripe never delivered (`stripe::reconcile`); `None`: never.
+    pub reconcile_every: Option<Duration>,
+    /// How far back each periodic reconciliation looks.
+    pub reconcile_window: Duration,
 }
 
 impl Default for StripeSettings {
@@ -378,6 +396,8 @@ impl Default for StripeSettings {
             retry_base: Duration::from_secs(1),
             max_retry_delay: Duration::from_secs(3600),
             defer_limit: Duration::from_secs(86_400),
+            reconcile_every: None,
+            reconcile_window: Duration::from_secs(72 * 3600),
         }
     }
 }

@@ -105,6 +105,19 @@ impl Application {
         ));
         runners.push(tokio::spawn(self.mailer.run(shutdown.clone())));
         runners.push(tokio::spawn(crate::metrics::upkeep(shutdown.clone())));
+        if let (Some(every), Some(api)) = (
+            self.state.stripe.reconcile_every,
+            self.state.stripe_api.clone(),
+        ) {
+            runners.push(tokio::spawn(crate::stripe::reconcile::periodically(
+                background.clone(),
+                self.state.stripe_received.clone(),
+                api,
+                every,
+                self.state.stripe.reconcile_window,
+                shutdown.clone(),
+            )));
+        }
         runners.push(tokio::spawn(crate::license_machines::sweeper(
             background.clone(),
             self.state.licenses.clone(),

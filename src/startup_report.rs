@@ -60,8 +60,8 @@ fn webhooks(settings: &Settings, lines: &mut Vec<Line>) {
     let stripe = &settings.stripe;
     if stripe.webhook_secrets.is_empty() {
         lines.push(warn(
-            "Stripe webhooks: off, STRIPE_WEBHOOK_SECRET is unset; POST /webhooks/stripe answers \
-             503 and no Stripe event is received",
+            "Stripe webhooks: STRIPE_WEBHOOK_SECRET is unset; POST /webhooks/stripe verifies with \
+             the secrets `memberledger stripe setup` stored, and answers 503 while there are none",
         ));
         return;
     }

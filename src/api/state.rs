@@ -48,6 +48,9 @@ pub struct AppState {
     pub public_url: String,
     /// Trusted proxies, CORS origins, checkout limits, timeouts.
     pub edge: EdgeSettings,
+    /// The webhook signing secrets `memberledger stripe setup` stored (besides
+    /// `STRIPE_WEBHOOK_SECRET`).
+    pub stored_webhook_secrets: crate::stripe::endpoint::StoredSecrets,
     /// Announces stored Stripe events to the inbox (this instance's at once, others' by
     /// `NOTIFY`, coalesced).
     pub stripe_received: Arc<Wakeups>,
@@ -76,6 +79,7 @@ impl AppState {
             projections: Projections::new(pool.clone(), list, wakeups),
             admin_tokens: AdminTokens::new(pool.clone(), settings.admin_token.as_deref()),
             stripe_received: Wakeups::new(pool.clone(), STRIPE_EVENT_RECEIVED),
+            stored_webhook_secrets: crate::stripe::endpoint::StoredSecrets::new(pool.clone()),
             newsletters,
             sign_in: SignIn {
                 pool: pool.clone(),

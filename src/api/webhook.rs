@@ -12,10 +12,23 @@ use crate::stripe::{inbox, webhook};
 
 #[handler]
 pub async fn receive(req: &Request, body: Body, state: Data<&State>) -> Response {
-    let secrets = &state.stripe.webhook_secrets;
-    if secrets.is_empty() {
-        tracing::warn!("stripe webhook refused: STRIPE_WEBHOOK_SECRET is not configured");
-        return Problem::unavailable("STRIPE_WEBHOOK_SECRET is not configured").into_response();
+    // STRIPE_WEBHOOK_SECRET's, then those `memberledger stripe setup` stored.
+    let secrets = |stored: Vec<String>| {
+        let mut all = state.stripe.webhook_secrets.clone();
+        all.extend(stored);
+        all
+    };
+    let stored = match state.stored_webhook_secrets.current(false).await {
+        Ok(stored) => stored,
+        Err(err) => return unstored(&err),
+    };
+    let mut all = secrets(stored);
+    if all.is_empty() {
+        tracing::warn!("stripe webhook refused: no signing secret (STRIPE_WEBHOOK_SECRET, or `memberledger stripe setup`)");
+        return Problem::unavailable(
+            "no webhook signing secret: set STRIPE_WEBHOOK_SECRET or run `memberledger stripe setup`",
+        )
+        .into_response();
     }
     let Some(signature) = req
         .headers()
@@ -31,13 +44,24 @@ pub async fn receive(req: &Request, body: Body, state: Data<&State>) -> Response
     let Ok(payload) = std::str::from_utf8(&bytes) else {
         return refuse("the body is not UTF-8");
     };
-    let parsed = match webhook::verify(payload, signature, secrets) {
+    let mut verified = webhook::verify(payload, signature, &all);
+    if verified == webhook::Verified::No {
+        // A secret stored since the cache was filled (`stripe setup` just ran)?
+        match state.stored_webhook_secrets.current(true).await {
+            Ok(stored) => {
+                all = secrets(stored);
+                verified = webhook::verify(payload, signature, &all);
+            }
+            Err(err) => return unstored(&err),
+        }
+    }
+    let parsed = match verified {
         webhook::Verified::Yes { parsed } => parsed,
         webhook::Verified::Stale => {
             return refuse("the signature's timestamp is outside the 300 s tolerance (a replay, or a clock out of step)")
         }
         webhook::Verified::No => {
-            return refuse("the signature does not match any webhook secret (a wrong STRIPE_WEBHOOK_SECRET, or not from Stripe)")
+            return refuse("the signature does not match any webhook secret (a wrong STRIPE_WEBHOOK_SECRET, an endpoint not set up by `memberledger stripe setup`, or not from Stripe)")
         }
     };
     let raw: Value = match serde_json::from_str(payload) {
@@ -68,6 +92,16 @@ pub async fn receive(req: &Request, body: Body, state: Data<&State>) -> Response
             resp
         }
     }
+}
+
+/// A 503 when the stored secrets cannot be read: Stripe retries the delivery.
+fn unstored(err: &sqlx::Error) -> Response {
+    tracing::error!(error = %err, "could not read the stored webhook secrets; answering 503");
+    let mut resp =
+        Problem::unavailable("the event could not be verified now; retry later").into_response();
+    resp.headers_mut()
+        .insert("retry-after", poem::http::HeaderValue::from_static("5"));
+    resp
 }
 
 /// A 400 whose reason is also logged: Stripe's dashboard shows only the status, and an

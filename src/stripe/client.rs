@@ -74,6 +74,66 @@ impl StripeApi {
     }
 }
 
+/// One page of Stripe's events, newest first, as the raw JSON Stripe sends to webhooks.
+#[derive(Debug)]
+pub struct EventPage {
+    pub events: Vec<serde_json::Value>,
+    pub has_more: bool,
+}
+
+impl StripeApi {
+    /// Events created at or after `created_gte` (unix seconds), 100 a page, after the event
+    /// `starting_after` (the last of the previous page). Stripe keeps events 30 days.
+    ///
+    /// Read as raw JSON, not async-stripe's typed events: the inbox stores what a webhook would
+    /// have carried, field for field (async-stripe deserialises with miniserde, whose `Value`
+    /// is turned into serde_json's).
+    pub async fn list_events(
+        &self,
+        created_gte: i64,
+        starting_after: Option<&str>,
+    ) -> Result<EventPage, CallError> {
+        #[derive(serde::Serialize)]
+        struct Created {
+            gte: i64,
+        }
+        #[derive(serde::Serialize)]
+        struct Params<'a> {
+            created: Created,
+            limit: u8,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            starting_after: Option<&'a str>,
+        }
+        let started = std::time::Instant::now();
+        let params = Params {
+            created: Created { gte: created_gte },
+            limit: 100,
+            starting_after,
+        };
+        let returned = stripe_client_core::RequestBuilder::new(
+            stripe_client_core::StripeMethod::Get,
+            "/events",
+        )
+        .query(&params)
+        .customize::<miniserde::json::Value>()
+        .send(&self.client)
+        .await;
+        let outcome = match &returned {
+            Ok(_) => "ok",
+            Err(StripeError::Stripe(_, status)) if *status < 500 => "refused",
+            Err(_) => "unavailable",
+        };
+        crate::metrics::stripe_call("list_events", outcome, started.elapsed());
+        let page = returned.map_err(|e| classify(e).unwrap_or_else(|refused| refused))?;
+        let page: serde_json::Value = serde_json::from_str(&miniserde::json::to_string(&page))
+            .map_err(|e| CallError::Unavailable(format!("an unreadable list of events: {e}")))?;
+        Ok(EventPage {
+            events: page["data"].as_array().cloned().unwrap_or_default(),
+            has_more: page["has_more"].as_bool().unwrap_or(false),
+        })
+    }
+}
+
 /// Attempts of one outbound call: the first plus retries on network errors and 5xx.
 const ATTEMPTS: u32 = 3;
 
@@ -133,9 +193,14 @@ fn fit_idempotency_key(key: &str) -> String {
 }
 
 impl StripeApi {
+    /// The async-stripe client, for requests built elsewhere (`stripe::endpoint`).
+    pub(crate) fn client(&self) -> &stripe::Client {
+        &self.client
+    }
+
     /// Runs `call` with one idempotency key, retrying network errors and 5xx with backoff;
     /// counts it (all attempts as one call) as the operation `what`.
-    async fn with_retries<T, F, Fut>(
+    pub(crate) async fn with_retries<T, F, Fut>(
         &self,
         idempotency_key: &str,
         what: &'static str,

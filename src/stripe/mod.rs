@@ -2,9 +2,11 @@
 //! and the outbound API client.
 
 pub mod client;
+pub mod endpoint;
 #[cfg(test)]
 mod fixtures;
 pub mod inbox;
 pub mod purchase_metadata;
+pub mod reconcile;
 pub mod translate;
 pub mod webhook;

@@ -33,6 +33,7 @@ mod rebuild;
 mod refusals;
 mod set_apply;
 mod signin;
+mod stripe_cli;
 mod stripe_support;
 mod stripe_versions;
 mod stripe_webhooks;

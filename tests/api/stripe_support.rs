@@ -98,6 +98,10 @@ pub struct FakeStripe {
     pub checkouts: Arc<Mutex<Vec<(String, String)>>>,
     pub fail_next: Arc<std::sync::atomic::AtomicUsize>,
     held: Arc<tokio::sync::watch::Sender<HashSet<String>>>,
+    /// What `GET /v1/events` lists (Stripe's event log).
+    events: Arc<Mutex<Vec<Value>>>,
+    /// The webhook endpoints registered (`/v1/webhook_endpoints`), with their secrets.
+    pub endpoints: Arc<Mutex<Vec<Value>>>,
 }
 
 #[derive(Clone)]
@@ -110,6 +114,8 @@ struct FakeState {
     checkouts: Arc<Mutex<Vec<(String, String)>>>,
     /// How many of the next checkout session or subscription item creations answer 500.
     fail_next: Arc<std::sync::atomic::AtomicUsize>,
+    events: Arc<Mutex<Vec<Value>>>,
+    endpoints: Arc<Mutex<Vec<Value>>>,
 }
 
 impl FakeState {
@@ -327,6 +333,138 @@ fn retrieve_price(Path(id): Path<String>, state: Data<&FakeState>) -> Response {
         .body(price.to_string())
 }
 
+fn json_response(value: &Value) -> Response {
+    Response::builder()
+        .content_type("application/json")
+        .body(value.to_string())
+}
+
+fn record(state: &FakeState, line: String) {
+    if let Ok(mut requests) = state.requests.lock() {
+        requests.push(line);
+    }
+}
+
+/// The `enabled_events` of a form body (`enabled_events[]=...` or `enabled_events[0]=...`).
+fn form_events(form: &[(String, String)]) -> Vec<Value> {
+    form.iter()
+        .filter(|(k, _)| k.starts_with("enabled_events["))
+        .map(|(_, v)| json!(v))
+        .collect()
+}
+
+#[handler]
+fn list_endpoints(state: Data<&FakeState>) -> Response {
+    record(&state, "GET /v1/webhook_endpoints".into());
+    let all: Vec<Value> = state
+        .endpoints
+        .lock()
+        .map(|e| {
+            e.iter()
+                .map(|endpoint| {
+                    let mut listed = endpoint.clone();
+                    // Stripe shows the secret only when it creates the endpoint.
+                    listed.as_object_mut().map(|o| o.remove("secret"));
+                    listed
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json_response(&json!({ "object": "list", "has_more": false, "data": all }))
+}
+
+#[handler]
+fn create_endpoint(body: String, state: Data<&FakeState>) -> Response {
+    record(&state, "POST /v1/webhook_endpoints".into());
+    let form: Vec<(String, String)> = serde_urlencoded::from_str(&body).unwrap_or_default();
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let n = state.endpoints.lock().map(|e| e.len()).unwrap_or(0) + 1;
+    let endpoint = json!({
+        "id": format!("we_fake{n}"), "object": "webhook_endpoint", "url": field("url"),
+        "enabled_events": form_events(&form), "status": "enabled",
+        "description": field("description"),
+        "secret": format!("whsec_fake{n}_{}", uuid::Uuid::new_v4().simple()),
+    });
+    if let Ok(mut all) = state.endpoints.lock() {
+        all.push(endpoint.clone());
+    }
+    json_response(&endpoint)
+}
+
+#[handler]
+fn update_endpoint(Path(id): Path<String>, body: String, state: Data<&FakeState>) -> Response {
+    record(&state, format!("POST /v1/webhook_endpoints/{id}"));
+    let form: Vec<(String, String)> = serde_urlencoded::from_str(&body).unwrap_or_default();
+    let mut all = state.endpoints.lock().expect("endpoints");
+    let Some(endpoint) = all.iter_mut().find(|e| e["id"] == id.as_str()) else {
+        return Response::builder()
+            .status(poem::http::StatusCode::NOT_FOUND)
+            .content_type("application/json")
+            .body(json!({"error": {"type": "invalid_request_error", "message": "No such webhook endpoint"}}).to_string());
+    };
+    let events = form_events(&form);
+    if !events.is_empty() {
+        endpoint["enabled_events"] = json!(events);
+    }
+    if form.iter().any(|(k, v)| k == "disabled" && v == "false") {
+        endpoint["status"] = json!("enabled");
+    }
+    let mut answer = endpoint.clone();
+    answer.as_object_mut().map(|o| o.remove("secret"));
+    json_response(&answer)
+}
+
+#[handler]
+fn delete_endpoint(Path(id): Path<String>, state: Data<&FakeState>) -> Response {
+    record(&state, format!("DELETE /v1/webhook_endpoints/{id}"));
+    if let Ok(mut all) = state.endpoints.lock() {
+        all.retain(|e| e["id"] != id.as_str());
+    }
+    json_response(&json!({ "id": id, "object": "webhook_endpoint", "deleted": true }))
+}
+
+/// `GET /v1/events` as Stripe answers it: newest first, `created[gte]`, `limit` (at most 100)
+/// and `starting_after` (an event id of the previous page).
+#[handler]
+fn list_events(req: &poem::Request, state: Data<&FakeState>) -> Response {
+    let query: HashMap<String, String> =
+        serde_urlencoded::from_str(req.uri().query().unwrap_or("")).unwrap_or_default();
+    if let Ok(mut requests) = state.requests.lock() {
+        requests.push(format!(
+            "GET /v1/events?{}",
+            req.uri().query().unwrap_or("")
+        ));
+    }
+    let gte: i64 = query
+        .get("created[gte]")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let limit: usize = query
+        .get("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+        .min(100);
+    let mut log: Vec<Value> = state.events.lock().map(|l| l.clone()).unwrap_or_default();
+    log.retain(|e| e["created"].as_i64().unwrap_or(0) >= gte);
+    log.sort_by_key(|e| std::cmp::Reverse(e["created"].as_i64().unwrap_or(0)));
+    if let Some(after) = query.get("starting_after") {
+        if let Some(at) = log.iter().position(|e| e["id"] == after.as_str()) {
+            log.drain(..=at);
+        }
+    }
+    let has_more = log.len() > limit;
+    log.truncate(limit);
+    Response::builder().content_type("application/json").body(
+        json!({ "object": "list", "url": "/v1/events", "has_more": has_more, "data": log })
+            .to_string(),
+    )
+}
+
 #[handler]
 async fn retrieve_customer(Path(id): Path<String>, state: Data<&FakeState>) -> Response {
     if let Ok(mut requests) = state.requests.lock() {
@@ -362,7 +500,11 @@ impl FakeStripe {
         let checkouts = Arc::new(Mutex::new(Vec::new()));
         let fail_next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let held = Arc::new(tokio::sync::watch::Sender::new(HashSet::new()));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let endpoints = Arc::new(Mutex::new(Vec::new()));
         let state = FakeState {
+            events: events.clone(),
+            endpoints: endpoints.clone(),
             held: held.clone(),
             customers: Arc::new(
                 customers
@@ -377,6 +519,15 @@ impl FakeStripe {
         let app = Route::new()
             .at("/v1/customers/:id", get(retrieve_customer))
             .at("/v1/prices/:id", get(retrieve_price))
+            .at("/v1/events", get(list_events))
+            .at(
+                "/v1/webhook_endpoints",
+                get(list_endpoints).post(create_endpoint),
+            )
+            .at(
+                "/v1/webhook_endpoints/:id",
+                poem::post(update_endpoint).delete(delete_endpoint),
+            )
             .at("/v1/checkout/sessions", poem::post(create_checkout_session))
             .at("/c/pay/:id", get(checkout_page))
             .at(
@@ -408,6 +559,15 @@ impl FakeStripe {
             checkouts,
             fail_next,
             held,
+            events,
+            endpoints,
+        }
+    }
+
+    /// Adds `events` to Stripe's event log (what `GET /v1/events` lists).
+    pub fn log_events(&self, events: &[Value]) {
+        if let Ok(mut log) = self.events.lock() {
+            log.extend(events.iter().cloned());
         }
     }
 

@@ -58,6 +58,22 @@ impl Translator {
         }
     }
 
+    /// Every event type `dispatch` acts on; others are stored and ignored. What
+    /// `stripe reconcile` fetches (and what a webhook endpoint needs to send).
+    pub const HANDLED: &'static [&'static str] = &[
+        "charge.refunded",
+        "checkout.session.async_payment_succeeded",
+        "checkout.session.completed",
+        "checkout.session.expired",
+        "customer.subscription.created",
+        "customer.subscription.deleted",
+        "customer.subscription.updated",
+        "invoice.paid",
+        "invoice.payment_failed",
+        "invoice.payment_succeeded",
+        "payment_intent.succeeded",
+    ];
+
     async fn dispatch(&self, event: &ClaimedEvent) -> anyhow::Result<Outcome> {
         let raw = &event.payload;
         let object = &raw["data"]["object"];
