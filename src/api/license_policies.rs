@@ -69,11 +69,8 @@ fn default_max_machines() -> i32 {
     1
 }
 
-fn default_expiry() -> ExpiryStrategy {
-    ExpiryStrategy::Subscription
-}
-
-/// A policy as an operator writes it; the id is in the path.
+/// A policy as an operator writes it; the id is in the path. `expiry` is `subscription` when
+/// absent.
 #[derive(Debug, Clone, Object)]
 #[oai(example)]
 pub struct PutLicensePolicy {
@@ -88,9 +85,8 @@ pub struct PutLicensePolicy {
     /// Default false.
     #[oai(default)]
     pub domain_patterns: bool,
-    /// Default `subscription`.
-    #[oai(default = "default_expiry")]
-    pub expiry: ExpiryStrategy,
+    // No doc comment: a described enum field is an `allOf` that client generators refuse.
+    pub expiry: Option<ExpiryStrategy>,
     /// Required for, and only for, `expiry: duration`.
     #[oai(validator(minimum(value = "1"), maximum(value = "36500")))]
     pub duration_days: Option<i32>,
@@ -270,7 +266,8 @@ pub(crate) fn terms(id: &str, body: PutLicensePolicy) -> Result<policies::Policy
             "1 to 63 of a-z, 0-9, - and _, starting with a letter or digit",
         ));
     }
-    match (body.expiry, body.duration_days) {
+    let expiry = body.expiry.unwrap_or(ExpiryStrategy::Subscription);
+    match (expiry, body.duration_days) {
         (ExpiryStrategy::Duration, None) => errors.push(FieldError::new(
             "duration_days",
             "required when expiry is duration",
@@ -310,7 +307,7 @@ pub(crate) fn terms(id: &str, body: PutLicensePolicy) -> Result<policies::Policy
         name: body.name.trim().to_owned(),
         max_machines: body.max_machines,
         domain_patterns: body.domain_patterns,
-        expiry: body.expiry,
+        expiry,
         duration_days: body.duration_days,
         grace_days: body.grace_days,
         heartbeat_minutes: body.heartbeat_minutes,
@@ -325,7 +322,7 @@ impl poem_openapi::types::Example for PutLicensePolicy {
             name: "Pro, three sites".into(),
             max_machines: 3,
             domain_patterns: false,
-            expiry: ExpiryStrategy::Subscription,
+            expiry: Some(ExpiryStrategy::Subscription),
             duration_days: None,
             grace_days: Some(7),
             heartbeat_minutes: None,

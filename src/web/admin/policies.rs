@@ -159,7 +159,7 @@ impl PolicyForm {
             name: self.name.clone(),
             max_machines: number("max_machines", &self.max_machines, &mut errors).unwrap_or(1),
             domain_patterns: self.domain_patterns.is_some(),
-            expiry,
+            expiry: Some(expiry),
             duration_days: number("duration_days", &self.duration_days, &mut errors),
             grace_days: number("grace_days", &self.grace_days, &mut errors),
             heartbeat_minutes: number("heartbeat_minutes", &self.heartbeat_minutes, &mut errors),
