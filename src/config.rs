@@ -89,6 +89,8 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub licenses: LicenseConfig,
     #[command(flatten)]
+    pub webhooks: WebhookConfig,
+    #[command(flatten)]
     pub edge: EdgeConfig,
     #[command(flatten)]
     pub shutdown: crate::bounds::ShutdownConfig,
@@ -140,6 +142,7 @@ impl ServeConfig {
             attribution_routes: routes,
             site_host,
             licenses: self.licenses.settings(),
+            webhooks: self.webhooks.settings(),
             edge: self.edge.settings(&public_url)?,
             shutdown_grace: self.shutdown.grace(),
             metrics: self.metrics.settings(),
@@ -311,6 +314,51 @@ impl StripeConfig {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct WebhookConfig {
+    /// The first retry delay of a failed outbound webhook delivery, in milliseconds (doubles
+    /// per attempt, at most an hour; retried for a day).
+    #[arg(long, env = "WEBHOOK_RETRY_BASE_MS", default_value_t = 30_000)]
+    pub webhook_retry_base_ms: u64,
+    /// Failed deliveries in a row after which an outbound webhook endpoint is disabled.
+    #[arg(long, env = "WEBHOOK_DISABLE_AFTER", default_value_t = 50)]
+    pub webhook_disable_after: u32,
+}
+
+impl WebhookConfig {
+    pub fn settings(&self) -> WebhookSettings {
+        WebhookSettings {
+            retry_base: Duration::from_millis(self.webhook_retry_base_ms.max(1)),
+            disable_after: i32::try_from(self.webhook_disable_after.max(1)).unwrap_or(i32::MAX),
+            ..WebhookSettings::default()
+        }
+    }
+}
+
+/// How outbound webhooks are delivered (`crate::outbound`).
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// The first retry's delay; doubles per attempt, at most an hour.
+    pub retry_base: Duration,
+    /// Consecutive failed attempts after which an endpoint is disabled.
+    pub disable_after: i32,
+    /// How long a delivery is retried before it is `failed`.
+    pub give_up_after: Duration,
+    /// Per attempt.
+    pub timeout: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            retry_base: Duration::from_secs(30),
+            disable_after: 50,
+            give_up_after: Duration::from_secs(86_400),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct LogConfig {
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
@@ -331,6 +379,7 @@ pub struct Settings {
     /// The member site's host (from `SITE_URL`), so its own pages are not referrers.
     pub site_host: Option<String>,
     pub licenses: LicenseSettings,
+    pub webhooks: WebhookSettings,
     pub edge: EdgeSettings,
     /// Origins (`https://example.com`) checkout success and cancel URLs must belong to.
     pub checkout_allowed_origins: Vec<String>,
@@ -352,6 +401,7 @@ impl Default for Settings {
             attribution_routes: RoutePatterns::default(),
             site_host: None,
             licenses: LicenseSettings::default(),
+            webhooks: WebhookSettings::default(),
             edge: EdgeSettings::default(),
             checkout_allowed_origins: Vec::new(),
             shutdown_grace: Duration::from_secs(10),

@@ -25,6 +25,7 @@ pub mod localpg;
 pub mod mail;
 pub mod members;
 pub mod metrics;
+pub mod outbound;
 pub mod policies;
 pub mod rate_limit;
 pub mod rebuild;

@@ -35,6 +35,7 @@ pub const PROJECTION_BATCHES: &str = "memberledger_projection_batches_total";
 pub const PROJECTION_EVENTS_APPLIED: &str = "memberledger_projection_events_applied_total";
 pub const EMAIL_OUTBOX: &str = "memberledger_email_outbox_messages";
 pub const EMAIL_DELIVERIES: &str = "memberledger_email_deliveries_total";
+pub const WEBHOOK_DELIVERIES: &str = "memberledger_webhook_deliveries_total";
 pub const RATE_LIMIT_REJECTIONS: &str = "memberledger_rate_limit_rejections_total";
 pub const DB_POOL_CONNECTIONS: &str = "memberledger_db_pool_connections";
 pub const DB_POOL_MAX: &str = "memberledger_db_pool_max_connections";
@@ -189,6 +190,10 @@ fn describe() {
         "Email delivery attempts by outcome (sent, failed)."
     );
     describe_counter!(
+        WEBHOOK_DELIVERIES,
+        "Outbound webhook delivery attempts by outcome (delivered, failed)."
+    );
+    describe_counter!(
         RATE_LIMIT_REJECTIONS,
         "Requests refused by a rate limit, by limit."
     );
@@ -290,6 +295,11 @@ pub fn projection_batch(projection: &'static str, events: usize) {
     counter!(PROJECTION_BATCHES, "projection" => projection).increment(1);
     counter!(PROJECTION_EVENTS_APPLIED, "projection" => projection)
         .increment(u64::try_from(events).unwrap_or(u64::MAX));
+}
+
+/// An outbound webhook delivery attempt: `delivered` or `failed`.
+pub fn webhook_delivery(outcome: &'static str) {
+    counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
 }
 
 /// An email delivery attempt: `sent` or `failed`.

@@ -601,5 +601,6 @@ pub fn all(
             pool: pool.clone(),
             licenses,
         }),
+        Arc::new(crate::outbound::OutboundWebhooks),
     ]
 }

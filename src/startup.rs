@@ -118,6 +118,14 @@ impl Application {
                 shutdown.clone(),
             )));
         }
+        match crate::outbound::Deliverer::new(background.clone(), self.state.webhooks.clone()) {
+            Ok(deliverer) => {
+                runners.push(tokio::spawn(
+                    std::sync::Arc::new(deliverer).run(shutdown.clone()),
+                ));
+            }
+            Err(err) => tracing::error!(error = %err, "outbound webhooks are off: no HTTP client"),
+        }
         runners.push(tokio::spawn(crate::license_machines::sweeper(
             background.clone(),
             self.state.licenses.clone(),

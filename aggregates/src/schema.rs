@@ -7,7 +7,10 @@ use serde_json::{json, Map, Value};
 use crate::{LicenseEvent, MemberEvent, NewsletterEvent, SubscriptionEvent};
 
 /// Event types whose current version is not 1.0.
-const VERSIONS: &[(&str, &str)] = &[(MemberEvent::CREATED, MemberEvent::CREATED_VERSION)];
+const VERSIONS: &[(&str, &str)] = &[
+    (MemberEvent::CREATED, MemberEvent::CREATED_VERSION),
+    (LicenseEvent::ACTIVATED_ON_DOMAIN, "1.1"),
+];
 
 /// `{aggregate type: {event type: {"version": .., "schema": ..}}}`; each schema describes the
 /// stored payload (`{"<EventType>": {...fields}}`) at its current version.

@@ -31,6 +31,7 @@ pub mod members;
 pub mod metrics;
 pub mod middleware;
 pub mod newsletters;
+pub mod outbound_webhooks;
 pub mod problem;
 pub mod projections_api;
 pub mod purchases;
@@ -62,6 +63,7 @@ type Apis = (
         license_holds::LicenseHoldsApi,
         license_admin::LicenseAdminApi,
         license_policies::LicensePoliciesApi,
+        outbound_webhooks::OutboundWebhooksApi,
     ),
     projections_api::ProjectionsApi,
     billing_portal::BillingPortalApi,
@@ -117,6 +119,9 @@ pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
                     state: state.clone(),
                 },
                 license_policies::LicensePoliciesApi {
+                    state: state.clone(),
+                },
+                outbound_webhooks::OutboundWebhooksApi {
                     state: state.clone(),
                 },
             ),

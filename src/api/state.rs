@@ -37,6 +37,8 @@ pub struct AppState {
     /// The member site's host, so its own pages are not counted as referrers.
     pub site_host: Option<String>,
     pub license_settings: LicenseSettings,
+    /// How outbound webhooks are delivered.
+    pub webhooks: crate::config::WebhookSettings,
     /// The per-IP limit of license validations, in this instance's memory (a validation
     /// writes nothing).
     pub validation_limit: PerInstance<IpAddr>,
@@ -94,6 +96,7 @@ impl AppState {
             attribution_routes: settings.attribution_routes.clone(),
             site_host: settings.site_host.clone(),
             license_settings: settings.licenses.clone(),
+            webhooks: settings.webhooks.clone(),
             validation_limit: PerInstance::new(settings.licenses.validate_per_ip),
             stripe_api: StripeApi::from_settings(&settings.stripe).unwrap_or_else(|err| {
                 tracing::error!(
@@ -168,6 +171,8 @@ pub enum ApiTags {
     Checkout,
     /// License keys: activation on a domain, and validation for the licensed software.
     Licenses,
+    /// Our events, delivered to other tools (outbound webhooks).
+    Webhooks,
 }
 
 /// The id of the request being served: the caller's `X-Request-Id` if sane, else a new UUIDv7.

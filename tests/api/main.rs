@@ -25,6 +25,7 @@ mod mail_support;
 mod members;
 mod openapi;
 mod operator;
+mod outbound_webhooks;
 mod pipeline;
 mod portal;
 mod portal_settings;
