@@ -192,62 +192,18 @@ impl OutboundWebhooksApi {
     /// delivery; others are retried with exponential backoff for a day.
     #[oai(path = "/v1/webhooks", method = "post", operation_id = "createWebhook")]
     async fn create(&self, _auth: AdminAuth, body: Json<CreateWebhook>) -> CreateWebhookResponse {
-        let body = body.0;
-        let mut errors = Vec::new();
-        match url::Url::parse(body.url.trim()) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => errors.push(FieldError::new("url", "an http or https URL")),
-        }
-        let mut types = body.event_types.clone();
-        types.sort();
-        types.dedup();
-        if let Some(bad) = types.iter().find(|t| *t != "*" && !EVENT_TYPES.contains(t)) {
-            errors.push(FieldError::new(
-                "event_types",
-                format!("{bad:?} is not an event type of ours (see GET /v1/events/schema), nor *"),
-            ));
-        }
-        if body
-            .description
-            .as_deref()
-            .is_some_and(|d| d.chars().any(char::is_control))
-        {
-            errors.push(FieldError::new("description", "no control characters"));
-        }
-        if !errors.is_empty() {
-            return Problem::validation(errors).into();
-        }
-        let mut bytes = [0u8; 24];
-        rand::rng().fill_bytes(&mut bytes);
-        let secret = format!("mlwh_{}", hex::encode(bytes));
-        let created: Result<Webhook, sqlx::Error> = sqlx::query_as(&format!(
-            "INSERT INTO webhook_endpoints (id, url, event_types, secret, description)
-             VALUES ($1, $2, $3, $4, $5) RETURNING {WEBHOOK_COLUMNS}"
-        ))
-        .bind(Uuid::now_v7())
-        .bind(body.url.trim())
-        .bind(&types)
-        .bind(&secret)
-        .bind(body.description.as_deref().map(str::trim))
-        .fetch_one(&self.state.pool)
-        .await;
-        match created {
-            Ok(webhook) => CreateWebhookResponse::Created(Json(CreatedWebhook { webhook, secret })),
-            Err(err) => db_error(err).into(),
+        match register(&self.state.pool, body.0).await {
+            Ok(created) => CreateWebhookResponse::Created(Json(created)),
+            Err(problem) => problem.into(),
         }
     }
 
     /// List webhook endpoints
     #[oai(path = "/v1/webhooks", method = "get", operation_id = "listWebhooks")]
     async fn list(&self, _auth: AdminAuth) -> ListWebhooksResponse {
-        let all: Result<Vec<Webhook>, _> = sqlx::query_as(&format!(
-            "SELECT {WEBHOOK_COLUMNS} FROM webhook_endpoints ORDER BY created_at"
-        ))
-        .fetch_all(&self.state.pool)
-        .await;
-        match all {
+        match list_all(&self.state.pool).await {
             Ok(all) => ListWebhooksResponse::Ok(Json(all)),
-            Err(err) => db_error(err).into(),
+            Err(problem) => problem.into(),
         }
     }
 
@@ -279,20 +235,9 @@ impl OutboundWebhooksApi {
         operation_id = "enableWebhook"
     )]
     async fn enable(&self, _auth: AdminAuth, id: Path<Uuid>) -> WebhookResponse {
-        let enabled: Result<Option<Webhook>, _> = sqlx::query_as(&format!(
-            "WITH due AS (UPDATE webhook_deliveries SET next_attempt_at = now()
-                          WHERE endpoint_id = $1 AND status = 'pending')
-             UPDATE webhook_endpoints SET enabled = true, disabled_reason = NULL,
-                 consecutive_failures = 0
-             WHERE id = $1 RETURNING {WEBHOOK_COLUMNS}"
-        ))
-        .bind(id.0)
-        .fetch_optional(&self.state.pool)
-        .await;
-        match enabled {
-            Ok(Some(webhook)) => WebhookResponse::Ok(Json(webhook)),
-            Ok(None) => Problem::not_found("no webhook endpoint has this id").into(),
-            Err(err) => db_error(err).into(),
+        match enable(&self.state.pool, id.0).await {
+            Ok(webhook) => WebhookResponse::Ok(Json(webhook)),
+            Err(problem) => problem.into(),
         }
     }
 
@@ -309,38 +254,9 @@ impl OutboundWebhooksApi {
         /// Only those in this status.
         status: Query<Option<String>>,
     ) -> DeliveriesResponse {
-        if let Some(s) = status.0.as_deref() {
-            if !matches!(s, "pending" | "delivered" | "failed") {
-                return Problem::validation(vec![FieldError::new(
-                    "status",
-                    "pending, delivered or failed",
-                )])
-                .into();
-            }
-        }
-        let pool = &self.state.pool;
-        let exists: Result<bool, _> =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = $1)")
-                .bind(id.0)
-                .fetch_one(pool)
-                .await;
-        match exists {
-            Ok(true) => {}
-            Ok(false) => return Problem::not_found("no webhook endpoint has this id").into(),
-            Err(err) => return db_error(err).into(),
-        }
-        let found: Result<Vec<WebhookDelivery>, _> = sqlx::query_as(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries
-             WHERE endpoint_id = $1 AND ($2::text IS NULL OR status = $2)
-             ORDER BY global_position DESC LIMIT 100"
-        ))
-        .bind(id.0)
-        .bind(status.0)
-        .fetch_all(pool)
-        .await;
-        match found {
+        match deliveries(&self.state.pool, id.0, status.0.as_deref()).await {
             Ok(found) => DeliveriesResponse::Ok(Json(found)),
-            Err(err) => db_error(err).into(),
+            Err(problem) => problem.into(),
         }
     }
 
@@ -353,24 +269,135 @@ impl OutboundWebhooksApi {
         operation_id = "redeliverWebhook"
     )]
     async fn redeliver(&self, _auth: AdminAuth, id: Path<Uuid>) -> RedeliverResponse {
-        let due: Result<Option<WebhookDelivery>, _> = sqlx::query_as(&format!(
-            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now()
-             WHERE id = $1 RETURNING {DELIVERY_COLUMNS}"
-        ))
-        .bind(id.0)
-        .fetch_optional(&self.state.pool)
-        .await;
-        match due {
-            Ok(Some(delivery)) => {
-                let _ = sqlx::query("SELECT pg_notify('webhook_delivery', '')")
-                    .execute(&self.state.pool)
-                    .await;
-                RedeliverResponse::Accepted(Json(delivery))
-            }
-            Ok(None) => Problem::not_found("no webhook delivery has this id").into(),
-            Err(err) => db_error(err).into(),
+        match redeliver(&self.state.pool, id.0).await {
+            Ok(delivery) => RedeliverResponse::Accepted(Json(delivery)),
+            Err(problem) => problem.into(),
         }
     }
+}
+
+/// Every endpoint, oldest first.
+pub(crate) async fn list_all(pool: &sqlx::PgPool) -> Result<Vec<Webhook>, Problem> {
+    sqlx::query_as(&format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhook_endpoints ORDER BY created_at"
+    ))
+    .fetch_all(pool)
+    .await
+    .map_err(db_error)
+}
+
+/// Enables endpoint `id` again; its pending deliveries are due now.
+pub(crate) async fn enable(pool: &sqlx::PgPool, id: Uuid) -> Result<Webhook, Problem> {
+    let enabled: Option<Webhook> = sqlx::query_as(&format!(
+        "WITH due AS (UPDATE webhook_deliveries SET next_attempt_at = now()
+                      WHERE endpoint_id = $1 AND status = 'pending')
+         UPDATE webhook_endpoints SET enabled = true, disabled_reason = NULL,
+             consecutive_failures = 0
+         WHERE id = $1 RETURNING {WEBHOOK_COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(db_error)?;
+    enabled.ok_or_else(|| Problem::not_found("no webhook endpoint has this id"))
+}
+
+/// The newest 100 deliveries of endpoint `id`, of `status` when given.
+pub(crate) async fn deliveries(
+    pool: &sqlx::PgPool,
+    id: Uuid,
+    status: Option<&str>,
+) -> Result<Vec<WebhookDelivery>, Problem> {
+    if status.is_some_and(|s| !matches!(s, "pending" | "delivered" | "failed")) {
+        return Err(Problem::validation(vec![FieldError::new(
+            "status",
+            "pending, delivered or failed",
+        )]));
+    }
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = $1)")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .map_err(db_error)?;
+    if !exists {
+        return Err(Problem::not_found("no webhook endpoint has this id"));
+    }
+    sqlx::query_as(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries
+         WHERE endpoint_id = $1 AND ($2::text IS NULL OR status = $2)
+         ORDER BY global_position DESC LIMIT 100"
+    ))
+    .bind(id)
+    .bind(status)
+    .fetch_all(pool)
+    .await
+    .map_err(db_error)
+}
+
+/// Makes delivery `id` due now, whatever its status.
+pub(crate) async fn redeliver(pool: &sqlx::PgPool, id: Uuid) -> Result<WebhookDelivery, Problem> {
+    let due: Option<WebhookDelivery> = sqlx::query_as(&format!(
+        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now()
+         WHERE id = $1 RETURNING {DELIVERY_COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(db_error)?;
+    let due = due.ok_or_else(|| Problem::not_found("no webhook delivery has this id"))?;
+    // Wakes a deliverer now rather than at its next poll; harmless when it fails.
+    let _ = sqlx::query("SELECT pg_notify('webhook_delivery', '')")
+        .execute(pool)
+        .await;
+    Ok(due)
+}
+
+/// Registers an endpoint (the API's and the console's), or a 422 naming each bad field.
+pub(crate) async fn register(
+    pool: &sqlx::PgPool,
+    body: CreateWebhook,
+) -> Result<CreatedWebhook, Problem> {
+    let mut errors = Vec::new();
+    match url::Url::parse(body.url.trim()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        _ => errors.push(FieldError::new("url", "an http or https URL")),
+    }
+    let mut types = body.event_types.clone();
+    types.sort();
+    types.dedup();
+    if let Some(bad) = types.iter().find(|t| *t != "*" && !EVENT_TYPES.contains(t)) {
+        errors.push(FieldError::new(
+            "event_types",
+            format!("{bad:?} is not an event type of ours (see GET /v1/events/schema), nor *"),
+        ));
+    }
+    if body
+        .description
+        .as_deref()
+        .is_some_and(|d| d.chars().any(char::is_control))
+    {
+        errors.push(FieldError::new("description", "no control characters"));
+    }
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors));
+    }
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = format!("mlwh_{}", hex::encode(bytes));
+    let created: Result<Webhook, sqlx::Error> = sqlx::query_as(&format!(
+        "INSERT INTO webhook_endpoints (id, url, event_types, secret, description)
+             VALUES ($1, $2, $3, $4, $5) RETURNING {WEBHOOK_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(body.url.trim())
+    .bind(&types)
+    .bind(&secret)
+    .bind(body.description.as_deref().map(str::trim))
+    .fetch_one(pool)
+    .await;
+    let webhook = created.map_err(db_error)?;
+    Ok(CreatedWebhook { webhook, secret })
 }
 
 impl poem_openapi::types::Example for CreateWebhook {

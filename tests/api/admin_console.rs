@@ -20,7 +20,7 @@ fn tag(prefix: &str) -> String {
 }
 
 /// Signs the browser in with the admin token; it lands on the overview.
-async fn sign_in(browser: &Browser) {
+pub(crate) async fn sign_in(browser: &Browser) {
     browser.open("/admin/signin").await;
     browser.fill("#token", ADMIN_TOKEN).await;
     browser.click("form[action='/admin/signin'] button").await;

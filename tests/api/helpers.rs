@@ -220,6 +220,23 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// A request with the admin token and, when given, a JSON body.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Response {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.expect("request sent")
+    }
+
     /// GET with the admin token.
     pub async fn get(&self, path_and_query: &str) -> Response {
         self.client

@@ -4,28 +4,10 @@
 use serde_json::{json, Value};
 
 use crate::checkout::app_with_stripe;
-use crate::helpers::{assert_problem, TestApp, ADMIN_TOKEN};
+use crate::helpers::assert_problem;
 use crate::license_purchases::subscribed;
 use crate::licenses::timeline_summaries;
 use crate::stripe_support::FakeStripe;
-
-impl TestApp {
-    async fn hold(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> reqwest::Response {
-        let mut req = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(ADMIN_TOKEN);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        req.send().await.expect("sent")
-    }
-}
 
 #[tokio::test]
 async fn an_admin_suspends_unsuspends_and_revokes_a_license_and_validation_the_dashboard_and_the_timeline_follow(
@@ -59,7 +41,7 @@ async fn an_admin_suspends_unsuspends_and_revokes_a_license_and_validation_the_d
         .expect("sent");
     assert_eq!(resp.status(), 401);
     let problem = assert_problem(
-        app.hold(
+        app.admin(
             reqwest::Method::POST,
             &suspension,
             Some(json!({ "reason": "  " })),
@@ -72,7 +54,7 @@ async fn an_admin_suspends_unsuspends_and_revokes_a_license_and_validation_the_d
 
     // Suspended: SUSPENDED whatever the domain, on the dashboard with its reason.
     let resp = app
-        .hold(
+        .admin(
             reqwest::Method::POST,
             &suspension,
             Some(json!({ "reason": "chargeback under review" })),
@@ -101,7 +83,7 @@ async fn an_admin_suspends_unsuspends_and_revokes_a_license_and_validation_the_d
     );
     // Suspending again changes nothing (one event).
     let again = app
-        .hold(
+        .admin(
             reqwest::Method::POST,
             &suspension,
             Some(json!({ "reason": "another" })),
@@ -118,7 +100,7 @@ async fn an_admin_suspends_unsuspends_and_revokes_a_license_and_validation_the_d
     assert_eq!(events, 1);
 
     // Unsuspended: valid again.
-    let resp = app.hold(reqwest::Method::DELETE, &suspension, None).await;
+    let resp = app.admin(reqwest::Method::DELETE, &suspension, None).await;
     assert_eq!(resp.status(), 200);
     let lifted: Value = resp.json().await.expect("json");
     assert_eq!(lifted["suspension_reason"], Value::Null);
@@ -127,7 +109,7 @@ async fn an_admin_suspends_unsuspends_and_revokes_a_license_and_validation_the_d
     // Revoked: REVOKED for good; no further hold is taken.
     let revocation = format!("/v1/licenses/{id}/revocation");
     let resp = app
-        .hold(
+        .admin(
             reqwest::Method::POST,
             &revocation,
             Some(json!({ "reason": "fraud" })),
@@ -139,7 +121,7 @@ async fn an_admin_suspends_unsuspends_and_revokes_a_license_and_validation_the_d
     assert_eq!(revoked["revocation_reason"], "fraud");
     assert_eq!(app.validate_license(&key, &l.site).await["code"], "REVOKED");
     let problem = assert_problem(
-        app.hold(
+        app.admin(
             reqwest::Method::POST,
             &suspension,
             Some(json!({ "reason": "x" })),
@@ -162,7 +144,7 @@ async fn an_admin_suspends_unsuspends_and_revokes_a_license_and_validation_the_d
     assert!(file["certificate"].is_string());
     // An unknown license.
     assert_problem(
-        app.hold(
+        app.admin(
             reqwest::Method::POST,
             &format!("/v1/licenses/{}/revocation", uuid::Uuid::new_v4()),
             Some(json!({ "reason": "x" })),

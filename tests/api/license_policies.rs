@@ -9,23 +9,11 @@ use chrono::{DateTime, Duration, Utc};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, eventually, TestApp, ADMIN_TOKEN};
+use crate::helpers::{assert_problem, eventually, TestApp};
 use crate::licenses::timeline_summaries;
 use crate::stripe_support::Lifecycle;
 
 impl TestApp {
-    /// An admin request with an optional JSON body.
-    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> reqwest::Response {
-        let mut req = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(ADMIN_TOKEN);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        req.send().await.expect("sent")
-    }
-
     /// PUTs policy `id`, asserting 200 or 201.
     async fn put_policy(&self, id: &str, body: Value) -> Value {
         let resp = self

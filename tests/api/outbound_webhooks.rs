@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::helpers::{assert_problem, eventually, TestApp, ADMIN_TOKEN};
+use crate::helpers::{assert_problem, eventually, TestApp};
 
 /// A receiving endpoint: records every request (its signature header and body), and answers
 /// 500 to the first `failing` of them, 204 afterwards.
@@ -82,24 +82,6 @@ impl Receiver {
     }
 }
 
-impl TestApp {
-    async fn admin_json(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> reqwest::Response {
-        let mut req = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(ADMIN_TOKEN);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        req.send().await.expect("sent")
-    }
-}
-
 /// Whether `header` (`t=..,v1=..`) signs `body` with `secret`.
 fn signed(header: &str, body: &str, secret: &str) -> bool {
     let mut t = None;
@@ -138,15 +120,14 @@ async fn an_event_is_delivered_signed_retried_after_a_500_and_redelivered_by_an_
         ),
     ] {
         let problem = assert_problem(
-            app.admin_json(Method::POST, "/v1/webhooks", Some(body))
-                .await,
+            app.admin(Method::POST, "/v1/webhooks", Some(body)).await,
             422,
         )
         .await;
         assert_eq!(problem["errors"][0]["field"], field);
     }
     let resp = app
-        .admin_json(
+        .admin(
             Method::POST,
             "/v1/webhooks",
             Some(json!({ "url": receiver.url, "event_types": ["MemberCreated"], "description": "CRM" })),
@@ -160,7 +141,7 @@ async fn an_event_is_delivered_signed_retried_after_a_500_and_redelivered_by_an_
     );
     // The secret is shown once.
     let listed: Value = app
-        .admin_json(Method::GET, "/v1/webhooks", None)
+        .admin(Method::GET, "/v1/webhooks", None)
         .await
         .json()
         .await
@@ -193,7 +174,7 @@ async fn an_event_is_delivered_signed_retried_after_a_500_and_redelivered_by_an_
     assert_eq!(resp.status(), 200);
     app.settle().await;
     let deliveries: Value = app
-        .admin_json(Method::GET, &format!("/v1/webhooks/{id}/deliveries"), None)
+        .admin(Method::GET, &format!("/v1/webhooks/{id}/deliveries"), None)
         .await
         .json()
         .await
@@ -208,7 +189,7 @@ async fn an_event_is_delivered_signed_retried_after_a_500_and_redelivered_by_an_
 
     // Redelivered on request.
     let resp = app
-        .admin_json(
+        .admin(
             Method::POST,
             &format!(
                 "/v1/webhook-deliveries/{}/redeliver",
@@ -226,7 +207,7 @@ async fn an_event_is_delivered_signed_retried_after_a_500_and_redelivered_by_an_
     assert!(signed(&signature, &body, &secret));
     assert_eq!(body, received[1].1, "the same payload");
     let unknown = app
-        .admin_json(
+        .admin(
             Method::POST,
             &format!("/v1/webhook-deliveries/{}/redeliver", uuid::Uuid::now_v7()),
             None,
@@ -244,7 +225,7 @@ async fn an_endpoint_that_keeps_failing_is_disabled_with_its_reason_and_enabled_
     })
     .await;
     let webhook: Value = app
-        .admin_json(
+        .admin(
             Method::POST,
             "/v1/webhooks",
             Some(json!({ "url": receiver.url, "event_types": ["*"] })),
@@ -257,7 +238,7 @@ async fn an_endpoint_that_keeps_failing_is_disabled_with_its_reason_and_enabled_
     app.member("failing@example.com").await;
     eventually("the endpoint is disabled", || async {
         let listed: Value = app
-            .admin_json(Method::GET, "/v1/webhooks", None)
+            .admin(Method::GET, "/v1/webhooks", None)
             .await
             .json()
             .await
@@ -266,7 +247,7 @@ async fn an_endpoint_that_keeps_failing_is_disabled_with_its_reason_and_enabled_
     })
     .await;
     let listed: Value = app
-        .admin_json(Method::GET, "/v1/webhooks", None)
+        .admin(Method::GET, "/v1/webhooks", None)
         .await
         .json()
         .await
@@ -284,7 +265,7 @@ async fn an_endpoint_that_keeps_failing_is_disabled_with_its_reason_and_enabled_
     assert_eq!(receiver.received().len(), attempts);
 
     let resp = app
-        .admin_json(Method::POST, &format!("/v1/webhooks/{id}/enable"), None)
+        .admin(Method::POST, &format!("/v1/webhooks/{id}/enable"), None)
         .await;
     assert_eq!(resp.status(), 200);
     let enabled: Value = resp.json().await.expect("json");
@@ -294,4 +275,51 @@ async fn an_endpoint_that_keeps_failing_is_disabled_with_its_reason_and_enabled_
         receiver.received().len() > attempts
     })
     .await;
+}
+
+#[tokio::test]
+async fn an_operator_registers_an_endpoint_sees_its_deliveries_and_redelivers_one_in_the_console() {
+    let receiver = Receiver::start(0).await;
+    let app = crate::browser_support::app_for_browser(|_| {}).await;
+    let browser = crate::browser_support::Browser::start(&app).await;
+    crate::admin_console::sign_in(&browser).await;
+    browser.open("/admin/webhooks").await;
+    // A refusal says which field.
+    browser.fill("#webhook-url", &receiver.url).await;
+    browser.fill("#webhook-events", "MemberExploded").await;
+    browser.click("#register-webhook button").await;
+    assert!(browser
+        .text(".notice.error")
+        .await
+        .contains("is not an event type of ours"));
+    browser.fill("#webhook-url", &receiver.url).await;
+    browser.fill("#webhook-events", "MemberCreated").await;
+    browser.click("#register-webhook button").await;
+    let secret = browser.text("#secret code").await;
+    assert!(secret.starts_with("mlwh_"), "{secret}");
+    assert!(browser.text("#webhooks").await.contains(&receiver.url));
+    browser.assert_accessible().await;
+
+    app.member("console-hook@example.com").await;
+    eventually("the delivery", || async { !receiver.received().is_empty() }).await;
+    let (signature, body) = receiver.received()[0].clone();
+    assert!(signed(&signature, &body, &secret));
+
+    browser.click("#webhooks a[href^='/admin/webhooks/']").await;
+    eventually("the delivery is recorded as delivered", || async {
+        browser.open(&browser.path().await).await;
+        browser.text("#deliveries .status").await == "delivered"
+    })
+    .await;
+    browser.click("#deliveries form button").await;
+    assert!(browser
+        .page_text()
+        .await
+        .contains("The delivery is due again now."));
+    eventually("the redelivery", || async {
+        receiver.received().len() >= 2
+    })
+    .await;
+    browser.assert_accessible().await;
+    browser.close().await;
 }

@@ -593,22 +593,20 @@ async fn a_member_activates_a_key_on_as_many_domains_as_its_policy_allows_and_re
     let email = unique("machines");
     let member = app.member(&email).await;
     let put = app
-        .client
-        .put(app.url("/v1/license-policies/two-sites"))
-        .bearer_auth(crate::helpers::ADMIN_TOKEN)
-        .json(&serde_json::json!({ "name": "Two sites", "max_machines": 2 }))
-        .send()
-        .await
-        .expect("sent");
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/license-policies/two-sites",
+            Some(json!({ "name": "Two sites", "max_machines": 2 })),
+        )
+        .await;
     assert_eq!(put.status(), 201);
-    let granted: serde_json::Value = app
-        .client
-        .post(app.url("/v1/licenses"))
-        .bearer_auth(crate::helpers::ADMIN_TOKEN)
-        .json(&serde_json::json!({ "member_id": member["id"], "policy_id": "two-sites" }))
-        .send()
+    let granted: Value = app
+        .admin(
+            reqwest::Method::POST,
+            "/v1/licenses",
+            Some(json!({ "member_id": member["id"], "policy_id": "two-sites" })),
+        )
         .await
-        .expect("sent")
         .json()
         .await
         .expect("json");

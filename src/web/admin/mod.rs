@@ -18,6 +18,7 @@ mod projections;
 mod sessions;
 mod signin;
 mod stripe_events;
+mod webhooks;
 
 pub fn routes() -> Route {
     Route::new()
@@ -32,6 +33,10 @@ pub fn routes() -> Route {
         .at("/policies", get(policies::list).post(policies::save))
         .at("/stripe-events", get(stripe_events::list))
         .at("/stripe-events/retry", post(stripe_events::retry))
+        .at("/webhooks", get(webhooks::list).post(webhooks::register))
+        .at("/webhooks/enable", post(webhooks::enable))
+        .at("/webhooks/redeliver", post(webhooks::redeliver))
+        .at("/webhooks/:id", get(webhooks::deliveries))
         .at("/projections", get(projections::list))
         .at("/projections/rebuild", post(projections::rebuild))
 }
