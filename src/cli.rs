@@ -53,6 +53,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::export::EventsCommand,
     },
+    /// Members in bulk.
+    Members {
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
     /// Licenses: grant, hold, extend and move keys between policies without Stripe, and the
     /// keys that sign license files.
     Licenses {
@@ -66,6 +71,24 @@ pub enum Command {
         /// Revoke every stored token first (`ADMIN_TOKEN` is not affected).
         #[arg(long)]
         revoke_others: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    /// Write the members as CSV (what `GET /v1/members/export.csv` serves), oldest first.
+    Export {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// The file to write; default: standard output.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+        /// Only members with this status (free, paid, comped).
+        #[arg(long, value_parser = ["free", "paid", "comped"])]
+        status: Option<String>,
+        /// Only members with this label.
+        #[arg(long)]
+        label: Option<String>,
     },
 }
 
@@ -448,6 +471,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await
         }
         Command::Events { command } => crate::export::run(command).await,
+        Command::Members {
+            command:
+                MembersCommand::Export {
+                    database,
+                    output,
+                    status,
+                    label,
+                },
+        } => {
+            use futures::TryStreamExt;
+            use tokio::io::AsyncWriteExt;
+            let db = Database::connect(&database).await?;
+            db::migrate(&db.pool).await?;
+            let filter = crate::members_export::ExportFilter {
+                status,
+                label,
+                ..Default::default()
+            };
+            let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &output {
+                Some(path) => Box::new(tokio::fs::File::create(path).await?),
+                None => Box::new(tokio::io::stdout()),
+            };
+            let mut chunks = std::pin::pin!(crate::members_export::stream(db.pool.clone(), filter));
+            while let Some(chunk) = chunks.try_next().await? {
+                out.write_all(&chunk).await?;
+            }
+            out.flush().await?;
+            db.close().await
+        }
         Command::Licenses { command } => match command {
             LicensesCommand::PublicKey { database } => {
                 let db = Database::connect(&database).await?;

@@ -24,6 +24,7 @@ pub mod links;
 pub mod localpg;
 pub mod mail;
 pub mod members;
+pub mod members_export;
 pub mod metrics;
 pub mod outbound;
 pub mod policies;

@@ -23,6 +23,7 @@ mod license_purchases;
 mod licenses;
 mod mail_support;
 mod members;
+mod members_export;
 mod openapi;
 mod operator;
 mod outbound_webhooks;

@@ -34,6 +34,16 @@ pub enum MemberStatusDto {
     Comped,
 }
 
+impl MemberStatusDto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Free => "free",
+            Self::Paid => "paid",
+            Self::Comped => "comped",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename = "MemberSource", rename_all = "snake_case")]
 pub enum MemberSourceDto {

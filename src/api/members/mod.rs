@@ -98,6 +98,46 @@ impl MembersApi {
         }
     }
 
+    /// Export members as CSV
+    ///
+    /// Every member the filters keep, oldest first, streamed: Ghost's columns (`id`, `email`,
+    /// `name`, `note`, `subscribed_to_emails`, `complimentary_plan`, `stripe_customer_id`,
+    /// `created_at`, `labels` comma-separated), then `newsletters` (names, comma-separated),
+    /// `status` and `source`. `memberledger members export` writes the same file.
+    #[oai(path = "/export.csv", method = "get", operation_id = "exportMembers")]
+    async fn export(
+        &self,
+        _auth: AdminAuth,
+        /// Only members with this status.
+        status: Query<Option<MemberStatusDto>>,
+        /// Only members with this label (exact).
+        #[oai(validator(max_length = 191, pattern = "^[^\\x00]*$"))]
+        label: Query<Option<String>>,
+        /// Only members subscribed to this newsletter.
+        newsletter: Query<Option<Uuid>>,
+        /// Only members created after this time (exclusive).
+        created_after: Query<Option<DateTime<Utc>>>,
+        /// Only members created before this time (exclusive).
+        created_before: Query<Option<DateTime<Utc>>>,
+    ) -> ExportMembersResponse {
+        let filter = crate::members_export::ExportFilter {
+            status: status.0.map(|s| s.as_str().to_owned()),
+            label: label.0,
+            newsletter: newsletter.0,
+            created_after: created_after.0,
+            created_before: created_before.0,
+        };
+        let body = poem::Body::from_bytes_stream(crate::members_export::stream(
+            self.state.pool.clone(),
+            filter,
+        ));
+        let file = format!(
+            "attachment; filename=\"members-{}.csv\"",
+            Utc::now().format("%Y-%m-%d")
+        );
+        ExportMembersResponse::Ok(poem_openapi::payload::Binary(body), file)
+    }
+
     /// Get a member
     #[oai(path = "/:id", method = "get", operation_id = "getMember")]
     async fn get(

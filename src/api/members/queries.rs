@@ -173,11 +173,7 @@ pub(crate) async fn list_members(state: &State, filter: ListFilter) -> Result<Me
             )]));
         }
     }
-    let status = filter.status.map(|s| match s {
-        MemberStatusDto::Free => "free",
-        MemberStatusDto::Paid => "paid",
-        MemberStatusDto::Comped => "comped",
-    });
+    let status = filter.status.map(MemberStatusDto::as_str);
     let search = filter
         .search
         .as_deref()

@@ -27,6 +27,25 @@ api_response! {
 }
 
 api_response! {
+    pub enum ExportMembersResponse {
+        /// The CSV file (`text/csv`), streamed.
+        #[oai(status = 200, content_type = "text/csv; charset=utf-8")]
+        Ok(
+            poem_openapi::payload::Binary<poem::Body>,
+            #[oai(header = "Content-Disposition")] String,
+        ),
+    }
+    problems {
+        /// A query parameter is malformed.
+        400 => BadRequest,
+        /// No valid admin token.
+        401 => Unauthorized,
+        /// A query parameter failed validation.
+        422 => Invalid,
+    }
+}
+
+api_response! {
     pub enum ListMembersResponse {
         /// A page of members.
         #[oai(status = 200)]
