@@ -12,7 +12,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
+use uuid::Uuid;
 
 /// Whether `id` can name a policy: 1 to 63 of a-z, 0-9, `-` and `_`, starting with a letter or
 /// digit (as the table's check says). Anything else names none, and is never sent to the database.
@@ -136,14 +137,28 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Policy>, sqlx::Error> {
     Ok(rows.into_iter().map(Policy::from).collect())
 }
 
-pub async fn get(conn: &mut PgConnection, id: &str) -> Result<Option<Policy>, sqlx::Error> {
+pub async fn get<'e>(
+    executor: impl PgExecutor<'e>,
+    id: &str,
+) -> Result<Option<Policy>, sqlx::Error> {
     if !valid_id(id) {
         return Ok(None);
     }
     let row: Option<PolicyRow> = sqlx::query_as(&format!("{SELECT} WHERE p.id = $1"))
         .bind(id)
-        .fetch_optional(conn)
+        .fetch_optional(executor)
         .await?;
+    Ok(row.map(Policy::from))
+}
+
+/// The policy license `license_id` is under, if any.
+pub async fn of_license(pool: &PgPool, license_id: Uuid) -> Result<Option<Policy>, sqlx::Error> {
+    let row: Option<PolicyRow> = sqlx::query_as(&format!(
+        "{SELECT} JOIN licenses l ON l.policy_id = p.id WHERE l.id = $1"
+    ))
+    .bind(license_id)
+    .fetch_optional(pool)
+    .await?;
     Ok(row.map(Policy::from))
 }
 
@@ -249,7 +264,7 @@ pub async fn put(pool: &PgPool, id: &str, terms: &PolicyTerms) -> Result<(Policy
         }
         Err(e) => return Err(e.into()),
     }
-    let policy = get(&mut tx, id).await?.ok_or(sqlx::Error::RowNotFound)?;
+    let policy = get(&mut *tx, id).await?.ok_or(sqlx::Error::RowNotFound)?;
     tx.commit().await?;
     Ok((policy, created))
 }

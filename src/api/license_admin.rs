@@ -348,10 +348,7 @@ impl LicenseAdminApi {
 
     /// Policy `id`, or a 422 naming `policy_id`.
     async fn policy(&self, id: &str) -> Result<Policy, Problem> {
-        let mut conn = crate::db::acquire(&self.state.pool, crate::db::PoolName::Main)
-            .await
-            .map_err(db_error)?;
-        policies::get(&mut conn, id)
+        policies::get(&self.state.pool, id)
             .await
             .map_err(db_error)?
             .ok_or_else(|| {

@@ -191,11 +191,7 @@ impl LicensePoliciesApi {
         operation_id = "getLicensePolicy"
     )]
     async fn get(&self, _auth: AdminAuth, id: Path<String>) -> GetPolicyResponse {
-        let found = async {
-            let mut conn = crate::db::acquire(&self.state.pool, crate::db::PoolName::Main).await?;
-            policies::get(&mut conn, &id.0).await
-        };
-        match found.await {
+        match policies::get(&self.state.pool, &id.0).await {
             Ok(Some(policy)) => GetPolicyResponse::Ok(Json(policy.into())),
             Ok(None) => Problem::not_found("no policy has this id").into(),
             Err(err) => db_error(err).into(),

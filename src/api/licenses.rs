@@ -248,24 +248,9 @@ pub(crate) async fn activation(
         None => (false, raw),
     };
     let domain = parse_domain(rest)?;
-    let policy_id: Option<String> =
-        sqlx::query_scalar("SELECT policy_id FROM licenses WHERE id = $1")
-            .bind(license_id)
-            .fetch_optional(pool)
-            .await
-            .map_err(db_error)?
-            .flatten();
-    let policy = match policy_id {
-        Some(id) => {
-            let mut conn = crate::db::acquire(pool, crate::db::PoolName::Main)
-                .await
-                .map_err(db_error)?;
-            crate::license_policies::get(&mut conn, &id)
-                .await
-                .map_err(db_error)?
-        }
-        None => None,
-    };
+    let policy = crate::license_policies::of_license(pool, license_id)
+        .await
+        .map_err(db_error)?;
     if wildcard && !policy.as_ref().is_some_and(|p| p.domain_patterns) {
         return Err(Problem::validation(vec![FieldError::new(
             "domain",

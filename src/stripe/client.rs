@@ -93,44 +93,67 @@ impl StripeApi {
         created_gte: i64,
         starting_after: Option<&str>,
     ) -> Result<EventPage, CallError> {
-        #[derive(serde::Serialize)]
-        struct Created {
-            gte: i64,
+        let mut query = vec![
+            ("created[gte]", created_gte.to_string()),
+            ("limit", "100".to_owned()),
+        ];
+        if let Some(after) = starting_after {
+            query.push(("starting_after", after.to_owned()));
         }
-        #[derive(serde::Serialize)]
-        struct Params<'a> {
-            created: Created,
-            limit: u8,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            starting_after: Option<&'a str>,
-        }
-        let started = std::time::Instant::now();
-        let params = Params {
-            created: Created { gte: created_gte },
-            limit: 100,
-            starting_after,
-        };
-        let returned = stripe_client_core::RequestBuilder::new(
-            stripe_client_core::StripeMethod::Get,
-            "/events",
-        )
-        .query(&params)
-        .customize::<miniserde::json::Value>()
-        .send(&self.client)
-        .await;
-        let outcome = match &returned {
-            Ok(_) => "ok",
-            Err(StripeError::Stripe(_, status)) if *status < 500 => "refused",
-            Err(_) => "unavailable",
-        };
-        crate::metrics::stripe_call("list_events", outcome, started.elapsed());
-        let page = returned.map_err(|e| classify(e).unwrap_or_else(|refused| refused))?;
-        let page: serde_json::Value = serde_json::from_str(&miniserde::json::to_string(&page))
-            .map_err(|e| CallError::Unavailable(format!("an unreadable list of events: {e}")))?;
+        let query = serde_urlencoded::to_string(&query)
+            .map_err(|e| CallError::Unavailable(format!("encoding the query: {e}")))?;
+        let page = self
+            .raw_json(
+                "list_events",
+                &format!("list-events-{created_gte}-{}", starting_after.unwrap_or("")),
+                stripe_client_core::StripeMethod::Get,
+                "/events",
+                Some(&query),
+                None,
+            )
+            .await?;
         Ok(EventPage {
             events: page["data"].as_array().cloned().unwrap_or_default(),
             has_more: page["has_more"].as_bool().unwrap_or(false),
         })
+    }
+
+    /// The JSON answer of a request the async-stripe crates we use have no typed request for
+    /// (`query` and `form` URL-encoded), through [`Self::with_retries`] with one idempotency
+    /// key. Read into async-stripe's own `miniserde` value, then serde_json's, so nothing of
+    /// Stripe's answer is dropped by a generated struct.
+    pub(crate) async fn raw_json(
+        &self,
+        what: &'static str,
+        idempotency_key: &str,
+        method: stripe_client_core::StripeMethod,
+        path: &str,
+        query: Option<&str>,
+        form: Option<&[(&str, String)]>,
+    ) -> Result<serde_json::Value, CallError> {
+        let body = match form {
+            Some(form) => Some(
+                serde_urlencoded::to_string(form)
+                    .map_err(|e| CallError::Unavailable(format!("encoding the form: {e}")))?,
+            ),
+            None => None,
+        };
+        let value = self
+            .with_retries(idempotency_key, what, |strategy| {
+                let mut request = stripe_client_core::RequestBuilder::new(method, path.to_owned());
+                request.query = query.map(str::to_owned);
+                request.body = body.clone();
+                async move {
+                    request
+                        .customize::<miniserde::json::Value>()
+                        .request_strategy(strategy)
+                        .send(&self.client)
+                        .await
+                }
+            })
+            .await?;
+        serde_json::from_str(&miniserde::json::to_string(&value))
+            .map_err(|e| CallError::Unavailable(format!("an unreadable answer: {e}")))
     }
 }
 
@@ -193,14 +216,9 @@ fn fit_idempotency_key(key: &str) -> String {
 }
 
 impl StripeApi {
-    /// The async-stripe client, for requests built elsewhere (`stripe::endpoint`).
-    pub(crate) fn client(&self) -> &stripe::Client {
-        &self.client
-    }
-
     /// Runs `call` with one idempotency key, retrying network errors and 5xx with backoff;
     /// counts it (all attempts as one call) as the operation `what`.
-    pub(crate) async fn with_retries<T, F, Fut>(
+    async fn with_retries<T, F, Fut>(
         &self,
         idempotency_key: &str,
         what: &'static str,

@@ -13,8 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
-use stripe::RequestStrategy;
-use stripe_client_core::{RequestBuilder, StripeMethod};
+use stripe_client_core::StripeMethod;
 
 use super::client::{CallError, StripeApi};
 use super::translate::Translator;
@@ -90,42 +89,6 @@ impl std::fmt::Display for SetupOutcome {
     }
 }
 
-/// The JSON of a raw request (`query` and `form` URL-encoded), through the client's retries
-/// with one idempotency key.
-async fn call(
-    api: &StripeApi,
-    what: &'static str,
-    key: &str,
-    method: StripeMethod,
-    path: &str,
-    query: Option<&str>,
-    form: Option<&[(&str, String)]>,
-) -> Result<serde_json::Value, CallError> {
-    let body = match form {
-        Some(form) => Some(
-            serde_urlencoded::to_string(form)
-                .map_err(|e| CallError::Unavailable(format!("encoding the form: {e}")))?,
-        ),
-        None => None,
-    };
-    let value = api
-        .with_retries(key, what, |strategy: RequestStrategy| {
-            let mut request = RequestBuilder::new(method, path.to_owned());
-            request.query = query.map(str::to_owned);
-            request.body = body.clone();
-            async move {
-                request
-                    .customize::<miniserde::json::Value>()
-                    .request_strategy(strategy)
-                    .send(api.client())
-                    .await
-            }
-        })
-        .await?;
-    serde_json::from_str(&miniserde::json::to_string(&value))
-        .map_err(|e| CallError::Unavailable(format!("an unreadable answer: {e}")))
-}
-
 /// The form fields of an endpoint sending the handled types.
 fn events_form() -> Vec<(&'static str, String)> {
     Translator::HANDLED
@@ -135,16 +98,16 @@ fn events_form() -> Vec<(&'static str, String)> {
 }
 
 async fn list(api: &StripeApi) -> Result<Vec<Endpoint>, CallError> {
-    let page = call(
-        api,
-        "list_webhook_endpoints",
-        &format!("list-endpoints-{}", uuid::Uuid::now_v7()),
-        StripeMethod::Get,
-        "/webhook_endpoints",
-        Some("limit=100"),
-        None,
-    )
-    .await?;
+    let page = api
+        .raw_json(
+            "list_webhook_endpoints",
+            &format!("list-endpoints-{}", uuid::Uuid::now_v7()),
+            StripeMethod::Get,
+            "/webhook_endpoints",
+            Some("limit=100"),
+            None,
+        )
+        .await?;
     Ok(page["data"]
         .as_array()
         .map(|all| all.iter().filter_map(Endpoint::from_json).collect())
@@ -170,8 +133,7 @@ pub async fn setup(pool: &PgPool, api: &StripeApi, url: &str) -> anyhow::Result<
             }
             let mut form = events_form();
             form.push(("disabled", "false".to_owned()));
-            call(
-                api,
+            api.raw_json(
                 "update_webhook_endpoint",
                 &format!("update-endpoint-{}-{}", endpoint.id, uuid::Uuid::now_v7()),
                 StripeMethod::Post,
@@ -185,8 +147,7 @@ pub async fn setup(pool: &PgPool, api: &StripeApi, url: &str) -> anyhow::Result<
             });
         }
         // Its secret is not ours to read: Stripe shows it only at creation.
-        call(
-            api,
+        api.raw_json(
             "delete_webhook_endpoint",
             &format!("delete-endpoint-{}", endpoint.id),
             StripeMethod::Delete,
@@ -199,16 +160,16 @@ pub async fn setup(pool: &PgPool, api: &StripeApi, url: &str) -> anyhow::Result<
     let mut form = events_form();
     form.push(("url", url.to_owned()));
     form.push(("description", "memberledger".to_owned()));
-    let created = call(
-        api,
-        "create_webhook_endpoint",
-        &format!("create-endpoint-{}", uuid::Uuid::now_v7()),
-        StripeMethod::Post,
-        "/webhook_endpoints",
-        None,
-        Some(&form),
-    )
-    .await?;
+    let created = api
+        .raw_json(
+            "create_webhook_endpoint",
+            &format!("create-endpoint-{}", uuid::Uuid::now_v7()),
+            StripeMethod::Post,
+            "/webhook_endpoints",
+            None,
+            Some(&form),
+        )
+        .await?;
     let (Some(id), Some(secret)) = (created["id"].as_str(), created["secret"].as_str()) else {
         anyhow::bail!("Stripe created a webhook endpoint but did not answer its id and secret");
     };

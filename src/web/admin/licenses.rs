@@ -8,12 +8,12 @@ use poem::{handler, Request, Response};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::signed_in;
+use super::admin_form;
 use crate::api::license_admin::{GrantLicenseRequest, LicenseAdminApi};
 use crate::api::license_holds::{Hold, LicenseHoldsApi};
 use crate::api::problem::{FieldError, Problem};
 use crate::api::state::{RequestId, State};
-use crate::web::{forms, page};
+use crate::web::page;
 
 #[derive(Deserialize)]
 struct HoldForm {
@@ -34,13 +34,10 @@ pub async fn hold(
     state: Data<&State>,
     request_id: Data<&RequestId>,
 ) -> Response {
-    let form: HoldForm = match forms::read(req, &body) {
+    let form: HoldForm = match admin_form(req, &body, &state).await {
         Ok(form) => form,
         Err(resp) => return resp,
     };
-    if let Err(resp) = signed_in(req, &state).await {
-        return resp;
-    }
     let (Ok(license), Ok(member)) = (form.license.parse::<Uuid>(), form.member.parse::<Uuid>())
     else {
         return page::error_page_at("/admin", poem::http::StatusCode::NOT_FOUND, "");
@@ -124,13 +121,10 @@ pub async fn grant(
     state: Data<&State>,
     request_id: Data<&RequestId>,
 ) -> Response {
-    let form: GrantForm = match forms::read(req, &body) {
+    let form: GrantForm = match admin_form(req, &body, &state).await {
         Ok(form) => form,
         Err(resp) => return resp,
     };
-    if let Err(resp) = signed_in(req, &state).await {
-        return resp;
-    }
     let Ok(member) = form.member.parse::<Uuid>() else {
         return page::error_page_at("/admin", poem::http::StatusCode::NOT_FOUND, "");
     };
@@ -179,13 +173,10 @@ pub async fn change(
     state: Data<&State>,
     request_id: Data<&RequestId>,
 ) -> Response {
-    let form: ChangeForm = match forms::read(req, &body) {
+    let form: ChangeForm = match admin_form(req, &body, &state).await {
         Ok(form) => form,
         Err(resp) => return resp,
     };
-    if let Err(resp) = signed_in(req, &state).await {
-        return resp;
-    }
     let (Ok(license), Ok(member)) = (form.license.parse::<Uuid>(), form.member.parse::<Uuid>())
     else {
         return page::error_page_at("/admin", poem::http::StatusCode::NOT_FOUND, "");

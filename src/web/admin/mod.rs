@@ -63,6 +63,18 @@ async fn signed_in(req: &Request, state: &State) -> Result<(), Response> {
     }
 }
 
+/// A posted form, once its integrity token is checked and the browser holds a live admin
+/// session: the form, or the answer to give instead.
+async fn admin_form<T: serde::de::DeserializeOwned>(
+    req: &Request,
+    body: &str,
+    state: &State,
+) -> Result<T, Response> {
+    let form = super::forms::read(req, body)?;
+    signed_in(req, state).await?;
+    Ok(form)
+}
+
 /// The page for a database that did not answer.
 fn unavailable(err: &sqlx::Error) -> Response {
     tracing::warn!(error = %err, "an admin page could not read the database");

@@ -7,12 +7,11 @@ use poem::web::{Data, Query};
 use poem::{handler, Request, Response};
 use serde::Deserialize;
 
-use super::{admin_layout, signed_in, unavailable};
+use super::{admin_form, admin_layout, signed_in, unavailable};
 use crate::api::license_policies::{terms, PutLicensePolicy};
 use crate::api::problem::{FieldError, Problem};
 use crate::api::state::State;
 use crate::license_policies::{self as policies, ExpiryStrategy, Policy, PutError};
-use crate::web::forms;
 use crate::web::page::{self, Layout, Notice};
 
 #[derive(Template)]
@@ -187,13 +186,10 @@ impl PolicyForm {
 
 #[handler]
 pub async fn save(req: &Request, body: String, state: Data<&State>) -> Response {
-    let form: PolicyForm = match forms::read(req, &body) {
+    let form: PolicyForm = match admin_form(req, &body, &state).await {
         Ok(form) => form,
         Err(resp) => return resp,
     };
-    if let Err(resp) = signed_in(req, &state).await {
-        return resp;
-    }
     let id = form.id.trim().to_owned();
     let state: &State = &state;
     let refused = |problem: Problem| async move {

@@ -9,10 +9,9 @@ use poem::web::{Data, Query};
 use poem::{handler, Request, Response};
 use serde::Deserialize;
 
-use super::{admin_layout, signed_in, unavailable};
+use super::{admin_form, admin_layout, signed_in, unavailable};
 use crate::api::projections_api::{start_rebuild, views, ProjectionView};
 use crate::api::state::State;
-use crate::web::forms;
 use crate::web::page::{self, Layout, Notice};
 
 /// Seconds between reloads while a rebuild runs.
@@ -201,13 +200,10 @@ struct RebuildForm {
 /// Starts a rebuild, as the API's does.
 #[handler]
 pub async fn rebuild(req: &Request, body: String, state: Data<&State>) -> Response {
-    let form: RebuildForm = match forms::read(req, &body) {
+    let form: RebuildForm = match admin_form(req, &body, &state).await {
         Ok(form) => form,
         Err(resp) => return resp,
     };
-    if let Err(resp) = signed_in(req, &state).await {
-        return resp;
-    }
     if form.name.is_empty() || form.name.len() > 100 {
         return render(
             req,

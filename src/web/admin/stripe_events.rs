@@ -9,10 +9,9 @@ use poem::web::{Data, Query};
 use poem::{handler, Request, Response};
 use serde::Deserialize;
 
-use super::{admin_layout, signed_in, unavailable};
+use super::{admin_form, admin_layout, signed_in, unavailable};
 use crate::api::state::State;
 use crate::stripe::inbox::{self, StoredStripeEvent};
-use crate::web::forms;
 use crate::web::page::{self, Layout, Notice};
 
 const LIMIT: i64 = 100;
@@ -143,13 +142,10 @@ struct RetryForm {
 /// Makes the event due now, as the API's retry does; a processed one is left alone.
 #[handler]
 pub async fn retry(req: &Request, body: String, state: Data<&State>) -> Response {
-    let form: RetryForm = match forms::read(req, &body) {
+    let form: RetryForm = match admin_form(req, &body, &state).await {
         Ok(form) => form,
         Err(resp) => return resp,
     };
-    if let Err(resp) = signed_in(req, &state).await {
-        return resp;
-    }
     let state: &State = &state;
     let refused = |status: StatusCode, text: String| async move {
         render(req, state, None, Some(Notice::error(text)), status).await

@@ -10,11 +10,10 @@ use poem::{handler, Request, Response};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{admin_layout, signed_in};
+use super::{admin_form, admin_layout, signed_in};
 use crate::api::outbound_webhooks::{self as api, CreateWebhook};
 use crate::api::problem::Problem;
 use crate::api::state::State;
-use crate::web::forms;
 use crate::web::page::{self, Layout, Notice};
 
 #[derive(Template)]
@@ -124,13 +123,10 @@ struct RegisterForm {
 /// Registers an endpoint and shows its secret on the page that answers (once).
 #[handler]
 pub async fn register(req: &Request, body: String, state: Data<&State>) -> Response {
-    let form: RegisterForm = match forms::read(req, &body) {
+    let form: RegisterForm = match admin_form(req, &body, &state).await {
         Ok(form) => form,
         Err(resp) => return resp,
     };
-    if let Err(resp) = signed_in(req, &state).await {
-        return resp;
-    }
     let request = CreateWebhook {
         url: form.url,
         event_types: form
@@ -178,13 +174,10 @@ struct IdForm {
 
 #[handler]
 pub async fn enable(req: &Request, body: String, state: Data<&State>) -> Response {
-    let form: IdForm = match forms::read(req, &body) {
+    let form: IdForm = match admin_form(req, &body, &state).await {
         Ok(form) => form,
         Err(resp) => return resp,
     };
-    if let Err(resp) = signed_in(req, &state).await {
-        return resp;
-    }
     let Ok(id) = form.id.parse::<Uuid>() else {
         return page::error_page_at("/admin/webhooks", StatusCode::NOT_FOUND, "");
     };
@@ -259,13 +252,10 @@ struct RedeliverForm {
 
 #[handler]
 pub async fn redeliver(req: &Request, body: String, state: Data<&State>) -> Response {
-    let form: RedeliverForm = match forms::read(req, &body) {
+    let form: RedeliverForm = match admin_form(req, &body, &state).await {
         Ok(form) => form,
         Err(resp) => return resp,
     };
-    if let Err(resp) = signed_in(req, &state).await {
-        return resp;
-    }
     let (Ok(id), Ok(endpoint)) = (form.id.parse::<Uuid>(), form.endpoint.parse::<Uuid>()) else {
         return page::error_page_at("/admin/webhooks", StatusCode::NOT_FOUND, "");
     };
