@@ -116,7 +116,7 @@ pub async fn read_after(
             &event.aggregate_type,
             &event.event_type,
             &event.event_version,
-            &mut event.payload,
+            std::sync::Arc::make_mut(&mut event.payload),
         );
     }
     Ok(events)

@@ -7,7 +7,7 @@ use aggregates::Attribution;
 use aggregates::{
     EmailAddress, Labels, Member, MemberCommand, MemberError, MemberName, MemberSource, Note,
 };
-use chrono::Utc;
+use chrono::{DateTime, SubsecRound, Utc};
 use projections::member_emails::EMAIL_TAKEN;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -36,13 +36,16 @@ pub enum CreateMemberError {
     Database(#[from] sqlx::Error),
 }
 
-/// Creates the member; refused when another member has the email.
+/// Creates the member; refused when another member has the email. Returns its id and its
+/// creation time, to the microsecond as the read models store it (so an answer built from the
+/// command's fields equals what a read of the member shows).
 pub async fn create(
     bus: &CommandBus<Member>,
     new: NewMember,
     metadata: EventMetadata,
-) -> Result<(Uuid, Option<LogPosition>), CreateMemberError> {
+) -> Result<(Uuid, DateTime<Utc>), CreateMemberError> {
     let member_id = Uuid::now_v7();
+    let at = Utc::now().trunc_subsecs(6);
     let command = MemberCommand::CreateMember {
         member_id,
         email: new.email,
@@ -52,13 +55,12 @@ pub async fn create(
         source: new.source,
         attribution: new.attribution.map(Box::new),
         newsletters: new.newsletters,
-        at: Utc::now(),
+        at,
     };
-    let position = bus
-        .execute(&member_id.to_string(), command, metadata)
+    bus.execute_new(&member_id.to_string(), command, metadata)
         .await
         .map_err(refused_email)?;
-    Ok((member_id, position))
+    Ok((member_id, at))
 }
 
 /// The member holding `email` (compared case-insensitively), if any.

@@ -4,6 +4,8 @@
 //! it); an asynchronous one is applied by the server's runner in log order, its checkpoint in
 //! the same transaction as the batch.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -49,8 +51,13 @@ pub struct StoredEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    pub payload: serde_json::Value,
-    pub metadata: serde_json::Value,
+    /// Shared, not owned: a batch is handed to every projection that handles some of it, and
+    /// those that handle only some take copies of their events (see [`handled`]); a copy of an
+    /// event then copies no JSON tree.
+    #[sqlx(try_from = "serde_json::Value")]
+    pub payload: Arc<serde_json::Value>,
+    #[sqlx(try_from = "serde_json::Value")]
+    pub metadata: Arc<serde_json::Value>,
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -58,7 +65,7 @@ impl StoredEvent {
     /// Decodes the payload into the aggregate's event enum.
     pub fn decode<E: DeserializeOwned>(&self) -> Result<E, ProjectionError> {
         // From a reference: a batch decodes thousands of payloads, none needs copying.
-        E::deserialize(&self.payload).map_err(|source| ProjectionError::Decode {
+        E::deserialize(&*self.payload).map_err(|source| ProjectionError::Decode {
             position: self.global_position,
             event_type: self.event_type.clone(),
             source,

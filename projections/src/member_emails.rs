@@ -60,10 +60,14 @@ impl Projection for MemberEmails {
         events: &[StoredEvent],
     ) -> Result<(), ProjectionError> {
         let mut claims = Vec::with_capacity(events.len());
+        let mut only_creations = true;
         for event in events {
             let email = match event.decode::<MemberEvent>()? {
                 MemberEvent::MemberCreated { email, .. } => email,
-                MemberEvent::MemberEmailChanged { new_email, .. } => new_email,
+                MemberEvent::MemberEmailChanged { new_email, .. } => {
+                    only_creations = false;
+                    new_email
+                }
                 _ => continue,
             };
             claims.push((email.to_lowercase(), member_id(event)?));
@@ -73,6 +77,13 @@ impl Projection for MemberEmails {
         }
         let emails: Vec<&str> = claims.iter().map(|(e, _)| e.as_str()).collect();
         let members: Vec<Uuid> = claims.iter().map(|(_, m)| *m).collect();
+        // Members created in this batch, nothing else: a member's creation is its first event,
+        // so none of them holds an address yet and there is nothing to release. With distinct
+        // addresses, one insert decides (a conflict is another member's address), without
+        // reading first: the common case, a command creating one member, is one statement.
+        if only_creations && emails.iter().collect::<HashSet<_>>().len() == emails.len() {
+            return claim(conn, &emails, &members).await;
+        }
         let before: Vec<(String, Uuid)> = sqlx::query_as(
             "SELECT email, member_id FROM member_emails
              WHERE email = ANY($1::text[]) OR member_id = ANY($2::uuid[])",
@@ -129,22 +140,33 @@ impl Projection for MemberEmails {
         }
         // An address another transaction took since the read above is decided by the key: the
         // insert waits for it and then returns no row for that address.
-        let taken: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO member_emails (email, member_id)
-             SELECT * FROM unnest($1::text[], $2::uuid[])
-             ON CONFLICT (email) DO UPDATE SET member_id = EXCLUDED.member_id
-             WHERE member_emails.member_id = EXCLUDED.member_id
-             RETURNING email",
-        )
-        .bind(claimed.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>())
-        .bind(claimed.iter().map(|(_, m)| **m).collect::<Vec<_>>())
-        .fetch_all(&mut *conn)
-        .await?;
-        if taken.len() != claimed.len() {
-            return Err(refused());
-        }
-        Ok(())
+        let emails: Vec<&str> = claimed.iter().map(|(e, _)| e.as_str()).collect();
+        let members: Vec<Uuid> = claimed.iter().map(|(_, m)| **m).collect();
+        claim(conn, &emails, &members).await
     }
+}
+
+/// Gives each member its address; refused when another member holds one of them.
+async fn claim(
+    conn: &mut PgConnection,
+    emails: &[&str],
+    members: &[Uuid],
+) -> Result<(), ProjectionError> {
+    let taken: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO member_emails (email, member_id)
+         SELECT * FROM unnest($1::text[], $2::uuid[])
+         ON CONFLICT (email) DO UPDATE SET member_id = EXCLUDED.member_id
+         WHERE member_emails.member_id = EXCLUDED.member_id
+         RETURNING email",
+    )
+    .bind(emails)
+    .bind(members)
+    .fetch_all(&mut *conn)
+    .await?;
+    if taken.len() != emails.len() {
+        return Err(refused());
+    }
+    Ok(())
 }
 
 fn refused() -> ProjectionError {

@@ -138,8 +138,8 @@ async fn insert_events(
                 sequence,
                 event_type: event.event_type.clone(),
                 event_version: event.event_version.clone(),
-                payload: event.payload.clone(),
-                metadata: event.metadata.clone(),
+                payload: Arc::new(event.payload.clone()),
+                metadata: Arc::new(event.metadata.clone()),
                 recorded_at,
             },
         )

@@ -162,3 +162,70 @@ async fn a_projection_commits_nothing_for_events_it_does_not_handle() {
     .expect("checkpoint");
     assert_eq!(timeline, MEMBERS);
 }
+
+#[tokio::test]
+async fn a_creation_whose_new_id_is_taken_after_all_runs_against_the_stored_events() {
+    use std::sync::Arc;
+
+    use aggregates::cqrs_es::AggregateError;
+    use aggregates::{EmailAddress, Labels, Member, MemberCommand, MemberError, MemberSource};
+    use memberledger::eventlog::{Wakeups, EVENTS_APPENDED};
+    use memberledger::store::{Actor, CommandBus, EventMetadata};
+    use projections::{Mode, Projection};
+
+    let app = TestApp::spawn().await;
+    let inline: Arc<[Arc<dyn Projection>]> = projections::all()
+        .into_iter()
+        .map(Arc::<dyn Projection>::from)
+        .filter(|p| p.mode() == Mode::Inline)
+        .collect();
+    let bus = CommandBus::<Member>::new(
+        app.pool.clone(),
+        inline,
+        Wakeups::new(app.pool.clone(), EVENTS_APPENDED),
+        (),
+    );
+    let id = uuid::Uuid::now_v7();
+    let create = |email: &str| MemberCommand::CreateMember {
+        member_id: id,
+        email: EmailAddress::parse(email).expect("email"),
+        name: None,
+        note: None,
+        labels: Labels::default(),
+        source: MemberSource::Admin,
+        attribution: None,
+        newsletters: Vec::new(),
+        at: chrono::Utc::now(),
+    };
+    let metadata = || EventMetadata::for_request("test", Actor::Admin);
+    bus.execute_new(&id.to_string(), create("first@example.com"), metadata())
+        .await
+        .expect("the first creation");
+
+    // `execute_new` guesses that the id has no events; here it has. The append meets the
+    // optimistic lock, and the command re-runs against the stored member, which refuses it.
+    let err = bus
+        .execute_new(&id.to_string(), create("second@example.com"), metadata())
+        .await
+        .expect_err("a member is created once");
+    assert!(
+        matches!(err, AggregateError::UserError(MemberError::AlreadyExists)),
+        "{err:?}"
+    );
+    assert_eq!(events_of(&app, "Member").await, 1);
+    let email: String = sqlx::query_scalar("SELECT email FROM member_list WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("the member's row");
+    assert_eq!(email, "first@example.com");
+    assert!(
+        sqlx::query_scalar::<_, bool>(
+            "SELECT NOT EXISTS (SELECT 1 FROM member_emails WHERE email = 'second@example.com')"
+        )
+        .fetch_one(&app.pool)
+        .await
+        .expect("emails"),
+        "the refused creation claimed no address"
+    );
+}

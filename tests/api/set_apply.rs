@@ -445,8 +445,8 @@ impl Log {
             sequence: self.next,
             event_type,
             event_version: "1.0".to_owned(),
-            payload,
-            metadata: json!({}),
+            payload: payload.into(),
+            metadata: json!({}).into(),
             recorded_at: at(0),
         }
     }

@@ -62,6 +62,32 @@ impl From<MemberRow> for MemberView {
     }
 }
 
+/// A member just created, as its `MemberCreated` makes its member_list row (see
+/// `projections::member_list`): free, updated when created.
+pub(super) struct CreatedView {
+    pub email: String,
+    pub name: Option<String>,
+    pub note: Option<String>,
+    pub labels: Vec<String>,
+    pub source: aggregates::MemberSource,
+}
+
+impl CreatedView {
+    pub fn into_view(self, id: Uuid, created_at: DateTime<Utc>) -> MemberView {
+        MemberView::from(MemberRow {
+            id,
+            email: self.email,
+            name: self.name,
+            note: self.note,
+            labels: self.labels,
+            status: aggregates::MemberStatus::Free.as_str().to_owned(),
+            source: self.source.as_str().to_owned(),
+            created_at,
+            updated_at: created_at,
+        })
+    }
+}
+
 const MEMBER_COLUMNS: &str =
     "id, email, name, note, labels, status, source, created_at, updated_at";
 

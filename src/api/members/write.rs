@@ -10,7 +10,7 @@ use poem_openapi::types::MaybeUndefined;
 use uuid::Uuid;
 
 use super::json::{CreateMemberRequest, CreateSourceDto, MemberView, UpdateMemberRequest};
-use super::queries::find_member;
+use super::queries::{find_member, CreatedView};
 use super::MembersApi;
 use crate::api::problem::{command_error, db_error, FieldError, Problem};
 use crate::api::state::RequestId;
@@ -71,20 +71,28 @@ impl MembersApi {
             _ => AttributionContext::Admin,
         };
         let new = NewMember {
-            email,
+            email: email.clone(),
             name: name.flatten(),
             note: note.flatten(),
-            labels,
+            labels: labels.clone(),
             source,
             attribution: Some(aggregates::attribution::for_context(context)),
             newsletters: Vec::new(),
         };
-        let (member_id, _) = members::create(&self.state.members, new, metadata(request_id))
+        let view = CreatedView {
+            email: email.into(),
+            name: new.name.clone().map(MemberName::into_inner),
+            note: new.note.clone().map(Note::into_inner),
+            labels: labels.into_inner(),
+            source,
+        };
+        // Answered from the command's fields, as the inline member_list row was written from
+        // its event in the same transaction: no read back (`tests/api/members.rs` checks that
+        // the answer equals a GET of the member).
+        let (member_id, at) = members::create(&self.state.members, new, metadata(request_id))
             .await
             .map_err(create_error)?;
-        find_member(&self.state, member_id).await?.ok_or_else(|| {
-            Problem::unavailable("the member was created but is not readable yet; retry the GET")
-        })
+        Ok(view.into_view(member_id, at))
     }
 
     pub(super) async fn update_member(
