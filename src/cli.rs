@@ -90,6 +90,20 @@ pub enum MembersCommand {
         #[arg(long)]
         label: Option<String>,
     },
+    /// Import members from CSV (our export's columns or Ghost's): new addresses become
+    /// members (source `import`), existing ones get what the row adds; importing a file twice
+    /// changes nothing the second time. Prints a summary as JSON; rows that were not imported
+    /// go to the report.
+    Import {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// The CSV file; `-` reads standard input.
+        file: std::path::PathBuf,
+        /// Where to write the report of refused rows (CSV: line, email, field, reason);
+        /// default: standard error.
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -500,6 +514,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             out.flush().await?;
             db.close().await
         }
+        Command::Members {
+            command:
+                MembersCommand::Import {
+                    database,
+                    file,
+                    report,
+                },
+        } => crate::members_import::run_cli(&database, &file, report.as_deref()).await,
         Command::Licenses { command } => match command {
             LicensesCommand::PublicKey { database } => {
                 let db = Database::connect(&database).await?;

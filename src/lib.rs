@@ -25,6 +25,7 @@ pub mod localpg;
 pub mod mail;
 pub mod members;
 pub mod members_export;
+pub mod members_import;
 pub mod metrics;
 pub mod outbound;
 pub mod policies;

@@ -192,6 +192,10 @@ impl MemberName {
         Ok(bounded_text(raw, Self::MAX_LEN)?.map(Self))
     }
 
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     pub fn into_inner(self) -> String {
         self.0
     }
@@ -207,6 +211,10 @@ impl Note {
     /// `Ok(None)` for a blank note.
     pub fn parse(raw: &str) -> Result<Option<Self>, ValueError> {
         Ok(bounded_text(raw, Self::MAX_LEN)?.map(Self))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 
     pub fn into_inner(self) -> String {
@@ -240,6 +248,10 @@ impl Labels {
             )));
         }
         Ok(Self(labels))
+    }
+
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
     }
 
     pub fn into_inner(self) -> Vec<String> {

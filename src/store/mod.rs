@@ -78,6 +78,9 @@ pub struct CommandBus<A: Aggregate> {
     /// A second handle on the same store, for reading an aggregate's state and for
     /// [`Self::execute_new`]'s appends.
     store: PersistedEventStore<EventRepository, A>,
+    /// The same tables once more, for [`Self::execute_new_batch`]'s appends of many
+    /// aggregates at once (cqrs-es's store commits one aggregate at a time).
+    repository: EventRepository,
     wakeups: Arc<Wakeups>,
 }
 
@@ -110,6 +113,7 @@ where
                 services,
             ),
             store: store(),
+            repository: EventRepository::new(pool.clone(), inline.clone()),
             wakeups,
         })
     }
@@ -151,6 +155,59 @@ where
             })
             .await;
         crate::metrics::command(A::TYPE, outcome(&result), started.elapsed());
+        result
+    }
+
+    /// Executes commands that each create a new aggregate (ids just minted, as for
+    /// [`Self::execute_new`]) and appends all their events in one transaction, the inline
+    /// projections applying them as one batch: a thousand imported members are one commit,
+    /// not a thousand. All or nothing: when any is refused (by its aggregate, or by an inline
+    /// projection, such as an address another member took meanwhile) none is written, and the
+    /// caller can run them one by one to tell which.
+    pub async fn execute_new_batch(
+        &self,
+        commands: Vec<(String, A::Command)>,
+        metadata: EventMetadata,
+    ) -> Result<Option<LogPosition>, AggregateError<A::Error>>
+    where
+        A: Aggregate<Services = ()>,
+    {
+        use aggregates::cqrs_es::event_sink::EventSink;
+
+        let started = std::time::Instant::now();
+        let count = commands.len();
+        let metadata = metadata.into_map();
+        let result = async {
+            let mut envelopes: Vec<EventEnvelope<A>> = Vec::with_capacity(count);
+            for (aggregate_id, command) in commands {
+                let mut aggregate = A::default();
+                let sink = EventSink::default();
+                aggregate
+                    .handle(command, &(), &sink)
+                    .await
+                    .map_err(AggregateError::UserError)?;
+                for (n, payload) in sink.collect().await.into_iter().enumerate() {
+                    envelopes.push(EventEnvelope {
+                        aggregate_id: aggregate_id.clone(),
+                        sequence: n + 1,
+                        payload,
+                        metadata: metadata.clone(),
+                    });
+                }
+            }
+            let serialized = envelopes
+                .iter()
+                .map(SerializedEvent::try_from)
+                .collect::<Result<Vec<_>, _>>()?;
+            let position = self.repository.append(&serialized).await?;
+            WakeRunners::announce(&self.wakeups, &envelopes).await;
+            Ok(position)
+        }
+        .await;
+        let outcome = outcome(&result);
+        for _ in 0..count {
+            crate::metrics::command(A::TYPE, outcome, started.elapsed());
+        }
         result
     }
 

@@ -52,7 +52,9 @@ impl EventRepository {
         }
     }
 
-    async fn append(
+    /// Appends `events` (of one or many aggregates) in one transaction with the inline
+    /// projections that handle them; returns where the last one is in the log.
+    pub(super) async fn append(
         &self,
         events: &[SerializedEvent],
     ) -> Result<Option<LogPosition>, PersistenceError> {

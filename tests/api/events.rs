@@ -88,7 +88,7 @@ async fn a_member_created_at_version_1_0_loads_projects_and_changes_in_its_new_s
         .expect("json");
     assert_eq!(detail["name"], "Legacy", "{detail}");
     assert_eq!(
-        detail["attribution"]["referrer_source"], "Import",
+        detail["attribution"]["referrer_source"], "Imported",
         "{detail}"
     );
     // The aggregate loads it upcast and takes a new command.

@@ -24,6 +24,7 @@ mod licenses;
 mod mail_support;
 mod members;
 mod members_export;
+mod members_import;
 mod openapi;
 mod operator;
 mod outbound_webhooks;

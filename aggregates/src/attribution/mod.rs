@@ -132,7 +132,7 @@ impl AttributionContext {
         match self {
             Self::Admin => ("Admin", "Admin"),
             Self::Api => ("Admin API", "Integration"),
-            Self::Import => ("Import", "Import"),
+            Self::Import => ("Imported", "Member Importer"),
             Self::Integration => ("Integration", "Integration"),
             Self::Stripe => ("Stripe", "Payment"),
         }

@@ -5,7 +5,7 @@ fn contexts_have_fixed_sources_and_mediums() {
     let cases = [
         (AttributionContext::Admin, "Admin", "Admin"),
         (AttributionContext::Api, "Admin API", "Integration"),
-        (AttributionContext::Import, "Import", "Import"),
+        (AttributionContext::Import, "Imported", "Member Importer"),
         (
             AttributionContext::Integration,
             "Integration",
