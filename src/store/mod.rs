@@ -172,21 +172,17 @@ where
     where
         A: Aggregate<Services = ()>,
     {
-        use aggregates::cqrs_es::event_sink::EventSink;
-
         let started = std::time::Instant::now();
         let count = commands.len();
+        if count == 0 {
+            return Ok(None);
+        }
         let metadata = metadata.into_map();
         let result = async {
             let mut envelopes: Vec<EventEnvelope<A>> = Vec::with_capacity(count);
             for (aggregate_id, command) in commands {
-                let mut aggregate = A::default();
-                let sink = EventSink::default();
-                aggregate
-                    .handle(command, &(), &sink)
-                    .await
-                    .map_err(AggregateError::UserError)?;
-                for (n, payload) in sink.collect().await.into_iter().enumerate() {
+                let (_, events) = handle_new::<A>(command).await?;
+                for (n, payload) in events.into_iter().enumerate() {
                     envelopes.push(EventEnvelope {
                         aggregate_id: aggregate_id.clone(),
                         sequence: n + 1,
@@ -225,19 +221,13 @@ where
     where
         A: Aggregate<Services = ()>,
     {
-        use aggregates::cqrs_es::event_sink::EventSink;
         use aggregates::cqrs_es::persist::EventStoreAggregateContext;
         use aggregates::cqrs_es::EventStore;
 
         let started = std::time::Instant::now();
         let first = APPENDED
             .scope(Cell::new(None), async {
-                let mut aggregate = A::default();
-                let sink = EventSink::default();
-                aggregate
-                    .handle(command.clone(), &(), &sink)
-                    .await
-                    .map_err(AggregateError::UserError)?;
+                let (aggregate, events) = handle_new::<A>(command.clone()).await?;
                 let context = EventStoreAggregateContext {
                     aggregate_id: aggregate_id.to_owned(),
                     aggregate,
@@ -246,7 +236,7 @@ where
                 };
                 let committed = self
                     .store
-                    .commit(sink.collect().await, context, metadata.clone().into_map())
+                    .commit(events, context, metadata.clone().into_map())
                     .await?;
                 WakeRunners::announce(&self.wakeups, &committed).await;
                 Ok(APPENDED.with(Cell::get))
@@ -263,6 +253,21 @@ where
             }
         }
     }
+}
+
+/// The events `command` makes on a new aggregate, and the aggregate once they are applied.
+async fn handle_new<A: Aggregate<Services = ()>>(
+    command: A::Command,
+) -> Result<(A, Vec<A::Event>), AggregateError<A::Error>> {
+    use aggregates::cqrs_es::event_sink::EventSink;
+
+    let mut aggregate = A::default();
+    let sink = EventSink::default();
+    aggregate
+        .handle(command, &(), &sink)
+        .await
+        .map_err(AggregateError::UserError)?;
+    Ok((aggregate, sink.collect().await))
 }
 
 /// How a command ended, for the metrics: a domain error or an inline refusal (a taken email)

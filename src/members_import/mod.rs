@@ -17,20 +17,22 @@
 //!   the report is a CSV file of those (`line,email,field,reason`).
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::io::Read;
 use std::sync::Arc;
 
-use aggregates::{
-    Attribution, AttributionContext, EmailAddress, Labels, Member, MemberCommand, MemberName,
-    MemberSource, Note,
-};
-use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use aggregates::{Attribution, AttributionContext, Labels, Member, MemberCommand, MemberSource};
+use chrono::{SubsecRound, Utc};
 use futures::StreamExt;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::store::{inline_refusal, Actor, CommandBus, EventMetadata};
+
+mod cli;
+mod read;
+
+pub use cli::run_cli;
+use read::{read_batches, Row};
 
 /// Rows read, checked and created per batch (one transaction for its new members).
 pub const BATCH: usize = 500;
@@ -63,235 +65,6 @@ pub struct Summary {
     pub notes: u64,
 }
 
-/// A checked row.
-#[derive(Debug, Clone)]
-struct Row {
-    line: u64,
-    email: EmailAddress,
-    name: Option<MemberName>,
-    note: Option<Note>,
-    labels: Labels,
-    subscribed: bool,
-    /// Newsletters by name, as written.
-    newsletters: Vec<String>,
-    stripe_customer_id: Option<String>,
-    created_at: Option<DateTime<Utc>>,
-    /// `complimentary_plan` was true: reported, the member imported without it.
-    complimentary: bool,
-}
-
-/// Where each column is (by header, case-insensitively).
-struct Columns {
-    email: usize,
-    name: Option<usize>,
-    note: Option<usize>,
-    labels: Option<usize>,
-    subscribed: Option<usize>,
-    newsletters: Option<usize>,
-    stripe_customer_id: Option<usize>,
-    created_at: Option<usize>,
-    complimentary: Option<usize>,
-}
-
-impl Columns {
-    fn from_header(header: &csv::StringRecord) -> Result<Self, String> {
-        let find = |name: &str| {
-            header
-                .iter()
-                .position(|h| h.trim().eq_ignore_ascii_case(name))
-        };
-        Ok(Self {
-            email: find("email").ok_or("the header has no `email` column")?,
-            name: find("name"),
-            note: find("note"),
-            labels: find("labels"),
-            subscribed: find("subscribed_to_emails").or_else(|| find("subscribed")),
-            newsletters: find("newsletters"),
-            stripe_customer_id: find("stripe_customer_id"),
-            created_at: find("created_at"),
-            complimentary: find("complimentary_plan"),
-        })
-    }
-}
-
-/// The field's value, trimmed; `None` when the column is absent or the value empty.
-fn field(record: &csv::StringRecord, at: Option<usize>) -> Option<&str> {
-    at.and_then(|i| record.get(i))
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-}
-
-fn boolean(value: Option<&str>, default: bool) -> Result<bool, String> {
-    match value.map(str::to_ascii_lowercase).as_deref() {
-        None => Ok(default),
-        Some("true" | "yes" | "1") => Ok(true),
-        Some("false" | "no" | "0") => Ok(false),
-        Some(_) => Err("must be true or false".to_owned()),
-    }
-}
-
-/// `created_at` as our export writes it (RFC 3339) or as a spreadsheet often does
-/// (`YYYY-MM-DD HH:MM:SS`, UTC); not in the future.
-fn timestamp(value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    let at = DateTime::parse_from_rfc3339(value)
-        .map(|t| t.with_timezone(&Utc))
-        .or_else(|_| NaiveDateTime::parse_from_str(value, "%Y-%m-%d %H:%M:%S").map(|t| t.and_utc()))
-        .map_err(|_| "must be a date and time such as 2024-05-01T09:30:00Z".to_owned())?;
-    if at > now + chrono::Duration::days(1) {
-        return Err("must not be in the future".to_owned());
-    }
-    Ok(at.trunc_subsecs(6))
-}
-
-/// Checks one record; a refusal names the first field at fault.
-fn check(
-    columns: &Columns,
-    record: &csv::StringRecord,
-    line: u64,
-    now: DateTime<Utc>,
-) -> Result<Row, Refusal> {
-    let email_raw = record.get(columns.email).unwrap_or_default().trim();
-    let refuse = |field: &str, reason: String| Refusal {
-        line,
-        email: email_raw.to_owned(),
-        field: field.to_owned(),
-        reason,
-    };
-    let email = EmailAddress::parse(email_raw).map_err(|e| refuse("email", e.reason().into()))?;
-    let name = match field(record, columns.name) {
-        Some(v) => MemberName::parse(v).map_err(|e| refuse("name", e.reason().into()))?,
-        None => None,
-    };
-    let note = match field(record, columns.note) {
-        Some(v) => Note::parse(v).map_err(|e| refuse("note", e.reason().into()))?,
-        None => None,
-    };
-    let labels: Vec<&str> = field(record, columns.labels)
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
-    let labels = Labels::parse(&labels).map_err(|e| refuse("labels", e.reason().into()))?;
-    let subscribed = boolean(field(record, columns.subscribed), true)
-        .map_err(|reason| refuse("subscribed_to_emails", reason))?;
-    let complimentary = boolean(field(record, columns.complimentary), false)
-        .map_err(|reason| refuse("complimentary_plan", reason))?;
-    let newsletters = field(record, columns.newsletters)
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    let stripe_customer_id = match field(record, columns.stripe_customer_id) {
-        Some(id) if id.starts_with("cus_") && id.len() <= 255 => Some(id.to_owned()),
-        Some(_) => {
-            return Err(refuse(
-                "stripe_customer_id",
-                "must be a Stripe customer id (cus_...)".into(),
-            ))
-        }
-        None => None,
-    };
-    let created_at = field(record, columns.created_at)
-        .map(|v| timestamp(v, now))
-        .transpose()
-        .map_err(|reason| refuse("created_at", reason))?;
-    Ok(Row {
-        line,
-        email,
-        name,
-        note,
-        labels,
-        subscribed,
-        newsletters,
-        stripe_customer_id,
-        created_at,
-        complimentary,
-    })
-}
-
-/// A batch from the reader: checked rows and refused ones, in file order.
-type Batch = Vec<Result<Row, Refusal>>;
-
-/// Reads `input` on a blocking thread, a batch at a time; refuses an address that an earlier
-/// line of the file had (by a 64-bit hash of the normalised address, so a million rows cost
-/// a few megabytes).
-fn read_batches(
-    input: Box<dyn Read + Send>,
-) -> (
-    tokio::sync::mpsc::Receiver<Result<Batch, String>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
-    let reader = tokio::task::spawn_blocking(move || {
-        let mut csv = csv::ReaderBuilder::new()
-            .flexible(true)
-            .trim(csv::Trim::None)
-            .from_reader(input);
-        let columns = match csv
-            .headers()
-            .map_err(|e| e.to_string())
-            .and_then(Columns::from_header)
-        {
-            Ok(columns) => columns,
-            Err(err) => {
-                let _ = tx.blocking_send(Err(err));
-                return;
-            }
-        };
-        let hasher = std::collections::hash_map::RandomState::new();
-        let mut seen: HashMap<u64, u64> = HashMap::new();
-        let now = Utc::now();
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut record = csv::StringRecord::new();
-        loop {
-            match csv.read_record(&mut record) {
-                Ok(false) => break,
-                Ok(true) => {}
-                Err(err) => {
-                    let _ = tx.blocking_send(Err(format!("the file is not valid CSV: {err}")));
-                    return;
-                }
-            }
-            let line = record.position().map_or(0, csv::Position::line);
-            let row = check(&columns, &record, line, now).and_then(|row| {
-                let mut h = hasher.build_hasher();
-                row.email.normalized().hash(&mut h);
-                match seen.insert(h.finish(), line) {
-                    Some(first) => {
-                        seen.insert(h.finish(), first);
-                        Err(Refusal {
-                            line,
-                            email: row.email.as_str().to_owned(),
-                            field: "email".into(),
-                            reason: format!("is on line {first} already"),
-                        })
-                    }
-                    None => Ok(row),
-                }
-            });
-            batch.push(row);
-            if batch.len() == BATCH
-                && tx
-                    .blocking_send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))))
-                    .is_err()
-            {
-                return;
-            }
-        }
-        if !batch.is_empty() {
-            let _ = tx.blocking_send(Ok(batch));
-        }
-    });
-    (rx, reader)
-}
-
 /// An existing member, as far as an import compares it.
 #[derive(sqlx::FromRow)]
 struct Existing {
@@ -321,22 +94,25 @@ pub async fn import(
         let batch = batch.map_err(anyhow::Error::msg)?;
         summary.rows += batch.len() as u64;
         let mut rows = Vec::with_capacity(batch.len());
+        let mut unread = Vec::new();
         for row in batch {
             match row.and_then(|row| newsletters.check(row)) {
                 Ok(row) => rows.push(row),
-                Err(refusal) => {
-                    summary.refused += 1;
-                    refused(&refusal);
-                }
+                Err(refusal) => unread.push(refusal),
             }
         }
         let done = import_batch(pool, members, &newsletters, rows, request_id).await?;
         summary.created += done.created;
         summary.updated += done.updated;
         summary.unchanged += done.unchanged;
-        summary.refused += done.refused.len() as u64;
+        summary.refused += (unread.len() + done.refused.len()) as u64;
         summary.notes += done.notes.len() as u64;
-        let mut report: Vec<&Refusal> = done.refused.iter().chain(&done.notes).collect();
+        // The batch's report in file order.
+        let mut report: Vec<&Refusal> = unread
+            .iter()
+            .chain(&done.refused)
+            .chain(&done.notes)
+            .collect();
         report.sort_by_key(|r| r.line);
         for refusal in report {
             refused(refusal);
@@ -588,12 +364,23 @@ async fn link_and_report(
             customer_id: customer.clone(),
             at: Utc::now(),
         };
-        members
-            .execute(&id.to_string(), command, metadata.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("linking {customer} to {id}: {e}"))?;
+        appends(members, &id.to_string(), command, metadata).await?;
     }
     Ok(refused)
+}
+
+/// Runs a command on an existing member; `true` when it appended events.
+async fn appends(
+    members: &CommandBus<Member>,
+    id: &str,
+    command: MemberCommand,
+    metadata: &EventMetadata,
+) -> anyhow::Result<bool> {
+    let appended = members
+        .execute(id, command, metadata.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("changing member {id}: {e}"))?;
+    Ok(appended.is_some())
 }
 
 /// What a row did to an existing member.
@@ -650,11 +437,7 @@ async fn update(
             labels,
             at: Utc::now(),
         };
-        changed |= members
-            .execute(&id, command, metadata.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("updating {id}: {e}"))?
-            .is_some();
+        changed |= appends(members, &id, command, &metadata).await?;
     }
     let joined: HashSet<Uuid> = member.newsletters.iter().copied().collect();
     // An existing member joins the newsletters a row names; a row naming none changes no
@@ -668,11 +451,7 @@ async fn update(
                 newsletter_id,
                 at: Utc::now(),
             };
-            changed |= members
-                .execute(&id, command, metadata.clone())
-                .await
-                .map_err(|e| anyhow::anyhow!("subscribing {id}: {e}"))?
-                .is_some();
+            changed |= appends(members, &id, command, &metadata).await?;
         }
     }
     let linked_before = member.customers.clone();
@@ -693,73 +472,6 @@ async fn update(
     })
 }
 
-/// `memberledger members import FILE [--report REPORT]`: a progress bar on standard error
-/// (when it is a terminal), the summary as JSON on standard output.
-pub async fn run_cli(
-    database: &crate::config::DatabaseConfig,
-    file: &std::path::Path,
-    report: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use std::io::IsTerminal;
-
-    let input: Box<dyn Read + Send> = if file.as_os_str() == "-" {
-        Box::new(std::io::stdin())
-    } else {
-        Box::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?)
-    };
-    let out: Box<dyn std::io::Write> = match report {
-        Some(path) => Box::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        ),
-        None => Box::new(std::io::stderr()),
-    };
-    let mut report = csv::Writer::from_writer(out);
-    report.write_record(report_header())?;
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new_spinner();
-        if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg}  {elapsed}") {
-            bar.set_style(style);
-        }
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let db = crate::db::Database::connect(database).await?;
-    crate::db::migrate(&db.pool).await?;
-    let state =
-        crate::api::state::AppState::new(db.pool.clone(), &crate::config::Settings::default());
-    let request_id = format!("cli:import:{}", Uuid::now_v7());
-    let mut write_error = None;
-    let result = import(
-        &db.pool,
-        &state.members,
-        input,
-        &request_id,
-        |refusal| {
-            if let Err(err) = report.write_record(refusal.record()) {
-                write_error.get_or_insert(err);
-            }
-        },
-        |s| {
-            bar.set_message(format!(
-                "{} rows: {} created, {} updated, {} unchanged, {} refused",
-                s.rows, s.created, s.updated, s.unchanged, s.refused
-            ));
-        },
-    )
-    .await;
-    bar.finish_and_clear();
-    db.close().await?;
-    let summary = result?;
-    if let Some(err) = write_error {
-        return Err(err).context("writing the report");
-    }
-    report.flush()?;
-    println!("{}", serde_json::to_string(&summary)?);
-    Ok(())
-}
-
 /// The report as CSV: `line,email,field,reason`.
 pub fn report_header() -> [&'static str; 4] {
     ["line", "email", "field", "reason"]
@@ -773,55 +485,5 @@ impl Refusal {
             self.field.clone(),
             self.reason.clone(),
         ]
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rows(csv_text: &str) -> Vec<Result<Row, Refusal>> {
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(true)
-            .from_reader(csv_text.as_bytes());
-        let columns =
-            Columns::from_header(&reader.headers().expect("header").clone()).expect("columns");
-        let now = Utc::now();
-        reader
-            .records()
-            .map(|r| {
-                let r = r.expect("record");
-                let line = r.position().map_or(0, csv::Position::line);
-                check(&columns, &r, line, now)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_row_is_checked_field_by_field_and_refused_with_its_line() {
-        let checked = rows(
-            "Email,Name,labels,subscribed_to_emails,created_at,stripe_customer_id\n\
-             ada@example.com,Ada,\"vip, beta\",false,2024-05-01T09:30:00Z,cus_1\n\
-             not-an-email,Bob,,,,\n\
-             cy@example.com,Cy,,maybe,,\n\
-             di@example.com,Di,,,2999-01-01 00:00:00,\n\
-             ed@example.com,Ed,,,,sub_1\n",
-        );
-        let ada = checked[0].as_ref().expect("ada");
-        assert_eq!(ada.line, 2);
-        assert_eq!(ada.labels.as_slice(), ["vip", "beta"]);
-        assert!(!ada.subscribed);
-        assert_eq!(ada.stripe_customer_id.as_deref(), Some("cus_1"));
-        let refusal = |i: usize| checked[i].as_ref().expect_err("refused").clone();
-        assert_eq!((refusal(1).line, refusal(1).field.as_str()), (3, "email"));
-        assert_eq!(refusal(2).field, "subscribed_to_emails");
-        assert_eq!(refusal(3).field, "created_at");
-        assert_eq!(refusal(4).field, "stripe_customer_id");
-    }
-
-    #[test]
-    fn a_file_without_an_email_column_is_refused_as_a_whole() {
-        let header = csv::StringRecord::from(vec!["name", "note"]);
-        assert!(Columns::from_header(&header).is_err());
     }
 }
