@@ -179,6 +179,49 @@ pub fn apply_lock_key(name: &str) -> String {
     format!("memberledger.projection.apply.{name}")
 }
 
+/// Runs an outbox's `drain` until `shutdown`: again at once while it reports more due work,
+/// otherwise when `channel` is notified or `poll` has passed (a notice missed while the
+/// listener was down is caught by the poll; the listener reconnects). `what` names the outbox
+/// in the warning logged when `drain` fails. The mailer and the webhook deliverer run this.
+pub async fn drain_on_notice<F, Fut, E>(
+    pool: &PgPool,
+    channel: &str,
+    poll: std::time::Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+    what: &str,
+    mut drain: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, E>>,
+    E: std::fmt::Display,
+{
+    let mut listener = None;
+    while !shutdown.is_cancelled() {
+        if listener.is_none() {
+            listener = match sqlx::postgres::PgListener::connect_with(pool).await {
+                Ok(mut l) => l.listen(channel).await.ok().map(|()| l),
+                Err(_) => None,
+            };
+        }
+        match drain().await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(err) => tracing::warn!(error = %err, "{what} could not read its outbox"),
+        }
+        let wait = async {
+            match listener.as_mut() {
+                Some(l) => l.recv().await.map(|_| ()),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            result = wait => if result.is_err() { listener = None; },
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
 /// `NOTIFY channel`, sent after the change it announces has committed, in a transaction of its
 /// own that does not wait for its WAL flush (losing a wake-up is harmless: listeners also
 /// poll). A failure is logged, not returned: the change itself is done.

@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::Context;
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -92,31 +91,16 @@ impl Mailer {
 
     /// Delivers due messages until `shutdown`, woken by new ones.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut listener = None;
-        while !shutdown.is_cancelled() {
-            if listener.is_none() {
-                listener = match PgListener::connect_with(&self.pool).await {
-                    Ok(mut l) => l.listen(NOTIFY_CHANNEL).await.ok().map(|()| l),
-                    Err(_) => None,
-                };
-            }
-            match self.deliver_due().await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(err) => tracing::warn!(error = %err, "the mailer could not read its outbox"),
-            }
-            let wait = async {
-                match listener.as_mut() {
-                    Some(l) => l.recv().await.map(|_| ()),
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                result = wait => if result.is_err() { listener = None; },
-                () = tokio::time::sleep(Duration::from_secs(2)) => {}
-            }
-        }
+        let poll = Duration::from_secs(2);
+        crate::eventlog::drain_on_notice(
+            &self.pool,
+            NOTIFY_CHANNEL,
+            poll,
+            &shutdown,
+            "the mailer",
+            || self.deliver_due(),
+        )
+        .await;
     }
 
     /// Sends the oldest due message; returns whether there was one.

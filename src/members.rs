@@ -96,3 +96,43 @@ fn refused_email(err: AggregateError<MemberError>) -> CreateMemberError {
         _ => CreateMemberError::Store(err),
     }
 }
+
+/// The member Stripe customer `customer_id` belongs to, linking it to `member_id` unless a
+/// member holds it already: the unique lookup `stripe_customers` decides (whoever claims first
+/// keeps it), then the holder's aggregate records the link (a no-op when it has). Returns the
+/// holder, which a caller that proposed another member must tell apart.
+pub async fn link_stripe_customer(
+    pool: &PgPool,
+    bus: &CommandBus<Member>,
+    customer_id: &str,
+    member_id: Uuid,
+    metadata: EventMetadata,
+) -> anyhow::Result<Uuid> {
+    let claimed: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO stripe_customers (customer_id, member_id) VALUES ($1, $2)
+         ON CONFLICT (customer_id) DO NOTHING RETURNING member_id",
+    )
+    .bind(customer_id)
+    .bind(member_id)
+    .fetch_optional(pool)
+    .await?;
+    let holder = match claimed {
+        Some(holder) => holder,
+        // Read in a statement of its own: one that also inserted would not see a holder that
+        // committed while it waited on the key.
+        None => {
+            sqlx::query_scalar("SELECT member_id FROM stripe_customers WHERE customer_id = $1")
+                .bind(customer_id)
+                .fetch_one(pool)
+                .await?
+        }
+    };
+    let command = MemberCommand::LinkStripeCustomer {
+        customer_id: customer_id.to_owned(),
+        at: Utc::now(),
+    };
+    bus.execute(&holder.to_string(), command, metadata)
+        .await
+        .map_err(|e| anyhow::anyhow!("linking customer {customer_id} to member {holder}: {e}"))?;
+    Ok(holder)
+}

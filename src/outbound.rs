@@ -174,33 +174,16 @@ impl Deliverer {
     /// Delivers due rows until `shutdown`, woken by the policy's `webhook_delivery` notice or
     /// every second.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut listener = None;
-        while !shutdown.is_cancelled() {
-            if listener.is_none() {
-                listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
-                    Ok(mut l) => l.listen("webhook_delivery").await.ok().map(|()| l),
-                    Err(_) => None,
-                };
-            }
-            match self.deliver_due().await {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "the webhook deliverer could not read its outbox")
-                }
-            }
-            let wait = async {
-                match listener.as_mut() {
-                    Some(l) => l.recv().await.map(|_| ()),
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                result = wait => if result.is_err() { listener = None; },
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
+        let poll = Duration::from_secs(1);
+        crate::eventlog::drain_on_notice(
+            &self.pool,
+            "webhook_delivery",
+            poll,
+            &shutdown,
+            "the webhook deliverer",
+            || async { self.deliver_due().await.map(|n| n > 0) },
+        )
+        .await;
     }
 
     /// Claims up to 16 due deliveries (pushing them a lease ahead, so another instance leaves

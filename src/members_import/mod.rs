@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::Arc;
 
-use aggregates::{Attribution, AttributionContext, Labels, Member, MemberCommand, MemberSource};
+use aggregates::{AttributionContext, Labels, Member, MemberCommand, MemberSource};
 use chrono::{SubsecRound, Utc};
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -301,16 +301,14 @@ fn create_command(id: Uuid, row: &Row, newsletters: &Newsletters) -> MemberComma
         note: row.note.clone(),
         labels: row.labels.clone(),
         source: MemberSource::Import,
-        attribution: Some(Box::new(import_attribution())),
+        attribution: Some(Box::new(aggregates::attribution::for_context(
+            AttributionContext::Import,
+        ))),
         newsletters: newsletters.of(row),
         at: row
             .created_at
             .unwrap_or_else(|| Utc::now().trunc_subsecs(6)),
     }
-}
-
-fn import_attribution() -> Attribution {
-    aggregates::attribution::for_context(AttributionContext::Import)
 }
 
 /// Links each member's Stripe customer from its row (reserving the customer for it first,
@@ -339,18 +337,9 @@ async fn link_and_report(
         if customers.contains(customer) {
             continue;
         }
-        let holder: Uuid = sqlx::query_scalar(
-            "WITH claimed AS (
-                 INSERT INTO stripe_customers (customer_id, member_id) VALUES ($1, $2)
-                 ON CONFLICT (customer_id) DO NOTHING RETURNING member_id)
-             SELECT member_id FROM claimed
-             UNION ALL SELECT member_id FROM stripe_customers WHERE customer_id = $1
-             LIMIT 1",
-        )
-        .bind(customer)
-        .bind(id)
-        .fetch_one(pool)
-        .await?;
+        let holder =
+            crate::members::link_stripe_customer(pool, members, customer, id, metadata.clone())
+                .await?;
         if holder != id {
             refused.push(Refusal {
                 line: row.line,
@@ -358,13 +347,7 @@ async fn link_and_report(
                 field: "stripe_customer_id".into(),
                 reason: "is linked to another member; the member was imported without it".into(),
             });
-            continue;
         }
-        let command = MemberCommand::LinkStripeCustomer {
-            customer_id: customer.clone(),
-            at: Utc::now(),
-        };
-        appends(members, &id.to_string(), command, metadata).await?;
     }
     Ok(refused)
 }

@@ -1,9 +1,8 @@
 //! Stripe customer → member: linked already, named by our checkout, found by email, or
 //! created.
 
-use aggregates::{EmailAddress, Labels, MemberCommand, MemberName, MemberSource, Note};
+use aggregates::{EmailAddress, Labels, MemberName, MemberSource, Note};
 use anyhow::{anyhow, Context};
-use chrono::Utc;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -39,24 +38,15 @@ impl Translator {
             member_id = Some(self.member_by_email(customer_id, contact, metadata).await?);
         }
         let member_id = member_id.context("no member")?;
-        sqlx::query("INSERT INTO stripe_customers (customer_id, member_id) VALUES ($1, $2) ON CONFLICT (customer_id) DO NOTHING")
-            .bind(customer_id)
-            .bind(member_id)
-            .execute(&self.pool)
-            .await?;
-        // Whoever linked first wins; link the aggregate to the winner.
-        let member_id = linked_member(&self.pool, customer_id)
-            .await?
-            .context("the customer link vanished")?;
-        let command = MemberCommand::LinkStripeCustomer {
-            customer_id: customer_id.to_owned(),
-            at: Utc::now(),
-        };
-        self.members
-            .execute(&member_id.to_string(), command, metadata.clone())
-            .await
-            .map_err(|e| anyhow!("linking customer {customer_id} to member {member_id}: {e}"))?;
-        Ok(member_id)
+        // Whoever linked first wins; the aggregate of the winner is linked.
+        crate::members::link_stripe_customer(
+            &self.pool,
+            &self.members,
+            customer_id,
+            member_id,
+            metadata.clone(),
+        )
+        .await
     }
 
     async fn member_by_email(
