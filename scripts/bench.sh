@@ -21,10 +21,13 @@
 #             no such command)
 #   d         the server again: dashboard and license-validation reads at 1, 16 and 64 clients,
 #             then member creation again, now with the large log
+#   f         `memberledger members import` of a generated CSV of new members (the server
+#             running), then of the same file again: rows/s, events appended, peak RSS
 #   report    the server's peak RSS, then docs/benchmarks.md (its analysis section is kept)
 #
 # Usage: bash scripts/bench.sh
 # Environment: BENCH_EVENTS (1000000), BENCH_LIFECYCLES (1000), BENCH_SECONDS (10 per run),
+# BENCH_IMPORT_MEMBERS (100000),
 # BENCH_OUT (docs/benchmarks.md), BENCH_NOTE (a sentence about the run's conditions),
 # BENCH_SKIP_BUILD=1 (use the binaries already in target/bench/release),
 # BENCH_REF=<commit> (measure that commit's server: `git archive` into target/bench/src; the
@@ -57,6 +60,7 @@ LOGS="$BENCH/logs"
 FIXTURES="$ROOT/../shared/stripe/fixtures3.json"
 EVENTS="${BENCH_EVENTS:-1000000}"
 LIFECYCLES="${BENCH_LIFECYCLES:-1000}"
+IMPORT_MEMBERS="${BENCH_IMPORT_MEMBERS:-100000}"
 RUN_SECONDS="${BENCH_SECONDS:-10}"
 OUT="${BENCH_OUT:-$ROOT/docs/benchmarks.md}"
 NOTE="${BENCH_NOTE:-}"
@@ -344,6 +348,9 @@ step "b, again: POST /v1/members at 1/16 clients with the large log, ${RUN_SECON
 step "server memory after the reads: VmHWM of pid $SERVER_PID"
 "$LOADGEN" rss --results "$RESULTS" --pid "$SERVER_PID" --name server_rss_reads
 check_server_log
+
+step "f. import: $IMPORT_MEMBERS new members from CSV with memberledger members import, then the same file again"
+"$LOADGEN" import --results "$RESULTS" --memberledger "$BIN/memberledger" --members "$IMPORT_MEMBERS"
 
 step "stop the server"
 stop_server

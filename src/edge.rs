@@ -48,6 +48,11 @@ pub struct EdgeConfig {
     /// Seconds a client has to send a request's whole body; a slower one gets 408.
     #[arg(long, env = "REQUEST_BODY_TIMEOUT_SECS", default_value_t = 30)]
     pub request_body_timeout_secs: u64,
+    /// Largest CSV file `POST /v1/members/imports` takes, in MiB. Its body is streamed to the
+    /// database rather than read whole, each part within `REQUEST_BODY_TIMEOUT_SECS` of the
+    /// previous one.
+    #[arg(long, env = "MEMBER_IMPORT_MAX_MB", default_value_t = 512)]
+    pub member_import_max_mb: u64,
 }
 
 /// Which forwarding header the trusted proxies write.
@@ -108,6 +113,7 @@ impl EdgeConfig {
             header_timeout: (self.http_header_timeout_secs > 0)
                 .then(|| Duration::from_secs(self.http_header_timeout_secs)),
             body_timeout: Duration::from_secs(self.request_body_timeout_secs.max(1)),
+            upload_max_bytes: self.member_import_max_mb.max(1).saturating_mul(1024 * 1024),
             hsts: public_url.starts_with("https://"),
         })
     }
@@ -125,8 +131,10 @@ pub struct EdgeSettings {
     pub idle_timeout: Option<Duration>,
     /// How long a request's header block may take to arrive, from its first byte.
     pub header_timeout: Option<Duration>,
-    /// How long a client has to send a request's body.
+    /// How long a client has to send a request's body (an upload's: each part of it).
     pub body_timeout: Duration,
+    /// Largest upload (a member import's CSV file).
+    pub upload_max_bytes: u64,
     /// Whether responses carry `Strict-Transport-Security` (`PUBLIC_URL` is https).
     pub hsts: bool,
 }
@@ -148,6 +156,7 @@ impl Default for EdgeSettings {
             idle_timeout: Some(Duration::from_secs(60)),
             header_timeout: Some(Duration::from_secs(10)),
             body_timeout: Duration::from_secs(30),
+            upload_max_bytes: 512 * 1024 * 1024,
             hsts: false,
         }
     }
@@ -329,6 +338,7 @@ mod tests {
             http_idle_timeout_secs: 0,
             http_header_timeout_secs: 0,
             request_body_timeout_secs: 1,
+            member_import_max_mb: 1,
         }
     }
 

@@ -104,6 +104,13 @@ impl Application {
             shutdown.clone(),
         ));
         runners.push(tokio::spawn(self.mailer.run(shutdown.clone())));
+        runners.push(tokio::spawn(
+            crate::members_import::job::Importer::new(
+                background.clone(),
+                self.state.members.clone(),
+            )
+            .run(shutdown.clone()),
+        ));
         runners.push(tokio::spawn(crate::metrics::upkeep(shutdown.clone())));
         if let (Some(every), Some(api)) = (
             self.state.stripe.reconcile_every,

@@ -36,6 +36,8 @@ pub enum Command {
     Reads(ReadsArgs),
     /// Time `memberledger projections rebuild --all`.
     Rebuild(RebuildArgs),
+    /// Time `memberledger members import` of a generated file, then of the same file again.
+    Import(ImportArgs),
     /// Record a process's peak and current resident memory.
     Rss(RssArgs),
     /// Write the Markdown page from the results directory.
@@ -220,6 +222,23 @@ pub struct RebuildArgs {
     #[arg(long)]
     pub memberledger: PathBuf,
     /// Give up after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub db: Db,
+    /// The `memberledger` binary.
+    #[arg(long)]
+    pub memberledger: PathBuf,
+    /// Members (rows) in the generated file.
+    #[arg(long, default_value_t = 100_000)]
+    pub members: u64,
+    /// Give up on a pass after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
 }

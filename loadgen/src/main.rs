@@ -22,6 +22,7 @@
 mod cli;
 mod database;
 mod http;
+mod import;
 mod infra;
 mod lag;
 mod machine;
@@ -84,6 +85,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Seed(args) => seed::seed(args).await,
         Command::Reads(args) => reads::reads(args).await,
         Command::Rebuild(args) => rebuild::rebuild(args).await,
+        Command::Import(args) => import::import(args).await,
         Command::Rss(args) => memory::rss(&args),
         Command::Report(args) => report::report(&args),
     }

@@ -1,14 +1,14 @@
 //! `loadgen rebuild` (scenario c): times `memberledger projections rebuild --all`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::RebuildArgs;
 use crate::database::connect;
 use crate::measure::loadavg;
-use crate::memory::proc_memory;
+use crate::memory::run_measured;
 use crate::results::write_result;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,52 +56,13 @@ pub async fn rebuild(args: RebuildArgs) -> Result<()> {
     }
     sqlx::query("CHECKPOINT").execute(&pool).await?;
     let loadavg = loadavg();
-    let started = Instant::now();
-    let mut child = tokio::process::Command::new(&args.memberledger)
+    let mut command = tokio::process::Command::new(&args.memberledger);
+    command
         .args(["projections", "rebuild", "--all"])
-        .env("DATABASE_URL", &args.db.database_url)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("starting the rebuild")?;
-    let pid = child.id();
-    let mut peak = 0u64;
-    let deadline = started + Duration::from_secs(args.timeout);
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let output = tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        if let Some(s) = stdout.as_mut() {
-            let _ = s.read_to_end(&mut out).await;
-        }
-        if let Some(s) = stderr.as_mut() {
-            let _ = s.read_to_end(&mut err).await;
-        }
-        (out, err)
-    });
-    let status = loop {
-        if let Some(pid) = pid {
-            if let Some((hwm, _)) = proc_memory(pid) {
-                peak = peak.max(hwm);
-            }
-        }
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill().await;
-            bail!("the rebuild did not finish within {} s", args.timeout);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let command_s = started.elapsed().as_secs_f64();
-    let (out, err) = output.await.unwrap_or_default();
-    let out = String::from_utf8_lossy(&out);
-    let err = String::from_utf8_lossy(&err);
-    if !status.success() {
-        bail!("`memberledger projections rebuild --all` failed ({status}):\n{out}\n{err}");
-    }
+        .env("DATABASE_URL", &args.db.database_url);
+    let run = run_measured(command, Duration::from_secs(args.timeout), "the rebuild").await?;
+    let out = run.stdout;
+    let peak = run.peak_rss_kb;
     // The command rebuilds synchronously. Anything it appended (policies replayed from the
     // start issue their commands again) is left for the server's runners.
     let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
@@ -116,7 +77,7 @@ pub async fn rebuild(args: RebuildArgs) -> Result<()> {
     .bind(log_events)
     .fetch_all(&pool)
     .await?;
-    let wall_s = command_s;
+    let wall_s = run.wall_s;
     let result = RebuildResult {
         available: true,
         note: (after > log_events).then(|| {

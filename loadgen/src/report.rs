@@ -103,6 +103,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     let rebuilt: Option<RebuildResult> = read_result(dir, "rebuild")?;
     let stock: Option<StockResult> = read_result(dir, "stock")?;
     let lag: Option<LagResult> = read_result(dir, "lag")?;
+    let import: Option<crate::import::ImportResult> = read_result(dir, "import")?;
     // One server process for the write scenarios, one (restarted after the seed and the
     // rebuild) for the reads.
     let mut server_rss: Vec<(&str, RssResult)> = Vec::new();
@@ -197,7 +198,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     writeln!(w)?;
     writeln!(
         w,
-        "The targets of issue #12, judged on this run's figures. \"Stock\" is the stock \
+        "The targets of issue #12 (and #17's import), judged on this run's figures. \"Stock\" is the stock \
          cqrs-es + postgres-es pipeline measured in the same run (section e, again)."
     )?;
     writeln!(w)?;
@@ -213,6 +214,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
             reads: reads.as_ref(),
             lag: lag.as_ref(),
             server_peak_rss_kb: peak_rss_kb,
+            import: import.as_ref(),
         }),
     )?;
     writeln!(w)?;
@@ -498,6 +500,8 @@ pub fn report(args: &ReportArgs) -> Result<()> {
         writeln!(w, "Not measured in this run.")?;
     }
     writeln!(w)?;
+
+    crate::import::import_section(w, import.as_ref(), pg_at(16))?;
 
     writeln!(w, "## Server memory")?;
     writeln!(w)?;

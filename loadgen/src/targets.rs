@@ -25,6 +25,7 @@ pub struct Figures<'a> {
     pub lag: Option<&'a LagResult>,
     /// The larger VmHWM of the server processes, in kB.
     pub server_peak_rss_kb: Option<u64>,
+    pub import: Option<&'a crate::import::ImportResult>,
 }
 
 pub struct Target {
@@ -313,6 +314,29 @@ pub fn targets(f: &Figures<'_>) -> Vec<Target> {
             verdict: Verdict::at_most(l.lag.p99_ms, 50.0, l.errors == 0 && l.missing == 0),
         },
         None => unmeasured(LAG, "–"),
+    });
+
+    const IMPORT: &str = "(#17) members import: thousands of members/s (≥ 2,000), and the \
+         same file again appends no event";
+    out.push(match f.import {
+        Some(i) => Target {
+            target: IMPORT,
+            measured: format!(
+                "{} members/s ({} in {:.1} s); again: {} events appended",
+                rate(i.first.rows_per_s),
+                i.members,
+                i.first.wall_s,
+                i.again.events_appended
+            ),
+            verdict: match Verdict::at_least(i.first.rows_per_s, 2_000.0, true) {
+                Verdict::Met if i.again.events_appended != 0 => Verdict::Missed(format!(
+                    "the second import appended {} events",
+                    i.again.events_appended
+                )),
+                verdict => verdict,
+            },
+        },
+        None => unmeasured(IMPORT, "–"),
     });
     out
 }

@@ -59,7 +59,7 @@ pub async fn client_address<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem
 /// whose body is compressed with 415, and reads its body whole before the handler runs: at
 /// most [`MAX_BODY`] (413, whether or not it declared its length) within the body timeout
 /// (408), so a slow client holds no handler. Bodies are JSON or a webhook's payload, which
-/// handlers read whole anyway.
+/// handlers read whole anyway; only a member import's file is streamed ([`streamed_upload`]).
 pub async fn bounded_request<E: Endpoint>(
     next: Arc<E>,
     mut req: Request,
@@ -95,6 +95,18 @@ pub async fn bounded_request<E: Endpoint>(
         )
         .into_response());
     }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let edge = state(&req)?.edge.clone();
+    if is_upload(&req) {
+        if declared.is_some_and(|len| len > edge.upload_max_bytes) {
+            return Ok(upload_too_large(edge.upload_max_bytes));
+        }
+        return streamed_upload(next, req, edge.upload_max_bytes, edge.body_timeout).await;
+    }
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -103,15 +115,10 @@ pub async fn bounded_request<E: Endpoint>(
         )
         .into_response()
     };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY) {
+    if declared.is_some_and(|len| len > MAX_BODY as u64) {
         return Ok(too_large());
     }
-    let timeout = state(&req)?.edge.body_timeout;
+    let timeout = edge.body_timeout;
     let body = req.take_body();
     match tokio::time::timeout(timeout, body.into_bytes_limit(MAX_BODY)).await {
         Ok(Ok(body)) => req.set_body(body),
@@ -135,6 +142,80 @@ pub async fn bounded_request<E: Endpoint>(
         }
     }
     next.call(req).await.map(IntoResponse::into_response)
+}
+
+/// Whether the request is an upload too large to read whole before its handler: a member
+/// import's CSV file (`POST /v1/members/imports`).
+fn is_upload(req: &Request) -> bool {
+    req.method() == Method::POST && req.uri().path().trim_end_matches('/') == "/v1/members/imports"
+}
+
+fn upload_too_large(max: u64) -> Response {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        format!(
+            "the file is larger than {} MiB (MEMBER_IMPORT_MAX_MB)",
+            max / (1024 * 1024)
+        ),
+    )
+    .into_response()
+}
+
+/// Passes an upload's body on as a stream (the handler stores it as it arrives): each part
+/// within `timeout` of the previous one (408) and `max` bytes in all (413), whether or not it
+/// declared its length. The handler sees a failing stream; its answer is then replaced by the
+/// 413 or 408.
+async fn streamed_upload<E: Endpoint>(
+    next: Arc<E>,
+    mut req: Request,
+    max: u64,
+    timeout: Duration,
+) -> poem::Result<Response> {
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    const TOO_LARGE: u8 = 1;
+    const TOO_SLOW: u8 = 2;
+    let cut = Arc::new(AtomicU8::new(0));
+    let body = req.take_body().into_bytes_stream();
+    let flag = cut.clone();
+    let limited = futures::stream::try_unfold((body, 0u64), move |(mut body, seen)| {
+        let flag = flag.clone();
+        async move {
+            let chunk = match tokio::time::timeout(timeout, body.next()).await {
+                Err(_) => {
+                    flag.store(TOO_SLOW, Ordering::Relaxed);
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the upload stalled",
+                    ));
+                }
+                Ok(None) => return Ok(None),
+                Ok(Some(chunk)) => chunk?,
+            };
+            let seen = seen + chunk.len() as u64;
+            if seen > max {
+                flag.store(TOO_LARGE, Ordering::Relaxed);
+                return Err(std::io::Error::other("the upload is too large"));
+            }
+            Ok(Some((chunk, (body, seen))))
+        }
+    });
+    req.set_body(poem::Body::from_bytes_stream(limited));
+    let response = next.call(req).await.map(IntoResponse::into_response);
+    match cut.load(Ordering::Relaxed) {
+        TOO_LARGE => Ok(upload_too_large(max)),
+        TOO_SLOW => Ok(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            format!(
+                "the upload stalled: no part of it arrived within {} s",
+                timeout.as_secs()
+            ),
+        )
+        .into_response()),
+        _ => response,
+    }
 }
 
 /// `X-Content-Type-Options`, `Referrer-Policy` and (when `PUBLIC_URL` is https)

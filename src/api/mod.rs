@@ -27,6 +27,7 @@ pub mod license_purchases;
 pub mod license_validation;
 pub mod licenses;
 pub mod me;
+pub mod member_imports;
 pub mod members;
 pub mod metrics;
 pub mod middleware;
@@ -47,6 +48,7 @@ pub const API_TITLE: &str = "memberledger";
 
 type Apis = (
     members::MembersApi,
+    member_imports::MemberImportsApi,
     stripe_events::StripeEventsApi,
     health::HealthApi,
     events::EventsApi,
@@ -73,6 +75,9 @@ pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             members::MembersApi {
+                state: state.clone(),
+            },
+            member_imports::MemberImportsApi {
                 state: state.clone(),
             },
             stripe_events::StripeEventsApi {

@@ -5,7 +5,7 @@ use std::io::Read;
 
 use uuid::Uuid;
 
-use super::{import, report_header};
+use super::{report_header, Import, Summary};
 
 /// `memberledger members import FILE [--report REPORT]`: a progress bar on standard error
 /// (when it is a terminal), the summary as JSON on standard output.
@@ -44,31 +44,33 @@ pub async fn run_cli(
     let state =
         crate::api::state::AppState::new(db.pool.clone(), &crate::config::Settings::default());
     let request_id = format!("cli:import:{}", Uuid::now_v7());
-    let mut write_error = None;
-    let result = import(
-        &db.pool,
-        &state.members,
-        input,
-        &request_id,
-        |refusal| {
-            if let Err(err) = report.write_record(refusal.record()) {
-                write_error.get_or_insert(err);
+    let result = async {
+        let mut import = Import::start(
+            &db.pool,
+            &state.members,
+            input,
+            &request_id,
+            Summary::default(),
+        )
+        .await?;
+        while let Some(refusals) = import.next_batch().await? {
+            for refusal in &refusals {
+                report
+                    .write_record(refusal.record())
+                    .context("writing the report")?;
             }
-        },
-        |s| {
+            let s = import.summary();
             bar.set_message(format!(
                 "{} rows: {} created, {} updated, {} unchanged, {} refused",
                 s.rows, s.created, s.updated, s.unchanged, s.refused
             ));
-        },
-    )
+        }
+        anyhow::Ok(import.summary())
+    }
     .await;
     bar.finish_and_clear();
     db.close().await?;
     let summary = result?;
-    if let Some(err) = write_error {
-        return Err(err).context("writing the report");
-    }
     report.flush()?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())

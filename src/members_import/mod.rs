@@ -29,6 +29,7 @@ use uuid::Uuid;
 use crate::store::{inline_refusal, Actor, CommandBus, EventMetadata};
 
 mod cli;
+pub mod job;
 mod read;
 
 pub use cli::run_cli;
@@ -65,6 +66,12 @@ pub struct Summary {
     pub notes: u64,
 }
 
+/// What is wrong with the file itself (not CSV, no email column): importing it again fails
+/// again, unlike a database error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FileError(pub String);
+
 /// An existing member, as far as an import compares it.
 #[derive(sqlx::FromRow)]
 struct Existing {
@@ -77,50 +84,120 @@ struct Existing {
     customers: Vec<String>,
 }
 
-/// Imports `input`; `refused` hears of each refusal as it happens, `progress` of the summary
-/// after each batch.
+/// An import under way: [`Import::next_batch`] reads and applies the file a batch at a time.
+///
+/// ```ignore
+/// let mut import = Import::start(&pool, &members, input, "request id", Summary::default()).await?;
+/// while let Some(report) = import.next_batch().await? { /* report, import.summary() */ }
+/// ```
+pub struct Import<'a> {
+    pool: &'a PgPool,
+    members: &'a Arc<CommandBus<Member>>,
+    request_id: &'a str,
+    newsletters: Newsletters,
+    batches: tokio::sync::mpsc::Receiver<Result<read::Batch, String>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
+    /// Rows an interrupted run applied already: read again, not applied.
+    skip: u64,
+    read: u64,
+    summary: Summary,
+}
+
+impl<'a> Import<'a> {
+    /// Starts reading `input`, going on from `resume`: an interrupted import's progress as of
+    /// its last applied batch (`Summary::default()` for a new one).
+    pub async fn start(
+        pool: &'a PgPool,
+        members: &'a Arc<CommandBus<Member>>,
+        input: Box<dyn Read + Send>,
+        request_id: &'a str,
+        resume: Summary,
+    ) -> anyhow::Result<Self> {
+        let newsletters = Newsletters::load(pool).await?;
+        let (batches, reader) = read_batches(input);
+        Ok(Self {
+            pool,
+            members,
+            request_id,
+            newsletters,
+            batches,
+            reader: Some(reader),
+            skip: resume.rows,
+            read: 0,
+            summary: resume,
+        })
+    }
+
+    /// What the import did so far.
+    pub fn summary(&self) -> Summary {
+        self.summary
+    }
+
+    /// Applies the next batch of the file; its report (refused rows and left-out fields, in
+    /// file order), or `None` once the file has been read.
+    pub async fn next_batch(&mut self) -> anyhow::Result<Option<Vec<Refusal>>> {
+        loop {
+            let Some(batch) = self.batches.recv().await else {
+                if let Some(reader) = self.reader.take() {
+                    reader.await?;
+                }
+                return Ok(None);
+            };
+            let batch = batch.map_err(FileError)?;
+            // Batches are BATCH rows from the file's start, so an interrupted run's applied
+            // rows are whole batches.
+            self.read += batch.len() as u64;
+            if self.read <= self.skip {
+                continue;
+            }
+            return self.apply(batch).await.map(Some);
+        }
+    }
+
+    async fn apply(&mut self, batch: read::Batch) -> anyhow::Result<Vec<Refusal>> {
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut report = Vec::new();
+        self.summary.rows += batch.len() as u64;
+        for row in batch {
+            match row.and_then(|row| self.newsletters.check(row)) {
+                Ok(row) => rows.push(row),
+                Err(refusal) => report.push(refusal),
+            }
+        }
+        let done = import_batch(
+            self.pool,
+            self.members,
+            &self.newsletters,
+            rows,
+            self.request_id,
+        )
+        .await?;
+        let s = &mut self.summary;
+        s.created += done.created;
+        s.updated += done.updated;
+        s.unchanged += done.unchanged;
+        s.refused += (report.len() + done.refused.len()) as u64;
+        s.notes += done.notes.len() as u64;
+        report.extend(done.refused);
+        report.extend(done.notes);
+        report.sort_by_key(|r| r.line);
+        Ok(report)
+    }
+}
+
+/// Imports all of `input`; `refused` hears of each line of the report in file order.
 pub async fn import(
     pool: &PgPool,
     members: &Arc<CommandBus<Member>>,
     input: Box<dyn Read + Send>,
     request_id: &str,
     mut refused: impl FnMut(&Refusal),
-    progress: impl Fn(&Summary),
 ) -> anyhow::Result<Summary> {
-    let newsletters = Newsletters::load(pool).await?;
-    let (mut batches, reader) = read_batches(input);
-    let mut summary = Summary::default();
-    while let Some(batch) = batches.recv().await {
-        let batch = batch.map_err(anyhow::Error::msg)?;
-        summary.rows += batch.len() as u64;
-        let mut rows = Vec::with_capacity(batch.len());
-        let mut unread = Vec::new();
-        for row in batch {
-            match row.and_then(|row| newsletters.check(row)) {
-                Ok(row) => rows.push(row),
-                Err(refusal) => unread.push(refusal),
-            }
-        }
-        let done = import_batch(pool, members, &newsletters, rows, request_id).await?;
-        summary.created += done.created;
-        summary.updated += done.updated;
-        summary.unchanged += done.unchanged;
-        summary.refused += (unread.len() + done.refused.len()) as u64;
-        summary.notes += done.notes.len() as u64;
-        // The batch's report in file order.
-        let mut report: Vec<&Refusal> = unread
-            .iter()
-            .chain(&done.refused)
-            .chain(&done.notes)
-            .collect();
-        report.sort_by_key(|r| r.line);
-        for refusal in report {
-            refused(refusal);
-        }
-        progress(&summary);
+    let mut import = Import::start(pool, members, input, request_id, Summary::default()).await?;
+    while let Some(report) = import.next_batch().await? {
+        report.iter().for_each(&mut refused);
     }
-    reader.await?;
-    Ok(summary)
+    Ok(import.summary())
 }
 
 /// The newsletters by name, and those a new subscriber joins when a row names none.

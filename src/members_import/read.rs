@@ -163,6 +163,16 @@ fn check(
     })
 }
 
+/// Whether `start`, a file's first bytes, begins with a header that names an email column:
+/// an upload is refused at once when it does not.
+pub(super) fn check_header(start: &[u8]) -> Result<(), String> {
+    let mut csv = csv::ReaderBuilder::new().flexible(true).from_reader(start);
+    let header = csv
+        .headers()
+        .map_err(|e| format!("the file is not valid CSV: {e}"))?;
+    Columns::from_header(header).map(|_| ())
+}
+
 /// A batch from the reader: checked rows and refused ones, in file order.
 pub(super) type Batch = Vec<Result<Row, Refusal>>;
 

@@ -18,7 +18,6 @@ async fn run(app: &TestApp, csv: &str) -> (Summary, Vec<(u64, String)>) {
         Box::new(std::io::Cursor::new(csv.to_owned().into_bytes())),
         "test-import",
         |r: &Refusal| report.push((r.line, r.field.clone())),
-        |_| {},
     )
     .await
     .expect("imported");
@@ -43,7 +42,7 @@ async fn by_email(app: &TestApp, email: &str) -> Value {
     app.get_member(&id).await.json().await.expect("json")
 }
 
-async fn newsletter(app: &TestApp, name: &str) -> Value {
+pub(crate) async fn newsletter(app: &TestApp, name: &str) -> Value {
     let resp = app
         .admin(
             Method::POST,
@@ -55,7 +54,7 @@ async fn newsletter(app: &TestApp, name: &str) -> Value {
     resp.json().await.expect("json")
 }
 
-const FILE: &str = "\
+pub(crate) const FILE: &str = "\
 email,name,note,labels,subscribed_to_emails,complimentary_plan,stripe_customer_id,created_at,newsletters
 ada@example.com,Ada,first,\"vip,beta\",true,false,cus_ada,2024-05-01T09:30:00.000Z,Weekly
 bob@example.com,Bob,,,false,false,,,
