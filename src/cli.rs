@@ -64,6 +64,11 @@ pub enum Command {
         #[command(subcommand)]
         command: LicensesCommand,
     },
+    /// Tiers: what members buy (created and priced through `POST /v1/tiers`).
+    Tiers {
+        #[command(subcommand)]
+        command: TiersCommand,
+    },
     /// Create a new admin token (printed once; only its hash is stored).
     AdminToken {
         #[command(flatten)]
@@ -103,6 +108,16 @@ pub enum MembersCommand {
         /// default: standard error.
         #[arg(long)]
         report: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TiersCommand {
+    /// Print every tier (hidden and archived ones too) as JSON, as `GET /v1/tiers` with an
+    /// admin token answers.
+    List {
+        #[command(flatten)]
+        database: DatabaseConfig,
     },
 }
 
@@ -522,6 +537,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     report,
                 },
         } => crate::members_import::run_cli(&database, &file, report.as_deref()).await,
+        Command::Tiers {
+            command: TiersCommand::List { database },
+        } => {
+            let db = Database::connect(&database).await?;
+            db::migrate(&db.pool).await?;
+            let tiers = crate::api::tiers::list(&db.pool, true).await?;
+            println!("{}", serde_json::to_string_pretty(&tiers)?);
+            db.close().await
+        }
         Command::Licenses { command } => match command {
             LicensesCommand::PublicKey { database } => {
                 let db = Database::connect(&database).await?;

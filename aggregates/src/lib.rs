@@ -9,6 +9,7 @@ pub mod mrr;
 pub mod newsletter;
 pub mod schema;
 pub mod subscription;
+pub mod tier;
 pub mod upcast;
 pub mod values;
 
@@ -32,4 +33,5 @@ pub use subscription::{
     StripeSubscriptionState, Subscription, SubscriptionCommand, SubscriptionError,
     SubscriptionEvent, SubscriptionItem, SubscriptionStatus,
 };
+pub use tier::{Tier, TierCommand, TierError, TierEvent, TierPrice, TierProfile, TierVisibility};
 pub use values::{EmailAddress, Labels, MemberName, Note, SiteDomain, ValueError};

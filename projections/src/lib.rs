@@ -29,6 +29,7 @@ pub mod members_created;
 pub mod newsletters;
 pub mod paid_subscriptions;
 pub mod payments;
+pub mod tiers;
 
 pub use member_emails::MemberEmails;
 pub use member_licenses::MemberLicenses;
@@ -40,6 +41,7 @@ pub use members_created::MembersCreatedEvents;
 pub use newsletters::{MembersLoginEvents, Newsletters};
 pub use paid_subscriptions::MembersPaidSubscriptionEvents;
 pub use payments::MembersPaymentEvents;
+pub use tiers::Tiers;
 
 /// One row of the event log, as projections and exports read it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -219,6 +221,7 @@ pub fn all() -> Vec<Box<dyn Projection>> {
         Box::new(MemberTimeline),
         Box::new(Newsletters),
         Box::new(MembersLoginEvents),
+        Box::new(Tiers),
     ]
 }
 

@@ -42,6 +42,7 @@ pub mod sites;
 pub mod slow_headers;
 pub mod state;
 pub mod stripe_events;
+pub mod tiers;
 pub mod webhook;
 
 pub const API_TITLE: &str = "memberledger";
@@ -55,6 +56,7 @@ type Apis = (
     sessions::SessionsApi,
     me::MeApi,
     newsletters::NewslettersApi,
+    tiers::TiersApi,
     checkout::CheckoutApi,
     sites::SitesApi,
     license_purchases::LicensePurchasesApi,
@@ -96,6 +98,9 @@ pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             newsletters::NewslettersApi {
+                state: state.clone(),
+            },
+            tiers::TiersApi {
                 state: state.clone(),
             },
             checkout::CheckoutApi {

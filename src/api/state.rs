@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aggregates::attribution::RoutePatterns;
-use aggregates::{License, Member, Newsletter, Subscription};
+use aggregates::{License, Member, Newsletter, Subscription, Tier};
 use poem_openapi::Tags;
 use sqlx::PgPool;
 
@@ -32,6 +32,7 @@ pub struct AppState {
     pub read_your_writes_timeout: Duration,
     pub stripe: StripeSettings,
     pub newsletters: Arc<CommandBus<Newsletter>>,
+    pub tiers: Arc<CommandBus<Tier>>,
     pub sign_in: SignIn,
     pub attribution_routes: RoutePatterns,
     /// The member site's host, so its own pages are not counted as referrers.
@@ -75,7 +76,8 @@ impl AppState {
         let members = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
         let subscriptions = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
         let licenses = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
-        let newsletters = CommandBus::new(pool.clone(), inline, wakeups.clone(), ());
+        let newsletters = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
+        let tiers = CommandBus::new(pool.clone(), inline, wakeups.clone(), ());
         list.extend(policies::all(&pool, members.clone(), licenses.clone()));
         Arc::new(Self {
             projections: Projections::new(pool.clone(), list, wakeups),
@@ -83,6 +85,7 @@ impl AppState {
             stripe_received: Wakeups::new(pool.clone(), STRIPE_EVENT_RECEIVED),
             stored_webhook_secrets: crate::stripe::endpoint::StoredSecrets::new(pool.clone()),
             newsletters,
+            tiers,
             sign_in: SignIn {
                 pool: pool.clone(),
                 members: members.clone(),
@@ -167,6 +170,8 @@ pub enum ApiTags {
     Me,
     /// Newsletters members subscribe to.
     Newsletters,
+    /// Tiers: what members buy, with their monthly and yearly prices.
+    Tiers,
     /// Buying subscriptions through Stripe Checkout.
     Checkout,
     /// License keys: activation on a domain, and validation for the licensed software.

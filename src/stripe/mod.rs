@@ -6,6 +6,7 @@ pub mod endpoint;
 #[cfg(test)]
 mod fixtures;
 pub mod inbox;
+pub mod products;
 pub mod purchase_metadata;
 pub mod reconcile;
 pub mod translate;

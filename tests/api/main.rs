@@ -41,4 +41,5 @@ mod stripe_cli;
 mod stripe_support;
 mod stripe_versions;
 mod stripe_webhooks;
+mod tiers;
 mod timeouts;

@@ -150,6 +150,8 @@ fn synthetic(sub: &str, member: Uuid, license: Uuid) -> Vec<(&'static str, Strin
     let s = |payload: Value| ("Subscription", sub.to_owned(), payload);
     let l = |payload: Value| ("License", license.to_string(), payload);
     let issued = Uuid::from_u128(0x5e7a_991f);
+    let tier = Uuid::from_u128(0x5e7a_7137);
+    let t = |payload: Value| ("Tier", tier.to_string(), payload);
     vec![
         s(json!({"SubscriptionActivated": {"status": "active", "observed": observed(1)}})),
         s(
@@ -255,6 +257,22 @@ fn synthetic(sub: &str, member: Uuid, license: Uuid) -> Vec<(&'static str, Strin
             "key": "SYNC-AAAA-BBBB-CCCC", "member_id": member, "policy_id": "syn", "expires_at": at,
             "note": "partner", "granted_at": at}}),
         ),
+        t(
+            json!({"TierCreated": {"tier_id": tier, "profile": {"name": "Gold", "description": null,
+            "benefits": ["All"], "visibility": "public"}, "currency": "usd", "stripe_product_id": "prod_syn",
+            "monthly": {"amount": 500, "stripe_price_id": "price_syn_m"},
+            "yearly": {"amount": 5000, "stripe_price_id": "price_syn_y"}, "created_at": at}}),
+        ),
+        t(
+            json!({"TierUpdated": {"profile": {"name": "Gold+", "description": "d", "benefits": [],
+            "visibility": "none"}, "updated_at": at}}),
+        ),
+        t(
+            json!({"TierRepriced": {"monthly": {"amount": 600, "stripe_price_id": "price_syn_m2"},
+            "yearly": {"amount": 6000, "stripe_price_id": "price_syn_y2"}, "repriced_at": at}}),
+        ),
+        t(json!({"TierArchived": {"archived_at": at}})),
+        t(json!({"TierUnarchived": {"unarchived_at": at}})),
     ]
 }
 

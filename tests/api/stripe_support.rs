@@ -102,6 +102,11 @@ pub struct FakeStripe {
     events: Arc<Mutex<Vec<Value>>>,
     /// The webhook endpoints registered (`/v1/webhook_endpoints`), with their secrets.
     pub endpoints: Arc<Mutex<Vec<Value>>>,
+    /// Products and prices created (`POST /v1/products`, `/v1/prices`), by id.
+    pub catalog: Arc<Mutex<HashMap<String, Value>>>,
+    /// How many of the next product or price creations are made but answered 500 (the
+    /// answer lost on the way back).
+    pub lose_next: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Clone)]
@@ -116,6 +121,8 @@ struct FakeState {
     fail_next: Arc<std::sync::atomic::AtomicUsize>,
     events: Arc<Mutex<Vec<Value>>>,
     endpoints: Arc<Mutex<Vec<Value>>>,
+    catalog: Arc<Mutex<HashMap<String, Value>>>,
+    lose_next: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeState {
@@ -313,17 +320,90 @@ fn billing_portal_page(Path(id): Path<String>) -> Response {
         ))
 }
 
-/// Any price is a monthly 2000 usd one of `prod_fake`, except ids with `onetime` in them.
+/// A product or price made from `form` (the same idempotency key makes the same object, as
+/// Stripe replays an answer); recorded in the catalog.
+#[handler]
+fn create_catalog_object(req: &poem::Request, body: String, state: Data<&FakeState>) -> Response {
+    let kind = if req.uri().path().ends_with("/products") {
+        "product"
+    } else {
+        "price"
+    };
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    record(&state, format!("POST /v1/{kind}s key={key} {body}"));
+    if let Some(failure) = state.fail() {
+        return failure;
+    }
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let id = format!(
+        "{}_{:x}",
+        if kind == "product" { "prod" } else { "price" },
+        key.bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+    );
+    let mut object = fixture(kind);
+    object["id"] = json!(id);
+    if kind == "product" {
+        object["name"] = json!(form.get("name"));
+    } else {
+        let amount: i64 = form
+            .get("unit_amount")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_default();
+        object["product"] = json!(form.get("product"));
+        object["currency"] = json!(form.get("currency"));
+        object["unit_amount"] = json!(amount);
+        object["unit_amount_decimal"] = json!(amount.to_string());
+        object["recurring"]["interval"] = json!(form.get("recurring[interval]"));
+        object["recurring"]["interval_count"] = json!(1);
+    }
+    if let Ok(mut catalog) = state.catalog.lock() {
+        catalog.entry(id).or_insert_with(|| object.clone());
+    }
+    let lost = state
+        .lose_next
+        .fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        )
+        .is_ok();
+    if lost {
+        return Response::builder()
+            .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
+            .content_type("application/json")
+            .body(json!({"error": {"type": "api_error", "message": "lost"}}).to_string());
+    }
+    json_response(&object)
+}
+
+/// A created price as it was made; any other is a monthly 2000 usd one of `prod_fake`
+/// (yearly when its id has `year` in it), except ids with `onetime` in them.
 #[handler]
 fn retrieve_price(Path(id): Path<String>, state: Data<&FakeState>) -> Response {
     if let Ok(mut requests) = state.requests.lock() {
         requests.push(format!("GET /v1/prices/{id}"));
+    }
+    if let Some(price) = state.catalog.lock().ok().and_then(|c| c.get(&id).cloned()) {
+        return json_response(&price);
     }
     let mut price = fixture("price");
     price["id"] = json!(id);
     price["product"] = json!("prod_fake");
     price["unit_amount"] = json!(2000);
     price["unit_amount_decimal"] = json!("2000");
+    if id.contains("year") {
+        price["recurring"]["interval"] = json!("year");
+        price["unit_amount"] = json!(20000);
+        price["unit_amount_decimal"] = json!("20000");
+    }
     if id.contains("onetime") {
         price["recurring"] = Value::Null;
         price["type"] = json!("one_time");
@@ -502,7 +582,11 @@ impl FakeStripe {
         let held = Arc::new(tokio::sync::watch::Sender::new(HashSet::new()));
         let events = Arc::new(Mutex::new(Vec::new()));
         let endpoints = Arc::new(Mutex::new(Vec::new()));
+        let catalog = Arc::new(Mutex::new(HashMap::new()));
+        let lose_next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let state = FakeState {
+            catalog: catalog.clone(),
+            lose_next: lose_next.clone(),
             events: events.clone(),
             endpoints: endpoints.clone(),
             held: held.clone(),
@@ -519,6 +603,8 @@ impl FakeStripe {
         let app = Route::new()
             .at("/v1/customers/:id", get(retrieve_customer))
             .at("/v1/prices/:id", get(retrieve_price))
+            .at("/v1/products", poem::post(create_catalog_object))
+            .at("/v1/prices", poem::post(create_catalog_object))
             .at("/v1/events", get(list_events))
             .at(
                 "/v1/webhook_endpoints",
@@ -561,6 +647,8 @@ impl FakeStripe {
             held,
             events,
             endpoints,
+            catalog,
+            lose_next,
         }
     }
 

@@ -1,0 +1,310 @@
+//! Tiers (#16): created with their Stripe product and prices (once, through lost answers and
+//! 500s), or linked to existing prices; listed publicly; updated, archived and repriced.
+
+use std::sync::atomic::Ordering;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::checkout::{app_with_stripe, app_with_stripe_down};
+use crate::helpers::{assert_problem, TestApp};
+use crate::stripe_support::FakeStripe;
+
+fn gold() -> Value {
+    json!({
+        "name": "Gold",
+        "description": "Everything we publish",
+        "benefits": ["Every article", "The archive"],
+        "currency": "EUR",
+        "monthly_price": 500,
+        "yearly_price": 5000
+    })
+}
+
+fn created(stripe: &FakeStripe, kind: &str) -> Vec<Value> {
+    let catalog = stripe.catalog.lock().expect("lock");
+    let mut objects: Vec<Value> = catalog
+        .values()
+        .filter(|o| o["object"] == kind)
+        .cloned()
+        .collect();
+    objects.sort_by_key(|o| o["id"].as_str().unwrap_or_default().to_owned());
+    objects
+}
+
+#[tokio::test]
+async fn a_tier_gets_one_product_and_two_prices_through_a_lost_answer_and_a_500() {
+    let stripe = FakeStripe::start(&[]).await;
+    let app = app_with_stripe(&stripe).await;
+    // The product is made but its answer lost; the next call fails before anything is made.
+    stripe.lose_next.store(1, Ordering::SeqCst);
+    let resp = app.admin(Method::POST, "/v1/tiers", Some(gold())).await;
+    assert_eq!(resp.status(), 201);
+    let location = resp.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let tier: Value = resp.json().await.expect("json");
+    assert_eq!(
+        location,
+        format!("/v1/tiers/{}", tier["id"].as_str().expect("id"))
+    );
+    assert_eq!(tier["name"], "Gold");
+    assert_eq!(tier["currency"], "eur");
+    assert_eq!(tier["benefits"], json!(["Every article", "The archive"]));
+    assert_eq!(
+        (tier["monthly_price"].clone(), tier["yearly_price"].clone()),
+        (500.into(), 5000.into())
+    );
+    assert_eq!(tier["visibility"], "public");
+    assert_eq!(tier["active"], true);
+
+    let products = created(&stripe, "product");
+    assert_eq!(products.len(), 1, "one product: {products:?}");
+    assert_eq!(tier["stripe_product_id"], products[0]["id"]);
+    let prices = created(&stripe, "price");
+    assert_eq!(prices.len(), 2, "two prices: {prices:?}");
+    for (field, interval, amount) in [
+        ("stripe_monthly_price_id", "month", 500),
+        ("stripe_yearly_price_id", "year", 5000),
+    ] {
+        let price = prices
+            .iter()
+            .find(|p| p["id"] == tier[field])
+            .unwrap_or_else(|| panic!("{field} is a created price"));
+        assert_eq!(price["recurring"]["interval"], interval);
+        assert_eq!(price["unit_amount"], amount);
+        assert_eq!(price["currency"], "eur");
+        assert_eq!(price["product"], products[0]["id"]);
+    }
+    let product_calls = stripe
+        .requested()
+        .iter()
+        .filter(|r| r.starts_with("POST /v1/products"))
+        .count();
+    assert_eq!(product_calls, 2, "the lost answer was retried with its key");
+
+    // A 500 on the first price: retried, still two prices per tier.
+    stripe.fail_next.store(1, Ordering::SeqCst);
+    let resp = app
+        .admin(
+            Method::POST,
+            "/v1/tiers",
+            Some(json!({"name": "Silver", "currency": "eur", "monthly_price": 300, "yearly_price": 3000, "visibility": "none"})),
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(created(&stripe, "product").len(), 2);
+    assert_eq!(created(&stripe, "price").len(), 4);
+
+    // The public list has Gold only (Silver is hidden); an admin sees both.
+    let public: Value = app
+        .client
+        .get(app.url("/v1/tiers"))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let names: Vec<&str> = public["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["Gold"]);
+    let all: Value = app.get("/v1/tiers").await.json().await.expect("json");
+    assert_eq!(all["items"].as_array().expect("items").len(), 2);
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'Tier'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(events, 2, "one TierCreated each");
+}
+
+#[tokio::test]
+async fn a_tier_links_existing_prices_and_is_updated_archived_and_repriced() {
+    let stripe = FakeStripe::start(&[]).await;
+    let app = app_with_stripe(&stripe).await;
+    let resp = app
+        .admin(
+            Method::POST,
+            "/v1/tiers",
+            Some(json!({
+                "name": "Linked",
+                "stripe_monthly_price_id": "price_linked_month",
+                "stripe_yearly_price_id": "price_linked_year"
+            })),
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    let tier: Value = resp.json().await.expect("json");
+    assert_eq!(tier["stripe_product_id"], "prod_fake");
+    assert_eq!(
+        (tier["monthly_price"].clone(), tier["yearly_price"].clone()),
+        (2000.into(), 20000.into())
+    );
+    assert!(created(&stripe, "product").is_empty(), "nothing created");
+    let id = tier["id"].as_str().expect("id").to_owned();
+
+    // Two monthly prices, or nothing to price with: refused, naming the field.
+    let problem = assert_problem(
+        app.admin(
+            Method::POST,
+            "/v1/tiers",
+            Some(json!({"name": "Bad", "stripe_monthly_price_id": "price_a", "stripe_yearly_price_id": "price_b"})),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(
+        problem["errors"][0]["field"], "stripe_yearly_price_id",
+        "{problem}"
+    );
+    let problem = assert_problem(
+        app.admin(Method::POST, "/v1/tiers", Some(json!({"name": "None"})))
+            .await,
+        422,
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["field"], "monthly_price", "{problem}");
+    let problem = assert_problem(
+        app.admin(
+            Method::POST,
+            "/v1/tiers",
+            Some(json!({"name": " ", "currency": "usd", "monthly_price": 1, "yearly_price": 10})),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["field"], "name", "{problem}");
+
+    // Update: the profile changes, once.
+    let path = format!("/v1/tiers/{id}");
+    let resp = app
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"name": "Linked Plus", "benefits": ["More"]})),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let updated: Value = resp.json().await.expect("json");
+    assert_eq!(updated["name"], "Linked Plus");
+    assert_eq!(updated["benefits"], json!(["More"]));
+    let again = app
+        .admin(Method::PATCH, &path, Some(json!({"name": "Linked Plus"})))
+        .await;
+    assert_eq!(again.status(), 200);
+
+    // Repriced: new prices of the same product.
+    let resp = app
+        .admin(
+            Method::PUT,
+            &format!("{path}/prices"),
+            Some(json!({"monthly_price": 2500, "yearly_price": 25000})),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let repriced: Value = resp.json().await.expect("json");
+    assert_eq!(repriced["monthly_price"], 2500);
+    assert_ne!(
+        repriced["stripe_monthly_price_id"],
+        tier["stripe_monthly_price_id"]
+    );
+    let prices = created(&stripe, "price");
+    assert_eq!(prices.len(), 2);
+    assert!(prices
+        .iter()
+        .all(|p| p["product"] == "prod_fake" && p["currency"] == "usd"));
+
+    // Archived: off the public list and its page, not repriced, and back.
+    let resp = app
+        .admin(Method::PATCH, &path, Some(json!({"active": false})))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let public = app.client.get(app.url(&path)).send().await.expect("sent");
+    assert_problem(public, 404).await;
+    let problem = assert_problem(
+        app.admin(
+            Method::PUT,
+            &format!("{path}/prices"),
+            Some(json!({"monthly_price": 1, "yearly_price": 2})),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert_eq!(
+        problem["type"]
+            .as_str()
+            .map(|t| t.ends_with("tier-archived")),
+        Some(true),
+        "{problem}"
+    );
+    let resp = app
+        .admin(Method::PATCH, &path, Some(json!({"active": true})))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let public: Value = app
+        .client
+        .get(app.url(&path))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(public["name"], "Linked Plus");
+
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM events WHERE aggregate_type = 'Tier' ORDER BY global_position",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("events");
+    assert_eq!(
+        types,
+        [
+            "TierCreated",
+            "TierUpdated",
+            "TierRepriced",
+            "TierArchived",
+            "TierUnarchived"
+        ]
+    );
+    // A token that is not an admin's is refused, not taken for the public list.
+    let resp = app
+        .client
+        .get(app.url("/v1/tiers"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(resp, 401).await;
+}
+
+#[tokio::test]
+async fn stripe_unreachable_is_a_502_and_records_no_tier() {
+    let app: TestApp = app_with_stripe_down().await;
+    let problem = assert_problem(
+        app.admin(Method::POST, "/v1/tiers", Some(gold())).await,
+        502,
+    )
+    .await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("nothing was recorded")),
+        "{problem}"
+    );
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tiers")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(n, 0);
+}
