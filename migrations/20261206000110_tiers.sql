@@ -18,3 +18,12 @@ CREATE TABLE tiers
     updated_at        timestamptz NOT NULL
 );
 CREATE INDEX tiers_listed ON tiers (monthly_amount, id) WHERE NOT archived AND visibility = 'public';
+
+-- Every Stripe price a tier has had (created with it or repriced), with its cadence: what a
+-- subscription's item price says about the tier it buys, also after the tier was repriced.
+CREATE TABLE tier_prices
+(
+    price_id text PRIMARY KEY,
+    tier_id  uuid NOT NULL,
+    cadence  text NOT NULL CHECK (cadence IN ('month', 'year'))
+);

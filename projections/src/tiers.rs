@@ -1,5 +1,6 @@
-//! `tiers`: each tier as the admin API and the pricing page show it. Inline: a tier write is
-//! answered from it, and checkout resolves a tier's price from it.
+//! `tiers`: each tier as the admin API and the pricing page show it, and `tier_prices`: every
+//! Stripe price a tier has had, with its cadence, so a subscription's price names its tier.
+//! Inline: a tier write is answered from it, and checkout resolves a tier's price from it.
 
 use std::collections::HashMap;
 
@@ -34,7 +35,7 @@ impl Projection for Tiers {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["tiers"]
+        &["tiers", "tier_prices"]
     }
 
     fn handles(&self) -> &'static [Handles] {
@@ -55,6 +56,8 @@ impl Projection for Tiers {
     ) -> Result<(), ProjectionError> {
         let mut changes: HashMap<Uuid, Change> = HashMap::new();
         let mut order = Vec::new();
+        // (price, tier, cadence) of every price the batch gives a tier.
+        let mut prices: Vec<(String, Uuid, &'static str)> = Vec::new();
         for event in events {
             let id = member_id(event)?;
             let change = changes.entry(id).or_insert_with(|| {
@@ -71,6 +74,8 @@ impl Projection for Tiers {
                     created_at,
                     ..
                 } => {
+                    prices.push((monthly.stripe_price_id.clone(), id, "month"));
+                    prices.push((yearly.stripe_price_id.clone(), id, "year"));
                     change.created = Some((currency, stripe_product_id, created_at));
                     change.profile = Some(profile);
                     change.prices = Some((monthly, yearly));
@@ -89,6 +94,8 @@ impl Projection for Tiers {
                     yearly,
                     repriced_at,
                 } => {
+                    prices.push((monthly.stripe_price_id.clone(), id, "month"));
+                    prices.push((yearly.stripe_price_id.clone(), id, "year"));
                     change.prices = Some((monthly, yearly));
                     change.updated_at = Some(repriced_at);
                 }
@@ -183,6 +190,18 @@ impl Projection for Tiers {
             .bind(rows.archived)
             .bind(rows.updated_at)
             .bind(changed.iter().map(|id| changes[id].profile.is_some()).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !prices.is_empty() {
+            sqlx::query(
+                "INSERT INTO tier_prices (price_id, tier_id, cadence)
+                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[])
+                 ON CONFLICT (price_id) DO NOTHING",
+            )
+            .bind(prices.iter().map(|p| p.0.clone()).collect::<Vec<_>>())
+            .bind(prices.iter().map(|p| p.1).collect::<Vec<_>>())
+            .bind(prices.iter().map(|p| p.2).collect::<Vec<_>>())
             .execute(&mut *conn)
             .await?;
         }

@@ -30,9 +30,14 @@ pub struct CreateCheckoutRequest {
     /// The buyer; a member with this email (ignoring case) is reused.
     #[oai(validator(min_length = 3, max_length = 254))]
     pub email: EmailString,
-    /// The Stripe price of the subscription (`price_...`).
+    /// The Stripe price of the subscription (`price_...`); or name a tier instead.
     #[oai(validator(pattern = "^price_[A-Za-z0-9_]{1,250}$"))]
-    pub price_id: String,
+    pub price_id: Option<String>,
+    /// A tier to buy (`GET /v1/tiers`), with `cadence` (`month` or `year`), instead of
+    /// `price_id`: the tier's price for that cadence is charged, and the subscription records
+    /// the tier.
+    pub tier_id: Option<uuid::Uuid>,
+    pub cadence: Option<Cadence>,
     /// A site purchase: the sites (domains) the subscription licenses, each its own
     /// subscription item with its own license. The first is the price's item; each further one
     /// is charged its first period at checkout and added as an item once paid. More are added
@@ -54,6 +59,22 @@ pub struct CreateCheckoutRequest {
     /// Pages seen before buying, for attribution of a new member.
     #[oai(validator(max_items = 100))]
     pub url_history: Option<Vec<UrlHistoryItem>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum Cadence {
+    Month,
+    Year,
+}
+
+impl Cadence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Month => "month",
+            Self::Year => "year",
+        }
+    }
 }
 
 /// A Checkout Session to send the buyer to.
@@ -226,10 +247,11 @@ impl CheckoutApi {
             }
             None => None,
         };
+        let price = self.price(&body, &mut errors).await?;
         if !errors.is_empty() {
             return Err(Problem::validation(errors));
         }
-        let Some(email) = email else {
+        let (Some(email), Some((price_id, tier))) = (email, price) else {
             return Err(Problem::internal());
         };
         let stripe = super::purchases::stripe_api(state)?;
@@ -264,7 +286,7 @@ impl CheckoutApi {
         let mut one_time = None;
         let mut item_price = None;
         if sites.len() > 1 {
-            let price = match stripe.recurring_price(&body.price_id).await {
+            let price = match stripe.recurring_price(&price_id).await {
                 Ok(Some(price)) => price,
                 Ok(None) => {
                     return Err(Problem::validation(vec![FieldError::new(
@@ -298,11 +320,12 @@ impl CheckoutApi {
             sites: &sites,
             member_id,
             attribution: attribution.as_ref(),
+            tier: tier.map(|(id, cadence)| (id, cadence.as_str())),
         }
         .metadata(item_price);
         let quantity = u64::from(body.quantity.unwrap_or(1));
         let checkout = SubscriptionCheckout {
-            price_id: body.price_id.clone(),
+            price_id: price_id.clone(),
             quantity,
             one_time,
             customer_email: customer.is_none().then(|| email.to_string()),
@@ -316,7 +339,7 @@ impl CheckoutApi {
             let mut h = Sha256::new();
             for part in [
                 email.normalized().as_str(),
-                &body.price_id,
+                &price_id,
                 &site_list,
                 &quantity.to_string(),
                 &body.success_url,
@@ -336,6 +359,69 @@ impl CheckoutApi {
             id: session.id,
             url: session.url,
         })
+    }
+}
+
+impl CheckoutApi {
+    /// The price to charge, from `price_id` or from `tier_id` and `cadence` (the tier's price
+    /// for that cadence; the tier must be active), with the tier; `None` when a field is wrong
+    /// (pushed to `errors`).
+    async fn price(
+        &self,
+        body: &CreateCheckoutRequest,
+        errors: &mut Vec<FieldError>,
+    ) -> Result<Option<(String, Option<(uuid::Uuid, Cadence)>)>, Problem> {
+        match (&body.price_id, body.tier_id, body.cadence) {
+            (Some(price_id), None, None) => Ok(Some((price_id.clone(), None))),
+            (None, Some(tier_id), Some(cadence)) => {
+                let tier: Option<(String, String, bool)> = sqlx::query_as(
+                    "SELECT monthly_price_id, yearly_price_id, archived FROM tiers WHERE id = $1",
+                )
+                .bind(tier_id)
+                .fetch_optional(&self.state.pool)
+                .await
+                .map_err(db_error)?;
+                match tier {
+                    Some((_, _, true)) => {
+                        errors.push(FieldError::new("tier_id", "is archived; it is not sold"));
+                        Ok(None)
+                    }
+                    Some((monthly, yearly, false)) => {
+                        let price = if cadence == Cadence::Month {
+                            monthly
+                        } else {
+                            yearly
+                        };
+                        Ok(Some((price, Some((tier_id, cadence)))))
+                    }
+                    None => {
+                        errors.push(FieldError::new("tier_id", "no tier has this id"));
+                        Ok(None)
+                    }
+                }
+            }
+            (None, Some(_), None) => {
+                errors.push(FieldError::new(
+                    "cadence",
+                    "is required with tier_id (month or year)",
+                ));
+                Ok(None)
+            }
+            (Some(_), Some(_), _) | (Some(_), None, Some(_)) => {
+                errors.push(FieldError::new(
+                    "price_id",
+                    "give price_id, or tier_id and cadence, not both",
+                ));
+                Ok(None)
+            }
+            (None, None, _) => {
+                errors.push(FieldError::new(
+                    "price_id",
+                    "is required, unless tier_id and cadence name a tier's price",
+                ));
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -361,7 +447,9 @@ impl poem_openapi::types::Example for CreateCheckoutRequest {
     fn example() -> Self {
         Self {
             email: "ada@example.com".into(),
-            price_id: "price_1PgafmB7WZ01zgkW6dKueIc5".into(),
+            price_id: Some("price_1PgafmB7WZ01zgkW6dKueIc5".into()),
+            tier_id: None,
+            cadence: None,
             sites: Some(vec!["example.com".into()]),
             quantity: None,
             success_url: "https://example.com/thanks".into(),

@@ -74,6 +74,14 @@ pub struct DashboardItem {
     pub purchase_type: String,
     /// `active` or `removed`.
     pub status: String,
+    /// The tier this item's price belongs to (any price a tier has had), if any.
+    #[oai(nullable)]
+    pub tier_id: Option<uuid::Uuid>,
+    #[oai(nullable)]
+    pub tier_name: Option<String>,
+    /// `month` or `year`, with the tier.
+    #[oai(nullable)]
+    pub cadence: Option<String>,
 }
 
 #[derive(Debug, Clone, Object, Deserialize)]
@@ -250,8 +258,12 @@ static DASHBOARD_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
           'id', i.id, 'price_id', i.price_id, 'unit_amount', i.unit_amount,
           'currency', i.currency, 'interval', i.interval, 'interval_count', i.interval_count,
           'quantity', i.quantity, 'site', i.site, 'purchase_type', i.purchase_type,
-          'status', i.status) ORDER BY i.added_at, i.id)
-        FROM subscription_items i WHERE i.subscription_id = s.id), '[]')
+          'status', i.status, 'tier_id', tp.tier_id, 'tier_name', t.name, 'cadence', tp.cadence)
+          ORDER BY i.added_at, i.id)
+        FROM subscription_items i
+        LEFT JOIN tier_prices tp ON tp.price_id = i.price_id
+        LEFT JOIN tiers t ON t.id = tp.tier_id
+        WHERE i.subscription_id = s.id), '[]')
     ) ORDER BY s.created_at DESC, s.id)
     FROM subscriptions s WHERE s.member_id = m.id), '[]'),
   'sites', coalesce((

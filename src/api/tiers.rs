@@ -208,8 +208,14 @@ impl TiersApi {
             };
             let api = stripe_api(&self.state)?;
             let id = Uuid::now_v7();
-            let (currency, product, monthly, yearly) =
-                prices(api, id, Target::New(&profile), &body.prices).await?;
+            let (currency, product, monthly, yearly) = prices(
+                &self.state.pool,
+                api,
+                id,
+                Target::New(&profile),
+                &body.prices,
+            )
+            .await?;
             let command = TierCommand::CreateTier {
                 tier_id: id,
                 profile,
@@ -360,7 +366,8 @@ impl TiersApi {
                 product: &tier.stripe_product_id,
                 currency: &tier.currency,
             };
-            let (_, _, monthly, yearly) = prices(api, id.0, target, &body.0).await?;
+            let (_, _, monthly, yearly) =
+                prices(&self.state.pool, api, id.0, target, &body.0).await?;
             let command = TierCommand::RepriceTier {
                 monthly,
                 yearly,
@@ -469,6 +476,7 @@ enum Target<'a> {
 /// The tier's (currency, product, monthly, yearly): created at Stripe from amounts, or
 /// checked and linked from existing prices.
 async fn prices(
+    pool: &sqlx::PgPool,
     api: &StripeApi,
     tier_id: Uuid,
     target: Target<'_>,
@@ -556,6 +564,17 @@ async fn prices(
                         )
                     })?;
                 linked.push((field, id.clone(), price));
+            }
+            for (field, id, _) in &linked {
+                let holder: Option<Uuid> =
+                    sqlx::query_scalar("SELECT tier_id FROM tier_prices WHERE price_id = $1")
+                        .bind(id)
+                        .fetch_optional(pool)
+                        .await
+                        .map_err(db_error)?;
+                if holder.is_some_and(|holder| holder != tier_id) {
+                    return Err(invalid(field, "is another tier's price"));
+                }
             }
             let (_, yearly_id, yearly) = linked.pop().expect("two prices");
             let (_, monthly_id, monthly) = linked.pop().expect("two prices");

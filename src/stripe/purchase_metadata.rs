@@ -45,6 +45,9 @@ pub mod key {
     pub const REFERRER_SOURCE: &str = "referrer_source";
     pub const REFERRER_MEDIUM: &str = "referrer_medium";
     pub const REFERRER_URL: &str = "referrer_url";
+    /// A checkout by tier: the tier and its cadence (`month` or `year`).
+    pub const TIER_ID: &str = "tier_id";
+    pub const CADENCE: &str = "cadence";
 }
 
 fn text(value: &Value) -> Option<&str> {
@@ -128,6 +131,8 @@ pub struct NewSubscription<'a> {
     /// The member, when the email already has one.
     pub member_id: Option<Uuid>,
     pub attribution: Option<&'a Attribution>,
+    /// A checkout by tier: the tier and the cadence (`month` or `year`).
+    pub tier: Option<(Uuid, &'a str)>,
 }
 
 impl NewSubscription<'_> {
@@ -156,6 +161,10 @@ impl NewSubscription<'_> {
         }
         if let Some(member_id) = self.member_id {
             metadata.insert(key::MEMBER_ID.to_owned(), member_id.to_string());
+        }
+        if let Some((tier_id, cadence)) = self.tier {
+            metadata.insert(key::TIER_ID.to_owned(), tier_id.to_string());
+            metadata.insert(key::CADENCE.to_owned(), cadence.to_owned());
         }
         if let Some(a) = self.attribution {
             let fields = [
@@ -553,6 +562,7 @@ mod tests {
             sites: &sites,
             member_id: Some(Uuid::from_u128(3)),
             attribution: Some(&attribution),
+            tier: None,
         };
         let metadata = checkout.metadata(Some(item_price()));
         let mut expected = written(
@@ -599,6 +609,7 @@ mod tests {
             sites: &[],
             member_id: None,
             attribution: Some(&Attribution::default()),
+            tier: None,
         };
         let metadata = checkout.metadata(None);
         assert_eq!(metadata, written("purchase_type=quantity"));
@@ -611,6 +622,7 @@ mod tests {
             sites: &one_site,
             member_id: None,
             attribution: None,
+            tier: None,
         };
         assert_eq!(
             checkout.metadata(None),

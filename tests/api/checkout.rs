@@ -32,7 +32,7 @@ fn body(email: &str) -> Value {
 }
 
 impl TestApp {
-    async fn checkout(&self, body: &Value) -> reqwest::Response {
+    pub(crate) async fn checkout(&self, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url("/v1/checkout/sessions"))
             .json(body)

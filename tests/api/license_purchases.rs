@@ -601,6 +601,7 @@ async fn a_dashboard_answers_every_section_in_order_and_alike_for_member_and_adm
             "id": id, "price_id": "price_1PgafmB7WZ01zgkW6dKueIc5", "unit_amount": 2000,
             "currency": "usd", "interval": "month", "interval_count": 1, "quantity": quantity,
             "site": site, "purchase_type": purchase_type, "status": "active",
+            "tier_id": null, "tier_name": null, "cadence": null,
         })
     };
     let period = &d["subscriptions"][0];

@@ -308,3 +308,106 @@ async fn stripe_unreachable_is_a_502_and_records_no_tier() {
         .expect("count");
     assert_eq!(n, 0);
 }
+
+#[tokio::test]
+async fn a_checkout_by_tier_charges_its_price_and_the_dashboard_names_the_tier() {
+    let l =
+        crate::stripe_support::Lifecycle::new(&format!("tier{}", uuid::Uuid::now_v7().simple()));
+    let sub = l.subscription_object("active", 0, false);
+    let monthly = sub["items"]["data"][0]["price"]["id"]
+        .as_str()
+        .expect("the fixture's price")
+        .to_owned();
+    let stripe = FakeStripe::start(&[(l.customer.as_str(), l.email.as_str())]).await;
+    let app = app_with_stripe(&stripe).await;
+    let resp = app
+        .admin(
+            Method::POST,
+            "/v1/tiers",
+            Some(json!({"name": "Gold", "stripe_monthly_price_id": monthly,
+                        "stripe_yearly_price_id": "price_gold_year"})),
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    let tier: Value = resp.json().await.expect("json");
+    let tier_id = tier["id"].as_str().expect("id").to_owned();
+
+    let checkout = |extra: Value| {
+        let mut body = json!({
+            "email": "buyer@example.com",
+            "success_url": "https://shop.test/thanks",
+            "cancel_url": "https://shop.test/pricing"
+        });
+        body.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        body
+    };
+    let resp = app
+        .checkout(&checkout(json!({"tier_id": tier_id, "cadence": "year"})))
+        .await;
+    assert_eq!(resp.status(), 201);
+    let sent = stripe.checkouts.lock().expect("lock").clone();
+    assert_eq!(sent.len(), 1);
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(sent[0].1.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(form["line_items[0][price]"], "price_gold_year", "{form:?}");
+    assert_eq!(form["metadata[tier_id]"], tier_id);
+    assert_eq!(form["metadata[cadence]"], "year");
+    assert_eq!(form["subscription_data[metadata][tier_id]"], tier_id);
+
+    // Refused: no cadence, an unknown tier, a price and a tier together, an archived tier.
+    for (extra, field) in [
+        (json!({"tier_id": tier_id}), "cadence"),
+        (
+            json!({"tier_id": uuid::Uuid::now_v7(), "cadence": "month"}),
+            "tier_id",
+        ),
+        (
+            json!({"tier_id": tier_id, "cadence": "month", "price_id": "price_x"}),
+            "price_id",
+        ),
+        (json!({}), "price_id"),
+    ] {
+        let problem = assert_problem(app.checkout(&checkout(extra)).await, 422).await;
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+
+    // The subscription Stripe starts with the tier's monthly price: the dashboard names the tier.
+    for e in [
+        l.checkout_completed(1),
+        l.subscription_event("created", "customer.subscription.created", "active", 2),
+    ] {
+        assert_eq!(app.send_webhook(&e).await.status(), 200);
+    }
+    app.drain_stripe().await;
+    let member = crate::admin_console::member_id(&app, &l.email).await;
+    let dashboard: Value = app
+        .get(&format!("/v1/members/{member}/dashboard"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let item = &dashboard["subscriptions"][0]["items"][0];
+    assert_eq!(item["tier_id"], tier_id.as_str(), "{dashboard}");
+    assert_eq!(item["tier_name"], "Gold");
+    assert_eq!(item["cadence"], "month");
+
+    let resp = app
+        .admin(
+            Method::PATCH,
+            &format!("/v1/tiers/{tier_id}"),
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let problem = assert_problem(
+        app.checkout(&checkout(json!({"tier_id": tier_id, "cadence": "month"})))
+            .await,
+        422,
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["field"], "tier_id", "{problem}");
+}
