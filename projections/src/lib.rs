@@ -19,6 +19,7 @@ macro_rules! column {
 }
 pub(crate) use column;
 
+pub mod email_suppressions;
 pub mod member_emails;
 pub mod member_licenses;
 pub mod member_list;
@@ -30,6 +31,7 @@ pub mod newsletters;
 pub mod paid_subscriptions;
 pub mod payments;
 
+pub use email_suppressions::MemberEmailSuppressions;
 pub use member_emails::MemberEmails;
 pub use member_licenses::MemberLicenses;
 pub use member_list::MemberList;
@@ -219,6 +221,7 @@ pub fn all() -> Vec<Box<dyn Projection>> {
         Box::new(MemberTimeline),
         Box::new(Newsletters),
         Box::new(MembersLoginEvents),
+        Box::new(MemberEmailSuppressions),
     ]
 }
 

@@ -22,6 +22,7 @@ mod license_policies;
 mod license_purchases;
 mod licenses;
 mod mail_support;
+mod member_mail;
 mod members;
 mod members_export;
 mod members_import;
