@@ -302,34 +302,54 @@ async fn email_disabled(app: &TestApp, member_id: &str) -> Value {
     member["email_disabled"].clone()
 }
 
+/// Delivers a Stripe event and waits until it and its consequences are processed.
+async fn deliver(app: &TestApp, event: Value) {
+    assert_eq!(app.send_webhook(&event).await.status(), 200);
+    app.drain_stripe().await;
+}
+
+/// A server on `database_url` whose mail goes to the refusing SMTP server on `smtp_port`.
+async fn refused_app(database_url: &str, smtp_port: u16) -> TestApp {
+    let mut settings = test_settings().await;
+    settings.mail.smtp_url = Some(format!("smtp://127.0.0.1:{smtp_port}"));
+    TestApp::spawn_settings(database_url, settings).await
+}
+
+/// A server on `database_url` with mail to maildev, reachable by a browser at its PUBLIC_URL.
+async fn browser_app(database_url: &str) -> TestApp {
+    let port = free_port();
+    let mut settings = test_settings().await;
+    settings.bind = format!("127.0.0.1:{port}").parse().expect("address");
+    settings.public_url = format!("http://127.0.0.1:{port}");
+    TestApp::spawn_settings(database_url, settings).await
+}
+
+async fn wait_disabled(app: &TestApp, member_id: &str) {
+    crate::helpers::eventually("the email to be disabled", || async {
+        !email_disabled(app, member_id).await.is_null()
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_permanent_refusal_disables_the_members_email_until_an_admin_or_the_member_enables_it() {
     let (smtp_port, refused) = refusing_smtp_server().await;
-    let mut settings = test_settings().await;
-    settings.mail.smtp_url = Some(format!("smtp://127.0.0.1:{smtp_port}"));
     let database_url = crate::helpers::fresh_database().await;
-    let app = TestApp::spawn_settings(&database_url, settings).await;
+    let app = refused_app(&database_url, smtp_port).await;
     let email = unique("bounce");
     let member = app.member(&email).await;
     let member_id = member["id"].as_str().expect("id").to_owned();
     let mut l = Lifecycle::new(&format!("mmbounce{}", &member_id[..8]));
     l.email = email.clone();
-    let deliver = |event: Value| {
-        let app = &app;
-        async move {
-            assert_eq!(app.send_webhook(&event).await.status(), 200);
-            app.drain_stripe().await;
-        }
-    };
-    deliver(l.checkout_completed(1)).await;
-    deliver(l.subscription_event("created", "customer.subscription.created", "incomplete", 0))
-        .await;
-    deliver(payment_failed(&l, 1)).await;
-
-    crate::helpers::eventually("the email to be disabled", || async {
-        !email_disabled(&app, &member_id).await.is_null()
-    })
+    deliver(&app, l.checkout_completed(1)).await;
+    deliver(
+        &app,
+        l.subscription_event("created", "customer.subscription.created", "incomplete", 0),
+    )
     .await;
+    deliver(&app, payment_failed(&l, 1)).await;
+
+    wait_disabled(&app, &member_id).await;
     let disabled = email_disabled(&app, &member_id).await;
     assert_eq!(disabled["email"], email.as_str());
     let reason = disabled["reason"].as_str().expect("reason");
@@ -357,7 +377,7 @@ async fn a_permanent_refusal_disables_the_members_email_until_an_admin_or_the_me
     assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // While disabled, the next notice is not even queued.
-    deliver(payment_failed(&l, 2)).await;
+    deliver(&app, payment_failed(&l, 2)).await;
     app.settle().await;
     assert_eq!(outbox(&app, &member_id).await.len(), 1);
     let timeline: Value = app
@@ -411,21 +431,40 @@ async fn a_permanent_refusal_disables_the_members_email_until_an_admin_or_the_me
     assert_eq!(anonymous.status(), 401);
 
     // The next notice goes out again, is refused again: disabled again.
-    deliver(payment_failed(&l, 3)).await;
-    crate::helpers::eventually("the email to be disabled again", || async {
-        !email_disabled(&app, &member_id).await.is_null()
-    })
-    .await;
+    deliver(&app, payment_failed(&l, 3)).await;
+    wait_disabled(&app, &member_id).await;
     assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 2);
+    app.stop().await;
+
+    // The admin console shows why, and enables it.
+    let app = browser_app(&database_url).await;
+    let browser = Browser::start(&app).await;
+    crate::admin_console::sign_in(&browser).await;
+    browser.open(&format!("/admin/members/{member_id}")).await;
+    assert!(browser
+        .text("#member-email-delivery")
+        .await
+        .contains("No such user here"));
+    browser.click("#enable-member-email button").await;
+    assert!(browser
+        .page_text()
+        .await
+        .contains("The member's email is enabled"));
+    assert_eq!(browser.text("#member-email-delivery").await, "sent");
+    browser.close().await;
+    assert!(email_disabled(&app, &member_id).await.is_null());
+    app.stop().await;
+
+    // Refused once more: disabled again.
+    let app = refused_app(&database_url, smtp_port).await;
+    deliver(&app, payment_failed(&l, 4)).await;
+    wait_disabled(&app, &member_id).await;
+    assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 3);
     app.stop().await;
 
     // The member signs in (the code comes through the real mail server: sign-in codes are
     // still sent to a disabled address) and turns emails back on in the portal.
-    let port = free_port();
-    let mut settings = test_settings().await;
-    settings.bind = format!("127.0.0.1:{port}").parse().expect("address");
-    settings.public_url = format!("http://127.0.0.1:{port}");
-    let app = TestApp::spawn_settings(&database_url, settings).await;
+    let app = browser_app(&database_url).await;
     let browser = Browser::start(&app).await;
     crate::portal::sign_in(&browser, &email).await;
     assert!(
@@ -456,5 +495,12 @@ async fn a_permanent_refusal_disables_the_members_email_until_an_admin_or_the_me
     .fetch_all(&app.pool)
     .await
     .expect("events");
-    assert_eq!(actors, ["admin".to_owned(), format!("member:{member_id}")]);
+    assert_eq!(
+        actors,
+        [
+            "admin".to_owned(),
+            "admin".to_owned(),
+            format!("member:{member_id}")
+        ]
+    );
 }

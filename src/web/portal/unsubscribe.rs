@@ -156,12 +156,17 @@ struct UnsubscribeForm {
 
 /// Whether a post is RFC 8058's one-click unsubscribe (a mail client's, from the
 /// `List-Unsubscribe-Post` header): `List-Unsubscribe=One-Click`, the member and key in the URL.
+/// RFC 8058 allows the field urlencoded or as `multipart/form-data`.
 fn one_click(body: &str) -> bool {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(body).is_ok_and(|fields| {
-        fields
-            .iter()
-            .any(|(name, value)| name == "List-Unsubscribe" && value == "One-Click")
-    })
+    let urlencoded =
+        serde_urlencoded::from_str::<Vec<(String, String)>>(body).is_ok_and(|fields| {
+            fields
+                .iter()
+                .any(|(name, value)| name == "List-Unsubscribe" && value == "One-Click")
+        });
+    let multipart = body.contains("name=\"List-Unsubscribe\"")
+        && body.lines().any(|line| line.trim() == "One-Click");
+    urlencoded || multipart
 }
 
 #[handler]
@@ -258,4 +263,17 @@ async fn leave(
             })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_click_posts_are_told_from_the_pages_forms() {
+        assert!(super::one_click("List-Unsubscribe=One-Click"));
+        let multipart = "--b\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--b--\r\n";
+        assert!(super::one_click(multipart));
+        assert!(!super::one_click("csrf_token=x&member=m&key=k"));
+        assert!(!super::one_click("List-Unsubscribe=Other"));
+        assert!(!super::one_click(""));
+    }
 }
