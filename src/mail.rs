@@ -13,9 +13,8 @@
 //! again. Sign-in codes and email-change links are still sent: the member asked for them, and
 //! signing in is how they lift the suppression.
 
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use aggregates::{Member, MemberCommand};
 use anyhow::Context;
