@@ -140,6 +140,7 @@ impl ServeConfig {
                 from: self.auth.mail_from.clone(),
             },
             attribution_routes: routes,
+            member_emails: member_email_kinds(&self.auth.member_emails)?,
             site_host,
             licenses: self.licenses.settings(),
             webhooks: self.webhooks.settings(),
@@ -180,6 +181,15 @@ pub struct AuthConfig {
         default_value = "memberledger <noreply@localhost>"
     )]
     pub mail_from: String,
+    /// The emails sent to members, comma-separated: `welcome` (signup), `welcome_paid` (first
+    /// payment), `payment_failed`, `cancellation`; `none` for none.
+    #[arg(
+        long,
+        env = "MEMBER_EMAILS",
+        value_delimiter = ',',
+        default_value = "welcome,welcome_paid,payment_failed,cancellation"
+    )]
+    pub member_emails: Vec<String>,
     /// The page magic links open (`?token=` is appended). Default: the portal, PUBLIC_URL + /account/signin.
     #[arg(long, env = "MAGIC_LINK_URL")]
     pub magic_link_url: Option<String>,
@@ -386,6 +396,25 @@ pub struct Settings {
     /// How long a stop waits for in-flight requests, then for background work (`bounds`).
     pub shutdown_grace: Duration,
     pub metrics: crate::metrics::MetricsSettings,
+    /// The emails sent to members (`MEMBER_EMAILS`).
+    pub member_emails: Vec<crate::member_mail::Kind>,
+}
+
+/// `MEMBER_EMAILS`: kinds by name, or `none`.
+fn member_email_kinds(names: &[String]) -> anyhow::Result<Vec<crate::member_mail::Kind>> {
+    let mut kinds = Vec::new();
+    for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        if name == "none" {
+            continue;
+        }
+        let kind = crate::member_mail::Kind::parse(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "MEMBER_EMAILS: {name:?} is not one of welcome, welcome_paid, payment_failed, cancellation, none"
+            )
+        })?;
+        kinds.push(kind);
+    }
+    Ok(kinds)
 }
 
 impl Default for Settings {
@@ -406,6 +435,7 @@ impl Default for Settings {
             checkout_allowed_origins: Vec::new(),
             shutdown_grace: Duration::from_secs(10),
             metrics: crate::metrics::MetricsSettings::default(),
+            member_emails: crate::member_mail::Kind::ALL.to_vec(),
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod license_policies;
 pub mod links;
 pub mod localpg;
 pub mod mail;
+pub mod member_mail;
 pub mod members;
 pub mod members_export;
 pub mod members_import;

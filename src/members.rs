@@ -136,3 +136,17 @@ pub async fn link_stripe_customer(
         .map_err(|e| anyhow::anyhow!("linking customer {customer_id} to member {holder}: {e}"))?;
     Ok(holder)
 }
+
+/// Lifts the suppression of a member's email (the member signed in, or an admin); a no-op
+/// when it is not disabled. Refused with `NotFound` when there is no such member.
+pub async fn enable_email(
+    members: &CommandBus<Member>,
+    member_id: Uuid,
+    metadata: EventMetadata,
+) -> Result<(), AggregateError<MemberError>> {
+    let command = MemberCommand::EnableEmail { at: Utc::now() };
+    members
+        .execute(&member_id.to_string(), command, metadata)
+        .await
+        .map(|_| ())
+}

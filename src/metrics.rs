@@ -302,7 +302,8 @@ pub fn webhook_delivery(outcome: &'static str) {
     counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
 }
 
-/// An email delivery attempt: `sent` or `failed`.
+/// An email delivery attempt: `sent`, `failed` (retried), `refused` (a 5xx: given up) or
+/// `suppressed` (to a disabled member email: not tried).
 pub fn email_delivery(outcome: &'static str) {
     counter!(EMAIL_DELIVERIES, "outcome" => outcome).increment(1);
 }

@@ -594,6 +594,7 @@ pub fn all(
     pool: &PgPool,
     members: Arc<CommandBus<Member>>,
     licenses: Arc<CommandBus<License>>,
+    mail: crate::member_mail::MemberMailSettings,
 ) -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(MemberStatusPolicy { members }),
@@ -602,5 +603,6 @@ pub fn all(
             licenses,
         }),
         Arc::new(crate::outbound::OutboundWebhooks),
+        crate::member_mail::MemberMail::new(mail),
     ]
 }

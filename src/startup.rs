@@ -54,6 +54,7 @@ impl Application {
             .await
             .context("reading the pages' shared keys (server_secrets)")?;
         let state = AppState::new(pool, &settings);
+        let mailer = mailer.with_members(state.members.clone());
         // Runners and inbox workers each keep a connection (advisory locks live in sessions):
         // a pool of their own, so they never starve the API's.
         let needed = state.projections.list().len() + state.stripe.workers + 4;

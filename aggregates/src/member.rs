@@ -108,6 +108,11 @@ pub enum MemberCommand {
         newsletter_id: Uuid,
         at: DateTime<Utc>,
     },
+    /// The address refused mail for good (a permanent SMTP failure): no member email is sent
+    /// to it until it is enabled again. A no-op when already disabled.
+    DisableEmail { reason: String, at: DateTime<Utc> },
+    /// The member (signed in) or an admin lifts the suppression. A no-op when not disabled.
+    EnableEmail { at: DateTime<Utc> },
 }
 
 /// How a member proved they own their email.
@@ -176,6 +181,17 @@ pub enum MemberEvent {
         newsletter_id: Uuid,
         unsubscribed_at: DateTime<Utc>,
     },
+    /// The address refused mail for good; member emails to it stop (Ghost's suppression).
+    MemberEmailDisabled {
+        email: String,
+        reason: String,
+        disabled_at: DateTime<Utc>,
+    },
+    /// The suppression was lifted (who did it is the event's `actor`).
+    MemberEmailEnabled {
+        email: String,
+        enabled_at: DateTime<Utc>,
+    },
 }
 
 impl MemberEvent {
@@ -188,6 +204,8 @@ impl MemberEvent {
     pub const LOGGED_IN: &'static str = "MemberLoggedIn";
     pub const NEWSLETTER_SUBSCRIBED: &'static str = "NewsletterSubscribed";
     pub const NEWSLETTER_UNSUBSCRIBED: &'static str = "NewsletterUnsubscribed";
+    pub const EMAIL_DISABLED: &'static str = "MemberEmailDisabled";
+    pub const EMAIL_ENABLED: &'static str = "MemberEmailEnabled";
 }
 
 impl DomainEvent for MemberEvent {
@@ -201,6 +219,8 @@ impl DomainEvent for MemberEvent {
             Self::MemberLoggedIn { .. } => Self::LOGGED_IN,
             Self::NewsletterSubscribed { .. } => Self::NEWSLETTER_SUBSCRIBED,
             Self::NewsletterUnsubscribed { .. } => Self::NEWSLETTER_UNSUBSCRIBED,
+            Self::MemberEmailDisabled { .. } => Self::EMAIL_DISABLED,
+            Self::MemberEmailEnabled { .. } => Self::EMAIL_ENABLED,
         }
         .to_owned()
     }
@@ -232,6 +252,9 @@ pub struct Member {
     status: MemberStatus,
     stripe_customers: Vec<String>,
     newsletters: Vec<Uuid>,
+    /// Why mail to the address is suppressed, while it is.
+    #[serde(default)]
+    email_disabled: Option<String>,
 }
 
 impl Member {
@@ -249,6 +272,11 @@ impl Member {
 
     pub fn newsletters(&self) -> &[Uuid] {
         &self.newsletters
+    }
+
+    /// Why member emails to the address are suppressed, while they are.
+    pub fn email_disabled(&self) -> Option<&str> {
+        self.email_disabled.as_deref()
     }
 }
 
@@ -385,6 +413,31 @@ impl Aggregate for Member {
                     sink.write(event, self).await;
                 }
             }
+            MemberCommand::DisableEmail { reason, at } => {
+                if !self.exists() {
+                    return Err(MemberError::NotFound);
+                }
+                if self.email_disabled.is_none() {
+                    let event = MemberEvent::MemberEmailDisabled {
+                        email: self.email.clone(),
+                        reason,
+                        disabled_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            MemberCommand::EnableEmail { at } => {
+                if !self.exists() {
+                    return Err(MemberError::NotFound);
+                }
+                if self.email_disabled.is_some() {
+                    let event = MemberEvent::MemberEmailEnabled {
+                        email: self.email.clone(),
+                        enabled_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
             MemberCommand::LinkStripeCustomer { customer_id, at } => {
                 if !self.exists() {
                     return Err(MemberError::NotFound);
@@ -424,7 +477,11 @@ impl Aggregate for Member {
                 self.note = note;
                 self.labels = labels;
             }
-            MemberEvent::MemberEmailChanged { new_email, .. } => self.email = new_email,
+            MemberEvent::MemberEmailChanged { new_email, .. } => {
+                // The suppression was the old address's: a new one gets mail.
+                self.email = new_email;
+                self.email_disabled = None;
+            }
             MemberEvent::MemberStatusChanged { to, .. } => self.status = to,
             MemberEvent::MemberStripeCustomerLinked { customer_id, .. } => {
                 self.stripe_customers.push(customer_id);
@@ -436,6 +493,8 @@ impl Aggregate for Member {
             MemberEvent::NewsletterUnsubscribed { newsletter_id, .. } => {
                 self.newsletters.retain(|n| *n != newsletter_id);
             }
+            MemberEvent::MemberEmailDisabled { reason, .. } => self.email_disabled = Some(reason),
+            MemberEvent::MemberEmailEnabled { .. } => self.email_disabled = None,
         }
     }
 }
@@ -544,6 +603,65 @@ mod tests {
                     subscribed_at: at(),
                 },
             ]);
+    }
+
+    fn disabled() -> MemberEvent {
+        MemberEvent::MemberEmailDisabled {
+            email: "ada@example.com".into(),
+            reason: "550 no such user".into(),
+            disabled_at: at(),
+        }
+    }
+
+    #[test]
+    fn a_permanent_failure_disables_the_email_once() {
+        MemberTest::with(())
+            .given(vec![created()])
+            .when(MemberCommand::DisableEmail {
+                reason: "550 no such user".into(),
+                at: at(),
+            })
+            .then_expect_events(vec![disabled()]);
+        MemberTest::with(())
+            .given(vec![created(), disabled()])
+            .when(MemberCommand::DisableEmail {
+                reason: "550 again".into(),
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn enabling_lifts_a_suppression_and_is_a_no_op_without_one() {
+        let enabled = MemberEvent::MemberEmailEnabled {
+            email: "ada@example.com".into(),
+            enabled_at: at(),
+        };
+        MemberTest::with(())
+            .given(vec![created(), disabled()])
+            .when(MemberCommand::EnableEmail { at: at() })
+            .then_expect_events(vec![enabled.clone()]);
+        MemberTest::with(())
+            .given(vec![created(), disabled(), enabled])
+            .when(MemberCommand::EnableEmail { at: at() })
+            .then_expect_events(vec![]);
+        MemberTest::with(())
+            .given_no_previous_events()
+            .when(MemberCommand::EnableEmail { at: at() })
+            .then_expect_error(MemberError::NotFound);
+    }
+
+    #[test]
+    fn a_new_address_is_not_suppressed() {
+        let changed = MemberEvent::MemberEmailChanged {
+            old_email: "ada@example.com".into(),
+            new_email: "ada@new.example".into(),
+            changed_at: at(),
+        };
+        MemberTest::with(())
+            .given(vec![created(), disabled(), changed])
+            .when(MemberCommand::EnableEmail { at: at() })
+            .then_expect_events(vec![]);
     }
 
     #[test]

@@ -19,6 +19,7 @@ macro_rules! column {
 }
 pub(crate) use column;
 
+pub mod email_suppressions;
 pub mod member_emails;
 pub mod member_licenses;
 pub mod member_list;
@@ -31,6 +32,7 @@ pub mod paid_subscriptions;
 pub mod payments;
 pub mod tiers;
 
+pub use email_suppressions::MemberEmailSuppressions;
 pub use member_emails::MemberEmails;
 pub use member_licenses::MemberLicenses;
 pub use member_list::MemberList;
@@ -222,6 +224,7 @@ pub fn all() -> Vec<Box<dyn Projection>> {
         Box::new(Newsletters),
         Box::new(MembersLoginEvents),
         Box::new(Tiers),
+        Box::new(MemberEmailSuppressions),
     ]
 }
 

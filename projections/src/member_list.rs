@@ -154,7 +154,9 @@ impl Fold {
             | MemberEvent::MemberStripeCustomerLinked { .. }
             | MemberEvent::MemberLoggedIn { .. }
             | MemberEvent::NewsletterSubscribed { .. }
-            | MemberEvent::NewsletterUnsubscribed { .. } => return,
+            | MemberEvent::NewsletterUnsubscribed { .. }
+            | MemberEvent::MemberEmailDisabled { .. }
+            | MemberEvent::MemberEmailEnabled { .. } => return,
         };
         match self.by_member.get(&id) {
             Some(Pending::Insert(i)) => {

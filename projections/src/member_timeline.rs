@@ -318,6 +318,10 @@ fn member_summary(event: MemberEvent) -> String {
         MemberEvent::NewsletterUnsubscribed { newsletter_id, .. } => {
             format!("Unsubscribed from newsletter {newsletter_id}")
         }
+        MemberEvent::MemberEmailDisabled { email, reason, .. } => {
+            format!("Email to {email} disabled: {reason}")
+        }
+        MemberEvent::MemberEmailEnabled { email, .. } => format!("Email to {email} enabled again"),
     }
 }
 

@@ -98,7 +98,10 @@ async fn read_snapshot(state: &State) -> Result<Snapshot, sqlx::Error> {
         .fetch_one(pool)
         .await?;
     let outbox: (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE attempts < $1), count(*) FILTER (WHERE attempts >= $1)
+        // Messages refused for good, or to a suppressed address, are the recipient's matter,
+        // not the operator's: neither queued nor out of attempts.
+        "SELECT count(*) FILTER (WHERE attempts < $1 AND given_up_at IS NULL),
+                count(*) FILTER (WHERE attempts >= $1)
          FROM outbox_emails WHERE sent_at IS NULL",
     )
     .bind(crate::mail::MAX_ATTEMPTS)

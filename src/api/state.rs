@@ -78,7 +78,19 @@ impl AppState {
         let licenses = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
         let newsletters = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
         let tiers = CommandBus::new(pool.clone(), inline, wakeups.clone(), ());
-        list.extend(policies::all(&pool, members.clone(), licenses.clone()));
+        list.extend(policies::all(
+            &pool,
+            members.clone(),
+            licenses.clone(),
+            crate::member_mail::MemberMailSettings {
+                public_url: settings.public_url.clone(),
+                site_name: crate::member_mail::MemberMailSettings::site_name_from(
+                    &settings.mail.from,
+                    &settings.public_url,
+                ),
+                kinds: settings.member_emails.clone(),
+            },
+        ));
         Arc::new(Self {
             projections: Projections::new(pool.clone(), list, wakeups),
             admin_tokens: AdminTokens::new(pool.clone(), settings.admin_token.as_deref()),

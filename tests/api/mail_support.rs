@@ -24,8 +24,47 @@ impl Maildev {
         format!("smtp://127.0.0.1:{}", self.smtp_port)
     }
 
-    /// Every message to `address` so far, oldest first.
+    /// Every message to `address` so far, oldest first, but member emails (welcome, payment
+    /// failed, ...: `X-Memberledger-Email`), which arrive on their own schedule: what a test
+    /// asked for (sign-in codes, email-change links) is counted without them.
     pub async fn messages_to(self, address: &str) -> Vec<Value> {
+        self.all_messages_to(address)
+            .await
+            .into_iter()
+            .filter(|m| member_email_kind(m).is_none())
+            .collect()
+    }
+
+    /// The member emails to `address` so far (`X-Memberledger-Email`), oldest first.
+    pub async fn member_emails_to(self, address: &str) -> Vec<Value> {
+        self.all_messages_to(address)
+            .await
+            .into_iter()
+            .filter(|m| member_email_kind(m).is_some())
+            .collect()
+    }
+
+    /// Waits for the member email of `kind` to `address` (the first of that kind).
+    pub async fn member_email(self, address: &str, kind: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let found = self
+                .member_emails_to(address)
+                .await
+                .into_iter()
+                .find(|m| member_email_kind(m) == Some(kind));
+            if let Some(message) = found {
+                return message;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {kind} email to {address} arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn all_messages_to(self, address: &str) -> Vec<Value> {
         let url = format!("http://127.0.0.1:{}/email", self.web_port);
         let all: Vec<Value> = match reqwest::get(&url).await {
             Ok(resp) => resp.json().await.unwrap_or_default(),
@@ -59,6 +98,11 @@ impl Maildev {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Which member email `message` is (its `X-Memberledger-Email` header), if it is one.
+pub fn member_email_kind(message: &Value) -> Option<&str> {
+    message["headers"]["x-memberledger-email"].as_str()
 }
 
 /// The 6-digit code and the magic-link token in a sign-in email.

@@ -23,6 +23,7 @@ mod license_purchases;
 mod licenses;
 mod mail_support;
 mod member_imports_http;
+mod member_mail;
 mod members;
 mod members_export;
 mod members_import;

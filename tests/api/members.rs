@@ -11,6 +11,7 @@ fn member_fields(mut detail: Value) -> Value {
             "active_license_count",
             "attribution",
             "unsubscribe_url",
+            "email_disabled",
         ] {
             object.remove(key);
         }

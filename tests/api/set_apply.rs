@@ -148,11 +148,19 @@ fn synthetic(sub: &str, member: Uuid, license: Uuid) -> Vec<(&'static str, Strin
     let at = "2026-12-01T10:00:00Z";
     let purchase = Uuid::from_u128(0x5e7a_991e);
     let s = |payload: Value| ("Subscription", sub.to_owned(), payload);
+    let m = |payload: Value| ("Member", member.to_string(), payload);
     let l = |payload: Value| ("License", license.to_string(), payload);
     let issued = Uuid::from_u128(0x5e7a_991f);
     let tier = Uuid::from_u128(0x5e7a_7137);
     let t = |payload: Value| ("Tier", tier.to_string(), payload);
     vec![
+        m(
+            json!({"MemberEmailDisabled": {"email": "syn@example.com", "reason": "550 no such user", "disabled_at": at}}),
+        ),
+        m(json!({"MemberEmailEnabled": {"email": "syn@example.com", "enabled_at": at}})),
+        m(
+            json!({"MemberEmailDisabled": {"email": "syn@example.com", "reason": "550 again", "disabled_at": at}}),
+        ),
         s(json!({"SubscriptionActivated": {"status": "active", "observed": observed(1)}})),
         s(
             json!({"SubscriptionStatusChanged": {"from": "active", "to": "past_due", "observed": observed(2)}}),

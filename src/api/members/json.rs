@@ -70,6 +70,20 @@ pub struct MemberDetail {
     /// The page where the member unsubscribes from newsletters without signing in, for the
     /// emails sent to them (signed with a server key; it works until the key is changed).
     pub unsubscribe_url: String,
+    /// Set while the member's email is disabled: their address refused mail for good, so no
+    /// member email is sent to it until the member (signed in) or an admin enables it again
+    /// (`POST /v1/members/{id}/email/enable`).
+    pub email_disabled: Option<EmailDisabled>,
+}
+
+/// Why a member's email is disabled.
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
+pub struct EmailDisabled {
+    /// The address that refused mail.
+    pub email: String,
+    /// The mail server's permanent refusal.
+    pub reason: String,
+    pub disabled_at: DateTime<Utc>,
 }
 
 /// Where a member came from: the page that led to the signup and the referrer.

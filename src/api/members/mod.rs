@@ -19,8 +19,8 @@ use super::problem::{db_error, Problem};
 use super::state::{ApiTags, RequestId, State};
 
 pub use json::*;
-pub(crate) use queries::find_member;
 use queries::member_detail;
+pub(crate) use queries::{email_disabled, find_member};
 pub(crate) use queries::{list_members, timeline, ListFilter};
 pub use responses::*;
 
@@ -194,6 +194,34 @@ impl MembersApi {
     ) -> TimelineResponse {
         match timeline(&self.state, id.0, limit.0, cursor.0.as_deref()).await {
             Ok(page) => TimelineResponse::Ok(Json(page)),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Enable a member's email
+    ///
+    /// Lifts the suppression set when the member's address refused mail for good (a permanent
+    /// SMTP failure): member emails are sent to it again. A no-op when it is not disabled.
+    #[oai(
+        path = "/:id/email/enable",
+        method = "post",
+        operation_id = "enableMemberEmail"
+    )]
+    async fn enable_email(
+        &self,
+        _auth: AdminAuth,
+        request_id: Data<&RequestId>,
+        keys: Data<&crate::web::WebKeys>,
+        id: Path<Uuid>,
+    ) -> EnableMemberEmailResponse {
+        let metadata =
+            crate::store::EventMetadata::for_request(&request_id.0 .0, crate::store::Actor::Admin);
+        if let Err(err) = crate::members::enable_email(&self.state.members, id.0, metadata).await {
+            return super::problem::command_error(err).into();
+        }
+        match member_detail(&self.state, &keys.links, id.0).await {
+            Ok(Some(member)) => EnableMemberEmailResponse::Ok(Json(member)),
+            Ok(None) => Problem::not_found("no member has this id").into(),
             Err(problem) => problem.into(),
         }
     }

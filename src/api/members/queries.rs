@@ -136,6 +136,7 @@ pub(super) async fn member_detail(
     .fetch_optional(&state.pool)
     .await
     .map_err(db_error)?;
+    let email_disabled = email_disabled(&state.pool, id).await.map_err(db_error)?;
     Ok(Some(MemberDetail {
         member,
         subscriptions,
@@ -143,7 +144,21 @@ pub(super) async fn member_detail(
         active_license_count,
         attribution,
         unsubscribe_url: crate::links::unsubscribe_url(&state.public_url, links_key, id),
+        email_disabled,
     }))
+}
+
+/// Why the member's email is disabled, while it is.
+pub(crate) async fn email_disabled(
+    pool: &sqlx::PgPool,
+    id: Uuid,
+) -> Result<Option<EmailDisabled>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT email, reason, disabled_at FROM member_email_suppressions WHERE member_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 pub(crate) async fn timeline(

@@ -132,3 +132,19 @@ api_response! {
         415 => UnsupportedMediaType,
     }
 }
+
+api_response! {
+    pub enum EnableMemberEmailResponse {
+        /// The member, whose email is enabled (it was, or is now).
+        #[oai(status = 200)]
+        Ok(Json<MemberDetail>),
+    }
+    problems {
+        /// The id is not a UUID.
+        400 => BadRequest,
+        /// No valid admin token.
+        401 => Unauthorized,
+        /// No member has this id.
+        404 => NotFound,
+    }
+}

@@ -199,6 +199,8 @@ struct DetailPage {
     timeline: Vec<TimelineRow>,
     /// The query string of older entries, if there are any.
     older: Option<String>,
+    /// Why member emails to the address stopped (it refused them for good), while they have.
+    email_disabled: Option<String>,
 }
 
 struct TimelineRow {
@@ -225,6 +227,7 @@ fn hold_notice(query: &DetailQuery) -> Option<Notice> {
         Some("expiry") => Some("The license's expiry is changed."),
         Some("policy") => Some("The license's policy is changed, and its expiry with it."),
         Some("released") => Some("The domain is released: the member can activate another."),
+        Some("email-enabled") => Some("The member's email is enabled: member emails go out again."),
         _ => None,
     };
     if let Some(text) = info {
@@ -309,8 +312,13 @@ pub async fn detail(
         Ok(found) => found.into_iter().map(|p| p.id).collect(),
         Err(err) => return unavailable(&err),
     };
+    let email_disabled = match crate::api::members::email_disabled(&state.pool, id).await {
+        Ok(found) => found.map(|d| d.reason),
+        Err(err) => return unavailable(&err),
+    };
     let note = member.note.clone().unwrap_or_default();
     let page = DetailPage {
+        email_disabled,
         layout: admin_layout(
             req,
             &format!("Member {}", member.email),
@@ -407,4 +415,35 @@ pub async fn detail(
         member: row(member),
     };
     page::html(&page)
+}
+
+#[derive(Deserialize)]
+struct EnableEmailForm {
+    member: String,
+}
+
+/// Lifts the suppression of a member's email, as `POST /v1/members/{id}/email/enable` does.
+#[handler]
+pub async fn enable_email(
+    req: &Request,
+    body: String,
+    state: Data<&State>,
+    request_id: Data<&crate::api::state::RequestId>,
+) -> Response {
+    let form: EnableEmailForm = match super::admin_form(req, &body, &state).await {
+        Ok(form) => form,
+        Err(resp) => return resp,
+    };
+    let Ok(member) = form.member.parse::<Uuid>() else {
+        return page::error_page_at("/admin", StatusCode::NOT_FOUND, "");
+    };
+    let metadata =
+        crate::store::EventMetadata::for_request(&request_id.0 .0, crate::store::Actor::Admin);
+    match crate::members::enable_email(&state.members, member, metadata).await {
+        Ok(()) => page::see_other(&format!("/admin/members/{member}?done=email-enabled")),
+        Err(err) => {
+            let problem = crate::api::problem::command_error(err);
+            page::error_page_at("/admin", problem.status_code(), "")
+        }
+    }
 }

@@ -27,6 +27,7 @@ pub fn routes() -> Route {
         .at("/signout", post(signin::sign_out))
         .at("/members", get(members::list))
         .at("/members/:id", get(members::detail))
+        .at("/members/email/enable", post(members::enable_email))
         .at("/licenses/hold", post(licenses::hold))
         .at("/licenses/grant", post(licenses::grant))
         .at("/licenses/change", post(licenses::change))

@@ -27,6 +27,8 @@ struct DashboardPage {
     /// An active subscription to add sites or keys to.
     can_buy: bool,
     has_billing: bool,
+    /// We stopped sending emails to the address (it refused them for good).
+    email_disabled: bool,
 }
 
 struct SubscriptionRow {
@@ -114,7 +116,15 @@ pub(crate) async fn render(
         poem::http::StatusCode::OK
     };
     match dashboard::load(&state.pool, member_id).await {
-        Ok(Some(dashboard)) => page::html_status(status, &view(req, dashboard, notice)),
+        Ok(Some(dashboard)) => {
+            let mut page = view(req, dashboard, notice);
+            page.email_disabled = crate::api::members::email_disabled(&state.pool, member_id)
+                .await
+                .ok()
+                .flatten()
+                .is_some();
+            page::html_status(status, &page)
+        }
         Ok(None) => page::see_other("/account/signin"),
         Err(err) => page::error_page(
             poem::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -256,6 +266,7 @@ fn view(req: &Request, d: Dashboard, notice: Option<Notice>) -> DashboardPage {
         })
         .collect();
     DashboardPage {
+        email_disabled: false,
         layout: member_layout(req, "Your account", notice),
         email: d.email,
         name: d.name.unwrap_or_default(),

@@ -20,6 +20,7 @@ pub fn routes() -> Route {
     Route::new()
         .at("/", get(show).post(request))
         .at("/confirm", get(confirm_page).post(confirm))
+        .at("/enable", poem::post(enable))
 }
 
 #[derive(Template)]
@@ -30,6 +31,8 @@ struct EmailPage {
     new_email: String,
     /// The link is on its way: the form is not shown again.
     sent: bool,
+    /// Why the address is disabled (it refused mail for good), while it is.
+    disabled: Option<String>,
 }
 
 #[derive(Template)]
@@ -51,21 +54,81 @@ async fn current_email(state: &State, member_id: uuid::Uuid) -> Result<String, R
     .map_err(|err| page::error_page(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()))
 }
 
+#[derive(Deserialize)]
+pub struct ShowQuery {
+    enabled: Option<String>,
+}
+
 #[handler]
-pub async fn show(req: &Request, state: Data<&State>) -> Response {
+pub async fn show(req: &Request, state: Data<&State>, Query(query): Query<ShowQuery>) -> Response {
     let member_id = match signed_in(req, &state).await {
         Ok(id) => id,
         Err(resp) => return resp,
     };
+    let notice = query
+        .enabled
+        .map(|_| Notice::info("Your email is enabled: we send you emails again."));
     match current_email(&state, member_id).await {
         Ok(current) => page::html(&EmailPage {
-            layout: member_layout(req, "Email address", None),
+            layout: member_layout(req, "Email address", notice),
             current,
             new_email: String::new(),
             sent: false,
+            disabled: disabled_reason(&state, member_id).await,
         }),
         Err(resp) => resp,
     }
+}
+
+/// Why the member's email is disabled, while it is (nothing when the database cannot say: the
+/// page still works).
+async fn disabled_reason(state: &State, member_id: uuid::Uuid) -> Option<String> {
+    crate::api::members::email_disabled(&state.pool, member_id)
+        .await
+        .ok()
+        .flatten()
+        .map(|d| d.reason)
+}
+
+/// The signed-in member lifts the suppression of their address: signing in by an emailed code
+/// proved it receives mail again.
+#[handler]
+pub async fn enable(
+    req: &Request,
+    body: String,
+    state: Data<&State>,
+    request_id: Data<&RequestId>,
+) -> Response {
+    let member_id = match signed_in(req, &state).await {
+        Ok(id) => id,
+        Err(resp) => return resp,
+    };
+    if let Err(resp) = forms::read::<std::collections::HashMap<String, String>>(req, &body) {
+        return resp;
+    }
+    let metadata = crate::store::EventMetadata::for_request(
+        &request_id.0 .0,
+        crate::store::Actor::Member(member_id),
+    );
+    if let Err(err) = crate::members::enable_email(&state.members, member_id, metadata).await {
+        let problem = crate::api::problem::command_error(err)
+            .when_unavailable("the change could not be saved; retry");
+        let current = match current_email(&state, member_id).await {
+            Ok(current) => current,
+            Err(resp) => return resp,
+        };
+        return page::html_status(
+            problem.status_code(),
+            &EmailPage {
+                layout: member_layout(req, "Email address", Some(Notice::from_problem(&problem))),
+                current,
+                new_email: String::new(),
+                sent: false,
+                disabled: disabled_reason(&state, member_id).await,
+            },
+        );
+    }
+    page::see_other("/account/email?enabled=1")
 }
 
 #[derive(Deserialize)]
@@ -97,6 +160,7 @@ pub async fn request(req: &Request, body: String, state: Data<&State>) -> Respon
                 current: current.clone(),
                 new_email: form.new_email.clone(),
                 sent: false,
+                disabled: None,
             },
         )
     };
@@ -120,6 +184,7 @@ pub async fn request(req: &Request, body: String, state: Data<&State>) -> Respon
             current: current.clone(),
             new_email: email.to_string(),
             sent: true,
+            disabled: None,
         }),
         Err(EmailChangeError::Unchanged) => again(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -154,6 +154,21 @@ struct UnsubscribeForm {
     newsletter: Option<Uuid>,
 }
 
+/// Whether a post is RFC 8058's one-click unsubscribe (a mail client's, from the
+/// `List-Unsubscribe-Post` header): `List-Unsubscribe=One-Click`, the member and key in the URL.
+/// RFC 8058 allows the field urlencoded or as `multipart/form-data`.
+fn one_click(body: &str) -> bool {
+    let urlencoded =
+        serde_urlencoded::from_str::<Vec<(String, String)>>(body).is_ok_and(|fields| {
+            fields
+                .iter()
+                .any(|(name, value)| name == "List-Unsubscribe" && value == "One-Click")
+        });
+    let multipart = body.contains("name=\"List-Unsubscribe\"")
+        && body.lines().any(|line| line.trim() == "One-Click");
+    urlencoded || multipart
+}
+
 #[handler]
 pub async fn unsubscribe(
     req: &Request,
@@ -161,7 +176,31 @@ pub async fn unsubscribe(
     state: Data<&State>,
     keys: Data<&WebKeys>,
     request_id: Data<&RequestId>,
+    Query(query): Query<LinkQuery>,
 ) -> Response {
+    if one_click(&body) {
+        // No form and no integrity token: the mail client posts, and the signed link is the
+        // only proof needed (as it is for the page's buttons).
+        let member_id = match check(req, &keys, &query.member, &query.key) {
+            Ok(id) => id,
+            Err(resp) => return resp,
+        };
+        return match leave(&state, &request_id.0 .0, member_id, None).await {
+            Ok(()) => Response::builder()
+                .status(StatusCode::OK)
+                .content_type("text/plain; charset=utf-8")
+                .body("Unsubscribed from all newsletters."),
+            Err(problem) => Response::builder()
+                .status(problem.status_code())
+                .content_type("text/plain; charset=utf-8")
+                .body(
+                    problem
+                        .detail
+                        .clone()
+                        .unwrap_or_else(|| problem.title.clone()),
+                ),
+        };
+    }
     let form: UnsubscribeForm = match forms::read(req, &body) {
         Ok(form) => form,
         Err(resp) => return resp,
@@ -170,42 +209,15 @@ pub async fn unsubscribe(
         Ok(id) => id,
         Err(resp) => return resp,
     };
-    let subscribed: Vec<Uuid> = match sqlx::query_scalar(
-        "SELECT newsletter_id FROM member_newsletters WHERE member_id = $1",
-    )
-    .bind(member_id)
-    .fetch_all(&state.pool)
-    .await
-    {
-        Ok(ids) => ids,
-        Err(err) => return page::error_page(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
-    };
-    let leaving: Vec<Uuid> = match form.newsletter {
-        Some(one) => subscribed.into_iter().filter(|id| *id == one).collect(),
-        None => subscribed,
-    };
-    for newsletter_id in leaving {
-        let metadata = EventMetadata::for_request(&request_id.0 .0, Actor::Member(member_id));
-        let command = aggregates::MemberCommand::UnsubscribeNewsletter {
-            newsletter_id,
-            at: Utc::now(),
-        };
-        if let Err(err) = state
-            .members
-            .execute(&member_id.to_string(), command, metadata)
-            .await
-        {
-            let problem = crate::api::problem::command_error(err)
-                .when_unavailable("the change could not be saved; retry");
-            return render(
-                req,
-                &state,
-                member_id,
-                form.key.trim(),
-                Some(Notice::from_problem(&problem)),
-            )
-            .await;
-        }
+    if let Err(problem) = leave(&state, &request_id.0 .0, member_id, form.newsletter).await {
+        return render(
+            req,
+            &state,
+            member_id,
+            form.key.trim(),
+            Some(Notice::from_problem(&problem)),
+        )
+        .await;
     }
     let done = if form.newsletter.is_some() {
         "one"
@@ -216,4 +228,52 @@ pub async fn unsubscribe(
         "/account/unsubscribe?member={member_id}&key={}&done={done}",
         form.key.trim()
     ))
+}
+
+/// Unsubscribes `member_id` from `newsletter`, or from all of them.
+async fn leave(
+    state: &State,
+    request_id: &str,
+    member_id: Uuid,
+    newsletter: Option<Uuid>,
+) -> Result<(), crate::api::problem::Problem> {
+    let subscribed: Vec<Uuid> =
+        sqlx::query_scalar("SELECT newsletter_id FROM member_newsletters WHERE member_id = $1")
+            .bind(member_id)
+            .fetch_all(&state.pool)
+            .await
+            .map_err(crate::api::problem::db_error)?;
+    let leaving: Vec<Uuid> = match newsletter {
+        Some(one) => subscribed.into_iter().filter(|id| *id == one).collect(),
+        None => subscribed,
+    };
+    for newsletter_id in leaving {
+        let metadata = EventMetadata::for_request(request_id, Actor::Member(member_id));
+        let command = aggregates::MemberCommand::UnsubscribeNewsletter {
+            newsletter_id,
+            at: Utc::now(),
+        };
+        state
+            .members
+            .execute(&member_id.to_string(), command, metadata)
+            .await
+            .map_err(|err| {
+                crate::api::problem::command_error(err)
+                    .when_unavailable("the change could not be saved; retry")
+            })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_click_posts_are_told_from_the_pages_forms() {
+        assert!(super::one_click("List-Unsubscribe=One-Click"));
+        let multipart = "--b\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--b--\r\n";
+        assert!(super::one_click(multipart));
+        assert!(!super::one_click("csrf_token=x&member=m&key=k"));
+        assert!(!super::one_click("List-Unsubscribe=Other"));
+        assert!(!super::one_click(""));
+    }
 }
