@@ -113,8 +113,7 @@ impl Projection for Tiers {
             .into_iter()
             .partition(|id| changes[id].created.is_some());
         if !created.is_empty() {
-            let rows = Columns::of(&created, &changes);
-            sqlx::query(
+            Columns::of(&created, &changes).bind(sqlx::query(
                 "INSERT INTO tiers (id, name, description, benefits, visibility, monthly_amount,
                      monthly_price_id, yearly_amount, yearly_price_id, archived, updated_at,
                      currency, stripe_product_id, created_at)
@@ -122,18 +121,7 @@ impl Projection for Tiers {
                      $6::bigint[], $7::text[], $8::bigint[], $9::text[], $10::boolean[],
                      $11::timestamptz[], $12::text[], $13::text[], $14::timestamptz[])
                  ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(rows.ids)
-            .bind(rows.names)
-            .bind(rows.descriptions)
-            .bind(rows.benefits)
-            .bind(rows.visibilities)
-            .bind(rows.monthly_amounts)
-            .bind(rows.monthly_ids)
-            .bind(rows.yearly_amounts)
-            .bind(rows.yearly_ids)
-            .bind(rows.archived)
-            .bind(rows.updated_at)
+            ))
             .bind(
                 created
                     .iter()
@@ -156,9 +144,8 @@ impl Projection for Tiers {
             .await?;
         }
         if !changed.is_empty() {
-            let rows = Columns::of(&changed, &changes);
             // A NULL in a column leaves the field as it is (the batch did not change it).
-            sqlx::query(
+            Columns::of(&changed, &changes).bind(sqlx::query(
                 "UPDATE tiers t SET
                      name = coalesce(c.name, t.name),
                      description = CASE WHEN c.has_profile THEN c.description ELSE t.description END,
@@ -177,18 +164,7 @@ impl Projection for Tiers {
                           monthly_price_id, yearly_amount, yearly_price_id, archived, updated_at,
                           has_profile)
                  WHERE t.id = c.id",
-            )
-            .bind(rows.ids)
-            .bind(rows.names)
-            .bind(rows.descriptions)
-            .bind(rows.benefits)
-            .bind(rows.visibilities)
-            .bind(rows.monthly_amounts)
-            .bind(rows.monthly_ids)
-            .bind(rows.yearly_amounts)
-            .bind(rows.yearly_ids)
-            .bind(rows.archived)
-            .bind(rows.updated_at)
+            ))
             .bind(changed.iter().map(|id| changes[id].profile.is_some()).collect::<Vec<_>>())
             .execute(&mut *conn)
             .await?;
@@ -225,6 +201,25 @@ struct Columns {
 }
 
 impl Columns {
+    /// Binds the columns, in this order, as `$1` to `$11`.
+    fn bind(
+        self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(self.ids)
+            .bind(self.names)
+            .bind(self.descriptions)
+            .bind(self.benefits)
+            .bind(self.visibilities)
+            .bind(self.monthly_amounts)
+            .bind(self.monthly_ids)
+            .bind(self.yearly_amounts)
+            .bind(self.yearly_ids)
+            .bind(self.archived)
+            .bind(self.updated_at)
+    }
+
     fn of(ids: &[Uuid], changes: &HashMap<Uuid, Change>) -> Self {
         let get = |id: &Uuid| &changes[id];
         let profile = |id: &Uuid| get(id).profile.as_ref();
