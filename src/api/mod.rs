@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod newsletters;
 pub mod outbound_webhooks;
+pub mod plan_changes;
 pub mod problem;
 pub mod projections_api;
 pub mod purchases;
@@ -57,6 +58,7 @@ type Apis = (
     me::MeApi,
     newsletters::NewslettersApi,
     tiers::TiersApi,
+    plan_changes::PlanChangesApi,
     checkout::CheckoutApi,
     sites::SitesApi,
     license_purchases::LicensePurchasesApi,
@@ -101,6 +103,9 @@ pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             tiers::TiersApi {
+                state: state.clone(),
+            },
+            plan_changes::PlanChangesApi {
                 state: state.clone(),
             },
             checkout::CheckoutApi {

@@ -168,6 +168,41 @@ fn delete_subscription_item(
         .body(deleted.to_string())
 }
 
+/// A subscription item's new price (a plan change): recorded, and answered as the item.
+#[handler]
+fn update_subscription_item(
+    req: &poem::Request,
+    Path(id): Path<String>,
+    body: String,
+    state: Data<&FakeState>,
+) -> Response {
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let get = |k: &str| form.get(k).cloned().unwrap_or_default();
+    record(
+        &state,
+        format!(
+            "POST /v1/subscription_items/{id} key={key} price={} proration={}",
+            get("price"),
+            get("proration_behavior")
+        ),
+    );
+    if let Some(failure) = state.fail() {
+        return failure;
+    }
+    let mut item = fixture("subscription_item");
+    item["id"] = json!(id);
+    item["price"]["id"] = json!(get("price"));
+    json_response(&item)
+}
+
 #[handler]
 fn create_subscription_item(
     req: &poem::Request,
@@ -623,7 +658,7 @@ impl FakeStripe {
             .at("/p/session/:id", get(billing_portal_page))
             .at(
                 "/v1/subscription_items/:id",
-                poem::delete(delete_subscription_item),
+                poem::delete(delete_subscription_item).post(update_subscription_item),
             )
             .at(
                 "/v1/subscription_items",

@@ -411,3 +411,115 @@ async fn a_checkout_by_tier_charges_its_price_and_the_dashboard_names_the_tier()
     .await;
     assert_eq!(problem["errors"][0]["field"], "tier_id", "{problem}");
 }
+
+#[tokio::test]
+async fn a_member_changes_plan_with_a_prorated_item_update_and_the_webhook_moves_the_dashboard() {
+    let l =
+        crate::stripe_support::Lifecycle::new(&format!("plan{}", uuid::Uuid::now_v7().simple()));
+    let sub = l.subscription_object("active", 0, false);
+    let gold_month = sub["items"]["data"][0]["price"]["id"]
+        .as_str()
+        .expect("the fixture's price")
+        .to_owned();
+    let stripe = FakeStripe::start(&[(l.customer.as_str(), l.email.as_str())]).await;
+    let app = app_with_stripe(&stripe).await;
+    let mut tiers = Vec::new();
+    for (name, month, year) in [
+        ("Gold", gold_month.as_str(), "price_gold_year"),
+        ("Silver", "price_silver_month", "price_silver_year"),
+    ] {
+        let resp = app
+            .admin(
+                Method::POST,
+                "/v1/tiers",
+                Some(json!({"name": name, "stripe_monthly_price_id": month,
+                            "stripe_yearly_price_id": year})),
+            )
+            .await;
+        assert_eq!(resp.status(), 201);
+        let tier: Value = resp.json().await.expect("json");
+        tiers.push(tier["id"].as_str().expect("id").to_owned());
+    }
+    let silver = tiers[1].clone();
+    for e in [
+        l.checkout_completed(1),
+        l.subscription_event("created", "customer.subscription.created", "active", 2),
+    ] {
+        assert_eq!(app.send_webhook(&e).await.status(), 200);
+    }
+    app.drain_stripe().await;
+    let token = app.sign_in(&l.email).await;
+    let change = |tier: String, cadence: &str, token: Option<&str>| {
+        let mut req = app
+            .client
+            .put(app.url("/v1/me/plan"))
+            .json(&json!({"tier_id": tier, "cadence": cadence}));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send()
+    };
+
+    let resp = change(silver.clone(), "year", Some(&token))
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 202);
+    let view: Value = resp.json().await.expect("json");
+    assert_eq!(view["from_price_id"], gold_month.as_str());
+    assert_eq!(view["to_price_id"], "price_silver_year");
+    let updates: Vec<String> = stripe
+        .requested()
+        .into_iter()
+        .filter(|r| r.starts_with("POST /v1/subscription_items/"))
+        .collect();
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    assert!(
+        updates[0].starts_with(&format!("POST /v1/subscription_items/{} ", l.item))
+            && updates[0].ends_with("price=price_silver_year proration=create_prorations"),
+        "{updates:?}"
+    );
+
+    // Stripe's webhook for the change moves the subscription and the dashboard.
+    let mut moved = l.subscription_object("active", 300, false);
+    let item = &mut moved["items"]["data"][0];
+    item["price"]["id"] = json!("price_silver_year");
+    item["price"]["unit_amount"] = json!(20000);
+    item["price"]["recurring"]["interval"] = json!("year");
+    let updated = crate::stripe_support::event(
+        &format!("evt_{}_plan", l.tag),
+        "customer.subscription.updated",
+        l.start + 300,
+        moved,
+    );
+    assert_eq!(app.send_webhook(&updated).await.status(), 200);
+    app.drain_stripe().await;
+    let dashboard: Value = app
+        .get_as(&token, "/v1/me/dashboard")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let item = &dashboard["subscriptions"][0]["items"][0];
+    assert_eq!(item["tier_name"], "Silver", "{dashboard}");
+    assert_eq!(item["cadence"], "year");
+    let resp = change(silver.clone(), "year", Some(&token))
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 200, "already on it");
+
+    // Refused: no session, an unknown tier, a member without a tier subscription.
+    let resp = change(silver.clone(), "month", None).await.expect("sent");
+    assert_problem(resp, 401).await;
+    let resp = change(uuid::Uuid::now_v7().to_string(), "month", Some(&token))
+        .await
+        .expect("sent");
+    let problem = assert_problem(resp, 422).await;
+    assert_eq!(problem["errors"][0]["field"], "tier_id");
+    let created = app
+        .create_member(json!({"email": "no-plan@example.com"}))
+        .await;
+    assert_eq!(created.status(), 201);
+    let other = app.sign_in("no-plan@example.com").await;
+    let resp = change(silver, "month", Some(&other)).await.expect("sent");
+    assert_problem(resp, 409).await;
+}
