@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aggregates::cqrs_es::Aggregate;
-use aggregates::{License, Member, Newsletter, Subscription, Tier};
+use aggregates::{License, Member, Newsletter, Offer, Subscription, Tier};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -84,6 +84,7 @@ impl Projection for OutboundWebhooks {
             Handles::all(License::TYPE),
             Handles::all(Newsletter::TYPE),
             Handles::all(Tier::TYPE),
+            Handles::all(Offer::TYPE),
         ];
         HANDLES
     }

@@ -7,6 +7,7 @@ pub mod license;
 pub mod member;
 pub mod mrr;
 pub mod newsletter;
+pub mod offer;
 pub mod schema;
 pub mod subscription;
 pub mod tier;
@@ -27,6 +28,9 @@ pub use member::{
 };
 pub use newsletter::{
     Newsletter, NewsletterCommand, NewsletterError, NewsletterEvent, NewsletterStatus,
+};
+pub use offer::{
+    Offer, OfferCommand, OfferDiscount, OfferDuration, OfferError, OfferEvent, OfferTerms,
 };
 pub use subscription::{
     BillingInterval, Payment, Price, Purchase, PurchaseState, PurchaseType, StripeObservation,

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
-use crate::{LicenseEvent, MemberEvent, NewsletterEvent, SubscriptionEvent, TierEvent};
+use crate::{LicenseEvent, MemberEvent, NewsletterEvent, OfferEvent, SubscriptionEvent, TierEvent};
 
 /// Event types whose current version is not 1.0.
 const VERSIONS: &[(&str, &str)] = &[
@@ -21,6 +21,7 @@ pub fn event_schemas() -> Value {
     out.insert("Subscription".into(), variants::<SubscriptionEvent>());
     out.insert("License".into(), variants::<LicenseEvent>());
     out.insert("Tier".into(), variants::<TierEvent>());
+    out.insert("Offer".into(), variants::<OfferEvent>());
     Value::Object(out)
 }
 

@@ -28,6 +28,7 @@ pub mod member_subscriptions;
 pub mod member_timeline;
 pub mod members_created;
 pub mod newsletters;
+pub mod offers;
 pub mod paid_subscriptions;
 pub mod payments;
 pub mod tiers;
@@ -41,6 +42,7 @@ pub use member_subscriptions::MemberSubscriptions;
 pub use member_timeline::MemberTimeline;
 pub use members_created::MembersCreatedEvents;
 pub use newsletters::{MembersLoginEvents, Newsletters};
+pub use offers::Offers;
 pub use paid_subscriptions::MembersPaidSubscriptionEvents;
 pub use payments::MembersPaymentEvents;
 pub use tiers::Tiers;
@@ -224,6 +226,7 @@ pub fn all() -> Vec<Box<dyn Projection>> {
         Box::new(Newsletters),
         Box::new(MembersLoginEvents),
         Box::new(Tiers),
+        Box::new(Offers),
         Box::new(MemberEmailSuppressions),
     ]
 }

@@ -38,6 +38,9 @@ pub struct CreateCheckoutRequest {
     /// the tier.
     pub tier_id: Option<uuid::Uuid>,
     pub cadence: Option<Cadence>,
+    /// An offer (`POST /v1/offers`) for that tier and cadence: its discount is applied, and
+    /// the subscription records it.
+    pub offer_id: Option<uuid::Uuid>,
     /// A site purchase: the sites (domains) the subscription licenses, each its own
     /// subscription item with its own license. The first is the price's item; each further one
     /// is charged its first period at checkout and added as an item once paid. More are added
@@ -248,6 +251,10 @@ impl CheckoutApi {
             None => None,
         };
         let price = self.price(&body, &mut errors).await?;
+        let coupon = match (&price, body.offer_id) {
+            (Some((_, tier)), Some(offer_id)) => self.coupon(offer_id, *tier, &mut errors).await?,
+            _ => None,
+        };
         if !errors.is_empty() {
             return Err(Problem::validation(errors));
         }
@@ -323,6 +330,13 @@ impl CheckoutApi {
             tier: tier.map(|(id, cadence)| (id, cadence.as_str())),
         }
         .metadata(item_price);
+        let mut metadata = metadata;
+        if let Some(offer_id) = body.offer_id {
+            metadata.insert(
+                crate::stripe::purchase_metadata::key::OFFER_ID.to_owned(),
+                offer_id.to_string(),
+            );
+        }
         let quantity = u64::from(body.quantity.unwrap_or(1));
         let checkout = SubscriptionCheckout {
             price_id: price_id.clone(),
@@ -333,6 +347,7 @@ impl CheckoutApi {
             success_url: body.success_url.clone(),
             cancel_url: body.cancel_url.clone(),
             metadata,
+            coupon,
         };
         // Derived from the cause: the same purchase asked for twice gets the same session.
         let key = {
@@ -344,6 +359,7 @@ impl CheckoutApi {
                 &quantity.to_string(),
                 &body.success_url,
                 &body.cancel_url,
+                &body.offer_id.map(|o| o.to_string()).unwrap_or_default(),
             ] {
                 h.update(part.as_bytes());
                 h.update([0]);
@@ -363,6 +379,37 @@ impl CheckoutApi {
 }
 
 impl CheckoutApi {
+    /// The Stripe coupon of `offer_id`, which must be an active offer of the checkout's tier
+    /// and cadence; `None` when it is not (pushed to `errors`).
+    async fn coupon(
+        &self,
+        offer_id: uuid::Uuid,
+        tier: Option<(uuid::Uuid, Cadence)>,
+        errors: &mut Vec<FieldError>,
+    ) -> Result<Option<String>, Problem> {
+        let Some((tier_id, cadence)) = tier else {
+            errors.push(FieldError::new("offer_id", "goes with tier_id and cadence"));
+            return Ok(None);
+        };
+        let offer: Option<(uuid::Uuid, String, bool, String)> = sqlx::query_as(
+            "SELECT tier_id, cadence, archived, stripe_coupon_id FROM offers WHERE id = $1",
+        )
+        .bind(offer_id)
+        .fetch_optional(&self.state.pool)
+        .await
+        .map_err(db_error)?;
+        let reason = match offer {
+            None => "no offer has this id",
+            Some((_, _, true, _)) => "the offer is archived",
+            Some((t, c, false, _)) if t != tier_id || c != cadence.as_str() => {
+                "the offer is for another tier or cadence"
+            }
+            Some((_, _, false, coupon)) => return Ok(Some(coupon)),
+        };
+        errors.push(FieldError::new("offer_id", reason));
+        Ok(None)
+    }
+
     /// The price to charge, from `price_id` or from `tier_id` and `cadence` (the tier's price
     /// for that cadence; the tier must be active), with the tier; `None` when a field is wrong
     /// (pushed to `errors`).
@@ -450,6 +497,7 @@ impl poem_openapi::types::Example for CreateCheckoutRequest {
             price_id: Some("price_1PgafmB7WZ01zgkW6dKueIc5".into()),
             tier_id: None,
             cadence: None,
+            offer_id: None,
             sites: Some(vec!["example.com".into()]),
             quantity: None,
             success_url: "https://example.com/thanks".into(),

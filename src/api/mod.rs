@@ -32,6 +32,7 @@ pub mod members;
 pub mod metrics;
 pub mod middleware;
 pub mod newsletters;
+pub mod offers;
 pub mod outbound_webhooks;
 pub mod plan_changes;
 pub mod problem;
@@ -57,8 +58,11 @@ type Apis = (
     sessions::SessionsApi,
     me::MeApi,
     newsletters::NewslettersApi,
-    tiers::TiersApi,
-    plan_changes::PlanChangesApi,
+    (
+        tiers::TiersApi,
+        offers::OffersApi,
+        plan_changes::PlanChangesApi,
+    ),
     checkout::CheckoutApi,
     sites::SitesApi,
     license_purchases::LicensePurchasesApi,
@@ -102,12 +106,17 @@ pub fn openapi_service(state: &State) -> OpenApiService<Apis, ()> {
             newsletters::NewslettersApi {
                 state: state.clone(),
             },
-            tiers::TiersApi {
-                state: state.clone(),
-            },
-            plan_changes::PlanChangesApi {
-                state: state.clone(),
-            },
+            (
+                tiers::TiersApi {
+                    state: state.clone(),
+                },
+                offers::OffersApi {
+                    state: state.clone(),
+                },
+                plan_changes::PlanChangesApi {
+                    state: state.clone(),
+                },
+            ),
             checkout::CheckoutApi {
                 state: state.clone(),
             },

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aggregates::attribution::RoutePatterns;
-use aggregates::{License, Member, Newsletter, Subscription, Tier};
+use aggregates::{License, Member, Newsletter, Offer, Subscription, Tier};
 use poem_openapi::Tags;
 use sqlx::PgPool;
 
@@ -33,6 +33,7 @@ pub struct AppState {
     pub stripe: StripeSettings,
     pub newsletters: Arc<CommandBus<Newsletter>>,
     pub tiers: Arc<CommandBus<Tier>>,
+    pub offers: Arc<CommandBus<Offer>>,
     pub sign_in: SignIn,
     pub attribution_routes: RoutePatterns,
     /// The member site's host, so its own pages are not counted as referrers.
@@ -77,7 +78,8 @@ impl AppState {
         let subscriptions = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
         let licenses = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
         let newsletters = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
-        let tiers = CommandBus::new(pool.clone(), inline, wakeups.clone(), ());
+        let tiers = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
+        let offers = CommandBus::new(pool.clone(), inline, wakeups.clone(), ());
         list.extend(policies::all(
             &pool,
             members.clone(),
@@ -98,6 +100,7 @@ impl AppState {
             stored_webhook_secrets: crate::stripe::endpoint::StoredSecrets::new(pool.clone()),
             newsletters,
             tiers,
+            offers,
             sign_in: SignIn {
                 pool: pool.clone(),
                 members: members.clone(),
@@ -182,7 +185,7 @@ pub enum ApiTags {
     Me,
     /// Newsletters members subscribe to.
     Newsletters,
-    /// Tiers: what members buy, with their monthly and yearly prices.
+    /// Tiers: what members buy, with their monthly and yearly prices, and offers on them.
     Tiers,
     /// Buying subscriptions through Stripe Checkout.
     Checkout,

@@ -194,6 +194,8 @@ pub struct SubscriptionCheckout {
     pub cancel_url: String,
     /// Copied to the session, its line item and the subscription it creates.
     pub metadata: HashMap<String, String>,
+    /// A coupon applied to the subscription (an offer's).
+    pub coupon: Option<String>,
 }
 
 /// What a created Checkout Session is.
@@ -316,6 +318,12 @@ impl StripeApi {
             .metadata(checkout.metadata.clone())
             .success_url(checkout.success_url.clone())
             .cancel_url(checkout.cancel_url.clone());
+        if let Some(coupon) = &checkout.coupon {
+            let mut discount =
+                stripe_checkout::checkout_session::CreateCheckoutSessionDiscounts::new();
+            discount.coupon = Some(coupon.clone());
+            request = request.discounts(vec![discount]);
+        }
         request = match (&checkout.customer, &checkout.customer_email) {
             (Some(customer), _) => request.customer(customer.clone()),
             (None, Some(email)) => request.customer_email(email.clone()),

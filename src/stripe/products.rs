@@ -68,3 +68,60 @@ fn id_of(object: &serde_json::Value) -> Result<String, CallError> {
         .map(str::to_owned)
         .ok_or_else(|| CallError::Unavailable("Stripe answered without an id".to_owned()))
 }
+
+/// A coupon for an offer: `percent_off` or `amount_off` (in `currency`), for `duration`
+/// (`once`, `repeating` with `months`, `forever`), limited to the tier's product and to
+/// `max_redemptions`; returns its id.
+pub async fn create_coupon(
+    api: &StripeApi,
+    offer_id: uuid::Uuid,
+    coupon: &Coupon<'_>,
+) -> Result<String, CallError> {
+    let mut form = vec![
+        ("name", coupon.name.to_owned()),
+        ("duration", coupon.duration.to_owned()),
+        ("applies_to[products][0]", coupon.product.to_owned()),
+        ("metadata[memberledger_offer_id]", offer_id.to_string()),
+    ];
+    match coupon.off {
+        Off::Percent(p) => form.push(("percent_off", p.to_string())),
+        Off::Amount(a) => {
+            form.push(("amount_off", a.to_string()));
+            form.push(("currency", coupon.currency.to_owned()));
+        }
+    }
+    if let Some(months) = coupon.months {
+        form.push(("duration_in_months", months.to_string()));
+    }
+    if let Some(limit) = coupon.max_redemptions {
+        form.push(("max_redemptions", limit.to_string()));
+    }
+    let created = api
+        .raw_json(
+            "create_coupon",
+            &format!("offer-{offer_id}-coupon"),
+            StripeMethod::Post,
+            "/coupons",
+            None,
+            Some(&form),
+        )
+        .await?;
+    id_of(&created)
+}
+
+/// What a coupon takes off.
+pub enum Off {
+    Percent(u8),
+    Amount(i64),
+}
+
+/// A coupon's terms.
+pub struct Coupon<'a> {
+    pub name: &'a str,
+    pub off: Off,
+    pub currency: &'a str,
+    pub duration: &'a str,
+    pub months: Option<u32>,
+    pub max_redemptions: Option<u32>,
+    pub product: &'a str,
+}

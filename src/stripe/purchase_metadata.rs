@@ -48,6 +48,8 @@ pub mod key {
     /// A checkout by tier: the tier and its cadence (`month` or `year`).
     pub const TIER_ID: &str = "tier_id";
     pub const CADENCE: &str = "cadence";
+    /// A checkout with an offer: the offer applied.
+    pub const OFFER_ID: &str = "offer_id";
 }
 
 fn text(value: &Value) -> Option<&str> {

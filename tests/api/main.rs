@@ -27,6 +27,7 @@ mod member_mail;
 mod members;
 mod members_export;
 mod members_import;
+mod offers;
 mod openapi;
 mod operator;
 mod outbound_webhooks;

@@ -152,6 +152,7 @@ fn synthetic(sub: &str, member: Uuid, license: Uuid) -> Vec<(&'static str, Strin
     let l = |payload: Value| ("License", license.to_string(), payload);
     let issued = Uuid::from_u128(0x5e7a_991f);
     let tier = Uuid::from_u128(0x5e7a_7137);
+    let offer = Uuid::from_u128(0x5e7a_0ffe);
     let t = |payload: Value| ("Tier", tier.to_string(), payload);
     vec![
         m(
@@ -281,6 +282,15 @@ fn synthetic(sub: &str, member: Uuid, license: Uuid) -> Vec<(&'static str, Strin
         ),
         t(json!({"TierArchived": {"archived_at": at}})),
         t(json!({"TierUnarchived": {"unarchived_at": at}})),
+        (
+            "Offer",
+            offer.to_string(),
+            json!({"OfferCreated": {"offer_id": offer, "terms": {"name": "Launch", "code": "launch",
+            "tier_id": tier, "cadence": "month", "discount": {"percent": 20},
+            "duration": {"repeating": 3}, "redemption_limit": 100, "stripe_coupon_id": "co_syn"},
+            "created_at": at}}),
+        ),
+        ("Offer", offer.to_string(), json!({"OfferArchived": {"archived_at": at}})),
     ]
 }
 

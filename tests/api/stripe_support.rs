@@ -359,10 +359,10 @@ fn billing_portal_page(Path(id): Path<String>) -> Response {
 /// Stripe replays an answer); recorded in the catalog.
 #[handler]
 fn create_catalog_object(req: &poem::Request, body: String, state: Data<&FakeState>) -> Response {
-    let kind = if req.uri().path().ends_with("/products") {
-        "product"
-    } else {
-        "price"
+    let kind = match req.uri().path().rsplit('/').next() {
+        Some("products") => "product",
+        Some("coupons") => "coupon",
+        _ => "price",
     };
     let key = req
         .headers()
@@ -379,13 +379,21 @@ fn create_catalog_object(req: &poem::Request, body: String, state: Data<&FakeSta
         .collect();
     let id = format!(
         "{}_{:x}",
-        if kind == "product" { "prod" } else { "price" },
+        match kind {
+            "product" => "prod",
+            "coupon" => "co",
+            _ => "price",
+        },
         key.bytes()
             .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
     );
     let mut object = fixture(kind);
     object["id"] = json!(id);
-    if kind == "product" {
+    if kind == "coupon" {
+        // As sent: the terms the test checks.
+        object["name"] = json!(form.get("name"));
+        object["form"] = json!(form);
+    } else if kind == "product" {
         object["name"] = json!(form.get("name"));
     } else {
         let amount: i64 = form
@@ -640,6 +648,7 @@ impl FakeStripe {
             .at("/v1/prices/:id", get(retrieve_price))
             .at("/v1/products", poem::post(create_catalog_object))
             .at("/v1/prices", poem::post(create_catalog_object))
+            .at("/v1/coupons", poem::post(create_catalog_object))
             .at("/v1/events", get(list_events))
             .at(
                 "/v1/webhook_endpoints",
