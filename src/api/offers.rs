@@ -14,8 +14,9 @@ use uuid::Uuid;
 use super::auth::AdminAuth;
 use super::checkout::Cadence;
 use super::problem::{api_response, command_error, db_error, FieldError, Problem, Refusal};
-use super::purchases::{stripe_api, stripe_problem};
+use super::purchases::stripe_problem;
 use super::state::{ApiTags, RequestId, State};
+use super::tiers::stripe_api;
 use crate::store::{inline_refusal, Actor, EventMetadata};
 use crate::stripe::products::{self, Coupon, Off};
 
@@ -105,7 +106,7 @@ api_response! {
         400 => BadRequest,
         /// No valid admin token.
         401 => Unauthorized,
-        /// Another offer has this code.
+        /// Another offer has this code, or Stripe is not configured on this server.
         409 => Conflict,
         /// The body is not `application/json`.
         415 => UnsupportedMediaType,

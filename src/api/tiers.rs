@@ -132,6 +132,8 @@ api_response! {
         400 => BadRequest,
         /// No valid admin token.
         401 => Unauthorized,
+        /// Stripe is not configured on this server (`STRIPE_SECRET_KEY`).
+        409 => Conflict,
         /// The body is not `application/json`.
         415 => UnsupportedMediaType,
         /// Fields failed validation; `errors` names them.
@@ -154,7 +156,7 @@ api_response! {
         401 => Unauthorized,
         /// No tier has this id (or, without an admin token, none that is listed).
         404 => NotFound,
-        /// The tier is archived (it cannot be repriced).
+        /// The tier is archived (it cannot be repriced), or Stripe is not configured.
         409 => Conflict,
         /// The body is not `application/json`.
         415 => UnsupportedMediaType,
@@ -460,11 +462,16 @@ async fn is_admin(state: &State, req: &poem::Request) -> Result<bool, Problem> {
     }
 }
 
-fn stripe_api(state: &State) -> Result<&StripeApi, Problem> {
-    state
-        .stripe_api
-        .as_ref()
-        .ok_or_else(|| Problem::unavailable("Stripe is not configured (STRIPE_SECRET_KEY)"))
+/// The Stripe client; without one, tiers (and offers) cannot be priced: a 409 for the admin,
+/// whose server is not set up for it (retrying will not help, unlike a 503).
+pub(crate) fn stripe_api(state: &State) -> Result<&StripeApi, Problem> {
+    state.stripe_api.as_ref().ok_or_else(|| {
+        Problem::conflict(
+            "stripe-not-configured",
+            "this server has no Stripe account configured (STRIPE_SECRET_KEY); tiers and \
+             offers are priced at Stripe",
+        )
+    })
 }
 
 /// Whose prices: a new tier (its product is created with them) or an existing one's.

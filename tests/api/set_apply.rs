@@ -290,7 +290,11 @@ fn synthetic(sub: &str, member: Uuid, license: Uuid) -> Vec<(&'static str, Strin
             "duration": {"repeating": 3}, "redemption_limit": 100, "stripe_coupon_id": "co_syn"},
             "created_at": at}}),
         ),
-        ("Offer", offer.to_string(), json!({"OfferArchived": {"archived_at": at}})),
+        (
+            "Offer",
+            offer.to_string(),
+            json!({"OfferArchived": {"archived_at": at}}),
+        ),
     ]
 }
 

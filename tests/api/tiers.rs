@@ -523,3 +523,19 @@ async fn a_member_changes_plan_with_a_prorated_item_update_and_the_webhook_moves
     let resp = change(silver, "month", Some(&other)).await.expect("sent");
     assert_problem(resp, 409).await;
 }
+
+#[tokio::test]
+async fn without_stripe_a_tier_is_refused_with_a_conflict_naming_the_setting() {
+    let app = TestApp::spawn().await;
+    let problem = assert_problem(
+        app.admin(Method::POST, "/v1/tiers", Some(gold())).await,
+        409,
+    )
+    .await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("STRIPE_SECRET_KEY")),
+        "{problem}"
+    );
+}

@@ -72,7 +72,8 @@ pub struct MemberDetail {
     pub unsubscribe_url: String,
     /// Set while the member's email is disabled: their address refused mail for good, so no
     /// member email is sent to it until the member (signed in) or an admin enables it again
-    /// (`POST /v1/members/{id}/email/enable`).
+    /// (`POST /v1/members/{id}/email/enable`). Absent otherwise.
+    #[oai(skip_serializing_if_is_none)]
     pub email_disabled: Option<EmailDisabled>,
 }
 
