@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::checkout::app_with_stripe;
 use crate::helpers::{assert_problem, eventually, problem_fields, TestApp};
-use crate::stripe_support::FakeStripe;
+use crate::stripe_support::{FakeStripe, Lifecycle};
 
 impl TestApp {
     /// A tier linked to the fake Stripe's prices (product `prod_fake`); returns its id.
@@ -312,4 +312,101 @@ async fn an_expired_comp_ends_once_when_two_instances_sweep_and_its_license_is_d
         app.comp_licenses(&member_id).await[0].3.as_deref(),
         Some("complimentary_ended")
     );
+}
+
+#[tokio::test]
+async fn a_paying_subscription_wins_over_a_comp_and_the_comp_shows_when_it_stops() {
+    let stripe = FakeStripe::start(&[]).await;
+    let app = app_with_stripe(&stripe).await;
+    let tier_id = app.linked_tier().await;
+    let l = Lifecycle::new(&format!("cp{}", &Uuid::new_v4().simple().to_string()[..8]));
+    for e in [
+        l.checkout_completed(1),
+        l.subscription_event("created", "customer.subscription.created", "active", 2),
+    ] {
+        assert_eq!(app.send_webhook(&e).await.status(), 200);
+    }
+    app.drain_stripe().await;
+    let member_id: Uuid = sqlx::query_scalar("SELECT id FROM member_list WHERE email = $1")
+        .bind(&l.email)
+        .fetch_one(&app.pool)
+        .await
+        .expect("the member is listed");
+    let member_id = member_id.to_string();
+    app.wait_for_status_events(&member_id, &["free->paid"])
+        .await;
+
+    let resp = app.comp(&member_id, json!({ "tier_id": tier_id })).await;
+    assert_eq!(resp.status(), 200);
+    let detail: Value = resp.json().await.expect("json");
+    assert_eq!(detail["status"], "paid", "a paying subscription wins");
+    assert_eq!(detail["complimentary"]["tier_id"], tier_id.as_str());
+
+    let deleted = l.subscription_event("deleted", "customer.subscription.deleted", "canceled", 3);
+    assert_eq!(app.send_webhook(&deleted).await.status(), 200);
+    app.drain_stripe().await;
+    app.wait_for_status_events(&member_id, &["free->paid", "paid->comped"])
+        .await;
+
+    assert_eq!(app.uncomp(&member_id).await.status(), 200);
+    app.wait_for_status_events(&member_id, &["free->paid", "paid->comped", "comped->free"])
+        .await;
+    let got: Value = app.get_member(&member_id).await.json().await.expect("json");
+    assert_eq!(got["status"], "free");
+}
+
+#[tokio::test]
+async fn moving_a_comp_to_another_tier_deactivates_the_first_tiers_license_and_issues_the_seconds()
+{
+    let stripe = FakeStripe::start(&[]).await;
+    let app = app_with_stripe(&stripe).await;
+    let first = app.linked_tier().await;
+    let resp = app
+        .admin(
+            Method::POST,
+            "/v1/tiers",
+            Some(json!({"name": "Second", "currency": "eur", "monthly_price": 300, "yearly_price": 3000})),
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    let second: Value = resp.json().await.expect("json");
+    let second = second["id"].as_str().expect("id").to_owned();
+    let member = app.member("mover@example.com").await;
+    let member_id = member["id"].as_str().expect("id").to_owned();
+
+    assert_eq!(
+        app.comp(&member_id, json!({ "tier_id": first }))
+            .await
+            .status(),
+        200
+    );
+    app.wait_for_license(&member_id, "active").await;
+    let resp = app.comp(&member_id, json!({ "tier_id": second })).await;
+    assert_eq!(resp.status(), 200);
+    let detail: Value = resp.json().await.expect("json");
+    assert_eq!(detail["complimentary"]["tier_name"], "Second");
+    assert_eq!(detail["status"], "comped");
+
+    let member_uuid: Uuid = member_id.parse().expect("uuid");
+    let first_license = License::id_for_comp(member_uuid, first.parse().expect("uuid"));
+    let second_license = License::id_for_comp(member_uuid, second.parse().expect("uuid"));
+    eventually("the second tier's license", || async {
+        let licenses = app.comp_licenses(&member_id).await;
+        let status = |id: Uuid| {
+            licenses
+                .iter()
+                .find(|l| l.0 == id)
+                .map(|l| (l.2.clone(), l.3.clone()))
+        };
+        status(first_license)
+            == Some((
+                "inactive".to_owned(),
+                Some("complimentary_ended".to_owned()),
+            ))
+            && status(second_license) == Some(("active".to_owned(), None))
+    })
+    .await;
+    // One status change: the member stayed comped.
+    app.wait_for_status_events(&member_id, &["free->comped"])
+        .await;
 }
