@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod bounds;
 pub mod cli;
+pub mod complimentary;
 pub mod config;
 pub mod db;
 pub mod dead_letters;

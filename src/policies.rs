@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use aggregates::cqrs_es::{Aggregate, AggregateError};
 use aggregates::{
-    DeactivationReason, License, LicenseCommand, Member, MemberCommand, MemberStatus, PurchaseType,
+    DeactivationReason, License, LicenseCommand, Member, MemberCommand, MemberEvent, PurchaseType,
     Subscription, SubscriptionEvent, SubscriptionStatus,
 };
 use async_trait::async_trait;
@@ -95,8 +95,9 @@ where
     }
 }
 
-/// A member is `paid` while any of their subscriptions is paying (active, trialing, past due
-/// or unpaid), else `free`.
+/// Tells each member whether any of their subscriptions is paying (active, trialing, past due
+/// or unpaid); the Member aggregate then applies the status rule (`MemberStatus::of`: `paid`,
+/// else `comped` with complimentary access, else `free`).
 pub struct MemberStatusPolicy {
     pub members: Arc<CommandBus<Member>>,
 }
@@ -192,12 +193,8 @@ impl MemberStatusPolicy {
         .bind(member_id)
         .fetch_one(&mut *conn)
         .await?;
-        let command = MemberCommand::ChangeStatus {
-            status: if paying {
-                MemberStatus::Paid
-            } else {
-                MemberStatus::Free
-            },
+        let command = MemberCommand::SetPaying {
+            paying,
             reason: format!("subscription {subscription_id} is {}", status.as_str()),
             at: event.recorded_at,
         };
@@ -212,6 +209,11 @@ impl MemberStatusPolicy {
 /// the subscription grants licenses (active, trialing, past due) and the item (or seat) exists,
 /// issued only once it does (no license without payment), deactivated when the item goes or the subscription is canceled, unpaid or
 /// paused, reactivated when it is active again.
+///
+/// Complimentary access gets the license a paid subscription to its tier's product gets (one
+/// seat key, under the product's license policy if it has one): issued with the comp
+/// ([`License::id_for_comp`], so a member given the tier again gets the same key back),
+/// deactivated (`complimentary_ended`) when the comp ends or moves to another tier.
 pub struct LicensePolicy {
     pub pool: PgPool,
     pub licenses: Arc<CommandBus<License>>,
@@ -244,22 +246,29 @@ impl Projection for LicensePolicy {
             "policy_license_items",
             "policy_licenses",
             "policy_license_paid_subscriptions",
+            "policy_license_comps",
         ]
     }
 
     fn handles(&self) -> &'static [Handles] {
-        const HANDLES: &[Handles] = &[Handles::only(
-            Subscription::TYPE,
-            &[
-                SubscriptionEvent::CREATED,
-                SubscriptionEvent::STATUS_CHANGED,
-                SubscriptionEvent::ITEM_ADDED,
-                SubscriptionEvent::ITEM_REMOVED,
-                SubscriptionEvent::ITEM_SITE_ASSIGNED,
-                SubscriptionEvent::ITEM_QUANTITY_CHANGED,
-                SubscriptionEvent::PAYMENT_RECORDED,
-            ],
-        )];
+        const HANDLES: &[Handles] = &[
+            Handles::only(
+                Subscription::TYPE,
+                &[
+                    SubscriptionEvent::CREATED,
+                    SubscriptionEvent::STATUS_CHANGED,
+                    SubscriptionEvent::ITEM_ADDED,
+                    SubscriptionEvent::ITEM_REMOVED,
+                    SubscriptionEvent::ITEM_SITE_ASSIGNED,
+                    SubscriptionEvent::ITEM_QUANTITY_CHANGED,
+                    SubscriptionEvent::PAYMENT_RECORDED,
+                ],
+            ),
+            Handles::only(
+                Member::TYPE,
+                &[MemberEvent::COMP_GRANTED, MemberEvent::COMP_ENDED],
+            ),
+        ];
         HANDLES
     }
 
@@ -289,6 +298,9 @@ impl LicensePolicy {
         event: &StoredEvent,
         commands: &mut Commands<License>,
     ) -> Result<(), ProjectionError> {
+        if event.aggregate_type == Member::TYPE {
+            return self.apply_comp(conn, event, commands).await;
+        }
         if event.aggregate_type != Subscription::TYPE {
             return Ok(());
         }
@@ -366,6 +378,103 @@ impl LicensePolicy {
             _ => return Ok(()),
         }
         self.reconcile(conn, subscription_id, event, commands).await
+    }
+}
+
+impl LicensePolicy {
+    /// A comp given or ended: the member's comp licenses of other tiers are deactivated, the
+    /// one of the comp's tier is granted (or reactivated).
+    async fn apply_comp(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+        commands: &mut Commands<License>,
+    ) -> Result<(), ProjectionError> {
+        let member_id: Uuid =
+            event
+                .aggregate_id
+                .parse()
+                .map_err(|_| ProjectionError::BadAggregateId {
+                    position: event.global_position,
+                    aggregate_id: event.aggregate_id.clone(),
+                })?;
+        let tier_id = match event.decode::<MemberEvent>()? {
+            MemberEvent::MemberCompGranted { tier_id, .. } => Some(tier_id),
+            MemberEvent::MemberCompEnded { .. } => None,
+            _ => return Ok(()),
+        };
+        let metadata = caused_by(event);
+        let ended: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE policy_license_comps SET active = false
+             WHERE member_id = $1 AND active AND tier_id IS DISTINCT FROM $2
+             RETURNING license_id",
+        )
+        .bind(member_id)
+        .bind(tier_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        for license_id in ended {
+            let command = LicenseCommand::DeactivateLicense {
+                reason: DeactivationReason::ComplimentaryEnded,
+                at: event.recorded_at,
+            };
+            commands.push(license_id.to_string(), command, metadata.clone());
+        }
+        let Some(tier_id) = tier_id else {
+            return Ok(());
+        };
+        let license_id = License::id_for_comp(member_id, tier_id);
+        let active: Option<bool> =
+            sqlx::query_scalar("SELECT active FROM policy_license_comps WHERE license_id = $1")
+                .bind(license_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let command = match active {
+            Some(true) => return Ok(()),
+            Some(false) => LicenseCommand::ReactivateLicense {
+                at: event.recorded_at,
+            },
+            None => {
+                let tier: Option<(String, String)> =
+                    sqlx::query_as("SELECT name, stripe_product_id FROM tiers WHERE id = $1")
+                        .bind(tier_id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                let policy = match &tier {
+                    Some((_, product)) => {
+                        crate::license_policies::for_product(&mut *conn, product).await?
+                    }
+                    None => None,
+                };
+                let key = crate::license_keys::reserve(&self.pool, license_id).await?;
+                LicenseCommand::GrantLicense {
+                    license_id,
+                    key,
+                    member_id,
+                    expires_at: policy
+                        .as_ref()
+                        .and_then(|p| p.expiry_from(event.recorded_at)),
+                    policy_id: policy.map(|p| p.id),
+                    note: Some(match tier {
+                        Some((name, _)) => format!("complimentary access to tier {name}"),
+                        None => format!("complimentary access to tier {tier_id}"),
+                    }),
+                    at: event.recorded_at,
+                }
+            }
+        };
+        commands.push(license_id.to_string(), command, metadata);
+        sqlx::query(
+            "INSERT INTO policy_license_comps (license_id, member_id, tier_id, active)
+             VALUES ($1, $2, $3, true)
+             ON CONFLICT (license_id) DO UPDATE SET active = true",
+        )
+        .bind(license_id)
+        .bind(member_id)
+        .bind(tier_id)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
     }
 }
 

@@ -140,6 +140,12 @@ impl Application {
             self.state.license_settings.heartbeat_sweep_every,
             shutdown.clone(),
         )));
+        runners.push(tokio::spawn(crate::complimentary::sweeper(
+            background.clone(),
+            self.state.members.clone(),
+            crate::complimentary::SWEEP_EVERY,
+            shutdown.clone(),
+        )));
         let app = api::routes(&self.state, &self.web);
         let signal = shutdown.clone();
         // Headers sent a byte at a time, more often than the idle timeout, are cut here

@@ -24,7 +24,8 @@ pub use license::{
     LicenseKey, LicenseKeyError, LicenseStatus, Machine,
 };
 pub use member::{
-    LoginMethod, Member, MemberCommand, MemberError, MemberEvent, MemberSource, MemberStatus,
+    Comp, CompEndReason, LoginMethod, Member, MemberCommand, MemberError, MemberEvent,
+    MemberSource, MemberStatus,
 };
 pub use newsletter::{
     Newsletter, NewsletterCommand, NewsletterError, NewsletterEvent, NewsletterStatus,

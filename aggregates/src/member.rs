@@ -45,11 +45,48 @@ pub enum MemberStatus {
 }
 
 impl MemberStatus {
+    /// The status rule, the one place it is written: a paying subscription wins (`paid`), else
+    /// complimentary access (`comped`), else `free`. The subscriptions' side reaches the
+    /// aggregate through `SetPaying`, the comp's through `GrantComp` and `EndComp`.
+    pub fn of(paying: bool, comped: bool) -> Self {
+        match (paying, comped) {
+            (true, _) => Self::Paid,
+            (false, true) => Self::Comped,
+            (false, false) => Self::Free,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Free => "free",
             Self::Paid => "paid",
             Self::Comped => "comped",
+        }
+    }
+}
+
+/// Complimentary access: a tier an admin gives a member for free, until a time or without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Comp {
+    pub tier_id: Uuid,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Why complimentary access ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CompEndReason {
+    /// An admin took it away.
+    Revoked,
+    /// Its `until` passed.
+    Expired,
+}
+
+impl CompEndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
         }
     }
 }
@@ -81,11 +118,26 @@ pub enum MemberCommand {
         email: EmailAddress,
         at: DateTime<Utc>,
     },
-    /// A no-op when the member already has this status.
-    ChangeStatus {
-        status: MemberStatus,
+    /// Whether any of the member's subscriptions is paying; the status follows
+    /// [`MemberStatus::of`]. A no-op when the status stays.
+    SetPaying {
+        paying: bool,
         /// What caused the change, e.g. the subscription whose status changed.
         reason: String,
+        at: DateTime<Utc>,
+    },
+    /// Gives complimentary access to `tier_id` (the caller checked the tier), or changes the
+    /// tier or `until` of the current one. A no-op when unchanged; refused when `until` is not
+    /// after `at`.
+    GrantComp {
+        tier_id: Uuid,
+        until: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    /// Ends complimentary access. A no-op without one, and, when `Expired`, while its `until`
+    /// is still ahead of `at` (an admin extended it meanwhile), so several sweepers may send it.
+    EndComp {
+        reason: CompEndReason,
         at: DateTime<Utc>,
     },
     /// The caller has reserved the customer in the unique customer lookup first. A no-op when
@@ -192,6 +244,19 @@ pub enum MemberEvent {
         email: String,
         enabled_at: DateTime<Utc>,
     },
+    /// Complimentary access to `tier_id` was given, or its tier or `until` changed: it replaces
+    /// any the member had.
+    MemberCompGranted {
+        tier_id: Uuid,
+        until: Option<DateTime<Utc>>,
+        granted_at: DateTime<Utc>,
+    },
+    /// Complimentary access to `tier_id` ended.
+    MemberCompEnded {
+        tier_id: Uuid,
+        reason: CompEndReason,
+        ended_at: DateTime<Utc>,
+    },
 }
 
 impl MemberEvent {
@@ -206,6 +271,8 @@ impl MemberEvent {
     pub const NEWSLETTER_UNSUBSCRIBED: &'static str = "NewsletterUnsubscribed";
     pub const EMAIL_DISABLED: &'static str = "MemberEmailDisabled";
     pub const EMAIL_ENABLED: &'static str = "MemberEmailEnabled";
+    pub const COMP_GRANTED: &'static str = "MemberCompGranted";
+    pub const COMP_ENDED: &'static str = "MemberCompEnded";
 }
 
 impl DomainEvent for MemberEvent {
@@ -221,6 +288,8 @@ impl DomainEvent for MemberEvent {
             Self::NewsletterUnsubscribed { .. } => Self::NEWSLETTER_UNSUBSCRIBED,
             Self::MemberEmailDisabled { .. } => Self::EMAIL_DISABLED,
             Self::MemberEmailEnabled { .. } => Self::EMAIL_ENABLED,
+            Self::MemberCompGranted { .. } => Self::COMP_GRANTED,
+            Self::MemberCompEnded { .. } => Self::COMP_ENDED,
         }
         .to_owned()
     }
@@ -240,6 +309,8 @@ pub enum MemberError {
     AlreadyExists,
     #[error("the member does not exist")]
     NotFound,
+    #[error("complimentary access must end after it is given")]
+    CompUntilPassed,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -255,6 +326,9 @@ pub struct Member {
     /// Why mail to the address is suppressed, while it is.
     #[serde(default)]
     email_disabled: Option<String>,
+    /// Complimentary access, while the member has it.
+    #[serde(default)]
+    comp: Option<Comp>,
 }
 
 impl Member {
@@ -277,6 +351,32 @@ impl Member {
     /// Why member emails to the address are suppressed, while they are.
     pub fn email_disabled(&self) -> Option<&str> {
         self.email_disabled.as_deref()
+    }
+
+    pub fn comp(&self) -> Option<Comp> {
+        self.comp
+    }
+
+    /// Whether a subscription pays: the status says it, as `paid` wins over a comp.
+    fn paying(&self) -> bool {
+        self.status == MemberStatus::Paid
+    }
+
+    /// The status change, if any, when paying or the comp is as given.
+    fn status_change(
+        &self,
+        paying: bool,
+        comped: bool,
+        reason: String,
+        at: DateTime<Utc>,
+    ) -> Option<MemberEvent> {
+        let to = MemberStatus::of(paying, comped);
+        (to != self.status).then_some(MemberEvent::MemberStatusChanged {
+            from: self.status,
+            to,
+            reason,
+            changed_at: at,
+        })
     }
 }
 
@@ -365,18 +465,61 @@ impl Aggregate for Member {
                     sink.write(event, self).await;
                 }
             }
-            MemberCommand::ChangeStatus { status, reason, at } => {
+            MemberCommand::SetPaying { paying, reason, at } => {
                 if !self.exists() {
                     return Err(MemberError::NotFound);
                 }
-                if status != self.status {
-                    let event = MemberEvent::MemberStatusChanged {
-                        from: self.status,
-                        to: status,
-                        reason,
-                        changed_at: at,
+                if let Some(event) = self.status_change(paying, self.comp.is_some(), reason, at) {
+                    sink.write(event, self).await;
+                }
+            }
+            MemberCommand::GrantComp { tier_id, until, at } => {
+                if !self.exists() {
+                    return Err(MemberError::NotFound);
+                }
+                if until.is_some_and(|until| until <= at) {
+                    return Err(MemberError::CompUntilPassed);
+                }
+                let comp = Comp { tier_id, until };
+                if self.comp != Some(comp) {
+                    let event = MemberEvent::MemberCompGranted {
+                        tier_id,
+                        until,
+                        granted_at: at,
                     };
                     sink.write(event, self).await;
+                    let reason = format!("complimentary access to tier {tier_id}");
+                    if let Some(event) = self.status_change(self.paying(), true, reason, at) {
+                        sink.write(event, self).await;
+                    }
+                }
+            }
+            MemberCommand::EndComp { reason, at } => {
+                if !self.exists() {
+                    return Err(MemberError::NotFound);
+                }
+                let Some(comp) = self.comp else {
+                    return Ok(());
+                };
+                let due = match reason {
+                    CompEndReason::Revoked => true,
+                    CompEndReason::Expired => comp.until.is_some_and(|until| until <= at),
+                };
+                if due {
+                    let event = MemberEvent::MemberCompEnded {
+                        tier_id: comp.tier_id,
+                        reason,
+                        ended_at: at,
+                    };
+                    sink.write(event, self).await;
+                    let why = format!(
+                        "complimentary access to tier {} {}",
+                        comp.tier_id,
+                        reason.as_str()
+                    );
+                    if let Some(event) = self.status_change(self.paying(), false, why, at) {
+                        sink.write(event, self).await;
+                    }
                 }
             }
             MemberCommand::RecordLogin { method, at } => {
@@ -495,6 +638,10 @@ impl Aggregate for Member {
             }
             MemberEvent::MemberEmailDisabled { reason, .. } => self.email_disabled = Some(reason),
             MemberEvent::MemberEmailEnabled { .. } => self.email_disabled = None,
+            MemberEvent::MemberCompGranted { tier_id, until, .. } => {
+                self.comp = Some(Comp { tier_id, until });
+            }
+            MemberEvent::MemberCompEnded { .. } => self.comp = None,
         }
     }
 }
@@ -764,8 +911,8 @@ mod tests {
     fn status_change_records_from_and_to() {
         MemberTest::with(())
             .given(vec![created()])
-            .when(MemberCommand::ChangeStatus {
-                status: MemberStatus::Paid,
+            .when(MemberCommand::SetPaying {
+                paying: true,
                 reason: "sub_1".into(),
                 at: at(),
             })
@@ -787,8 +934,8 @@ mod tests {
         };
         MemberTest::with(())
             .given(vec![created(), paid])
-            .when(MemberCommand::ChangeStatus {
-                status: MemberStatus::Paid,
+            .when(MemberCommand::SetPaying {
+                paying: true,
                 reason: "sub_2".into(),
                 at: at(),
             })
@@ -868,6 +1015,155 @@ mod tests {
             .then_expect_events(vec![MemberEvent::MemberLoggedIn {
                 method: LoginMethod::Link,
                 logged_in_at: at(),
+            }]);
+    }
+
+    fn tier() -> Uuid {
+        Uuid::from_u128(0x71)
+    }
+
+    fn comp_granted(until: Option<DateTime<Utc>>) -> MemberEvent {
+        MemberEvent::MemberCompGranted {
+            tier_id: tier(),
+            until,
+            granted_at: at(),
+        }
+    }
+
+    fn status(from: MemberStatus, to: MemberStatus, reason: &str) -> MemberEvent {
+        MemberEvent::MemberStatusChanged {
+            from,
+            to,
+            reason: reason.into(),
+            changed_at: at(),
+        }
+    }
+
+    #[test]
+    fn the_status_rule_puts_paying_before_a_comp() {
+        assert_eq!(MemberStatus::of(true, true), MemberStatus::Paid);
+        assert_eq!(MemberStatus::of(true, false), MemberStatus::Paid);
+        assert_eq!(MemberStatus::of(false, true), MemberStatus::Comped);
+        assert_eq!(MemberStatus::of(false, false), MemberStatus::Free);
+    }
+
+    #[test]
+    fn a_comp_makes_a_free_member_comped_and_its_end_free_again() {
+        let reason = format!("complimentary access to tier {}", tier());
+        MemberTest::with(())
+            .given(vec![created()])
+            .when(MemberCommand::GrantComp {
+                tier_id: tier(),
+                until: None,
+                at: at(),
+            })
+            .then_expect_events(vec![
+                comp_granted(None),
+                status(MemberStatus::Free, MemberStatus::Comped, &reason),
+            ]);
+        MemberTest::with(())
+            .given(vec![
+                created(),
+                comp_granted(None),
+                status(MemberStatus::Free, MemberStatus::Comped, &reason),
+            ])
+            .when(MemberCommand::EndComp {
+                reason: CompEndReason::Revoked,
+                at: at(),
+            })
+            .then_expect_events(vec![
+                MemberEvent::MemberCompEnded {
+                    tier_id: tier(),
+                    reason: CompEndReason::Revoked,
+                    ended_at: at(),
+                },
+                status(
+                    MemberStatus::Comped,
+                    MemberStatus::Free,
+                    &format!("{reason} revoked"),
+                ),
+            ]);
+    }
+
+    #[test]
+    fn a_paying_member_stays_paid_with_a_comp_and_becomes_comped_when_paying_stops() {
+        let paid = status(MemberStatus::Free, MemberStatus::Paid, "sub_1");
+        MemberTest::with(())
+            .given(vec![created(), paid.clone()])
+            .when(MemberCommand::GrantComp {
+                tier_id: tier(),
+                until: None,
+                at: at(),
+            })
+            .then_expect_events(vec![comp_granted(None)]);
+        MemberTest::with(())
+            .given(vec![created(), paid, comp_granted(None)])
+            .when(MemberCommand::SetPaying {
+                paying: false,
+                reason: "sub_1 canceled".into(),
+                at: at(),
+            })
+            .then_expect_events(vec![status(
+                MemberStatus::Paid,
+                MemberStatus::Comped,
+                "sub_1 canceled",
+            )]);
+    }
+
+    #[test]
+    fn the_same_comp_twice_emits_nothing_and_one_ending_in_the_past_is_refused() {
+        MemberTest::with(())
+            .given(vec![created(), comp_granted(None)])
+            .when(MemberCommand::GrantComp {
+                tier_id: tier(),
+                until: None,
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+        MemberTest::with(())
+            .given(vec![created()])
+            .when(MemberCommand::GrantComp {
+                tier_id: tier(),
+                until: Some(at()),
+                at: at(),
+            })
+            .then_expect_error(MemberError::CompUntilPassed);
+    }
+
+    #[test]
+    fn expiry_ends_only_a_comp_whose_until_has_passed() {
+        let later = at() + chrono::Duration::days(1);
+        MemberTest::with(())
+            .given(vec![created(), comp_granted(Some(later))])
+            .when(MemberCommand::EndComp {
+                reason: CompEndReason::Expired,
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+        MemberTest::with(())
+            .given(vec![created(), comp_granted(None)])
+            .when(MemberCommand::EndComp {
+                reason: CompEndReason::Expired,
+                at: later,
+            })
+            .then_expect_events(vec![]);
+        MemberTest::with(())
+            .given(vec![created()])
+            .when(MemberCommand::EndComp {
+                reason: CompEndReason::Expired,
+                at: later,
+            })
+            .then_expect_events(vec![]);
+        MemberTest::with(())
+            .given(vec![created(), comp_granted(Some(later))])
+            .when(MemberCommand::EndComp {
+                reason: CompEndReason::Expired,
+                at: later,
+            })
+            .then_expect_events(vec![MemberEvent::MemberCompEnded {
+                tier_id: tier(),
+                reason: CompEndReason::Expired,
+                ended_at: later,
             }]);
     }
 

@@ -20,6 +20,7 @@ macro_rules! column {
 pub(crate) use column;
 
 pub mod email_suppressions;
+pub mod member_comps;
 pub mod member_emails;
 pub mod member_licenses;
 pub mod member_list;
@@ -34,6 +35,7 @@ pub mod payments;
 pub mod tiers;
 
 pub use email_suppressions::MemberEmailSuppressions;
+pub use member_comps::MemberComps;
 pub use member_emails::MemberEmails;
 pub use member_licenses::MemberLicenses;
 pub use member_list::MemberList;
@@ -228,6 +230,7 @@ pub fn all() -> Vec<Box<dyn Projection>> {
         Box::new(Tiers),
         Box::new(Offers),
         Box::new(MemberEmailSuppressions),
+        Box::new(MemberComps),
     ]
 }
 

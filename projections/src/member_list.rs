@@ -156,7 +156,9 @@ impl Fold {
             | MemberEvent::NewsletterSubscribed { .. }
             | MemberEvent::NewsletterUnsubscribed { .. }
             | MemberEvent::MemberEmailDisabled { .. }
-            | MemberEvent::MemberEmailEnabled { .. } => return,
+            | MemberEvent::MemberEmailEnabled { .. }
+            | MemberEvent::MemberCompGranted { .. }
+            | MemberEvent::MemberCompEnded { .. } => return,
         };
         match self.by_member.get(&id) {
             Some(Pending::Insert(i)) => {

@@ -322,6 +322,19 @@ fn member_summary(event: MemberEvent) -> String {
             format!("Email to {email} disabled: {reason}")
         }
         MemberEvent::MemberEmailEnabled { email, .. } => format!("Email to {email} enabled again"),
+        MemberEvent::MemberCompGranted { tier_id, until, .. } => match until {
+            Some(until) => format!(
+                "Complimentary access to tier {tier_id} given until {}",
+                until.format("%Y-%m-%d %H:%M UTC")
+            ),
+            None => format!("Complimentary access to tier {tier_id} given without end"),
+        },
+        MemberEvent::MemberCompEnded {
+            tier_id, reason, ..
+        } => format!(
+            "Complimentary access to tier {tier_id} ended ({})",
+            reason.as_str()
+        ),
     }
 }
 
@@ -575,6 +588,25 @@ mod tests {
             changed_at: at(),
         };
         assert_eq!(member_summary(status), "Status changed from free to paid");
+        let tier_id = Uuid::from_u128(7);
+        let granted = MemberEvent::MemberCompGranted {
+            tier_id,
+            until: None,
+            granted_at: at(),
+        };
+        assert_eq!(
+            member_summary(granted),
+            format!("Complimentary access to tier {tier_id} given without end")
+        );
+        let ended = MemberEvent::MemberCompEnded {
+            tier_id,
+            reason: aggregates::CompEndReason::Expired,
+            ended_at: at(),
+        };
+        assert_eq!(
+            member_summary(ended),
+            format!("Complimentary access to tier {tier_id} ended (expired)")
+        );
 
         let payment = SubscriptionEvent::PaymentRecorded {
             payment: Payment {

@@ -266,6 +266,9 @@ impl Refusal for MemberError {
         match self {
             Self::NotFound => Problem::not_found("no member has this id"),
             Self::AlreadyExists => Problem::conflict("member-exists", "the member already exists"),
+            Self::CompUntilPassed => {
+                Problem::validation(vec![FieldError::new("until", "must be in the future")])
+            }
         }
     }
 }

@@ -403,8 +403,8 @@ async fn link_and_report(
                 line: row.line,
                 email: row.email.as_str().to_owned(),
                 field: "complimentary_plan".into(),
-                reason: "imported without complimentary access, which memberledger does not \
-                         grant yet"
+                reason: "imported without complimentary access: the file names no tier \
+                         (give it with PUT /v1/members/{id}/complimentary)"
                     .into(),
             });
         }

@@ -5,6 +5,7 @@ mod admin_console;
 mod browser_support;
 mod checkout;
 mod cli;
+mod complimentary;
 mod crash;
 mod crash_support;
 mod dead_letters;

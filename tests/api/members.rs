@@ -12,6 +12,7 @@ fn member_fields(mut detail: Value) -> Value {
             "attribution",
             "unsubscribe_url",
             "email_disabled",
+            "complimentary",
         ] {
             object.remove(key);
         }

@@ -159,6 +159,11 @@ fn synthetic(sub: &str, member: Uuid, license: Uuid) -> Vec<(&'static str, Strin
             json!({"MemberEmailDisabled": {"email": "syn@example.com", "reason": "550 no such user", "disabled_at": at}}),
         ),
         m(json!({"MemberEmailEnabled": {"email": "syn@example.com", "enabled_at": at}})),
+        m(json!({"MemberCompGranted": {"tier_id": tier, "until": null, "granted_at": at}})),
+        m(json!({"MemberCompEnded": {"tier_id": tier, "reason": "revoked", "ended_at": at}})),
+        m(
+            json!({"MemberCompGranted": {"tier_id": tier, "until": "2027-01-01T00:00:00Z", "granted_at": at}}),
+        ),
         m(
             json!({"MemberEmailDisabled": {"email": "syn@example.com", "reason": "550 again", "disabled_at": at}}),
         ),

@@ -93,6 +93,16 @@ impl License {
         )
     }
 
+    /// The license of a member's complimentary access to a tier: UUIDv5 of
+    /// `comp:{member_id}:{tier_id}` in [`Self::ID_NAMESPACE`]. The same key comes back when the
+    /// member is given the tier again.
+    pub fn id_for_comp(member_id: Uuid, tier_id: Uuid) -> Uuid {
+        Uuid::new_v5(
+            &Self::ID_NAMESPACE,
+            format!("comp:{member_id}:{tier_id}").as_bytes(),
+        )
+    }
+
     /// Whether the license was issued (or reserved).
     pub fn exists(&self) -> bool {
         self.issued.is_some()

@@ -37,6 +37,8 @@ pub enum DeactivationReason {
     /// The item turned out to be a site's (a Payment Link named it after the item arrived):
     /// the site's license replaces the seat key issued for it meanwhile.
     Replaced,
+    /// The member's complimentary access to the tier ended (or moved to another tier).
+    ComplimentaryEnded,
 }
 
 impl LicenseStatus {
@@ -67,6 +69,7 @@ impl DeactivationReason {
             Self::SubscriptionCanceled => "subscription_canceled",
             Self::SubscriptionInactive => "subscription_inactive",
             Self::Replaced => "replaced",
+            Self::ComplimentaryEnded => "complimentary_ended",
         }
     }
 }

@@ -75,6 +75,40 @@ pub struct MemberDetail {
     /// (`POST /v1/members/{id}/email/enable`). Absent otherwise.
     #[oai(skip_serializing_if_is_none)]
     pub email_disabled: Option<EmailDisabled>,
+    /// Set while the member has complimentary access: a tier given for free
+    /// (`PUT /v1/members/{id}/complimentary`).
+    pub complimentary: Option<Complimentary>,
+}
+
+/// A tier given to a member for free.
+#[derive(Debug, Clone, Object, sqlx::FromRow)]
+pub struct Complimentary {
+    pub tier_id: Uuid,
+    /// The tier's name.
+    pub tier_name: String,
+    /// When it ends on its own; `null`: it does not.
+    pub until: Option<DateTime<Utc>>,
+    /// When it was given, or last changed.
+    pub granted_at: DateTime<Utc>,
+}
+
+/// Gives a member a tier for free, or changes the tier or end of the one they have.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct ComplimentaryRequest {
+    /// The tier; not archived.
+    pub tier_id: Uuid,
+    /// When it ends on its own, in the future; absent or `null`: without end.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl poem_openapi::types::Example for ComplimentaryRequest {
+    fn example() -> Self {
+        Self {
+            tier_id: Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001),
+            until: None,
+        }
+    }
 }
 
 /// Why a member's email is disabled.

@@ -226,6 +226,60 @@ impl MembersApi {
         }
     }
 
+    /// Give a member a tier for free
+    ///
+    /// Complimentary access: the member's status becomes `comped` (unless a subscription pays:
+    /// `paid` wins), and they get the license a paid subscription to the tier would. With
+    /// `until` it ends on its own then. Replaces the tier or end of the access they have.
+    #[oai(
+        path = "/:id/complimentary",
+        method = "put",
+        operation_id = "setMemberComplimentary"
+    )]
+    async fn put_complimentary(
+        &self,
+        _auth: AdminAuth,
+        request_id: Data<&RequestId>,
+        keys: Data<&crate::web::WebKeys>,
+        id: Path<Uuid>,
+        body: Json<ComplimentaryRequest>,
+    ) -> SetComplimentaryResponse {
+        if let Err(problem) = self.set_complimentary(&request_id, id.0, body.0).await {
+            return problem.into();
+        }
+        match member_detail(&self.state, &keys.links, id.0).await {
+            Ok(Some(member)) => SetComplimentaryResponse::Ok(Json(member)),
+            Ok(None) => Problem::not_found("no member has this id").into(),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Take a member's complimentary access away
+    ///
+    /// The status goes back to what the subscriptions say, and the comp's license is
+    /// deactivated. A no-op when the member has none.
+    #[oai(
+        path = "/:id/complimentary",
+        method = "delete",
+        operation_id = "endMemberComplimentary"
+    )]
+    async fn delete_complimentary(
+        &self,
+        _auth: AdminAuth,
+        request_id: Data<&RequestId>,
+        keys: Data<&crate::web::WebKeys>,
+        id: Path<Uuid>,
+    ) -> EndComplimentaryResponse {
+        if let Err(problem) = self.end_complimentary(&request_id, id.0).await {
+            return problem.into();
+        }
+        match member_detail(&self.state, &keys.links, id.0).await {
+            Ok(Some(member)) => EndComplimentaryResponse::Ok(Json(member)),
+            Ok(None) => Problem::not_found("no member has this id").into(),
+            Err(problem) => problem.into(),
+        }
+    }
+
     /// Update a member
     ///
     /// Changes the given properties. A new email must not belong to another member.

@@ -137,6 +137,14 @@ pub(super) async fn member_detail(
     .await
     .map_err(db_error)?;
     let email_disabled = email_disabled(&state.pool, id).await.map_err(db_error)?;
+    let complimentary: Option<Complimentary> = sqlx::query_as(
+        "SELECT c.tier_id, t.name AS tier_name, c.until, c.granted_at
+         FROM member_comps c JOIN tiers t ON t.id = c.tier_id WHERE c.member_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(db_error)?;
     Ok(Some(MemberDetail {
         member,
         subscriptions,
@@ -145,6 +153,7 @@ pub(super) async fn member_detail(
         attribution,
         unsubscribe_url: crate::links::unsubscribe_url(&state.public_url, links_key, id),
         email_disabled,
+        complimentary,
     }))
 }
 

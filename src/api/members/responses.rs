@@ -148,3 +148,40 @@ api_response! {
         404 => NotFound,
     }
 }
+
+api_response! {
+    pub enum SetComplimentaryResponse {
+        /// The member with the complimentary access as it now is.
+        #[oai(status = 200)]
+        Ok(Json<MemberDetail>),
+    }
+    problems {
+        /// The body is not valid JSON of the expected shape, or the id is not a UUID.
+        400 => BadRequest,
+        /// No valid admin token.
+        401 => Unauthorized,
+        /// No member has this id.
+        404 => NotFound,
+        /// The tier is unknown or archived, or `until` is not in the future; `errors` names
+        /// the field.
+        422 => Invalid,
+        /// The body is not `application/json`.
+        415 => UnsupportedMediaType,
+    }
+}
+
+api_response! {
+    pub enum EndComplimentaryResponse {
+        /// The member without complimentary access (they had none, or it ended now).
+        #[oai(status = 200)]
+        Ok(Json<MemberDetail>),
+    }
+    problems {
+        /// The id is not a UUID.
+        400 => BadRequest,
+        /// No valid admin token.
+        401 => Unauthorized,
+        /// No member has this id.
+        404 => NotFound,
+    }
+}

@@ -2,14 +2,16 @@
 //! `crate::members`'), answering with the member as the read model then shows it.
 
 use aggregates::{
-    AttributionContext, EmailAddress, Labels, MemberCommand, MemberName, MemberSource, Note,
-    ValueError,
+    AttributionContext, CompEndReason, EmailAddress, Labels, MemberCommand, MemberName,
+    MemberSource, Note, ValueError,
 };
 use chrono::Utc;
 use poem_openapi::types::MaybeUndefined;
 use uuid::Uuid;
 
-use super::json::{CreateMemberRequest, CreateSourceDto, MemberView, UpdateMemberRequest};
+use super::json::{
+    ComplimentaryRequest, CreateMemberRequest, CreateSourceDto, MemberView, UpdateMemberRequest,
+};
 use super::queries::{find_member, CreatedView};
 use super::MembersApi;
 use crate::api::problem::{command_error, db_error, FieldError, Problem};
@@ -144,6 +146,70 @@ impl MembersApi {
         find_member(&self.state, member_id)
             .await?
             .ok_or_else(|| Problem::not_found("no member has this id"))
+    }
+}
+
+impl MembersApi {
+    /// Gives member `member_id` the body's tier for free, or changes the one they have.
+    pub(super) async fn set_complimentary(
+        &self,
+        request_id: &RequestId,
+        member_id: Uuid,
+        body: ComplimentaryRequest,
+    ) -> Result<(), Problem> {
+        use chrono::Datelike;
+        if find_member(&self.state, member_id).await?.is_none() {
+            return Err(Problem::not_found("no member has this id"));
+        }
+        let now = Utc::now();
+        let mut errors = Vec::new();
+        let archived: Option<bool> = sqlx::query_scalar("SELECT archived FROM tiers WHERE id = $1")
+            .bind(body.tier_id)
+            .fetch_optional(&self.state.pool)
+            .await
+            .map_err(db_error)?;
+        match archived {
+            None => errors.push(FieldError::new("tier_id", "no tier has this id")),
+            Some(true) => errors.push(FieldError::new("tier_id", "the tier is archived")),
+            Some(false) => {}
+        }
+        if body.until.is_some_and(|until| until <= now) {
+            errors.push(FieldError::new("until", "must be in the future"));
+        } else if body.until.is_some_and(|until| until.year() > 9999) {
+            errors.push(FieldError::new("until", "must be before the year 10000"));
+        }
+        if !errors.is_empty() {
+            return Err(Problem::validation(errors));
+        }
+        let command = MemberCommand::GrantComp {
+            tier_id: body.tier_id,
+            until: body.until,
+            at: now,
+        };
+        self.state
+            .members
+            .execute(&member_id.to_string(), command, metadata(request_id))
+            .await
+            .map_err(command_error)?;
+        Ok(())
+    }
+
+    /// Takes member `member_id`'s complimentary access away; a no-op without one.
+    pub(super) async fn end_complimentary(
+        &self,
+        request_id: &RequestId,
+        member_id: Uuid,
+    ) -> Result<(), Problem> {
+        let command = MemberCommand::EndComp {
+            reason: CompEndReason::Revoked,
+            at: Utc::now(),
+        };
+        self.state
+            .members
+            .execute(&member_id.to_string(), command, metadata(request_id))
+            .await
+            .map_err(command_error)?;
+        Ok(())
     }
 }
 
