@@ -76,7 +76,8 @@ pub struct MemberDetail {
     #[oai(skip_serializing_if_is_none)]
     pub email_disabled: Option<EmailDisabled>,
     /// Set while the member has complimentary access: a tier given for free
-    /// (`PUT /v1/members/{id}/complimentary`).
+    /// (`PUT /v1/members/{id}/complimentary`). Absent otherwise.
+    #[oai(skip_serializing_if_is_none)]
     pub complimentary: Option<Complimentary>,
 }
 
@@ -87,6 +88,7 @@ pub struct Complimentary {
     /// The tier's name.
     pub tier_name: String,
     /// When it ends on its own; `null`: it does not.
+    #[oai(nullable)]
     pub until: Option<DateTime<Utc>>,
     /// When it was given, or last changed.
     pub granted_at: DateTime<Utc>,
