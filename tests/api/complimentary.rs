@@ -19,20 +19,10 @@ use crate::stripe_support::{FakeStripe, Lifecycle};
 
 impl TestApp {
     /// A tier linked to the fake Stripe's prices (product `prod_fake`); returns its id.
-    async fn linked_tier(&self) -> String {
-        let resp = self
-            .admin(
-                Method::POST,
-                "/v1/tiers",
-                Some(json!({
-                    "name": "Linked",
-                    "stripe_monthly_price_id": "price_linked_month",
-                    "stripe_yearly_price_id": "price_linked_year"
-                })),
-            )
+    async fn comp_tier(&self) -> String {
+        let tier = self
+            .linked_tier("Linked", "price_linked_month", "price_linked_year")
             .await;
-        assert_eq!(resp.status(), 201);
-        let tier: Value = resp.json().await.expect("json");
         assert_eq!(tier["stripe_product_id"], "prod_fake");
         tier["id"].as_str().expect("id").to_owned()
     }
@@ -107,7 +97,7 @@ async fn comping_and_uncomping_a_member_writes_status_events_and_issues_then_dea
 {
     let stripe = FakeStripe::start(&[]).await;
     let app = app_with_stripe(&stripe).await;
-    let tier_id = app.linked_tier().await;
+    let tier_id = app.comp_tier().await;
     let resp = app
         .admin(
             Method::PUT,
@@ -205,7 +195,7 @@ async fn comping_and_uncomping_a_member_writes_status_events_and_issues_then_dea
 async fn complimentary_access_refuses_unknown_members_unknown_or_archived_tiers_and_past_ends() {
     let stripe = FakeStripe::start(&[]).await;
     let app = app_with_stripe(&stripe).await;
-    let tier_id = app.linked_tier().await;
+    let tier_id = app.comp_tier().await;
     let member = app.member("refused@example.com").await;
     let member_id = member["id"].as_str().expect("id").to_owned();
     let unknown = Uuid::now_v7().to_string();
@@ -261,7 +251,7 @@ async fn complimentary_access_refuses_unknown_members_unknown_or_archived_tiers_
 async fn an_expired_comp_ends_once_when_two_instances_sweep_and_its_license_is_deactivated() {
     let stripe = FakeStripe::start(&[]).await;
     let app = app_with_stripe(&stripe).await;
-    let tier_id = app.linked_tier().await;
+    let tier_id = app.comp_tier().await;
     let member = app.member("expiring@example.com").await;
     let member_id = member["id"].as_str().expect("id").to_owned();
     let until = Utc::now() + Duration::seconds(2);
@@ -323,7 +313,7 @@ async fn an_expired_comp_ends_once_when_two_instances_sweep_and_its_license_is_d
 async fn a_paying_subscription_wins_over_a_comp_and_the_comp_shows_when_it_stops() {
     let stripe = FakeStripe::start(&[]).await;
     let app = app_with_stripe(&stripe).await;
-    let tier_id = app.linked_tier().await;
+    let tier_id = app.comp_tier().await;
     let l = Lifecycle::new(&format!("cp{}", &Uuid::new_v4().simple().to_string()[..8]));
     for e in [
         l.checkout_completed(1),
@@ -365,7 +355,7 @@ async fn moving_a_comp_to_another_tier_deactivates_the_first_tiers_license_and_i
 {
     let stripe = FakeStripe::start(&[]).await;
     let app = app_with_stripe(&stripe).await;
-    let first = app.linked_tier().await;
+    let first = app.comp_tier().await;
     let resp = app
         .admin(
             Method::POST,

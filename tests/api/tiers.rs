@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::checkout::{app_with_stripe, app_with_stripe_down};
 use crate::helpers::{assert_problem, TestApp};
-use crate::stripe_support::FakeStripe;
+use crate::stripe_support::{FakeStripe, Lifecycle};
 
 fn gold() -> Value {
     json!({
@@ -30,6 +30,36 @@ fn created(stripe: &FakeStripe, kind: &str) -> Vec<Value> {
         .collect();
     objects.sort_by_key(|o| o["id"].as_str().unwrap_or_default().to_owned());
     objects
+}
+
+impl TestApp {
+    /// A tier linked to existing prices (no product or price is created); answers the tier.
+    pub(crate) async fn linked_tier(&self, name: &str, monthly: &str, yearly: &str) -> Value {
+        let resp = self
+            .admin(
+                Method::POST,
+                "/v1/tiers",
+                Some(json!({"name": name, "stripe_monthly_price_id": monthly,
+                            "stripe_yearly_price_id": yearly})),
+            )
+            .await;
+        assert_eq!(resp.status(), 201);
+        resp.json().await.expect("json")
+    }
+}
+
+/// A Stripe customer's lifecycle, the price its subscription's item has (Stripe's example
+/// price), and a server on a fake Stripe that knows the customer.
+async fn customer_with_stripe(tag: &str) -> (Lifecycle, String, FakeStripe, TestApp) {
+    let l = Lifecycle::new(&format!("{tag}{}", uuid::Uuid::now_v7().simple()));
+    let sub = l.subscription_object("active", 0, false);
+    let price = sub["items"]["data"][0]["price"]["id"]
+        .as_str()
+        .expect("the fixture's price")
+        .to_owned();
+    let stripe = FakeStripe::start(&[(l.customer.as_str(), l.email.as_str())]).await;
+    let app = app_with_stripe(&stripe).await;
+    (l, price, stripe, app)
 }
 
 #[tokio::test]
@@ -128,19 +158,9 @@ async fn a_tier_gets_one_product_and_two_prices_through_a_lost_answer_and_a_500(
 async fn a_tier_links_existing_prices_and_is_updated_archived_and_repriced() {
     let stripe = FakeStripe::start(&[]).await;
     let app = app_with_stripe(&stripe).await;
-    let resp = app
-        .admin(
-            Method::POST,
-            "/v1/tiers",
-            Some(json!({
-                "name": "Linked",
-                "stripe_monthly_price_id": "price_linked_month",
-                "stripe_yearly_price_id": "price_linked_year"
-            })),
-        )
+    let tier = app
+        .linked_tier("Linked", "price_linked_month", "price_linked_year")
         .await;
-    assert_eq!(resp.status(), 201);
-    let tier: Value = resp.json().await.expect("json");
     assert_eq!(tier["stripe_product_id"], "prod_fake");
     assert_eq!(
         (tier["monthly_price"].clone(), tier["yearly_price"].clone()),
@@ -311,25 +331,8 @@ async fn stripe_unreachable_is_a_502_and_records_no_tier() {
 
 #[tokio::test]
 async fn a_checkout_by_tier_charges_its_price_and_the_dashboard_names_the_tier() {
-    let l =
-        crate::stripe_support::Lifecycle::new(&format!("tier{}", uuid::Uuid::now_v7().simple()));
-    let sub = l.subscription_object("active", 0, false);
-    let monthly = sub["items"]["data"][0]["price"]["id"]
-        .as_str()
-        .expect("the fixture's price")
-        .to_owned();
-    let stripe = FakeStripe::start(&[(l.customer.as_str(), l.email.as_str())]).await;
-    let app = app_with_stripe(&stripe).await;
-    let resp = app
-        .admin(
-            Method::POST,
-            "/v1/tiers",
-            Some(json!({"name": "Gold", "stripe_monthly_price_id": monthly,
-                        "stripe_yearly_price_id": "price_gold_year"})),
-        )
-        .await;
-    assert_eq!(resp.status(), 201);
-    let tier: Value = resp.json().await.expect("json");
+    let (l, monthly, stripe, app) = customer_with_stripe("tier").await;
+    let tier = app.linked_tier("Gold", &monthly, "price_gold_year").await;
     let tier_id = tier["id"].as_str().expect("id").to_owned();
 
     let checkout = |extra: Value| {
@@ -414,33 +417,15 @@ async fn a_checkout_by_tier_charges_its_price_and_the_dashboard_names_the_tier()
 
 #[tokio::test]
 async fn a_member_changes_plan_with_a_prorated_item_update_and_the_webhook_moves_the_dashboard() {
-    let l =
-        crate::stripe_support::Lifecycle::new(&format!("plan{}", uuid::Uuid::now_v7().simple()));
-    let sub = l.subscription_object("active", 0, false);
-    let gold_month = sub["items"]["data"][0]["price"]["id"]
+    let (l, gold_month, stripe, app) = customer_with_stripe("plan").await;
+    app.linked_tier("Gold", &gold_month, "price_gold_year")
+        .await;
+    let silver = app
+        .linked_tier("Silver", "price_silver_month", "price_silver_year")
+        .await["id"]
         .as_str()
-        .expect("the fixture's price")
+        .expect("id")
         .to_owned();
-    let stripe = FakeStripe::start(&[(l.customer.as_str(), l.email.as_str())]).await;
-    let app = app_with_stripe(&stripe).await;
-    let mut tiers = Vec::new();
-    for (name, month, year) in [
-        ("Gold", gold_month.as_str(), "price_gold_year"),
-        ("Silver", "price_silver_month", "price_silver_year"),
-    ] {
-        let resp = app
-            .admin(
-                Method::POST,
-                "/v1/tiers",
-                Some(json!({"name": name, "stripe_monthly_price_id": month,
-                            "stripe_yearly_price_id": year})),
-            )
-            .await;
-        assert_eq!(resp.status(), 201);
-        let tier: Value = resp.json().await.expect("json");
-        tiers.push(tier["id"].as_str().expect("id").to_owned());
-    }
-    let silver = tiers[1].clone();
     for e in [
         l.checkout_completed(1),
         l.subscription_event("created", "customer.subscription.created", "active", 2),
