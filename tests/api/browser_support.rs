@@ -209,13 +209,25 @@ impl Browser {
 
     /// The visible text of the element `css`.
     pub async fn text(&self, css: &str) -> String {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
-            .text()
-            .await
-            .expect("text")
+        // The element found can be replaced (the page navigated or re-rendered) before its
+        // text is read; it is then found again.
+        for _ in 0..20 {
+            let element = self
+                .client
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("no element {css}: {e}"));
+            match element.text().await {
+                Ok(text) => return text,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("the text of {css}: {e}"),
+            }
+        }
+        panic!("{css} kept being replaced before its text could be read")
     }
 
     /// Whether the page has an element `css`.
