@@ -12,6 +12,7 @@ use aggregates::attribution::RoutePatterns;
 use clap::{Args, ValueEnum};
 
 use crate::edge::{EdgeConfig, EdgeSettings};
+use crate::erasure::{ActiveSubscriptions, ErasureSettings, StripeCustomers};
 use crate::rate_limit::Limit;
 
 /// A secret that does not print.
@@ -96,6 +97,8 @@ pub struct ServeConfig {
     pub shutdown: crate::bounds::ShutdownConfig,
     #[command(flatten)]
     pub metrics: crate::metrics::MetricsConfig,
+    #[command(flatten)]
+    pub erasure: ErasureConfig,
 }
 
 impl ServeConfig {
@@ -141,6 +144,10 @@ impl ServeConfig {
             },
             attribution_routes: routes,
             member_emails: member_email_kinds(&self.auth.member_emails)?,
+            erasure: ErasureSettings {
+                active_subscriptions: self.erasure.erasure_active_subscriptions,
+                stripe_customers: self.erasure.erasure_stripe_customer,
+            },
             site_host,
             licenses: self.licenses.settings(),
             webhooks: self.webhooks.settings(),
@@ -166,6 +173,18 @@ impl ServeConfig {
             },
         })
     }
+}
+
+/// How a member's erasure treats what Stripe holds (`crate::erasure`).
+#[derive(Debug, Clone, Args)]
+pub struct ErasureConfig {
+    /// Erasing a member whose subscriptions Stripe has not ended: `refuse` (409 until they
+    /// end) or `cancel` them at Stripe first.
+    #[arg(long, env = "ERASURE_ACTIVE_SUBSCRIPTIONS", value_enum, default_value_t = ActiveSubscriptions::Refuse)]
+    pub erasure_active_subscriptions: ActiveSubscriptions,
+    /// The erased member's Stripe customers: `keep` them at Stripe or `delete` them.
+    #[arg(long, env = "ERASURE_STRIPE_CUSTOMER", value_enum, default_value_t = StripeCustomers::Keep)]
+    pub erasure_stripe_customer: StripeCustomers,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -398,6 +417,8 @@ pub struct Settings {
     pub metrics: crate::metrics::MetricsSettings,
     /// The emails sent to members (`MEMBER_EMAILS`).
     pub member_emails: Vec<crate::member_mail::Kind>,
+    /// `ERASURE_ACTIVE_SUBSCRIPTIONS`, `ERASURE_STRIPE_CUSTOMER`.
+    pub erasure: ErasureSettings,
 }
 
 /// `MEMBER_EMAILS`: kinds by name, or `none`.
@@ -436,6 +457,7 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(10),
             metrics: crate::metrics::MetricsSettings::default(),
             member_emails: crate::member_mail::Kind::ALL.to_vec(),
+            erasure: ErasureSettings::default(),
         }
     }
 }

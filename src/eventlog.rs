@@ -109,8 +109,9 @@ pub async fn read_after(
     .bind(limit)
     .bind(all_of)
     .bind(some_of)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
+    crate::store::personal::open_events(&mut *conn, &mut events).await?;
     for event in &mut events {
         event.event_version = aggregates::upcast::upcast(
             &event.aggregate_type,

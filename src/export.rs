@@ -215,7 +215,7 @@ impl LogReader {
 
     /// The next events, at most `batch_size`; empty when caught up.
     pub async fn next_batch(&mut self) -> Result<Vec<ExportedEvent>, sqlx::Error> {
-        let batch: Vec<ExportedEvent> = sqlx::query_as(
+        let mut batch: Vec<ExportedEvent> = sqlx::query_as(
             "SELECT global_position AS position, transaction_id::text::bigint AS transaction_id,
                     recorded_at, aggregate_type, aggregate_id, sequence, event_type, event_version,
                     payload, metadata
@@ -242,6 +242,7 @@ impl LogReader {
         .bind(self.batch_size)
         .fetch_all(&self.pool)
         .await?;
+        crate::store::personal::open_events(&self.pool, &mut batch).await?;
         if let Some(last) = batch.last() {
             self.cursor = last.cursor();
         }

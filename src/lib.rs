@@ -13,6 +13,7 @@ pub mod db;
 pub mod dead_letters;
 pub mod edge;
 pub mod email_change;
+pub mod erasure;
 pub mod eventlog;
 pub mod export;
 pub mod inline;

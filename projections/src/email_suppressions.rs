@@ -46,6 +46,7 @@ impl Projection for MemberEmailSuppressions {
                 MemberEvent::EMAIL_ENABLED,
                 // A new address is not suppressed.
                 MemberEvent::EMAIL_CHANGED,
+                MemberEvent::ERASED,
             ],
         )];
         HANDLES
@@ -76,9 +77,9 @@ impl Projection for MemberEmailSuppressions {
                     reason,
                     disabled_at,
                 }),
-                MemberEvent::MemberEmailEnabled { .. } | MemberEvent::MemberEmailChanged { .. } => {
-                    None
-                }
+                MemberEvent::MemberEmailEnabled { .. }
+                | MemberEvent::MemberEmailChanged { .. }
+                | MemberEvent::MemberErased { .. } => None,
                 _ => continue,
             };
             last.insert(id, state);

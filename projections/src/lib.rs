@@ -266,6 +266,20 @@ pub(crate) fn member_id(event: &StoredEvent) -> Result<uuid::Uuid, ProjectionErr
         })
 }
 
+/// The members `events` erase. `MemberErased` is a member's last event (the aggregate appends
+/// nothing after it), so a projection applies the rest of the batch as usual and then drops
+/// or scrubs the rows of these members.
+pub(crate) fn erased_members(events: &[StoredEvent]) -> Result<Vec<uuid::Uuid>, ProjectionError> {
+    events
+        .iter()
+        .filter(|e| {
+            e.aggregate_type == <aggregates::Member as aggregates::cqrs_es::Aggregate>::TYPE
+                && e.event_type == aggregates::MemberEvent::ERASED
+        })
+        .map(member_id)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

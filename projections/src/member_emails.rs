@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{member_id, Handles, Mode, Projection, ProjectionError, StoredEvent};
+use crate::{erased_members, member_id, Handles, Mode, Projection, ProjectionError, StoredEvent};
 
 pub struct MemberEmails;
 
@@ -40,7 +40,11 @@ impl Projection for MemberEmails {
     fn handles(&self) -> &'static [Handles] {
         const HANDLES: &[Handles] = &[Handles::only(
             Member::TYPE,
-            &[MemberEvent::CREATED, MemberEvent::EMAIL_CHANGED],
+            &[
+                MemberEvent::CREATED,
+                MemberEvent::EMAIL_CHANGED,
+                MemberEvent::ERASED,
+            ],
         )];
         HANDLES
     }
@@ -59,6 +63,16 @@ impl Projection for MemberEmails {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), ProjectionError> {
+        // An erased member's address is free at once, also for a member created later in the
+        // same batch (the erased member's own events before its erasure, read again, carry
+        // the erased placeholder, not the address).
+        let erased = erased_members(events)?;
+        if !erased.is_empty() {
+            sqlx::query("DELETE FROM member_emails WHERE member_id = ANY($1)")
+                .bind(&erased)
+                .execute(&mut *conn)
+                .await?;
+        }
         let mut claims = Vec::with_capacity(events.len());
         let mut only_creations = true;
         for event in events {

@@ -10,7 +10,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
-    member_id, text_array_literal, Handles, Mode, Projection, ProjectionError, StoredEvent,
+    erased_members, member_id, text_array_literal, Handles, Mode, Projection, ProjectionError,
+    StoredEvent,
 };
 
 pub struct MemberList;
@@ -37,6 +38,7 @@ impl Projection for MemberList {
                 MemberEvent::UPDATED,
                 MemberEvent::EMAIL_CHANGED,
                 MemberEvent::STATUS_CHANGED,
+                MemberEvent::ERASED,
             ],
         )];
         HANDLES
@@ -60,7 +62,15 @@ impl Projection for MemberList {
             }
             fold.add(member_id(event)?, event.decode::<MemberEvent>()?);
         }
-        fold.write(conn).await
+        fold.write(conn).await?;
+        let erased = erased_members(events)?;
+        if !erased.is_empty() {
+            sqlx::query("DELETE FROM member_list WHERE id = ANY($1)")
+                .bind(&erased)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -158,7 +168,8 @@ impl Fold {
             | MemberEvent::MemberEmailDisabled { .. }
             | MemberEvent::MemberEmailEnabled { .. }
             | MemberEvent::MemberCompGranted { .. }
-            | MemberEvent::MemberCompEnded { .. } => return,
+            | MemberEvent::MemberCompEnded { .. }
+            | MemberEvent::MemberErased { .. } => return,
         };
         match self.by_member.get(&id) {
             Some(Pending::Insert(i)) => {

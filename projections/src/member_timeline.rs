@@ -23,7 +23,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{member_id as aggregate_uuid, Handles, Projection, ProjectionError, StoredEvent};
+use crate::{
+    erased_members, member_id as aggregate_uuid, Handles, Projection, ProjectionError, StoredEvent,
+};
 
 pub struct MemberTimeline;
 
@@ -95,7 +97,17 @@ impl Projection for MemberTimeline {
             }
         }
         owners.write(conn).await?;
-        rows.write(conn).await
+        rows.write(conn).await?;
+        // An erased member's timeline is theirs: it goes, with the personal data its entries'
+        // `data` held (addresses, names, activation addresses).
+        let erased = erased_members(events)?;
+        if !erased.is_empty() {
+            sqlx::query("DELETE FROM member_timeline WHERE member_id = ANY($1)")
+                .bind(&erased)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -335,6 +347,7 @@ fn member_summary(event: MemberEvent) -> String {
             "Complimentary access to tier {tier_id} ended ({})",
             reason.as_str()
         ),
+        MemberEvent::MemberErased { .. } => "Personal data erased".to_owned(),
     }
 }
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{member_id, Handles, Mode, Projection, ProjectionError, StoredEvent};
+use crate::{erased_members, member_id, Handles, Mode, Projection, ProjectionError, StoredEvent};
 
 pub struct MembersCreatedEvents;
 
@@ -27,7 +27,10 @@ impl Projection for MembersCreatedEvents {
     }
 
     fn handles(&self) -> &'static [Handles] {
-        const HANDLES: &[Handles] = &[Handles::only(Member::TYPE, &[MemberEvent::CREATED])];
+        const HANDLES: &[Handles] = &[Handles::only(
+            Member::TYPE,
+            &[MemberEvent::CREATED, MemberEvent::ERASED],
+        )];
         HANDLES
     }
 
@@ -72,9 +75,28 @@ impl Projection for MembersCreatedEvents {
                 rows.utm_content.push(a.utm_content);
             }
         }
-        if rows.id.is_empty() {
-            return Ok(());
+        if !rows.id.is_empty() {
+            rows.write(conn).await?;
         }
+        // The pages an erased member visited are theirs; where they came from (source,
+        // referrer source and medium, UTM) stays for the counts.
+        let erased = erased_members(events)?;
+        if !erased.is_empty() {
+            sqlx::query(
+                "UPDATE members_created_events SET attribution_url = NULL, referrer_url = NULL
+                 WHERE member_id = ANY($1)",
+            )
+            .bind(&erased)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Rows {
+    async fn write(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        let rows = self;
         sqlx::query(
             "INSERT INTO members_created_events
                  (id, member_id, created_at, source, attribution_id, attribution_type, attribution_url,

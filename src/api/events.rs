@@ -35,7 +35,8 @@ pub struct EventView {
     /// e.g. `MemberCreated`.
     pub event_type: String,
     pub event_version: String,
-    /// The event, as stored (see docs/events.md).
+    /// The event as stored (see docs/events.md), its personal fields opened: an erased
+    /// member's read as the erased placeholder (`erased-<id>@erased.invalid`, or null).
     pub payload: serde_json::Value,
     /// Correlation id, causation id, actor.
     pub metadata: serde_json::Value,

@@ -141,6 +141,25 @@ impl MeApi {
         }
     }
 
+    /// Delete my account
+    ///
+    /// Erases the signed-in member's personal data, as `DELETE /v1/members/{id}` does, and
+    /// ends every session of theirs. Refused with 409 while a subscription has not ended
+    /// (unless the server cancels them: `ERASURE_ACTIVE_SUBSCRIPTIONS=cancel`).
+    #[oai(path = "/", method = "delete", operation_id = "deleteMe")]
+    async fn delete(
+        &self,
+        session: MemberAuth,
+        request_id: Data<&RequestId>,
+    ) -> super::members::EraseMemberResponse {
+        let member_id = session.0.member_id;
+        let metadata = EventMetadata::for_request(&request_id.0 .0, Actor::Member(member_id));
+        match self.state.erase_member(member_id, metadata).await {
+            Ok(()) => super::members::EraseMemberResponse::Erased,
+            Err(err) => super::members::erase_problem(err).into(),
+        }
+    }
+
     /// The signed-in member's dashboard
     ///
     /// Subscriptions with items and periods, sites, payments and license keys.

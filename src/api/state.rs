@@ -62,9 +62,28 @@ pub struct AppState {
     pub metrics_token: Option<[u8; 32]>,
     /// The background work's pool, once `Application::build` made it (for its metrics).
     pub background_pool: std::sync::OnceLock<PgPool>,
+    /// How erasure treats what Stripe holds.
+    pub erasure: crate::erasure::ErasureSettings,
 }
 
 impl AppState {
+    /// Erases a member (`crate::erasure::erase`) with this server's Stripe client and settings.
+    pub async fn erase_member(
+        &self,
+        member_id: uuid::Uuid,
+        metadata: crate::store::EventMetadata,
+    ) -> Result<(), crate::erasure::EraseError> {
+        crate::erasure::erase(
+            &self.pool,
+            &self.members,
+            self.stripe_api.as_ref(),
+            self.erasure,
+            member_id,
+            metadata,
+        )
+        .await
+    }
+
     pub fn new(pool: PgPool, settings: &Settings) -> State {
         let mut list: Vec<Arc<dyn projections::Projection>> =
             projections::all().into_iter().map(Arc::from).collect();
@@ -139,6 +158,7 @@ impl AppState {
                 .as_deref()
                 .map(super::metrics::token_hash),
             background_pool: std::sync::OnceLock::new(),
+            erasure: settings.erasure,
             pool,
         })
     }

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::eventlog::{LogPosition, Wakeups};
 
+pub mod personal;
 mod repository;
 
 pub use repository::InlineRefusal;

@@ -21,6 +21,7 @@ use projections::{Projection, ProjectionError, StoredEvent};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
+use super::personal::{self, LogEvent};
 use crate::eventlog::LogPosition;
 
 tokio::task_local! {
@@ -61,7 +62,16 @@ impl EventRepository {
         let mut tx = crate::db::begin(&self.pool, crate::db::PoolName::Main)
             .await
             .map_err(connection)?;
-        let stored = insert_events(&mut tx, events).await?;
+        // Personal fields are stored encrypted (`personal`); the inline projections below see
+        // them as the command wrote them.
+        let mut sealed: Vec<SerializedEvent> = events.to_vec();
+        personal::seal(
+            &mut tx,
+            &mut sealed.iter_mut().map(|e| e.sealable()).collect::<Vec<_>>(),
+        )
+        .await
+        .map_err(database)?;
+        let stored = insert_events(&mut tx, events, &sealed).await?;
         for projection in self.inline.iter() {
             let handled = projections::handled(projection.as_ref(), &stored);
             if handled.is_empty() {
@@ -81,6 +91,11 @@ impl EventRepository {
                     other => PersistenceError::UnknownError(Box::new(other)),
                 })?;
         }
+        // A member erased here: scrubbed outside the log and its data keys destroyed, with
+        // the event.
+        crate::erasure::in_erasing_transaction(&mut tx, &stored)
+            .await
+            .map_err(database)?;
         tx.commit().await.map_err(database)?;
         Ok(stored.last().map(|e| LogPosition {
             transaction_id: e.transaction_id,
@@ -91,9 +106,11 @@ impl EventRepository {
 
 /// Inserts the events in one statement; a duplicate `(aggregate_type, aggregate_id, sequence)`
 /// is the optimistic-lock conflict (another writer appended first).
+/// `sealed`: the same events with their personal fields encrypted, as they are stored.
 async fn insert_events(
     conn: &mut PgConnection,
     events: &[SerializedEvent],
+    sealed: &[SerializedEvent],
 ) -> Result<Vec<StoredEvent>, PersistenceError> {
     let column = |f: fn(&SerializedEvent) -> String| events.iter().map(f).collect::<Vec<_>>();
     let sequences: Vec<i64> = events
@@ -113,7 +130,7 @@ async fn insert_events(
     .bind(&sequences)
     .bind(column(|e| e.event_type.clone()))
     .bind(column(|e| e.event_version.clone()))
-    .bind(column(|e| e.payload.to_string()))
+    .bind(sealed.iter().map(|e| e.payload.to_string()).collect::<Vec<_>>())
     .bind(column(|e| e.metadata.to_string()))
     .fetch_all(&mut *conn)
     .await
@@ -169,7 +186,11 @@ impl PersistedEventRepository for EventRepository {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.reads.get_events::<A>(aggregate_id).await
+        let mut events = self.reads.get_events::<A>(aggregate_id).await?;
+        personal::open_events(&self.pool, &mut events)
+            .await
+            .map_err(database)?;
+        Ok(events)
     }
 
     async fn get_last_events<A: Aggregate>(
@@ -177,9 +198,14 @@ impl PersistedEventRepository for EventRepository {
         aggregate_id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.reads
+        let mut events = self
+            .reads
             .get_last_events::<A>(aggregate_id, last_sequence)
+            .await?;
+        personal::open_events(&self.pool, &mut events)
             .await
+            .map_err(database)?;
+        Ok(events)
     }
 
     async fn get_snapshot<A: Aggregate>(
@@ -210,6 +236,8 @@ impl PersistedEventRepository for EventRepository {
         Ok(())
     }
 
+    // The streams are postgres-es's, as stored: personal fields sealed. Nothing here replays
+    // through them (projections read the log with `eventlog::read_after`, which opens them).
     async fn stream_events<A: Aggregate>(
         &self,
         aggregate_id: &str,

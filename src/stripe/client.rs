@@ -294,6 +294,51 @@ impl StripeApi {
         }
     }
 
+    /// Cancels a subscription at once (a member erased with `ERASURE_ACTIVE_SUBSCRIPTIONS=cancel`).
+    /// One that is gone already counts as done; the cancellation reaches the aggregates through
+    /// its webhook, as any other does.
+    pub async fn cancel_subscription(&self, subscription_id: &str) -> Result<(), CallError> {
+        let request = stripe_billing::subscription::CancelSubscription::new(subscription_id);
+        let result = self
+            .with_retries(
+                &format!("cancel-subscription-{subscription_id}"),
+                "cancel_subscription",
+                |strategy| {
+                    request
+                        .customize()
+                        .request_strategy(strategy)
+                        .send(&self.client)
+                },
+            )
+            .await;
+        match result {
+            Ok(_) | Err(CallError::Refused { status: 404, .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Deletes a customer (a member erased with `ERASURE_STRIPE_CUSTOMER=delete`). One that is
+    /// gone already counts as done.
+    pub async fn delete_customer(&self, customer_id: &str) -> Result<(), CallError> {
+        let request = stripe_core::customer::DeleteCustomer::new(customer_id);
+        let result = self
+            .with_retries(
+                &format!("delete-customer-{customer_id}"),
+                "delete_customer",
+                |strategy| {
+                    request
+                        .customize()
+                        .request_strategy(strategy)
+                        .send(&self.client)
+                },
+            )
+            .await;
+        match result {
+            Ok(_) | Err(CallError::Refused { status: 404, .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Creates the session. `idempotency_key` is derived from the request's cause, so a retry
     /// (ours after a 5xx or network error, or the client's) cannot create a second session.
     pub async fn create_subscription_checkout(

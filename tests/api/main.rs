@@ -10,6 +10,7 @@ mod crash;
 mod crash_support;
 mod dead_letters;
 mod edge;
+mod erasure;
 mod errors;
 mod events;
 mod export;

@@ -15,7 +15,7 @@ use crate::members_import::{newsletter, FILE};
 const BOUNDARY: &str = "memberledger-test-boundary";
 
 /// A `multipart/form-data` body with `csv` as its `file` part.
-fn form(part: &str, csv: &str) -> Vec<u8> {
+pub(crate) fn form(part: &str, csv: &str) -> Vec<u8> {
     format!(
         "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{part}\"; filename=\"members.csv\"\r\n\
          Content-Type: text/csv\r\n\r\n{csv}\r\n--{BOUNDARY}--\r\n"
@@ -23,7 +23,7 @@ fn form(part: &str, csv: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn upload(app: &TestApp, body: Vec<u8>) -> reqwest::Response {
+pub(crate) async fn upload(app: &TestApp, body: Vec<u8>) -> reqwest::Response {
     app.client
         .post(app.url("/v1/members/imports"))
         .bearer_auth(ADMIN_TOKEN)

@@ -288,3 +288,40 @@ async fn stopping_one_serve_leaves_the_shared_local_cluster_to_the_other() {
     );
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+#[tokio::test]
+async fn the_log_of_a_served_erasure_holds_nothing_of_the_member() {
+    let url = fresh_database().await;
+    let smtp_port = free_port();
+    let serve = Serve::start(|cmd| {
+        cmd.env("DATABASE_URL", &url)
+            .env("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))
+            .env("RUST_LOG", "info,memberledger=debug");
+    });
+    serve.wait_healthy().await;
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let email = format!("logged-{tag}@example.com");
+    let name = format!("Quillon Marbury {tag}");
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{}/v1/members", serve.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "email": email, "name": name, "note": "a note" }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 201);
+    let member: serde_json::Value = resp.json().await.expect("json");
+    let id = member["id"].as_str().expect("id").to_owned();
+    let resp = client
+        .delete(format!("{}/v1/members/{id}", serve.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 204);
+    let (_, log) = serve.stop("-TERM");
+    assert!(log.contains(&format!("/v1/members/{id}")), "{log}");
+    assert!(!log.to_lowercase().contains(&email), "{log}");
+    assert!(!log.contains(&name), "{log}");
+}

@@ -656,3 +656,47 @@ async fn a_member_activates_a_key_on_as_many_domains_as_its_policy_allows_and_re
     browser.assert_accessible().await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_member_deletes_their_account_from_the_portal_after_confirming() {
+    let app = app_for_browser(|_| {}).await;
+    let email = unique("delete");
+    let member = app.member(&email).await;
+    let browser = Browser::start(&app).await;
+    sign_in(&browser, &email).await;
+
+    browser.click("#delete-account-link").await;
+    assert_eq!(browser.path().await, "/account/delete");
+    assert!(browser.page_text().await.contains("cannot be undone"));
+    browser.assert_accessible().await;
+    browser.screenshot("portal-delete-account").await;
+    // The box must be ticked (the browser enforces `required`; the server does too).
+    browser.click("#confirm-delete").await;
+    assert_eq!(browser.path().await, "/account/delete");
+    assert_eq!(
+        app.get_member(member["id"].as_str().expect("id"))
+            .await
+            .status(),
+        200,
+        "nothing erased without the box"
+    );
+    browser.click("#confirm").await;
+    browser.click("#confirm-delete").await;
+    assert_eq!(browser.path().await, "/account/signin?done=deleted");
+    assert!(browser
+        .page_text()
+        .await
+        .contains("Your account is deleted and your personal data erased."));
+    assert_eq!(
+        app.get_member(member["id"].as_str().expect("id"))
+            .await
+            .status(),
+        404
+    );
+    // Signed out: the dashboard is refused, and the address is free for a new member.
+    browser.open("/account").await;
+    assert_eq!(browser.path().await, "/account/signin?next=account");
+    let again = app.member(&email).await;
+    assert_ne!(again["id"], member["id"]);
+    browser.close().await;
+}

@@ -154,7 +154,18 @@ fn synthetic(sub: &str, member: Uuid, license: Uuid) -> Vec<(&'static str, Strin
     let tier = Uuid::from_u128(0x5e7a_7137);
     let offer = Uuid::from_u128(0x5e7a_0ffe);
     let t = |payload: Value| ("Tier", tier.to_string(), payload);
+    // A member created, suppressed and erased (`MemberErased` is a member's last event).
+    let gone = Uuid::from_u128(0x5e7a_e2a5);
+    let e = |payload: Value| ("Member", gone.to_string(), payload);
     vec![
+        e(
+            json!({"MemberCreated": {"member_id": gone, "email": "gone@example.com", "name": "Gone",
+            "note": "a note", "labels": ["x"], "source": "admin", "attribution": null, "created_at": at}}),
+        ),
+        e(
+            json!({"MemberEmailDisabled": {"email": "gone@example.com", "reason": "550", "disabled_at": at}}),
+        ),
+        e(json!({"MemberErased": {"erased_at": at}})),
         m(
             json!({"MemberEmailDisabled": {"email": "syn@example.com", "reason": "550 no such user", "disabled_at": at}}),
         ),

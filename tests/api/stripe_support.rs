@@ -168,6 +168,31 @@ fn delete_subscription_item(
         .body(deleted.to_string())
 }
 
+/// A customer deleted (an erasure): recorded, answered as Stripe does.
+#[handler]
+fn delete_customer(Path(id): Path<String>, state: Data<&FakeState>) -> Response {
+    if let Ok(mut requests) = state.requests.lock() {
+        requests.push(format!("DELETE /v1/customers/{id}"));
+    }
+    Response::builder()
+        .content_type("application/json")
+        .body(json!({"id": id, "object": "customer", "deleted": true}).to_string())
+}
+
+/// A subscription canceled at once: recorded, answered as the canceled subscription.
+#[handler]
+fn cancel_subscription(Path(id): Path<String>, state: Data<&FakeState>) -> Response {
+    if let Ok(mut requests) = state.requests.lock() {
+        requests.push(format!("DELETE /v1/subscriptions/{id}"));
+    }
+    let mut sub = fixture("subscription");
+    sub["id"] = json!(id);
+    sub["status"] = json!("canceled");
+    Response::builder()
+        .content_type("application/json")
+        .body(sub.to_string())
+}
+
 /// A subscription item's new price (a plan change): recorded, and answered as the item.
 #[handler]
 fn update_subscription_item(
@@ -644,7 +669,11 @@ impl FakeStripe {
             fail_next: fail_next.clone(),
         };
         let app = Route::new()
-            .at("/v1/customers/:id", get(retrieve_customer))
+            .at(
+                "/v1/customers/:id",
+                get(retrieve_customer).delete(delete_customer),
+            )
+            .at("/v1/subscriptions/:id", poem::delete(cancel_subscription))
             .at("/v1/prices/:id", get(retrieve_price))
             .at("/v1/products", poem::post(create_catalog_object))
             .at("/v1/prices", poem::post(create_catalog_object))

@@ -66,13 +66,19 @@ async fn concurrent_commands_on_one_aggregate_count_their_conflicts_and_retries(
 
     // The final state: one event per accepted rename, none for the refused ones, and the
     // member named by the last of them.
-    let names: Vec<Value> = sqlx::query_scalar(
-        "SELECT payload FROM events WHERE aggregate_type = 'Member' AND aggregate_id = $1 ORDER BY sequence",
-    )
+    // Read as the server reads the log: names are stored sealed (crypto-shredding).
+    let mut events: Vec<projections::StoredEvent> = sqlx::query_as(&format!(
+        "SELECT {} FROM events e WHERE aggregate_type = 'Member' AND aggregate_id = $1 ORDER BY sequence",
+        memberledger::eventlog::EVENT_COLUMNS
+    ))
     .bind(&id)
     .fetch_all(&app.pool)
     .await
     .expect("the member's events");
+    memberledger::store::personal::open_events(&app.pool, &mut events)
+        .await
+        .expect("opened");
+    let names: Vec<Value> = events.iter().map(|e| (*e.payload).clone()).collect();
     assert_eq!(names.len(), 1 + renamed.len(), "{names:?}");
     let last = names.last().expect("an event").to_string();
     let final_name = renamed

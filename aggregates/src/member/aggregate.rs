@@ -25,11 +25,24 @@ pub struct Member {
     /// Complimentary access, while the member has it.
     #[serde(default)]
     comp: Option<Comp>,
+    /// Erased: the member exists for no command any more.
+    #[serde(default)]
+    erased: bool,
 }
 
 impl Member {
+    /// Created and not erased.
     pub fn exists(&self) -> bool {
-        self.id.is_some()
+        self.id.is_some() && !self.erased
+    }
+
+    pub fn erased(&self) -> bool {
+        self.erased
+    }
+
+    /// The Stripe customers linked to the member.
+    pub fn stripe_customers(&self) -> &[String] {
+        &self.stripe_customers
     }
 
     pub fn email(&self) -> &str {
@@ -89,6 +102,17 @@ impl Aggregate for Member {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
+        if self.erased {
+            return match command {
+                MemberCommand::CreateMember { .. } => Err(MemberError::AlreadyExists),
+                // Outside state catching up with a member who is gone: nothing to record.
+                MemberCommand::SetPaying { .. }
+                | MemberCommand::EndComp { .. }
+                | MemberCommand::LinkStripeCustomer { .. }
+                | MemberCommand::DisableEmail { .. } => Ok(()),
+                _ => Err(MemberError::NotFound),
+            };
+        }
         match command {
             MemberCommand::CreateMember {
                 member_id,
@@ -277,6 +301,35 @@ impl Aggregate for Member {
                     sink.write(event, self).await;
                 }
             }
+            MemberCommand::Erase { at } => {
+                if !self.exists() {
+                    return Err(MemberError::NotFound);
+                }
+                if let Some(comp) = self.comp {
+                    let event = MemberEvent::MemberCompEnded {
+                        tier_id: comp.tier_id,
+                        reason: CompEndReason::Revoked,
+                        ended_at: at,
+                    };
+                    sink.write(event, self).await;
+                    let why = format!(
+                        "complimentary access to tier {} ended by erasure",
+                        comp.tier_id
+                    );
+                    if let Some(event) = self.status_change(self.paying(), false, why, at) {
+                        sink.write(event, self).await;
+                    }
+                }
+                for newsletter_id in self.newsletters.clone() {
+                    let event = MemberEvent::NewsletterUnsubscribed {
+                        newsletter_id,
+                        unsubscribed_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+                sink.write(MemberEvent::MemberErased { erased_at: at }, self)
+                    .await;
+            }
             MemberCommand::LinkStripeCustomer { customer_id, at } => {
                 if !self.exists() {
                     return Err(MemberError::NotFound);
@@ -338,6 +391,10 @@ impl Aggregate for Member {
                 self.comp = Some(Comp { tier_id, until });
             }
             MemberEvent::MemberCompEnded { .. } => self.comp = None,
+            MemberEvent::MemberErased { .. } => {
+                self.erased = true;
+                self.comp = None;
+            }
         }
     }
 }

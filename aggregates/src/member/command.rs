@@ -81,6 +81,10 @@ pub enum MemberCommand {
     DisableEmail { reason: String, at: DateTime<Utc> },
     /// The member (signed in) or an admin lifts the suppression. A no-op when not disabled.
     EnableEmail { at: DateTime<Utc> },
+    /// Erases the member's personal data; ends complimentary access first. From then on the
+    /// member does not exist for any command (those that reconcile outside state, such as
+    /// [`Self::SetPaying`], are no-ops rather than errors, so late webhooks do not fail).
+    Erase { at: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -79,6 +79,10 @@ pub enum MemberEvent {
         reason: CompEndReason,
         ended_at: DateTime<Utc>,
     },
+    /// The member's personal data was erased (GDPR): its data key is destroyed in the same
+    /// transaction, so its earlier events' personal fields read as the erased placeholder.
+    /// Carries no personal data itself.
+    MemberErased { erased_at: DateTime<Utc> },
 }
 
 impl MemberEvent {
@@ -95,6 +99,7 @@ impl MemberEvent {
     pub const EMAIL_ENABLED: &'static str = "MemberEmailEnabled";
     pub const COMP_GRANTED: &'static str = "MemberCompGranted";
     pub const COMP_ENDED: &'static str = "MemberCompEnded";
+    pub const ERASED: &'static str = "MemberErased";
 }
 
 impl DomainEvent for MemberEvent {
@@ -112,6 +117,7 @@ impl DomainEvent for MemberEvent {
             Self::MemberEmailEnabled { .. } => Self::EMAIL_ENABLED,
             Self::MemberCompGranted { .. } => Self::COMP_GRANTED,
             Self::MemberCompEnded { .. } => Self::COMP_ENDED,
+            Self::MemberErased { .. } => Self::ERASED,
         }
         .to_owned()
     }

@@ -531,3 +531,72 @@ fn change_email_of_an_unknown_member_is_refused() {
         })
         .then_expect_error(MemberError::NotFound);
 }
+
+#[test]
+fn erasing_a_member_appends_member_erased() {
+    MemberTest::with(())
+        .given(vec![created()])
+        .when(MemberCommand::Erase { at: at() })
+        .then_expect_events(vec![MemberEvent::MemberErased { erased_at: at() }]);
+}
+
+#[test]
+fn erasing_a_comped_member_ends_the_comp_and_the_status_first() {
+    let tier_id = tier();
+    MemberTest::with(())
+        .given(vec![
+            created(),
+            comp_granted(None),
+            status(MemberStatus::Free, MemberStatus::Comped, "comped"),
+        ])
+        .when(MemberCommand::Erase { at: at() })
+        .then_expect_events(vec![
+            MemberEvent::MemberCompEnded {
+                tier_id,
+                reason: CompEndReason::Revoked,
+                ended_at: at(),
+            },
+            MemberEvent::MemberStatusChanged {
+                from: MemberStatus::Comped,
+                to: MemberStatus::Free,
+                reason: format!("complimentary access to tier {tier_id} ended by erasure"),
+                changed_at: at(),
+            },
+            MemberEvent::MemberErased { erased_at: at() },
+        ]);
+}
+
+#[test]
+fn an_erased_member_exists_for_no_command() {
+    let erased = || vec![created(), MemberEvent::MemberErased { erased_at: at() }];
+    MemberTest::with(())
+        .given(erased())
+        .when(MemberCommand::Erase { at: at() })
+        .then_expect_error(MemberError::NotFound);
+    MemberTest::with(())
+        .given(erased())
+        .when(MemberCommand::RecordLogin {
+            method: LoginMethod::Code,
+            at: at(),
+        })
+        .then_expect_error(MemberError::NotFound);
+    MemberTest::with(())
+        .given(erased())
+        .when(create())
+        .then_expect_error(MemberError::AlreadyExists);
+}
+
+#[test]
+fn outside_state_about_an_erased_member_records_nothing() {
+    MemberTest::with(())
+        .given(vec![
+            created(),
+            MemberEvent::MemberErased { erased_at: at() },
+        ])
+        .when(MemberCommand::SetPaying {
+            paying: true,
+            reason: "sub_1 active".into(),
+            at: at(),
+        })
+        .then_expect_events(vec![]);
+}

@@ -17,12 +17,14 @@ use uuid::Uuid;
 use super::auth::AdminAuth;
 use super::problem::{db_error, Problem};
 use super::state::{ApiTags, RequestId, State};
+use crate::store::{Actor, EventMetadata};
 
 pub use json::*;
 use queries::member_detail;
 pub(crate) use queries::{email_disabled, find_member};
 pub(crate) use queries::{list_members, timeline, ListFilter};
 pub use responses::*;
+pub(crate) use write::erase_problem;
 
 pub struct MembersApi {
     pub state: State,
@@ -277,6 +279,27 @@ impl MembersApi {
             Ok(Some(member)) => EndComplimentaryResponse::Ok(Json(member)),
             Ok(None) => Problem::not_found("no member has this id").into(),
             Err(problem) => problem.into(),
+        }
+    }
+
+    /// Erase a member
+    ///
+    /// Erases the member's personal data (GDPR): email, name, note, attribution URLs and
+    /// activation addresses are gone from every read model and export and can no longer be
+    /// read from the event log, which keeps every event (crypto-shredding). The email is free
+    /// for a new member at once. Subscriptions Stripe has not ended are refused with 409 or
+    /// canceled first, and the Stripe customer kept or deleted, as configured.
+    #[oai(path = "/:id", method = "delete", operation_id = "eraseMember")]
+    async fn erase(
+        &self,
+        _auth: AdminAuth,
+        request_id: Data<&RequestId>,
+        id: Path<Uuid>,
+    ) -> EraseMemberResponse {
+        let metadata = EventMetadata::for_request(&request_id.0 .0, Actor::Admin);
+        match self.state.erase_member(id.0, metadata).await {
+            Ok(()) => EraseMemberResponse::Erased,
+            Err(err) => write::erase_problem(err).into(),
         }
     }
 

@@ -185,3 +185,26 @@ api_response! {
         404 => NotFound,
     }
 }
+
+api_response! {
+    pub enum EraseMemberResponse {
+        /// Erased: the member's personal data is gone from the read models and can no longer
+        /// be read from the log; the address is free for a new member.
+        #[oai(status = 204)]
+        Erased,
+    }
+    problems {
+        /// The id is not a UUID.
+        400 => BadRequest,
+        /// No valid admin token (or member session, for `DELETE /v1/me`).
+        401 => Unauthorized,
+        /// No member has this id (or it is erased already).
+        404 => NotFound,
+        /// The member has subscriptions Stripe has not ended and erasure is configured to
+        /// refuse (`ERASURE_ACTIVE_SUBSCRIPTIONS=refuse`); cancel them first.
+        409 => Conflict,
+        /// Stripe refused or could not be reached while canceling subscriptions or deleting
+        /// the customer; nothing was erased. Retry.
+        502 => BadGateway,
+    }
+}

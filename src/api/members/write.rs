@@ -213,6 +213,31 @@ impl MembersApi {
     }
 }
 
+/// An erasure that did not happen, as a problem.
+pub(crate) fn erase_problem(err: crate::erasure::EraseError) -> Problem {
+    use crate::erasure::EraseError;
+    match err {
+        EraseError::NotFound => Problem::not_found("no member has this id"),
+        EraseError::ActiveSubscriptions(ids) => Problem::conflict(
+            "active-subscriptions",
+            format!(
+                "the member has subscriptions that have not ended ({}); cancel them first, \
+                 or set ERASURE_ACTIVE_SUBSCRIPTIONS=cancel",
+                ids.join(", ")
+            ),
+        ),
+        EraseError::NoStripe => Problem::conflict(
+            "stripe-not-configured",
+            "erasing this member needs Stripe calls and STRIPE_SECRET_KEY is not set",
+        ),
+        EraseError::Stripe(err) => {
+            crate::api::purchases::stripe_problem(err, "nothing was erased, retry")
+        }
+        EraseError::Command(err) => command_error(err),
+        EraseError::Database(err) => db_error(err),
+    }
+}
+
 fn metadata(request_id: &RequestId) -> EventMetadata {
     EventMetadata::for_request(&request_id.0, Actor::Admin)
 }

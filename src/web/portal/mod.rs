@@ -11,6 +11,7 @@ use crate::api::state::State;
 mod actions;
 mod billing;
 mod dashboard;
+mod delete;
 mod email;
 mod newsletters;
 mod signin;
@@ -40,6 +41,7 @@ pub fn routes() -> Route {
         .at("/billing", post(billing::open))
         .nest("/newsletters", newsletters::routes())
         .nest("/email", email::routes())
+        .nest("/delete", delete::routes())
         .nest("/unsubscribe", unsubscribe::routes())
 }
 

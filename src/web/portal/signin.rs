@@ -86,6 +86,9 @@ pub async fn signin_page(
     }
     let notice = match query.done.as_deref() {
         Some("signed-out") => Some(Notice::info("You are signed out.")),
+        Some("deleted") => Some(Notice::info(
+            "Your account is deleted and your personal data erased.",
+        )),
         Some("email-changed") => Some(Notice::info(
             "Your email address is changed. Sign in with the new one.",
         )),
