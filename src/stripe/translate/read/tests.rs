@@ -427,6 +427,8 @@ fn subscription_state_reads_the_example_subscription_with_the_period_on_its_item
             cancel_at: Some(at(1_234_567_890)),
             canceled_at: Some(at(1_234_567_890)),
             created: at(1_234_567_890),
+            discounts: Vec::new(),
+            offer_id: None,
         }
     );
 }
