@@ -69,6 +69,49 @@ pub struct SubscriptionItem {
     pub license_purchase_id: Option<Uuid>,
 }
 
+/// What a discount takes off each invoice of a subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscountOff {
+    /// Percent off in hundredths of a percent (Stripe's `percent_off` has two decimals):
+    /// 2550 is 25.5 %, 10000 is everything.
+    PercentHundredths(u32),
+    /// Minor units off each invoice (each billing period), in `currency`.
+    Amount { amount: i64, currency: String },
+}
+
+/// How long a discount lasts, as its Stripe coupon says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscountDuration {
+    /// The first invoice only (Stripe removes it afterwards).
+    Once,
+    /// The first `n` months.
+    Repeating(u32),
+    Forever,
+}
+
+/// A discount on a subscription (a Stripe coupon applied to it, e.g. an offer's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Discount {
+    /// Stripe's `di_...`, when known.
+    pub discount_id: Option<String>,
+    /// The coupon's id, when known.
+    pub coupon_id: Option<String>,
+    pub off: DiscountOff,
+    pub duration: DiscountDuration,
+    /// When it stops applying (Stripe's `end`); `None`: until Stripe removes it (`once`) or
+    /// never (`forever`).
+    pub end: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Discount {
+    /// Whether it still applies at `at` (its `end` not reached).
+    pub fn in_force_at(&self, at: chrono::DateTime<chrono::Utc>) -> bool {
+        self.end.is_none_or(|end| end > at)
+    }
+}
+
 impl SubscriptionStatus {
     /// Every status, in declaration order.
     pub const ALL: [Self; 8] = [

@@ -34,9 +34,10 @@ pub use offer::{
     Offer, OfferCommand, OfferDiscount, OfferDuration, OfferError, OfferEvent, OfferTerms,
 };
 pub use subscription::{
-    BillingInterval, Payment, Price, Purchase, PurchaseState, PurchaseType, StripeObservation,
-    StripeSubscriptionState, Subscription, SubscriptionCommand, SubscriptionError,
-    SubscriptionEvent, SubscriptionItem, SubscriptionStatus,
+    BillingInterval, Discount, DiscountDuration, DiscountOff, Payment, Price, Purchase,
+    PurchaseState, PurchaseType, StripeObservation, StripeSubscriptionState, Subscription,
+    SubscriptionCommand, SubscriptionError, SubscriptionEvent, SubscriptionItem,
+    SubscriptionStatus,
 };
 pub use tier::{Tier, TierCommand, TierError, TierEvent, TierPrice, TierProfile, TierVisibility};
 pub use values::{EmailAddress, Labels, MemberName, Note, SiteDomain, ValueError};

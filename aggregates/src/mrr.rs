@@ -3,7 +3,9 @@
 //! A Stripe subscription bills in a single currency, so summing its items is sound; summing
 //! subscriptions is the caller's business, per currency.
 
-use crate::billing::{BillingInterval, Price, SubscriptionItem, SubscriptionStatus};
+use crate::billing::{
+    BillingInterval, Discount, DiscountOff, Price, SubscriptionItem, SubscriptionStatus,
+};
 
 /// An item's amount (`unit_amount * quantity`) normalised to one month, in minor units,
 /// rounded half away from zero:
@@ -15,18 +17,26 @@ use crate::billing::{BillingInterval, Price, SubscriptionItem, SubscriptionStatu
 ///
 /// An `interval_count` of 0 counts as 1. Computed in `i128`; a result beyond `i64` saturates.
 pub fn monthly_amount(price: &Price, quantity: u32) -> i64 {
-    let count = i128::from(price.interval_count.max(1));
-    let (per_year, months) = match price.interval {
+    let period = i128::from(price.unit_amount) * i128::from(quantity);
+    saturate(per_month(period, price.interval, price.interval_count, 1))
+}
+
+/// `period_amount / scale` (an amount billed each `interval_count` `interval`s) normalised
+/// to one month as [`monthly_amount`] does, with a single rounding at the end.
+fn per_month(
+    period_amount: i128,
+    interval: BillingInterval,
+    interval_count: u32,
+    scale: i128,
+) -> i128 {
+    let count = i128::from(interval_count.max(1));
+    let (per_year, months) = match interval {
         BillingInterval::Month => (1, 1),
         BillingInterval::Year => (1, 12),
         BillingInterval::Week => (52, 12),
         BillingInterval::Day => (365, 12),
     };
-    let numerator = i128::from(price.unit_amount) * i128::from(quantity) * per_year;
-    saturate(divide_rounding_half_away_from_zero(
-        numerator,
-        months * count,
-    ))
+    divide_rounding_half_away_from_zero(period_amount * per_year, months * count * scale.max(1))
 }
 
 /// A subscription's MRR: the sum of its items' [`monthly_amount`]s, or 0 when the revenue will
@@ -43,11 +53,7 @@ pub fn subscription_mrr(
     cancel_at_period_end: bool,
     items: &[SubscriptionItem],
 ) -> i64 {
-    let recurs = matches!(
-        status,
-        SubscriptionStatus::Active | SubscriptionStatus::PastDue | SubscriptionStatus::Unpaid
-    );
-    if !recurs || cancel_at_period_end {
+    if !recurs(status, cancel_at_period_end) {
         return 0;
     }
     let total: i128 = items
@@ -55,6 +61,88 @@ pub fn subscription_mrr(
         .map(|item| i128::from(monthly_amount(&item.price, item.quantity)))
         .sum();
     saturate(total)
+}
+
+/// A subscription's MRR with the discounts in force on it: [`subscription_mrr`] when there
+/// are none, else the discounted amount of each invoice normalised to a month.
+///
+/// A Stripe discount applies to the whole invoice, each billing period: a percentage takes
+/// `amount * (100 - p) / 100`, an amount off `max(0, amount - off)` of the period's total
+/// (an amount off in another currency than the items' is not applied; Stripe refuses it).
+/// Several discounts apply one after the other, in the order given. The discounted period
+/// amount is then normalised to a month as [`monthly_amount`] normalises a price (a yearly
+/// price's discounted amount divided by 12), rounded once, half away from zero: the arithmetic
+/// Ghost's MRR uses for an offer (`amount * (100 - discount) / 100`, or `amount - discount`,
+/// then `/ 12` for a year), in integers.
+///
+/// The items of a Stripe subscription share one interval; were they not, each group of items
+/// sharing one would be discounted apart (the amount off taken from the first group by item
+/// order).
+pub fn discounted_mrr(
+    status: SubscriptionStatus,
+    cancel_at_period_end: bool,
+    items: &[SubscriptionItem],
+    discounts: &[Discount],
+) -> i64 {
+    if discounts.is_empty() {
+        return subscription_mrr(status, cancel_at_period_end, items);
+    }
+    if !recurs(status, cancel_at_period_end) {
+        return 0;
+    }
+    // Items grouped by (interval, interval_count), in item order.
+    let mut groups: Vec<((BillingInterval, u32), i128, &str)> = Vec::new();
+    for item in items {
+        let key = (item.price.interval, item.price.interval_count.max(1));
+        let amount = i128::from(item.price.unit_amount) * i128::from(item.quantity);
+        match groups.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, total, _)) => *total += amount,
+            None => groups.push((key, amount, item.price.currency.as_str())),
+        }
+    }
+    let mut total: i128 = 0;
+    for (at, ((interval, count), period, currency)) in groups.into_iter().enumerate() {
+        // The period amount as a fraction `numerator / scale`, kept exact until the end.
+        let mut numerator = period;
+        let mut scale: i128 = 1;
+        for discount in discounts {
+            match &discount.off {
+                DiscountOff::PercentHundredths(p) => {
+                    let kept = 10_000 - i128::from((*p).min(10_000));
+                    // Exact while it fits (a handful of discounts); rounded past that.
+                    match (numerator.checked_mul(kept), scale.checked_mul(10_000)) {
+                        (Some(n), Some(s)) if s <= 1_000_000_000_000_000_000 => {
+                            numerator = n;
+                            scale = s;
+                        }
+                        _ => {
+                            numerator = divide_rounding_half_away_from_zero(
+                                numerator.saturating_mul(kept),
+                                10_000,
+                            );
+                        }
+                    }
+                }
+                DiscountOff::Amount {
+                    amount,
+                    currency: off_currency,
+                } => {
+                    if at == 0 && off_currency.eq_ignore_ascii_case(currency) {
+                        numerator = (numerator - i128::from(*amount) * scale).max(0);
+                    }
+                }
+            }
+        }
+        total += per_month(numerator, interval, count, scale);
+    }
+    saturate(total)
+}
+
+fn recurs(status: SubscriptionStatus, cancel_at_period_end: bool) -> bool {
+    matches!(
+        status,
+        SubscriptionStatus::Active | SubscriptionStatus::PastDue | SubscriptionStatus::Unpaid
+    ) && !cancel_at_period_end
 }
 
 /// `numerator / denominator` rounded half away from zero; `denominator` must be positive.
@@ -245,6 +333,142 @@ mod tests {
     fn a_subscription_canceling_at_period_end_counts_zero() {
         assert_eq!(
             subscription_mrr(SubscriptionStatus::Active, true, &items()),
+            0
+        );
+    }
+
+    fn discount(off: DiscountOff) -> Discount {
+        Discount {
+            discount_id: Some("di_1".into()),
+            coupon_id: Some("co_1".into()),
+            off,
+            duration: crate::billing::DiscountDuration::Forever,
+            end: None,
+        }
+    }
+
+    fn percent(p: u32) -> Discount {
+        discount(DiscountOff::PercentHundredths(p * 100))
+    }
+
+    fn amount_off(amount: i64) -> Discount {
+        discount(DiscountOff::Amount {
+            amount,
+            currency: "usd".into(),
+        })
+    }
+
+    fn monthly(unit_amount: i64) -> Vec<SubscriptionItem> {
+        vec![item(
+            "si_1",
+            price(unit_amount, BillingInterval::Month, 1),
+            1,
+        )]
+    }
+
+    fn yearly(unit_amount: i64) -> Vec<SubscriptionItem> {
+        vec![item(
+            "si_1",
+            price(unit_amount, BillingInterval::Year, 1),
+            1,
+        )]
+    }
+
+    #[test]
+    fn a_percentage_off_takes_its_share_of_the_amount() {
+        let active = SubscriptionStatus::Active;
+        assert_eq!(
+            discounted_mrr(active, false, &monthly(500), &[percent(20)]),
+            400
+        );
+        // 25.5 % of 1000: 745
+        let odd = discount(DiscountOff::PercentHundredths(2550));
+        assert_eq!(discounted_mrr(active, false, &monthly(1000), &[odd]), 745);
+        assert_eq!(
+            discounted_mrr(active, false, &monthly(500), &[percent(100)]),
+            0
+        );
+    }
+
+    #[test]
+    fn an_amount_off_is_taken_from_each_period_and_never_below_zero() {
+        let active = SubscriptionStatus::Active;
+        assert_eq!(
+            discounted_mrr(active, false, &monthly(500), &[amount_off(150)]),
+            350
+        );
+        assert_eq!(
+            discounted_mrr(active, false, &monthly(500), &[amount_off(900)]),
+            0
+        );
+        // In another currency than the items': Stripe would refuse it; not applied.
+        let euros = discount(DiscountOff::Amount {
+            amount: 100,
+            currency: "eur".into(),
+        });
+        assert_eq!(discounted_mrr(active, false, &monthly(500), &[euros]), 500);
+    }
+
+    #[test]
+    fn a_yearly_price_is_discounted_then_spread_over_twelve_months_rounded_once() {
+        let active = SubscriptionStatus::Active;
+        // 5000 * 80 % = 4000 a year: 333.33 a month -> 333
+        assert_eq!(
+            discounted_mrr(active, false, &yearly(5000), &[percent(20)]),
+            333
+        );
+        // 5000 - 1000 = 4000 a year -> 333
+        assert_eq!(
+            discounted_mrr(active, false, &yearly(5000), &[amount_off(1000)]),
+            333
+        );
+        // 5000 * 85 % = 4250 a year: 354.17 -> 354
+        assert_eq!(
+            discounted_mrr(active, false, &yearly(5000), &[percent(15)]),
+            354
+        );
+        // 1 * 50 % = 0.5 a year: 0.04 a month -> 0
+        assert_eq!(discounted_mrr(active, false, &yearly(1), &[percent(50)]), 0);
+    }
+
+    #[test]
+    fn the_discount_applies_to_the_whole_invoice_of_several_items() {
+        let items = vec![
+            item("si_1", price(1000, BillingInterval::Month, 1), 1),
+            item("si_2", price(500, BillingInterval::Month, 1), 2),
+        ];
+        let active = SubscriptionStatus::Active;
+        assert_eq!(discounted_mrr(active, false, &items, &[percent(10)]), 1800);
+        assert_eq!(
+            discounted_mrr(active, false, &items, &[amount_off(1500)]),
+            500
+        );
+        // Stacked: 10 % off, then 300 off: 2000 * 0.9 - 300
+        assert_eq!(
+            discounted_mrr(active, false, &items, &[percent(10), amount_off(300)]),
+            1500
+        );
+    }
+
+    #[test]
+    fn without_discounts_or_while_not_recurring_it_is_the_plain_mrr() {
+        assert_eq!(
+            discounted_mrr(SubscriptionStatus::Active, false, &items(), &[]),
+            subscription_mrr(SubscriptionStatus::Active, false, &items())
+        );
+        for status in [SubscriptionStatus::Trialing, SubscriptionStatus::Canceled] {
+            assert_eq!(
+                discounted_mrr(status, false, &monthly(500), &[percent(20)]),
+                0
+            );
+        }
+        assert_eq!(
+            discounted_mrr(
+                SubscriptionStatus::Active,
+                true,
+                &monthly(500),
+                &[percent(20)]
+            ),
             0
         );
     }

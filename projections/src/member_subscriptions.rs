@@ -1,6 +1,7 @@
 //! `member_subscriptions`: each subscription (`subscriptions`) and its items
 //! (`subscription_items`) as Stripe last showed them, with the subscription's current MRR,
-//! recomputed from its active items with [`aggregates::mrr::subscription_mrr`].
+//! recomputed from its active items and the discounts in force (`discounts`) with
+//! [`aggregates::mrr::discounted_mrr`].
 //!
 //! Times of Stripe-derived changes (`added_at`, `removed_at`, `updated_at`) are the Stripe
 //! event's `created` (`observed.created`), falling back to the time the event was recorded if
@@ -18,9 +19,10 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 
 use aggregates::cqrs_es::Aggregate;
-use aggregates::mrr::subscription_mrr;
+use aggregates::mrr::discounted_mrr;
 use aggregates::{
-    Price, StripeObservation, Subscription, SubscriptionEvent, SubscriptionItem, SubscriptionStatus,
+    Discount, Price, StripeObservation, Subscription, SubscriptionEvent, SubscriptionItem,
+    SubscriptionStatus,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -138,6 +140,9 @@ struct SubscriptionRow {
     /// here. `None` in any other status.
     #[serde(default)]
     past_due_since: Option<DateTime<Utc>>,
+    /// The discounts in force (`SubscriptionDiscountChanged`).
+    #[serde(default)]
+    discounts: Vec<Discount>,
 }
 
 /// A row of `subscription_items`.
@@ -355,6 +360,7 @@ impl Rows {
                             updated_at: observed_at(&observed, event),
                             past_due_since: (status == SubscriptionStatus::PastDue)
                                 .then(|| observed_at(&observed, event)),
+                            discounts: Vec::new(),
                         },
                     );
                     self.changed_subscriptions.insert(id.to_owned());
@@ -576,8 +582,17 @@ impl Rows {
                 expired_at: at,
                 ..
             } => self.set_purchase(purchase_id, "expired", at),
-            // Nothing tracked here changed; payments are in `members_payment_events`.
+            SubscriptionEvent::SubscriptionDiscountChanged { to, observed, .. } => {
+                if let Some(row) = self.subscription(id) {
+                    row.discounts = to;
+                    row.updated_at = observed_at(&observed, event);
+                }
+                self.refresh_mrr(event, id)?;
+            }
+            // Nothing tracked here changed; payments are in `members_payment_events`,
+            // redemptions in `offer_redemptions`.
             SubscriptionEvent::SubscriptionStateObserved { .. }
+            | SubscriptionEvent::OfferRedeemed { .. }
             | SubscriptionEvent::PaymentRecorded { .. }
             | SubscriptionEvent::PaymentFailed { .. }
             | SubscriptionEvent::PaymentRefunded { .. } => {}
@@ -632,7 +647,12 @@ impl Rows {
                 license_purchase_id: None,
             });
         }
-        let mrr = subscription_mrr(status, cancel_at_period_end, &items);
+        let mrr = discounted_mrr(
+            status,
+            cancel_at_period_end,
+            &items,
+            &subscription.discounts,
+        );
         let currency = items.first().map(|item| item.price.currency.clone());
         if let Some(row) = self.subscription(id) {
             row.mrr = mrr;
@@ -656,11 +676,12 @@ impl Rows {
                 "INSERT INTO subscriptions
                      (id, member_id, customer_id, status, cancel_at_period_end, cancel_at,
                       current_period_start, current_period_end, created_at, canceled_at, mrr,
-                      currency, updated_at, past_due_since)
+                      currency, updated_at, past_due_since, discounts)
                  SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::bool[],
                                       $6::timestamptz[], $7::timestamptz[], $8::timestamptz[],
                                       $9::timestamptz[], $10::timestamptz[], $11::bigint[],
-                                      $12::text[], $13::timestamptz[], $14::timestamptz[])
+                                      $12::text[], $13::timestamptz[], $14::timestamptz[],
+                                      $15::jsonb[])
                  ON CONFLICT (id) DO UPDATE
                  SET status = EXCLUDED.status,
                      cancel_at_period_end = EXCLUDED.cancel_at_period_end,
@@ -669,7 +690,8 @@ impl Rows {
                      current_period_end = EXCLUDED.current_period_end,
                      canceled_at = EXCLUDED.canceled_at, mrr = EXCLUDED.mrr,
                      currency = EXCLUDED.currency, updated_at = EXCLUDED.updated_at,
-                     past_due_since = EXCLUDED.past_due_since",
+                     past_due_since = EXCLUDED.past_due_since,
+                     discounts = EXCLUDED.discounts",
             )
             .bind(crate::column!(rows, id))
             .bind(crate::column!(rows, member_id))
@@ -685,6 +707,11 @@ impl Rows {
             .bind(crate::column!(rows, currency))
             .bind(crate::column!(rows, updated_at))
             .bind(crate::column!(rows, past_due_since))
+            .bind(
+                rows.iter()
+                    .map(|r| sqlx::types::Json(r.discounts.clone()))
+                    .collect::<Vec<_>>(),
+            )
             .execute(&mut *conn)
             .await?;
         }

@@ -414,6 +414,20 @@ fn subscription_summary(sub: &str, event: SubscriptionEvent) -> String {
             format!("Scheduled cancellation of subscription {sub} withdrawn")
         }
         SubscriptionEvent::SubscriptionCanceled { .. } => format!("Subscription {sub} canceled"),
+        SubscriptionEvent::SubscriptionDiscountChanged { to, .. } => match to.as_slice() {
+            [] => format!("Discount on subscription {sub} ended; full price from now on"),
+            discounts => format!(
+                "Discount on subscription {sub}: {}",
+                discounts
+                    .iter()
+                    .map(discount_summary)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+        SubscriptionEvent::OfferRedeemed { offer_id, .. } => {
+            format!("Subscription {sub} started with offer {offer_id}")
+        }
         SubscriptionEvent::SubscriptionStateObserved { observed } => format!(
             "Subscription {sub} seen unchanged in Stripe event {}",
             observed.event_id
@@ -464,6 +478,27 @@ fn subscription_summary(sub: &str, event: SubscriptionEvent) -> String {
         SubscriptionEvent::LicensePurchaseExpired { session_id, .. } => {
             format!("License purchase {session_id} expired unpaid; keys canceled")
         }
+    }
+}
+
+/// `20% off for 3 months`, `5.00 usd off once`, `25.5% off forever, until 2027-01-01`.
+fn discount_summary(discount: &aggregates::Discount) -> String {
+    let off = match &discount.off {
+        aggregates::DiscountOff::PercentHundredths(p) if p % 100 == 0 => format!("{}%", p / 100),
+        aggregates::DiscountOff::PercentHundredths(p) => {
+            let hundredths = format!("{:02}", p % 100);
+            format!("{}.{}%", p / 100, hundredths.trim_end_matches('0'))
+        }
+        aggregates::DiscountOff::Amount { amount, currency } => format!("{amount} {currency}"),
+    };
+    let duration = match discount.duration {
+        aggregates::DiscountDuration::Once => "once".to_owned(),
+        aggregates::DiscountDuration::Repeating(months) => format!("for {months} months"),
+        aggregates::DiscountDuration::Forever => "forever".to_owned(),
+    };
+    match discount.end {
+        Some(end) => format!("{off} off {duration}, until {}", day(Some(end))),
+        None => format!("{off} off {duration}"),
     }
 }
 

@@ -1,8 +1,9 @@
-//! `offers`: each offer with its terms and whether it is archived. Inline: an offer is answered
-//! from it, checkout applies it, and it is what keeps a code unique (a code taken refuses the
-//! events).
+//! `offers`: each offer with its terms and whether it is archived, and `offer_redemptions`: the
+//! subscriptions started with each (`OfferRedeemed`, a Subscription event). Inline: an offer is
+//! answered from it, checkout applies it and counts its redemptions against its limit, and it
+//! is what keeps a code unique (a code taken refuses the events).
 
-use aggregates::{OfferDiscount, OfferDuration, OfferEvent};
+use aggregates::{OfferDiscount, OfferDuration, OfferEvent, SubscriptionEvent};
 use async_trait::async_trait;
 use sqlx::PgConnection;
 
@@ -24,11 +25,14 @@ impl Projection for Offers {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["offers"]
+        &["offers", "offer_redemptions"]
     }
 
     fn handles(&self) -> &'static [Handles] {
-        const HANDLES: &[Handles] = &[Handles::all("Offer")];
+        const HANDLES: &[Handles] = &[
+            Handles::all("Offer"),
+            Handles::only("Subscription", &[SubscriptionEvent::OFFER_REDEEMED]),
+        ];
         HANDLES
     }
 
@@ -36,13 +40,36 @@ impl Projection for Offers {
         Mode::Inline
     }
 
-    /// Offers are created and archived rarely, by an admin: a statement per event.
+    /// Offers are created and archived rarely, by an admin, and redeemed once per
+    /// subscription: a statement per event.
     async fn apply_batch(
         &self,
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), ProjectionError> {
         for event in events {
+            if event.aggregate_type == "Subscription" {
+                if let SubscriptionEvent::OfferRedeemed {
+                    offer_id,
+                    member_id,
+                    redeemed_at,
+                    ..
+                } = event.decode::<SubscriptionEvent>()?
+                {
+                    sqlx::query(
+                        "INSERT INTO offer_redemptions (offer_id, subscription_id, member_id,
+                             redeemed_at)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(offer_id)
+                    .bind(&event.aggregate_id)
+                    .bind(member_id)
+                    .bind(redeemed_at)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                continue;
+            }
             let id = member_id(event)?;
             match event.decode::<OfferEvent>()? {
                 OfferEvent::OfferCreated {

@@ -5,9 +5,11 @@
 //!
 //! The projection keeps what it needs of each subscription in its helper table
 //! `paid_subscription_state` (status, cancellation flag, items, MRR, plan, currency) and
-//! recomputes MRR with [`aggregates::mrr::subscription_mrr`] after every event that can change
+//! recomputes MRR with [`aggregates::mrr::discounted_mrr`] after every event that can change
 //! it. MRR is 0 while trialing, incomplete, incomplete_expired, paused or canceled, and once a
-//! cancellation is scheduled.
+//! cancellation is scheduled; while a discount is in force (an offer's coupon) it is the
+//! discounted amount, and the row of `SubscriptionDiscountChanged` that ends it (`updated`)
+//! brings it back to full price.
 //!
 //! - `plan` is the price id of the first item by item id (none without items); `currency` that
 //!   item's currency (kept from before once the last item is gone).
@@ -27,8 +29,8 @@
 use std::collections::HashMap;
 
 use aggregates::cqrs_es::Aggregate;
-use aggregates::mrr::subscription_mrr;
-use aggregates::{Subscription, SubscriptionEvent, SubscriptionItem, SubscriptionStatus};
+use aggregates::mrr::discounted_mrr;
+use aggregates::{Discount, Subscription, SubscriptionEvent, SubscriptionItem, SubscriptionStatus};
 use async_trait::async_trait;
 use sqlx::types::Json;
 use sqlx::PgConnection;
@@ -52,13 +54,20 @@ struct PaidState {
     currency: Option<String>,
     /// The Stripe event (`evt_...`) the subscription was created from.
     created_event_id: String,
+    /// The discounts in force.
+    discounts: Vec<Discount>,
 }
 
 impl PaidState {
     /// Recomputes MRR, plan and currency from status, flag and items.
     fn refresh(&mut self) {
         self.items.sort_by(|a, b| a.item_id.cmp(&b.item_id));
-        self.mrr = subscription_mrr(self.status, self.cancel_at_period_end, &self.items);
+        self.mrr = discounted_mrr(
+            self.status,
+            self.cancel_at_period_end,
+            &self.items,
+            &self.discounts,
+        );
         if let Some(first) = self.items.first() {
             self.plan = Some(first.price.price_id.clone());
             self.currency = Some(first.price.currency.clone());
@@ -74,6 +83,7 @@ enum Change {
     Created,
     Status,
     Items,
+    Discount,
     CancellationScheduled,
     CancellationUnscheduled,
     Canceled,
@@ -209,6 +219,7 @@ impl Batch {
                     plan: None,
                     currency: None,
                     created_event_id: observed.event_id.clone(),
+                    discounts: Vec::new(),
                 };
                 (state, Change::Created, observed)
             }
@@ -264,6 +275,13 @@ impl Batch {
                     item.price = to.clone();
                 }
                 (state, Change::Items, observed)
+            }
+            (
+                SubscriptionEvent::SubscriptionDiscountChanged { to, observed, .. },
+                Some(mut state),
+            ) => {
+                state.discounts = to;
+                (state, Change::Discount, observed)
             }
             (
                 SubscriptionEvent::SubscriptionCancellationScheduled { observed, .. },
@@ -437,6 +455,7 @@ type StateRow = (
     Option<String>,
     Option<String>,
     String,
+    Json<Vec<Discount>>,
 );
 
 /// The states of these subscriptions (`position`: the batch's first event, named if a stored
@@ -448,7 +467,7 @@ async fn load(
 ) -> Result<HashMap<String, PaidState>, ProjectionError> {
     let rows: Vec<StateRow> = sqlx::query_as(
         "SELECT subscription_id, member_id, status, cancel_at_period_end, items, mrr, plan,
-                currency, created_event_id
+                currency, created_event_id, discounts
          FROM paid_subscription_state WHERE subscription_id = ANY($1)",
     )
     .bind(ids)
@@ -465,6 +484,7 @@ async fn load(
         plan,
         currency,
         created_event_id,
+        Json(discounts),
     ) in rows
     {
         let status =
@@ -486,6 +506,7 @@ async fn load(
                 plan,
                 currency,
                 created_event_id,
+                discounts,
             },
         );
     }
@@ -543,20 +564,29 @@ async fn save(
             event_type: "paid_subscription_state.items".to_owned(),
             source,
         })?;
+    let discounts: Vec<String> = states
+        .iter()
+        .map(|(_, s)| serde_json::to_string(&s.discounts))
+        .collect::<Result<_, _>>()
+        .map_err(|source| ProjectionError::Decode {
+            position: 0,
+            event_type: "paid_subscription_state.discounts".to_owned(),
+            source,
+        })?;
     sqlx::query(
         "INSERT INTO paid_subscription_state
              (subscription_id, member_id, status, cancel_at_period_end, items, mrr, plan, currency,
-              created_event_id)
+              created_event_id, discounts)
          SELECT id, member_id, status, cancel_at_period_end, items::jsonb, mrr, plan, currency,
-                created_event_id
+                created_event_id, discounts::jsonb
          FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bool[], $5::text[], $6::bigint[],
-                     $7::text[], $8::text[], $9::text[])
+                     $7::text[], $8::text[], $9::text[], $10::text[])
              AS s(id, member_id, status, cancel_at_period_end, items, mrr, plan, currency,
-                  created_event_id)
+                  created_event_id, discounts)
          ON CONFLICT (subscription_id) DO UPDATE
          SET status = EXCLUDED.status, cancel_at_period_end = EXCLUDED.cancel_at_period_end,
              items = EXCLUDED.items, mrr = EXCLUDED.mrr, plan = EXCLUDED.plan,
-             currency = EXCLUDED.currency",
+             currency = EXCLUDED.currency, discounts = EXCLUDED.discounts",
     )
     .bind(ids)
     .bind(column!(s => s.member_id))
@@ -567,6 +597,7 @@ async fn save(
     .bind(column!(s => s.plan.clone()))
     .bind(column!(s => s.currency.clone()))
     .bind(column!(s => s.created_event_id.clone()))
+    .bind(discounts)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -606,6 +637,7 @@ mod tests {
             plan: None,
             currency: None,
             created_event_id: "evt_1".into(),
+            discounts: Vec::new(),
         }
     }
 

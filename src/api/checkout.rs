@@ -102,7 +102,8 @@ api_response! {
     problems {
         /// The body is not valid JSON of the expected shape.
         400 => BadRequest,
-        /// The member already has an active subscription.
+        /// The member already has an active subscription, or the offer's redemption limit is
+        /// reached (`/problems/offer-redemption-limit`, field `offer_id`).
         409 => Conflict,
         /// The body is not `application/json`.
         415 => UnsupportedMediaType,
@@ -391,8 +392,11 @@ impl CheckoutApi {
             errors.push(FieldError::new("offer_id", "goes with tier_id and cadence"));
             return Ok(None);
         };
-        let offer: Option<(uuid::Uuid, String, bool, String)> = sqlx::query_as(
-            "SELECT tier_id, cadence, archived, stripe_coupon_id FROM offers WHERE id = $1",
+        type OfferRow = (uuid::Uuid, String, bool, String, Option<i32>, i64);
+        let offer: Option<OfferRow> = sqlx::query_as(
+            "SELECT tier_id, cadence, archived, stripe_coupon_id, redemption_limit,
+                    (SELECT count(*) FROM offer_redemptions r WHERE r.offer_id = o.id)
+             FROM offers o WHERE id = $1",
         )
         .bind(offer_id)
         .fetch_optional(&self.state.pool)
@@ -400,11 +404,25 @@ impl CheckoutApi {
         .map_err(db_error)?;
         let reason = match offer {
             None => "no offer has this id",
-            Some((_, _, true, _)) => "the offer is archived",
-            Some((t, c, false, _)) if t != tier_id || c != cadence.as_str() => {
+            Some((_, _, true, ..)) => "the offer is archived",
+            Some((t, c, false, ..)) if t != tier_id || c != cadence.as_str() => {
                 "the offer is for another tier or cadence"
             }
-            Some((_, _, false, coupon)) => return Ok(Some(coupon)),
+            // Counted from the subscriptions started with it; Stripe's `max_redemptions` on
+            // the coupon is the backstop for checkouts open at once.
+            Some((.., Some(limit), redeemed)) if redeemed >= i64::from(limit) => {
+                return Err(Problem {
+                    errors: vec![FieldError::new(
+                        "offer_id",
+                        format!("the offer's {limit} redemption(s) are used up"),
+                    )],
+                    ..Problem::conflict(
+                        "offer-redemption-limit",
+                        "the offer has been redeemed as often as it may be",
+                    )
+                });
+            }
+            Some((_, _, false, coupon, ..)) => return Ok(Some(coupon)),
         };
         errors.push(FieldError::new("offer_id", reason));
         Ok(None)

@@ -84,6 +84,9 @@ pub struct OfferView {
     pub duration_months: Option<i32>,
     #[oai(nullable)]
     pub redemption_limit: Option<i32>,
+    /// Subscriptions started with the offer (`OfferRedeemed`); checkout refuses it with 409
+    /// once this reaches `redemption_limit`.
+    pub redemption_count: i64,
     pub stripe_coupon_id: String,
     pub active: bool,
     pub created_at: DateTime<Utc>,
@@ -147,6 +150,8 @@ api_response! {
 
 const SELECT: &str = "SELECT id, name, code, tier_id, cadence, discount_type,
         discount_value AS discount_amount, duration, duration_months, redemption_limit,
+        (SELECT count(*) FROM offer_redemptions r WHERE r.offer_id = offers.id)
+            AS redemption_count,
         stripe_coupon_id, NOT archived AS active, created_at, updated_at
     FROM offers";
 

@@ -11,8 +11,13 @@
 //!   written set-based); members who exist are changed one command each, 8 at a time.
 //! - **Idempotent.** A row whose address belongs to a member changes that member only where
 //!   the row says something new (a name, a note, labels to add, newsletters to join, a
-//!   Stripe customer to link); an unchanged member gets no event, so importing a file twice
-//!   changes nothing the second time.
+//!   Stripe customer to link, complimentary access it lacks); an unchanged member gets no
+//!   event, so importing a file twice changes nothing the second time.
+//! - **Complimentary access.** `complimentary_plan=true` gives a member without complimentary
+//!   access the tier a Ghost site has (Ghost's importer gives its default tier), without end:
+//!   the only active tier. With none, or several, the member is imported without it and the
+//!   report says why (an admin gives it with `PUT /v1/members/{id}/complimentary`). A member
+//!   who has access keeps it as it is (its tier and end are an admin's choice).
 //! - **Reported.** A row that cannot be imported is refused with its line, field and reason;
 //!   the report is a CSV file of those (`line,email,field,reason`).
 
@@ -82,6 +87,8 @@ struct Existing {
     labels: Vec<String>,
     newsletters: Vec<Uuid>,
     customers: Vec<String>,
+    /// It has complimentary access (of any tier, with or without end).
+    comped: bool,
 }
 
 /// An import under way: [`Import::next_batch`] reads and applies the file a batch at a time.
@@ -95,6 +102,7 @@ pub struct Import<'a> {
     members: &'a Arc<CommandBus<Member>>,
     request_id: &'a str,
     newsletters: Newsletters,
+    comp_tier: CompTier,
     batches: tokio::sync::mpsc::Receiver<Result<read::Batch, String>>,
     reader: Option<tokio::task::JoinHandle<()>>,
     /// Rows an interrupted run applied already: read again, not applied.
@@ -114,12 +122,14 @@ impl<'a> Import<'a> {
         resume: Summary,
     ) -> anyhow::Result<Self> {
         let newsletters = Newsletters::load(pool).await?;
+        let comp_tier = CompTier::load(pool).await?;
         let (batches, reader) = read_batches(input);
         Ok(Self {
             pool,
             members,
             request_id,
             newsletters,
+            comp_tier,
             batches,
             reader: Some(reader),
             skip: resume.rows,
@@ -167,7 +177,10 @@ impl<'a> Import<'a> {
         let done = import_batch(
             self.pool,
             self.members,
-            &self.newsletters,
+            &Context {
+                newsletters: &self.newsletters,
+                comp_tier: &self.comp_tier,
+            },
             rows,
             self.request_id,
         )
@@ -254,6 +267,41 @@ impl Newsletters {
     }
 }
 
+/// The tier `complimentary_plan=true` gives, or why none.
+enum CompTier {
+    Tier(Uuid),
+    None(String),
+}
+
+impl CompTier {
+    /// The only active tier; else the reason a row's complimentary access is not imported.
+    async fn load(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let active: Vec<Uuid> =
+            sqlx::query_scalar("SELECT id FROM tiers WHERE NOT archived ORDER BY id LIMIT 2")
+                .fetch_all(pool)
+                .await?;
+        Ok(match active.as_slice() {
+            [tier] => Self::Tier(*tier),
+            [] => Self::None(
+                "imported without complimentary access: there is no active tier to give \
+                 (create one, then give it with PUT /v1/members/{id}/complimentary)"
+                    .into(),
+            ),
+            _ => Self::None(
+                "imported without complimentary access: there are several active tiers and \
+                 the file names none (give it with PUT /v1/members/{id}/complimentary)"
+                    .into(),
+            ),
+        })
+    }
+}
+
+/// What a batch is imported with.
+struct Context<'a> {
+    newsletters: &'a Newsletters,
+    comp_tier: &'a CompTier,
+}
+
 #[derive(Default)]
 struct BatchOutcome {
     created: u64,
@@ -266,10 +314,11 @@ struct BatchOutcome {
 async fn import_batch(
     pool: &PgPool,
     members: &Arc<CommandBus<Member>>,
-    newsletters: &Newsletters,
+    context: &Context<'_>,
     rows: Vec<Row>,
     request_id: &str,
 ) -> anyhow::Result<BatchOutcome> {
+    let newsletters = context.newsletters;
     let mut outcome = BatchOutcome::default();
     let emails: Vec<String> = rows.iter().map(|r| r.email.normalized()).collect();
     let existing: Vec<Existing> = sqlx::query_as(
@@ -277,7 +326,8 @@ async fn import_batch(
                 coalesce((SELECT array_agg(n.newsletter_id) FROM member_newsletters n
                           WHERE n.member_id = m.id), '{}') AS newsletters,
                 coalesce((SELECT array_agg(c.customer_id) FROM stripe_customers c
-                          WHERE c.member_id = m.id), '{}') AS customers
+                          WHERE c.member_id = m.id), '{}') AS customers,
+                EXISTS (SELECT 1 FROM member_comps c WHERE c.member_id = m.id) AS comped
          FROM member_emails e JOIN member_list m ON m.id = e.member_id
          WHERE e.email = ANY($1)",
     )
@@ -336,20 +386,26 @@ async fn import_batch(
         Err(err) => anyhow::bail!("creating the members of a batch: {err}"),
     }
     outcome.created = created.len() as u64;
-    // What a created member's row asks beyond its creation: a Stripe customer, and saying
-    // that complimentary access is not imported.
-    let followups: Vec<(Uuid, Vec<String>, Row)> = created
+    // What a created member's row asks beyond its creation: a Stripe customer, and
+    // complimentary access (or saying why not).
+    let followups: Vec<Followup> = created
         .into_iter()
-        .map(|(id, row)| (id, Vec::new(), row))
+        .map(|(id, row)| Followup {
+            id,
+            customers: Vec::new(),
+            comped: false,
+            row,
+        })
         .collect();
-    let mut notes = link_and_report(pool, members, &metadata, followups).await?;
+    let (mut notes, _) =
+        link_and_report(pool, members, context.comp_tier, &metadata, followups).await?;
     outcome.notes.append(&mut notes);
 
     // Existing members: only what the row adds.
     let results: Vec<anyhow::Result<Updated>> = futures::stream::iter(changes)
         .map(|(member, row)| {
             let metadata = metadata.clone();
-            async move { update(pool, members, newsletters, member, row, metadata).await }
+            async move { update(pool, members, context, member, row, metadata).await }
         })
         .buffer_unordered(CONCURRENT)
         .collect()
@@ -388,25 +444,51 @@ fn create_command(id: Uuid, row: &Row, newsletters: &Newsletters) -> MemberComma
     }
 }
 
-/// Links each member's Stripe customer from its row (reserving the customer for it first,
-/// as the translator does) and reports what was left out.
+/// A member and its row, for what follows its creation or update.
+struct Followup {
+    id: Uuid,
+    /// The Stripe customers linked to it already.
+    customers: Vec<String>,
+    /// It has complimentary access already.
+    comped: bool,
+    row: Row,
+}
+
+/// Gives each member the complimentary access its row asks for (when it has none), links its
+/// Stripe customer from its row (reserving the customer for it first, as the translator
+/// does), and reports what was left out; with whether a member was given access.
 async fn link_and_report(
     pool: &PgPool,
     members: &Arc<CommandBus<Member>>,
+    comp_tier: &CompTier,
     metadata: &EventMetadata,
-    rows: Vec<(Uuid, Vec<String>, Row)>,
-) -> anyhow::Result<Vec<Refusal>> {
+    rows: Vec<Followup>,
+) -> anyhow::Result<(Vec<Refusal>, bool)> {
     let mut refused = Vec::new();
-    for (id, customers, row) in rows {
-        if row.complimentary {
-            refused.push(Refusal {
+    let mut granted = false;
+    for Followup {
+        id,
+        customers,
+        comped,
+        row,
+    } in rows
+    {
+        match comp_tier {
+            _ if !row.complimentary || comped => {}
+            CompTier::Tier(tier_id) => {
+                let command = MemberCommand::GrantComp {
+                    tier_id: *tier_id,
+                    until: None,
+                    at: Utc::now(),
+                };
+                granted |= appends(members, &id.to_string(), command, metadata).await?;
+            }
+            CompTier::None(reason) => refused.push(Refusal {
                 line: row.line,
                 email: row.email.as_str().to_owned(),
                 field: "complimentary_plan".into(),
-                reason: "imported without complimentary access: the file names no tier \
-                         (give it with PUT /v1/members/{id}/complimentary)"
-                    .into(),
-            });
+                reason: reason.clone(),
+            }),
         }
         let Some(customer) = &row.stripe_customer_id else {
             continue;
@@ -426,7 +508,7 @@ async fn link_and_report(
             });
         }
     }
-    Ok(refused)
+    Ok((refused, granted))
 }
 
 /// Runs a command on an existing member; `true` when it appended events.
@@ -454,11 +536,12 @@ enum Updated {
 async fn update(
     pool: &PgPool,
     members: &Arc<CommandBus<Member>>,
-    newsletters: &Newsletters,
+    context: &Context<'_>,
     member: Existing,
     row: Row,
     metadata: EventMetadata,
 ) -> anyhow::Result<Updated> {
+    let newsletters = context.newsletters;
     let id = member.id.to_string();
     let mut changed = false;
     let name = row
@@ -516,13 +599,20 @@ async fn update(
     }
     let linked_before = member.customers.clone();
     let customer = row.stripe_customer_id.clone();
-    let notes = link_and_report(
+    let (notes, granted) = link_and_report(
         pool,
         members,
+        context.comp_tier,
         &metadata,
-        vec![(member.id, member.customers, row)],
+        vec![Followup {
+            id: member.id,
+            customers: member.customers,
+            comped: member.comped,
+            row,
+        }],
     )
     .await?;
+    changed |= granted;
     changed |= customer.is_some_and(|c| !linked_before.contains(&c))
         && !notes.iter().any(|r| r.field == "stripe_customer_id");
     Ok(if changed {

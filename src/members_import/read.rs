@@ -23,7 +23,8 @@ pub(super) struct Row {
     pub(super) newsletters: Vec<String>,
     pub(super) stripe_customer_id: Option<String>,
     pub(super) created_at: Option<DateTime<Utc>>,
-    /// `complimentary_plan` was true: reported, the member imported without it.
+    /// `complimentary_plan` was true: complimentary access without end to the only active
+    /// tier (reported, the member imported without it, when there is not exactly one).
     pub(super) complimentary: bool,
 }
 

@@ -308,3 +308,95 @@ async fn a_batch_with_an_address_taken_meanwhile_creates_the_others_one_by_one()
             .expect("members");
     assert_eq!(names, ["First", "Last"]);
 }
+
+#[tokio::test]
+async fn complimentary_plan_gives_the_only_active_tier_without_end_once_and_is_refused_with_two_tiers(
+) {
+    let stripe = crate::stripe_support::FakeStripe::start(&[]).await;
+    let app = crate::checkout::app_with_stripe(&stripe).await;
+    let gold = app
+        .linked_tier("Gold", "price_gold_month", "price_gold_year")
+        .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    for email in ["eve@example.com", "fay@example.com"] {
+        let resp = app.create_member(json!({ "email": email })).await;
+        assert_eq!(resp.status(), 201);
+    }
+    // Fay has access until a date an admin chose: the import leaves it as it is.
+    let fay = by_email(&app, "fay@example.com").await;
+    let until = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+    let resp = app
+        .admin(
+            Method::PUT,
+            &format!(
+                "/v1/members/{}/complimentary",
+                fay["id"].as_str().expect("id")
+            ),
+            Some(json!({ "tier_id": gold, "until": until })),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let fay = by_email(&app, "fay@example.com").await;
+
+    let file = "\
+email,complimentary_plan
+di@example.com,true
+eve@example.com,true
+fay@example.com,true
+";
+    let (summary, report) = run(&app, file).await;
+    assert_eq!(report, vec![]);
+    assert_eq!(
+        (
+            summary.created,
+            summary.updated,
+            summary.unchanged,
+            summary.notes
+        ),
+        (1, 1, 1, 0)
+    );
+    for email in ["di@example.com", "eve@example.com"] {
+        let member = by_email(&app, email).await;
+        assert_eq!(member["status"], "comped", "{member}");
+        assert_eq!(member["complimentary"]["tier_id"], gold.as_str());
+        assert_eq!(member["complimentary"]["until"], Value::Null, "without end");
+    }
+    assert_eq!(
+        by_email(&app, "fay@example.com").await["complimentary"],
+        fay["complimentary"]
+    );
+
+    // The same file again appends nothing.
+    let before = events(&app).await;
+    let (again, report) = run(&app, file).await;
+    assert_eq!(report, vec![]);
+    assert_eq!((again.created, again.updated, again.unchanged), (0, 0, 3));
+    assert_eq!(events(&app).await, before);
+
+    // With two active tiers the file names none: the member comes in without access, and
+    // the report says why.
+    app.linked_tier("Silver", "price_silver_month", "price_silver_year")
+        .await;
+    let state = AppState::new(app.pool.clone(), &memberledger::config::Settings::default());
+    let mut reasons = Vec::new();
+    import(
+        &app.pool,
+        &state.members,
+        Box::new(std::io::Cursor::new(
+            b"email,complimentary_plan\ngus@example.com,true\n".to_vec(),
+        )),
+        "test-import",
+        |r: &Refusal| reasons.push((r.line, r.field.clone(), r.reason.clone())),
+    )
+    .await
+    .expect("imported");
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert_eq!(
+        (reasons[0].0, reasons[0].1.as_str()),
+        (2, "complimentary_plan")
+    );
+    assert!(reasons[0].2.contains("several active tiers"), "{reasons:?}");
+    assert_eq!(by_email(&app, "gus@example.com").await["status"], "free");
+}

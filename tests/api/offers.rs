@@ -1,5 +1,6 @@
 //! Offers (#16): created with their Stripe coupon (once, through a lost answer), refused when
-//! their terms or code are wrong, and applied at checkout by tier and cadence.
+//! their terms or code are wrong, applied at checkout by tier and cadence, redeemed once by the
+//! subscription started with them, whose MRR is discounted while the discount lasts.
 
 use std::sync::atomic::Ordering;
 
@@ -8,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::checkout::app_with_stripe;
 use crate::helpers::{assert_problem, TestApp};
-use crate::stripe_support::FakeStripe;
+use crate::stripe_support::{event, FakeStripe, Lifecycle};
 
 async fn tier(app: &TestApp, name: &str) -> String {
     let resp = app
@@ -148,4 +149,190 @@ async fn an_offer_gets_one_coupon_and_is_applied_at_checkout_by_its_tier_and_cad
     assert_eq!(list["items"][0]["active"], false);
     let problem = assert_problem(app.checkout(&checkout(&gold, "month")).await, 422).await;
     assert_eq!(problem["errors"][0]["field"], "offer_id", "{problem}");
+}
+
+/// The subscription a checkout with `offer` starts, as Stripe shows it at `offset`: its metadata
+/// names the offer; `discount` is the legacy single discount (`null` once ended), `discounts`
+/// the list as Stripe sends it unexpanded (ids).
+fn offer_subscription(
+    l: &Lifecycle,
+    offset: i64,
+    offer: &str,
+    discount: Value,
+    discounts: Value,
+) -> Value {
+    let mut sub = l.subscription_object("active", offset, false);
+    sub["metadata"] = json!({"offer_id": offer, "cadence": "month"});
+    sub["start_date"] = json!(l.start);
+    sub["discount"] = discount;
+    sub["discounts"] = discounts;
+    sub
+}
+
+async fn paid_rows(app: &TestApp, subscription: &str) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT type, mrr_delta FROM members_paid_subscription_events
+         WHERE subscription_id = $1 ORDER BY id",
+    )
+    .bind(subscription)
+    .fetch_all(&app.pool)
+    .await
+    .expect("rows")
+}
+
+#[tokio::test]
+async fn a_subscription_started_with_an_offer_records_the_redemption_and_the_discounted_mrr_and_the_full_mrr_when_the_discount_ends(
+) {
+    let l = Lifecycle::new(&format!("offer{}", uuid::Uuid::now_v7().simple()));
+    let price = l.subscription_object("active", 0, false)["items"]["data"][0]["price"]["id"]
+        .as_str()
+        .expect("the fixture's price")
+        .to_owned();
+    let stripe = FakeStripe::start(&[(l.customer.as_str(), l.email.as_str())]).await;
+    let app = app_with_stripe(&stripe).await;
+    let tier = app.linked_tier("Gold", &price, "price_gold_year").await;
+    let resp = app
+        .admin(
+            Method::POST,
+            "/v1/offers",
+            Some(json!({
+                "name": "Launch", "code": "launch", "tier_id": tier["id"], "cadence": "month",
+                "discount_type": "percent", "discount_amount": 20,
+                "duration": "repeating", "duration_months": 3, "redemption_limit": 1
+            })),
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    let offer: Value = resp.json().await.expect("json");
+    assert_eq!(offer["redemption_count"], 0);
+    let offer_id = offer["id"].as_str().expect("id").to_owned();
+    let coupon = offer["stripe_coupon_id"]
+        .as_str()
+        .expect("coupon")
+        .to_owned();
+    let checkout = |email: &str| {
+        json!({
+            "email": email, "tier_id": tier["id"], "cadence": "month", "offer_id": offer_id,
+            "success_url": "https://shop.test/thanks", "cancel_url": "https://shop.test/pricing"
+        })
+    };
+    assert_eq!(app.checkout(&checkout(&l.email)).await.status(), 201);
+
+    // Stripe's discount: 20 % off for three months from the start.
+    let end = chrono::DateTime::from_timestamp(l.start, 0)
+        .and_then(|start| start.checked_add_months(chrono::Months::new(3)))
+        .expect("a time")
+        .timestamp();
+    let expanded = json!({
+        "id": "di_launch", "object": "discount", "start": l.start, "end": end,
+        "subscription": l.subscription, "customer": l.customer,
+        "coupon": {"id": coupon, "object": "coupon", "percent_off": 20, "amount_off": null,
+                   "currency": null, "duration": "repeating", "duration_in_months": 3,
+                   "metadata": {"memberledger_offer_id": offer_id}}
+    });
+    let sub = |offset: i64, discount: Value, discounts: Value| {
+        offer_subscription(&l, offset, &offer_id, discount, discounts)
+    };
+    let created = event(
+        &format!("evt_{}_created", l.tag),
+        "customer.subscription.created",
+        l.start + 2,
+        sub(2, expanded.clone(), json!(["di_launch"])),
+    );
+    // A later update showing the discount only by id (its terms come from the offer),
+    // delivered before the creation; each delivered twice.
+    let updated = event(
+        &format!("evt_{}_updated", l.tag),
+        "customer.subscription.updated",
+        l.start + 3,
+        sub(3, Value::Null, json!(["di_launch"])),
+    );
+    for e in [
+        &l.checkout_completed(1),
+        &updated,
+        &updated,
+        &created,
+        &created,
+    ] {
+        assert_eq!(app.send_webhook(e).await.status(), 200);
+    }
+    app.drain_stripe().await;
+
+    let redemptions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'OfferRedeemed'",
+    )
+    .bind(&l.subscription)
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(redemptions, 1, "redeemed once, whatever the delivery");
+    let offer: Value = app
+        .get(&format!("/v1/offers/{offer_id}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(offer["redemption_count"], 1, "{offer}");
+    // 2000 a month, 20 % off.
+    assert_eq!(
+        paid_rows(&app, &l.subscription).await,
+        [("created".to_owned(), 1600)]
+    );
+    let mrr: i64 = sqlx::query_scalar("SELECT mrr FROM subscriptions WHERE id = $1")
+        .bind(&l.subscription)
+        .fetch_one(&app.pool)
+        .await
+        .expect("mrr");
+    assert_eq!(mrr, 1600);
+
+    // A later state still with the discount (expanded) changes nothing; the limit of one is
+    // reached: another buyer is refused.
+    let still = event(
+        &format!("evt_{}_still", l.tag),
+        "customer.subscription.updated",
+        l.start + 86_400,
+        sub(86_400, expanded, json!(["di_launch"])),
+    );
+    assert_eq!(app.send_webhook(&still).await.status(), 200);
+    app.drain_stripe().await;
+    assert_eq!(paid_rows(&app, &l.subscription).await.len(), 1);
+    let problem = assert_problem(app.checkout(&checkout("second@example.com")).await, 409).await;
+    assert_eq!(problem["errors"][0]["field"], "offer_id", "{problem}");
+
+    // Three months on, Stripe's renewal drops the discount: full price from then on.
+    let ended = event(
+        &format!("evt_{}_ended", l.tag),
+        "customer.subscription.updated",
+        end + 60,
+        sub(end + 60 - l.start, Value::Null, json!([])),
+    );
+    assert_eq!(app.send_webhook(&ended).await.status(), 200);
+    app.drain_stripe().await;
+    assert_eq!(
+        paid_rows(&app, &l.subscription).await,
+        [("created".to_owned(), 1600), ("updated".to_owned(), 400)]
+    );
+    let mrr: i64 = sqlx::query_scalar("SELECT mrr FROM subscriptions WHERE id = $1")
+        .bind(&l.subscription)
+        .fetch_one(&app.pool)
+        .await
+        .expect("mrr");
+    assert_eq!(mrr, 2000);
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM events WHERE aggregate_id = $1
+           AND event_type IN ('SubscriptionDiscountChanged', 'OfferRedeemed')
+         ORDER BY global_position",
+    )
+    .bind(&l.subscription)
+    .fetch_all(&app.pool)
+    .await
+    .expect("types");
+    assert_eq!(
+        types,
+        [
+            "SubscriptionDiscountChanged",
+            "OfferRedeemed",
+            "SubscriptionDiscountChanged"
+        ]
+    );
 }

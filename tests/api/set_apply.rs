@@ -197,6 +197,17 @@ fn synthetic(sub: &str, member: Uuid, license: Uuid) -> Vec<(&'static str, Strin
             "to": price("price_syn2", 700), "observed": observed(5)}}),
         ),
         s(
+            json!({"SubscriptionDiscountChanged": {"from": [], "to": [{"discount_id": "di_syn",
+            "coupon_id": "co_syn", "off": {"percent_hundredths": 2000}, "duration": {"repeating": 3},
+            "end": "2027-03-01T00:00:00Z"}, {"discount_id": null, "coupon_id": null,
+            "off": {"amount": {"amount": 100, "currency": "usd"}}, "duration": "forever", "end": null}],
+            "observed": observed(5)}}),
+        ),
+        s(
+            json!({"OfferRedeemed": {"offer_id": offer, "member_id": member, "customer_id": "cus_syn",
+            "redeemed_at": at, "observed": observed(5)}}),
+        ),
+        s(
             json!({"SubscriptionPeriodChanged": {"current_period_start": at, "current_period_end": null, "observed": observed(6)}}),
         ),
         s(json!({"SubscriptionCancellationScheduled": {"cancel_at": at, "observed": observed(7)}})),

@@ -14,7 +14,7 @@ use super::{
     Purchase, PurchaseState, StripeObservation, SubscriptionCommand, SubscriptionError,
     SubscriptionEvent,
 };
-use crate::billing::{SubscriptionItem, SubscriptionStatus};
+use crate::billing::{Discount, SubscriptionItem, SubscriptionStatus};
 
 /// A Stripe subscription (aggregate id = Stripe's `sub_...`) and the payments of its invoices.
 ///
@@ -32,6 +32,9 @@ pub struct Subscription {
     /// without one).
     #[serde(default)]
     pub(super) purchases: BTreeMap<String, Purchase>,
+    /// The offers it was started with (`OfferRedeemed`), each recorded once.
+    #[serde(default)]
+    pub(super) redeemed_offers: BTreeSet<Uuid>,
 }
 
 impl Subscription {
@@ -119,12 +122,22 @@ impl Subscription {
         self.known.as_ref().map(|k| &k.newest)
     }
 
-    /// Monthly recurring revenue in minor units; 0 before the subscription exists. See
-    /// [`crate::mrr::subscription_mrr`].
+    /// Monthly recurring revenue in minor units, with the discounts in force; 0 before the
+    /// subscription exists. See [`crate::mrr::discounted_mrr`].
     pub fn mrr(&self) -> i64 {
         self.known.as_ref().map_or(0, |k| {
-            crate::mrr::subscription_mrr(k.status, k.cancel_at_period_end, &k.items)
+            crate::mrr::discounted_mrr(k.status, k.cancel_at_period_end, &k.items, &k.discounts)
         })
+    }
+
+    /// The discounts in force, as of the newest applied Stripe state.
+    pub fn discounts(&self) -> &[Discount] {
+        self.known.as_ref().map_or(&[], |k| k.discounts.as_slice())
+    }
+
+    /// Whether `OfferRedeemed` was recorded for this offer.
+    pub fn redeemed(&self, offer_id: Uuid) -> bool {
+        self.redeemed_offers.contains(&offer_id)
     }
 }
 
@@ -315,8 +328,12 @@ impl Aggregate for Subscription {
                     cancel_at: None,
                     canceled_at: None,
                     created,
+                    discounts: Vec::new(),
                     newest: observed,
                 });
+            }
+            SubscriptionEvent::OfferRedeemed { offer_id, .. } => {
+                self.redeemed_offers.insert(offer_id);
             }
             SubscriptionEvent::PaymentRecorded { payment } => {
                 self.paid_invoices.insert(payment.invoice_id);

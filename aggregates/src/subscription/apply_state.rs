@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{
     StripeObservation, StripeSubscriptionState, Subscription, SubscriptionError, SubscriptionEvent,
 };
-use crate::billing::{PurchaseType, SubscriptionItem, SubscriptionStatus};
+use crate::billing::{Discount, PurchaseType, SubscriptionItem, SubscriptionStatus};
 
 /// The subscription as the newest applied Stripe state showed it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -27,6 +27,9 @@ pub(super) struct Known {
     pub(super) cancel_at: Option<DateTime<Utc>>,
     pub(super) canceled_at: Option<DateTime<Utc>>,
     pub(super) created: DateTime<Utc>,
+    /// The discounts in force as of the newest applied state.
+    #[serde(default)]
+    pub(super) discounts: Vec<Discount>,
     /// The newest applied observation; with `status` (the status that state had) it is the
     /// ordering watermark.
     pub(super) newest: StripeObservation,
@@ -112,6 +115,14 @@ impl Known {
                 }
             }
         }
+        let discounts = state.discounts_in_force(observed);
+        if discounts != self.discounts {
+            events.push(SubscriptionEvent::SubscriptionDiscountChanged {
+                from: self.discounts.clone(),
+                to: discounts,
+                observed: obs(),
+            });
+        }
         if self.current_period_start != state.current_period_start
             || self.current_period_end != state.current_period_end
         {
@@ -195,6 +206,14 @@ fn creation(
             observed: obs(),
         });
     }
+    let discounts = state.discounts_in_force(observed);
+    if !discounts.is_empty() {
+        events.push(SubscriptionEvent::SubscriptionDiscountChanged {
+            from: Vec::new(),
+            to: discounts,
+            observed: obs(),
+        });
+    }
     if state.status.is_activated() {
         events.push(SubscriptionEvent::SubscriptionActivated {
             status: state.status,
@@ -224,16 +243,36 @@ impl Subscription {
         state: &StripeSubscriptionState,
         observed: &StripeObservation,
     ) -> Result<Vec<SubscriptionEvent>, SubscriptionError> {
-        let Some(known) = &self.known else {
-            return Ok(creation(state, observed));
+        let mut events = match &self.known {
+            None => creation(state, observed),
+            Some(known) => {
+                if known.subscription_id != state.subscription_id {
+                    return Err(SubscriptionError::WrongSubscription);
+                }
+                if observed.key(state.status) <= known.newest.key(known.status) {
+                    return Ok(Vec::new());
+                }
+                known.changes_to(state, observed)
+            }
         };
-        if known.subscription_id != state.subscription_id {
-            return Err(SubscriptionError::WrongSubscription);
+        // The first applied state that names an offer redeems it; stale states and
+        // redeliveries were refused above, so it is recorded once whatever the order.
+        if let Some(offer_id) = state.offer_id {
+            if !self.redeemed_offers.contains(&offer_id) {
+                let redeemed = SubscriptionEvent::OfferRedeemed {
+                    offer_id,
+                    member_id: self.member_id().unwrap_or(state.member_id),
+                    customer_id: state.customer_id.clone(),
+                    redeemed_at: observed.observed_at().unwrap_or(state.created),
+                    observed: observed.clone(),
+                };
+                if let [SubscriptionEvent::SubscriptionStateObserved { .. }] = events.as_slice() {
+                    events.clear();
+                }
+                events.push(redeemed);
+            }
         }
-        if observed.key(state.status) <= known.newest.key(known.status) {
-            return Ok(Vec::new());
-        }
-        Ok(known.changes_to(state, observed))
+        Ok(events)
     }
 }
 
@@ -281,7 +320,9 @@ impl Known {
             SubscriptionEvent::SubscriptionCanceled { canceled_at, .. } => {
                 self.canceled_at = Some(canceled_at);
             }
+            SubscriptionEvent::SubscriptionDiscountChanged { to, .. } => self.discounts = to,
             SubscriptionEvent::SubscriptionStateObserved { .. }
+            | SubscriptionEvent::OfferRedeemed { .. }
             | SubscriptionEvent::SubscriptionCreated { .. }
             | SubscriptionEvent::PaymentRecorded { .. }
             | SubscriptionEvent::PaymentFailed { .. }

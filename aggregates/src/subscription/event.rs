@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::stripe::{Payment, StripeObservation};
-use crate::billing::{Price, SubscriptionItem, SubscriptionStatus};
+use crate::billing::{Discount, Price, SubscriptionItem, SubscriptionStatus};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum SubscriptionEvent {
@@ -78,6 +78,22 @@ pub enum SubscriptionEvent {
     /// Status became `canceled`.
     SubscriptionCanceled {
         canceled_at: DateTime<Utc>,
+        observed: StripeObservation,
+    },
+    /// The discounts in force changed: one was applied (at creation too), or it ended (Stripe
+    /// removed it, or its `end` passed). `to` is every discount in force after the change.
+    SubscriptionDiscountChanged {
+        from: Vec<Discount>,
+        to: Vec<Discount>,
+        observed: StripeObservation,
+    },
+    /// The subscription was started with an offer (its checkout's `offer_id`, or the offer's
+    /// coupon among its discounts); once per subscription and offer.
+    OfferRedeemed {
+        offer_id: Uuid,
+        member_id: Uuid,
+        customer_id: String,
+        redeemed_at: DateTime<Utc>,
         observed: StripeObservation,
     },
     /// A newer Stripe state changed nothing we track; it still moves the ordering watermark.
@@ -171,6 +187,8 @@ impl SubscriptionEvent {
     pub const CANCELLATION_UNSCHEDULED: &'static str = "SubscriptionCancellationUnscheduled";
     pub const CANCELED: &'static str = "SubscriptionCanceled";
     pub const STATE_OBSERVED: &'static str = "SubscriptionStateObserved";
+    pub const DISCOUNT_CHANGED: &'static str = "SubscriptionDiscountChanged";
+    pub const OFFER_REDEEMED: &'static str = "OfferRedeemed";
     pub const PAYMENT_RECORDED: &'static str = "PaymentRecorded";
     pub const PAYMENT_FAILED: &'static str = "PaymentFailed";
     pub const PAYMENT_REFUNDED: &'static str = "PaymentRefunded";
@@ -195,6 +213,8 @@ impl SubscriptionEvent {
             | Self::SubscriptionCancellationScheduled { observed, .. }
             | Self::SubscriptionCancellationUnscheduled { observed }
             | Self::SubscriptionCanceled { observed, .. }
+            | Self::SubscriptionDiscountChanged { observed, .. }
+            | Self::OfferRedeemed { observed, .. }
             | Self::SubscriptionStateObserved { observed } => Some(observed),
             Self::PaymentRecorded { .. }
             | Self::PaymentFailed { .. }
@@ -226,6 +246,8 @@ impl DomainEvent for SubscriptionEvent {
             Self::SubscriptionCancellationUnscheduled { .. } => Self::CANCELLATION_UNSCHEDULED,
             Self::SubscriptionCanceled { .. } => Self::CANCELED,
             Self::SubscriptionStateObserved { .. } => Self::STATE_OBSERVED,
+            Self::SubscriptionDiscountChanged { .. } => Self::DISCOUNT_CHANGED,
+            Self::OfferRedeemed { .. } => Self::OFFER_REDEEMED,
             Self::PaymentRecorded { .. } => Self::PAYMENT_RECORDED,
             Self::PaymentFailed { .. } => Self::PAYMENT_FAILED,
             Self::SitePurchaseStarted { .. } => Self::SITE_PURCHASE_STARTED,

@@ -20,5 +20,6 @@ pub use purchase::{Purchase, PurchaseState};
 pub use stripe::{Payment, StripeObservation, StripeSubscriptionState};
 
 pub use crate::billing::{
-    BillingInterval, Price, PurchaseType, SubscriptionItem, SubscriptionStatus,
+    BillingInterval, Discount, DiscountDuration, DiscountOff, Price, PurchaseType,
+    SubscriptionItem, SubscriptionStatus,
 };

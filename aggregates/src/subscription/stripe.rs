@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::billing::{SubscriptionItem, SubscriptionStatus};
+use crate::billing::{Discount, SubscriptionItem, SubscriptionStatus};
 
 /// A subscription as one Stripe object showed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -24,6 +24,26 @@ pub struct StripeSubscriptionState {
     pub canceled_at: Option<DateTime<Utc>>,
     /// When Stripe created the subscription.
     pub created: DateTime<Utc>,
+    /// The discounts on it (coupons, e.g. an offer's), as far as their terms are known; those
+    /// whose `end` passed by the observation do not count.
+    #[serde(default)]
+    pub discounts: Vec<Discount>,
+    /// The offer it was bought with: our checkout's `offer_id` metadata, else the offer whose
+    /// coupon is among its discounts.
+    #[serde(default)]
+    pub offer_id: Option<Uuid>,
+}
+
+impl StripeSubscriptionState {
+    /// The discounts still in force when `observed` showed the state.
+    pub fn discounts_in_force(&self, observed: &StripeObservation) -> Vec<Discount> {
+        let at = observed.observed_at().unwrap_or(self.created);
+        self.discounts
+            .iter()
+            .filter(|d| d.in_force_at(at))
+            .cloned()
+            .collect()
+    }
 }
 
 /// Which Stripe event a state came from; orders states (see [`StripeObservation::key`]).

@@ -10,13 +10,16 @@
 //! - an invoice's subscription is `subscription`, else `parent.subscription_details` (basil),
 //!   else its subscription lines' (`lines.data[].subscription`, or their `parent`);
 //! - an invoice's payment intent is `payment_intent`, else the first of `payments` (basil);
-//! - a session's buyer is `customer_details.email`, else `customer_email` (before 2020).
+//! - a session's buyer is `customer_details.email`, else `customer_email` (before 2020);
+//! - a subscription's discounts are `discounts` (ids, or objects when expanded) and the
+//!   single `discount` (an object, in every version that has it); a discount's coupon is its
+//!   `coupon`, else `source.coupon` (2025 versions), an object or only an id.
 //!
 //! What cannot be read fails with the field it looked for, never as an empty result.
 
 use aggregates::{
-    BillingInterval, Payment, Price, PurchaseType, SiteDomain, StripeSubscriptionState,
-    SubscriptionCommand, SubscriptionItem, SubscriptionStatus,
+    BillingInterval, Discount, DiscountDuration, DiscountOff, Payment, Price, PurchaseType,
+    SiteDomain, StripeSubscriptionState, SubscriptionCommand, SubscriptionItem, SubscriptionStatus,
 };
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -281,7 +284,158 @@ pub fn subscription_state(
         cancel_at: time(&object["cancel_at"]),
         canceled_at: time(&object["canceled_at"]),
         created: time(&object["created"]).context("the subscription has no created time")?,
+        discounts: subscription_discounts(object)
+            .iter()
+            .filter_map(SubscriptionDiscount::discount)
+            .collect(),
+        offer_id: metadata_offer_id(object),
     })
+}
+
+/// The offer our checkout named in the subscription's metadata (`offer_id`), when it is one.
+pub(super) fn metadata_offer_id(subscription: &Value) -> Option<Uuid> {
+    let raw = text(&subscription["metadata"][key::OFFER_ID])?;
+    raw.parse()
+        .map_err(|err| tracing::warn!(raw, error = %err, "ignoring an invalid offer_id in subscription metadata"))
+        .ok()
+}
+
+/// A discount on a subscription as its object shows it: with its coupon's terms when the
+/// coupon is expanded, else only the ids it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SubscriptionDiscount {
+    pub discount_id: Option<String>,
+    pub coupon_id: Option<String>,
+    /// The coupon's terms: what it takes off and for how long.
+    pub terms: Option<(DiscountOff, DiscountDuration)>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    /// The offer the coupon was made for (`metadata.memberledger_offer_id`, ours).
+    pub coupon_offer_id: Option<Uuid>,
+}
+
+impl SubscriptionDiscount {
+    /// The discount, when its terms are known.
+    pub fn discount(&self) -> Option<Discount> {
+        let (off, duration) = self.terms.clone()?;
+        Some(Discount {
+            discount_id: self.discount_id.clone(),
+            coupon_id: self.coupon_id.clone(),
+            off,
+            duration,
+            end: self.end,
+        })
+    }
+}
+
+/// Every discount on a subscription: `discounts` (ids, or objects when expanded), and the
+/// single `discount`, which fills in the terms of the entry with its id (or is added when
+/// `discounts` does not list it, as in versions before `discounts`).
+pub(super) fn subscription_discounts(subscription: &Value) -> Vec<SubscriptionDiscount> {
+    let currency = text(&subscription["currency"])
+        .or_else(|| text(&subscription["items"]["data"][0]["price"]["currency"]));
+    let mut all: Vec<SubscriptionDiscount> = subscription["discounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| read_discount(entry, currency))
+        .collect();
+    if subscription["discount"].is_object() {
+        if let Some(single) = read_discount(&subscription["discount"], currency) {
+            let listed = all
+                .iter_mut()
+                .find(|d| d.discount_id.is_some() && d.discount_id == single.discount_id);
+            match listed {
+                Some(entry) if entry.terms.is_none() => *entry = single,
+                Some(_) => {}
+                None => all.push(single),
+            }
+        }
+    }
+    all
+}
+
+/// One discount: a `di_...` id, or a discount object (its coupon expanded or an id).
+fn read_discount(entry: &Value, currency: Option<&str>) -> Option<SubscriptionDiscount> {
+    if let Some(id) = text(entry) {
+        return Some(SubscriptionDiscount {
+            discount_id: Some(id.to_owned()),
+            coupon_id: None,
+            terms: None,
+            start: None,
+            end: None,
+            coupon_offer_id: None,
+        });
+    }
+    if !entry.is_object() {
+        return None;
+    }
+    let coupon = if entry["coupon"].is_null() {
+        &entry["source"]["coupon"]
+    } else {
+        &entry["coupon"]
+    };
+    Some(SubscriptionDiscount {
+        discount_id: text(&entry["id"]).map(str::to_owned),
+        coupon_id: id_of(coupon).map(str::to_owned),
+        terms: coupon_terms(coupon, currency),
+        start: time(&entry["start"]),
+        end: time(&entry["end"]),
+        coupon_offer_id: text(&coupon["metadata"]["memberledger_offer_id"])
+            .and_then(|raw| raw.parse().ok()),
+    })
+}
+
+/// An expanded coupon's terms: `percent_off` (two decimals at most) or `amount_off` (in its
+/// `currency`, else the subscription's), and `duration` (with `duration_in_months`). `None`
+/// for an id or a coupon without either.
+fn coupon_terms(coupon: &Value, currency: Option<&str>) -> Option<(DiscountOff, DiscountDuration)> {
+    if !coupon.is_object() {
+        return None;
+    }
+    let off = if let Some(hundredths) = percent_hundredths(&coupon["percent_off"]) {
+        DiscountOff::PercentHundredths(hundredths)
+    } else {
+        let amount = coupon["amount_off"].as_i64()?;
+        let currency = text(&coupon["currency"]).or(currency)?;
+        DiscountOff::Amount {
+            amount,
+            currency: currency.to_ascii_lowercase(),
+        }
+    };
+    let duration = match text(&coupon["duration"])? {
+        "once" => DiscountDuration::Once,
+        "forever" => DiscountDuration::Forever,
+        "repeating" => DiscountDuration::Repeating(
+            coupon["duration_in_months"]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())?,
+        ),
+        other => {
+            tracing::warn!(duration = other, "ignoring a coupon of an unknown duration");
+            return None;
+        }
+    };
+    Some((off, duration))
+}
+
+/// Stripe's `percent_off` (a decimal number such as `25.5`) in hundredths of a percent, read
+/// from its decimal text (no floating point); `None` when absent or not 0 to 100 with at most
+/// two decimals.
+fn percent_hundredths(value: &Value) -> Option<u32> {
+    if !value.is_number() {
+        return None;
+    }
+    let text = value.to_string();
+    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.len() > 2 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let whole: u32 = whole.parse().ok()?;
+    let hundredths: u32 = format!("{fraction:0<2}").parse().ok()?;
+    let total = whole.checked_mul(100)?.checked_add(hundredths)?;
+    (total <= 10_000).then_some(total)
 }
 
 fn subscription_item(item: &Value) -> anyhow::Result<SubscriptionItem> {

@@ -11,6 +11,7 @@ use super::*;
 mod changes;
 mod convergence;
 mod creation;
+mod discounts;
 mod ordering;
 mod payments;
 mod purchases;
@@ -76,6 +77,8 @@ fn state(status: SubscriptionStatus) -> StripeSubscriptionState {
         cancel_at: None,
         canceled_at: None,
         created: t(100),
+        discounts: Vec::new(),
+        offer_id: None,
     }
 }
 

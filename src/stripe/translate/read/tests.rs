@@ -427,6 +427,8 @@ fn subscription_state_reads_the_example_subscription_with_the_period_on_its_item
             cancel_at: Some(at(1_234_567_890)),
             canceled_at: Some(at(1_234_567_890)),
             created: at(1_234_567_890),
+            discounts: Vec::new(),
+            offer_id: None,
         }
     );
 }
@@ -762,5 +764,90 @@ mod old_versions {
         let session = object(&events, "checkout.session.completed");
         assert!(session.get("customer_details").is_none());
         assert_eq!(session_contact(session).email, Some(l.email.as_str()));
+    }
+}
+
+#[test]
+fn subscription_discounts_read_every_shape_stripe_sends() {
+    let mut coupon = fixture("coupon");
+    coupon["id"] = json!("co_launch");
+    coupon["percent_off"] = json!(25.5);
+    coupon["duration"] = json!("repeating");
+    coupon["duration_in_months"] = json!(3);
+    let mut discount = fixture("discount");
+    discount["id"] = json!("di_1");
+    discount["end"] = json!(1_800_000_000);
+    discount["coupon"] = coupon.clone();
+    let expected = Discount {
+        discount_id: Some("di_1".into()),
+        coupon_id: Some("co_launch".into()),
+        off: DiscountOff::PercentHundredths(2550),
+        duration: DiscountDuration::Repeating(3),
+        end: Some(at(1_800_000_000)),
+    };
+
+    // The legacy single discount, with `discounts` naming it by id.
+    let mut subscription = fixture("subscription");
+    subscription["discount"] = discount.clone();
+    subscription["discounts"] = json!(["di_1"]);
+    let state = subscription_state(&subscription, member()).expect("a state");
+    assert_eq!(state.discounts, vec![expected.clone()]);
+
+    // 2025 versions: the coupon under `source`, in an expanded `discounts`.
+    let mut sourced = discount.clone();
+    sourced["coupon"] = Value::Null;
+    sourced["source"] = json!({"type": "coupon", "coupon": coupon});
+    subscription["discount"] = Value::Null;
+    subscription["discounts"] = json!([sourced]);
+    let state = subscription_state(&subscription, member()).expect("a state");
+    assert_eq!(state.discounts, vec![expected]);
+
+    // Only ids: no terms here (the translator looks the coupon up among our offers).
+    let mut by_id = discount;
+    by_id["coupon"] = json!("co_launch");
+    subscription["discounts"] = json!(["di_2", by_id]);
+    let read = subscription_discounts(&subscription);
+    assert_eq!(read.len(), 2);
+    assert!(read.iter().all(|d| d.terms.is_none()));
+    assert_eq!(read[1].coupon_id.as_deref(), Some("co_launch"));
+    assert!(subscription_state(&subscription, member())
+        .expect("a state")
+        .discounts
+        .is_empty());
+
+    // An amount off in the subscription's currency, forever; and none at all.
+    let mut amount = fixture("coupon");
+    amount["percent_off"] = Value::Null;
+    amount["amount_off"] = json!(500);
+    amount["currency"] = Value::Null;
+    subscription["discounts"] = json!([{"id": "di_3", "coupon": amount, "end": null}]);
+    let state = subscription_state(&subscription, member()).expect("a state");
+    assert_eq!(
+        state.discounts[0].off,
+        DiscountOff::Amount {
+            amount: 500,
+            currency: "usd".into()
+        }
+    );
+    assert_eq!(state.discounts[0].duration, DiscountDuration::Forever);
+    subscription["discounts"] = json!([]);
+    assert!(subscription_state(&subscription, member())
+        .expect("a state")
+        .discounts
+        .is_empty());
+}
+
+#[test]
+fn percent_off_is_read_in_hundredths_without_floating_point() {
+    for (value, hundredths) in [
+        (json!(20), Some(2000)),
+        (json!(25.5), Some(2550)),
+        (json!(12.34), Some(1234)),
+        (json!(100), Some(10_000)),
+        (json!(100.5), None),
+        (json!(1.234), None),
+        (Value::Null, None),
+    ] {
+        assert_eq!(percent_hundredths(&value), hundredths, "{value}");
     }
 }
