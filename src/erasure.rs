@@ -24,6 +24,10 @@
 //! addresses, the stored payloads of outbound webhook deliveries of their events, and the
 //! activation addresses (IPs) of their licenses.
 //!
+//! An upload still being imported (`member_import_chunks`, deleted when its import ends) is
+//! not searched: a file that names the member would create them again as a new member, as a
+//! later signup would.
+//!
 //! PostgreSQL keeps old row versions until `VACUUM` reclaims them (autovacuum does, soon after)
 //! and WAL segments until they are recycled; backups taken before the erasure still hold the
 //! data key. Operators restoring a backup re-run the erasures recorded after it

@@ -201,7 +201,9 @@ pub async fn open_events<'e, E: PgExecutor<'e>, T: LogEvent>(
     open(executor, &mut sealables).await
 }
 
-type Keys = HashMap<(String, String), Option<Vec<u8>>>;
+/// Data keys by `(aggregate type, aggregate id)`; `None`: shredded. An aggregate absent has no
+/// key (its sealed fields, if any, read as erased).
+pub type Keys = HashMap<(String, String), Option<Vec<u8>>>;
 
 /// The keys of `subjects` that exist (`None`: shredded).
 async fn keys<'e, E: PgExecutor<'e>>(
@@ -369,7 +371,21 @@ pub async fn open<'e, E: PgExecutor<'e>>(
     subjects.sort();
     subjects.dedup();
     let keys = keys(executor, &subjects).await?;
+    open_sealables(&keys, events);
+    Ok(())
+}
+
+/// [`open`] with the keys already read (an aggregate's load reads its key with its events).
+pub fn open_with<T: LogEvent>(keys: &Keys, events: &mut [T]) {
+    let mut sealables: Vec<Sealable<'_>> = events.iter_mut().map(LogEvent::sealable).collect();
+    open_sealables(keys, &mut sealables);
+}
+
+fn open_sealables(keys: &Keys, events: &mut [Sealable<'_>]) {
     for event in events.iter_mut() {
+        if event.fields().is_empty() {
+            continue;
+        }
         let subject = event.subject();
         let cipher = match keys.get(&subject) {
             Some(Some(key)) => cipher(key),
@@ -385,7 +401,6 @@ pub async fn open<'e, E: PgExecutor<'e>>(
                 .unwrap_or_else(|| field.erased(&subject.1));
         });
     }
-    Ok(())
 }
 
 /// Destroys the keys of `subjects` (creating shredded rows for those that had none, so that

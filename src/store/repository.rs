@@ -104,6 +104,56 @@ impl EventRepository {
     }
 }
 
+impl EventRepository {
+    /// An aggregate's events after `after` (postgres-es's query), with the aggregate's data key
+    /// in the same statement, their personal fields opened (`personal`).
+    async fn aggregate_events(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        type Row = (String, i64, String, String, Value, Value, Option<Vec<u8>>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT e.aggregate_type, e.sequence, e.event_type, e.event_version, e.payload, e.metadata,
+                    k.key
+             FROM events e
+             -- One row at most; joined to every event but read once.
+             LEFT JOIN personal_data_keys k ON k.aggregate_type = $1 AND k.aggregate_id = $2
+             WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence > $3
+             ORDER BY e.sequence",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(database)?;
+        // No key (none made, or shredded): sealed fields read as erased.
+        let key = rows.first().and_then(|r| r.6.clone());
+        let mut events: Vec<SerializedEvent> = rows
+            .into_iter()
+            .map(
+                |(t, sequence, event_type, version, payload, metadata, ..)| {
+                    SerializedEvent::new(
+                        aggregate_id.to_owned(),
+                        usize::try_from(sequence).unwrap_or_default(),
+                        t,
+                        event_type,
+                        version,
+                        payload,
+                        metadata,
+                    )
+                },
+            )
+            .collect();
+        let subject = (aggregate_type.to_owned(), aggregate_id.to_owned());
+        let keys = key.map(|k| (subject, Some(k))).into_iter().collect();
+        personal::open_with(&keys, &mut events);
+        Ok(events)
+    }
+}
+
 /// Inserts the events in one statement; a duplicate `(aggregate_type, aggregate_id, sequence)`
 /// is the optimistic-lock conflict (another writer appended first).
 /// `sealed`: the same events with their personal fields encrypted, as they are stored.
@@ -186,11 +236,7 @@ impl PersistedEventRepository for EventRepository {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        let mut events = self.reads.get_events::<A>(aggregate_id).await?;
-        personal::open_events(&self.pool, &mut events)
-            .await
-            .map_err(database)?;
-        Ok(events)
+        self.aggregate_events(A::TYPE, aggregate_id, 0).await
     }
 
     async fn get_last_events<A: Aggregate>(
@@ -198,14 +244,8 @@ impl PersistedEventRepository for EventRepository {
         aggregate_id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        let mut events = self
-            .reads
-            .get_last_events::<A>(aggregate_id, last_sequence)
-            .await?;
-        personal::open_events(&self.pool, &mut events)
+        self.aggregate_events(A::TYPE, aggregate_id, last_sequence)
             .await
-            .map_err(database)?;
-        Ok(events)
     }
 
     async fn get_snapshot<A: Aggregate>(
