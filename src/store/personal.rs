@@ -19,6 +19,7 @@ use std::collections::HashMap;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
+use aggregates::cqrs_es::persist::SerializedEvent;
 use aggregates::cqrs_es::Aggregate;
 use aggregates::{License, LicenseEvent, Member, MemberEvent};
 use base64::engine::general_purpose::STANDARD_NO_PAD;
@@ -170,7 +171,7 @@ impl LogEvent for projections::StoredEvent {
     }
 }
 
-impl LogEvent for aggregates::cqrs_es::persist::SerializedEvent {
+impl LogEvent for SerializedEvent {
     fn sealable(&mut self) -> Sealable<'_> {
         Sealable {
             aggregate_type: &self.aggregate_type,
@@ -276,28 +277,92 @@ pub fn is_sealed(value: &Value) -> bool {
     value.as_str().is_some_and(|s| s.starts_with(SEALED))
 }
 
-/// Encrypts the personal fields of `events` in place, creating the keys of aggregates that
-/// have none; an erased aggregate's fields become the placeholder. Runs in the appending
-/// transaction, so a key and the first events sealed with it commit together.
-pub async fn seal(conn: &mut PgConnection, events: &mut [Sealable<'_>]) -> Result<(), sqlx::Error> {
-    let mut subjects: Vec<(String, String)> = events
-        .iter()
-        .filter(|e| !e.fields().is_empty())
-        .map(Sealable::subject)
-        .collect();
-    if subjects.is_empty() {
-        return Ok(());
+/// Keys made for aggregates whose first event is being appended: the caller inserts them with
+/// the events, in the same statement (a creation costs no extra round trip).
+#[derive(Debug, Default)]
+pub struct NewKeys {
+    pub aggregate_types: Vec<String>,
+    pub aggregate_ids: Vec<String>,
+    pub keys: Vec<Vec<u8>>,
+}
+
+fn fresh_key() -> Vec<u8> {
+    let mut key = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    key
+}
+
+/// Encrypts the personal fields of `events` (about to be appended) in place; an erased
+/// aggregate's fields become the placeholder. Aggregates whose first event is among them get
+/// a new key, returned for the caller to insert with the events; the others' keys are read,
+/// or created when missing (an aggregate older than sealing), in one statement of the
+/// appending transaction.
+pub async fn seal(
+    conn: &mut PgConnection,
+    events: &mut [SerializedEvent],
+) -> Result<NewKeys, sqlx::Error> {
+    let mut new: Vec<(String, String)> = Vec::new();
+    let mut existing: Vec<(String, String)> = Vec::new();
+    for event in events.iter_mut() {
+        if fields(&event.aggregate_type, &event.event_type).is_empty() {
+            continue;
+        }
+        let subject = event.sealable().subject();
+        let starts = events_start(event);
+        if starts {
+            new.push(subject);
+        } else {
+            existing.push(subject);
+        }
     }
-    subjects.sort();
-    subjects.dedup();
-    let fresh: Vec<Vec<u8>> = subjects
-        .iter()
-        .map(|_| {
-            let mut key = vec![0u8; 32];
-            rand::rng().fill_bytes(&mut key);
-            key
-        })
-        .collect();
+    if new.is_empty() && existing.is_empty() {
+        return Ok(NewKeys::default());
+    }
+    new.sort();
+    new.dedup();
+    existing.sort();
+    existing.dedup();
+    existing.retain(|s| new.binary_search(s).is_err());
+    let mut keys: Keys = Keys::new();
+    let mut made = NewKeys::default();
+    for (aggregate_type, aggregate_id) in new {
+        let key = fresh_key();
+        made.aggregate_types.push(aggregate_type.clone());
+        made.aggregate_ids.push(aggregate_id.clone());
+        made.keys.push(key.clone());
+        keys.insert((aggregate_type, aggregate_id), Some(key));
+    }
+    if !existing.is_empty() {
+        keys.extend(get_or_create(conn, &existing).await?);
+    }
+    for event in events.iter_mut() {
+        let mut event = event.sealable();
+        let subject = event.subject();
+        let cipher = match keys.get(&subject) {
+            Some(Some(key)) => cipher(key),
+            _ => None,
+        };
+        event.each_present(|field, value| {
+            *value = match &cipher {
+                Some(cipher) => encrypt(cipher, &associated(&subject, field), value),
+                None => field.erased(&subject.1),
+            };
+        });
+    }
+    Ok(made)
+}
+
+/// Whether `event` is its aggregate's first (cqrs-es numbers them from 1).
+fn events_start(event: &SerializedEvent) -> bool {
+    event.sequence == 1
+}
+
+/// The keys of `subjects`, those missing created.
+async fn get_or_create(
+    conn: &mut PgConnection,
+    subjects: &[(String, String)],
+) -> Result<Keys, sqlx::Error> {
+    let fresh: Vec<Vec<u8>> = subjects.iter().map(|_| fresh_key()).collect();
     let (types, ids): (Vec<&str>, Vec<&str>) = subjects
         .iter()
         .map(|(t, i)| (t.as_str(), i.as_str()))
@@ -332,20 +397,7 @@ pub async fn seal(conn: &mut PgConnection, events: &mut [Sealable<'_>]) -> Resul
             .collect();
         keys.extend(self::keys(&mut *conn, &missing).await?);
     }
-    for event in events.iter_mut() {
-        let subject = event.subject();
-        let cipher = match keys.get(&subject) {
-            Some(Some(key)) => cipher(key),
-            _ => None,
-        };
-        event.each_present(|field, value| {
-            *value = match &cipher {
-                Some(cipher) => encrypt(cipher, &associated(&subject, field), value),
-                None => field.erased(&subject.1),
-            };
-        });
-    }
-    Ok(())
+    Ok(keys)
 }
 
 /// Decrypts the sealed fields of `events` in place; those whose key is shredded (or that do

@@ -21,7 +21,7 @@ use projections::{Projection, ProjectionError, StoredEvent};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
-use super::personal::{self, LogEvent};
+use super::personal;
 use crate::eventlog::LogPosition;
 
 tokio::task_local! {
@@ -65,13 +65,10 @@ impl EventRepository {
         // Personal fields are stored encrypted (`personal`); the inline projections below see
         // them as the command wrote them.
         let mut sealed: Vec<SerializedEvent> = events.to_vec();
-        personal::seal(
-            &mut tx,
-            &mut sealed.iter_mut().map(|e| e.sealable()).collect::<Vec<_>>(),
-        )
-        .await
-        .map_err(database)?;
-        let stored = insert_events(&mut tx, events, &sealed).await?;
+        let new_keys = personal::seal(&mut tx, &mut sealed)
+            .await
+            .map_err(database)?;
+        let stored = insert_events(&mut tx, events, &sealed, &new_keys).await?;
         for projection in self.inline.iter() {
             let handled = projections::handled(projection.as_ref(), &stored);
             if handled.is_empty() {
@@ -156,11 +153,14 @@ impl EventRepository {
 
 /// Inserts the events in one statement; a duplicate `(aggregate_type, aggregate_id, sequence)`
 /// is the optimistic-lock conflict (another writer appended first).
-/// `sealed`: the same events with their personal fields encrypted, as they are stored.
+/// `sealed`: the same events with their personal fields encrypted, as they are stored;
+/// `new_keys`: the data keys of aggregates they start, inserted by the same statement (a second
+/// writer of the same new aggregate conflicts on either key).
 async fn insert_events(
     conn: &mut PgConnection,
     events: &[SerializedEvent],
     sealed: &[SerializedEvent],
+    new_keys: &personal::NewKeys,
 ) -> Result<Vec<StoredEvent>, PersistenceError> {
     let column = |f: fn(&SerializedEvent) -> String| events.iter().map(f).collect::<Vec<_>>();
     let sequences: Vec<i64> = events
@@ -168,7 +168,10 @@ async fn insert_events(
         .map(|e| i64::try_from(e.sequence).unwrap_or(i64::MAX))
         .collect();
     let positions: Vec<(i64, i64, DateTime<Utc>)> = sqlx::query_as(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+        "WITH keys AS (
+             INSERT INTO personal_data_keys (aggregate_type, aggregate_id, key)
+             SELECT * FROM unnest($8::text[], $9::text[], $10::bytea[]))
+         INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
          SELECT t, i, s, et, ev, p::json, m::json
          FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
               WITH ORDINALITY AS e(t, i, s, et, ev, p, m, n)
@@ -182,10 +185,18 @@ async fn insert_events(
     .bind(column(|e| e.event_version.clone()))
     .bind(sealed.iter().map(|e| e.payload.to_string()).collect::<Vec<_>>())
     .bind(column(|e| e.metadata.to_string()))
+    .bind(&new_keys.aggregate_types)
+    .bind(&new_keys.aggregate_ids)
+    .bind(&new_keys.keys)
     .fetch_all(&mut *conn)
     .await
     .map_err(|err| match &err {
-        sqlx::Error::Database(db) if db.constraint() == Some("events_pkey") => {
+        sqlx::Error::Database(db)
+            if matches!(
+                db.constraint(),
+                Some("events_pkey" | "personal_data_keys_pkey")
+            ) =>
+        {
             PersistenceError::OptimisticLockError
         }
         _ => database(err),
