@@ -43,6 +43,9 @@ pub struct OfferTerms {
     /// Redemptions Stripe allows in all; `None`: no limit.
     pub redemption_limit: Option<u32>,
     pub stripe_coupon_id: String,
+    /// The Stripe promotion code with `code` for the coupon, which a buyer types at
+    /// Checkout; `None` for offers created before promotion codes (event version 1.0).
+    pub stripe_promotion_code_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +74,8 @@ pub enum OfferEvent {
 impl OfferEvent {
     pub const CREATED: &'static str = "OfferCreated";
     pub const ARCHIVED: &'static str = "OfferArchived";
+    /// 1.1 added `terms.stripe_promotion_code_id` (upcast from 1.0 as `null`).
+    pub const CREATED_VERSION: &'static str = "1.1";
 }
 
 impl DomainEvent for OfferEvent {
@@ -83,7 +88,11 @@ impl DomainEvent for OfferEvent {
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        match self {
+            Self::OfferCreated { .. } => Self::CREATED_VERSION,
+            Self::OfferArchived { .. } => "1.0",
+        }
+        .to_owned()
     }
 }
 
@@ -167,6 +176,7 @@ mod tests {
             duration: OfferDuration::Repeating(3),
             redemption_limit: Some(100),
             stripe_coupon_id: "co_1".into(),
+            stripe_promotion_code_id: Some("promo_1".into()),
         }
     }
 
@@ -176,6 +186,27 @@ mod tests {
             terms: terms(),
             created_at: DateTime::UNIX_EPOCH,
         }
+    }
+
+    #[test]
+    fn an_offer_is_created_with_its_promotion_code_at_version_1_1() {
+        TestFramework::<Offer>::with(())
+            .given_no_previous_events()
+            .when(OfferCommand::CreateOffer {
+                offer_id: Uuid::from_u128(2),
+                terms: terms(),
+                at: DateTime::UNIX_EPOCH,
+            })
+            .then_expect_events(vec![created()]);
+        assert_eq!(created().event_version(), "1.1");
+        let OfferEvent::OfferCreated { terms, .. } = created() else {
+            unreachable!("created() is an OfferCreated")
+        };
+        assert_eq!(terms.stripe_promotion_code_id.as_deref(), Some("promo_1"));
+        let archived = OfferEvent::OfferArchived {
+            archived_at: DateTime::UNIX_EPOCH,
+        };
+        assert_eq!(archived.event_version(), "1.0");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::{LicenseEvent, MemberEvent, NewsletterEvent, OfferEvent, Subscription
 const VERSIONS: &[(&str, &str)] = &[
     (MemberEvent::CREATED, MemberEvent::CREATED_VERSION),
     (LicenseEvent::ACTIVATED_ON_DOMAIN, "1.1"),
+    (OfferEvent::CREATED, OfferEvent::CREATED_VERSION),
 ];
 
 /// `{aggregate type: {event type: {"version": .., "schema": ..}}}`; each schema describes the
@@ -71,6 +72,8 @@ mod tests {
             "{created}"
         );
         assert_eq!(schemas["Subscription"]["PaymentRecorded"]["version"], "1.0");
+        assert_eq!(schemas["Offer"]["OfferCreated"]["version"], "1.1");
+        assert_eq!(schemas["Offer"]["OfferArchived"]["version"], "1.0");
         assert!(schemas["License"]["LicenseIssued"]["schema"].is_object());
         assert!(schemas["Newsletter"]["NewsletterCreated"]["schema"].is_object());
         let count: usize = schemas.as_object().map_or(0, |a| {

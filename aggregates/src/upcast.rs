@@ -57,6 +57,25 @@ const STEPS: &[Step] = &[
             }
         },
     },
+    Step {
+        aggregate_type: "Offer",
+        event_type: "OfferCreated",
+        from: "1.0",
+        to: "1.1",
+        // 1.1 added `terms.stripe_promotion_code_id`; an offer created before it has a coupon
+        // and no promotion code.
+        upgrade: |payload| {
+            if let Some(terms) = payload
+                .get_mut("OfferCreated")
+                .and_then(|created| created.get_mut("terms"))
+                .and_then(Value::as_object_mut)
+            {
+                terms
+                    .entry("stripe_promotion_code_id")
+                    .or_insert(Value::Null);
+            }
+        },
+    },
 ];
 
 /// Whether an event of this type and version has a newer shape.
@@ -88,7 +107,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::MemberEvent;
+    use crate::{MemberEvent, OfferEvent};
 
     #[test]
     fn a_member_created_at_1_0_gets_the_attribution_of_its_context() {
@@ -114,6 +133,32 @@ mod tests {
         let mut signup = json!({"MemberCreated": {"source": "signup"}});
         upcast("Member", "MemberCreated", "1.0", &mut signup);
         assert_eq!(signup["MemberCreated"]["attribution"], Value::Null);
+    }
+
+    #[test]
+    fn an_offer_created_at_1_0_has_no_promotion_code() {
+        let mut payload = json!({"OfferCreated": {
+            "offer_id": "0190a000-0000-7000-8000-000000000002",
+            "terms": {"name": "Launch", "code": "launch",
+                      "tier_id": "0190a000-0000-7000-8000-000000000003", "cadence": "month",
+                      "discount": {"percent": 20}, "duration": {"repeating": 3},
+                      "redemption_limit": 100, "stripe_coupon_id": "co_1"},
+            "created_at": "2026-01-01T00:00:00Z"
+        }});
+        assert!(needs_upcast("Offer", "OfferCreated", "1.0"));
+        assert_eq!(upcast("Offer", "OfferCreated", "1.0", &mut payload), "1.1");
+        assert_eq!(
+            payload["OfferCreated"]["terms"]["stripe_promotion_code_id"],
+            Value::Null
+        );
+        let event: OfferEvent = serde_json::from_value(payload).expect("upcast payload parses");
+        let OfferEvent::OfferCreated { terms, .. } = event else {
+            panic!("still an OfferCreated")
+        };
+        assert_eq!(terms.stripe_coupon_id, "co_1");
+        assert_eq!(terms.stripe_promotion_code_id, None);
+        assert!(!needs_upcast("Offer", "OfferCreated", "1.1"));
+        assert!(!needs_upcast("Offer", "OfferArchived", "1.0"));
     }
 
     #[test]

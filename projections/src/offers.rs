@@ -89,8 +89,8 @@ impl Projection for Offers {
                     let inserted = sqlx::query(
                         "INSERT INTO offers (id, name, code, tier_id, cadence, discount_type,
                              discount_value, duration, duration_months, redemption_limit,
-                             stripe_coupon_id, created_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+                             stripe_coupon_id, stripe_promotion_code_id, created_at, updated_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
                          ON CONFLICT DO NOTHING",
                     )
                     .bind(id)
@@ -108,6 +108,7 @@ impl Projection for Offers {
                             .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
                     )
                     .bind(&terms.stripe_coupon_id)
+                    .bind(&terms.stripe_promotion_code_id)
                     .bind(created_at)
                     .execute(&mut *conn)
                     .await?;

@@ -39,7 +39,8 @@ pub struct CreateCheckoutRequest {
     pub tier_id: Option<uuid::Uuid>,
     pub cadence: Option<Cadence>,
     /// An offer (`POST /v1/offers`) for that tier and cadence: its discount is applied, and
-    /// the subscription records it.
+    /// the subscription records it. Without it the buyer may type an offer's code at Stripe
+    /// Checkout (`allow_promotion_codes`).
     pub offer_id: Option<uuid::Uuid>,
     /// A site purchase: the sites (domains) the subscription licenses, each its own
     /// subscription item with its own license. The first is the price's item; each further one

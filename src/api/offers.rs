@@ -1,7 +1,8 @@
 //! Offers: `/v1/offers`. A discount on a tier and cadence (Ghost's offers): a percentage or an
 //! amount off, once, for some months or forever, with a code and an optional redemption
-//! limit. Creating one creates its Stripe coupon (limited to the tier's product); checkout by
-//! tier applies it with `offer_id`.
+//! limit. Creating one creates its Stripe coupon (limited to the tier's product) and a
+//! promotion code with its code; checkout by tier applies it with `offer_id`, and a checkout
+//! without an offer lets the buyer type the code at Stripe. Archiving deactivates the code.
 
 use aggregates::{OfferCommand, OfferDiscount, OfferDuration, OfferError, OfferTerms};
 use chrono::{DateTime, Utc};
@@ -88,6 +89,10 @@ pub struct OfferView {
     /// once this reaches `redemption_limit`.
     pub redemption_count: i64,
     pub stripe_coupon_id: String,
+    /// The Stripe promotion code with `code`, which buyers type at Checkout; absent for
+    /// offers created before promotion codes were.
+    #[oai(skip_serializing_if_is_none)]
+    pub stripe_promotion_code_id: Option<String>,
     pub active: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -100,7 +105,7 @@ pub struct OfferList {
 
 api_response! {
     pub enum CreateOfferResponse {
-        /// The offer, with its Stripe coupon.
+        /// The offer, with its Stripe coupon and promotion code.
         #[oai(status = 201)]
         Created(Json<OfferView>, #[oai(header = "Location")] String),
     }
@@ -137,6 +142,27 @@ api_response! {
 }
 
 api_response! {
+    pub enum ArchiveOfferResponse {
+        /// The offer, archived (archiving an archived offer changes nothing).
+        #[oai(status = 200)]
+        Ok(Json<OfferView>),
+    }
+    problems {
+        /// The id is malformed.
+        400 => BadRequest,
+        /// No valid admin token.
+        401 => Unauthorized,
+        /// No offer has this id.
+        404 => NotFound,
+        /// The offer has a promotion code and Stripe is not configured on this server.
+        409 => Conflict,
+        /// Stripe refused to deactivate the promotion code or could not be reached; the
+        /// offer was not archived.
+        502 => BadGateway,
+    }
+}
+
+api_response! {
     pub enum ListOffersResponse {
         /// Every offer, active first, newest first.
         #[oai(status = 200)]
@@ -152,15 +178,18 @@ const SELECT: &str = "SELECT id, name, code, tier_id, cadence, discount_type,
         discount_value AS discount_amount, duration, duration_months, redemption_limit,
         (SELECT count(*) FROM offer_redemptions r WHERE r.offer_id = offers.id)
             AS redemption_count,
-        stripe_coupon_id, NOT archived AS active, created_at, updated_at
+        stripe_coupon_id, stripe_promotion_code_id, NOT archived AS active, created_at,
+        updated_at
     FROM offers";
 
 #[OpenApi(prefix_path = "/v1/offers", tag = "ApiTags::Tiers")]
 impl OffersApi {
     /// Create an offer
     ///
-    /// Creates the offer's Stripe coupon (limited to the tier's product; idempotent), then the
-    /// offer. Checkout by tier applies it with `offer_id` for the same tier and cadence.
+    /// Creates the offer's Stripe coupon (limited to the tier's product) and a promotion code
+    /// with the offer's `code` and `redemption_limit` (both idempotent), then the offer.
+    /// Checkout by tier applies it with `offer_id` for the same tier and cadence; a checkout
+    /// without `offer_id` lets the buyer type the code at Stripe.
     #[oai(path = "/", method = "post", operation_id = "createOffer")]
     async fn create(
         &self,
@@ -200,16 +229,25 @@ impl OffersApi {
 
     /// Archive an offer
     ///
-    /// Checkout no longer applies it; subscriptions that have it keep their discount.
+    /// Deactivates its Stripe promotion code first (idempotent; when Stripe fails nothing is
+    /// archived), then archives it: checkout no longer applies it and Stripe no longer takes
+    /// its code. Subscriptions that have it keep their discount.
     #[oai(path = "/:id/archive", method = "post", operation_id = "archiveOffer")]
     async fn archive(
         &self,
         _auth: AdminAuth,
         request_id: Data<&RequestId>,
         id: Path<Uuid>,
-    ) -> OfferResponse {
+    ) -> ArchiveOfferResponse {
         let request_id: &RequestId = &request_id;
         let result = async {
+            let offer = find(&self.state, id.0).await?;
+            if let (true, Some(code)) = (offer.active, &offer.stripe_promotion_code_id) {
+                let api = stripe_api(&self.state)?;
+                products::deactivate_promotion_code(api, id.0, code)
+                    .await
+                    .map_err(|e| stripe_problem(e, "the offer was not archived; retry"))?;
+            }
             let metadata = EventMetadata::for_request(&request_id.0, Actor::Admin);
             let command = OfferCommand::ArchiveOffer { at: Utc::now() };
             self.state
@@ -221,7 +259,7 @@ impl OffersApi {
         }
         .await;
         match result {
-            Ok(offer) => OfferResponse::Ok(Json(offer)),
+            Ok(offer) => ArchiveOfferResponse::Ok(Json(offer)),
             Err(problem) => problem.into(),
         }
     }
@@ -306,6 +344,10 @@ impl OffersApi {
         let coupon_id = products::create_coupon(api, id, &coupon)
             .await
             .map_err(|e| stripe_problem(e, "no offer was recorded; retry"))?;
+        let promotion_code_id =
+            products::create_promotion_code(api, id, &coupon_id, &body.code, body.redemption_limit)
+                .await
+                .map_err(|e| stripe_problem(e, "no offer was recorded; retry"))?;
         let command = OfferCommand::CreateOffer {
             offer_id: id,
             terms: OfferTerms {
@@ -317,6 +359,7 @@ impl OffersApi {
                 duration,
                 redemption_limit: body.redemption_limit,
                 stripe_coupon_id: coupon_id,
+                stripe_promotion_code_id: Some(promotion_code_id),
             },
             at: Utc::now(),
         };

@@ -194,7 +194,8 @@ pub struct SubscriptionCheckout {
     pub cancel_url: String,
     /// Copied to the session, its line item and the subscription it creates.
     pub metadata: HashMap<String, String>,
-    /// A coupon applied to the subscription (an offer's).
+    /// A coupon applied to the subscription (an offer's); without one the buyer may type a
+    /// promotion code at Checkout.
     pub coupon: Option<String>,
 }
 
@@ -368,6 +369,10 @@ impl StripeApi {
                 stripe_checkout::checkout_session::CreateCheckoutSessionDiscounts::new();
             discount.coupon = Some(coupon.clone());
             request = request.discounts(vec![discount]);
+        } else {
+            // Without an offer the buyer may type an offer's promotion code at Stripe (Stripe
+            // refuses `allow_promotion_codes` together with `discounts`).
+            request = request.allow_promotion_codes(true);
         }
         request = match (&checkout.customer, &checkout.customer_email) {
             (Some(customer), _) => request.customer(customer.clone()),

@@ -1,6 +1,7 @@
-//! A tier's Stripe product and prices (issue #16): created through the API with idempotency
-//! keys derived from the tier and the amount, so a retried call (ours after a 5xx, or an
-//! admin's repeated request for the same tier) creates each object once.
+//! A tier's Stripe product and prices, an offer's coupon and promotion code (issue #16):
+//! created through the API with idempotency keys derived from the tier (and the amount) or the
+//! offer, so a retried call (ours after a 5xx or a lost answer, or an admin's repeated request
+//! for the same tier) creates each object once.
 
 use stripe_client_core::StripeMethod;
 
@@ -107,6 +108,57 @@ pub async fn create_coupon(
         )
         .await?;
     id_of(&created)
+}
+
+/// The promotion code buyers type at Checkout for an offer's `coupon`: `code`, limited to
+/// `max_redemptions`; returns its id. The API version async-stripe pins names the coupon as
+/// `promotion[coupon]` (with `promotion[type]=coupon`), where older versions took `coupon`.
+pub async fn create_promotion_code(
+    api: &StripeApi,
+    offer_id: uuid::Uuid,
+    coupon: &str,
+    code: &str,
+    max_redemptions: Option<u32>,
+) -> Result<String, CallError> {
+    let mut form = vec![
+        ("promotion[type]", "coupon".to_owned()),
+        ("promotion[coupon]", coupon.to_owned()),
+        ("code", code.to_owned()),
+        ("metadata[memberledger_offer_id]", offer_id.to_string()),
+    ];
+    if let Some(limit) = max_redemptions {
+        form.push(("max_redemptions", limit.to_string()));
+    }
+    let created = api
+        .raw_json(
+            "create_promotion_code",
+            &format!("offer-{offer_id}-promotion-code"),
+            StripeMethod::Post,
+            "/promotion_codes",
+            None,
+            Some(&form),
+        )
+        .await?;
+    id_of(&created)
+}
+
+/// Deactivates an archived offer's promotion code, so Checkout no longer takes its code
+/// (Stripe never deletes promotion codes). Deactivating an inactive one changes nothing.
+pub async fn deactivate_promotion_code(
+    api: &StripeApi,
+    offer_id: uuid::Uuid,
+    promotion_code: &str,
+) -> Result<(), CallError> {
+    api.raw_json(
+        "deactivate_promotion_code",
+        &format!("offer-{offer_id}-promotion-code-deactivate"),
+        StripeMethod::Post,
+        &format!("/promotion_codes/{promotion_code}"),
+        None,
+        Some(&[("active", "false".to_owned())]),
+    )
+    .await?;
+    Ok(())
 }
 
 /// What a coupon takes off.

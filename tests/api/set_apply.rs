@@ -314,7 +314,8 @@ fn synthetic(sub: &str, member: Uuid, license: Uuid) -> Vec<(&'static str, Strin
             offer.to_string(),
             json!({"OfferCreated": {"offer_id": offer, "terms": {"name": "Launch", "code": "launch",
             "tier_id": tier, "cadence": "month", "discount": {"percent": 20},
-            "duration": {"repeating": 3}, "redemption_limit": 100, "stripe_coupon_id": "co_syn"},
+            "duration": {"repeating": 3}, "redemption_limit": 100, "stripe_coupon_id": "co_syn",
+            "stripe_promotion_code_id": "promo_syn"},
             "created_at": at}}),
         ),
         (

@@ -102,11 +102,17 @@ pub struct FakeStripe {
     events: Arc<Mutex<Vec<Value>>>,
     /// The webhook endpoints registered (`/v1/webhook_endpoints`), with their secrets.
     pub endpoints: Arc<Mutex<Vec<Value>>>,
-    /// Products and prices created (`POST /v1/products`, `/v1/prices`), by id.
+    /// Products, prices, coupons and promotion codes created (`POST /v1/products`,
+    /// `/v1/prices`, `/v1/coupons`, `/v1/promotion_codes`), by id.
     pub catalog: Arc<Mutex<HashMap<String, Value>>>,
-    /// How many of the next product or price creations are made but answered 500 (the
-    /// answer lost on the way back).
+    /// How many of the next catalog creations (product, price, coupon, promotion code) are
+    /// made but answered 500 (the answer lost on the way back).
     pub lose_next: Arc<std::sync::atomic::AtomicUsize>,
+    /// By kind (`product`, `price`, `coupon`, `promotion_code`): how many of the next
+    /// creations of that kind answer 500 without making the object.
+    pub fail_next_of: Arc<Mutex<HashMap<String, usize>>>,
+    /// By kind: how many of the next creations of that kind are made but answered 500.
+    pub lose_next_of: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 #[derive(Clone)]
@@ -123,6 +129,29 @@ struct FakeState {
     endpoints: Arc<Mutex<Vec<Value>>>,
     catalog: Arc<Mutex<HashMap<String, Value>>>,
     lose_next: Arc<std::sync::atomic::AtomicUsize>,
+    fail_next_of: Arc<Mutex<HashMap<String, usize>>>,
+    lose_next_of: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// Counts down `kind`'s entry; whether it was above zero.
+fn count_down(counts: &Mutex<HashMap<String, usize>>, kind: &str) -> bool {
+    let Ok(mut counts) = counts.lock() else {
+        return false;
+    };
+    match counts.get_mut(kind) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+fn answer_500(message: &str) -> Response {
+    Response::builder()
+        .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
+        .content_type("application/json")
+        .body(json!({"error": {"type": "api_error", "message": message}}).to_string())
 }
 
 impl FakeState {
@@ -380,13 +409,14 @@ fn billing_portal_page(Path(id): Path<String>) -> Response {
         ))
 }
 
-/// A product or price made from `form` (the same idempotency key makes the same object, as
-/// Stripe replays an answer); recorded in the catalog.
+/// A product, price, coupon or promotion code made from `form` (the same idempotency key makes
+/// the same object, as Stripe replays an answer); recorded in the catalog.
 #[handler]
 fn create_catalog_object(req: &poem::Request, body: String, state: Data<&FakeState>) -> Response {
     let kind = match req.uri().path().rsplit('/').next() {
         Some("products") => "product",
         Some("coupons") => "coupon",
+        Some("promotion_codes") => "promotion_code",
         _ => "price",
     };
     let key = req
@@ -399,6 +429,9 @@ fn create_catalog_object(req: &poem::Request, body: String, state: Data<&FakeSta
     if let Some(failure) = state.fail() {
         return failure;
     }
+    if count_down(&state.fail_next_of, kind) {
+        return answer_500("temporary failure");
+    }
     let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
         .into_owned()
         .collect();
@@ -407,6 +440,7 @@ fn create_catalog_object(req: &poem::Request, body: String, state: Data<&FakeSta
         match kind {
             "product" => "prod",
             "coupon" => "co",
+            "promotion_code" => "promo",
             _ => "price",
         },
         key.bytes()
@@ -420,6 +454,14 @@ fn create_catalog_object(req: &poem::Request, body: String, state: Data<&FakeSta
         object["form"] = json!(form);
     } else if kind == "product" {
         object["name"] = json!(form.get("name"));
+    } else if kind == "promotion_code" {
+        object["code"] = json!(form.get("code"));
+        object["active"] = json!(true);
+        object["promotion"]["coupon"] = json!(form.get("promotion[coupon]"));
+        object["max_redemptions"] = json!(form
+            .get("max_redemptions")
+            .and_then(|m| m.parse::<i64>().ok()));
+        object["form"] = json!(form);
     } else {
         let amount: i64 = form
             .get("unit_amount")
@@ -433,6 +475,25 @@ fn create_catalog_object(req: &poem::Request, body: String, state: Data<&FakeSta
         object["recurring"]["interval_count"] = json!(1);
     }
     if let Ok(mut catalog) = state.catalog.lock() {
+        // Like Stripe: one active promotion code per code, whatever its case.
+        let taken = kind == "promotion_code"
+            && catalog.iter().any(|(other, o)| {
+                *other != id
+                    && o["object"] == "promotion_code"
+                    && o["active"] == true
+                    && o["code"].as_str().map(str::to_lowercase)
+                        == form.get("code").map(|c| c.to_lowercase())
+            });
+        if taken {
+            return Response::builder()
+                .status(poem::http::StatusCode::BAD_REQUEST)
+                .content_type("application/json")
+                .body(
+                    json!({"error": {"type": "invalid_request_error",
+                        "message": "An active promotion code with this code already exists."}})
+                    .to_string(),
+                );
+        }
         catalog.entry(id).or_insert_with(|| object.clone());
     }
     let lost = state
@@ -443,13 +504,51 @@ fn create_catalog_object(req: &poem::Request, body: String, state: Data<&FakeSta
             |n| n.checked_sub(1),
         )
         .is_ok();
-    if lost {
-        return Response::builder()
-            .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
-            .content_type("application/json")
-            .body(json!({"error": {"type": "api_error", "message": "lost"}}).to_string());
+    if lost || count_down(&state.lose_next_of, kind) {
+        return answer_500("lost");
     }
     json_response(&object)
+}
+
+/// A promotion code updated from the form (`active=false` deactivates it); recorded as
+/// `POST /v1/promotion_codes/{id} key=.. {form}`. An unknown id is Stripe's 404.
+#[handler]
+fn update_promotion_code(
+    req: &poem::Request,
+    Path(id): Path<String>,
+    body: String,
+    state: Data<&FakeState>,
+) -> Response {
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    record(
+        &state,
+        format!("POST /v1/promotion_codes/{id} key={key} {body}"),
+    );
+    if let Some(failure) = state.fail() {
+        return failure;
+    }
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let mut catalog = state.catalog.lock().expect("lock");
+    let Some(code) = catalog.get_mut(&id) else {
+        return Response::builder()
+            .status(poem::http::StatusCode::NOT_FOUND)
+            .content_type("application/json")
+            .body(
+                json!({"error": {"type": "invalid_request_error", "message": "No such promotion code"}})
+                    .to_string(),
+            );
+    };
+    if let Some(active) = form.get("active") {
+        code["active"] = json!(active == "true");
+    }
+    json_response(code)
 }
 
 /// A created price as it was made; any other is a monthly 2000 usd one of `prod_fake`
@@ -652,7 +751,11 @@ impl FakeStripe {
         let endpoints = Arc::new(Mutex::new(Vec::new()));
         let catalog = Arc::new(Mutex::new(HashMap::new()));
         let lose_next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let fail_next_of = Arc::new(Mutex::new(HashMap::new()));
+        let lose_next_of = Arc::new(Mutex::new(HashMap::new()));
         let state = FakeState {
+            fail_next_of: fail_next_of.clone(),
+            lose_next_of: lose_next_of.clone(),
             catalog: catalog.clone(),
             lose_next: lose_next.clone(),
             events: events.clone(),
@@ -678,6 +781,8 @@ impl FakeStripe {
             .at("/v1/products", poem::post(create_catalog_object))
             .at("/v1/prices", poem::post(create_catalog_object))
             .at("/v1/coupons", poem::post(create_catalog_object))
+            .at("/v1/promotion_codes", poem::post(create_catalog_object))
+            .at("/v1/promotion_codes/:id", poem::post(update_promotion_code))
             .at("/v1/events", get(list_events))
             .at(
                 "/v1/webhook_endpoints",
@@ -722,6 +827,8 @@ impl FakeStripe {
             endpoints,
             catalog,
             lose_next,
+            fail_next_of,
+            lose_next_of,
         }
     }
 
