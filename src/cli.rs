@@ -119,6 +119,39 @@ pub enum TiersCommand {
         #[command(flatten)]
         database: DatabaseConfig,
     },
+    /// Create a tier as `POST /v1/tiers` does: with `--currency`, `--monthly-price` and
+    /// `--yearly-price` (minor units) its Stripe product and two prices are created, with
+    /// `--stripe-monthly-price-id` and `--stripe-yearly-price-id` existing prices are linked.
+    /// Needs `STRIPE_SECRET_KEY`. Prints the tier as JSON.
+    Create {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        stripe: crate::config::StripeConfig,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// What the tier gives; repeat for each line.
+        #[arg(long = "benefit")]
+        benefits: Vec<String>,
+        /// `public` (listed on `GET /v1/tiers`) or `none` (sold by link only).
+        #[arg(long)]
+        visibility: Option<String>,
+        /// ISO currency of the prices, e.g. `eur`.
+        #[arg(long)]
+        currency: Option<String>,
+        /// Monthly price in minor units (500 = 5.00).
+        #[arg(long)]
+        monthly_price: Option<i64>,
+        /// Yearly price in minor units.
+        #[arg(long)]
+        yearly_price: Option<i64>,
+        #[arg(long)]
+        stripe_monthly_price_id: Option<String>,
+        #[arg(long)]
+        stripe_yearly_price_id: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -537,6 +570,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     report,
                 },
         } => crate::members_import::run_cli(&database, &file, report.as_deref()).await,
+        Command::Tiers {
+            command:
+                TiersCommand::Create {
+                    database,
+                    stripe,
+                    name,
+                    description,
+                    benefits,
+                    visibility,
+                    currency,
+                    monthly_price,
+                    yearly_price,
+                    stripe_monthly_price_id,
+                    stripe_yearly_price_id,
+                },
+        } => {
+            let body = serde_json::json!({
+                "name": name, "description": description, "benefits": benefits,
+                "visibility": visibility, "currency": currency,
+                "monthly_price": monthly_price, "yearly_price": yearly_price,
+                "stripe_monthly_price_id": stripe_monthly_price_id,
+                "stripe_yearly_price_id": stripe_yearly_price_id,
+            });
+            crate::api::tiers::create_from_cli(&database, stripe.settings(), body).await
+        }
         Command::Tiers {
             command: TiersCommand::List { database },
         } => {

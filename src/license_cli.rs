@@ -167,12 +167,6 @@ fn answered(result: Result<DashboardLicense, Problem>) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(())
         }
-        Err(problem) => {
-            let mut message = problem.detail.unwrap_or(problem.title);
-            for e in problem.errors {
-                message.push_str(&format!("; {}: {}", e.field, e.reason));
-            }
-            anyhow::bail!(message)
-        }
+        Err(problem) => anyhow::bail!(problem.in_words()),
     }
 }

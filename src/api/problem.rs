@@ -114,6 +114,15 @@ impl Problem {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
+    /// The detail (or title) and every field error on one line, for the command line.
+    pub fn in_words(self) -> String {
+        let mut message = self.detail.unwrap_or(self.title);
+        for e in self.errors {
+            message.push_str(&format!("; {}: {}", e.field, e.reason));
+        }
+        message
+    }
+
     pub fn json(self) -> Json<Self> {
         Json(self)
     }

@@ -179,6 +179,74 @@ api_response! {
     }
 }
 
+impl TiersApi {
+    /// Creates a tier as `POST /v1/tiers` does (also `memberledger tiers create`).
+    pub async fn create_tier(
+        &self,
+        request_id: &RequestId,
+        body: CreateTierRequest,
+    ) -> Result<TierView, Problem> {
+        let profile = TierProfile {
+            name: required_text("name", &body.name, 191)?,
+            description: optional_text("description", body.description.as_deref(), 2000)?,
+            benefits: benefits(&body.benefits)?,
+            visibility: body.visibility.map_or(TierVisibility::Public, Into::into),
+        };
+        let api = stripe_api(&self.state)?;
+        let id = Uuid::now_v7();
+        let (currency, product, monthly, yearly) = prices(
+            &self.state.pool,
+            api,
+            id,
+            Target::New(&profile),
+            &body.prices,
+        )
+        .await?;
+        let command = TierCommand::CreateTier {
+            tier_id: id,
+            profile,
+            currency,
+            stripe_product_id: product,
+            monthly,
+            yearly,
+            at: Utc::now(),
+        };
+        self.execute(id, command, request_id).await?;
+        find(&self.state, id, true).await
+    }
+}
+
+/// `memberledger tiers create`: `body` is the JSON of `POST /v1/tiers` (nulls for the options
+/// not given), checked and created the same way; the tier is printed, a refusal is the error.
+pub async fn create_from_cli(
+    database: &crate::config::DatabaseConfig,
+    stripe: crate::config::StripeSettings,
+    body: serde_json::Value,
+) -> anyhow::Result<()> {
+    use poem_openapi::types::ParseFromJSON;
+    let body = CreateTierRequest::parse_from_json(Some(body))
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    let db = crate::db::Database::connect(database).await?;
+    crate::db::migrate(&db.pool).await?;
+    let settings = crate::config::Settings {
+        stripe,
+        ..crate::config::Settings::default()
+    };
+    let api = TiersApi {
+        state: super::state::AppState::new(db.pool.clone(), &settings),
+    };
+    let request_id = RequestId(format!("cli-{}", Uuid::now_v7()));
+    let created = api.create_tier(&request_id, body).await;
+    db.close().await?;
+    match created {
+        Ok(tier) => {
+            println!("{}", serde_json::to_string_pretty(&tier)?);
+            Ok(())
+        }
+        Err(problem) => Err(anyhow::anyhow!("{}", problem.in_words())),
+    }
+}
+
 const SELECT: &str = "SELECT id, name, description, benefits, visibility, currency,
         monthly_amount AS monthly_price, yearly_amount AS yearly_price, stripe_product_id,
         monthly_price_id AS stripe_monthly_price_id, yearly_price_id AS stripe_yearly_price_id,
@@ -200,37 +268,7 @@ impl TiersApi {
         request_id: Data<&RequestId>,
         body: Json<CreateTierRequest>,
     ) -> CreateTierResponse {
-        let body = body.0;
-        let result = async {
-            let profile = TierProfile {
-                name: required_text("name", &body.name, 191)?,
-                description: optional_text("description", body.description.as_deref(), 2000)?,
-                benefits: benefits(&body.benefits)?,
-                visibility: body.visibility.map_or(TierVisibility::Public, Into::into),
-            };
-            let api = stripe_api(&self.state)?;
-            let id = Uuid::now_v7();
-            let (currency, product, monthly, yearly) = prices(
-                &self.state.pool,
-                api,
-                id,
-                Target::New(&profile),
-                &body.prices,
-            )
-            .await?;
-            let command = TierCommand::CreateTier {
-                tier_id: id,
-                profile,
-                currency,
-                stripe_product_id: product,
-                monthly,
-                yearly,
-                at: Utc::now(),
-            };
-            self.execute(id, command, &request_id).await?;
-            find(&self.state, id, true).await
-        }
-        .await;
+        let result = self.create_tier(&request_id, body.0).await;
         match result {
             Ok(tier) => {
                 let location = format!("/v1/tiers/{}", tier.id);

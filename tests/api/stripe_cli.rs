@@ -360,3 +360,79 @@ async fn setup_replaces_an_endpoint_whose_secret_it_does_not_have_and_the_old_se
         200
     );
 }
+
+#[tokio::test]
+async fn tiers_create_prices_a_tier_at_stripe_from_the_command_line_and_explains_a_refusal() {
+    let stripe = FakeStripe::start(&[]).await;
+    let app = app_with_stripe(&stripe).await;
+    let tiers = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_memberledger"));
+        command
+            .arg("tiers")
+            .args(args)
+            .env("DATABASE_URL", &app.database_url)
+            .env("STRIPE_SECRET_KEY", "sk_test_fake")
+            .env("STRIPE_API_BASE", &stripe.base)
+            .env_remove("STRIPE_WEBHOOK_SECRET");
+        command
+    };
+
+    let out = run(tiers(&[
+        "create",
+        "--name",
+        "Gold",
+        "--benefit",
+        "Every article",
+        "--benefit",
+        "The archive",
+        "--currency",
+        "eur",
+        "--monthly-price",
+        "500",
+        "--yearly-price",
+        "5000",
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tier: Value = serde_json::from_slice(&out.stdout).expect("the tier as JSON");
+    assert_eq!(tier["name"], "Gold");
+    assert_eq!(tier["benefits"], json!(["Every article", "The archive"]));
+    assert_eq!(
+        (tier["monthly_price"].clone(), tier["yearly_price"].clone()),
+        (500.into(), 5000.into())
+    );
+    assert_eq!(crate::tiers::created(&stripe, "product").len(), 1);
+    assert_eq!(crate::tiers::created(&stripe, "price").len(), 2);
+    // The server sells it: the public list shows it.
+    let listed: Value = app
+        .client
+        .get(app.url("/v1/tiers"))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["items"][0]["id"], tier["id"]);
+
+    // A refusal says which field and why, and creates nothing.
+    let out = run(tiers(&[
+        "create",
+        "--name",
+        "Silver",
+        "--currency",
+        "eur",
+        "--monthly-price=-5",
+        "--yearly-price",
+        "100",
+    ]))
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("monthly_price"), "{stderr}");
+    assert_eq!(crate::tiers::created(&stripe, "product").len(), 1);
+}

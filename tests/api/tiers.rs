@@ -21,7 +21,7 @@ fn gold() -> Value {
     })
 }
 
-fn created(stripe: &FakeStripe, kind: &str) -> Vec<Value> {
+pub(crate) fn created(stripe: &FakeStripe, kind: &str) -> Vec<Value> {
     let catalog = stripe.catalog.lock().expect("lock");
     let mut objects: Vec<Value> = catalog
         .values()
