@@ -211,10 +211,7 @@ async fn keys<'e, E: PgExecutor<'e>>(
     executor: E,
     subjects: &[(String, String)],
 ) -> Result<Keys, sqlx::Error> {
-    let (types, ids): (Vec<&str>, Vec<&str>) = subjects
-        .iter()
-        .map(|(t, i)| (t.as_str(), i.as_str()))
-        .unzip();
+    let (types, ids) = columns(subjects);
     let rows: Vec<(String, String, Option<Vec<u8>>)> = sqlx::query_as(
         "SELECT k.aggregate_type, k.aggregate_id, k.key
          FROM personal_data_keys k
@@ -225,6 +222,14 @@ async fn keys<'e, E: PgExecutor<'e>>(
     .fetch_all(executor)
     .await?;
     Ok(rows.into_iter().map(|(t, i, k)| ((t, i), k)).collect())
+}
+
+/// `subjects` as the two arrays `unnest` takes.
+fn columns(subjects: &[(String, String)]) -> (Vec<&str>, Vec<&str>) {
+    subjects
+        .iter()
+        .map(|(t, i)| (t.as_str(), i.as_str()))
+        .unzip()
 }
 
 fn cipher(key: &[u8]) -> Option<Aes256Gcm> {
@@ -363,10 +368,7 @@ async fn get_or_create(
     subjects: &[(String, String)],
 ) -> Result<Keys, sqlx::Error> {
     let fresh: Vec<Vec<u8>> = subjects.iter().map(|_| fresh_key()).collect();
-    let (types, ids): (Vec<&str>, Vec<&str>) = subjects
-        .iter()
-        .map(|(t, i)| (t.as_str(), i.as_str()))
-        .unzip();
+    let (types, ids) = columns(subjects);
     // Creates the missing keys and reads all in one round trip: the inserted rows come from
     // RETURNING, the existing ones from the statement's snapshot.
     let rows: Vec<(String, String, Option<Vec<u8>>)> = sqlx::query_as(
@@ -463,10 +465,7 @@ pub async fn shred(
     conn: &mut PgConnection,
     subjects: &[(String, String)],
 ) -> Result<u64, sqlx::Error> {
-    let (types, ids): (Vec<&str>, Vec<&str>) = subjects
-        .iter()
-        .map(|(t, i)| (t.as_str(), i.as_str()))
-        .unzip();
+    let (types, ids) = columns(subjects);
     sqlx::query(
         "INSERT INTO personal_data_keys (aggregate_type, aggregate_id, key, shredded_at)
          SELECT t, i, NULL, now() FROM unnest($1::text[], $2::text[]) AS s(t, i)
@@ -486,10 +485,7 @@ async fn redact_plain(
     conn: &mut PgConnection,
     subjects: &[(String, String)],
 ) -> Result<u64, sqlx::Error> {
-    let (types, ids): (Vec<&str>, Vec<&str>) = subjects
-        .iter()
-        .map(|(t, i)| (t.as_str(), i.as_str()))
-        .unzip();
+    let (types, ids) = columns(subjects);
     let rows: Vec<(i64, String, String, String, Value)> = sqlx::query_as(
         "SELECT e.global_position, e.aggregate_type, e.aggregate_id, e.event_type, e.payload::jsonb::json
          FROM events e JOIN unnest($1::text[], $2::text[]) AS s(t, i)

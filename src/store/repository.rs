@@ -1,12 +1,15 @@
 //! The event repository: cqrs-es's `PersistedEventRepository` on postgres-es's `events` and
 //! `snapshots` tables, with inline projections written in the appending transaction.
 //!
-//! Reads are postgres-es's own. Appends are ours because postgres-es opens and commits its own
-//! transaction in `persist` and cannot take part in a wider one: an inline read model written
-//! after it would commit apart from its events (an event without its row, or a row refused
-//! after the event was in). Here one transaction inserts the command's events (one multi-row
-//! statement, which also returns their log positions), applies the inline projections that
-//! handle them, and commits: both or neither.
+//! Appends are ours because postgres-es opens and commits its own transaction in `persist` and
+//! cannot take part in a wider one: an inline read model written after it would commit apart
+//! from its events (an event without its row, or a row refused after the event was in). Here
+//! one transaction seals the events' personal fields (`personal`), inserts the events (one
+//! multi-row statement, which also returns their log positions, with the keys of aggregates
+//! they start), applies the inline projections that handle them, scrubs and shreds for an
+//! erasure (`crate::erasure`), and commits: all or nothing. An aggregate's load is ours too
+//! (postgres-es's query with the aggregate's data key joined, to open its sealed fields);
+//! snapshots and streams are postgres-es's own.
 
 use std::cell::Cell;
 use std::sync::Arc;

@@ -277,22 +277,14 @@ impl StripeApi {
     /// as done.
     pub async fn delete_subscription_item(&self, item_id: &str) -> Result<(), CallError> {
         let request = stripe_billing::subscription_item::DeleteSubscriptionItem::new(item_id);
-        let result = self
-            .with_retries(
-                &format!("delete-item-{item_id}"),
-                "delete_subscription_item",
-                |strategy| {
-                    request
-                        .customize()
-                        .request_strategy(strategy)
-                        .send(&self.client)
-                },
-            )
-            .await;
-        match result {
-            Ok(_) | Err(CallError::Refused { status: 404, .. }) => Ok(()),
-            Err(err) => Err(err),
-        }
+        let key = format!("delete-item-{item_id}");
+        self.gone_is_done(&key, "delete_subscription_item", |strategy| {
+            request
+                .customize()
+                .request_strategy(strategy)
+                .send(&self.client)
+        })
+        .await
     }
 
     /// Cancels a subscription at once (a member erased with `ERASURE_ACTIVE_SUBSCRIPTIONS=cancel`).
@@ -300,41 +292,43 @@ impl StripeApi {
     /// its webhook, as any other does.
     pub async fn cancel_subscription(&self, subscription_id: &str) -> Result<(), CallError> {
         let request = stripe_billing::subscription::CancelSubscription::new(subscription_id);
-        let result = self
-            .with_retries(
-                &format!("cancel-subscription-{subscription_id}"),
-                "cancel_subscription",
-                |strategy| {
-                    request
-                        .customize()
-                        .request_strategy(strategy)
-                        .send(&self.client)
-                },
-            )
-            .await;
-        match result {
-            Ok(_) | Err(CallError::Refused { status: 404, .. }) => Ok(()),
-            Err(err) => Err(err),
-        }
+        let key = format!("cancel-subscription-{subscription_id}");
+        self.gone_is_done(&key, "cancel_subscription", |strategy| {
+            request
+                .customize()
+                .request_strategy(strategy)
+                .send(&self.client)
+        })
+        .await
     }
 
     /// Deletes a customer (a member erased with `ERASURE_STRIPE_CUSTOMER=delete`). One that is
     /// gone already counts as done.
     pub async fn delete_customer(&self, customer_id: &str) -> Result<(), CallError> {
         let request = stripe_core::customer::DeleteCustomer::new(customer_id);
-        let result = self
-            .with_retries(
-                &format!("delete-customer-{customer_id}"),
-                "delete_customer",
-                |strategy| {
-                    request
-                        .customize()
-                        .request_strategy(strategy)
-                        .send(&self.client)
-                },
-            )
-            .await;
-        match result {
+        let key = format!("delete-customer-{customer_id}");
+        self.gone_is_done(&key, "delete_customer", |strategy| {
+            request
+                .customize()
+                .request_strategy(strategy)
+                .send(&self.client)
+        })
+        .await
+    }
+
+    /// [`Self::with_retries`] for a call that ends or removes something: a 404 (it is gone
+    /// already) counts as done.
+    async fn gone_is_done<T, F, Fut>(
+        &self,
+        idempotency_key: &str,
+        what: &'static str,
+        call: F,
+    ) -> Result<(), CallError>
+    where
+        F: Fn(RequestStrategy) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StripeError>>,
+    {
+        match self.with_retries(idempotency_key, what, call).await {
             Ok(_) | Err(CallError::Refused { status: 404, .. }) => Ok(()),
             Err(err) => Err(err),
         }
