@@ -147,7 +147,7 @@ pub async fn request_code(
     limit(
         &sign_in.pool,
         "sign_in_code_per_email",
-        format!("code:email:{normalized}"),
+        rate_limit::address_key("code", &normalized),
         settings.code_per_email,
     )
     .await?;
@@ -269,7 +269,7 @@ pub async fn verify(
             limit(
                 &sign_in.pool,
                 "sign_in_verify_per_email",
-                format!("verify:email:{}", email.normalized()),
+                rate_limit::address_key("verify", &email.normalized()),
                 settings.verify_per_email,
             )
             .await?;

@@ -83,7 +83,7 @@ pub async fn request(
     limit(
         &sign_in.pool,
         "email_change_per_email",
-        format!("email-change:email:{}", new_email.normalized()),
+        crate::rate_limit::address_key("email-change", &new_email.normalized()),
         settings.code_per_email,
     )
     .await?;

@@ -20,7 +20,8 @@
 //! Outside the log, the transaction scrubs: the Stripe events the inbox stored for the member's
 //! customers or naming an address of theirs (contact fields nulled, any string with one of
 //! their addresses replaced), queued and sent emails to them, sign-in codes, sessions, pending
-//! email changes, rate-limit counters keyed by their addresses, import reports' rows of their
+//! email changes, rate-limit counters per address (keyed by the address's hash; older ones by
+//! the address), import reports' rows of their
 //! addresses, the stored payloads of outbound webhook deliveries of their events, and the
 //! activation addresses (IPs) of their licenses.
 //!
@@ -243,8 +244,6 @@ async fn scrub(conn: &mut PgConnection, member_id: Uuid, known: &Known) -> Resul
         "DELETE FROM login_codes WHERE email = ANY($2)",
         "DELETE FROM member_sessions WHERE member_id = $1",
         "DELETE FROM email_change_requests WHERE member_id = $1 OR lower(new_email) = ANY($2)",
-        // Keys such as `code:email:<address>` (`auth`, `email_change`).
-        "DELETE FROM rate_limits WHERE split_part(key, ':email:', 2) = ANY($2)",
         "DELETE FROM member_import_refusals WHERE lower(email) = ANY($2)",
         // Activation addresses; `LicenseActivatedOnDomain.ip` reads as null once the license's
         // key is destroyed, so a rebuild gives the same.
@@ -259,6 +258,15 @@ async fn scrub(conn: &mut PgConnection, member_id: Uuid, known: &Known) -> Resul
             .execute(&mut *conn)
             .await?;
     }
+    // Counters per address (`rate_limit::address_key`: hashed; older ones: the address).
+    let suffixes: Vec<String> = emails
+        .iter()
+        .flat_map(|e| crate::rate_limit::address_key_suffixes(e))
+        .collect();
+    sqlx::query("DELETE FROM rate_limits WHERE split_part(key, ':email:', 2) = ANY($1)")
+        .bind(&suffixes)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

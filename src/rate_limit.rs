@@ -20,6 +20,24 @@ pub struct Limit {
     pub window: Duration,
 }
 
+/// The key of a counter per email address (`<kind>:email:<SHA-256 of the address, hex>`): the
+/// counters work per address without storing one.
+pub fn address_key(kind: &str, normalized_email: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!(
+        "{kind}:email:{}",
+        hex::encode(Sha256::digest(normalized_email.as_bytes()))
+    )
+}
+
+/// What follows `:email:` in the keys of `address_key` for `normalized_email`, and in those
+/// written before addresses were hashed (the address itself): erasure deletes both.
+pub fn address_key_suffixes(normalized_email: &str) -> [String; 2] {
+    let hashed = address_key("", normalized_email);
+    let suffix = hashed.trim_start_matches(":email:").to_owned();
+    [suffix, normalized_email.to_owned()]
+}
+
 /// Counts a hit on `key`. `Ok(None)` when allowed; `Ok(Some(wait))` when over the limit, with
 /// how long until the window resets.
 pub async fn hit(pool: &PgPool, key: &str, limit: Limit) -> Result<Option<Duration>, sqlx::Error> {

@@ -174,6 +174,19 @@ async fn after_erasure_no_byte_of_the_member_is_in_the_database_an_export_or_a_r
         .await
         .expect("count");
 
+    // Sign-in counters are per address, keyed by its hash (no address stored).
+    let counters = || async {
+        let suffixes = memberledger::rate_limit::address_key_suffixes(&l.email.to_lowercase());
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM rate_limits WHERE split_part(key, ':email:', 2) = ANY($1)",
+        )
+        .bind(&suffixes[..1])
+        .fetch_one(&app.pool)
+        .await
+        .expect("count")
+    };
+    assert!(counters().await >= 2, "code and verify counters");
+
     let path = format!("/v1/members/{member_id}");
     let resp = app.admin(Method::DELETE, &path, None).await;
     assert_eq!(resp.status(), 204, "{:?}", resp.text().await);
@@ -210,6 +223,7 @@ async fn after_erasure_no_byte_of_the_member_is_in_the_database_an_export_or_a_r
         .expect("count");
     assert!(events_after > events_before);
 
+    assert_eq!(counters().await, 0, "the address's counters are gone");
     // Nowhere in the database...
     assert_eq!(
         found(&dump(&app.database_url), &secrets),
