@@ -67,10 +67,23 @@ impl EventRepository {
             .map_err(connection)?;
         // Personal fields are stored encrypted (`personal`); the inline projections below see
         // them as the command wrote them.
-        let mut sealed: Vec<SerializedEvent> = events.to_vec();
-        let new_keys = personal::seal(&mut tx, &mut sealed)
-            .await
-            .map_err(database)?;
+        // Only events with personal fields are copied to be sealed (most are not: a Stripe
+        // event's payload is stored as the command wrote it).
+        let personal = events
+            .iter()
+            .any(|e| !personal::fields(&e.aggregate_type, &e.event_type).is_empty());
+        let (sealed, new_keys) = if personal {
+            let mut sealed: Vec<SerializedEvent> = events.to_vec();
+            let new_keys = personal::seal(&mut tx, &mut sealed)
+                .await
+                .map_err(database)?;
+            (std::borrow::Cow::Owned(sealed), new_keys)
+        } else {
+            (
+                std::borrow::Cow::Borrowed(events),
+                personal::NewKeys::default(),
+            )
+        };
         let stored = insert_events(&mut tx, events, &sealed, &new_keys).await?;
         for projection in self.inline.iter() {
             let handled = projections::handled(projection.as_ref(), &stored);
