@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use aggregates::cqrs_es::persist::{EventUpcaster, PersistedEventStore, SerializedEvent};
 use aggregates::cqrs_es::{
@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::eventlog::{LogPosition, Wakeups};
 
+mod group_commit;
 pub mod personal;
 mod repository;
 
@@ -83,6 +84,11 @@ pub struct CommandBus<A: Aggregate> {
     /// aggregates at once (cqrs-es's store commits one aggregate at a time).
     repository: EventRepository,
     wakeups: Arc<Wakeups>,
+    /// Creations waiting for a transaction to share ([`Self::execute_new`]); its workers
+    /// start on first use.
+    creations: OnceLock<group_commit::Queue<A>>,
+    /// This bus, for the group commit's workers (which must not keep it alive).
+    this: Weak<Self>,
 }
 
 /// How often a command is retried when another writer appended to the same aggregate first.
@@ -105,7 +111,7 @@ where
             PersistedEventStore::new_event_store(EventRepository::new(pool.clone(), inline.clone()))
                 .with_upcasters(vec![Box::new(Upcaster)])
         };
-        Arc::new(Self {
+        Arc::new_cyclic(|this| Self {
             framework: CqrsFramework::new(
                 store(),
                 vec![Box::new(WakeRunners {
@@ -116,6 +122,8 @@ where
             store: store(),
             repository: EventRepository::new(pool.clone(), inline.clone()),
             wakeups,
+            creations: OnceLock::new(),
+            this: this.clone(),
         })
     }
 
@@ -183,22 +191,10 @@ where
             let mut envelopes: Vec<EventEnvelope<A>> = Vec::with_capacity(count);
             for (aggregate_id, command) in commands {
                 let (_, events) = handle_new::<A>(command).await?;
-                for (n, payload) in events.into_iter().enumerate() {
-                    envelopes.push(EventEnvelope {
-                        aggregate_id: aggregate_id.clone(),
-                        sequence: n + 1,
-                        payload,
-                        metadata: metadata.clone(),
-                    });
-                }
+                push_new(&mut envelopes, aggregate_id, events, &metadata);
             }
-            let serialized = envelopes
-                .iter()
-                .map(SerializedEvent::try_from)
-                .collect::<Result<Vec<_>, _>>()?;
-            let position = self.repository.append(&serialized).await?;
-            WakeRunners::announce(&self.wakeups, &envelopes).await;
-            Ok(position)
+            let positions = self.append_new(&envelopes).await?;
+            Ok(positions.last().copied())
         }
         .await;
         let outcome = outcome(&result);
@@ -213,7 +209,37 @@ where
     /// load's round trip on every creation. Were the id taken after all, the append would
     /// meet the optimistic lock and the command re-run through [`Self::execute`], against the
     /// stored events, so the guess can cost time but never correctness.
+    ///
+    /// Creations that arrive while another is being committed share the next transaction
+    /// (group commit, see `group_commit`): under load, a few transactions carry many
+    /// creations, each answered as if it had run alone.
     pub async fn execute_new(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: EventMetadata,
+    ) -> Result<Option<LogPosition>, AggregateError<A::Error>>
+    where
+        A: Aggregate<Services = ()>,
+        A::Command: Send + Sync,
+        A::Error: Send,
+    {
+        let queue = self
+            .creations
+            .get_or_init(|| group_commit::start(self.this.clone()));
+        match group_commit::submit(queue, aggregate_id.to_owned(), command, metadata) {
+            Ok(answer) => answer.await.unwrap_or_else(|_| {
+                Err(AggregateError::UnexpectedError(
+                    "the group commit's worker stopped before answering".into(),
+                ))
+            }),
+            // No worker (the runtime that started them has ended): alone, then.
+            Err((id, command, metadata)) => self.execute_new_alone(&id, command, metadata).await,
+        }
+    }
+
+    /// [`Self::execute_new`] in a transaction of its own.
+    async fn execute_new_alone(
         &self,
         aggregate_id: &str,
         command: A::Command,
@@ -253,6 +279,40 @@ where
                 result
             }
         }
+    }
+}
+
+impl<A: Aggregate> CommandBus<A> {
+    /// Appends new aggregates' events (of one or many) in one transaction and wakes the
+    /// runners; returns each event's log position, in order.
+    async fn append_new(
+        &self,
+        envelopes: &[EventEnvelope<A>],
+    ) -> Result<Vec<LogPosition>, AggregateError<A::Error>> {
+        let serialized = envelopes
+            .iter()
+            .map(SerializedEvent::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let positions = self.repository.append(&serialized).await?;
+        WakeRunners::announce(&self.wakeups, envelopes).await;
+        Ok(positions)
+    }
+}
+
+/// Adds a new aggregate's events to `envelopes`, numbered from 1.
+fn push_new<A: Aggregate>(
+    envelopes: &mut Vec<EventEnvelope<A>>,
+    aggregate_id: String,
+    events: Vec<A::Event>,
+    metadata: &HashMap<String, String>,
+) {
+    for (n, payload) in events.into_iter().enumerate() {
+        envelopes.push(EventEnvelope {
+            aggregate_id: aggregate_id.clone(),
+            sequence: n + 1,
+            payload,
+            metadata: metadata.clone(),
+        });
     }
 }
 

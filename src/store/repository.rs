@@ -57,11 +57,11 @@ impl EventRepository {
     }
 
     /// Appends `events` (of one or many aggregates) in one transaction with the inline
-    /// projections that handle them; returns where the last one is in the log.
+    /// projections that handle them; returns where each one is in the log, in order.
     pub(super) async fn append(
         &self,
         events: &[SerializedEvent],
-    ) -> Result<Option<LogPosition>, PersistenceError> {
+    ) -> Result<Vec<LogPosition>, PersistenceError> {
         let mut tx = crate::db::begin(&self.pool, crate::db::PoolName::Main)
             .await
             .map_err(connection)?;
@@ -110,10 +110,13 @@ impl EventRepository {
             .await
             .map_err(database)?;
         tx.commit().await.map_err(database)?;
-        Ok(stored.last().map(|e| LogPosition {
-            transaction_id: e.transaction_id,
-            global_position: e.global_position,
-        }))
+        Ok(stored
+            .iter()
+            .map(|e| LogPosition {
+                transaction_id: e.transaction_id,
+                global_position: e.global_position,
+            })
+            .collect())
     }
 }
 
@@ -297,7 +300,7 @@ impl PersistedEventRepository for EventRepository {
         if events.is_empty() {
             return Ok(());
         }
-        let position = self.append(events).await?;
+        let position = self.append(events).await?.last().copied();
         // Outside `CommandBus::execute` (no scope) nobody asked for the position.
         let _ = APPENDED.try_with(|cell| cell.set(position.or(cell.get())));
         Ok(())

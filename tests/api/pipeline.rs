@@ -229,3 +229,110 @@ async fn a_creation_whose_new_id_is_taken_after_all_runs_against_the_stored_even
         "the refused creation claimed no address"
     );
 }
+
+#[tokio::test]
+async fn concurrent_creations_share_transactions_and_each_is_answered_as_if_alone() {
+    let app = TestApp::spawn().await;
+    const MEMBERS: usize = 40;
+    let answers = futures::future::join_all((0..MEMBERS).map(|i| {
+        let app = &app;
+        async move {
+            let email = format!("together{i}@example.com");
+            let resp = app.create_member(json!({ "email": email })).await;
+            assert_eq!(resp.status(), 201, "creating {email}");
+            let body: serde_json::Value = resp.json().await.expect("json");
+            (email, body["id"].as_str().expect("id").to_owned())
+        }
+    }))
+    .await;
+
+    // Each answer names the member it created, with its own address and its own request as
+    // the event's cause.
+    for (email, id) in &answers {
+        let (stored, correlation): (String, String) = sqlx::query_as(
+            "SELECT l.email, e.metadata->>'correlation_id'
+             FROM member_list l JOIN events e ON e.aggregate_id = l.id::text
+             WHERE l.id = $1::uuid AND e.aggregate_type = 'Member'",
+        )
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("the member's row and event");
+        assert_eq!(&stored, email);
+        assert!(!correlation.is_empty());
+    }
+    let correlations: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT metadata->>'correlation_id') FROM events WHERE aggregate_type = 'Member'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(correlations, MEMBERS as i64, "one request id per creation");
+    // Fewer transactions than creations: some shared one.
+    let transactions: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT transaction_id) FROM events WHERE aggregate_type = 'Member'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert!(
+        transactions < MEMBERS as i64,
+        "{transactions} transactions for {MEMBERS} concurrent creations"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_creation_among_concurrent_ones_refuses_only_itself() {
+    let app = TestApp::spawn().await;
+    app.member("taken@example.com").await;
+    // Thirty new addresses, the taken one twice, and one new address three times.
+    let mut emails: Vec<String> = (0..30).map(|i| format!("fresh{i}@example.com")).collect();
+    emails.extend(["taken@example.com", "taken@example.com"].map(str::to_owned));
+    emails.extend(["thrice@example.com"; 3].map(str::to_owned));
+    let statuses = futures::future::join_all(emails.iter().map(|email| {
+        let app = &app;
+        async move {
+            let resp = app.create_member(json!({ "email": email })).await;
+            (email.clone(), resp.status().as_u16())
+        }
+    }))
+    .await;
+
+    for (email, status) in &statuses {
+        if email.starts_with("fresh") {
+            assert_eq!(*status, 201, "{email}");
+        }
+        if email == "taken@example.com" {
+            assert_eq!(*status, 409, "{email}");
+        }
+    }
+    let thrice: Vec<u16> = statuses
+        .iter()
+        .filter(|(email, _)| email == "thrice@example.com")
+        .map(|(_, status)| *status)
+        .collect();
+    assert_eq!(
+        thrice.iter().filter(|s| **s == 201).count(),
+        1,
+        "{thrice:?}"
+    );
+    assert_eq!(
+        thrice.iter().filter(|s| **s == 409).count(),
+        2,
+        "{thrice:?}"
+    );
+    // One event and one row per member made; nothing of the refused ones.
+    assert_eq!(events_of(&app, "Member").await, 32);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM member_list")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(rows, 32);
+    let keys: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM personal_data_keys WHERE aggregate_type = 'Member'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(keys, 32, "no key left by a refused creation");
+}
