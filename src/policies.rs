@@ -219,7 +219,7 @@ pub struct LicensePolicy {
     pub licenses: Arc<CommandBus<License>>,
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(serde::Deserialize)]
 struct PolicyItem {
     item_id: String,
     purchase_type: String,
@@ -502,15 +502,35 @@ impl LicensePolicy {
         event: &StoredEvent,
         commands: &mut Commands<License>,
     ) -> Result<(), ProjectionError> {
-        let sub: Option<(Uuid, String)> = sqlx::query_as(
-            "SELECT member_id, status FROM policy_license_subscriptions WHERE subscription_id = $1",
+        // Everything the policy knows of the subscription, in one round trip: it runs for every
+        // event of every subscription.
+        type Known = (
+            Uuid,
+            String,
+            bool,
+            sqlx::types::Json<Vec<PolicyItem>>,
+            sqlx::types::Json<Vec<(Uuid, bool, String, Option<i32>)>>,
+        );
+        let known: Option<Known> = sqlx::query_as(
+            "SELECT s.member_id, s.status,
+                    EXISTS (SELECT 1 FROM policy_license_paid_subscriptions p
+                            WHERE p.subscription_id = $1),
+                    (SELECT coalesce(json_agg(i ORDER BY i.item_id), '[]')
+                     FROM (SELECT item_id, purchase_type, site, quantity, removed,
+                                  license_purchase_id, product_id
+                           FROM policy_license_items WHERE subscription_id = $1) i),
+                    (SELECT coalesce(json_agg(json_build_array(l.license_id, l.active, l.item_id, l.seat)), '[]')
+                     FROM policy_licenses l JOIN policy_license_items i USING (item_id)
+                     WHERE i.subscription_id = $1)
+             FROM policy_license_subscriptions s WHERE s.subscription_id = $1",
         )
         .bind(subscription_id)
         .fetch_optional(&mut *conn)
         .await?;
-        let Some((member_id, status)) = sub else {
+        let Some((member_id, status, paid_before, items, licenses)) = known else {
             return Ok(());
         };
+        let (items, licenses) = (items.0, licenses.0);
         let status = SubscriptionStatus::parse(&status);
         let paying = status.is_some_and(SubscriptionStatus::grants_licenses);
         let inactive_reason = if status == Some(SubscriptionStatus::Canceled) {
@@ -526,39 +546,19 @@ impl LicensePolicy {
             status,
             Some(SubscriptionStatus::Canceled | SubscriptionStatus::Unpaid)
         );
-        let ended_after_paying = ended
-            && sqlx::query_scalar::<_, bool>(
-                "SELECT EXISTS (SELECT 1 FROM policy_license_paid_subscriptions WHERE subscription_id = $1)",
-            )
-            .bind(subscription_id)
-            .fetch_one(&mut *conn)
-            .await?;
-        let items: Vec<PolicyItem> = sqlx::query_as(
-            "SELECT item_id, purchase_type, site, quantity, removed, license_purchase_id, product_id FROM policy_license_items
-             WHERE subscription_id = $1 ORDER BY item_id",
-        )
-        .bind(subscription_id)
-        .fetch_all(&mut *conn)
-        .await?;
-        let current: HashMap<Uuid, bool> = sqlx::query_as::<_, (Uuid, bool)>(
-            "SELECT l.license_id, l.active FROM policy_licenses l
-             JOIN policy_license_items i USING (item_id) WHERE i.subscription_id = $1",
-        )
-        .bind(subscription_id)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
-        let seats_issued: HashMap<String, i32> = sqlx::query_as::<_, (String, i32)>(
-            "SELECT l.item_id, max(l.seat) FROM policy_licenses l
-             JOIN policy_license_items i USING (item_id)
-             WHERE i.subscription_id = $1 AND l.seat IS NOT NULL GROUP BY l.item_id",
-        )
-        .bind(subscription_id)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
+        let ended_after_paying = ended && paid_before;
+        let current: HashMap<Uuid, bool> = licenses
+            .iter()
+            .map(|(license_id, active, ..)| (*license_id, *active))
+            .collect();
+        // The highest seat issued per item.
+        let mut seats_issued: HashMap<String, i32> = HashMap::new();
+        for (_, _, item_id, seat) in &licenses {
+            if let Some(seat) = seat {
+                let issued = seats_issued.entry(item_id.clone()).or_insert(*seat);
+                *issued = (*issued).max(*seat);
+            }
+        }
 
         let mut wanted = Vec::new();
         for item in &items {

@@ -52,6 +52,12 @@ const STUCK_RETRY: Duration = Duration::from_millis(500);
 const MAX_STUCK_RETRY: Duration = Duration::from_secs(30);
 /// While waiting to retry a stuck event, how often to look whether an operator skipped it.
 const STUCK_POLL: Duration = Duration::from_secs(1);
+/// The least time from one round (a batch read, maybe applied) to the next when the runner
+/// was woken, not behind. Under load, appends wake a runner far more often than it needs to
+/// look: waiting out the rest of this interval lets the next round take what arrived meanwhile
+/// in one batch, where it took a round each (a round is about ten statements, however few
+/// events it carries). At rest the previous round is older than this, and nothing waits.
+const MIN_ROUND_INTERVAL: Duration = Duration::from_millis(10);
 /// How often a checkpoint that only moved past ignored events is written.
 const IGNORED_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Shared between the runners and the code that waits for them.
@@ -225,8 +231,8 @@ struct Runner {
 }
 
 enum Step {
-    /// A batch was applied; maybe more are waiting.
-    Applied,
+    /// A batch was applied; `full`: it was as large as allowed, so more may be waiting.
+    Applied { full: bool },
     /// The projection failed on a batch of several events: it is applied again one event at a
     /// time, up to its last event, to find the one at fault.
     Narrowing,
@@ -330,17 +336,24 @@ impl Runner {
             }
             // Mark the wake-ups seen before reading, so one arriving mid-batch is not lost.
             self.wake.borrow_and_update();
-            let step = apply_batch(conn, self.projection.as_ref(), &mut cursor).await?;
-            if failed && matches!(step, Step::Applied | Step::Idle | Step::Blocked) {
+            let round_started = tokio::time::Instant::now();
+            let mut step = apply_batch(conn, self.projection.as_ref(), &mut cursor).await?;
+            if failed && matches!(step, Step::Applied { .. } | Step::Idle | Step::Blocked) {
                 failed = false;
                 stuck_wait = STUCK_RETRY;
                 clear_error(conn, self.projection.name()).await?;
             }
-            match step {
-                Step::Applied => {
-                    blocked_wait = BLOCKED_RETRY;
-                    self.progress.send_modify(|n| *n += 1);
+            if let Step::Applied { full } = step {
+                blocked_wait = BLOCKED_RETRY;
+                self.progress.send_modify(|n| *n += 1);
+                // A batch smaller than allowed read every handled event below the horizon: the
+                // runner is idle now (or blocked), which one statement tells, not another round.
+                if !full {
+                    step = drained(conn, self.projection.as_ref(), cursor.read).await?;
                 }
+            }
+            match step {
+                Step::Applied { .. } => {}
                 Step::Narrowing => {}
                 Step::Stuck { position } => {
                     failed = true;
@@ -363,7 +376,12 @@ impl Runner {
                     blocked_wait = BLOCKED_RETRY;
                     tokio::select! {
                         () = self.shutdown.cancelled() => return Ok(()),
-                        _ = self.wake.changed() => {}
+                        _ = self.wake.changed() => {
+                            tokio::select! {
+                                () = self.shutdown.cancelled() => return Ok(()),
+                                () = tokio::time::sleep_until(round_started + MIN_ROUND_INTERVAL) => {}
+                            }
+                        }
                         () = tokio::time::sleep(POLL_INTERVAL) => {}
                     }
                 }
@@ -499,22 +517,7 @@ async fn apply_batch(
         } else {
             tx.rollback().await?;
         }
-        // Not `EXISTS (...)`: PostgreSQL drops the ORDER BY and LIMIT inside an EXISTS, and the
-        // generic plan then scans the whole log. Ordered and limited, it walks the log-order
-        // index from the checkpoint. Only handled events count: others never block.
-        let pending = read_after(
-            &mut *conn,
-            cursor.read,
-            1,
-            Some(handles),
-            Horizon::Unbounded,
-        )
-        .await?;
-        return Ok(if pending.is_empty() {
-            Step::Idle
-        } else {
-            Step::Blocked
-        });
+        return drained(conn, projection, cursor.read).await;
     }
     if let Err(err) = projection.apply_batch(&mut tx, &events).await {
         // The database being unavailable is no event's fault: retried as a whole.
@@ -566,7 +569,32 @@ async fn apply_batch(
     crate::metrics::projection_batch(name, events.len());
     cursor.read = read_to;
     cursor.stored = Some(read_to);
-    Ok(Step::Applied)
+    Ok(Step::Applied { full })
+}
+
+/// After every handled event below the horizon is applied up to `read`: idle, or blocked when
+/// handled events wait above the horizon (behind an older open transaction).
+async fn drained(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    read: LogPosition,
+) -> anyhow::Result<Step> {
+    // Not `EXISTS (...)`: PostgreSQL drops the ORDER BY and LIMIT inside an EXISTS, and the
+    // generic plan then scans the whole log. Ordered and limited, it walks the log-order
+    // index from the checkpoint. Only handled events count: others never block.
+    let pending = read_after(
+        conn,
+        read,
+        1,
+        Some(projection.handles()),
+        Horizon::Unbounded,
+    )
+    .await?;
+    Ok(if pending.is_empty() {
+        Step::Idle
+    } else {
+        Step::Blocked
+    })
 }
 
 async fn write_checkpoint(
