@@ -87,10 +87,10 @@ async fn an_exhausted_pool_shows_its_waiters_and_their_acquisitions_in_the_scrap
     })
     .await;
     let after = app.scrape().await;
-    // At least the three creations' appends and the mailer's wait, each recorded once it ended,
-    // and together they waited.
+    // At least the creations' append (the three may share one transaction: group commit) and
+    // the mailer's wait, each recorded once it ended, and together they waited.
     assert!(
-        after.delta(&started, ACQUIRED, &main) >= 4.0,
+        after.delta(&started, ACQUIRED, &main) >= 2.0,
         "{}",
         after.delta(&started, ACQUIRED, &main)
     );
