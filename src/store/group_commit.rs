@@ -58,15 +58,17 @@ where
     queue
 }
 
+/// A creation no worker took, given back: its aggregate id, command and metadata.
+pub(super) type Untaken<A> = (String, <A as Aggregate>::Command, EventMetadata);
+
 /// Queues a creation; its answer comes on the receiver. Gives the command back when no
 /// worker is left to take it.
-#[allow(clippy::type_complexity)]
 pub(super) fn submit<A: Aggregate>(
     queue: &Queue<A>,
     aggregate_id: String,
     command: A::Command,
     metadata: EventMetadata,
-) -> Result<oneshot::Receiver<Answer<A>>, (String, A::Command, EventMetadata)> {
+) -> Result<oneshot::Receiver<Answer<A>>, Untaken<A>> {
     let (answer, answered) = oneshot::channel();
     queue
         .send(Creation {
