@@ -291,21 +291,27 @@ pub async fn next_local(local: &mut Option<broadcast::Receiver<String>>) -> Opti
 
 /// Wake-ups on one channel, coalesced. Each change says what it concerns
 /// ([`Wakeups::announce`]: for `events_appended`, an aggregate type and the event types
-/// appended); listeners in this process hear of it at once, other instances through one
-/// `NOTIFY` for whatever accumulated while the previous one was being sent. Under load many
-/// changes share one notifying transaction instead of paying one each.
+/// appended); listeners in this process hear of it at once, other instances through a
+/// `NOTIFY` carrying whatever accumulated since the previous one, at most one per
+/// [`NOTIFY_SPACING`]. Under load many changes share one notifying transaction instead of
+/// paying one each (a `NOTIFY` is a transaction, and a round trip).
 pub struct Wakeups {
     pool: PgPool,
     channel: &'static str,
     /// Event types appended and not announced yet, by aggregate type.
     pending: Mutex<BTreeMap<String, BTreeSet<String>>>,
-    /// Whether a caller is sending (it sends what others add meanwhile).
+    /// Whether a caller or task is sending (it sends what others add meanwhile).
     sending: AtomicBool,
+    /// When the last `NOTIFY` was sent.
+    last_sent: Mutex<Option<tokio::time::Instant>>,
     local: broadcast::Sender<String>,
 }
 
-/// How many rounds one caller sends before handing what is left to a task of its own.
-const WAKEUP_ROUNDS: usize = 4;
+/// The least time between two `NOTIFY`s of one channel from one instance: what other
+/// instances' listeners may wait longer than this one's. At 1,000 webhooks a second it is
+/// the difference between a notifying transaction for most of them and one per five
+/// milliseconds.
+pub const NOTIFY_SPACING: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl Wakeups {
     pub fn new(pool: PgPool, channel: &'static str) -> Arc<Self> {
@@ -314,6 +320,7 @@ impl Wakeups {
             channel,
             pending: Mutex::new(BTreeMap::new()),
             sending: AtomicBool::new(false),
+            last_sent: Mutex::new(None),
             local: broadcast::channel(256).0,
         })
     }
@@ -324,68 +331,81 @@ impl Wakeups {
     }
 
     /// Announces a committed change of `group` (for appends: events of these types of the
-    /// aggregate type `group`).
+    /// aggregate type `group`). Listeners in this process hear of it now; the `NOTIFY` is sent
+    /// by this caller when none was sent within [`NOTIFY_SPACING`], otherwise by a task once
+    /// the spacing has passed, so no caller waits for it longer than one round trip.
     pub async fn announce(
         self: &Arc<Self>,
         group: &str,
         event_types: impl IntoIterator<Item = String>,
     ) {
-        {
-            let mut pending = self
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            pending
-                .entry(group.to_owned())
-                .or_default()
-                .extend(event_types);
+        let event_types: BTreeSet<String> = event_types.into_iter().collect();
+        // No receiver (no runner in this process) is fine.
+        let _ = self.local.send(appended_payload([(group, &event_types)]));
+        lock(&self.pending)
+            .entry(group.to_owned())
+            .or_default()
+            .extend(event_types);
+        if !self.take_sending() {
+            // Another sender sends ours with what it takes next.
+            return;
         }
-        if self.send_pending(WAKEUP_ROUNDS).await {
-            // Still more, added while we sent: a task sends it, so this caller goes on now.
-            let this = self.clone();
-            tokio::spawn(async move { this.send_pending(usize::MAX).await });
+        let wait = self.until_next_send();
+        if wait.is_zero() {
+            self.send_pending().await;
+            self.let_go();
+        } else {
+            self.send_later(wait);
         }
     }
 
-    /// Sends what is pending, in up to `rounds` notifications, unless another caller is
-    /// sending already (it sends ours in its next round). Returns whether some was left.
-    async fn send_pending(&self, mut rounds: usize) -> bool {
-        loop {
-            if self
-                .sending
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-            {
-                return false;
-            }
-            while rounds > 0 {
-                let batch = std::mem::take(
-                    &mut *self
-                        .pending
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner),
-                );
-                if batch.is_empty() {
-                    break;
-                }
-                rounds -= 1;
-                let payload = appended_payload(batch.iter().map(|(a, t)| (a.as_str(), t)));
-                // No receiver (no runner in this process) is fine.
-                let _ = self.local.send(payload.clone());
-                notify_with(&self.pool, self.channel, &payload).await;
-            }
-            self.sending.store(false, Ordering::Release);
-            let left = !self
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .is_empty();
-            // Added between our last round and letting go: send it unless out of rounds.
-            if !left || rounds == 0 {
-                return left;
-            }
+    fn take_sending(&self) -> bool {
+        self.sending
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// How long until a `NOTIFY` may be sent.
+    fn until_next_send(&self) -> std::time::Duration {
+        lock(&self.last_sent).map_or(std::time::Duration::ZERO, |at| {
+            (at + NOTIFY_SPACING).saturating_duration_since(tokio::time::Instant::now())
+        })
+    }
+
+    /// Sends everything pending in one `NOTIFY`.
+    async fn send_pending(&self) {
+        let batch = std::mem::take(&mut *lock(&self.pending));
+        if batch.is_empty() {
+            return;
+        }
+        let payload = appended_payload(batch.iter().map(|(a, t)| (a.as_str(), t)));
+        *lock(&self.last_sent) = Some(tokio::time::Instant::now());
+        notify_with(&self.pool, self.channel, &payload).await;
+    }
+
+    /// Stops sending; what was added meanwhile (its callers left it to the sender) goes to a
+    /// task that sends it once the spacing has passed.
+    fn let_go(self: &Arc<Self>) {
+        self.sending.store(false, Ordering::Release);
+        if !lock(&self.pending).is_empty() && self.take_sending() {
+            self.send_later(self.until_next_send());
         }
     }
+
+    fn send_later(self: &Arc<Self>, wait: std::time::Duration) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            this.send_pending().await;
+            this.let_go();
+        });
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

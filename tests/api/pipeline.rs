@@ -336,3 +336,46 @@ async fn a_refused_creation_among_concurrent_ones_refuses_only_itself() {
     .expect("count");
     assert_eq!(keys, 32, "no key left by a refused creation");
 }
+
+#[tokio::test]
+async fn wake_ups_share_notifications_under_load_and_none_is_lost() {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use memberledger::eventlog::{Wakeups, NOTIFY_SPACING};
+
+    let app = TestApp::spawn().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool)
+        .await
+        .expect("listener");
+    listener.listen("test_wakeups").await.expect("listen");
+    let wakeups = Wakeups::new(app.pool.clone(), "test_wakeups");
+    const CHANGES: usize = 100;
+    let started = std::time::Instant::now();
+    for i in 0..CHANGES {
+        wakeups.announce("Member", [format!("E{i}")]).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let elapsed = started.elapsed();
+
+    let mut seen = BTreeSet::new();
+    let mut notifications = 0u128;
+    while seen.len() < CHANGES {
+        let notification = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {CHANGES} changes announced", seen.len()))
+            .expect("a notification");
+        notifications += 1;
+        let (group, types) = notification.payload().split_once(':').expect("group:types");
+        assert_eq!(group, "Member");
+        seen.extend(types.split(',').map(str::to_owned));
+    }
+    // Every change reached the other instances' listeners, in at most one notification per
+    // spacing (and the last one after it), not one each.
+    let bound = elapsed.as_millis() / NOTIFY_SPACING.as_millis() + 3;
+    assert!(
+        notifications <= bound,
+        "{notifications} notifications for {CHANGES} changes in {elapsed:?}"
+    );
+    assert!(notifications < CHANGES as u128 / 2, "{notifications}");
+}
