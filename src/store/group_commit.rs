@@ -132,13 +132,15 @@ where
             match handle_new::<A>(creation.command.clone()).await {
                 Ok((_, events)) => {
                     let metadata = creation.metadata.clone().into_map();
+                    let before = envelopes.len();
                     push_new(
                         &mut envelopes,
                         creation.aggregate_id.clone(),
                         events,
                         &metadata,
                     );
-                    let last = envelopes.len().checked_sub(1);
+                    // A command that made no event appended nothing: no position.
+                    let last = (envelopes.len() > before).then(|| envelopes.len() - 1);
                     accepted.push((creation, last));
                 }
                 Err(refused) => {
@@ -159,7 +161,12 @@ where
                     let _ = creation.answer.send(answer);
                 }
             }
-            Err(_) => {
+            Err(err) => {
+                tracing::debug!(
+                    error = %err,
+                    creations = accepted.len(),
+                    "a shared creation transaction was refused; committing its creations one at a time"
+                );
                 for (creation, _) in accepted {
                     crate::metrics::command_retry(A::TYPE);
                     let answer = self
