@@ -123,6 +123,33 @@ pub async fn read_after(
     Ok(events)
 }
 
+/// Whether a committed event after `after` matches `handles` (at any horizon). Reads no
+/// payload and opens no personal field: a runner asks it after every batch that drained.
+pub async fn any_after(
+    conn: &mut PgConnection,
+    after: LogPosition,
+    handles: &[Handles],
+) -> Result<bool, sqlx::Error> {
+    let (all_of, some_of) = filter_arrays(Some(handles));
+    // Not `EXISTS (...)`: PostgreSQL drops the ORDER BY and LIMIT inside an EXISTS, and the
+    // generic plan then scans the whole log. Ordered and limited, it walks the log-order index
+    // from `after`.
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT e.global_position FROM events e
+         WHERE (e.transaction_id, e.global_position) > ($1::text::xid8, $2)
+           AND (e.aggregate_type = ANY($3) OR e.aggregate_type || '/' || e.event_type = ANY($4))
+         ORDER BY e.transaction_id, e.global_position
+         LIMIT 1",
+    )
+    .bind(after.transaction_id.to_string())
+    .bind(after.global_position)
+    .bind(all_of)
+    .bind(some_of)
+    .fetch_optional(conn)
+    .await?;
+    Ok(found.is_some())
+}
+
 /// How many events after `after` that `handles` match, and the age of the oldest, in ms.
 pub async fn backlog(
     pool: &PgPool,

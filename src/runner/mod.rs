@@ -36,8 +36,8 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::eventlog::{
-    apply_lock_key, last_below, next_local, read_after, wakes, Horizon, LogPosition, Wakeups,
-    EVENTS_APPENDED,
+    any_after, apply_lock_key, last_below, next_local, read_after, wakes, Horizon, LogPosition,
+    Wakeups, EVENTS_APPENDED,
 };
 
 const BATCH_SIZE: i64 = 500;
@@ -579,21 +579,11 @@ async fn drained(
     projection: &dyn Projection,
     read: LogPosition,
 ) -> anyhow::Result<Step> {
-    // Not `EXISTS (...)`: PostgreSQL drops the ORDER BY and LIMIT inside an EXISTS, and the
-    // generic plan then scans the whole log. Ordered and limited, it walks the log-order
-    // index from the checkpoint. Only handled events count: others never block.
-    let pending = read_after(
-        conn,
-        read,
-        1,
-        Some(projection.handles()),
-        Horizon::Unbounded,
-    )
-    .await?;
-    Ok(if pending.is_empty() {
-        Step::Idle
-    } else {
+    // Only handled events count: others never block.
+    Ok(if any_after(conn, read, projection.handles()).await? {
         Step::Blocked
+    } else {
+        Step::Idle
     })
 }
 

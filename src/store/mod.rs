@@ -77,11 +77,11 @@ type Framework<A> = CqrsFramework<A, PersistedEventStore<EventRepository, A>>;
 /// read models they change commit in one transaction.
 pub struct CommandBus<A: Aggregate> {
     framework: Framework<A>,
-    /// A second handle on the same store, for reading an aggregate's state and for
-    /// [`Self::execute_new`]'s appends.
+    /// A second handle on the same store, for reading an aggregate's state.
     store: PersistedEventStore<EventRepository, A>,
-    /// The same tables once more, for [`Self::execute_new_batch`]'s appends of many
-    /// aggregates at once (cqrs-es's store commits one aggregate at a time).
+    /// The same tables once more, for appends of new aggregates ([`Self::execute_new`],
+    /// alone or grouped, and [`Self::execute_new_batch`]): cqrs-es's store commits one
+    /// aggregate at a time.
     repository: EventRepository,
     wakeups: Arc<Wakeups>,
     /// Creations waiting for a transaction to share ([`Self::execute_new`]); its workers
@@ -248,27 +248,19 @@ where
     where
         A: Aggregate<Services = ()>,
     {
-        use aggregates::cqrs_es::persist::EventStoreAggregateContext;
-        use aggregates::cqrs_es::EventStore;
-
         let started = std::time::Instant::now();
-        let first = APPENDED
-            .scope(Cell::new(None), async {
-                let (aggregate, events) = handle_new::<A>(command.clone()).await?;
-                let context = EventStoreAggregateContext {
-                    aggregate_id: aggregate_id.to_owned(),
-                    aggregate,
-                    current_sequence: 0,
-                    current_snapshot: None,
-                };
-                let committed = self
-                    .store
-                    .commit(events, context, metadata.clone().into_map())
-                    .await?;
-                WakeRunners::announce(&self.wakeups, &committed).await;
-                Ok(APPENDED.with(Cell::get))
-            })
-            .await;
+        let first = async {
+            let (_, events) = handle_new::<A>(command.clone()).await?;
+            let mut envelopes = Vec::with_capacity(events.len());
+            push_new(
+                &mut envelopes,
+                aggregate_id.to_owned(),
+                events,
+                &metadata.clone().into_map(),
+            );
+            Ok(self.append_new(&envelopes).await?.last().copied())
+        }
+        .await;
         match first {
             Err(AggregateError::AggregateConflict) => {
                 crate::metrics::command_retry(A::TYPE);
