@@ -11,6 +11,8 @@
 #   stock     the peer: the stock cqrs-es + postgres-es pipeline (one aggregate, one GenericQuery
 #             view) executing commands in-process at 1, 4 and 16 tasks, then
 #             QueryReplay::replay_all of its view, in a database `stock` of the same cluster
+#   a, alone  webhook acceptance with the inbox paused: a server with STRIPE_WORKERS=0 takes
+#             signed lifecycles of their own (deleted again), then is stopped
 #   serve     the real server: memberledger serve on a free loopback port
 #   b         POST /v1/members at 1, 4 and 16 clients
 #   lag       projection lag at rest: 20 member creations/s, each until member_timeline shows it
@@ -26,7 +28,8 @@
 #   report    the server's peak RSS, then docs/benchmarks.md (its analysis section is kept)
 #
 # Usage: bash scripts/bench.sh
-# Environment: BENCH_EVENTS (1000000), BENCH_LIFECYCLES (1000), BENCH_SECONDS (10 per run),
+# Environment: BENCH_EVENTS (1000000), BENCH_LIFECYCLES (1000), BENCH_ACCEPT_LIFECYCLES (4000,
+# acceptance alone), BENCH_SECONDS (10 per run),
 # BENCH_IMPORT_MEMBERS (100000),
 # BENCH_OUT (docs/benchmarks.md), BENCH_NOTE (a sentence about the run's conditions),
 # BENCH_SKIP_BUILD=1 (use the binaries already in target/bench/release),
@@ -60,6 +63,7 @@ LOGS="$BENCH/logs"
 FIXTURES="$ROOT/../shared/stripe/fixtures3.json"
 EVENTS="${BENCH_EVENTS:-1000000}"
 LIFECYCLES="${BENCH_LIFECYCLES:-1000}"
+ACCEPT_LIFECYCLES="${BENCH_ACCEPT_LIFECYCLES:-4000}"
 IMPORT_MEMBERS="${BENCH_IMPORT_MEMBERS:-100000}"
 RUN_SECONDS="${BENCH_SECONDS:-10}"
 OUT="${BENCH_OUT:-$ROOT/docs/benchmarks.md}"
@@ -256,9 +260,11 @@ SERVER_LOG=""
 
 # Starts `memberledger serve` on a free loopback port (log in $LOGS/$1), waits for /readyz.
 # Settings are the defaults but for the secrets, the fake Stripe API, JSON logs and a license
-# validation limit no single load generator address can reach.
+# validation limit no single load generator address can reach; further arguments are more
+# settings (`NAME=value`).
 start_server() {
     SERVER_LOG="$LOGS/$1"
+    shift
     env -u DATA_DIR -u DATABASE_MAX_CONNECTIONS -u STRIPE_WORKERS -u READ_YOUR_WRITES_TIMEOUT_MS \
         DATABASE_URL="$BENCH_DATABASE_URL" \
         BIND=127.0.0.1:0 \
@@ -269,6 +275,7 @@ start_server() {
         LICENSE_VALIDATE_LIMIT_PER_MINUTE=1000000000 \
         LOG_FORMAT=json \
         RUST_LOG="info,sqlx=warn,poem=warn" \
+        "$@" \
         "$BIN/memberledger" serve >"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!
     local addr="" ready=0
@@ -307,6 +314,13 @@ check_server_log() {
         grep '"level":"ERROR"' "$SERVER_LOG" | cut -c1-400 | head -n 10 >&2
     fi
 }
+
+step "a, alone. webhook acceptance with the inbox paused: a server with STRIPE_WORKERS=0, $ACCEPT_LIFECYCLES other lifecycles, 16 at once"
+start_server server-accept.log STRIPE_WORKERS=0
+"$LOADGEN" webhooks --results "$RESULTS" --fixtures "$FIXTURES" --accept-only \
+    --name webhooks_paused --lifecycles "$ACCEPT_LIFECYCLES" --concurrency 16
+check_server_log
+stop_server
 
 step "serve: memberledger serve on a free loopback port"
 start_server server-writes.log

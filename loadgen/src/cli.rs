@@ -176,6 +176,13 @@ pub struct WebhooksArgs {
     /// Give up waiting for the inbox and the projections after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub drain_timeout: u64,
+    /// Measure acceptance only, against a server whose inbox is paused (`STRIPE_WORKERS=0`):
+    /// no waiting for processing, and the stored events are deleted afterwards.
+    #[arg(long)]
+    pub accept_only: bool,
+    /// Result file name (without `.json`).
+    #[arg(long, default_value = "webhooks")]
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

@@ -98,6 +98,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
     let pg: Option<PgbenchResult> = read_result(dir, "pgbench")?;
     let members: Option<MembersResult> = read_result(dir, "members")?;
     let hooks: Option<WebhooksResult> = read_result(dir, "webhooks")?;
+    let hooks_paused: Option<WebhooksResult> = read_result(dir, "webhooks_paused")?;
     let seeded: Option<SeedResult> = read_result(dir, "seed")?;
     let reads: Option<ReadsResult> = read_result(dir, "reads")?;
     let rebuilt: Option<RebuildResult> = read_result(dir, "rebuild")?;
@@ -209,6 +210,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
             stock: stock.as_ref(),
             members: members.as_ref(),
             hooks: hooks.as_ref(),
+            hooks_paused: hooks_paused.as_ref(),
             seeded: seeded.as_ref(),
             rebuilt: rebuilt.as_ref(),
             reads: reads.as_ref(),
@@ -297,6 +299,23 @@ pub fn report(args: &ReportArgs) -> Result<()> {
             db_cells(h.accept.db.as_ref()),
             h.accept.loadavg
         )?;
+        if let Some(p) = &hooks_paused {
+            writeln!(
+                w,
+                "| accepted with the inbox paused (`STRIPE_WORKERS=0`; {} other lifecycles, {} events, deleted after) | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                p.lifecycles,
+                p.events,
+                rate(p.accept.per_second),
+                ratio(p.accept.per_second, p.accept.concurrency),
+                stock_ratio(p.accept.per_second, p.accept.concurrency),
+                ms(p.accept.latency.p50_ms),
+                ms(p.accept.latency.p99_ms),
+                ms(p.accept.latency.max_ms),
+                p.accept.errors,
+                db_cells(p.accept.db.as_ref()),
+                p.accept.loadavg
+            )?;
+        }
         match (h.end_to_end_s, h.processed_per_s) {
             (Some(s), Some(eps)) => writeln!(
                 w,
@@ -322,7 +341,9 @@ pub fn report(args: &ReportArgs) -> Result<()> {
              (polled every 100 ms). The fake Stripe API the server fetches customers from runs on \
              loopback in the benchmark's helper process (`STRIPE_API_BASE`). \"vs stock\": the \
              share of the stock pipeline's `Create` commands/s at as many tasks as lifecycles \
-             in flight."
+             in flight. The first row is acceptance while the inbox processes the same burst on \
+             the same cores; the paused row is the endpoint alone, on a server started with \
+             `STRIPE_WORKERS=0` before the others."
         )?;
     } else {
         writeln!(w, "Not measured in this run.")?;

@@ -19,6 +19,8 @@ pub struct Figures<'a> {
     pub stock: Option<&'a StockResult>,
     pub members: Option<&'a MembersResult>,
     pub hooks: Option<&'a WebhooksResult>,
+    /// Acceptance with the inbox paused.
+    pub hooks_paused: Option<&'a WebhooksResult>,
     pub seeded: Option<&'a SeedResult>,
     pub rebuilt: Option<&'a RebuildResult>,
     pub reads: Option<&'a ReadsResult>,
@@ -158,17 +160,29 @@ pub fn targets(f: &Figures<'_>) -> Vec<Target> {
     });
 
     const ACCEPT: &str = "webhook acceptance ≥ 30% of pgbench's single-insert rate at 16 clients";
-    out.push(match (f.hooks, f.pgbench_16) {
+    out.push(match (f.hooks_paused.or(f.hooks), f.pgbench_16) {
         (Some(h), Some(base)) => {
             let share = h.accept.per_second / base.max(1e-9);
+            let mut measured = format!(
+                "{} events/s = {:.0}% of {} inserts/s",
+                rate(h.accept.per_second),
+                100.0 * share,
+                rate(base)
+            );
+            if h.accept_only {
+                measured.push_str(" with the inbox paused");
+                if let Some(busy) = f.hooks {
+                    let _ = write!(
+                        measured,
+                        "; {} events/s = {:.0}% while processing the same burst",
+                        rate(busy.accept.per_second),
+                        100.0 * busy.accept.per_second / base.max(1e-9)
+                    );
+                }
+            }
             Target {
                 target: ACCEPT,
-                measured: format!(
-                    "{} events/s = {:.0}% of {} inserts/s",
-                    rate(h.accept.per_second),
-                    100.0 * share,
-                    rate(base)
-                ),
+                measured,
                 verdict: match Verdict::at_least(share, 0.3, h.accept.errors == 0) {
                     Verdict::Missed(_) if share < 0.3 => {
                         Verdict::Missed(format!("{:.0}% instead of 30%", 100.0 * share))

@@ -34,6 +34,9 @@ pub struct WebhooksResult {
     #[serde(default)]
     pub processing_db: Option<DbCost>,
     pub drain_note: Option<String>,
+    /// Acceptance alone: the server's inbox was paused, nothing was processed.
+    #[serde(default)]
+    pub accept_only: bool,
 }
 
 /// One customer's lifecycle as the bodies to POST, in Stripe's order (the integration tests'
@@ -104,6 +107,9 @@ pub async fn webhooks(args: WebhooksArgs) -> Result<()> {
     };
     accept.db = Some(db_cost(&pool, &mark, accept.ok).await?);
     print_run("POST /webhooks/stripe", &accept);
+    if args.accept_only {
+        return accepted_only(&args, &pool, &lifecycles, events, bytes, accept).await;
+    }
 
     let deadline = started + Duration::from_secs(args.drain_timeout);
     let (end_to_end_s, drain_note) = match drain(&client, &args.server, deadline).await {
@@ -121,6 +127,7 @@ pub async fn webhooks(args: WebhooksArgs) -> Result<()> {
         log_events: after - before,
         processing_db: Some(processing_db),
         drain_note,
+        accept_only: false,
         accept,
     };
     match (result.end_to_end_s, &result.drain_note) {
@@ -136,9 +143,61 @@ pub async fn webhooks(args: WebhooksArgs) -> Result<()> {
             note.as_deref().unwrap_or("?")
         ),
     }
-    write_result(&args.common, "webhooks", &result)?;
+    write_result(&args.common, &args.name, &result)?;
     if result.accept.errors > 0 || result.end_to_end_s.is_none() {
         bail!("the webhook scenario had errors (see above)");
+    }
+    Ok(())
+}
+
+/// The end of an acceptance-only run: the stored events are deleted, so that no later server
+/// of the run processes them, and the figures written.
+async fn accepted_only(
+    args: &WebhooksArgs,
+    pool: &sqlx::PgPool,
+    lifecycles: &[Vec<String>],
+    events: usize,
+    bytes: usize,
+    accept: Run,
+) -> Result<()> {
+    let ids: Vec<String> = lifecycles
+        .iter()
+        .flatten()
+        .filter_map(|payload| serde_json::from_str::<Value>(payload).ok())
+        .filter_map(|event| event["id"].as_str().map(str::to_owned))
+        .collect();
+    let processed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM stripe_events WHERE id = ANY($1) AND status <> 'pending'",
+    )
+    .bind(&ids)
+    .fetch_one(pool)
+    .await?;
+    if processed > 0 {
+        bail!(
+            "{processed} events were processed: is the server's inbox paused (STRIPE_WORKERS=0)?"
+        );
+    }
+    let deleted = sqlx::query("DELETE FROM stripe_events WHERE id = ANY($1)")
+        .bind(&ids)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    println!("webhooks accepted with the inbox paused: {deleted} stored events deleted again");
+    let result = WebhooksResult {
+        lifecycles: args.lifecycles,
+        events,
+        payload_bytes_mean: bytes / events.max(1),
+        accept,
+        end_to_end_s: None,
+        processed_per_s: None,
+        log_events: 0,
+        processing_db: None,
+        drain_note: None,
+        accept_only: true,
+    };
+    write_result(&args.common, &args.name, &result)?;
+    if result.accept.errors > 0 || deleted != events as u64 {
+        bail!("the acceptance run had errors, or did not store every event (see above)");
     }
     Ok(())
 }

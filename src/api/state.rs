@@ -58,6 +58,8 @@ pub struct AppState {
     /// Announces stored Stripe events to the inbox (this instance's at once, others' by
     /// `NOTIFY`, coalesced).
     pub stripe_received: Arc<Wakeups>,
+    /// Stores verified webhook deliveries, several to a statement under load.
+    pub stripe_intake: crate::stripe::inbox::Intake,
     /// SHA-256 of `METRICS_TOKEN`, when `/metrics` requires it.
     pub metrics_token: Option<[u8; 32]>,
     /// The background work's pool, once `Application::build` made it (for its metrics).
@@ -112,10 +114,12 @@ impl AppState {
                 kinds: settings.member_emails.clone(),
             },
         ));
+        let stripe_received = Wakeups::new(pool.clone(), STRIPE_EVENT_RECEIVED);
         Arc::new(Self {
             projections: Projections::new(pool.clone(), list, wakeups),
             admin_tokens: AdminTokens::new(pool.clone(), settings.admin_token.as_deref()),
-            stripe_received: Wakeups::new(pool.clone(), STRIPE_EVENT_RECEIVED),
+            stripe_intake: crate::stripe::inbox::Intake::new(pool.clone(), stripe_received.clone()),
+            stripe_received,
             stored_webhook_secrets: crate::stripe::endpoint::StoredSecrets::new(pool.clone()),
             newsletters,
             tiers,

@@ -12,6 +12,7 @@ use super::problem::Problem;
 use super::state::{ApiTags, State};
 use crate::api::problem::api_response;
 use crate::stripe::inbox::{self, StoredStripeEvent};
+use crate::stripe::webhook;
 
 pub struct StripeEventsApi {
     pub state: State,
@@ -76,7 +77,7 @@ pub struct StripeEventView {
     /// The id of the event's object (`sub_...`, `in_...`).
     #[oai(nullable)]
     pub object_id: Option<String>,
-    /// Whether async-stripe's typed parser accepted the event (it is processed either way).
+    /// Whether this server's async-stripe parses the event (it is processed either way).
     pub parsed: bool,
     pub received_at: DateTime<Utc>,
     pub status: StripeEventStatus,
@@ -99,7 +100,7 @@ impl From<StoredStripeEvent> for StripeEventView {
             created: e.created,
             customer_id: e.customer_id,
             object_id: e.object_id,
-            parsed: e.parsed,
+            parsed: webhook::typed_parser_accepts(&e.payload),
             received_at: e.received_at,
             attempts: e.attempts,
             next_attempt_at: e.next_attempt_at,

@@ -4,11 +4,10 @@
 use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{handler, Body, IntoResponse, Request, Response};
-use serde_json::Value;
 
 use super::problem::Problem;
 use super::state::State;
-use crate::stripe::{inbox, webhook};
+use crate::stripe::webhook;
 
 #[handler]
 pub async fn receive(req: &Request, body: Body, state: Data<&State>) -> Response {
@@ -55,28 +54,26 @@ pub async fn receive(req: &Request, body: Body, state: Data<&State>) -> Response
             Err(err) => return unstored(&err),
         }
     }
-    let parsed = match verified {
-        webhook::Verified::Yes { parsed } => parsed,
+    match verified {
+        webhook::Verified::Yes => {}
         webhook::Verified::Stale => {
             return refuse("the signature's timestamp is outside the 300 s tolerance (a replay, or a clock out of step)")
         }
         webhook::Verified::No => {
             return refuse("the signature does not match any webhook secret (a wrong STRIPE_WEBHOOK_SECRET, an endpoint not set up by `memberledger stripe setup`, or not from Stripe)")
         }
-    };
-    let raw: Value = match serde_json::from_str(payload) {
+    }
+    let raw: serde_json::Value = match serde_json::from_str(payload) {
         Ok(raw) => raw,
         Err(_) => return refuse("the body is not JSON"),
     };
     let Some(head) = webhook::event_head(&raw) else {
         return refuse("the body is not a Stripe event (id, type, created)");
     };
-    if !parsed {
-        tracing::warn!(event_id = %head.id, event_type = %head.event_type, "async-stripe could not parse the event; stored for processing from its raw JSON");
-    }
-    match inbox::store(&state.pool, &state.stripe_received, &head, &raw, parsed).await {
+    let (event_id, event_type) = (head.id.clone(), head.event_type.clone());
+    match state.stripe_intake.store(head, payload.to_owned()).await {
         Ok(inserted) => {
-            tracing::info!(event_id = %head.id, event_type = %head.event_type, duplicate = !inserted, "stripe event stored");
+            tracing::info!(%event_id, %event_type, duplicate = !inserted, "stripe event stored");
             let body = serde_json::json!({ "received": true, "duplicate": !inserted });
             Response::builder()
                 .status(StatusCode::OK)
@@ -84,7 +81,7 @@ pub async fn receive(req: &Request, body: Body, state: Data<&State>) -> Response
                 .body(body.to_string())
         }
         Err(err) => {
-            tracing::error!(event_id = %head.id, error = %err, "could not store a stripe event; answering 503");
+            tracing::error!(%event_id, error = %err, "could not store a stripe event; answering 503");
             let mut resp =
                 Problem::unavailable("the event could not be stored; retry later").into_response();
             resp.headers_mut()

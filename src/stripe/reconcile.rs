@@ -71,7 +71,7 @@ pub async fn reconcile(
                 report.not_handled += 1;
                 continue;
             }
-            missing.push((head, event.clone()));
+            missing.push((head, event.to_string()));
         }
         starting_after = page
             .events
@@ -86,7 +86,7 @@ pub async fn reconcile(
     // (the inbox orders by `created` whatever the order of arrival).
     missing.sort_by_key(|(head, _)| head.created);
     for (head, event) in missing {
-        if inbox::store(pool, received, &head, &event, true).await? {
+        if inbox::store(pool, received, &head, &event).await? {
             tracing::info!(event_id = %head.id, event_type = %head.event_type, "stored a Stripe event that was never delivered");
             report.stored.push(head.id);
         } else {

@@ -1,9 +1,10 @@
 //! The write pipeline: inline read models commit or roll back with their events, and an
 //! asynchronous projection pays nothing for the events it does not handle.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, eventually, TestApp};
+use crate::helpers::{assert_problem, eventually, test_stripe_settings, TestApp};
+use crate::stripe_support::Lifecycle;
 
 async fn events_of(app: &TestApp, aggregate_type: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = $1")
@@ -278,6 +279,59 @@ async fn concurrent_creations_share_transactions_and_each_is_answered_as_if_alon
     assert!(
         transactions < MEMBERS as i64,
         "{transactions} transactions for {MEMBERS} concurrent creations"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_webhooks_share_statements_and_each_gets_its_own_answer() {
+    let mut store_only = test_stripe_settings();
+    store_only.workers = 0;
+    let app = TestApp::spawn_with(store_only).await;
+    // Thirty events, the first of them four more times, and one PostgreSQL refuses to store
+    // (a NUL character, which `jsonb` cannot hold).
+    let mut events: Vec<Value> = (0..30)
+        .map(|i| Lifecycle::new(&format!("intake{i}")).checkout_completed(1))
+        .collect();
+    events.extend(std::iter::repeat_n(events[0].clone(), 4));
+    let mut unstorable = Lifecycle::new("intakenul").checkout_completed(1);
+    unstorable["data"]["object"]["client_reference_id"] = json!("nul\u{0}here");
+    events.push(unstorable.clone());
+    let answers = futures::future::join_all(events.iter().map(|event| {
+        let app = &app;
+        async move {
+            let resp = app.send_webhook(event).await;
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.expect("json");
+            (event["id"].as_str().expect("id").to_owned(), status, body)
+        }
+    }))
+    .await;
+
+    let first = events[0]["id"].as_str().expect("id");
+    let mut copies = Vec::new();
+    for (id, status, body) in &answers {
+        if id == unstorable["id"].as_str().expect("id") {
+            assert_eq!(*status, 503, "{body}");
+        } else if id == first {
+            assert_eq!(*status, 200, "{body}");
+            copies.push(body["duplicate"].as_bool().expect("duplicate"));
+        } else {
+            assert_eq!(*status, 200, "{body}");
+            assert_eq!(body["duplicate"], false, "{body}");
+        }
+    }
+    copies.sort_unstable();
+    assert_eq!(copies, [false, true, true, true, true], "one copy stored");
+    let (stored, statements): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT xmin::text) FROM stripe_events")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(stored, 30, "each event once, the unstorable one not");
+    // Fewer transactions than events: some shared one.
+    assert!(
+        stored > statements,
+        "{statements} transactions for {stored} events"
     );
 }
 

@@ -438,8 +438,8 @@ async fn metrics_token_guards_the_scrape() {
     // An event stored an hour ago and not processed yet (not through the webhook route, whose
     // requests the other test counts).
     sqlx::query(
-        "INSERT INTO stripe_events (id, type, created, payload, parsed, received_at, next_attempt_at)
-         VALUES ('evt_token', 'customer.created', now(), '{}', true,
+        "INSERT INTO stripe_events (id, type, created, payload, received_at, next_attempt_at)
+         VALUES ('evt_token', 'customer.created', now(), '{}',
                  now() - interval '1 hour', now() - interval '1 hour')",
     )
     .execute(&app.pool)

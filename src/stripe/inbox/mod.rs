@@ -40,6 +40,7 @@
 
 mod claim;
 mod dispatch;
+mod intake;
 
 use std::sync::Arc;
 
@@ -49,21 +50,22 @@ use sqlx::PgPool;
 
 pub use claim::{claim, claim_groups, finish, release, retry_delay, unlock, Finished, Group};
 pub use dispatch::spawn;
+pub use intake::Intake;
 
 use super::webhook::EventHead;
 use crate::eventlog::{Wakeups, STRIPE_EVENT_RECEIVED};
 
-/// Stores a verified event; false when it was stored before (a duplicate delivery).
+/// Stores a verified event, `payload` being its JSON as received; false when it was stored
+/// before (a duplicate delivery).
 pub async fn store(
     pool: &PgPool,
     received: &Arc<Wakeups>,
     head: &EventHead,
-    raw: &Value,
-    parsed: bool,
+    payload: &str,
 ) -> Result<bool, sqlx::Error> {
     let result = sqlx::query(
-        "INSERT INTO stripe_events (id, type, created, livemode, customer_id, object_id, payload, parsed)
-         VALUES ($1, $2, to_timestamp($3::bigint), $4, $5, $6, $7, $8)
+        "INSERT INTO stripe_events (id, type, created, livemode, customer_id, object_id, payload)
+         VALUES ($1, $2, to_timestamp($3::bigint), $4, $5, $6, $7::jsonb)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(&head.id)
@@ -72,8 +74,7 @@ pub async fn store(
     .bind(head.livemode)
     .bind(&head.customer_id)
     .bind(&head.object_id)
-    .bind(raw)
-    .bind(parsed)
+    .bind(payload)
     .execute(pool)
     .await?;
     let inserted = result.rows_affected() == 1;
@@ -105,7 +106,8 @@ pub struct StoredStripeEvent {
     pub created: DateTime<Utc>,
     pub customer_id: Option<String>,
     pub object_id: Option<String>,
-    pub parsed: bool,
+    /// The event as stored (`jsonb`'s text).
+    pub payload: String,
     pub received_at: DateTime<Utc>,
     pub status: String,
     pub attempts: i32,
@@ -115,7 +117,7 @@ pub struct StoredStripeEvent {
 }
 
 const LIST_COLUMNS: &str =
-    "id, type, created, customer_id, object_id, parsed, received_at, status, attempts, \
+    "id, type, created, customer_id, object_id, payload::text AS payload, received_at, status, attempts, \
      next_attempt_at, last_error, processed_at";
 
 /// Newest received first; `before` is the `received_at`/`id` of the last row of the previous page.

@@ -1,0 +1,153 @@
+//! Storing verified deliveries: the webhook endpoint's inserts, committed together.
+//!
+//! A delivery that arrives while another is being stored waits for the next statement and
+//! shares it: one multi-row `INSERT ... ON CONFLICT DO NOTHING` and one commit for all that
+//! queued meanwhile, as the command bus does for creations (`store::group_commit`). A burst
+//! of webhooks costs PostgreSQL a statement and a WAL flush per batch instead of per event;
+//! nothing waits for a batch to fill, so a delivery to an idle server is stored at once.
+//!
+//! Each delivery gets its own answer: stored, or a duplicate (Stripe delivered it before,
+//! or it was twice in the batch: the first is stored). A batch refused as a whole (a payload
+//! PostgreSQL's `jsonb` refuses, the database) is stored again one delivery at a time, so one
+//! bad event cannot turn the others away.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::store;
+use crate::eventlog::Wakeups;
+use crate::stripe::webhook::EventHead;
+
+/// The most deliveries one statement carries.
+const MAX_BATCH: usize = 128;
+
+/// Statements in flight at once: while one commits, the next is built.
+const WORKERS: usize = 2;
+
+/// A delivery waiting to be stored.
+struct Delivery {
+    head: EventHead,
+    payload: String,
+    stored: oneshot::Sender<Result<bool, sqlx::Error>>,
+}
+
+/// Where the webhook endpoint stores verified events.
+pub struct Intake {
+    pool: PgPool,
+    received: Arc<Wakeups>,
+    /// Unbounded: each waiting delivery is a request awaiting its answer, so the requests in
+    /// flight bound it.
+    queue: mpsc::UnboundedSender<Delivery>,
+}
+
+impl Intake {
+    /// Starts the workers; they stop when the intake is dropped. Needs a Tokio runtime.
+    pub fn new(pool: PgPool, received: Arc<Wakeups>) -> Self {
+        let (queue, waiting) = mpsc::unbounded_channel();
+        let waiting = Arc::new(Mutex::new(waiting));
+        for _ in 0..WORKERS {
+            tokio::spawn(work(pool.clone(), received.clone(), waiting.clone()));
+        }
+        Self {
+            pool,
+            received,
+            queue,
+        }
+    }
+
+    /// Stores a verified event, `payload` being its JSON as received; false when it was
+    /// stored before (a duplicate delivery). Once this returns `Ok`, the event is committed.
+    pub async fn store(&self, head: EventHead, payload: String) -> Result<bool, sqlx::Error> {
+        let (stored, answer) = oneshot::channel();
+        if let Err(mpsc::error::SendError(delivery)) = self.queue.send(Delivery {
+            head,
+            payload,
+            stored,
+        }) {
+            // No worker left (the runtime is shutting down): store it here.
+            return store(
+                &self.pool,
+                &self.received,
+                &delivery.head,
+                &delivery.payload,
+            )
+            .await;
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(sqlx::Error::Protocol(
+                "the webhook intake stopped before storing the event".to_owned(),
+            ))
+        })
+    }
+}
+
+async fn work(
+    pool: PgPool,
+    received: Arc<Wakeups>,
+    waiting: Arc<Mutex<mpsc::UnboundedReceiver<Delivery>>>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        // One worker takes what is queued while the other's statement is in flight.
+        if waiting.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        match insert_batch(&pool, &batch).await {
+            Ok(inserted) => {
+                if !inserted.is_empty() {
+                    received.announce("stripe", std::iter::empty()).await;
+                }
+                let mut answered = HashSet::new();
+                for delivery in batch.drain(..) {
+                    // Twice in one batch: the first copy is the one stored.
+                    let fresh = inserted.contains(delivery.head.id.as_str())
+                        && answered.insert(delivery.head.id.clone());
+                    let _ = delivery.stored.send(Ok(fresh));
+                }
+            }
+            Err(err) if batch.len() == 1 => {
+                if let Some(delivery) = batch.pop() {
+                    let _ = delivery.stored.send(Err(err));
+                }
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, deliveries = batch.len(), "a batch of Stripe events was refused; storing them one at a time");
+                for delivery in batch.drain(..) {
+                    let result = store(&pool, &received, &delivery.head, &delivery.payload).await;
+                    let _ = delivery.stored.send(result);
+                }
+            }
+        }
+    }
+}
+
+/// Inserts the batch in one statement; the ids it stored.
+async fn insert_batch(pool: &PgPool, batch: &[Delivery]) -> Result<HashSet<String>, sqlx::Error> {
+    let heads = || batch.iter().map(|d| &d.head);
+    let ids: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO stripe_events (id, type, created, livemode, customer_id, object_id, payload)
+         SELECT id, type, to_timestamp(created), livemode, customer_id, object_id, payload::jsonb
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bool[], $5::text[], $6::text[],
+                     $7::text[])
+              AS d(id, type, created, livemode, customer_id, object_id, payload)
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(heads().map(|h| h.id.as_str()).collect::<Vec<_>>())
+    .bind(heads().map(|h| h.event_type.as_str()).collect::<Vec<_>>())
+    .bind(heads().map(|h| h.created).collect::<Vec<_>>())
+    .bind(heads().map(|h| h.livemode).collect::<Vec<_>>())
+    .bind(
+        heads()
+            .map(|h| h.customer_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(heads().map(|h| h.object_id.as_deref()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|d| d.payload.as_str()).collect::<Vec<_>>())
+    .fetch_all(pool)
+    .await?;
+    Ok(ids.into_iter().collect())
+}
