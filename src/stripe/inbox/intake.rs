@@ -7,9 +7,10 @@
 //! nothing waits for a batch to fill, so a delivery to an idle server is stored at once.
 //!
 //! Each delivery gets its own answer: stored, or a duplicate (Stripe delivered it before,
-//! or it was twice in the batch: the first is stored). A batch refused as a whole (a payload
-//! PostgreSQL's `jsonb` refuses, the database) is stored again one delivery at a time, so one
-//! bad event cannot turn the others away.
+//! or it was twice in the batch: the first is stored). A batch PostgreSQL refuses (a payload
+//! its `jsonb` cannot hold) is stored again one delivery at a time, so one bad event cannot
+//! turn the others away; a batch that finds no database (an outage) is answered 503 at once,
+//! all of it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ const WORKERS: usize = 2;
 struct Delivery {
     head: EventHead,
     payload: String,
-    stored: oneshot::Sender<Result<bool, sqlx::Error>>,
+    stored: oneshot::Sender<Result<bool, Arc<sqlx::Error>>>,
 }
 
 /// Where the webhook endpoint stores verified events.
@@ -60,7 +61,7 @@ impl Intake {
 
     /// Stores a verified event, `payload` being its JSON as received; false when it was
     /// stored before (a duplicate delivery). Once this returns `Ok`, the event is committed.
-    pub async fn store(&self, head: EventHead, payload: String) -> Result<bool, sqlx::Error> {
+    pub async fn store(&self, head: EventHead, payload: String) -> Result<bool, Arc<sqlx::Error>> {
         let (stored, answer) = oneshot::channel();
         if let Err(mpsc::error::SendError(delivery)) = self.queue.send(Delivery {
             head,
@@ -74,12 +75,13 @@ impl Intake {
                 &delivery.head,
                 &delivery.payload,
             )
-            .await;
+            .await
+            .map_err(Arc::new);
         }
         answer.await.unwrap_or_else(|_| {
-            Err(sqlx::Error::Protocol(
+            Err(Arc::new(sqlx::Error::Protocol(
                 "the webhook intake stopped before storing the event".to_owned(),
-            ))
+            )))
         })
     }
 }
@@ -108,16 +110,32 @@ async fn work(
                     let _ = delivery.stored.send(Ok(fresh));
                 }
             }
-            Err(err) if batch.len() == 1 => {
-                if let Some(delivery) = batch.pop() {
-                    let _ = delivery.stored.send(Err(err));
+            // PostgreSQL refused the statement: perhaps for one delivery's sake.
+            Err(err @ sqlx::Error::Database(_)) if batch.len() > 1 => {
+                tracing::debug!(error = %err, deliveries = batch.len(), "a batch of Stripe events was refused; storing them one at a time");
+                let mut lost: Option<Arc<sqlx::Error>> = None;
+                for delivery in batch.drain(..) {
+                    let result = match &lost {
+                        // The database went away meanwhile: not one timeout per delivery.
+                        Some(err) => Err(err.clone()),
+                        None => store(&pool, &received, &delivery.head, &delivery.payload)
+                            .await
+                            .map_err(Arc::new),
+                    };
+                    if let Err(err) = &result {
+                        if !matches!(**err, sqlx::Error::Database(_)) {
+                            lost = Some(err.clone());
+                        }
+                    }
+                    let _ = delivery.stored.send(result);
                 }
             }
+            // No database (an outage, the pool exhausted): the same for every delivery, and
+            // answered at once, not once per delivery after a timeout each.
             Err(err) => {
-                tracing::debug!(error = %err, deliveries = batch.len(), "a batch of Stripe events was refused; storing them one at a time");
+                let err = Arc::new(err);
                 for delivery in batch.drain(..) {
-                    let result = store(&pool, &received, &delivery.head, &delivery.payload).await;
-                    let _ = delivery.stored.send(result);
+                    let _ = delivery.stored.send(Err(err.clone()));
                 }
             }
         }
