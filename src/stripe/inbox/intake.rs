@@ -97,7 +97,11 @@ async fn work(
         if waiting.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
-        match insert_batch(&pool, &batch).await {
+        let events: Vec<_> = batch
+            .iter()
+            .map(|d| (&d.head, d.payload.as_str()))
+            .collect();
+        match insert(&pool, &events).await {
             Ok(inserted) => {
                 if !inserted.is_empty() {
                     received.announce("stripe", std::iter::empty()).await;
@@ -142,9 +146,12 @@ async fn work(
     }
 }
 
-/// Inserts the batch in one statement; the ids it stored.
-async fn insert_batch(pool: &PgPool, batch: &[Delivery]) -> Result<HashSet<String>, sqlx::Error> {
-    let heads = || batch.iter().map(|d| &d.head);
+/// Inserts events (their indexed fields and JSON) in one statement; the ids it stored.
+pub(super) async fn insert(
+    pool: &PgPool,
+    events: &[(&EventHead, &str)],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let heads = || events.iter().map(|(head, _)| *head);
     let ids: Vec<String> = sqlx::query_scalar(
         "INSERT INTO stripe_events (id, type, created, livemode, customer_id, object_id, payload)
          SELECT id, type, to_timestamp(created), livemode, customer_id, object_id, payload::jsonb
@@ -164,7 +171,12 @@ async fn insert_batch(pool: &PgPool, batch: &[Delivery]) -> Result<HashSet<Strin
             .collect::<Vec<_>>(),
     )
     .bind(heads().map(|h| h.object_id.as_deref()).collect::<Vec<_>>())
-    .bind(batch.iter().map(|d| d.payload.as_str()).collect::<Vec<_>>())
+    .bind(
+        events
+            .iter()
+            .map(|(_, payload)| *payload)
+            .collect::<Vec<_>>(),
+    )
     .fetch_all(pool)
     .await?;
     Ok(ids.into_iter().collect())

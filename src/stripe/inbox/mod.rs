@@ -63,21 +63,7 @@ pub async fn store(
     head: &EventHead,
     payload: &str,
 ) -> Result<bool, sqlx::Error> {
-    let result = sqlx::query(
-        "INSERT INTO stripe_events (id, type, created, livemode, customer_id, object_id, payload)
-         VALUES ($1, $2, to_timestamp($3::bigint), $4, $5, $6, $7::jsonb)
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&head.id)
-    .bind(&head.event_type)
-    .bind(head.created)
-    .bind(head.livemode)
-    .bind(&head.customer_id)
-    .bind(&head.object_id)
-    .bind(payload)
-    .execute(pool)
-    .await?;
-    let inserted = result.rows_affected() == 1;
+    let inserted = !intake::insert(pool, &[(head, payload)]).await?.is_empty();
     if inserted {
         received.announce("stripe", std::iter::empty()).await;
     }
