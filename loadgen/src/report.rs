@@ -286,35 +286,31 @@ pub fn report(args: &ReportArgs) -> Result<()> {
             w,
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
         )?;
+        let accepted = |label: &str, run: &crate::measure::Run| {
+            format!(
+                "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                rate(run.per_second),
+                ratio(run.per_second, run.concurrency),
+                stock_ratio(run.per_second, run.concurrency),
+                ms(run.latency.p50_ms),
+                ms(run.latency.p99_ms),
+                ms(run.latency.max_ms),
+                run.errors,
+                db_cells(run.db.as_ref()),
+                run.loadavg
+            )
+        };
         writeln!(
             w,
-            "| accepted (`POST /webhooks/stripe` answered 200) | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            rate(h.accept.per_second),
-            ratio(h.accept.per_second, h.accept.concurrency),
-            stock_ratio(h.accept.per_second, h.accept.concurrency),
-            ms(h.accept.latency.p50_ms),
-            ms(h.accept.latency.p99_ms),
-            ms(h.accept.latency.max_ms),
-            h.accept.errors,
-            db_cells(h.accept.db.as_ref()),
-            h.accept.loadavg
+            "{}",
+            accepted("accepted (`POST /webhooks/stripe` answered 200)", &h.accept)
         )?;
         if let Some(p) = &hooks_paused {
-            writeln!(
-                w,
-                "| accepted with the inbox paused (`STRIPE_WORKERS=0`; {} other lifecycles, {} events, deleted after) | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                p.lifecycles,
-                p.events,
-                rate(p.accept.per_second),
-                ratio(p.accept.per_second, p.accept.concurrency),
-                stock_ratio(p.accept.per_second, p.accept.concurrency),
-                ms(p.accept.latency.p50_ms),
-                ms(p.accept.latency.p99_ms),
-                ms(p.accept.latency.max_ms),
-                p.accept.errors,
-                db_cells(p.accept.db.as_ref()),
-                p.accept.loadavg
-            )?;
+            let label = format!(
+                "accepted with the inbox paused (`STRIPE_WORKERS=0`; {} other lifecycles, {} events, deleted after)",
+                p.lifecycles, p.events
+            );
+            writeln!(w, "{}", accepted(&label, &p.accept))?;
         }
         match (h.end_to_end_s, h.processed_per_s) {
             (Some(s), Some(eps)) => writeln!(
