@@ -75,22 +75,31 @@ pub fn members_table(
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     )?;
     for r in &mr.runs {
-        writeln!(
-            w,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.concurrency,
-            rate(r.per_second),
-            ratio(r.per_second, r.concurrency),
-            stock_ratio(r.per_second, r.concurrency),
-            ms(r.latency.p50_ms),
-            ms(r.latency.p99_ms),
-            ms(r.latency.max_ms),
-            r.errors,
-            db_cells(r.db.as_ref()),
-            r.loadavg
-        )?;
+        writeln!(w, "{}", run_row(r.concurrency, r, ratio, stock_ratio))?;
     }
     Ok(())
+}
+
+/// A table row of a run over HTTP: `first`, then its rate (and as shares of pgbench and of
+/// the stock pipeline at its concurrency), latencies, errors, database cost and load.
+fn run_row(
+    first: impl std::fmt::Display,
+    run: &crate::measure::Run,
+    ratio: &dyn Fn(f64, usize) -> String,
+    stock_ratio: &dyn Fn(f64, usize) -> String,
+) -> String {
+    format!(
+        "| {first} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        rate(run.per_second),
+        ratio(run.per_second, run.concurrency),
+        stock_ratio(run.per_second, run.concurrency),
+        ms(run.latency.p50_ms),
+        ms(run.latency.p99_ms),
+        ms(run.latency.max_ms),
+        run.errors,
+        db_cells(run.db.as_ref()),
+        run.loadavg
+    )
 }
 
 pub fn report(args: &ReportArgs) -> Result<()> {
@@ -286,31 +295,22 @@ pub fn report(args: &ReportArgs) -> Result<()> {
             w,
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
         )?;
-        let accepted = |label: &str, run: &crate::measure::Run| {
-            format!(
-                "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                rate(run.per_second),
-                ratio(run.per_second, run.concurrency),
-                stock_ratio(run.per_second, run.concurrency),
-                ms(run.latency.p50_ms),
-                ms(run.latency.p99_ms),
-                ms(run.latency.max_ms),
-                run.errors,
-                db_cells(run.db.as_ref()),
-                run.loadavg
-            )
-        };
         writeln!(
             w,
             "{}",
-            accepted("accepted (`POST /webhooks/stripe` answered 200)", &h.accept)
+            run_row(
+                "accepted (`POST /webhooks/stripe` answered 200)",
+                &h.accept,
+                &ratio,
+                &stock_ratio
+            )
         )?;
         if let Some(p) = &hooks_paused {
             let label = format!(
                 "accepted with the inbox paused (`STRIPE_WORKERS=0`; {} other lifecycles, {} events, deleted after)",
                 p.lifecycles, p.events
             );
-            writeln!(w, "{}", accepted(&label, &p.accept))?;
+            writeln!(w, "{}", run_row(label, &p.accept, &ratio, &stock_ratio))?;
         }
         match (h.end_to_end_s, h.processed_per_s) {
             (Some(s), Some(eps)) => writeln!(

@@ -37,19 +37,20 @@ pub async fn receive(req: &Request, body: Body, state: Data<&State>) -> Response
         return refuse("the Stripe-Signature header is missing");
     };
     // The body limit middleware already refused anything over 1 MiB.
-    let Ok(bytes) = body.into_bytes().await else {
+    let Ok(bytes) = body.into_vec().await else {
         return refuse("the body could not be read");
     };
-    let Ok(payload) = std::str::from_utf8(&bytes) else {
+    // Owned: it is what the inbox stores.
+    let Ok(payload) = String::from_utf8(bytes) else {
         return refuse("the body is not UTF-8");
     };
-    let mut verified = webhook::verify(payload, signature, &all);
+    let mut verified = webhook::verify(&payload, signature, &all);
     if verified == webhook::Verified::No {
         // A secret stored since the cache was filled (`stripe setup` just ran)?
         match state.stored_webhook_secrets.current(true).await {
             Ok(stored) => {
                 all = secrets(stored);
-                verified = webhook::verify(payload, signature, &all);
+                verified = webhook::verify(&payload, signature, &all);
             }
             Err(err) => return unstored(&err),
         }
@@ -63,7 +64,7 @@ pub async fn receive(req: &Request, body: Body, state: Data<&State>) -> Response
             return refuse("the signature does not match any webhook secret (a wrong STRIPE_WEBHOOK_SECRET, an endpoint not set up by `memberledger stripe setup`, or not from Stripe)")
         }
     }
-    let raw: serde_json::Value = match serde_json::from_str(payload) {
+    let raw: serde_json::Value = match serde_json::from_str(&payload) {
         Ok(raw) => raw,
         Err(_) => return refuse("the body is not JSON"),
     };
@@ -71,7 +72,7 @@ pub async fn receive(req: &Request, body: Body, state: Data<&State>) -> Response
         return refuse("the body is not a Stripe event (id, type, created)");
     };
     let (event_id, event_type) = (head.id.clone(), head.event_type.clone());
-    match state.stripe_intake.store(head, payload.to_owned()).await {
+    match state.stripe_intake.store(head, payload).await {
         Ok(inserted) => {
             tracing::info!(%event_id, %event_type, duplicate = !inserted, "stripe event stored");
             let body = serde_json::json!({ "received": true, "duplicate": !inserted });
