@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
 use projections::{Handles, Mode, Projection, StoredEvent};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
@@ -24,6 +25,14 @@ use crate::eventlog::{apply_lock_key, last_below, lock_appends, read_after, Hori
 
 /// Events read and applied per transaction.
 const REBUILD_BATCH: i64 = 2_500;
+/// How often a projection's progress (`projection_rebuilds.events_applied`) is written while
+/// it loads, at most; the swap writes the final count.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// Batches read ahead of the slowest projection: the reader goes on while a projection's
+/// larger batch (say, a run of the events only it handles) is being written.
+const READ_AHEAD: usize = 2;
+/// Deferred indexes built at once after loading.
+const INDEX_BUILDS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
@@ -172,7 +181,7 @@ async fn run(
     let mut feeds = Vec::new();
     let mut workers = Vec::new();
     for shadow in shadows {
-        let (feed, batches) = mpsc::channel::<Arc<Vec<StoredEvent>>>(1);
+        let (feed, batches) = mpsc::channel::<Arc<Vec<StoredEvent>>>(READ_AHEAD);
         feeds.push(feed);
         workers.push(tokio::spawn(shadow.load(pool.clone(), batches)));
     }
@@ -220,11 +229,22 @@ async fn run(
     }
     reading?;
 
+    // The indexes left for after loading, built a few at a time (one statement uses one core),
+    // then each shadow swapped in.
+    let builds: Vec<_> = shadows
+        .iter()
+        .flat_map(|s| s.deferred_indexes.iter())
+        .map(|definition| build_index(pool.clone(), definition.clone()))
+        .collect();
+    futures::stream::iter(builds)
+        .buffer_unordered(INDEX_BUILDS)
+        .try_collect::<Vec<()>>()
+        .await?;
     let mut done = Vec::new();
     for shadow in shadows {
         let name = shadow.projection.name();
         let applied = shadow
-            .build_indexes_and_swap(pool)
+            .swap(pool)
             .await
             .with_context(|| format!("swapping in the rebuilt {name}"))?;
         tracing::info!(
@@ -237,6 +257,14 @@ async fn run(
     }
     report(progress(read));
     Ok(done)
+}
+
+async fn build_index(pool: PgPool, definition: String) -> anyhow::Result<()> {
+    sqlx::query(&definition)
+        .execute(&pool)
+        .await
+        .with_context(|| format!("building an index after loading: {definition}"))?;
+    Ok(())
 }
 
 /// Creates the projection's shadow schema: its tables with their columns, defaults, checks,
@@ -320,20 +348,27 @@ impl Shadow {
         pool: PgPool,
         mut batches: mpsc::Receiver<Arc<Vec<StoredEvent>>>,
     ) -> anyhow::Result<Self> {
+        let mut recorded = (0, Instant::now());
         while let Some(batch) = batches.recv().await {
-            let mut tx = pool.begin().await?;
-            sqlx::query("SET LOCAL synchronous_commit = off")
-                .execute(&mut *tx)
-                .await?;
-            self.apply(&mut tx, &batch).await?;
-            tx.commit().await?;
-            if let Some(last) = batch.last() {
-                self.position = LogPosition {
-                    transaction_id: last.transaction_id,
-                    global_position: last.global_position,
-                };
+            let Some(last) = batch.last() else { continue };
+            // A batch with nothing for this projection costs it no transaction.
+            let mine = projections::handled(self.projection.as_ref(), &batch);
+            if !mine.is_empty() {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SET LOCAL synchronous_commit = off")
+                    .execute(&mut *tx)
+                    .await?;
+                self.apply(&mut tx, &mine).await?;
+                tx.commit().await?;
             }
-            record(&pool, self.projection.name(), self.applied).await?;
+            self.position = LogPosition {
+                transaction_id: last.transaction_id,
+                global_position: last.global_position,
+            };
+            if self.applied != recorded.0 && recorded.1.elapsed() >= PROGRESS_EVERY {
+                record(&pool, self.projection.name(), self.applied).await?;
+                recorded = (self.applied, Instant::now());
+            }
         }
         Ok(self)
     }
@@ -362,16 +397,10 @@ impl Shadow {
         Ok(())
     }
 
-    /// Builds the deferred indexes, then swaps the shadow in (see the module docs); returns
-    /// how many events the projection applied in all.
-    async fn build_indexes_and_swap(mut self, pool: &PgPool) -> anyhow::Result<u64> {
+    /// Swaps the shadow in, its deferred indexes built (see the module docs); returns how many
+    /// events the projection applied in all.
+    async fn swap(mut self, pool: &PgPool) -> anyhow::Result<u64> {
         let name = self.projection.name();
-        for definition in &self.deferred_indexes {
-            sqlx::query(definition)
-                .execute(pool)
-                .await
-                .with_context(|| format!("building an index after loading: {definition}"))?;
-        }
         let mut tx = pool.begin().await?;
         let horizon = match self.projection.mode() {
             Mode::Async => {

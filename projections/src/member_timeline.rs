@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -246,7 +247,12 @@ impl Owners {
 }
 
 /// The batch's timeline rows, column by column.
+/// The `data` of an event whose payload has no fields.
+static EMPTY_OBJECT: std::sync::LazyLock<serde_json::Value> =
+    std::sync::LazyLock::new(|| serde_json::Value::Object(serde_json::Map::new()));
+
 #[derive(Default)]
+
 struct TimelineRows<'a> {
     id: Vec<i64>,
     member_id: Vec<Uuid>,
@@ -254,27 +260,26 @@ struct TimelineRows<'a> {
     aggregate_id: Vec<&'a str>,
     event_type: Vec<&'a str>,
     summary: Vec<String>,
-    data: Vec<serde_json::Value>,
+    data: Vec<Json<&'a serde_json::Value>>,
     created_at: Vec<DateTime<Utc>>,
 }
 
 impl<'a> TimelineRows<'a> {
     fn push(&mut self, event: &'a StoredEvent, member_id: Uuid, summary: String) {
-        // `{"Variant": {...}}` → `{...}`.
+        // `{"Variant": {...}}` → `{...}`, borrowed: encoded straight from the event.
         let data = event
             .payload
             .as_object()
             .and_then(|variant| variant.values().next())
             .filter(|inner| inner.is_object())
-            .cloned()
-            .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()));
+            .unwrap_or(&EMPTY_OBJECT);
         self.id.push(event.global_position);
         self.member_id.push(member_id);
         self.aggregate_type.push(&event.aggregate_type);
         self.aggregate_id.push(&event.aggregate_id);
         self.event_type.push(&event.event_type);
         self.summary.push(summary);
-        self.data.push(data);
+        self.data.push(Json(data));
         self.created_at.push(event.recorded_at);
     }
 
