@@ -18,7 +18,7 @@ use crate::eventlog::{Wakeups, EVENTS_APPENDED, STRIPE_EVENT_RECEIVED};
 use crate::policies;
 use crate::rate_limit::PerInstance;
 use crate::runner::Projections;
-use crate::store::CommandBus;
+use crate::store::{Appender, CommandBus};
 use crate::stripe::client::StripeApi;
 
 /// What every handler shares.
@@ -95,12 +95,14 @@ impl AppState {
             .cloned()
             .collect();
         let wakeups = Wakeups::new(pool.clone(), EVENTS_APPENDED);
-        let members = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
-        let subscriptions = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
-        let licenses = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
-        let newsletters = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
-        let tiers = CommandBus::new(pool.clone(), inline.clone(), wakeups.clone(), ());
-        let offers = CommandBus::new(pool.clone(), inline, wakeups.clone(), ());
+        // One appender for every bus: concurrent commands of any aggregate share transactions.
+        let appender = Appender::new(pool.clone(), inline);
+        let members = CommandBus::new(pool.clone(), appender.clone(), wakeups.clone(), ());
+        let subscriptions = CommandBus::new(pool.clone(), appender.clone(), wakeups.clone(), ());
+        let licenses = CommandBus::new(pool.clone(), appender.clone(), wakeups.clone(), ());
+        let newsletters = CommandBus::new(pool.clone(), appender.clone(), wakeups.clone(), ());
+        let tiers = CommandBus::new(pool.clone(), appender.clone(), wakeups.clone(), ());
+        let offers = CommandBus::new(pool.clone(), appender, wakeups.clone(), ());
         list.extend(policies::all(
             &pool,
             members.clone(),

@@ -9,16 +9,17 @@ use aggregates::cqrs_es::persist::{EventUpcaster, PersistedEventStore, Serialize
 use aggregates::cqrs_es::{
     Aggregate, AggregateError, CqrsFramework, DomainEvent, EventEnvelope, Query,
 };
-use projections::Projection;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::eventlog::{LogPosition, Wakeups};
 
+mod appender;
 mod group_commit;
 pub mod personal;
 mod repository;
 
+pub use appender::Appender;
 pub use repository::InlineRefusal;
 use repository::{EventRepository, APPENDED};
 
@@ -99,17 +100,21 @@ where
     A: Aggregate + 'static,
     A::Command: Clone,
 {
-    /// `inline`: every inline projection (each append applies those handling its events);
+    /// `appender`: where appends go (shared by the process's buses: transactions carry the
+    /// events of concurrent commands with the inline projections that handle them);
     /// `wakeups`: where committed appends are announced to the runners.
     pub fn new(
         pool: PgPool,
-        inline: Arc<[Arc<dyn Projection>]>,
+        appender: Arc<Appender>,
         wakeups: Arc<Wakeups>,
         services: A::Services,
     ) -> Arc<Self> {
         let store = || {
-            PersistedEventStore::new_event_store(EventRepository::new(pool.clone(), inline.clone()))
-                .with_upcasters(vec![Box::new(Upcaster)])
+            PersistedEventStore::new_event_store(EventRepository::new(
+                pool.clone(),
+                appender.clone(),
+            ))
+            .with_upcasters(vec![Box::new(Upcaster)])
         };
         Arc::new_cyclic(|this| Self {
             framework: CqrsFramework::new(
@@ -120,7 +125,7 @@ where
                 services,
             ),
             store: store(),
-            repository: EventRepository::new(pool.clone(), inline.clone()),
+            repository: EventRepository::new(pool.clone(), appender.clone()),
             wakeups,
             creations: OnceLock::new(),
             this: this.clone(),
@@ -285,7 +290,7 @@ impl<A: Aggregate> CommandBus<A> {
             .iter()
             .map(SerializedEvent::try_from)
             .collect::<Result<Vec<_>, _>>()?;
-        let positions = self.repository.append(&serialized).await?;
+        let positions = self.repository.append(serialized).await?;
         WakeRunners::announce(&self.wakeups, envelopes).await;
         Ok(positions)
     }

@@ -7,7 +7,8 @@
 //! one transaction seals the events' personal fields (`personal`), inserts the events (one
 //! multi-row statement, which also returns their log positions, with the keys of aggregates
 //! they start), applies the inline projections that handle them, scrubs and shreds for an
-//! erasure (`crate::erasure`), and commits: all or nothing. An aggregate's load is ours too
+//! erasure (`crate::erasure`), and commits: all or nothing. Concurrent commands' appends share
+//! such a transaction (`super::appender`). An aggregate's load is ours too
 //! (postgres-es's query with the aggregate's data key joined, to open its sealed fields);
 //! snapshots and streams are postgres-es's own.
 
@@ -24,6 +25,7 @@ use projections::{Projection, ProjectionError, StoredEvent};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
+use super::appender::Appender;
 use super::personal;
 use crate::eventlog::LogPosition;
 
@@ -43,81 +45,89 @@ pub struct InlineRefusal {
 pub struct EventRepository {
     pool: PgPool,
     reads: PostgresEventRepository,
-    /// Every inline projection; each append applies those that handle its events.
-    inline: Arc<[Arc<dyn Projection>]>,
+    /// Where appends go: shared transactions with every inline projection (`appender`).
+    appender: Arc<Appender>,
 }
 
 impl EventRepository {
-    pub fn new(pool: PgPool, inline: Arc<[Arc<dyn Projection>]>) -> Self {
+    pub fn new(pool: PgPool, appender: Arc<Appender>) -> Self {
         Self {
             reads: PostgresEventRepository::new(pool.clone()),
             pool,
-            inline,
+            appender,
         }
     }
 
-    /// Appends `events` (of one or many aggregates) in one transaction with the inline
-    /// projections that handle them; returns where each one is in the log, in order.
+    /// Appends `events` (of one or many aggregates) with the inline projections that handle
+    /// them, in a transaction shared with concurrent appends (`appender`); returns where each
+    /// one is in the log, in order.
     pub(super) async fn append(
         &self,
-        events: &[SerializedEvent],
+        events: Vec<SerializedEvent>,
     ) -> Result<Vec<LogPosition>, PersistenceError> {
-        let mut tx = crate::db::begin(&self.pool, crate::db::PoolName::Main)
-            .await
-            .map_err(connection)?;
-        // Personal fields are stored encrypted (`personal`); the inline projections below see
-        // them as the command wrote them.
-        // Only events with personal fields are copied to be sealed (most are not: a Stripe
-        // event's payload is stored as the command wrote it).
-        let personal = events
-            .iter()
-            .any(|e| !personal::fields(&e.aggregate_type, &e.event_type).is_empty());
-        let (sealed, new_keys) = if personal {
-            let mut sealed: Vec<SerializedEvent> = events.to_vec();
-            let new_keys = personal::seal(&mut tx, &mut sealed)
-                .await
-                .map_err(database)?;
-            (std::borrow::Cow::Owned(sealed), new_keys)
-        } else {
-            (
-                std::borrow::Cow::Borrowed(events),
-                personal::NewKeys::default(),
-            )
-        };
-        let stored = insert_events(&mut tx, events, &sealed, &new_keys).await?;
-        for projection in self.inline.iter() {
-            let handled = projections::handled(projection.as_ref(), &stored);
-            if handled.is_empty() {
-                continue;
-            }
-            projection
-                .apply_batch(&mut tx, &handled)
-                .await
-                .map_err(|err| match err {
-                    ProjectionError::Refused { projection, reason } => {
-                        PersistenceError::UnknownError(Box::new(InlineRefusal {
-                            projection,
-                            reason,
-                        }))
-                    }
-                    ProjectionError::Database(err) => database(err),
-                    other => PersistenceError::UnknownError(Box::new(other)),
-                })?;
-        }
-        // A member erased here: scrubbed outside the log and its data keys destroyed, with
-        // the event.
-        crate::erasure::in_erasing_transaction(&mut tx, &stored)
+        self.appender.append(events).await
+    }
+}
+
+/// Appends `events` (of one or many aggregates) in one transaction with the inline projections
+/// that handle them; returns where each one is in the log, in order.
+pub(super) async fn append_in_one(
+    pool: &PgPool,
+    inline: &[Arc<dyn Projection>],
+    events: &[SerializedEvent],
+) -> Result<Vec<LogPosition>, PersistenceError> {
+    let mut tx = crate::db::begin(pool, crate::db::PoolName::Main)
+        .await
+        .map_err(connection)?;
+    // Personal fields are stored encrypted (`personal`); the inline projections below see
+    // them as the command wrote them.
+    // Only events with personal fields are copied to be sealed (most are not: a Stripe
+    // event's payload is stored as the command wrote it).
+    let personal = events
+        .iter()
+        .any(|e| !personal::fields(&e.aggregate_type, &e.event_type).is_empty());
+    let (sealed, new_keys) = if personal {
+        let mut sealed: Vec<SerializedEvent> = events.to_vec();
+        let new_keys = personal::seal(&mut tx, &mut sealed)
             .await
             .map_err(database)?;
-        tx.commit().await.map_err(database)?;
-        Ok(stored
-            .iter()
-            .map(|e| LogPosition {
-                transaction_id: e.transaction_id,
-                global_position: e.global_position,
-            })
-            .collect())
+        (std::borrow::Cow::Owned(sealed), new_keys)
+    } else {
+        (
+            std::borrow::Cow::Borrowed(events),
+            personal::NewKeys::default(),
+        )
+    };
+    let stored = insert_events(&mut tx, events, &sealed, &new_keys).await?;
+    for projection in inline {
+        let handled = projections::handled(projection.as_ref(), &stored);
+        if handled.is_empty() {
+            continue;
+        }
+        projection
+            .apply_batch(&mut tx, &handled)
+            .await
+            .map_err(|err| match err {
+                ProjectionError::Refused { projection, reason } => {
+                    PersistenceError::UnknownError(Box::new(InlineRefusal { projection, reason }))
+                }
+                ProjectionError::Database(err) => database(err),
+                other => PersistenceError::UnknownError(Box::new(other)),
+            })?;
     }
+    // A member erased here: scrubbed outside the log and its data keys destroyed, with
+    // the event.
+    crate::erasure::in_erasing_transaction(&mut tx, &stored)
+        .await
+        .map_err(database)?;
+    tx.commit().await.map_err(database)?;
+    Ok(stored
+        .iter()
+        .map(|e| LogPosition {
+            transaction_id: e.transaction_id,
+            global_position: e.global_position,
+        })
+        .collect())
 }
 
 impl EventRepository {
@@ -300,7 +310,7 @@ impl PersistedEventRepository for EventRepository {
         if events.is_empty() {
             return Ok(());
         }
-        let position = self.append(events).await?.last().copied();
+        let position = self.append(events.to_vec()).await?.last().copied();
         // Outside `CommandBus::execute` (no scope) nobody asked for the position.
         let _ = APPENDED.try_with(|cell| cell.set(position.or(cell.get())));
         Ok(())

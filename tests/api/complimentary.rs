@@ -7,7 +7,7 @@ use std::sync::Arc;
 use aggregates::{License, Member};
 use chrono::{Duration, Utc};
 use memberledger::eventlog::{Wakeups, EVENTS_APPENDED};
-use memberledger::store::CommandBus;
+use memberledger::store::{Appender, CommandBus};
 use projections::{Mode, Projection};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -270,7 +270,7 @@ async fn an_expired_comp_ends_once_when_two_instances_sweep_and_its_license_is_d
         .collect();
     let bus = CommandBus::<Member>::new(
         app.pool.clone(),
-        inline,
+        Appender::new(app.pool.clone(), inline),
         Wakeups::new(app.pool.clone(), EVENTS_APPENDED),
         (),
     );

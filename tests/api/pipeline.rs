@@ -171,7 +171,7 @@ async fn a_creation_whose_new_id_is_taken_after_all_runs_against_the_stored_even
     use aggregates::cqrs_es::AggregateError;
     use aggregates::{EmailAddress, Labels, Member, MemberCommand, MemberError, MemberSource};
     use memberledger::eventlog::{Wakeups, EVENTS_APPENDED};
-    use memberledger::store::{Actor, CommandBus, EventMetadata};
+    use memberledger::store::{Actor, Appender, CommandBus, EventMetadata};
     use projections::{Mode, Projection};
 
     let app = TestApp::spawn().await;
@@ -182,7 +182,7 @@ async fn a_creation_whose_new_id_is_taken_after_all_runs_against_the_stored_even
         .collect();
     let bus = CommandBus::<Member>::new(
         app.pool.clone(),
-        inline,
+        Appender::new(app.pool.clone(), inline),
         Wakeups::new(app.pool.clone(), EVENTS_APPENDED),
         (),
     );
@@ -411,6 +411,113 @@ async fn a_refused_creation_among_concurrent_ones_refuses_only_itself() {
     .await
     .expect("count");
     assert_eq!(keys, 32, "no key left by a refused creation");
+}
+
+/// Members made one by one (their own transactions); their ids.
+async fn members(app: &TestApp, prefix: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let member = app.member(&format!("{prefix}{i}@example.com")).await;
+        ids.push(member["id"].as_str().expect("id").to_owned());
+    }
+    ids
+}
+
+#[tokio::test]
+async fn concurrent_commands_on_existing_aggregates_share_transactions_and_each_is_answered_as_if_alone(
+) {
+    let app = TestApp::spawn().await;
+    const MEMBERS: usize = 40;
+    let ids = members(&app, "renamed", MEMBERS).await;
+    let answers = futures::future::join_all(ids.iter().enumerate().map(|(i, id)| {
+        let app = &app;
+        async move {
+            let resp = app
+                .patch_member(id, json!({ "name": format!("Name {i}") }))
+                .await;
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.expect("json");
+            (i, id, status, body)
+        }
+    }))
+    .await;
+
+    // Each answer is its own member, renamed, and the read model shows it.
+    for (i, id, status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(body["id"], **id, "{body}");
+        assert_eq!(body["name"], format!("Name {i}"), "{body}");
+        let name: Option<String> =
+            sqlx::query_scalar("SELECT name FROM member_list WHERE id = $1::uuid")
+                .bind(id)
+                .fetch_one(&app.pool)
+                .await
+                .expect("row");
+        assert_eq!(name.as_deref(), Some(format!("Name {i}").as_str()));
+    }
+    let (updates, transactions): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT transaction_id) FROM events
+         WHERE aggregate_type = 'Member' AND event_type = 'MemberUpdated'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(updates, MEMBERS as i64, "one event per command");
+    assert!(
+        transactions < MEMBERS as i64,
+        "{transactions} transactions for {MEMBERS} concurrent commands: none shared"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_command_among_concurrent_ones_refuses_only_itself() {
+    let app = TestApp::spawn().await;
+    app.member("holder@example.com").await;
+    let ids = members(&app, "mover", 30).await;
+    // Each moves to an address of its own, but for three that ask for the holder's.
+    let answers = futures::future::join_all(ids.iter().enumerate().map(|(i, id)| {
+        let app = &app;
+        async move {
+            let email = if i % 10 == 3 {
+                "holder@example.com".to_owned()
+            } else {
+                format!("moved{i}@example.com")
+            };
+            let resp = app.patch_member(id, json!({ "email": email })).await;
+            (id, email, resp.status().as_u16())
+        }
+    }))
+    .await;
+
+    for (id, email, status) in &answers {
+        let stored: String =
+            sqlx::query_scalar("SELECT email FROM member_list WHERE id = $1::uuid")
+                .bind(id)
+                .fetch_one(&app.pool)
+                .await
+                .expect("row");
+        if email == "holder@example.com" {
+            assert_eq!(*status, 409, "{id}");
+            assert!(stored.starts_with("mover"), "{stored}");
+        } else {
+            assert_eq!(*status, 200, "{id} to {email}");
+            assert_eq!(&stored, email);
+        }
+    }
+    let changed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'MemberEmailChanged'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(changed, 27, "no event of a refused command");
+    let holders: Vec<String> = sqlx::query_scalar(
+        "SELECT l.email FROM member_emails e JOIN member_list l ON l.id = e.member_id
+         WHERE e.email = 'holder@example.com'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("rows");
+    assert_eq!(holders, ["holder@example.com"]);
 }
 
 #[tokio::test]
