@@ -131,74 +131,141 @@ impl Projection for MemberStatusPolicy {
         false
     }
 
+    /// Set-based: one read of every subscription of the members the batch concerns, the
+    /// events folded in order in memory (each saying whether its member pays, as the table
+    /// stands after it), one write of the rows they changed.
     async fn apply_batch(
         &self,
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), ProjectionError> {
-        let mut commands = Commands::new();
-        for event in events {
-            self.apply_event(conn, event, &mut commands).await?;
+        let mut changes = Vec::new();
+        for event in events
+            .iter()
+            .filter(|e| e.aggregate_type == Subscription::TYPE)
+        {
+            match event.decode::<SubscriptionEvent>()? {
+                SubscriptionEvent::SubscriptionCreated {
+                    member_id, status, ..
+                } => changes.push((event, Some(member_id), status)),
+                SubscriptionEvent::SubscriptionStatusChanged { to, .. } => {
+                    changes.push((event, None, to));
+                }
+                _ => {}
+            }
         }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut table = PaidSubscriptions::load(conn, &changes).await?;
+        let mut commands = Commands::new();
+        for (event, created_for, status) in changes {
+            let subscription_id = event.aggregate_id.as_str();
+            let member_id = match created_for {
+                Some(member_id) => {
+                    table.upsert(subscription_id, member_id, status.is_paid());
+                    member_id
+                }
+                // A change of a subscription the policy never saw created: nothing to say.
+                None => match table.set_paid(subscription_id, status.is_paid()) {
+                    Some(member_id) => member_id,
+                    None => continue,
+                },
+            };
+            let command = MemberCommand::SetPaying {
+                paying: table.paying(member_id),
+                reason: format!("subscription {subscription_id} is {}", status.as_str()),
+                at: event.recorded_at,
+            };
+            commands.push(member_id.to_string(), command, caused_by(event));
+        }
+        table.store(conn).await?;
         commands.run(&self.members).await
     }
 }
 
-impl MemberStatusPolicy {
-    /// Applies one event to the policy's table, in the batch's transaction, and says which
-    /// command follows.
-    async fn apply_event(
-        &self,
+/// The rows of `policy_member_subscriptions` a batch concerns, as its events change them.
+struct PaidSubscriptions {
+    /// Subscription → (member, paid).
+    rows: HashMap<String, (Uuid, bool)>,
+    changed: HashSet<String>,
+}
+
+impl PaidSubscriptions {
+    /// Every subscription of the members the changes concern: those created for one, and the
+    /// owners of the subscriptions they change.
+    async fn load(
         conn: &mut PgConnection,
-        event: &StoredEvent,
-        commands: &mut Commands<Member>,
-    ) -> Result<(), ProjectionError> {
-        if event.aggregate_type != Subscription::TYPE {
+        changes: &[(&StoredEvent, Option<Uuid>, SubscriptionStatus)],
+    ) -> Result<Self, ProjectionError> {
+        let subscriptions: Vec<&str> = changes
+            .iter()
+            .map(|(e, ..)| e.aggregate_id.as_str())
+            .collect();
+        let members: Vec<Uuid> = changes.iter().filter_map(|(_, m, _)| *m).collect();
+        let rows: Vec<(String, Uuid, bool)> = sqlx::query_as(
+            "SELECT subscription_id, member_id, paid FROM policy_member_subscriptions
+             WHERE member_id = ANY($2)
+                OR member_id IN (SELECT member_id FROM policy_member_subscriptions
+                                 WHERE subscription_id = ANY($1))",
+        )
+        .bind(&subscriptions)
+        .bind(&members)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(Self {
+            rows: rows.into_iter().map(|(s, m, p)| (s, (m, p))).collect(),
+            changed: HashSet::new(),
+        })
+    }
+
+    /// A subscription created: its row (a row that exists keeps its member).
+    fn upsert(&mut self, subscription_id: &str, member_id: Uuid, paid: bool) {
+        self.rows
+            .entry(subscription_id.to_owned())
+            .and_modify(|row| row.1 = paid)
+            .or_insert((member_id, paid));
+        self.changed.insert(subscription_id.to_owned());
+    }
+
+    /// A subscription's status changed: its owner, if the policy has its row.
+    fn set_paid(&mut self, subscription_id: &str, paid: bool) -> Option<Uuid> {
+        let row = self.rows.get_mut(subscription_id)?;
+        row.1 = paid;
+        self.changed.insert(subscription_id.to_owned());
+        Some(row.0)
+    }
+
+    /// Whether any of the member's subscriptions pays.
+    fn paying(&self, member_id: Uuid) -> bool {
+        self.rows.values().any(|&(m, paid)| m == member_id && paid)
+    }
+
+    /// Writes the changed rows in one statement.
+    async fn store(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        if self.changed.is_empty() {
             return Ok(());
         }
-        let subscription_id = &event.aggregate_id;
-        let (status, member_id) = match event.decode::<SubscriptionEvent>()? {
-            SubscriptionEvent::SubscriptionCreated {
-                member_id, status, ..
-            } => {
-                sqlx::query(
-                    "INSERT INTO policy_member_subscriptions (subscription_id, member_id, paid) VALUES ($1, $2, $3)
-                     ON CONFLICT (subscription_id) DO UPDATE SET paid = EXCLUDED.paid",
-                )
-                .bind(subscription_id)
-                .bind(member_id)
-                .bind(status.is_paid())
-                .execute(&mut *conn)
-                .await?;
-                (status, member_id)
+        let mut subscriptions = Vec::with_capacity(self.changed.len());
+        let mut members = Vec::with_capacity(self.changed.len());
+        let mut paid = Vec::with_capacity(self.changed.len());
+        for id in &self.changed {
+            if let Some(&(member_id, is_paid)) = self.rows.get(id) {
+                subscriptions.push(id.as_str());
+                members.push(member_id);
+                paid.push(is_paid);
             }
-            SubscriptionEvent::SubscriptionStatusChanged { to, .. } => {
-                let member_id: Option<Uuid> = sqlx::query_scalar(
-                    "UPDATE policy_member_subscriptions SET paid = $2 WHERE subscription_id = $1 RETURNING member_id",
-                )
-                .bind(subscription_id)
-                .bind(to.is_paid())
-                .fetch_optional(&mut *conn)
-                .await?;
-                let Some(member_id) = member_id else {
-                    return Ok(());
-                };
-                (to, member_id)
-            }
-            _ => return Ok(()),
-        };
-        let paying: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM policy_member_subscriptions WHERE member_id = $1 AND paid)",
+        }
+        sqlx::query(
+            "INSERT INTO policy_member_subscriptions (subscription_id, member_id, paid)
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::bool[])
+             ON CONFLICT (subscription_id) DO UPDATE SET paid = EXCLUDED.paid",
         )
-        .bind(member_id)
-        .fetch_one(&mut *conn)
+        .bind(&subscriptions)
+        .bind(&members)
+        .bind(&paid)
+        .execute(&mut *conn)
         .await?;
-        let command = MemberCommand::SetPaying {
-            paying,
-            reason: format!("subscription {subscription_id} is {}", status.as_str()),
-            at: event.recorded_at,
-        };
-        commands.push(member_id.to_string(), command, caused_by(event));
         Ok(())
     }
 }
@@ -714,4 +781,40 @@ pub fn all(
         Arc::new(crate::outbound::OutboundWebhooks),
         crate::member_mail::MemberMail::new(mail),
     ]
+}
+
+#[cfg(test)]
+mod paid_subscriptions_tests {
+    use super::*;
+
+    #[test]
+    fn a_member_pays_while_any_of_their_subscriptions_does() {
+        let member = Uuid::now_v7();
+        let other = Uuid::now_v7();
+        let mut table = PaidSubscriptions {
+            rows: HashMap::from([
+                ("sub_a".to_owned(), (member, true)),
+                ("sub_other".to_owned(), (other, true)),
+            ]),
+            changed: HashSet::new(),
+        };
+        table.upsert("sub_b", member, true);
+        assert!(table.paying(member));
+        assert_eq!(table.set_paid("sub_a", false), Some(member));
+        assert!(table.paying(member), "sub_b still pays");
+        assert_eq!(table.set_paid("sub_b", false), Some(member));
+        assert!(!table.paying(member));
+        assert!(
+            table.paying(other),
+            "another member's subscription counts for them only"
+        );
+        assert_eq!(table.set_paid("sub_unknown", true), None);
+        // A subscription created again keeps the member it has.
+        table.upsert("sub_other", member, false);
+        assert_eq!(table.rows["sub_other"], (other, false));
+        assert!(!table.paying(other));
+        let mut changed: Vec<&str> = table.changed.iter().map(String::as_str).collect();
+        changed.sort_unstable();
+        assert_eq!(changed, ["sub_a", "sub_b", "sub_other"]);
+    }
 }
