@@ -209,14 +209,21 @@ impl Browser {
 
     /// The visible text of the element `css`.
     pub async fn text(&self, css: &str) -> String {
-        // The element found can be replaced (the page navigated or re-rendered) before its
-        // text is read; it is then found again.
-        for _ in 0..20 {
-            let element = self
-                .client
-                .find(Locator::Css(css))
-                .await
-                .unwrap_or_else(|e| panic!("no element {css}: {e}"));
+        // The element can be missing for a moment (the page is still being replaced by the
+        // next one) or replaced (re-rendered) before its text is read; it is then found again.
+        let mut missing = None;
+        for _ in 0..40 {
+            let element = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => {
+                    missing = None;
+                    element
+                }
+                Err(e) => {
+                    missing = Some(e);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
             match element.text().await {
                 Ok(text) => return text,
                 Err(fantoccini::error::CmdError::Standard(e))
@@ -227,7 +234,10 @@ impl Browser {
                 Err(e) => panic!("the text of {css}: {e}"),
             }
         }
-        panic!("{css} kept being replaced before its text could be read")
+        match missing {
+            Some(e) => panic!("no element {css}: {e}"),
+            None => panic!("{css} kept being replaced before its text could be read"),
+        }
     }
 
     /// Whether the page has an element `css`.

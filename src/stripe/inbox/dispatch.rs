@@ -2,6 +2,7 @@
 //! outcomes.
 //! The protocol and why it is safe: the module docs of [`super`].
 
+use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use super::claim::{claim_groups, finish, release, unlock, Finished, Group};
 use super::ClaimedEvent;
 use crate::config::StripeSettings;
 use crate::eventlog::{next_local, STRIPE_EVENT_RECEIVED};
-use crate::stripe::translate::{Outcome, Translator};
+use crate::stripe::translate::{Outcome, Translator, GROUP_MEMBER};
 
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Most events of one customer claimed at once (the rest in the next claim).
@@ -299,7 +300,12 @@ impl Dispatcher {
 /// customer is run again each time a later one is processed, until it goes through or
 /// nothing more does.
 async fn run_group(translator: Arc<Translator>, group: Group) -> Vec<Finished> {
-    let events = group.events;
+    GROUP_MEMBER
+        .scope(RefCell::new(None), run_in_order(translator, group.events))
+        .await
+}
+
+async fn run_in_order(translator: Arc<Translator>, events: Vec<ClaimedEvent>) -> Vec<Finished> {
     let mut attempts: Vec<i32> = events.iter().map(|e| e.attempts).collect();
     let mut outcomes: Vec<Result<Outcome, String>> = Vec::with_capacity(events.len());
     let mut waiting: Vec<usize> = Vec::new();

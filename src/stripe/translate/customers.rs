@@ -11,11 +11,53 @@ use super::{Translator, Waiting};
 use crate::members::{self, CreateMemberError, NewMember};
 use crate::store::EventMetadata;
 
+tokio::task_local! {
+    /// The member of the customer whose claimed events this task runs, once one of them found
+    /// it (`inbox::dispatch` runs a customer's group in order on one task): the group's other
+    /// events do not read it again. A customer's member never changes once linked (the first
+    /// link wins, `members::link_stripe_customer`).
+    pub static GROUP_MEMBER: std::cell::RefCell<Option<(String, Uuid)>>;
+}
+
+/// The member [`GROUP_MEMBER`] knows for `customer_id` (none outside a group's task).
+fn known_member(customer_id: &str) -> Option<Uuid> {
+    GROUP_MEMBER
+        .try_with(|known| {
+            known
+                .borrow()
+                .as_ref()
+                .filter(|(customer, _)| customer == customer_id)
+                .map(|(_, member)| *member)
+        })
+        .ok()
+        .flatten()
+}
+
+fn remember_member(customer_id: &str, member_id: Uuid) {
+    let _ = GROUP_MEMBER.try_with(|known| {
+        *known.borrow_mut() = Some((customer_id.to_owned(), member_id));
+    });
+}
+
 impl Translator {
     /// The member of a Stripe customer: linked already, named by metadata, found by email, or
     /// created (source `stripe`). Never two members for one customer or one email: both are
     /// unique lookups.
     pub(super) async fn member_for_customer(
+        &self,
+        customer_id: &str,
+        contact: &Contact<'_>,
+        metadata: &EventMetadata,
+    ) -> anyhow::Result<Uuid> {
+        if let Some(member_id) = known_member(customer_id) {
+            return Ok(member_id);
+        }
+        let member_id = self.find_member(customer_id, contact, metadata).await?;
+        remember_member(customer_id, member_id);
+        Ok(member_id)
+    }
+
+    async fn find_member(
         &self,
         customer_id: &str,
         contact: &Contact<'_>,

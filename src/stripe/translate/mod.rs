@@ -5,6 +5,7 @@
 
 mod checkout;
 mod customers;
+pub use customers::GROUP_MEMBER;
 mod invoices;
 mod purchases;
 pub mod read;
