@@ -96,8 +96,10 @@ where
 }
 
 /// Tells each member whether any of their subscriptions is paying (active, trialing, past due
-/// or unpaid); the Member aggregate then applies the status rule (`MemberStatus::of`: `paid`,
-/// else `comped` with complimentary access, else `free`).
+/// or unpaid), each time that changes; the Member aggregate then applies the status rule
+/// (`MemberStatus::of`: `paid`, else `comped` with complimentary access, else `free`). Only
+/// this policy says whether a member pays (`SetPaying`), so what a member was last told is
+/// what the policy's table said before the event at hand.
 pub struct MemberStatusPolicy {
     pub members: Arc<CommandBus<Member>>,
 }
@@ -132,8 +134,10 @@ impl Projection for MemberStatusPolicy {
     }
 
     /// Set-based: one read of every subscription of the members the batch concerns, the
-    /// events folded in order in memory (each saying whether its member pays, as the table
-    /// stands after it), one write of the rows they changed.
+    /// events folded in order in memory, one write of the rows they changed. An event that
+    /// changes whether its member pays (as the table stands after it) tells the member; one
+    /// that does not (a second paying subscription, a past-due one still paying) issues no
+    /// command.
     async fn apply_batch(
         &self,
         conn: &mut PgConnection,
@@ -161,19 +165,24 @@ impl Projection for MemberStatusPolicy {
         let mut commands = Commands::new();
         for (event, created_for, status) in changes {
             let subscription_id = event.aggregate_id.as_str();
-            let member_id = match created_for {
-                Some(member_id) => {
-                    table.upsert(subscription_id, member_id, status.is_paid());
-                    member_id
-                }
-                // A change of a subscription the policy never saw created: nothing to say.
-                None => match table.set_paid(subscription_id, status.is_paid()) {
-                    Some(member_id) => member_id,
-                    None => continue,
-                },
+            // A change of a subscription the policy never saw created: nothing to say.
+            let Some(member_id) = created_for.or_else(|| table.owner(subscription_id)) else {
+                continue;
             };
+            let before = table.paying(member_id);
+            match created_for {
+                Some(member_id) => table.upsert(subscription_id, member_id, status.is_paid()),
+                None => table.set_paid(subscription_id, status.is_paid()),
+            }
+            let paying = table.paying(member_id);
+            // The member was told `before` when it last changed (only this policy says
+            // whether a member pays): the same again would change nothing, and would cost a
+            // load of the member.
+            if paying == before {
+                continue;
+            }
             let command = MemberCommand::SetPaying {
-                paying: table.paying(member_id),
+                paying,
                 reason: format!("subscription {subscription_id} is {}", status.as_str()),
                 at: event.recorded_at,
             };
@@ -228,12 +237,19 @@ impl PaidSubscriptions {
         self.changed.insert(subscription_id.to_owned());
     }
 
-    /// A subscription's status changed: its owner, if the policy has its row.
-    fn set_paid(&mut self, subscription_id: &str, paid: bool) -> Option<Uuid> {
-        let row = self.rows.get_mut(subscription_id)?;
-        row.1 = paid;
-        self.changed.insert(subscription_id.to_owned());
-        Some(row.0)
+    /// The member a subscription the policy has belongs to.
+    fn owner(&self, subscription_id: &str) -> Option<Uuid> {
+        self.rows
+            .get(subscription_id)
+            .map(|&(member_id, _)| member_id)
+    }
+
+    /// A subscription's status changed (one the policy has).
+    fn set_paid(&mut self, subscription_id: &str, paid: bool) {
+        if let Some(row) = self.rows.get_mut(subscription_id) {
+            row.1 = paid;
+            self.changed.insert(subscription_id.to_owned());
+        }
     }
 
     /// Whether any of the member's subscriptions pays.
@@ -800,15 +816,18 @@ mod paid_subscriptions_tests {
         };
         table.upsert("sub_b", member, true);
         assert!(table.paying(member));
-        assert_eq!(table.set_paid("sub_a", false), Some(member));
+        table.set_paid("sub_a", false);
         assert!(table.paying(member), "sub_b still pays");
-        assert_eq!(table.set_paid("sub_b", false), Some(member));
+        assert_eq!(table.owner("sub_b"), Some(member));
+        table.set_paid("sub_b", false);
         assert!(!table.paying(member));
         assert!(
             table.paying(other),
             "another member's subscription counts for them only"
         );
-        assert_eq!(table.set_paid("sub_unknown", true), None);
+        assert_eq!(table.owner("sub_unknown"), None);
+        table.set_paid("sub_unknown", true);
+        assert!(!table.rows.contains_key("sub_unknown"));
         // A subscription created again keeps the member it has.
         table.upsert("sub_other", member, false);
         assert_eq!(table.rows["sub_other"], (other, false));
