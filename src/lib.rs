@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod batch_queue;
 pub mod bounds;
 pub mod cli;
 pub mod complimentary;

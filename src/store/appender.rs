@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 use aggregates::cqrs_es::persist::{PersistenceError, SerializedEvent};
 use projections::Projection;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 
 use super::repository::append_in_one;
 use crate::eventlog::LogPosition;
@@ -65,16 +65,11 @@ impl Appender {
     /// in order. When it returns `Ok`, they are committed.
     pub async fn append(&self, events: Vec<SerializedEvent>) -> Answer {
         let queue = self.queue.get_or_init(|| {
-            let (queue, waiting) = mpsc::unbounded_channel();
-            let waiting = Arc::new(Mutex::new(waiting));
-            for _ in 0..WORKERS {
-                tokio::spawn(work(
-                    self.pool.clone(),
-                    self.inline.clone(),
-                    waiting.clone(),
-                ));
-            }
-            queue
+            let (pool, inline) = (self.pool.clone(), self.inline.clone());
+            crate::batch_queue::start(WORKERS, MAX_BATCH, move |batch| {
+                let (pool, inline) = (pool.clone(), inline.clone());
+                async move { commit(&pool, &inline, batch).await }
+            })
         });
         let (answer, answered) = oneshot::channel();
         match queue.send(Append { events, answer }) {
@@ -88,21 +83,6 @@ impl Appender {
                 append_in_one(&self.pool, &self.inline, &append.events).await
             }
         }
-    }
-}
-
-async fn work(
-    pool: PgPool,
-    inline: Arc<[Arc<dyn Projection>]>,
-    waiting: Arc<Mutex<mpsc::UnboundedReceiver<Append>>>,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        // One worker takes at a time, everything queued up to the limit.
-        if waiting.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            return;
-        }
-        commit(&pool, &inline, std::mem::take(&mut batch)).await;
     }
 }
 

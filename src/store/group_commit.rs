@@ -14,10 +14,10 @@
 //! after all; the database) is run again one creation at a time, so that each gets its own
 //! answer: refusals roll back whole transactions, so the others' events were not written.
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
 use aggregates::cqrs_es::{Aggregate, AggregateError, EventEnvelope};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{handle_new, outcome, push_new, CommandBus, EventMetadata};
 use crate::eventlog::LogPosition;
@@ -50,12 +50,14 @@ where
     A::Command: Clone + Send + Sync,
     A::Error: Send,
 {
-    let (queue, waiting) = mpsc::unbounded_channel();
-    let waiting = Arc::new(Mutex::new(waiting));
-    for _ in 0..WORKERS {
-        tokio::spawn(work(bus.clone(), waiting.clone()));
-    }
-    queue
+    crate::batch_queue::start(WORKERS, MAX_BATCH, move |batch| {
+        let bus = bus.clone();
+        async move {
+            if let Some(bus) = bus.upgrade() {
+                bus.commit_creations(batch).await;
+            }
+        }
+    })
 }
 
 /// A creation no worker took, given back: its aggregate id, command and metadata.
@@ -82,25 +84,6 @@ pub(super) fn submit<A: Aggregate>(
             let creation = refused.0;
             (creation.aggregate_id, creation.command, creation.metadata)
         })
-}
-
-async fn work<A>(
-    bus: Weak<CommandBus<A>>,
-    waiting: Arc<Mutex<mpsc::UnboundedReceiver<Creation<A>>>>,
-) where
-    A: Aggregate<Services = ()> + 'static,
-    A::Command: Clone + Send + Sync,
-    A::Error: Send,
-{
-    loop {
-        let mut batch = Vec::new();
-        // One worker takes at a time, everything queued up to the limit.
-        if waiting.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            return;
-        }
-        let Some(bus) = bus.upgrade() else { return };
-        bus.commit_creations(batch).await;
-    }
 }
 
 impl<A> CommandBus<A>

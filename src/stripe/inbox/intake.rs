@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 
 use super::store;
 use crate::eventlog::Wakeups;
@@ -47,11 +47,13 @@ pub struct Intake {
 impl Intake {
     /// Starts the workers; they stop when the intake is dropped. Needs a Tokio runtime.
     pub fn new(pool: PgPool, received: Arc<Wakeups>) -> Self {
-        let (queue, waiting) = mpsc::unbounded_channel();
-        let waiting = Arc::new(Mutex::new(waiting));
-        for _ in 0..WORKERS {
-            tokio::spawn(work(pool.clone(), received.clone(), waiting.clone()));
-        }
+        let queue = {
+            let (pool, received) = (pool.clone(), received.clone());
+            crate::batch_queue::start(WORKERS, MAX_BATCH, move |batch| {
+                let (pool, received) = (pool.clone(), received.clone());
+                async move { store_batch(&pool, &received, batch).await }
+            })
+        };
         Self {
             pool,
             received,
@@ -86,61 +88,52 @@ impl Intake {
     }
 }
 
-async fn work(
-    pool: PgPool,
-    received: Arc<Wakeups>,
-    waiting: Arc<Mutex<mpsc::UnboundedReceiver<Delivery>>>,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        // One worker takes what is queued while the other's statement is in flight.
-        if waiting.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            return;
+/// Stores a batch of deliveries with one statement (one at a time if PostgreSQL refuses it)
+/// and answers each.
+async fn store_batch(pool: &PgPool, received: &Arc<Wakeups>, mut batch: Vec<Delivery>) {
+    let events: Vec<_> = batch
+        .iter()
+        .map(|d| (&d.head, d.payload.as_str()))
+        .collect();
+    match insert(pool, &events).await {
+        Ok(inserted) => {
+            if !inserted.is_empty() {
+                received.announce("stripe", std::iter::empty()).await;
+            }
+            let mut answered = HashSet::new();
+            for delivery in batch.drain(..) {
+                // Twice in one batch: the first copy is the one stored.
+                let fresh = inserted.contains(delivery.head.id.as_str())
+                    && answered.insert(delivery.head.id.clone());
+                let _ = delivery.stored.send(Ok(fresh));
+            }
         }
-        let events: Vec<_> = batch
-            .iter()
-            .map(|d| (&d.head, d.payload.as_str()))
-            .collect();
-        match insert(&pool, &events).await {
-            Ok(inserted) => {
-                if !inserted.is_empty() {
-                    received.announce("stripe", std::iter::empty()).await;
-                }
-                let mut answered = HashSet::new();
-                for delivery in batch.drain(..) {
-                    // Twice in one batch: the first copy is the one stored.
-                    let fresh = inserted.contains(delivery.head.id.as_str())
-                        && answered.insert(delivery.head.id.clone());
-                    let _ = delivery.stored.send(Ok(fresh));
-                }
-            }
-            // PostgreSQL refused the statement: perhaps for one delivery's sake.
-            Err(err @ sqlx::Error::Database(_)) if batch.len() > 1 => {
-                tracing::debug!(error = %err, deliveries = batch.len(), "a batch of Stripe events was refused; storing them one at a time");
-                let mut lost: Option<Arc<sqlx::Error>> = None;
-                for delivery in batch.drain(..) {
-                    let result = match &lost {
-                        // The database went away meanwhile: not one timeout per delivery.
-                        Some(err) => Err(err.clone()),
-                        None => store(&pool, &received, &delivery.head, &delivery.payload)
-                            .await
-                            .map_err(Arc::new),
-                    };
-                    if let Err(err) = &result {
-                        if !matches!(**err, sqlx::Error::Database(_)) {
-                            lost = Some(err.clone());
-                        }
+        // PostgreSQL refused the statement: perhaps for one delivery's sake.
+        Err(err @ sqlx::Error::Database(_)) if batch.len() > 1 => {
+            tracing::debug!(error = %err, deliveries = batch.len(), "a batch of Stripe events was refused; storing them one at a time");
+            let mut lost: Option<Arc<sqlx::Error>> = None;
+            for delivery in batch.drain(..) {
+                let result = match &lost {
+                    // The database went away meanwhile: not one timeout per delivery.
+                    Some(err) => Err(err.clone()),
+                    None => store(pool, received, &delivery.head, &delivery.payload)
+                        .await
+                        .map_err(Arc::new),
+                };
+                if let Err(err) = &result {
+                    if !matches!(**err, sqlx::Error::Database(_)) {
+                        lost = Some(err.clone());
                     }
-                    let _ = delivery.stored.send(result);
                 }
+                let _ = delivery.stored.send(result);
             }
-            // No database (an outage, the pool exhausted): the same for every delivery, and
-            // answered at once, not once per delivery after a timeout each.
-            Err(err) => {
-                let err = Arc::new(err);
-                for delivery in batch.drain(..) {
-                    let _ = delivery.stored.send(Err(err.clone()));
-                }
+        }
+        // No database (an outage, the pool exhausted): the same for every delivery, and
+        // answered at once, not once per delivery after a timeout each.
+        Err(err) => {
+            let err = Arc::new(err);
+            for delivery in batch.drain(..) {
+                let _ = delivery.stored.send(Err(err.clone()));
             }
         }
     }
