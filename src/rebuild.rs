@@ -373,24 +373,24 @@ impl Shadow {
         Ok(self)
     }
 
-    /// Applies the events of `events` the projection handles to its shadow tables.
+    /// Applies `events`, each one the projection handles (its loader filtered them, the swap
+    /// read only those), to its shadow tables.
     async fn apply(
         &mut self,
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> anyhow::Result<()> {
-        let mine = projections::handled(self.projection.as_ref(), events);
-        if mine.is_empty() {
+        if events.is_empty() {
             return Ok(());
         }
         sqlx::query(&format!("SET LOCAL search_path TO {}, public", self.schema))
             .execute(&mut *conn)
             .await?;
         self.projection
-            .apply_batch(conn, &mine)
+            .apply_batch(conn, events)
             .await
             .with_context(|| format!("applying a batch of events to {}", self.projection.name()))?;
-        self.applied += u64::try_from(mine.len()).unwrap_or(0);
+        self.applied += u64::try_from(events.len()).unwrap_or(0);
         sqlx::query("SET LOCAL search_path TO public")
             .execute(&mut *conn)
             .await?;
