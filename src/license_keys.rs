@@ -1,6 +1,8 @@
 //! The unique `license_keys` lookup: every license key, reserved for one license before the
 //! license's first event names it.
 
+use std::collections::HashMap;
+
 use aggregates::LicenseKey;
 use rand::RngCore;
 use sqlx::PgPool;
@@ -9,25 +11,51 @@ use uuid::Uuid;
 /// The license's key: the one reserved for it before (a retry, or a re-run after a crash), or
 /// a new random one (CSPRNG) reserved now.
 pub async fn reserve(pool: &PgPool, license_id: Uuid) -> Result<LicenseKey, sqlx::Error> {
-    loop {
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT key FROM license_keys WHERE license_id = $1")
-                .bind(license_id)
-                .fetch_optional(pool)
-                .await?;
-        if let Some(key) = existing {
-            return LicenseKey::parse(&key).map_err(|e| sqlx::Error::Decode(Box::new(e)));
-        }
-        let mut bytes = [0u8; 12];
-        rand::rng().fill_bytes(&mut bytes);
-        let key = LicenseKey::from_random_bytes(bytes);
-        // A key collision (or a concurrent reservation for this license) inserts nothing: look again.
-        sqlx::query(
-            "INSERT INTO license_keys (key, license_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    let mut keys = reserve_many(pool, &[license_id]).await?;
+    keys.remove(&license_id)
+        .ok_or_else(|| sqlx::Error::Protocol("no key reserved for the license".into()))
+}
+
+/// [`reserve`] for several licenses in two round trips: new random keys are offered for all of
+/// them at once, and what the table then holds for them is read back. A license that had a key
+/// keeps it; one whose new key collided with another's gets another offer.
+pub async fn reserve_many(
+    pool: &PgPool,
+    license_ids: &[Uuid],
+) -> Result<HashMap<Uuid, LicenseKey>, sqlx::Error> {
+    let mut keys = HashMap::with_capacity(license_ids.len());
+    let mut missing: Vec<Uuid> = license_ids.to_vec();
+    missing.sort_unstable();
+    missing.dedup();
+    while !missing.is_empty() {
+        let offered: Vec<String> = missing
+            .iter()
+            .map(|_| {
+                let mut bytes = [0u8; 12];
+                rand::rng().fill_bytes(&mut bytes);
+                LicenseKey::from_random_bytes(bytes).as_str().to_owned()
+            })
+            .collect();
+        // A license that has a key, or a key that another license has, inserts nothing.
+        let held: Vec<(Uuid, String)> = sqlx::query_as(
+            "WITH offered AS (
+                 INSERT INTO license_keys (key, license_id)
+                 SELECT * FROM unnest($1::text[], $2::uuid[])
+                 ON CONFLICT DO NOTHING
+                 RETURNING license_id, key)
+             SELECT license_id, key FROM offered
+             UNION ALL
+             SELECT license_id, key FROM license_keys WHERE license_id = ANY($2)",
         )
-        .bind(key.as_str())
-        .bind(license_id)
-        .execute(pool)
+        .bind(&offered)
+        .bind(&missing)
+        .fetch_all(pool)
         .await?;
+        for (license_id, key) in held {
+            let key = LicenseKey::parse(&key).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            keys.insert(license_id, key);
+        }
+        missing.retain(|id| !keys.contains_key(id));
     }
+    Ok(keys)
 }

@@ -506,3 +506,36 @@ async fn a_validation_writes_nothing() {
         "no counter row (sign-in's are there)"
     );
 }
+
+/// Keys for many licenses at once: one a license had before is kept (a retry, or a key a
+/// license purchase reserved), the others get new keys, all distinct, and asking again
+/// returns the same keys.
+#[tokio::test]
+async fn keys_reserved_together_keep_earlier_keys_and_are_distinct() {
+    let url = crate::helpers::fresh_database().await;
+    let pool = memberledger::db::pool(&url, 2).await.expect("connecting");
+    let earlier = uuid::Uuid::new_v4();
+    let earlier_key = memberledger::license_keys::reserve(&pool, earlier)
+        .await
+        .expect("reserving one key");
+    let mut ids: Vec<uuid::Uuid> = (0..50).map(|_| uuid::Uuid::new_v4()).collect();
+    ids.push(earlier);
+    ids.push(ids[0]);
+    let keys = memberledger::license_keys::reserve_many(&pool, &ids)
+        .await
+        .expect("reserving keys");
+    assert_eq!(keys.len(), 51, "one key per distinct license");
+    assert_eq!(keys[&earlier], earlier_key, "an earlier key is kept");
+    let distinct: std::collections::HashSet<_> = keys.values().collect();
+    assert_eq!(distinct.len(), 51, "no two licenses share a key");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM license_keys")
+        .fetch_one(&pool)
+        .await
+        .expect("counting keys");
+    assert_eq!(stored, 51);
+    let again = memberledger::license_keys::reserve_many(&pool, &ids)
+        .await
+        .expect("reserving again");
+    assert_eq!(again, keys, "asking again returns the same keys");
+    pool.close().await;
+}
