@@ -32,6 +32,10 @@ use crate::store::{Actor, CommandBus, EventMetadata};
 const NOTIFY_CHANNEL: &str = "outbox_email";
 /// Delivery attempts before a message is given up.
 pub const MAX_ATTEMPTS: i32 = 10;
+/// The most messages one delivery transaction claims. Sent one by one over SMTP, recorded
+/// together; were the process to die mid-batch, the batch's messages are sent again (as one
+/// would be before), so it stays small.
+const DELIVERY_BATCH: i64 = 16;
 
 /// A message to send.
 pub struct Email {
@@ -161,56 +165,66 @@ impl Mailer {
         .await;
     }
 
-    /// Sends the oldest due message; returns whether there was one.
+    /// Sends the oldest due messages, up to [`DELIVERY_BATCH`] of them in one transaction
+    /// that holds them (`FOR UPDATE SKIP LOCKED`: other instances take others) and records
+    /// every outcome with one statement; returns whether there was one.
     async fn deliver_due(&self) -> Result<bool, sqlx::Error> {
         let mut tx = crate::db::begin(&self.pool, crate::db::PoolName::Main).await?;
-        let row: Option<Due> = sqlx::query_as(
+        let due: Vec<Due> = sqlx::query_as(
             "SELECT o.id, o.to_address, o.subject, o.text_body, o.html_body, o.attempts, o.member_id,
                     o.kind, o.unsubscribe_url, s.reason AS suppressed
              FROM outbox_emails o
              LEFT JOIN member_email_suppressions s ON s.member_id = o.member_id
              WHERE o.sent_at IS NULL AND o.given_up_at IS NULL AND o.next_attempt_at <= now()
                AND o.attempts < $1
-             ORDER BY o.next_attempt_at LIMIT 1 FOR UPDATE OF o SKIP LOCKED",
+             ORDER BY o.next_attempt_at LIMIT $2 FOR UPDATE OF o SKIP LOCKED",
         )
         .bind(MAX_ATTEMPTS)
-        .fetch_optional(&mut *tx)
+        .bind(DELIVERY_BATCH)
+        .fetch_all(&mut *tx)
         .await?;
-        let Some(due) = row else {
+        if due.is_empty() {
             return Ok(false);
-        };
+        }
+        let mut outcomes = Outcomes::default();
+        for due in &due {
+            self.deliver(due, &mut outcomes).await;
+        }
+        outcomes.record(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Sends one claimed message and notes what became of it.
+    async fn deliver(&self, due: &Due, outcomes: &mut Outcomes) {
         let id = due.id;
         if let Some(reason) = &due.suppressed {
             // Queued before the address was disabled: not sent, not retried.
             crate::metrics::email_delivery("suppressed");
             tracing::info!(email_id = %id, "email not sent: the member's email is disabled");
-            give_up(
-                &mut tx,
-                id,
-                &format!("the member's email is disabled: {reason}"),
-            )
-            .await?;
-            tx.commit().await?;
-            return Ok(true);
+            outcomes.give_up(id, format!("the member's email is disabled: {reason}"));
+            return;
         }
-        match self.send(&due).await {
+        match self.send(due).await {
             Ok(()) => {
                 crate::metrics::email_delivery("sent");
-                sqlx::query("UPDATE outbox_emails SET sent_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
                 tracing::info!(email_id = %id, "email sent");
+                outcomes.sent(id);
             }
             Err(failure) if failure.permanent => {
                 crate::metrics::email_delivery("refused");
                 let reason = format!("{:#}", failure.error);
                 tracing::warn!(email_id = %id, error = %reason, "email refused for good; not retried");
                 if let (true, Some(member_id)) = (failure.address_refused, due.member_id) {
-                    self.disable_member_email(id, member_id, &due.to_address, &reason)
-                        .await?;
+                    // Not the batch's failure: the messages sent before this one stay sent.
+                    if let Err(err) = self
+                        .disable_member_email(id, member_id, &due.to_address, &reason)
+                        .await
+                    {
+                        tracing::error!(email_id = %id, error = %err, "disabling a refused member email failed");
+                    }
                 }
-                give_up(&mut tx, id, &reason).await?;
+                outcomes.give_up(id, reason);
             }
             Err(failure) => {
                 crate::metrics::email_delivery("failed");
@@ -219,21 +233,9 @@ impl Mailer {
                     2u64.saturating_pow(u32::try_from(due.attempts).unwrap_or(0).min(12)),
                 );
                 tracing::warn!(email_id = %id, attempt = due.attempts + 1, error = format!("{err:#}"), "email delivery failed; will retry");
-                sqlx::query(
-                    "UPDATE outbox_emails SET attempts = attempts + 1, last_error = $2, next_attempt_at = now() + $3,
-                         given_up_at = CASE WHEN attempts + 1 >= $4 THEN now() END
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(format!("{err:#}"))
-                .bind(delay)
-                .bind(MAX_ATTEMPTS)
-                .execute(&mut *tx)
-                .await?;
+                outcomes.retry(id, format!("{err:#}"), delay);
             }
         }
-        tx.commit().await?;
-        Ok(true)
     }
 
     /// A member's address refused mail for good: their email is disabled (an event on the
@@ -357,15 +359,74 @@ impl Mailer {
 }
 
 /// Marks a message not to be tried again, with why.
-async fn give_up(conn: &mut PgConnection, id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE outbox_emails SET attempts = attempts + 1, last_error = $2, given_up_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(reason)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// What became of a batch of claimed messages, recorded with one statement: sent; given up
+/// (refused for good, or the member's email disabled); or failed, to be tried again after a
+/// delay unless that was the last attempt.
+#[derive(Default)]
+struct Outcomes {
+    ids: Vec<Uuid>,
+    sent: Vec<bool>,
+    given_up: Vec<bool>,
+    errors: Vec<Option<String>>,
+    retry_after_s: Vec<Option<f64>>,
+}
+
+impl Outcomes {
+    fn push(
+        &mut self,
+        id: Uuid,
+        sent: bool,
+        given_up: bool,
+        error: Option<String>,
+        retry: Option<Duration>,
+    ) {
+        self.ids.push(id);
+        self.sent.push(sent);
+        self.given_up.push(given_up);
+        self.errors.push(error);
+        self.retry_after_s.push(retry.map(|d| d.as_secs_f64()));
+    }
+
+    fn sent(&mut self, id: Uuid) {
+        self.push(id, true, false, None, None);
+    }
+
+    fn give_up(&mut self, id: Uuid, reason: String) {
+        self.push(id, false, true, Some(reason), None);
+    }
+
+    fn retry(&mut self, id: Uuid, error: String, after: Duration) {
+        self.push(id, false, false, Some(error), Some(after));
+    }
+
+    async fn record(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE outbox_emails o SET
+                 attempts = o.attempts + 1,
+                 last_error = r.error,
+                 sent_at = CASE WHEN r.sent THEN now() ELSE o.sent_at END,
+                 given_up_at = CASE
+                     WHEN r.given_up THEN now()
+                     WHEN r.retry_after_s IS NOT NULL AND o.attempts + 1 >= $6 THEN now()
+                     ELSE o.given_up_at END,
+                 next_attempt_at = CASE
+                     WHEN r.retry_after_s IS NOT NULL
+                         THEN now() + r.retry_after_s * interval '1 second'
+                     ELSE o.next_attempt_at END
+             FROM unnest($1::uuid[], $2::bool[], $3::bool[], $4::text[], $5::float8[])
+                  AS r(id, sent, given_up, error, retry_after_s)
+             WHERE o.id = r.id",
+        )
+        .bind(&self.ids)
+        .bind(&self.sent)
+        .bind(&self.given_up)
+        .bind(&self.errors)
+        .bind(&self.retry_after_s)
+        .bind(MAX_ATTEMPTS)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
 }
 
 /// Escapes text for HTML bodies.

@@ -579,15 +579,17 @@ async fn a_mail_server_that_is_down_delays_the_email_but_not_the_answer() {
         202
     );
     crate::helpers::eventually("a failed delivery to be recorded for retry", || async {
-        let row: Option<(i32, Option<String>, Option<chrono::DateTime<chrono::Utc>>)> =
-            sqlx::query_as(
-                "SELECT attempts, last_error, sent_at FROM outbox_emails WHERE to_address = $1",
-            )
-            .bind(&email)
-            .fetch_optional(&app.pool)
-            .await
-            .expect("query");
-        matches!(row, Some((attempts, Some(_), None)) if attempts >= 1)
+        // Failed, not sent, not given up, and due again later (after a backoff).
+        let row: Option<(i32, Option<String>, bool, bool, bool)> = sqlx::query_as(
+            "SELECT attempts, last_error, sent_at IS NOT NULL, given_up_at IS NOT NULL,
+                    next_attempt_at > now()
+             FROM outbox_emails WHERE to_address = $1",
+        )
+        .bind(&email)
+        .fetch_optional(&app.pool)
+        .await
+        .expect("query");
+        matches!(row, Some((attempts, Some(_), false, false, true)) if attempts >= 1)
     })
     .await;
 }
