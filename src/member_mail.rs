@@ -20,6 +20,7 @@
 //! - **Suppression.** A member whose address refused mail for good (`member_email_suppressions`,
 //!   see `mail`) gets nothing queued; the mailer also skips queued ones.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use aggregates::cqrs_es::Aggregate;
@@ -258,18 +259,12 @@ impl MemberMail {
         Ok(key)
     }
 
-    /// The emails `event` calls for (in log order; the first-payment welcome claims its member
-    /// in `policy_member_mail_paid`, in the batch's transaction).
-    async fn wanted(
-        &self,
-        conn: &mut PgConnection,
-        event: &StoredEvent,
-    ) -> Result<Option<Wanted>, ProjectionError> {
-        let position = event.global_position;
-        let want = |member_id, kind, facts| {
-            Some(Wanted {
-                position,
-                member_id,
+    /// The email `event` calls for, if any, and to whom (in log order).
+    fn wanted(&self, event: &StoredEvent) -> Result<Option<Pending>, ProjectionError> {
+        let pending = |to, kind, facts| {
+            Some(Pending {
+                position: event.global_position,
+                to,
                 kind,
                 facts,
             })
@@ -280,33 +275,23 @@ impl MemberMail {
             } = event.decode::<MemberEvent>()?
             {
                 if source == MemberSource::Signup && self.sends(Kind::Welcome) {
-                    return Ok(want(member_id, Kind::Welcome, Facts::default()));
+                    let to = Whom::Member(member_id);
+                    return Ok(pending(to, Kind::Welcome, Facts::default()));
                 }
             }
             return Ok(None);
         }
+        let subscription = || Whom::MemberOf(event.aggregate_id.clone());
         Ok(match event.decode::<SubscriptionEvent>()? {
-            SubscriptionEvent::PaymentRecorded { payment } if payment.amount_paid > 0 => {
-                if !self.sends(Kind::WelcomePaid) {
-                    return Ok(None);
-                }
-                let first = sqlx::query(
-                    "INSERT INTO policy_member_mail_paid (member_id) VALUES ($1) ON CONFLICT DO NOTHING",
-                )
-                .bind(payment.member_id)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected()
-                    == 1;
+            SubscriptionEvent::PaymentRecorded { payment }
+                if payment.amount_paid > 0 && self.sends(Kind::WelcomePaid) =>
+            {
                 let facts = Facts {
                     amount: Some(money(payment.amount_paid, &payment.currency)),
                     ..Facts::default()
                 };
-                if first {
-                    want(payment.member_id, Kind::WelcomePaid, facts)
-                } else {
-                    None
-                }
+                let to = Whom::FirstPayment(payment.member_id);
+                pending(to, Kind::WelcomePaid, facts)
             }
             SubscriptionEvent::PaymentFailed {
                 member_id,
@@ -320,45 +305,112 @@ impl MemberMail {
                     attempt: Some(i64::from(attempt_count)),
                     ..Facts::default()
                 };
-                want(member_id, Kind::PaymentFailed, facts)
+                pending(Whom::Member(member_id), Kind::PaymentFailed, facts)
             }
             SubscriptionEvent::SubscriptionCancellationScheduled { cancel_at, .. }
                 if self.sends(Kind::Cancellation) =>
             {
-                let Some(member_id) = subscription_member(conn, &event.aggregate_id).await? else {
-                    return Ok(None);
-                };
                 let facts = Facts {
                     ends_on: cancel_at.map(date),
                     ..Facts::default()
                 };
-                want(member_id, Kind::Cancellation, facts)
+                pending(subscription(), Kind::Cancellation, facts)
             }
             SubscriptionEvent::SubscriptionCanceled { .. } if self.sends(Kind::Cancellation) => {
-                let Some(member_id) = subscription_member(conn, &event.aggregate_id).await? else {
-                    return Ok(None);
-                };
                 let facts = Facts {
                     ended: true,
                     ..Facts::default()
                 };
-                want(member_id, Kind::Cancellation, facts)
+                pending(subscription(), Kind::Cancellation, facts)
             }
             _ => None,
         })
     }
 }
 
-/// The member of a subscription (the inline `subscriptions` read model, written with its
-/// creation, which comes before its cancellation in the log).
-async fn subscription_member(
+/// Who an email of the batch goes to, as its event says.
+enum Whom {
+    Member(Uuid),
+    /// The member, if this is their first payment above zero: the first-payment welcome.
+    FirstPayment(Uuid),
+    /// The member of this subscription.
+    MemberOf(String),
+}
+
+/// An email an event of the batch calls for, before its recipient is known.
+struct Pending {
+    position: i64,
+    to: Whom,
+    kind: Kind,
+    facts: Facts,
+}
+
+/// Resolves the batch's recipients with two statements: the first-payment welcomes claim their
+/// members in `policy_member_mail_paid` (in the batch's transaction; a member already there,
+/// or twice in the batch, is welcomed once), and the subscriptions' members are read from the
+/// inline `subscriptions` read model (written with a subscription's creation, which comes
+/// before its cancellation in the log).
+async fn recipients(
     conn: &mut PgConnection,
-    subscription_id: &str,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT member_id FROM subscriptions WHERE id = $1")
-        .bind(subscription_id)
-        .fetch_optional(conn)
-        .await
+    pending: Vec<Pending>,
+) -> Result<Vec<Wanted>, sqlx::Error> {
+    let paying: Vec<Uuid> = pending
+        .iter()
+        .filter_map(|p| match p.to {
+            Whom::FirstPayment(member_id) => Some(member_id),
+            _ => None,
+        })
+        .collect();
+    let first_paid: HashSet<Uuid> = if paying.is_empty() {
+        HashSet::new()
+    } else {
+        sqlx::query_scalar(
+            "INSERT INTO policy_member_mail_paid (member_id)
+             SELECT DISTINCT * FROM unnest($1::uuid[]) ON CONFLICT DO NOTHING
+             RETURNING member_id",
+        )
+        .bind(&paying)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    let subscriptions: Vec<&str> = pending
+        .iter()
+        .filter_map(|p| match &p.to {
+            Whom::MemberOf(subscription_id) => Some(subscription_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let members_of: HashMap<String, Uuid> = if subscriptions.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as("SELECT id, member_id FROM subscriptions WHERE id = ANY($1)")
+            .bind(&subscriptions)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let mut welcomed = HashSet::new();
+    Ok(pending
+        .into_iter()
+        .filter_map(|p| {
+            let member_id = match p.to {
+                Whom::Member(member_id) => member_id,
+                Whom::FirstPayment(member_id) => (first_paid.contains(&member_id)
+                    && welcomed.insert(member_id))
+                .then_some(member_id)?,
+                Whom::MemberOf(subscription_id) => *members_of.get(&subscription_id)?,
+            };
+            Some(Wanted {
+                position: p.position,
+                member_id,
+                kind: p.kind,
+                facts: p.facts,
+            })
+        })
+        .collect())
 }
 
 #[derive(sqlx::FromRow)]
@@ -408,12 +460,11 @@ impl Projection for MemberMail {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), ProjectionError> {
-        let mut wanted = Vec::new();
+        let mut pending = Vec::new();
         for event in events {
-            if let Some(w) = self.wanted(conn, event).await? {
-                wanted.push(w);
-            }
+            pending.extend(self.wanted(event)?);
         }
+        let wanted = recipients(conn, pending).await?;
         if wanted.is_empty() {
             return Ok(());
         }
