@@ -1,7 +1,7 @@
 //! What the license policy knows of subscriptions: loaded for a whole batch in a few statements,
 //! changed in memory event by event, and written back with one multi-row statement per table.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use aggregates::{DeactivationReason, License, LicenseCommand, PurchaseType, SubscriptionStatus};
 use projections::StoredEvent;
@@ -385,10 +385,11 @@ impl Known {
         let at = event.recorded_at;
         // An active license no longer wanted at all: a seat key of an item that turned out to
         // be a site's, whose site license replaces it.
+        let wanted_ids: HashSet<Uuid> = wanted.iter().map(|w| w.license_id).collect();
         let replaced: Vec<IssuedLicense> = self
             .licenses
             .values()
-            .filter(|l| l.active && !wanted.iter().any(|w| w.license_id == l.license_id))
+            .filter(|l| l.active && !wanted_ids.contains(&l.license_id))
             .cloned()
             .collect();
         for license in replaced {
