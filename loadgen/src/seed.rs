@@ -29,6 +29,13 @@ pub struct SeedResult {
     pub loadavg: String,
 }
 
+/// The seeded member `g.i`'s id, created at `t.at`: a UUIDv7 (48 bits of Unix milliseconds,
+/// version 7, variant 10) whose other bits are the md5 of the index.
+const SEEDED_ID: &str = "overlay(overlay(overlay(md5('memberledger-bench-' || g.i)
+        placing lpad(to_hex((extract(epoch FROM t.at) * 1000)::bigint), 12, '0') FROM 1 FOR 12)
+        placing '7' FROM 13 FOR 1)
+        placing '8' FROM 17 FOR 1)::uuid";
+
 pub async fn seed(args: SeedArgs) -> Result<()> {
     let pool = connect(&args.db, 2).await?;
     let members = args.events / 2;
@@ -38,10 +45,12 @@ pub async fn seed(args: SeedArgs) -> Result<()> {
     let loadavg = loadavg();
     let started = Instant::now();
     let mut tx = pool.begin().await?;
-    // Two events per member, in order, in one transaction: ids are md5 UUIDs of the index so
-    // a later run can find them; emails are reserved in the lookup like the API does.
+    // Two events per member, in order, in one transaction; emails are reserved in the lookup
+    // like the API does. Member ids are UUIDv7 of the member's creation time, as the API makes
+    // them (`Uuid::now_v7`): their indexes grow at the right, not at random pages. The random
+    // bits are the md5 of the index, so a later run can find them.
     sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+        &"INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
          SELECT 'Member', m.id::text, s.seq,
                 CASE s.seq WHEN 1 THEN 'MemberCreated' ELSE 'MemberUpdated' END,
                 CASE s.seq WHEN 1 THEN '1.1' ELSE '1.0' END,
@@ -56,9 +65,10 @@ pub async fn seed(args: SeedArgs) -> Result<()> {
                 END::json,
                 $3::json
          FROM generate_series(1, $4::bigint) AS g(i)
-         CROSS JOIN LATERAL (SELECT md5('memberledger-bench-' || g.i)::uuid AS id,
-                                    timestamp '2025-01-01' + g.i * interval '10 seconds' AS at) AS m
-         CROSS JOIN (VALUES (1), (2)) AS s(seq)",
+         CROSS JOIN LATERAL (SELECT timestamp '2025-01-01' + g.i * interval '10 seconds' AS at) AS t
+         CROSS JOIN LATERAL (SELECT {SEEDED_ID} AS id, t.at) AS m
+         CROSS JOIN (VALUES (1), (2)) AS s(seq)"
+            .replace("{SEEDED_ID}", SEEDED_ID),
     )
     .bind(&created)
     .bind(&updated)
@@ -68,9 +78,11 @@ pub async fn seed(args: SeedArgs) -> Result<()> {
     .await
     .context("inserting the seeded events")?;
     sqlx::query(
-        "INSERT INTO member_emails (email, member_id, reserved_at)
-         SELECT 'seed' || g.i || '@seed.example.com', md5('memberledger-bench-' || g.i)::uuid, now()
-         FROM generate_series(1, $1::bigint) AS g(i)",
+        &"INSERT INTO member_emails (email, member_id, reserved_at)
+         SELECT 'seed' || g.i || '@seed.example.com', {SEEDED_ID}, now()
+         FROM generate_series(1, $1::bigint) AS g(i)
+         CROSS JOIN LATERAL (SELECT timestamp '2025-01-01' + g.i * interval '10 seconds' AS at) AS t"
+            .replace("{SEEDED_ID}", SEEDED_ID),
     )
     .bind(members)
     .execute(&mut *tx)
