@@ -16,9 +16,9 @@ pub async fn reserve(pool: &PgPool, license_id: Uuid) -> Result<LicenseKey, sqlx
         .ok_or_else(|| sqlx::Error::Protocol("no key reserved for the license".into()))
 }
 
-/// [`reserve`] for several licenses in two round trips: new random keys are offered for all of
+/// [`reserve`] for several licenses in one statement: new random keys are offered for all of
 /// them at once, and what the table then holds for them is read back. A license that had a key
-/// keeps it; one whose new key collided with another's gets another offer.
+/// keeps it; one whose new key collided with another's gets another offer (one more statement).
 pub async fn reserve_many(
     pool: &PgPool,
     license_ids: &[Uuid],

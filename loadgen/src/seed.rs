@@ -29,6 +29,10 @@ pub struct SeedResult {
     pub loadavg: String,
 }
 
+/// The seeded member `g.i`'s creation time, `t.at`: ten seconds after the previous one's.
+const SEEDED_AT: &str =
+    "CROSS JOIN LATERAL (SELECT timestamp '2025-01-01' + g.i * interval '10 seconds' AS at) AS t";
+
 /// The seeded member `g.i`'s id, created at `t.at`: a UUIDv7 (48 bits of Unix milliseconds,
 /// version 7, variant 10) whose other bits are the md5 of the index.
 const SEEDED_ID: &str = "overlay(overlay(overlay(md5('memberledger-bench-' || g.i)
@@ -65,9 +69,10 @@ pub async fn seed(args: SeedArgs) -> Result<()> {
                 END::json,
                 $3::json
          FROM generate_series(1, $4::bigint) AS g(i)
-         CROSS JOIN LATERAL (SELECT timestamp '2025-01-01' + g.i * interval '10 seconds' AS at) AS t
+         {SEEDED_AT}
          CROSS JOIN LATERAL (SELECT {SEEDED_ID} AS id, t.at) AS m
          CROSS JOIN (VALUES (1), (2)) AS s(seq)"
+            .replace("{SEEDED_AT}", SEEDED_AT)
             .replace("{SEEDED_ID}", SEEDED_ID),
     )
     .bind(&created)
@@ -81,7 +86,8 @@ pub async fn seed(args: SeedArgs) -> Result<()> {
         &"INSERT INTO member_emails (email, member_id, reserved_at)
          SELECT 'seed' || g.i || '@seed.example.com', {SEEDED_ID}, now()
          FROM generate_series(1, $1::bigint) AS g(i)
-         CROSS JOIN LATERAL (SELECT timestamp '2025-01-01' + g.i * interval '10 seconds' AS at) AS t"
+         {SEEDED_AT}"
+            .replace("{SEEDED_AT}", SEEDED_AT)
             .replace("{SEEDED_ID}", SEEDED_ID),
     )
     .bind(members)

@@ -256,7 +256,8 @@ pub(crate) fn text_array_literal(items: &[String]) -> String {
     out
 }
 
-pub(crate) fn member_id(event: &StoredEvent) -> Result<uuid::Uuid, ProjectionError> {
+/// A member event's aggregate id as the member's id (the policies in the server use it too).
+pub fn member_id(event: &StoredEvent) -> Result<uuid::Uuid, ProjectionError> {
     event
         .aggregate_id
         .parse()

@@ -239,14 +239,7 @@ impl LicensePolicy {
         event: &StoredEvent,
         plan: &mut Plan,
     ) -> Result<(), ProjectionError> {
-        let member_id: Uuid =
-            event
-                .aggregate_id
-                .parse()
-                .map_err(|_| ProjectionError::BadAggregateId {
-                    position: event.global_position,
-                    aggregate_id: event.aggregate_id.clone(),
-                })?;
+        let member_id = projections::member_id(event)?;
         let tier_id = match event.decode::<MemberEvent>()? {
             MemberEvent::MemberCompGranted { tier_id, .. } => Some(tier_id),
             MemberEvent::MemberCompEnded { .. } => None,
