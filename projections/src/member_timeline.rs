@@ -20,7 +20,6 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -247,12 +246,7 @@ impl Owners {
 }
 
 /// The batch's timeline rows, column by column.
-/// The `data` of an event whose payload has no fields.
-static EMPTY_OBJECT: std::sync::LazyLock<serde_json::Value> =
-    std::sync::LazyLock::new(|| serde_json::Value::Object(serde_json::Map::new()));
-
 #[derive(Default)]
-
 struct TimelineRows<'a> {
     id: Vec<i64>,
     member_id: Vec<Uuid>,
@@ -260,26 +254,27 @@ struct TimelineRows<'a> {
     aggregate_id: Vec<&'a str>,
     event_type: Vec<&'a str>,
     summary: Vec<String>,
-    data: Vec<Json<&'a serde_json::Value>>,
+    /// JSON text: the column is `json`, which PostgreSQL checks but does not convert.
+    data: Vec<String>,
     created_at: Vec<DateTime<Utc>>,
 }
 
 impl<'a> TimelineRows<'a> {
     fn push(&mut self, event: &'a StoredEvent, member_id: Uuid, summary: String) {
-        // `{"Variant": {...}}` → `{...}`, borrowed: encoded straight from the event.
+        // `{"Variant": {...}}` → `{...}`; `{}` for an event without fields.
         let data = event
             .payload
             .as_object()
             .and_then(|variant| variant.values().next())
             .filter(|inner| inner.is_object())
-            .unwrap_or(&EMPTY_OBJECT);
+            .map_or_else(|| "{}".to_owned(), ToString::to_string);
         self.id.push(event.global_position);
         self.member_id.push(member_id);
         self.aggregate_type.push(&event.aggregate_type);
         self.aggregate_id.push(&event.aggregate_id);
         self.event_type.push(&event.event_type);
         self.summary.push(summary);
-        self.data.push(Json(data));
+        self.data.push(data);
         self.created_at.push(event.recorded_at);
     }
 
@@ -291,8 +286,12 @@ impl<'a> TimelineRows<'a> {
             "INSERT INTO member_timeline
                  (id, member_id, aggregate_type, aggregate_id, event_type, summary, data,
                   created_at)
-             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[],
-                                  $6::text[], $7::jsonb[], $8::timestamptz[])
+             SELECT id, member_id, aggregate_type, aggregate_id, event_type, summary, data::json,
+                    created_at
+             FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::timestamptz[])
+                  AS r(id, member_id, aggregate_type, aggregate_id, event_type, summary, data,
+                       created_at)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(self.id)
