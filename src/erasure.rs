@@ -340,7 +340,7 @@ async fn scrub_stripe_events(conn: &mut PgConnection, known: &Known) -> Result<(
     }
     if !ids.is_empty() {
         sqlx::query(
-            "UPDATE stripe_events s SET payload = r.p
+            "UPDATE stripe_events s SET payload = r.p::json
              FROM unnest($1::text[], $2::jsonb[]) AS r(id, p) WHERE s.id = r.id",
         )
         .bind(&ids)
