@@ -7,7 +7,7 @@
 //! [`REBUILD_BATCH`] events, each projection given those it handles and applying them with its
 //! multi-row `apply_batch`), into shadow tables that carry only their constraints and unique
 //! indexes (and the indexes a projection's own statements look rows up by); the other
-//! secondary indexes are built once the rows are in. The swap of a projection happens in one
+//! secondary indexes are built once the rows are in, then the tables analyzed. The swap of a projection happens in one
 //! transaction that holds its apply lock (an asynchronous projection: the runner waits between
 //! two batches) or the lock on appends (an inline one: commands wait, they do not fail): it
 //! applies the last events, moves the tables in and the checkpoint to where the shadow got.
@@ -31,8 +31,8 @@ const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250
 /// Batches read ahead of the slowest projection: the reader goes on while a projection's
 /// larger batch (say, a run of the events only it handles) is being written.
 const READ_AHEAD: usize = 2;
-/// Deferred indexes built at once after loading.
-const INDEX_BUILDS: usize = 2;
+/// Statements run at once after loading (deferred index builds, then `ANALYZE`s): one core each.
+const PARALLEL_STATEMENTS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
@@ -230,16 +230,30 @@ async fn run(
     reading?;
 
     // The indexes left for after loading, built a few at a time (one statement uses one core),
-    // then each shadow swapped in.
-    let builds: Vec<_> = shadows
+    // then the planner's statistics of every shadow table (the live tables have theirs: without
+    // them the first queries after the swap would be planned blind until autovacuum analyzes the
+    // tables), then each shadow swapped in.
+    let indexes: Vec<String> = shadows
         .iter()
-        .flat_map(|s| s.deferred_indexes.iter())
-        .map(|definition| build_index(pool.clone(), definition.clone()))
+        .flat_map(|s| s.deferred_indexes.iter().cloned())
         .collect();
-    futures::stream::iter(builds)
-        .buffer_unordered(INDEX_BUILDS)
-        .try_collect::<Vec<()>>()
-        .await?;
+    let analyses: Vec<String> = shadows
+        .iter()
+        .flat_map(|s| {
+            let schema = &s.schema;
+            s.projection
+                .tables()
+                .iter()
+                .map(move |table| format!("ANALYZE {schema}.{table}"))
+        })
+        .collect();
+    for statements in [indexes, analyses] {
+        futures::stream::iter(statements)
+            .map(|statement| after_loading(pool.clone(), statement))
+            .buffer_unordered(PARALLEL_STATEMENTS)
+            .try_collect::<Vec<()>>()
+            .await?;
+    }
     let mut done = Vec::new();
     for shadow in shadows {
         let name = shadow.projection.name();
@@ -259,11 +273,12 @@ async fn run(
     Ok(done)
 }
 
-async fn build_index(pool: PgPool, definition: String) -> anyhow::Result<()> {
-    sqlx::query(&definition)
+/// One of the statements run once the rows are in: an index build or an `ANALYZE`.
+async fn after_loading(pool: PgPool, statement: String) -> anyhow::Result<()> {
+    sqlx::query(&statement)
         .execute(&pool)
         .await
-        .with_context(|| format!("building an index after loading: {definition}"))?;
+        .with_context(|| format!("after loading: {statement}"))?;
     Ok(())
 }
 
