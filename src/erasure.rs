@@ -335,13 +335,15 @@ async fn scrub_stripe_events(conn: &mut PgConnection, known: &Known) -> Result<(
         redact_stripe(&mut payload, &known.emails);
         if payload != before {
             ids.push(id);
-            payloads.push(payload);
+            // As text, into the `json` column: a payload `jsonb` cannot hold (a `\u0000` in a
+            // string) is stored, so it must be scrubbed too.
+            payloads.push(payload.to_string());
         }
     }
     if !ids.is_empty() {
         sqlx::query(
             "UPDATE stripe_events s SET payload = r.p::json
-             FROM unnest($1::text[], $2::jsonb[]) AS r(id, p) WHERE s.id = r.id",
+             FROM unnest($1::text[], $2::text[]) AS r(id, p) WHERE s.id = r.id",
         )
         .bind(&ids)
         .bind(&payloads)

@@ -7,10 +7,11 @@
 //! [`REBUILD_BATCH`] events, each projection given those it handles and applying them with its
 //! multi-row `apply_batch`), into shadow tables that carry only their constraints and unique
 //! indexes (and the indexes a projection's own statements look rows up by); the other
-//! secondary indexes are built once the rows are in, then the tables analyzed. The swap of a projection happens in one
-//! transaction that holds its apply lock (an asynchronous projection: the runner waits between
-//! two batches) or the lock on appends (an inline one: commands wait, they do not fail): it
-//! applies the last events, moves the tables in and the checkpoint to where the shadow got.
+//! secondary indexes are built once the rows are in, then the tables analyzed. The swap of a
+//! projection happens in one transaction that holds its apply lock (an asynchronous
+//! projection: the runner waits between two batches) or the lock on appends (an inline one:
+//! commands wait, they do not fail): it applies the last events, moves the tables in and the
+//! checkpoint to where the shadow got.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -335,8 +335,9 @@ async fn concurrent_webhooks_share_statements_and_each_gets_its_own_answer() {
 #[tokio::test]
 async fn an_event_the_database_refuses_among_concurrent_ones_is_refused_alone() {
     let app = store_only().await;
-    // Twenty events and one PostgreSQL cannot store (a NUL character, which `jsonb` cannot
-    // hold): wherever it lands in a batch, only it gets the 503.
+    // Twenty events and one PostgreSQL cannot store (a checkout with a NUL character, which
+    // the index on a checkout's subscription cannot read out of its payload): wherever it
+    // lands in a batch, only it gets the 503.
     let mut events: Vec<Value> = (0..20)
         .map(|i| Lifecycle::new(&format!("intakeok{i}")).checkout_completed(1))
         .collect();

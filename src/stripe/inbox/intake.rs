@@ -7,10 +7,11 @@
 //! nothing waits for a batch to fill, so a delivery to an idle server is stored at once.
 //!
 //! Each delivery gets its own answer: stored, or a duplicate (Stripe delivered it before,
-//! or it was twice in the batch: the first is stored). A batch PostgreSQL refuses (a payload
-//! its `jsonb` cannot hold) is stored again one delivery at a time, so one bad event cannot
-//! turn the others away; a batch that finds no database (an outage) is answered 503 at once,
-//! all of it.
+//! or it was twice in the batch: the first is stored). A batch PostgreSQL refuses (say, a
+//! checkout whose payload has a `\u0000` in a string: the expression index on a checkout's
+//! subscription cannot read it) is stored again one delivery at a time, so one bad event
+//! cannot turn the others away; a batch that finds no database (an outage) is answered 503
+//! at once, all of it.
 
 use std::collections::HashSet;
 use std::sync::Arc;

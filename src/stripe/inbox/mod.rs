@@ -92,7 +92,7 @@ pub struct StoredStripeEvent {
     pub created: DateTime<Utc>,
     pub customer_id: Option<String>,
     pub object_id: Option<String>,
-    /// The event as stored (`jsonb`'s text).
+    /// The event as stored: the body as Stripe sent it.
     pub payload: String,
     pub received_at: DateTime<Utc>,
     pub status: String,
