@@ -22,6 +22,7 @@ pub const HTTP_DURATION: &str = "memberledger_http_request_duration_seconds";
 pub const COMMANDS: &str = "memberledger_commands_total";
 pub const COMMAND_RETRIES: &str = "memberledger_command_retries_total";
 pub const COMMAND_DURATION: &str = "memberledger_command_duration_seconds";
+pub const AGGREGATE_CACHE: &str = "memberledger_aggregate_cache_total";
 pub const STRIPE_INBOX_EVENTS: &str = "memberledger_stripe_inbox_events";
 pub const STRIPE_INBOX_OLDEST_DUE_AGE: &str = "memberledger_stripe_inbox_oldest_due_age_seconds";
 pub const STRIPE_EVENTS_HANDLED: &str = "memberledger_stripe_events_handled_total";
@@ -132,6 +133,10 @@ fn describe() {
     describe_counter!(
         COMMAND_RETRIES,
         "Commands re-run after an optimistic-lock conflict, by aggregate."
+    );
+    describe_counter!(
+        AGGREGATE_CACHE,
+        "Aggregate loads of cached buses by outcome (hit, miss; rerun: a cached state no append verified, run again from the log)."
     );
     describe_histogram!(
         COMMAND_DURATION,
@@ -275,6 +280,12 @@ pub fn command(aggregate: &'static str, outcome: CommandOutcome, elapsed: Durati
 /// A command re-run because another writer appended to its aggregate first.
 pub fn command_retry(aggregate: &'static str) {
     counter!(COMMAND_RETRIES, "aggregate" => aggregate).increment(1);
+}
+
+/// A cached bus's load (`hit` or `miss`), or a command run again from the log because its
+/// cached state was not verified by an append (`rerun`).
+pub fn aggregate_cache(aggregate: &'static str, outcome: &'static str) {
+    counter!(AGGREGATE_CACHE, "aggregate" => aggregate, "outcome" => outcome).increment(1);
 }
 
 /// A Stripe event handled by this instance; `outcome` is `processed`, `ignored`, `deferred` or

@@ -21,6 +21,10 @@ use crate::runner::Projections;
 use crate::store::{Appender, CommandBus};
 use crate::stripe::client::StripeApi;
 
+/// How many Subscription aggregates a server keeps in memory between commands (a few kB each):
+/// the subscriptions active in a busy hour of Stripe events.
+const SUBSCRIPTIONS_CACHED: std::num::NonZeroUsize = std::num::NonZeroUsize::new(10_000).unwrap();
+
 /// What every handler shares.
 pub struct AppState {
     pub pool: PgPool,
@@ -98,7 +102,15 @@ impl AppState {
         // One appender for every bus: concurrent commands of any aggregate share transactions.
         let appender = Appender::new(pool.clone(), inline);
         let members = CommandBus::new(pool.clone(), appender.clone(), wakeups.clone(), ());
-        let subscriptions = CommandBus::new(pool.clone(), appender.clone(), wakeups.clone(), ());
+        // Subscriptions stay in memory between commands (their events carry no personal data):
+        // a Stripe event's command then reads no events (`store::cache`).
+        let subscriptions = CommandBus::new_cached(
+            pool.clone(),
+            appender.clone(),
+            wakeups.clone(),
+            (),
+            SUBSCRIPTIONS_CACHED,
+        );
         let licenses = CommandBus::new(pool.clone(), appender.clone(), wakeups.clone(), ());
         let newsletters = CommandBus::new(pool.clone(), appender.clone(), wakeups.clone(), ());
         let tiers = CommandBus::new(pool.clone(), appender.clone(), wakeups.clone(), ());

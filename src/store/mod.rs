@@ -3,6 +3,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock, Weak};
 
 use aggregates::cqrs_es::persist::{EventUpcaster, PersistedEventStore, SerializedEvent};
@@ -15,11 +16,13 @@ use uuid::Uuid;
 use crate::eventlog::{LogPosition, Wakeups};
 
 mod appender;
+mod cache;
 mod group_commit;
 pub mod personal;
 mod repository;
 
 pub use appender::Appender;
+use cache::{CacheUse, CachingStore, ATTEMPT};
 pub use repository::InlineRefusal;
 use repository::{EventRepository, APPENDED};
 
@@ -72,7 +75,7 @@ impl EventMetadata {
     }
 }
 
-type Framework<A> = CqrsFramework<A, PersistedEventStore<EventRepository, A>>;
+type Framework<A> = CqrsFramework<A, CachingStore<EventRepository, A>>;
 
 /// Runs commands against aggregates stored in PostgreSQL; each command's events and the inline
 /// read models they change commit in one transaction.
@@ -109,6 +112,29 @@ where
         wakeups: Arc<Wakeups>,
         services: A::Services,
     ) -> Arc<Self> {
+        Self::build(pool, appender, wakeups, services, None)
+    }
+
+    /// [`Self::new`], keeping up to `capacity` aggregates in memory between commands, each
+    /// verified by the command that uses it (see `cache`). Only for aggregates whose events
+    /// carry no personal fields.
+    pub fn new_cached(
+        pool: PgPool,
+        appender: Arc<Appender>,
+        wakeups: Arc<Wakeups>,
+        services: A::Services,
+        capacity: NonZeroUsize,
+    ) -> Arc<Self> {
+        Self::build(pool, appender, wakeups, services, Some(capacity))
+    }
+
+    fn build(
+        pool: PgPool,
+        appender: Arc<Appender>,
+        wakeups: Arc<Wakeups>,
+        services: A::Services,
+        cache: Option<NonZeroUsize>,
+    ) -> Arc<Self> {
         let store = || {
             PersistedEventStore::new_event_store(EventRepository::new(
                 pool.clone(),
@@ -118,7 +144,7 @@ where
         };
         Arc::new_cyclic(|this| Self {
             framework: CqrsFramework::new(
-                store(),
+                CachingStore::new(store(), cache),
                 vec![Box::new(WakeRunners {
                     wakeups: wakeups.clone(),
                 })],
@@ -152,18 +178,36 @@ where
         let result = APPENDED
             .scope(Cell::new(None), async {
                 let mut attempt = 0;
+                let mut cache = CacheUse::Allowed;
                 loop {
+                    let (result, used) = ATTEMPT
+                        .scope(Cell::new(cache), async {
+                            let result = self
+                                .framework
+                                .execute_with_metadata(
+                                    aggregate_id,
+                                    command.clone(),
+                                    metadata.clone(),
+                                )
+                                .await;
+                            (result, ATTEMPT.with(Cell::get))
+                        })
+                        .await;
+                    let appended = APPENDED.with(Cell::get);
+                    if used == CacheUse::Used && !(result.is_ok() && appended.is_some()) {
+                        // The state came from memory and no append checked it: run the
+                        // command again against the stored events (not counted as a retry).
+                        crate::metrics::aggregate_cache(A::TYPE, "rerun");
+                        cache = CacheUse::Bypass;
+                        continue;
+                    }
                     attempt += 1;
-                    match self
-                        .framework
-                        .execute_with_metadata(aggregate_id, command.clone(), metadata.clone())
-                        .await
-                    {
+                    match result {
                         Err(AggregateError::AggregateConflict) if attempt <= CONFLICT_RETRIES => {
                             crate::metrics::command_retry(A::TYPE);
                         }
                         Err(err) => return Err(err),
-                        Ok(()) => return Ok(APPENDED.with(Cell::get)),
+                        Ok(()) => return Ok(appended),
                     }
                 }
             })

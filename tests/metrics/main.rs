@@ -23,6 +23,7 @@ mod mail_support;
 )]
 mod stripe_support;
 
+mod aggregate_cache;
 mod conflicts;
 mod pool;
 mod scrape;
