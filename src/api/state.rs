@@ -21,9 +21,9 @@ use crate::runner::Projections;
 use crate::store::{Appender, CommandBus};
 use crate::stripe::client::StripeApi;
 
-/// How many Subscription aggregates a server keeps in memory between commands (a few kB each):
-/// the subscriptions active in a busy hour of Stripe events.
-const SUBSCRIPTIONS_CACHED: std::num::NonZeroUsize = std::num::NonZeroUsize::new(10_000).unwrap();
+/// How many members, and how many subscriptions, a server keeps in memory between commands
+/// (a few kB each, for a minute at most): those of a burst of Stripe events.
+const AGGREGATES_CACHED: std::num::NonZeroUsize = std::num::NonZeroUsize::new(10_000).unwrap();
 
 /// What every handler shares.
 pub struct AppState {
@@ -101,15 +101,21 @@ impl AppState {
         let wakeups = Wakeups::new(pool.clone(), EVENTS_APPENDED);
         // One appender for every bus: concurrent commands of any aggregate share transactions.
         let appender = Appender::new(pool.clone(), inline);
-        let members = CommandBus::new(pool.clone(), appender.clone(), wakeups.clone(), ());
-        // Subscriptions stay in memory between commands (their events carry no personal data):
-        // a Stripe event's command then reads no events (`store::cache`).
+        // Members and subscriptions stay in memory between commands: a Stripe event's or a
+        // policy's command then reads no events (`store::cache`).
+        let members = CommandBus::new_cached(
+            pool.clone(),
+            appender.clone(),
+            wakeups.clone(),
+            (),
+            AGGREGATES_CACHED,
+        );
         let subscriptions = CommandBus::new_cached(
             pool.clone(),
             appender.clone(),
             wakeups.clone(),
             (),
-            SUBSCRIPTIONS_CACHED,
+            AGGREGATES_CACHED,
         );
         let licenses = CommandBus::new(pool.clone(), appender.clone(), wakeups.clone(), ());
         let newsletters = CommandBus::new(pool.clone(), appender.clone(), wakeups.clone(), ());

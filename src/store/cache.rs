@@ -1,34 +1,44 @@
 //! Aggregates kept in memory between commands, verified rather than trusted.
 //!
-//! A bus built with a cache (`CommandBus::new_cached`) keeps each aggregate it committed,
-//! with the sequence of its last event, in a bounded LRU map. The next command on that
-//! aggregate takes it from there instead of reading its events, and the cached state is only
-//! ever a guess, checked by the write it leads to:
+//! A bus built with a cache (`CommandBus::new_cached`) keeps each aggregate it committed or
+//! created, with the sequence of its last event, in a bounded LRU map, for a minute at most
+//! ([`MAX_AGE`]). The next command on that aggregate takes it from there instead of reading
+//! its events, and the kept state is only ever a guess, checked by the write it leads to:
 //!
 //! - a command that appends is checked by the append itself: its events are numbered after
-//!   the cached sequence, and the events' primary key refuses them when another writer (this
-//!   instance's other task, another instance, a creation) appended meanwhile: the optimistic
-//!   lock's conflict, after which the command runs against the stored events;
+//!   the kept sequence, and the events' primary key refuses them when another writer (this
+//!   instance's other task, another instance) appended meanwhile: the optimistic lock's
+//!   conflict, after which the command runs against the stored events;
 //! - any other outcome (no events, a refusal by the aggregate or an inline read model, an
 //!   error) could be the stale state's doing, which no write checked: the command runs again
 //!   against the stored events, as it would have without a cache.
 //!
 //! So a stale entry costs a second run, never a wrong answer. An entry is taken out while a
 //! command uses it and put back (newer only) once that command has committed, so two tasks
-//! never share one aggregate's state. Only aggregates whose events carry no personal fields
-//! are cached (`store::personal`): an erased member's data must not outlive the key that
-//! opened it.
+//! never share one aggregate's state.
+//!
+//! Personal data: a member's state holds their address and name, opened from the log with
+//! their data key (`store::personal`). Erasure must not leave them in memory: a member's
+//! `MemberErased` clears them from the state this instance keeps, and another instance drops
+//! what it kept within [`MAX_AGE`]. Licenses (activation addresses, shredded without an event
+//! of their own) are not kept.
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aggregates::cqrs_es::persist::{
     EventStoreAggregateContext, PersistedEventRepository, PersistedEventStore,
 };
 use aggregates::cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use lru::LruCache;
+
+/// How long a kept state may be used: a burst of one subscription's Stripe events, or a
+/// member's, takes seconds. It also bounds how long another instance keeps an erased member's
+/// data in memory (this one's erasure clears it, see `Member`'s `MemberErased`).
+pub(super) const MAX_AGE: Duration = Duration::from_secs(60);
 
 tokio::task_local! {
     /// What the command attempt running on this task may do, and did, with the cache.
@@ -48,7 +58,7 @@ pub(super) enum CacheUse {
 /// An event store that serves aggregates from memory when it may (see the module's text).
 pub(super) struct CachingStore<R: PersistedEventRepository, A: Aggregate> {
     inner: PersistedEventStore<R, A>,
-    kept: Option<Kept<A>>,
+    kept: Option<Arc<Kept<A>>>,
 }
 
 /// The loaded aggregate, and whether it came from the cache.
@@ -66,11 +76,8 @@ impl<A: Aggregate> AggregateContext<A> for Context<A> {
 impl<R: PersistedEventRepository, A: Aggregate> CachingStore<R, A> {
     /// `inner` must keep no snapshots (`PersistedEventStore::new_event_store`): its commit then
     /// reads only the context's id and sequence, and the aggregate is kept here instead.
-    pub(super) fn new(inner: PersistedEventStore<R, A>, capacity: Option<NonZeroUsize>) -> Self {
-        Self {
-            inner,
-            kept: capacity.map(Kept::new),
-        }
+    pub(super) fn new(inner: PersistedEventStore<R, A>, kept: Option<Arc<Kept<A>>>) -> Self {
+        Self { inner, kept }
     }
 
     /// The kept state of the aggregate, if this attempt may use one and one is kept.
@@ -91,21 +98,25 @@ impl<R: PersistedEventRepository, A: Aggregate> CachingStore<R, A> {
     }
 }
 
-/// Aggregates in memory, the least recently used dropped first.
-struct Kept<A> {
+/// Aggregates in memory, the least recently used dropped first, none used once older than
+/// `max_age`.
+pub(super) struct Kept<A> {
     entries: Mutex<LruCache<String, Cached<A>>>,
+    max_age: Duration,
 }
 
 struct Cached<A> {
     aggregate: A,
     /// The sequence of its last event.
     sequence: usize,
+    kept_at: Instant,
 }
 
 impl<A> Kept<A> {
-    fn new(capacity: NonZeroUsize) -> Self {
+    pub(super) fn new(capacity: NonZeroUsize, max_age: Duration) -> Self {
         Self {
             entries: Mutex::new(LruCache::new(capacity)),
+            max_age,
         }
     }
 
@@ -117,7 +128,7 @@ impl<A> Kept<A> {
 
     /// Keeps `aggregate` as of `sequence`, unless a newer state of it is kept already (two
     /// commands that read it from the log can commit in either order).
-    fn keep(&self, aggregate_id: String, aggregate: A, sequence: usize) {
+    pub(super) fn keep(&self, aggregate_id: String, aggregate: A, sequence: usize) {
         let mut entries = self.entries();
         if entries
             .peek(&aggregate_id)
@@ -130,13 +141,15 @@ impl<A> Kept<A> {
             Cached {
                 aggregate,
                 sequence,
+                kept_at: Instant::now(),
             },
         );
     }
 
     /// Takes the aggregate out: while a command uses it, nobody else does.
     fn take(&self, aggregate_id: &str) -> Option<Cached<A>> {
-        self.entries().pop(aggregate_id)
+        let taken = self.entries().pop(aggregate_id)?;
+        (taken.kept_at.elapsed() <= self.max_age).then_some(taken)
     }
 }
 
@@ -211,7 +224,10 @@ mod tests {
     use super::*;
 
     fn kept(capacity: usize) -> Kept<&'static str> {
-        Kept::new(NonZeroUsize::new(capacity).expect("not zero"))
+        Kept::new(
+            NonZeroUsize::new(capacity).expect("not zero"),
+            Duration::from_secs(60),
+        )
     }
 
     #[test]
@@ -239,5 +255,13 @@ mod tests {
         kept.keep("c".into(), "c1", 1);
         assert!(kept.take("b").is_none(), "b was used least recently");
         assert!(kept.take("a").is_some() && kept.take("c").is_some());
+    }
+
+    #[test]
+    fn a_state_older_than_the_age_limit_is_not_used() {
+        let kept = Kept::new(NonZeroUsize::new(4).expect("not zero"), Duration::ZERO);
+        kept.keep("a".into(), "a1", 1);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(kept.take("a").is_none());
     }
 }

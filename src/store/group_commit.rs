@@ -111,9 +111,11 @@ where
         let mut envelopes: Vec<EventEnvelope<A>> = Vec::new();
         // Each accepted creation with the index of its last event in `envelopes`.
         let mut accepted: Vec<(Creation<A>, Option<usize>)> = Vec::with_capacity(batch.len());
+        let mut created = Vec::with_capacity(batch.len());
         for creation in batch {
             match handle_new::<A>(creation.command.clone()).await {
-                Ok((_, events)) => {
+                Ok((aggregate, events)) => {
+                    created.push((creation.aggregate_id.clone(), aggregate, events.len()));
                     let metadata = creation.metadata.clone().into_map();
                     let before = envelopes.len();
                     push_new(
@@ -136,7 +138,7 @@ where
         if accepted.is_empty() {
             return;
         }
-        match self.append_new(&envelopes).await {
+        match self.append_new(&envelopes, created).await {
             Ok(positions) => {
                 for (creation, last) in accepted {
                     let answer: Answer<A> = Ok(last.and_then(|i| positions.get(i).copied()));

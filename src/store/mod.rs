@@ -22,7 +22,7 @@ pub mod personal;
 mod repository;
 
 pub use appender::Appender;
-use cache::{CacheUse, CachingStore, ATTEMPT};
+use cache::{CacheUse, CachingStore, Kept, ATTEMPT};
 pub use repository::InlineRefusal;
 use repository::{EventRepository, APPENDED};
 
@@ -88,6 +88,9 @@ pub struct CommandBus<A: Aggregate> {
     /// aggregate at a time.
     repository: EventRepository,
     wakeups: Arc<Wakeups>,
+    /// The aggregates kept in memory between commands, for a cached bus (`cache`): the
+    /// framework's store reads and keeps them; creations keep theirs here.
+    kept: Option<Arc<Kept<A>>>,
     /// Creations waiting for a transaction to share ([`Self::execute_new`]); its workers
     /// start on first use.
     creations: OnceLock<group_commit::Queue<A>>,
@@ -116,8 +119,7 @@ where
     }
 
     /// [`Self::new`], keeping up to `capacity` aggregates in memory between commands, each
-    /// verified by the command that uses it (see `cache`). Only for aggregates whose events
-    /// carry no personal fields.
+    /// verified by the command that uses it (see `cache`, and what it says of personal data).
     pub fn new_cached(
         pool: PgPool,
         appender: Arc<Appender>,
@@ -133,8 +135,9 @@ where
         appender: Arc<Appender>,
         wakeups: Arc<Wakeups>,
         services: A::Services,
-        cache: Option<NonZeroUsize>,
+        capacity: Option<NonZeroUsize>,
     ) -> Arc<Self> {
+        let kept = capacity.map(|c| Arc::new(Kept::new(c, cache::MAX_AGE)));
         let store = || {
             PersistedEventStore::new_event_store(EventRepository::new(
                 pool.clone(),
@@ -144,7 +147,7 @@ where
         };
         Arc::new_cyclic(|this| Self {
             framework: CqrsFramework::new(
-                CachingStore::new(store(), cache),
+                CachingStore::new(store(), kept.clone()),
                 vec![Box::new(WakeRunners {
                     wakeups: wakeups.clone(),
                 })],
@@ -153,6 +156,7 @@ where
             store: store(),
             repository: EventRepository::new(pool.clone(), appender.clone()),
             wakeups,
+            kept,
             creations: OnceLock::new(),
             this: this.clone(),
         })
@@ -238,11 +242,13 @@ where
         let metadata = metadata.into_map();
         let result = async {
             let mut envelopes: Vec<EventEnvelope<A>> = Vec::with_capacity(count);
+            let mut created = Vec::with_capacity(count);
             for (aggregate_id, command) in commands {
-                let (_, events) = handle_new::<A>(command).await?;
+                let (aggregate, events) = handle_new::<A>(command).await?;
+                created.push((aggregate_id.clone(), aggregate, events.len()));
                 push_new(&mut envelopes, aggregate_id, events, &metadata);
             }
-            let positions = self.append_new(&envelopes).await?;
+            let positions = self.append_new(&envelopes, created).await?;
             Ok(positions.last().copied())
         }
         .await;
@@ -299,7 +305,8 @@ where
     {
         let started = std::time::Instant::now();
         let first = async {
-            let (_, events) = handle_new::<A>(command.clone()).await?;
+            let (aggregate, events) = handle_new::<A>(command.clone()).await?;
+            let created = vec![(aggregate_id.to_owned(), aggregate, events.len())];
             let mut envelopes = Vec::with_capacity(events.len());
             push_new(
                 &mut envelopes,
@@ -307,7 +314,7 @@ where
                 events,
                 &metadata.clone().into_map(),
             );
-            Ok(self.append_new(&envelopes).await?.last().copied())
+            Ok(self.append_new(&envelopes, created).await?.last().copied())
         }
         .await;
         match first {
@@ -325,16 +332,25 @@ where
 
 impl<A: Aggregate> CommandBus<A> {
     /// Appends new aggregates' events (of one or many) in one transaction and wakes the
-    /// runners; returns each event's log position, in order.
+    /// runners; returns each event's log position, in order. `created`: each new aggregate
+    /// with its events applied and their count, kept in memory once committed (a cached bus).
     async fn append_new(
         &self,
         envelopes: &[EventEnvelope<A>],
+        created: Vec<(String, A, usize)>,
     ) -> Result<Vec<LogPosition>, AggregateError<A::Error>> {
         let serialized = envelopes
             .iter()
             .map(SerializedEvent::try_from)
             .collect::<Result<Vec<_>, _>>()?;
         let positions = self.repository.append(serialized).await?;
+        if let Some(kept) = &self.kept {
+            for (aggregate_id, aggregate, sequence) in created {
+                if sequence > 0 {
+                    kept.keep(aggregate_id, aggregate, sequence);
+                }
+            }
+        }
         WakeRunners::announce(&self.wakeups, envelopes).await;
         Ok(positions)
     }

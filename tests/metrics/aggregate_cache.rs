@@ -190,3 +190,42 @@ async fn a_kept_state_that_leads_to_no_append_is_checked_against_the_log() {
             .expect("the pending site");
     assert_eq!(status, "paid", "the inline read model saw the completion");
 }
+
+#[tokio::test]
+async fn a_member_the_server_created_is_kept_and_an_erased_one_is_read_from_the_log() {
+    let _serial = crate::SERIAL.lock().await;
+    let app = TestApp::spawn().await;
+    let member = |outcome| [("aggregate", "Member"), ("outcome", outcome)];
+    let before = app.scrape().await;
+
+    // The creation keeps the new member: the rename after it reads no events.
+    let created = app.member("kept@example.com").await;
+    let id = created["id"].as_str().expect("an id").to_owned();
+    let resp = app
+        .patch_member(&id, serde_json::json!({ "name": "Kept" }))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let after = app.scrape().await;
+    assert_eq!(after.delta(&before, CACHE, &member("hit")), 1.0);
+    assert_eq!(after.delta(&before, CACHE, &member("miss")), 0.0);
+
+    // Erased (served from memory, and appending), the member is kept without personal data;
+    // a command on it is refused, which no append verified: it runs again against the log,
+    // which refuses it too.
+    let resp = app
+        .client
+        .delete(app.url(&format!("/v1/members/{id}")))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("erasure sent");
+    assert_eq!(resp.status(), 204, "{:?}", resp.text().await);
+    let before = app.scrape().await;
+    let resp = app
+        .patch_member(&id, serde_json::json!({ "name": "Back" }))
+        .await;
+    assert_eq!(resp.status(), 404);
+    let after = app.scrape().await;
+    assert_eq!(after.delta(&before, CACHE, &member("hit")), 1.0);
+    assert_eq!(after.delta(&before, CACHE, &member("rerun")), 1.0);
+}

@@ -394,6 +394,11 @@ impl Aggregate for Member {
             MemberEvent::MemberErased { .. } => {
                 self.erased = true;
                 self.comp = None;
+                // No personal data outlives the erasure in a state kept in memory (the
+                // server's aggregate cache); loaded from the log, these fields read as erased.
+                self.email.clear();
+                self.name = None;
+                self.note = None;
             }
         }
     }

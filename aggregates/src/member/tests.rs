@@ -587,6 +587,19 @@ fn an_erased_member_exists_for_no_command() {
 }
 
 #[test]
+fn an_erased_member_keeps_no_personal_data_in_its_state() {
+    use cqrs_es::Aggregate;
+
+    let mut member = Member::default();
+    member.apply(created());
+    assert_eq!(member.email(), "ada@example.com");
+    member.apply(MemberEvent::MemberErased { erased_at: at() });
+    assert_eq!(member.email(), "");
+    let state = serde_json::to_string(&member).expect("serialized");
+    assert!(!state.contains("ada") && !state.contains("Ada"), "{state}");
+}
+
+#[test]
 fn outside_state_about_an_erased_member_records_nothing() {
     MemberTest::with(())
         .given(vec![
