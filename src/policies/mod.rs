@@ -49,30 +49,41 @@ fn command_error<E: std::error::Error>(err: AggregateError<E>) -> ProjectionErro
 /// How many aggregates' commands a policy's batch runs at once.
 pub const CONCURRENT_AGGREGATES: usize = 8;
 
-/// The commands a policy's batch issues, in the order its events asked for them.
+/// The commands a policy's batch issues, in the order its events asked for them; `true` marks
+/// a command on an aggregate known to have no events yet.
 struct Commands<A: Aggregate> {
-    issued: Vec<(String, A::Command, EventMetadata)>,
+    issued: Vec<(String, A::Command, EventMetadata, bool)>,
 }
 
 impl<A> Commands<A>
 where
-    A: Aggregate + 'static,
-    A::Command: Clone,
+    A: Aggregate<Services = ()> + 'static,
+    A::Command: Clone + Send + Sync,
+    A::Error: Send,
 {
     fn new() -> Self {
         Self { issued: Vec::new() }
     }
 
     fn push(&mut self, aggregate_id: String, command: A::Command, metadata: EventMetadata) {
-        self.issued.push((aggregate_id, command, metadata));
+        self.issued.push((aggregate_id, command, metadata, false));
+    }
+
+    /// A command that creates an aggregate known to have no events (`CommandBus::execute_new`:
+    /// were it wrong, the command runs against the stored events).
+    fn push_new(&mut self, aggregate_id: String, command: A::Command, metadata: EventMetadata) {
+        self.issued.push((aggregate_id, command, metadata, true));
     }
 
     /// Runs the commands: one aggregate's in order, different aggregates' concurrently.
     async fn run(self, bus: &CommandBus<A>) -> Result<(), ProjectionError> {
-        type Group<A> = (String, Vec<(<A as Aggregate>::Command, EventMetadata)>);
+        type Group<A> = (
+            String,
+            Vec<(<A as Aggregate>::Command, EventMetadata, bool)>,
+        );
         let mut groups: Vec<Group<A>> = Vec::new();
         let mut slots: HashMap<String, usize> = HashMap::new();
-        for (aggregate_id, command, metadata) in self.issued {
+        for (aggregate_id, command, metadata, new) in self.issued {
             let slot = match slots.get(&aggregate_id) {
                 Some(&slot) => slot,
                 None => {
@@ -81,14 +92,17 @@ where
                     groups.len() - 1
                 }
             };
-            groups[slot].1.push((command, metadata));
+            groups[slot].1.push((command, metadata, new));
         }
         futures::stream::iter(groups)
             .map(|(aggregate_id, commands)| async move {
-                for (command, metadata) in commands {
-                    bus.execute(&aggregate_id, command, metadata)
-                        .await
-                        .map_err(command_error)?;
+                for (command, metadata, new) in commands {
+                    if new {
+                        bus.execute_new(&aggregate_id, command, metadata).await
+                    } else {
+                        bus.execute(&aggregate_id, command, metadata).await
+                    }
+                    .map_err(command_error)?;
                 }
                 Ok::<(), ProjectionError>(())
             })

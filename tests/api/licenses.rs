@@ -508,8 +508,8 @@ async fn a_validation_writes_nothing() {
 }
 
 /// Keys for many licenses at once: one a license had before is kept (a retry, or a key a
-/// license purchase reserved), the others get new keys, all distinct, and asking again
-/// returns the same keys.
+/// license purchase reserved), the others get new keys, all distinct and said to be new, and
+/// asking again returns the same keys, none new.
 #[tokio::test]
 async fn keys_reserved_together_keep_earlier_keys_and_are_distinct() {
     let url = crate::helpers::fresh_database().await;
@@ -521,10 +521,16 @@ async fn keys_reserved_together_keep_earlier_keys_and_are_distinct() {
     let mut ids: Vec<uuid::Uuid> = (0..50).map(|_| uuid::Uuid::new_v4()).collect();
     ids.push(earlier);
     ids.push(ids[0]);
-    let keys = memberledger::license_keys::reserve_many(&pool, &ids)
+    let reserved = memberledger::license_keys::reserve_many(&pool, &ids)
         .await
         .expect("reserving keys");
+    let keys = &reserved.keys;
     assert_eq!(keys.len(), 51, "one key per distinct license");
+    assert_eq!(reserved.new.len(), 50, "the licenses that had no key");
+    assert!(
+        !reserved.new.contains(&earlier),
+        "one that had a key is not new"
+    );
     assert_eq!(keys[&earlier], earlier_key, "an earlier key is kept");
     let distinct: std::collections::HashSet<_> = keys.values().collect();
     assert_eq!(distinct.len(), 51, "no two licenses share a key");
@@ -536,6 +542,7 @@ async fn keys_reserved_together_keep_earlier_keys_and_are_distinct() {
     let again = memberledger::license_keys::reserve_many(&pool, &ids)
         .await
         .expect("reserving again");
-    assert_eq!(again, keys, "asking again returns the same keys");
+    assert_eq!(&again.keys, keys, "asking again returns the same keys");
+    assert!(again.new.is_empty(), "and none is new any more");
     pool.close().await;
 }

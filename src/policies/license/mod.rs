@@ -193,7 +193,8 @@ impl Plan {
             .filter(|(_, step, _)| matches!(step, Planned::Keyed(_)))
             .map(|(license_id, ..)| *license_id)
             .collect();
-        let mut keys = crate::license_keys::reserve_many(pool, &keyed).await?;
+        let crate::license_keys::Reserved { mut keys, new } =
+            crate::license_keys::reserve_many(pool, &keyed).await?;
         let mut policies = HashMap::new();
         for (_, step, _) in &self.steps {
             if let Planned::ProductPolicy(product, _) = step {
@@ -213,6 +214,11 @@ impl Plan {
                             "no key reserved for license {license_id}"
                         ))
                     })?;
+                    // A license whose key is new has no events: its first command reads none.
+                    if new.contains(&license_id) {
+                        commands.push_new(license_id.to_string(), command(key), metadata);
+                        continue;
+                    }
                     command(key)
                 }
                 Planned::ProductPolicy(product, at) => match &policies[&product] {
