@@ -16,7 +16,9 @@ use super::claim::{claim_groups, finish, release, unlock, Finished, Group};
 use super::ClaimedEvent;
 use crate::config::StripeSettings;
 use crate::eventlog::{next_local, STRIPE_EVENT_RECEIVED};
-use crate::stripe::translate::{Outcome, Translator, GROUP_MEMBER};
+use crate::stripe::translate::{
+    group_checkouts, Outcome, Translator, GROUP_CHECKOUTS, GROUP_MEMBER,
+};
 
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Most events of one customer claimed at once (the rest in the next claim).
@@ -300,9 +302,9 @@ impl Dispatcher {
 /// customer is run again each time a later one is processed, until it goes through or
 /// nothing more does.
 async fn run_group(translator: Arc<Translator>, group: Group) -> Vec<Finished> {
-    GROUP_MEMBER
-        .scope(RefCell::new(None), run_in_order(translator, group.events))
-        .await
+    let checkouts = group_checkouts(group.customer_id.as_deref(), &group.events);
+    let run = GROUP_CHECKOUTS.scope(checkouts, run_in_order(translator, group.events));
+    GROUP_MEMBER.scope(RefCell::new(None), run).await
 }
 
 async fn run_in_order(translator: Arc<Translator>, events: Vec<ClaimedEvent>) -> Vec<Finished> {

@@ -19,6 +19,51 @@ tokio::task_local! {
     pub static GROUP_MEMBER: std::cell::RefCell<Option<(String, Uuid)>>;
 }
 
+tokio::task_local! {
+    /// The customer whose claimed events this task runs, and those of them that are checkouts
+    /// naming the customer's email ([`group_checkouts`]): an event waiting for its member
+    /// finds the checkout it waits for here, without asking the inbox.
+    pub static GROUP_CHECKOUTS: (Option<String>, Vec<String>);
+}
+
+/// The customer of `events` (one group's) and the ids of those that are checkouts naming the
+/// customer's email: what `checkout_in_inbox` looks for, among events being processed (as
+/// claimed events are).
+pub fn group_checkouts(
+    customer_id: Option<&str>,
+    events: &[crate::stripe::inbox::ClaimedEvent],
+) -> (Option<String>, Vec<String>) {
+    let checkouts = events
+        .iter()
+        .filter(|e| {
+            CHECKOUTS.contains(&e.event_type.as_str())
+                && !e.payload["data"]["object"]["customer_details"]["email"].is_null()
+        })
+        .map(|e| e.id.clone())
+        .collect();
+    (customer_id.map(str::to_owned), checkouts)
+}
+
+/// The checkouts that name a customer's email (`customer_details.email`).
+const CHECKOUTS: [&str; 2] = [
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+];
+
+/// A checkout of `customer_id` other than `event_id` that names their email, if the group
+/// this task runs is the customer's and has one (none outside a group's task).
+fn checkout_in_group(customer_id: &str, event_id: &str) -> Option<String> {
+    GROUP_CHECKOUTS
+        .try_with(|(customer, checkouts)| {
+            if customer.as_deref() != Some(customer_id) {
+                return None;
+            }
+            checkouts.iter().find(|id| *id != event_id).cloned()
+        })
+        .ok()
+        .flatten()
+}
+
 /// The member [`GROUP_MEMBER`] knows for `customer_id` (none outside a group's task).
 fn known_member(customer_id: &str) -> Option<Uuid> {
     GROUP_MEMBER
@@ -102,9 +147,12 @@ impl Translator {
             None => {
                 // The customer's checkout names them and is in the inbox already (in Stripe's
                 // order it comes after the subscription): wait for it rather than ask Stripe.
-                if let Some(checkout) =
-                    checkout_in_inbox(&self.pool, customer_id, &metadata.correlation_id).await?
-                {
+                let event_id = &metadata.correlation_id;
+                let checkout = match checkout_in_group(customer_id, event_id) {
+                    Some(checkout) => Some(checkout),
+                    None => checkout_in_inbox(&self.pool, customer_id, event_id).await?,
+                };
+                if let Some(checkout) = checkout {
                     return Err(Waiting(format!(
                         "customer {customer_id} has no member yet: waiting for their checkout {checkout}"
                     ))
@@ -171,13 +219,73 @@ async fn checkout_in_inbox(
     sqlx::query_scalar(
         "SELECT id FROM stripe_events
          WHERE customer_id = $1 AND id <> $2
-           AND type IN ('checkout.session.completed', 'checkout.session.async_payment_succeeded')
+           AND type = ANY($3)
            AND status IN ('pending', 'processing', 'deferred')
            AND payload->'data'->'object'->'customer_details'->>'email' IS NOT NULL
          LIMIT 1",
     )
     .bind(customer_id)
     .bind(event_id)
+    .bind(&CHECKOUTS[..])
     .fetch_optional(pool)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::stripe::inbox::ClaimedEvent;
+
+    fn claimed(id: &str, event_type: &str, email: serde_json::Value) -> ClaimedEvent {
+        ClaimedEvent {
+            id: id.to_owned(),
+            event_type: event_type.to_owned(),
+            customer_id: Some("cus_1".to_owned()),
+            payload: json!({ "data": { "object": { "customer_details": { "email": email } } } }),
+            attempts: 1,
+            created: chrono::Utc::now(),
+            received_at: chrono::Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_names_its_checkouts_with_an_email_and_only_for_its_customer() {
+        let events = [
+            claimed("evt_sub", "customer.subscription.created", json!(null)),
+            claimed("evt_no_email", "checkout.session.completed", json!(null)),
+            claimed(
+                "evt_async",
+                "checkout.session.async_payment_succeeded",
+                json!("a@example.com"),
+            ),
+            claimed(
+                "evt_expired",
+                "checkout.session.expired",
+                json!("a@example.com"),
+            ),
+        ];
+        let group = group_checkouts(Some("cus_1"), &events);
+        assert_eq!(group.1, ["evt_async"]);
+        GROUP_CHECKOUTS
+            .scope(group, async {
+                assert_eq!(
+                    checkout_in_group("cus_1", "evt_sub").as_deref(),
+                    Some("evt_async")
+                );
+                assert_eq!(checkout_in_group("cus_1", "evt_async"), None, "not itself");
+                assert_eq!(
+                    checkout_in_group("cus_2", "evt_sub"),
+                    None,
+                    "another customer's"
+                );
+            })
+            .await;
+        assert_eq!(
+            checkout_in_group("cus_1", "evt_sub"),
+            None,
+            "outside a group"
+        );
+    }
 }

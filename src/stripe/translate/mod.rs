@@ -5,7 +5,7 @@
 
 mod checkout;
 mod customers;
-pub use customers::GROUP_MEMBER;
+pub use customers::{group_checkouts, GROUP_CHECKOUTS, GROUP_MEMBER};
 mod invoices;
 mod purchases;
 pub mod read;
