@@ -488,8 +488,13 @@ async fn apply_batch(
     .bind(apply_lock_key(name))
     .execute(&mut *tx)
     .await?;
-    let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
-        "SELECT transaction_id::text::bigint, global_position FROM projection_checkpoints WHERE name = $1",
+    // The checkpoint, read now that the lock is held, and the horizon, from the same
+    // statement's snapshot (taken after the lock: a horizon can only be lower than one taken
+    // later, which reads less, never an event still in flight).
+    let (transaction_id, global_position, xmin): (i64, i64, i64) = sqlx::query_as(
+        "SELECT transaction_id::text::bigint, global_position,
+                pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+         FROM projection_checkpoints WHERE name = $1",
     )
     .bind(name)
     .fetch_one(&mut *tx)
@@ -504,7 +509,7 @@ async fn apply_batch(
         cursor.read = stored;
         cursor.stored = Some(stored);
     }
-    let horizon = Horizon::now(&mut tx).await?;
+    let horizon = Horizon::Below(xmin);
     let handles = projection.handles();
     let limit = cursor.batch_size();
     let events = read_after(&mut tx, cursor.read, limit, Some(handles), horizon)
