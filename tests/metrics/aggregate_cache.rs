@@ -212,13 +212,8 @@ async fn a_member_the_server_created_is_kept_and_an_erased_one_is_read_from_the_
     // Erased (served from memory, and appending), the member is kept without personal data;
     // a command on it is refused, which no append verified: it runs again against the log,
     // which refuses it too.
-    let resp = app
-        .client
-        .delete(app.url(&format!("/v1/members/{id}")))
-        .bearer_auth(crate::helpers::ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("erasure sent");
+    let path = format!("/v1/members/{id}");
+    let resp = app.admin(reqwest::Method::DELETE, &path, None).await;
     assert_eq!(resp.status(), 204, "{:?}", resp.text().await);
     let before = app.scrape().await;
     let resp = app
