@@ -23,7 +23,9 @@
 //! email changes, rate-limit counters per address (keyed by the address's hash; older ones by
 //! the address), import reports' rows of their
 //! addresses, the stored payloads of outbound webhook deliveries of their events, and the
-//! activation addresses (IPs) of their licenses.
+//! activation addresses (IPs) of their licenses. Addresses are compared lowercased as the
+//! server lowercases them, every cased letter and not only ASCII (`casefold`, whatever the
+//! cluster's locale), and searched in a stored event in each JSON spelling ([`json_spellings`]).
 //!
 //! An upload still being imported (`member_import_chunks`, deleted when its import ends) is
 //! not searched: a file that names the member would create them again as a new member, as a
@@ -240,11 +242,11 @@ async fn scrub(conn: &mut PgConnection, member_id: Uuid, known: &Known) -> Resul
     scrub_stripe_events(conn, known).await?;
     scrub_deliveries(conn, member_id, known).await?;
     for statement in [
-        "DELETE FROM outbox_emails WHERE member_id = $1 OR lower(to_address) = ANY($2)",
+        "DELETE FROM outbox_emails WHERE member_id = $1 OR casefold(to_address) = ANY($2)",
         "DELETE FROM login_codes WHERE email = ANY($2)",
         "DELETE FROM member_sessions WHERE member_id = $1",
-        "DELETE FROM email_change_requests WHERE member_id = $1 OR lower(new_email) = ANY($2)",
-        "DELETE FROM member_import_refusals WHERE lower(email) = ANY($2)",
+        "DELETE FROM email_change_requests WHERE member_id = $1 OR casefold(new_email) = ANY($2)",
+        "DELETE FROM member_import_refusals WHERE casefold(email) = ANY($2)",
         // Activation addresses; `LicenseActivatedOnDomain.ip` reads as null once the license's
         // key is destroyed, so a rebuild gives the same.
         "UPDATE licenses SET machines = (
@@ -313,19 +315,80 @@ fn redact_stripe(value: &mut Value, emails: &[String]) {
     }
 }
 
+/// The ways JSON text can spell `email` (lowercased) inside a string, lowercased as
+/// `casefold` lowercases the text around it. `"` and `\` are always escaped; an encoder may
+/// also escape `/` (as `\/`), HTML's `<`, `>` and `&` (`\u003c`…, as Go's does), and every
+/// character beyond ASCII (`\u00e9`, as Python's `ensure_ascii` does; a surrogate pair beyond
+/// the Basic Multilingual Plane). An encoder escapes a kind of character everywhere or nowhere,
+/// so each combination is one spelling. Lowercasing the text lowercases an escape's hex
+/// digits, not the letter it stands for: an escaped letter is spelled as the lowercase letter
+/// and as the uppercase one (an address typed in capitals), not mixed within one address.
+fn json_spellings(email: &str) -> Vec<String> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Beyond {
+        Raw,
+        Lower,
+        Upper,
+    }
+    let mut spellings = Vec::new();
+    for slash in [false, true] {
+        for html in [false, true] {
+            for beyond in [Beyond::Raw, Beyond::Lower, Beyond::Upper] {
+                let mut out = String::with_capacity(email.len() + 8);
+                for c in email.chars() {
+                    match c {
+                        '"' => out.push_str("\\\""),
+                        '\\' => out.push_str("\\\\"),
+                        '/' if slash => out.push_str("\\/"),
+                        '<' | '>' | '&' if html => push_escaped(&mut out, c),
+                        c if c.is_ascii() || beyond == Beyond::Raw => out.push(c),
+                        c if beyond == Beyond::Lower => push_escaped(&mut out, c),
+                        c => {
+                            let mut upper = c.to_uppercase();
+                            match (upper.next(), upper.next()) {
+                                (Some(u), None) => push_escaped(&mut out, u),
+                                _ => push_escaped(&mut out, c),
+                            }
+                        }
+                    }
+                }
+                if !spellings.contains(&out) {
+                    spellings.push(out);
+                }
+            }
+        }
+    }
+    spellings
+}
+
+/// `c` as JSON's `\uXXXX` escape (two, a surrogate pair, beyond U+FFFF), in lowercase hex.
+fn push_escaped(out: &mut String, c: char) {
+    let mut units = [0u16; 2];
+    for unit in c.encode_utf16(&mut units) {
+        out.push_str(&format!("\\u{unit:04x}"));
+    }
+}
+
 async fn scrub_stripe_events(conn: &mut PgConnection, known: &Known) -> Result<(), sqlx::Error> {
     if known.customers.is_empty() && known.emails.is_empty() {
         return Ok(());
     }
+    // The payload is searched as stored, the JSON text Stripe sent: an address appears there
+    // in one of its JSON spellings.
+    let spellings: Vec<String> = known
+        .emails
+        .iter()
+        .flat_map(|e| json_spellings(e))
+        .collect();
     let rows: Vec<(String, Value)> = sqlx::query_as(
         "SELECT id, payload FROM stripe_events
          WHERE customer_id = ANY($1)
-            OR EXISTS (SELECT 1 FROM unnest($2::text[]) AS a(email)
-                       WHERE strpos(lower(payload::text), a.email) > 0)
+            OR EXISTS (SELECT 1 FROM unnest($2::text[]) AS a(spelling)
+                       WHERE strpos(casefold(payload::text), a.spelling) > 0)
          FOR UPDATE",
     )
     .bind(&known.customers)
-    .bind(&known.emails)
+    .bind(&spellings)
     .fetch_all(&mut *conn)
     .await?;
     let mut ids = Vec::new();
@@ -433,5 +496,45 @@ mod tests {
         assert_eq!(customer["name"], Value::Null);
         assert_eq!(customer["address"], Value::Null);
         assert_eq!(customer["currency"], "usd");
+    }
+
+    /// Whether some spelling of `email` occurs in `text` lowercased (as `casefold` does).
+    fn spelled_in(email: &str, text: &str) -> bool {
+        let text = text.to_lowercase();
+        json_spellings(email)
+            .iter()
+            .any(|s| text.contains(s.as_str()))
+    }
+
+    #[test]
+    fn an_address_is_found_in_each_way_an_encoder_writes_it() {
+        let email = "josé.o'neil/ü&co@exämple.com";
+        for written in [
+            // As typed, in capitals, by an encoder escaping nothing it need not.
+            r#"{"note":"JOSÉ.O'NEIL/Ü&CO@EXÄMPLE.COM"}"#,
+            // Python's `ensure_ascii`.
+            r#"{"note":"jos\u00e9.o'neil/\u00fc&co@ex\u00e4mple.com"}"#,
+            // The same in capitals, uppercase hex.
+            r#"{"note":"JOS\u00C9.O'NEIL/\u00DC&CO@EX\u00C4MPLE.COM"}"#,
+            // `/` escaped (PHP), HTML's characters escaped (Go).
+            r#"{"note":"josé.o'neil\/ü&co@exämple.com"}"#,
+            r#"{"note":"josé.o'neil/ü\u0026co@exämple.com"}"#,
+        ] {
+            assert!(spelled_in(email, written), "not found in {written}");
+            let decoded: Value = serde_json::from_str(written).expect("valid JSON");
+            assert!(decoded["note"]
+                .as_str()
+                .expect("a string")
+                .to_lowercase()
+                .contains(email));
+        }
+        assert!(!spelled_in(
+            email,
+            r#"{"note":"jose.o'neil/u&co@example.com"}"#
+        ));
+        // A quote and a backslash are escaped by every encoder; beyond the Basic Multilingual
+        // Plane, a surrogate pair.
+        assert_eq!(json_spellings(r#"a"b\c@x.io"#), [r#"a\"b\\c@x.io"#]);
+        assert!(json_spellings("😀@x.io").contains(&r"\ud83d\ude00@x.io".to_owned()));
     }
 }

@@ -420,3 +420,84 @@ async fn with_cancel_and_delete_configured_the_subscription_is_canceled_and_the_
     assert_eq!(status, "canceled");
     assert_problem(app.get_member(&member_id.to_string()).await, 404).await;
 }
+
+/// The inbox keeps Stripe's events as sent, and Stripe's users type addresses in any case and
+/// script; an encoder may escape them. Found by customer or not, each is scrubbed.
+#[tokio::test]
+async fn an_address_beyond_ascii_is_scrubbed_in_any_case_and_in_any_json_spelling() {
+    let stripe = FakeStripe::start(&[]).await;
+    let app = app(&stripe, ActiveSubscriptions::Refuse, StripeCustomers::Keep).await;
+    let tag = Uuid::now_v7().simple().to_string();
+    let email = format!("jürgen.ñuñez-{tag}@exämple.com");
+    let member = app.member(&email).await;
+    let id = member["id"].as_str().expect("id").to_owned();
+
+    let capitals = email.to_uppercase();
+    let escaped = email
+        .replace('ü', "\\u00fc")
+        .replace('ñ', "\\u00f1")
+        .replace('ä', "\\u00e4");
+    let other = format!("someone-{tag}@example.com");
+    // Events of customers the member is not linked to: only the address names them.
+    let events = [
+        ("raw", format!(r#"{{"description":"Paid by {capitals}"}}"#)),
+        (
+            "escaped",
+            format!(r#"{{"description":"Paid by {escaped}"}}"#),
+        ),
+        ("other", format!(r#"{{"description":"Paid by {other}"}}"#)),
+    ];
+    for (name, object) in &events {
+        sqlx::query(
+            "INSERT INTO stripe_events (id, type, created, customer_id, object_id, payload, status)
+             VALUES ($1, 'charge.succeeded', now(), $2, $1, $3::json, 'processed')",
+        )
+        .bind(format!("evt_{name}_{tag}"))
+        .bind(format!("cus_{name}_{tag}"))
+        .bind(format!(
+            r#"{{"id":"evt_{name}_{tag}","type":"charge.succeeded","data":{{"object":{object}}}}}"#
+        ))
+        .execute(&app.pool)
+        .await
+        .expect("a stored event");
+    }
+    // An email queued to the address in capitals, not tied to the member.
+    sqlx::query(
+        "INSERT INTO outbox_emails (id, to_address, subject, text_body, html_body)
+         VALUES ($1, $2, 'Hello', 'Hello', '<p>Hello</p>')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(&capitals)
+    .execute(&app.pool)
+    .await
+    .expect("a queued email");
+
+    let resp = app
+        .admin(Method::DELETE, &format!("/v1/members/{id}"), None)
+        .await;
+    assert_eq!(resp.status(), 204);
+
+    let description = |name: &str| {
+        let pool = app.pool.clone();
+        let id = format!("evt_{name}_{tag}");
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT payload->'data'->'object'->>'description' FROM stripe_events WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("the event")
+        }
+    };
+    assert_eq!(description("raw").await, "[erased]");
+    assert_eq!(description("escaped").await, "[erased]");
+    assert_eq!(description("other").await, format!("Paid by {other}"));
+    let queued: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox_emails WHERE to_address = $1")
+            .bind(&capitals)
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(queued, 0, "the email to the address in capitals is gone");
+}
