@@ -349,13 +349,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     } else {
                         format!("{}→{}", p.version, p.code_version)
                     };
+                    let lag = if p.lag_events >= crate::eventlog::BACKLOG_COUNTED_UP_TO {
+                        format!("{}+", p.lag_events)
+                    } else {
+                        p.lag_events.to_string()
+                    };
                     println!(
                         "{:<28} {:>7} {:>12} {:>14} {:>10} {:>10} {:>12}  {}",
                         p.name,
                         version,
                         p.global_position,
                         p.events_applied,
-                        p.lag_events,
+                        lag,
                         p.lag_ms,
                         p.stuck_position.map(|p| p.to_string()).unwrap_or_default(),
                         p.last_error.unwrap_or_default()

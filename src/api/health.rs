@@ -21,7 +21,8 @@ pub struct Health {
 #[derive(Debug, Clone, Object)]
 pub struct ProjectionLag {
     pub name: String,
-    /// Events in the log it has not applied yet.
+    /// Events in the log it has not applied yet, counted up to 10,000: 10000 means that many
+    /// or more.
     pub lag_events: i64,
     /// Age of the oldest event it has not applied, in milliseconds.
     pub lag_ms: i64,

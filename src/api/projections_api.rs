@@ -31,7 +31,8 @@ pub struct ProjectionView {
     /// Global position of the last event applied.
     pub global_position: i64,
     pub events_applied: i64,
-    /// Events in the log not applied yet.
+    /// Events in the log not applied yet, counted up to 10,000: 10000 means that many or
+    /// more.
     pub lag_events: i64,
     /// Age of the oldest event not applied yet, in milliseconds.
     pub lag_ms: i64,

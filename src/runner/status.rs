@@ -19,7 +19,8 @@ pub struct ProjectionStatus {
     pub events_applied: i64,
     /// `inline` (written with its events: never behind) or `async` (applied by a runner).
     pub mode: String,
-    /// Events in the log the projection handles and has not applied yet.
+    /// Events in the log the projection handles and has not applied yet, counted up to
+    /// [`crate::eventlog::BACKLOG_COUNTED_UP_TO`] (that many or more).
     pub lag_events: i64,
     /// Age of the oldest event not applied yet, in milliseconds (0 when caught up).
     pub lag_ms: i64,

@@ -186,3 +186,55 @@ async fn an_event_a_projection_cannot_apply_stalls_it_visibly_instead_of_being_s
     })
     .await;
 }
+
+/// `/readyz`, `/metrics`, the admin console and `projections status` ask every projection's
+/// backlog, often: it is counted up to a bound, so a catch-up of millions of events does not
+/// make each of them a scan of millions.
+#[tokio::test]
+async fn a_backlog_is_counted_up_to_its_bound_and_exactly_below_it() {
+    use memberledger::eventlog::{backlog, LogPosition, BACKLOG_COUNTED_UP_TO};
+    use projections::Handles;
+
+    let app = TestApp::spawn().await;
+    // Events of a kind no projection handles: nothing applies them, whatever runs.
+    let kind = format!("Probe{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT $1, g::text, 1, 'Probed', '1.0', '{}', '{}' FROM generate_series(1, $2) AS g",
+    )
+    .bind(&kind)
+    .bind(BACKLOG_COUNTED_UP_TO + 5)
+    .execute(&app.pool)
+    .await
+    .expect("events appended");
+    let handles = [Handles::all(Box::leak(kind.clone().into_boxed_str()))];
+
+    let (count, age_ms) = backlog(&app.pool, LogPosition::default(), &handles)
+        .await
+        .expect("backlog");
+    assert_eq!(count, BACKLOG_COUNTED_UP_TO, "counted up to the bound");
+    assert!(age_ms.is_some_and(|ms| ms >= 0.0), "{age_ms:?}");
+
+    let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
+        "SELECT transaction_id::text::bigint, global_position FROM events WHERE aggregate_type = $1
+         ORDER BY global_position DESC OFFSET 3 LIMIT 1",
+    )
+    .bind(&kind)
+    .fetch_one(&app.pool)
+    .await
+    .expect("an event");
+    let fourth_last = LogPosition {
+        transaction_id,
+        global_position,
+    };
+    let (count, _) = backlog(&app.pool, fourth_last, &handles)
+        .await
+        .expect("backlog");
+    assert_eq!(count, 3, "below the bound, exact");
+
+    let other = [Handles::all("NoSuchAggregate")];
+    let none = backlog(&app.pool, LogPosition::default(), &other)
+        .await
+        .expect("backlog");
+    assert_eq!(none, (0, None));
+}

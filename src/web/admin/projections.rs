@@ -80,6 +80,12 @@ fn row(view: ProjectionView, rebuildable: bool, inline: bool) -> Row {
     };
     let lag = if view.lag_events == 0 {
         "caught up".to_owned()
+    } else if view.lag_events >= crate::eventlog::BACKLOG_COUNTED_UP_TO {
+        format!(
+            "{} events or more, {:.1} s",
+            view.lag_events,
+            view.lag_ms as f64 / 1000.0
+        )
     } else {
         format!(
             "{} events, {:.1} s",
