@@ -370,6 +370,35 @@ async fn list_filters_by_search_status_and_creation_time() {
 }
 
 #[tokio::test]
+async fn the_search_ignores_case_beyond_ascii_too() {
+    let app = TestApp::spawn().await;
+    let jurgen = app
+        .create_member(json!({"email": "JÜRGEN@example.net", "name": "Jürgen Müller"}))
+        .await;
+    assert_eq!(jurgen.status(), 201);
+    app.member("ada@example.net").await;
+    let search = |term: &str| {
+        let path = format!("/v1/members?search={term}");
+        let app = &app;
+        async move {
+            let page: Value = app.get(&path).await.json().await.expect("json");
+            page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|m| m["email"].as_str().expect("email").to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    // The cluster's C locale lowercases only ASCII: these found nobody before.
+    for term in ["jürgen", "JÜRGEN", "müller", "MÜLLER", "ürgen@EXAMPLE"] {
+        assert_eq!(search(term).await, ["JÜRGEN@example.net"], "{term}");
+    }
+    assert_eq!(search("über").await, Vec::<String>::new());
+    assert_eq!(search("ADA").await, ["ada@example.net"], "ASCII, as before");
+}
+
+#[tokio::test]
 async fn list_rejects_bad_parameters_with_problems() {
     let app = TestApp::spawn().await;
     for (query, status, field) in [

@@ -228,19 +228,30 @@ pub(crate) async fn list_members(state: &State, filter: ListFilter) -> Result<Me
         .search
         .as_deref()
         .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            format!(
-                "%{}%",
-                s.replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            )
-        });
+        .filter(|s| !s.is_empty());
+    // Case-insensitive in every script: `ILIKE` (the C locale's, ASCII only) for an ASCII term,
+    // which matches the same rows; else both sides lowercased as the server lowercases
+    // (`casefold`, ICU's), which costs more per row.
+    let beyond_ascii = search.is_some_and(|s| !s.is_ascii());
+    let search = search.map(|s| {
+        let s = if beyond_ascii {
+            s.to_lowercase()
+        } else {
+            s.to_owned()
+        };
+        format!(
+            "%{}%",
+            s.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    });
     let rows: Vec<MemberRow> = sqlx::query_as(&format!(
         "SELECT {MEMBER_COLUMNS} FROM member_list
          WHERE ($1::text IS NULL OR status = $1)
-           AND ($2::text IS NULL OR email ILIKE $2 OR name ILIKE $2)
+           AND ($2::text IS NULL
+                OR CASE WHEN $10 THEN casefold(email) LIKE $2 OR casefold(name) LIKE $2
+                        ELSE email ILIKE $2 OR name ILIKE $2 END)
            AND ($3::timestamptz IS NULL OR created_at > $3)
            AND ($4::timestamptz IS NULL OR created_at < $4)
            AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6))
@@ -259,6 +270,7 @@ pub(crate) async fn list_members(state: &State, filter: ListFilter) -> Result<Me
     .bind(filter.limit + 1)
     .bind(filter.newsletter)
     .bind(filter.label)
+    .bind(beyond_ascii)
     .fetch_all(&state.pool)
     .await
     .map_err(db_error)?;
