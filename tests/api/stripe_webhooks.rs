@@ -580,6 +580,95 @@ async fn a_customers_events_claimed_together_run_the_deferred_one_after_its_chec
     assert_eq!(stripe.requested(), Vec::<String>::new());
 }
 
+/// A returning customer's new subscription before its checkout, claimed together: it waits
+/// for the checkout without asking for the customer's link, and both end as they would in
+/// Stripe's order, on the member the customer already had.
+#[tokio::test]
+async fn a_returning_customers_subscription_claimed_with_its_checkout_ends_on_their_member() {
+    let first_purchase = Lifecycle::new("returning");
+    let mut second_purchase = Lifecycle::new("returning2");
+    second_purchase.customer = first_purchase.customer.clone();
+    second_purchase.email = first_purchase.email.clone();
+    second_purchase.start = first_purchase.start + 86_400;
+    let stripe = FakeStripe::start(&[(&first_purchase.customer, &first_purchase.email)]).await;
+    let mut store_only = test_stripe_settings();
+    store_only.workers = 0;
+    store_only.secret_key = Some("sk_test_fake".into());
+    store_only.api_base = Some(stripe.base.clone());
+    let intake = TestApp::spawn_with(store_only.clone()).await;
+    let processing = |settings: StripeSettings| {
+        let url = intake.database_url.clone();
+        async move {
+            let mut all = crate::helpers::test_settings().await;
+            all.stripe = StripeSettings {
+                workers: 2,
+                ..settings
+            };
+            TestApp::spawn_settings(&url, all).await
+        }
+    };
+    // The first purchase makes the member and links the customer.
+    for event in [
+        first_purchase.checkout_completed(1),
+        first_purchase.subscription_event("created", "customer.subscription.created", "active", 0),
+    ] {
+        assert_eq!(intake.send_webhook(&event).await.status(), 200);
+    }
+    let worker = processing(store_only.clone()).await;
+    worker.drain_stripe().await;
+    let member_id = member_id_for(&worker, &first_purchase.email).await;
+    worker.stop().await;
+
+    // The second, stored while no worker runs, is claimed as one group.
+    for event in [
+        second_purchase.subscription_event("created", "customer.subscription.created", "active", 0),
+        second_purchase.checkout_completed(1),
+    ] {
+        assert_eq!(intake.send_webhook(&event).await.status(), 200);
+    }
+    let worker = processing(store_only).await;
+    worker.drain_stripe().await;
+    let rows: Vec<(String, String, i32)> = sqlx::query_as(
+        "SELECT id, status, attempts FROM stripe_events WHERE id LIKE 'evt_returning2_%' ORDER BY id",
+    )
+    .fetch_all(&worker.pool)
+    .await
+    .expect("rows");
+    assert_eq!(
+        rows,
+        [
+            (
+                "evt_returning2_checkout".to_owned(),
+                "processed".to_owned(),
+                1
+            ),
+            (
+                "evt_returning2_created".to_owned(),
+                "processed".to_owned(),
+                2
+            ),
+        ]
+    );
+    let owners: Vec<(String, uuid::Uuid)> =
+        sqlx::query_as("SELECT id, member_id FROM subscriptions ORDER BY id")
+            .fetch_all(&worker.pool)
+            .await
+            .expect("subscriptions");
+    let member: uuid::Uuid = member_id.parse().expect("uuid");
+    assert_eq!(
+        owners,
+        [
+            (first_purchase.subscription.clone(), member),
+            (second_purchase.subscription.clone(), member)
+        ]
+    );
+    let members: i64 = sqlx::query_scalar("SELECT count(*) FROM member_list")
+        .fetch_one(&worker.pool)
+        .await
+        .expect("count");
+    assert_eq!(members, 1);
+}
+
 #[tokio::test]
 async fn a_deferred_event_whose_event_never_comes_fails_with_why() {
     let mut no_waiting = test_stripe_settings();

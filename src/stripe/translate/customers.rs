@@ -108,7 +108,23 @@ impl Translator {
         contact: &Contact<'_>,
         metadata: &EventMetadata,
     ) -> anyhow::Result<Uuid> {
-        if let Some(member_id) = linked_member(&self.pool, customer_id).await? {
+        // In Stripe's order a new customer's subscription comes before the checkout that
+        // names them. When this task's group holds that checkout, the event waits for it
+        // without a query: the checkout, run next, finds or makes the member (whether or not
+        // the customer was linked before), and this event follows it.
+        if contact.email.is_none() && contact.member_id.is_none() {
+            if let Some(checkout) = checkout_in_group(customer_id, &metadata.correlation_id) {
+                return Err(Waiting(format!(
+                    "customer {customer_id}'s checkout {checkout} is in the same group: waiting for it"
+                ))
+                .into());
+            }
+        }
+        // An event naming the address (a checkout) asks for the link and the address's
+        // member in one round trip.
+        let email = contact.email.and_then(|e| EmailAddress::parse(e).ok());
+        let (linked, by_email) = lookup(&self.pool, customer_id, email.as_ref()).await?;
+        if let Some(member_id) = linked {
             return Ok(member_id);
         }
         let mut member_id = None;
@@ -122,7 +138,13 @@ impl Translator {
             member_id = exists.then_some(id);
         }
         if member_id.is_none() {
-            member_id = Some(self.member_by_email(customer_id, contact, metadata).await?);
+            member_id = Some(match by_email {
+                Some(member_id) => member_id,
+                None => {
+                    self.member_by_email(customer_id, contact, metadata, email.is_some())
+                        .await?
+                }
+            });
         }
         let member_id = member_id.context("no member")?;
         // Whoever linked first wins; the aggregate of the winner is linked.
@@ -136,11 +158,14 @@ impl Translator {
         .await
     }
 
+    /// The member of the customer's address: found, or created. `looked_up`: the address
+    /// the event names was looked up already (by [`lookup`]) and holds no member.
     async fn member_by_email(
         &self,
         customer_id: &str,
         contact: &Contact<'_>,
         metadata: &EventMetadata,
+        looked_up: bool,
     ) -> anyhow::Result<Uuid> {
         let (email, name) = match contact.email {
             Some(email) => (email.to_owned(), contact.name.map(str::to_owned)),
@@ -173,8 +198,10 @@ impl Translator {
         };
         let email = EmailAddress::parse(&email)
             .map_err(|e| anyhow!("customer {customer_id}'s email {email:?} {e}"))?;
-        if let Some(member_id) = members::find_by_email(&self.pool, &email).await? {
-            return Ok(member_id);
+        if !looked_up {
+            if let Some(member_id) = members::find_by_email(&self.pool, &email).await? {
+                return Ok(member_id);
+            }
         }
         let new = NewMember {
             email: email.clone(),
@@ -202,11 +229,21 @@ impl Translator {
     }
 }
 
-async fn linked_member(pool: &PgPool, customer_id: &str) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT member_id FROM stripe_customers WHERE customer_id = $1")
-        .bind(customer_id)
-        .fetch_optional(pool)
-        .await
+/// The member linked to the customer, and the member holding `email` (compared as
+/// [`members::find_by_email`] does), in one statement.
+async fn lookup(
+    pool: &PgPool,
+    customer_id: &str,
+    email: Option<&EmailAddress>,
+) -> Result<(Option<Uuid>, Option<Uuid>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT (SELECT member_id FROM stripe_customers WHERE customer_id = $1),
+                (SELECT member_id FROM member_emails WHERE email = $2)",
+    )
+    .bind(customer_id)
+    .bind(email.map(EmailAddress::normalized))
+    .fetch_one(pool)
+    .await
 }
 
 /// A checkout of the customer that carries their email, stored and not yet done (pending,
