@@ -381,10 +381,10 @@ async fn scrub_stripe_events(conn: &mut PgConnection, known: &Known) -> Result<(
         .flat_map(|e| json_spellings(e))
         .collect();
     let rows: Vec<(String, Value)> = sqlx::query_as(
-        "SELECT id, payload FROM stripe_events
+        "SELECT id, payload::json FROM stripe_events
          WHERE customer_id = ANY($1)
             OR EXISTS (SELECT 1 FROM unnest($2::text[]) AS a(spelling)
-                       WHERE strpos(casefold(payload::text), a.spelling) > 0)
+                       WHERE strpos(casefold(payload), a.spelling) > 0)
          FOR UPDATE",
     )
     .bind(&known.customers)
@@ -398,14 +398,14 @@ async fn scrub_stripe_events(conn: &mut PgConnection, known: &Known) -> Result<(
         redact_stripe(&mut payload, &known.emails);
         if payload != before {
             ids.push(id);
-            // As text, into the `json` column: a payload `jsonb` cannot hold (a `\u0000` in a
-            // string) is stored, so it must be scrubbed too.
+            // As text, as the column keeps it: a payload `jsonb` could not hold (a `\u0000`
+            // in a string) is stored, so it must be scrubbed too.
             payloads.push(payload.to_string());
         }
     }
     if !ids.is_empty() {
         sqlx::query(
-            "UPDATE stripe_events s SET payload = r.p::json
+            "UPDATE stripe_events s SET payload = r.p
              FROM unnest($1::text[], $2::text[]) AS r(id, p) WHERE s.id = r.id",
         )
         .bind(&ids)

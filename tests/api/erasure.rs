@@ -482,7 +482,7 @@ async fn an_address_beyond_ascii_is_scrubbed_in_any_case_and_in_any_json_spellin
         let id = format!("evt_{name}_{tag}");
         async move {
             sqlx::query_scalar::<_, String>(
-                "SELECT payload->'data'->'object'->>'description' FROM stripe_events WHERE id = $1",
+                "SELECT payload::json->'data'->'object'->>'description' FROM stripe_events WHERE id = $1",
             )
             .bind(id)
             .fetch_one(&pool)

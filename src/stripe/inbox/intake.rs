@@ -148,7 +148,7 @@ pub(super) async fn insert(
     let heads = || events.iter().map(|(head, _)| *head);
     let ids: Vec<String> = sqlx::query_scalar(
         "INSERT INTO stripe_events (id, type, created, livemode, customer_id, object_id, payload)
-         SELECT id, type, to_timestamp(created), livemode, customer_id, object_id, payload::json
+         SELECT id, type, to_timestamp(created), livemode, customer_id, object_id, payload
          FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bool[], $5::text[], $6::text[],
                      $7::text[])
               AS d(id, type, created, livemode, customer_id, object_id, payload)

@@ -77,10 +77,25 @@ pub struct ClaimedEvent {
     #[sqlx(rename = "type")]
     pub event_type: String,
     pub customer_id: Option<String>,
+    /// Stored as the text Stripe sent, parsed here.
+    #[sqlx(try_from = "JsonText")]
     pub payload: Value,
     pub attempts: i32,
     pub created: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
+}
+
+/// JSON read as the `text` it is stored as: parsed by the server, not by PostgreSQL.
+#[derive(sqlx::Type)]
+#[sqlx(transparent)]
+pub struct JsonText(String);
+
+impl TryFrom<JsonText> for Value {
+    type Error = serde_json::Error;
+
+    fn try_from(text: JsonText) -> Result<Self, Self::Error> {
+        serde_json::from_str(&text.0)
+    }
 }
 
 /// A stored event, as operators list it.

@@ -258,7 +258,7 @@ async fn checkout_in_inbox(
          WHERE customer_id = $1 AND id <> $2
            AND type = ANY($3)
            AND status IN ('pending', 'processing', 'deferred')
-           AND payload->'data'->'object'->'customer_details'->>'email' IS NOT NULL
+           AND payload::json->'data'->'object'->'customer_details'->>'email' IS NOT NULL
          LIMIT 1",
     )
     .bind(customer_id)

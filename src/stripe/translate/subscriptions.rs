@@ -121,9 +121,9 @@ impl Translator {
     /// `checkout.session.completed` in the inbox (stored, whether processed yet or not).
     async fn checkout_site(&self, subscription_id: &str) -> anyhow::Result<Option<SiteDomain>> {
         let sessions: Vec<Value> = sqlx::query_scalar(
-            "SELECT payload->'data'->'object' FROM stripe_events
+            "SELECT payload::json->'data'->'object' FROM stripe_events
              WHERE type = 'checkout.session.completed'
-               AND payload->'data'->'object'->>'subscription' = $1
+               AND payload::json->'data'->'object'->>'subscription' = $1
              ORDER BY created",
         )
         .bind(subscription_id)
