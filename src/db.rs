@@ -195,3 +195,14 @@ pub async fn create_database_if_missing(admin_url: &str, name: &str) -> anyhow::
     admin.close().await;
     Ok(())
 }
+
+/// A `LIKE` pattern matching any text that contains `text`: its `\`, `%` and `_` escaped (the
+/// default escape character), between two `%`.
+pub fn like_containing(text: &str) -> String {
+    format!(
+        "%{}%",
+        text.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
+}

@@ -374,17 +374,16 @@ async fn scrub_stripe_events(conn: &mut PgConnection, known: &Known) -> Result<(
         return Ok(());
     }
     // The payload is searched as stored, the JSON text Stripe sent: an address appears there
-    // in one of its JSON spellings.
+    // in one of its JSON spellings. `LIKE ANY` lowercases each payload once for all of them.
     let spellings: Vec<String> = known
         .emails
         .iter()
         .flat_map(|e| json_spellings(e))
+        .map(|spelling| crate::db::like_containing(&spelling))
         .collect();
     let rows: Vec<(String, Value)> = sqlx::query_as(
         "SELECT id, payload::json FROM stripe_events
-         WHERE customer_id = ANY($1)
-            OR EXISTS (SELECT 1 FROM unnest($2::text[]) AS a(spelling)
-                       WHERE strpos(casefold(payload), a.spelling) > 0)
+         WHERE customer_id = ANY($1) OR casefold(payload) LIKE ANY($2)
          FOR UPDATE",
     )
     .bind(&known.customers)

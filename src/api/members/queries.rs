@@ -234,17 +234,11 @@ pub(crate) async fn list_members(state: &State, filter: ListFilter) -> Result<Me
     // (`casefold`, ICU's), which costs more per row.
     let beyond_ascii = search.is_some_and(|s| !s.is_ascii());
     let search = search.map(|s| {
-        let s = if beyond_ascii {
-            s.to_lowercase()
+        if beyond_ascii {
+            crate::db::like_containing(&s.to_lowercase())
         } else {
-            s.to_owned()
-        };
-        format!(
-            "%{}%",
-            s.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        )
+            crate::db::like_containing(s)
+        }
     });
     let rows: Vec<MemberRow> = sqlx::query_as(&format!(
         "SELECT {MEMBER_COLUMNS} FROM member_list
