@@ -80,15 +80,14 @@ fn row(view: ProjectionView, rebuildable: bool, inline: bool) -> Row {
     };
     let lag = if view.lag_events == 0 {
         "caught up".to_owned()
-    } else if view.lag_events >= crate::eventlog::BACKLOG_COUNTED_UP_TO {
-        format!(
-            "{} events or more, {:.1} s",
-            view.lag_events,
-            view.lag_ms as f64 / 1000.0
-        )
     } else {
+        let more = if view.lag_events >= crate::eventlog::BACKLOG_COUNTED_UP_TO {
+            " or more"
+        } else {
+            ""
+        };
         format!(
-            "{} events, {:.1} s",
+            "{} events{more}, {:.1} s",
             view.lag_events,
             view.lag_ms as f64 / 1000.0
         )
